@@ -1,0 +1,423 @@
+/* The backend interface: one const struct dy_backend per backend.
+ *
+ * A backend is a table of function pointers with an ABI version first; a NULL
+ * slot means "not supported" and callers record the point as skipped with that
+ * reason. Callers never use the table directly: they go through the dy_*
+ * wrappers below, which check slots, account memory and keep error text.
+ *
+ * Buffers are {handle, byte offset} because OpenCL 1.2 has no device pointers.
+ * Every call returns a status from status.h; a backend never calls exit().
+ *
+ * Grow the slot list by appending, and bump DY_BACKEND_ABI when a slot's
+ * meaning changes. */
+#ifndef DY_BACKEND_H
+#define DY_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "status.h"
+
+#define DY_BACKEND_ABI 1
+
+enum dy_dtype {
+    DY_F32 = 0,
+    DY_F16 = 1,
+    DY_BF16 = 2,
+    DY_I32 = 3,
+    DY_DTYPE_COUNT
+};
+
+size_t dy_dtype_size(enum dy_dtype t);
+const char *dy_dtype_name(enum dy_dtype t);
+/* Returns false when the name is not a dtype. */
+bool dy_dtype_parse(const char *name, enum dy_dtype *out);
+
+/* A device allocation. The wrapper layer owns this struct; `impl` is the
+ * backend's own handle (a pointer on CUDA and the CPU, a cl_mem on OpenCL). */
+struct dy_bufh {
+    void *impl;
+    size_t bytes;
+};
+
+/* A view into an allocation: handle plus byte offset. */
+typedef struct {
+    struct dy_bufh *h;
+    size_t off;
+} dy_buf;
+
+static inline dy_buf dy_buf_at(dy_buf b, size_t byte_offset)
+{
+    dy_buf r = { b.h, b.off + byte_offset };
+    return r;
+}
+
+enum dy_cap {
+    DY_CAP_F16 = 1u << 0,    /* native f16 arithmetic */
+    DY_CAP_BF16 = 1u << 1,   /* native bf16 arithmetic */
+    DY_CAP_GRAPHS = 1u << 2, /* graph capture of op sequences */
+    DY_CAP_UNIFIED = 1u << 3 /* device memory is host memory */
+};
+
+struct dy_device_info {
+    char name[128];
+    char vendor[64];
+    char driver_version[64];
+    char runtime_version[64];
+    uint64_t mem_total_bytes;
+    uint64_t l2_bytes;       /* last-level cache */
+    int compute_units;       /* SMs, CUs, or CPU cores */
+    int clock_mhz;
+    unsigned caps;           /* enum dy_cap bits */
+};
+
+struct dy_mem_info {
+    uint64_t free_bytes;
+    uint64_t total_bytes;
+};
+
+/* ---- op descriptors ---------------------------------------------------
+ * Row-major everywhere. Strides are in elements. Unless a field says
+ * otherwise, activations are `dtype` and arithmetic accumulates in f32 or
+ * wider. */
+
+/* dst[i] = offset + scale * u(seed, stream, i), u uniform in [-1, 1),
+ * computed by dy_random_unit() so that every backend produces bit-identical
+ * values, then rounded to `dtype` (round to nearest even). */
+struct dy_fill_random_desc {
+    dy_buf dst;
+    size_t count;
+    enum dy_dtype dtype;
+    uint64_t seed;
+    uint64_t stream;  /* one per tensor */
+    float scale;
+    float offset;
+};
+
+/* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
+ * B is stored as Hugging Face stores weights: [out_features, in_features]. */
+struct dy_gemm_desc {
+    dy_buf a, b, c, bias;     /* bias.h == NULL: no bias; bias is b_dtype */
+    int m, n, k;
+    int lda, ldb, ldc;
+    enum dy_dtype a_dtype, b_dtype, c_dtype;
+    float beta;               /* 0: overwrite C, 1: accumulate into C */
+};
+
+enum dy_norm_kind { DY_NORM_RMS = 0, DY_NORM_LAYER = 1 };
+
+/* out[r,:] = norm(x[r,:]) * weight (+ bias for LayerNorm) */
+struct dy_norm_desc {
+    enum dy_norm_kind kind;
+    dy_buf x, weight, bias, out;
+    int rows, dim;
+    int x_stride, out_stride;
+    float eps;
+    enum dy_dtype dtype;        /* x and out */
+    enum dy_dtype weight_dtype; /* weight and bias */
+};
+
+/* In-place rotary embedding, rotate-half convention (pairs i and i + d/2), on
+ * `heads` heads of `head_dim` in each of `tokens` rows. Angle of pair i at
+ * position p: (float)p * inv_freq[i], in f32, as Hugging Face computes it. */
+struct dy_rope_desc {
+    dy_buf x;
+    dy_buf positions;   /* i32 [tokens] */
+    dy_buf inv_freq;    /* f32 [head_dim / 2] */
+    int tokens, heads, head_dim;
+    int row_stride;     /* elements from one token's row to the next */
+    enum dy_dtype dtype;
+};
+
+enum dy_eltwise_op {
+    DY_ELT_ADD = 0,      /* out = a + b */
+    DY_ELT_SILU_MUL = 1, /* out = silu(a) * b */
+    DY_ELT_GELU = 2      /* out = gelu(a), erf form; b unused */
+};
+
+struct dy_eltwise_desc {
+    enum dy_eltwise_op op;
+    dy_buf a, b, out;
+    int rows, cols;
+    int a_stride, b_stride, out_stride;
+    enum dy_dtype dtype;
+};
+
+/* out[r,:] = convert(table[ids[r],:]) */
+struct dy_gather_rows_desc {
+    dy_buf table, ids, out;  /* ids: i32 [rows] */
+    int rows, cols;
+    int table_stride, out_stride;
+    enum dy_dtype table_dtype, out_dtype;
+};
+
+/* Paged KV cache: each layer's K and V are [num_slots, kv_heads, head_dim],
+ * slot = block_id * block_size + offset in block (vLLM's layout). */
+struct dy_kv_append_desc {
+    dy_buf k, v;             /* new rows: [tokens, kv_heads * head_dim] */
+    int src_stride;          /* elements between token rows of k and v */
+    dy_buf slots;            /* i32 [tokens] */
+    dy_buf k_cache, v_cache;
+    int tokens, kv_heads, head_dim;
+    enum dy_dtype src_dtype, cache_dtype;
+};
+
+/* Attention over `batch` sequences of `seq_len` tokens each, rows laid out
+ * sequence after sequence. Heads share KV heads in groups (GQA):
+ * kv_head = head / (heads / kv_heads). */
+struct dy_attention_prefill_desc {
+    dy_buf q, k, v, out;
+    int batch, seq_len, heads, kv_heads, head_dim;
+    int q_stride, kv_stride, out_stride;
+    float scale;
+    bool causal;
+    enum dy_dtype dtype;
+};
+
+/* One query token per sequence against its paged KV cache. */
+struct dy_attention_decode_desc {
+    dy_buf q, out;               /* [batch, heads * head_dim] with strides */
+    int q_stride, out_stride;
+    dy_buf k_cache, v_cache;
+    dy_buf block_table;          /* i32 [batch, max_blocks_per_seq] */
+    dy_buf context_lens;         /* i32 [batch], the query's token included */
+    int batch, heads, kv_heads, head_dim;
+    int block_size, max_blocks_per_seq;
+    int max_context;             /* host-side bound, to size splits */
+    float scale;
+    enum dy_dtype dtype, cache_dtype;
+};
+
+/* out[r] = index of the first maximum of x[r, 0:cols] */
+struct dy_argmax_desc {
+    dy_buf x, out;               /* out: i32 [rows] */
+    int rows, cols, stride;
+    enum dy_dtype dtype;
+};
+
+struct dy_convert_desc {
+    dy_buf src, dst;
+    size_t count;
+    enum dy_dtype src_dtype, dst_dtype;
+};
+
+/* ---- the table ---------------------------------------------------------
+ * `void *ctx` below is the backend's own context: one device and one
+ * in-order queue. Ops are asynchronous with respect to the host unless the
+ * backend says otherwise; buf_read waits for prior work. */
+struct dy_backend {
+    int abi_version;                /* DY_BACKEND_ABI */
+    const char *name;               /* "cpu-ref", "cuda", ... */
+    const char *description;
+
+    /* discovery */
+    int (*probe)(char *why, size_t why_len); /* DY_OK or why it is unusable */
+    int (*device_count)(int *count);
+    int (*device_info)(int device, struct dy_device_info *info);
+
+    /* context. ctx_create allocates *ctx; ctx_destroy frees it and every
+     * resource the backend made for it. */
+    int (*ctx_create)(int device, void **ctx);
+    void (*ctx_destroy)(void *ctx);
+    const char *(*last_error)(void *ctx); /* vendor text of the last failure */
+
+    /* memory */
+    int (*buf_alloc)(void *ctx, size_t bytes, void **impl);
+    void (*buf_free)(void *ctx, void *impl);
+    int (*buf_write)(void *ctx, dy_buf dst, const void *src, size_t bytes);
+    int (*buf_read)(void *ctx, dy_buf src, void *dst, size_t bytes);
+    int (*buf_copy)(void *ctx, dy_buf dst, dy_buf src, size_t bytes);
+    int (*buf_fill)(void *ctx, dy_buf dst, uint8_t byte, size_t bytes);
+    int (*mem_info)(void *ctx, struct dy_mem_info *info);
+
+    /* ordering and timing. An event marks the point in the queue where it is
+     * recorded; event_elapsed_ns waits for `end`. */
+    int (*sync)(void *ctx);
+    int (*event_create)(void *ctx, void **event);
+    void (*event_destroy)(void *ctx, void *event);
+    int (*event_record)(void *ctx, void *event);
+    int (*event_elapsed_ns)(void *ctx, void *start, void *end, uint64_t *ns);
+
+    /* ops */
+    int (*fill_random)(void *ctx, const struct dy_fill_random_desc *d);
+    int (*gemm)(void *ctx, const struct dy_gemm_desc *d);
+    int (*norm)(void *ctx, const struct dy_norm_desc *d);
+    int (*rope)(void *ctx, const struct dy_rope_desc *d);
+    int (*eltwise)(void *ctx, const struct dy_eltwise_desc *d);
+    int (*gather_rows)(void *ctx, const struct dy_gather_rows_desc *d);
+    int (*kv_append)(void *ctx, const struct dy_kv_append_desc *d);
+    int (*attention_prefill)(void *ctx, const struct dy_attention_prefill_desc *d);
+    int (*attention_decode)(void *ctx, const struct dy_attention_decode_desc *d);
+    int (*argmax)(void *ctx, const struct dy_argmax_desc *d);
+    int (*convert)(void *ctx, const struct dy_convert_desc *d);
+};
+
+/* A plugin (libdyno-NAME.so) exports this symbol. */
+typedef const struct dy_backend *(*dy_backend_entry_fn)(void);
+#define DY_BACKEND_ENTRY_SYMBOL "dy_backend_entry"
+
+/* ---- the counter-based generator --------------------------------------
+ * Header-only so that every backend (and its kernel language) computes the
+ * same integer arithmetic. SplitMix64's finaliser over (seed, stream, index). */
+static inline uint64_t dy_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t dy_random_key(uint64_t seed, uint64_t stream)
+{
+    return dy_mix64(seed * 0x9E3779B97F4A7C15ull + dy_mix64(stream + 0x632BE59BD9B4E019ull));
+}
+
+/* Uniform in [-1, 1): 24 random bits, exact in f32. */
+static inline float dy_random_unit(uint64_t key, uint64_t index)
+{
+    uint64_t bits = dy_mix64(key + (index + 1) * 0x9E3779B97F4A7C15ull) >> 40;
+    return (float)((int32_t)(bits << 1) - (int32_t)(1 << 24)) * (1.0f / 16777216.0f);
+}
+
+/* ---- f16 / bf16 bit conversion, exact and identical on every backend ---- */
+static inline float dy_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
+    return v.f;
+}
+
+static inline uint16_t dy_f32_to_bf16(float f)
+{
+    union { float f; uint32_t u; } v = { f };
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+
+static inline float dy_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    union { uint32_t u; float f; } v;
+    if (exp == 0) {
+        if (man == 0) {
+            v.u = sign;
+            return v.f;
+        }
+        /* subnormal: value = man * 2^-24 */
+        v.f = (float)man * (1.0f / 16777216.0f);
+        v.u |= sign;
+        return v.f;
+    }
+    if (exp == 31)
+        v.u = sign | 0x7f800000u | (man << 13);
+    else
+        v.u = sign | ((exp + 112u) << 23) | (man << 13);
+    return v.f;
+}
+
+static inline uint16_t dy_f32_to_f16(float f)
+{
+    union { float f; uint32_t u; } v = { f };
+    uint32_t sign = (v.u >> 16) & 0x8000u;
+    uint32_t abs = v.u & 0x7fffffffu;
+    if (abs > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00u);
+    if (abs >= 0x477ff000u) /* rounds to >= 65520: infinity */
+        return (uint16_t)(sign | 0x7c00u);
+    if (abs < 0x38800000u) { /* below the smallest normal half: subnormal */
+        union { uint32_t u; float f; } a = { abs };
+        /* adding 0.5 puts the half subnormal's bits at the bottom of the
+         * float mantissa, rounded to nearest even by the FPU */
+        a.f += 0.5f;
+        return (uint16_t)(sign | (a.u - 0x3f000000u));
+    }
+    uint32_t mant_odd = (abs >> 13) & 1u;
+    abs += 0xc8000fffu + mant_odd; /* rebias exponent (-112 << 23) and round */
+    return (uint16_t)(sign | (abs >> 13));
+}
+
+/* Element i of a buffer of dtype t, as f32 (host-side helper). */
+static inline float dy_load_f32(const void *base, enum dy_dtype t, size_t i)
+{
+    switch (t) {
+    case DY_F16: return dy_f16_to_f32(((const uint16_t *)base)[i]);
+    case DY_BF16: return dy_bf16_to_f32(((const uint16_t *)base)[i]);
+    case DY_I32: return (float)((const int32_t *)base)[i];
+    default: return ((const float *)base)[i];
+    }
+}
+
+static inline void dy_store_f32(void *base, enum dy_dtype t, size_t i, float x)
+{
+    switch (t) {
+    case DY_F16: ((uint16_t *)base)[i] = dy_f32_to_f16(x); break;
+    case DY_BF16: ((uint16_t *)base)[i] = dy_f32_to_bf16(x); break;
+    case DY_I32: ((int32_t *)base)[i] = (int32_t)x; break;
+    default: ((float *)base)[i] = x; break;
+    }
+}
+
+/* ---- the caller's side: contexts and wrappers (backends/dispatch.c) ---- */
+
+/* A context wraps one backend context, accounts its allocations and keeps
+ * the last error. dy_ctx_create allocates it; dy_ctx_destroy frees it and
+ * every buffer still allocated through it. */
+typedef struct dy_ctx dy_ctx;
+
+int dy_ctx_create(const struct dy_backend *be, int device, dy_ctx **out);
+void dy_ctx_destroy(dy_ctx *ctx);
+const struct dy_backend *dy_ctx_backend(const dy_ctx *ctx);
+int dy_ctx_device(const dy_ctx *ctx);
+/* The last failure: our message plus the vendor's text where there is one. */
+const char *dy_ctx_error(const dy_ctx *ctx);
+/* Bytes allocated now and at most since the last dy_mem_reset_peak. */
+uint64_t dy_mem_in_use(const dy_ctx *ctx);
+uint64_t dy_mem_peak(const dy_ctx *ctx);
+void dy_mem_reset_peak(dy_ctx *ctx);
+
+/* Allocates `bytes` on the device; *out is owned by the caller, freed with
+ * dy_buf_free (or with the context). */
+int dy_buf_alloc(dy_ctx *ctx, size_t bytes, dy_buf *out);
+void dy_buf_free(dy_ctx *ctx, dy_buf *buf);
+int dy_buf_write(dy_ctx *ctx, dy_buf dst, const void *src, size_t bytes);
+int dy_buf_read(dy_ctx *ctx, dy_buf src, void *dst, size_t bytes);
+int dy_buf_copy(dy_ctx *ctx, dy_buf dst, dy_buf src, size_t bytes);
+int dy_buf_fill(dy_ctx *ctx, dy_buf dst, uint8_t byte, size_t bytes);
+int dy_mem_info(dy_ctx *ctx, struct dy_mem_info *info);
+
+int dy_sync(dy_ctx *ctx);
+int dy_event_create(dy_ctx *ctx, void **event);
+void dy_event_destroy(dy_ctx *ctx, void *event);
+int dy_event_record(dy_ctx *ctx, void *event);
+int dy_event_elapsed_ns(dy_ctx *ctx, void *start, void *end, uint64_t *ns);
+
+int dy_fill_random(dy_ctx *ctx, const struct dy_fill_random_desc *d);
+int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d);
+int dy_norm(dy_ctx *ctx, const struct dy_norm_desc *d);
+int dy_rope(dy_ctx *ctx, const struct dy_rope_desc *d);
+int dy_eltwise(dy_ctx *ctx, const struct dy_eltwise_desc *d);
+int dy_gather_rows(dy_ctx *ctx, const struct dy_gather_rows_desc *d);
+int dy_kv_append(dy_ctx *ctx, const struct dy_kv_append_desc *d);
+int dy_attention_prefill(dy_ctx *ctx, const struct dy_attention_prefill_desc *d);
+int dy_attention_decode(dy_ctx *ctx, const struct dy_attention_decode_desc *d);
+int dy_argmax(dy_ctx *ctx, const struct dy_argmax_desc *d);
+int dy_convert(dy_ctx *ctx, const struct dy_convert_desc *d);
+
+/* ---- the registry (backends/registry.c) --------------------------------
+ * Built-in backends plus plugins found next to the executable, in
+ * ../lib/dyno, and in the directories of $DYNO_PLUGIN_PATH. */
+struct dy_backend_entry {
+    const char *name;
+    const struct dy_backend *be; /* NULL when unavailable */
+    char why[256];               /* why it is unavailable, or "" */
+};
+
+/* Loads plugins once; the returned array lives until process exit. */
+int dy_registry_list(const struct dy_backend_entry **entries, int *count);
+/* The backend called `name`, or NULL with `why` filled in. */
+const struct dy_backend *dy_registry_find(const char *name, char *why, size_t why_len);
+
+#endif

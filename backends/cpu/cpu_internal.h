@@ -1,0 +1,91 @@
+/* Internal to the cpu backend: the context, its scratch buffers, and the
+ * single-threaded kernels (cpu_kernels.c) that the OpenMP ops build on. */
+#ifndef DY_CPU_INTERNAL_H
+#define DY_CPU_INTERNAL_H
+
+#include "backends/backend.h"
+
+/* Device pointer of a buffer view. */
+#define DY_CPU_PTR(buf) ((void *)((char *)(buf).h->impl + (buf).off))
+
+/* Growable host scratch owned by a context, reused across ops so that a
+ * decode step does not allocate. */
+struct dy_cpu_scratch {
+    void *ptr;
+    size_t bytes;
+};
+
+enum { DY_CPU_SCRATCH_A, DY_CPU_SCRATCH_B, DY_CPU_SCRATCH_C, DY_CPU_SCRATCH_COUNT };
+
+struct dy_cpu_ctx {
+    int threads;
+    char error[256];
+    struct dy_cpu_scratch scratch[DY_CPU_SCRATCH_COUNT];
+};
+
+/* Records the failure text and returns `status`, for `return dy_cpu_fail(...)`. */
+int dy_cpu_fail(struct dy_cpu_ctx *ctx, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* At least `bytes` of 64-byte aligned scratch in slot `which`, or NULL with
+ * the context's error set. Contents are not kept when it grows. */
+void *dy_cpu_scratch(struct dy_cpu_ctx *ctx, int which, size_t bytes);
+/* 64-byte aligned allocation of at least `bytes` (rounded up as
+ * aligned_alloc requires); free() releases it. */
+void *dy_cpu_aligned_alloc(size_t bytes);
+
+/* dy_dtype_size() without linking dtype.c, for the standalone bench build. */
+static inline size_t dy_cpu_esize(enum dy_dtype t)
+{
+    return t == DY_F16 || t == DY_BF16 ? 2 : 4;
+}
+
+static inline bool dy_cpu_float_dtype(enum dy_dtype t)
+{
+    return t == DY_F32 || t == DY_F16 || t == DY_BF16;
+}
+
+/* ---- kernels (cpu_kernels.c): single-threaded, AVX2+FMA+F16C when the
+ * CPU has them, portable C otherwise. */
+
+/* Picks the instruction set once per process; DY_CPU_ISA=generic in the
+ * environment forces the portable kernels (to test them on AVX2 machines). */
+void dy_cpu_kernels_init(void);
+const char *dy_cpu_isa(void);
+
+/* dst[i] = (float)src[i] for src of dtype t. */
+void dy_cpu_load_row(float *dst, const void *src, enum dy_dtype t, size_t n);
+/* dst[i] = src[i] rounded to dtype t, to nearest even. */
+void dy_cpu_store_row(void *dst, enum dy_dtype t, const float *src, size_t n);
+
+/* C[m,n] = A[m,k] . B[n,k]^T with A f32 and B of dtype bt (f32, f16, bf16);
+ * B rows are converted in registers, each read once from memory per call
+ * while A's rows stay in cache. */
+void dy_cpu_gemm_nt(int m, int n, int k, const float *a, size_t lda,
+                    const void *b, size_t ldb, enum dy_dtype bt,
+                    float *c, size_t ldc);
+
+/* O[m,n] += P[m,k] . V[k,n] with P, O f32 and V of dtype vt. */
+void dy_cpu_gemm_nn_acc(int m, int n, int k, const float *p, size_t ldp,
+                        const void *v, size_t ldv, enum dy_dtype vt,
+                        float *o, size_t ldo);
+
+/* x[i] = exp(x[i] - shift) in place; returns their sum. */
+float dy_cpu_exp_sum(float *x, int n, float shift);
+
+/* x[i] *= s */
+void dy_cpu_scale(float *x, int n, float s);
+
+/* ---- ops, one file per concern ---- */
+int dy_cpu_fill_random(void *ctx, const struct dy_fill_random_desc *d);
+int dy_cpu_gemm(void *ctx, const struct dy_gemm_desc *d);
+int dy_cpu_norm(void *ctx, const struct dy_norm_desc *d);
+int dy_cpu_rope(void *ctx, const struct dy_rope_desc *d);
+int dy_cpu_eltwise(void *ctx, const struct dy_eltwise_desc *d);
+int dy_cpu_gather_rows(void *ctx, const struct dy_gather_rows_desc *d);
+int dy_cpu_kv_append(void *ctx, const struct dy_kv_append_desc *d);
+int dy_cpu_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *d);
+int dy_cpu_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
+int dy_cpu_argmax(void *ctx, const struct dy_argmax_desc *d);
+int dy_cpu_convert(void *ctx, const struct dy_convert_desc *d);
+
+#endif

@@ -1,0 +1,28 @@
+/* cpu-ref: the naive oracle. Plain loops, double accumulation, no threads;
+ * every other backend is tested against it. Never benchmarked as a product. */
+#ifndef DY_CPU_REF_H
+#define DY_CPU_REF_H
+
+#include "../backend.h"
+
+extern const struct dy_backend dy_backend_cpu_ref;
+
+/* Host pointer of a view (device memory is host memory here). */
+static inline void *dy_ref_ptr(dy_buf b)
+{
+    return (char *)b.h->impl + b.off;
+}
+
+int dy_ref_fill_random(void *ctx, const struct dy_fill_random_desc *d);
+int dy_ref_gemm(void *ctx, const struct dy_gemm_desc *d);
+int dy_ref_norm(void *ctx, const struct dy_norm_desc *d);
+int dy_ref_rope(void *ctx, const struct dy_rope_desc *d);
+int dy_ref_eltwise(void *ctx, const struct dy_eltwise_desc *d);
+int dy_ref_gather_rows(void *ctx, const struct dy_gather_rows_desc *d);
+int dy_ref_kv_append(void *ctx, const struct dy_kv_append_desc *d);
+int dy_ref_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *d);
+int dy_ref_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
+int dy_ref_argmax(void *ctx, const struct dy_argmax_desc *d);
+int dy_ref_convert(void *ctx, const struct dy_convert_desc *d);
+
+#endif

@@ -1,0 +1,34 @@
+#include <string.h>
+
+#include "backend.h"
+
+static const struct {
+    const char *name;
+    size_t size;
+} dtypes[DY_DTYPE_COUNT] = {
+    [DY_F32] = { "f32", 4 },
+    [DY_F16] = { "f16", 2 },
+    [DY_BF16] = { "bf16", 2 },
+    [DY_I32] = { "i32", 4 },
+};
+
+size_t dy_dtype_size(enum dy_dtype t)
+{
+    return (unsigned)t < DY_DTYPE_COUNT ? dtypes[t].size : 0;
+}
+
+const char *dy_dtype_name(enum dy_dtype t)
+{
+    return (unsigned)t < DY_DTYPE_COUNT ? dtypes[t].name : "?";
+}
+
+bool dy_dtype_parse(const char *name, enum dy_dtype *out)
+{
+    for (int t = 0; t < DY_DTYPE_COUNT; t++) {
+        if (strcmp(name, dtypes[t].name) == 0) {
+            *out = (enum dy_dtype)t;
+            return true;
+        }
+    }
+    return false;
+}

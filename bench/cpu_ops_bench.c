@@ -1,0 +1,245 @@
+/* How close the cpu backend runs to this machine's limits.
+ *
+ * Measures the ceilings (copy bandwidth through buf_copy, read-only
+ * bandwidth, raw OpenBLAS sgemm) and the backend's GEMMs against them: decode
+ * (m = 1..15, bandwidth-bound on the weights) and prefill (m = 512,
+ * compute-bound). Calls the backend's slots directly, so it builds without
+ * the wrapper layer:
+ *
+ *   gcc -O2 -fopenmp -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread \
+ *       bench/cpu_ops_bench.c backends/cpu/*.c -lopenblas -lm
+ *
+ * Each figure is the median of REPEATS timed runs after a warm-up run. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "backends/cpu/cpu.h"
+
+#define REPEATS 9
+
+static const struct dy_backend *be = &dy_backend_cpu;
+static void *ctx;
+static void *ev_start, *ev_end;
+
+/* A buffer of the backend with its handle; the handle must outlive views. */
+struct bench_buf {
+    struct dy_bufh h;
+    dy_buf b;
+};
+
+static void die(const char *what, int status)
+{
+    fprintf(stderr, "cpu_ops_bench: %s: status %d (%s)\n", what, status, be->last_error(ctx));
+    exit(1);
+}
+
+static struct bench_buf *buf_new(size_t bytes)
+{
+    struct bench_buf *buf = calloc(1, sizeof *buf);
+    if (!buf)
+        die("calloc", DY_E_NOMEM);
+    int status = be->buf_alloc(ctx, bytes, &buf->h.impl);
+    if (status != DY_OK)
+        die("buf_alloc", status);
+    buf->h.bytes = bytes;
+    buf->b.h = &buf->h;
+    return buf;
+}
+
+static void buf_delete(struct bench_buf *buf)
+{
+    be->buf_free(ctx, buf->h.impl);
+    free(buf);
+}
+
+/* Random values in [-1, 1) so that no kernel meets only zeros. */
+static void buf_random(struct bench_buf *buf, size_t count, enum dy_dtype t, uint64_t stream)
+{
+    struct dy_fill_random_desc d = { buf->b, count, t, 42, stream, 1.0f, 0.0f };
+    int status = be->fill_random(ctx, &d);
+    if (status != DY_OK)
+        die("fill_random", status);
+}
+
+/* dy_dtype_name() lives in dtype.c, outside the standalone build. */
+static const char *type_name(enum dy_dtype t)
+{
+    return t == DY_F32 ? "f32" : t == DY_F16 ? "f16" : t == DY_BF16 ? "bf16" : "?";
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+enum bench_kind { BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM };
+
+struct bench_case {
+    enum bench_kind kind;
+    struct bench_buf *src, *dst;
+    size_t bytes;
+    struct dy_gemm_desc gemm;
+};
+
+/* Reads every 64-bit word of the buffer; the xor keeps the compiler from
+ * dropping the loads and vectorises without reassociation worries. */
+static uint64_t read_all(const uint64_t *p, size_t words)
+{
+    uint64_t acc = 0;
+#pragma omp parallel for reduction(^ : acc) schedule(static)
+    for (size_t i = 0; i < words; i++)
+        acc ^= p[i];
+    return acc;
+}
+
+static volatile uint64_t read_sink;
+
+static void run_case(const struct bench_case *c)
+{
+    int status = DY_OK;
+    switch (c->kind) {
+    case BENCH_COPY:
+        status = be->buf_copy(ctx, c->dst->b, c->src->b, c->bytes);
+        break;
+    case BENCH_READ:
+        read_sink = read_all(c->src->h.impl, c->bytes / sizeof(uint64_t));
+        break;
+    case BENCH_SGEMM: {
+        const struct dy_gemm_desc *g = &c->gemm;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, g->n, g->k, 1.0f,
+                    g->a.h->impl, g->lda, g->b.h->impl, g->ldb, 0.0f, g->c.h->impl, g->ldc);
+        break;
+    }
+    case BENCH_GEMM:
+        status = be->gemm(ctx, &c->gemm);
+        break;
+    }
+    if (status != DY_OK)
+        die("op", status);
+}
+
+/* Median seconds of REPEATS runs, timed with the backend's events. */
+static double time_case(const struct bench_case *c)
+{
+    double s[REPEATS];
+    run_case(c);
+    for (int r = 0; r < REPEATS; r++) {
+        uint64_t ns = 0;
+        be->event_record(ctx, ev_start);
+        run_case(c);
+        be->event_record(ctx, ev_end);
+        int status = be->event_elapsed_ns(ctx, ev_start, ev_end, &ns);
+        if (status != DY_OK)
+            die("event_elapsed_ns", status);
+        s[r] = (double)ns * 1e-9;
+    }
+    qsort(s, REPEATS, sizeof s[0], cmp_double);
+    return s[REPEATS / 2];
+}
+
+/* A gemm case of C[m,n] = A[m,k] . B[n,k]^T with f32 A and C. */
+static struct bench_case gemm_case(enum bench_kind kind, int m, int n, int k, enum dy_dtype bt,
+                                   struct bench_buf **bufs)
+{
+    bufs[0] = buf_new((size_t)m * k * sizeof(float));
+    bufs[1] = buf_new((size_t)n * k * (bt == DY_F32 ? 4 : 2));
+    bufs[2] = buf_new((size_t)m * n * sizeof(float));
+    buf_random(bufs[0], (size_t)m * k, DY_F32, 1);
+    buf_random(bufs[1], (size_t)n * k, bt, 2);
+    struct bench_case c = { .kind = kind };
+    c.gemm = (struct dy_gemm_desc){
+        .a = bufs[0]->b, .b = bufs[1]->b, .c = bufs[2]->b,
+        .m = m, .n = n, .k = k, .lda = k, .ldb = k, .ldc = n,
+        .a_dtype = DY_F32, .b_dtype = bt, .c_dtype = DY_F32, .beta = 0.0f,
+    };
+    return c;
+}
+
+static void free_bufs(struct bench_buf **bufs, int count)
+{
+    for (int i = 0; i < count; i++)
+        buf_delete(bufs[i]);
+}
+
+static double gflops(int m, int n, int k, double seconds)
+{
+    return 2.0 * m * n * k / seconds * 1e-9;
+}
+
+int main(void)
+{
+    int status = be->ctx_create(0, &ctx);
+    if (status != DY_OK)
+        die("ctx_create", status);
+    if ((status = be->event_create(ctx, &ev_start)) != DY_OK ||
+        (status = be->event_create(ctx, &ev_end)) != DY_OK)
+        die("event_create", status);
+    struct dy_device_info info;
+    if ((status = be->device_info(0, &info)) != DY_OK)
+        die("device_info", status);
+    printf("device   %s (%s), %d threads, %.0f MiB last-level cache, %d MHz\n", info.name,
+           info.vendor, info.compute_units, (double)info.l2_bytes / (1 << 20), info.clock_mhz);
+    printf("runtime  %s; %s\n\n", info.driver_version, info.runtime_version);
+
+    /* ceilings: 512 MiB buffers, far beyond any cache */
+    size_t bytes = (size_t)512 << 20;
+    struct bench_buf *src = buf_new(bytes), *dst = buf_new(bytes);
+    buf_random(src, bytes / 4, DY_F32, 3);
+    buf_random(dst, bytes / 4, DY_F32, 4);
+    struct bench_case copy = { .kind = BENCH_COPY, .src = src, .dst = dst, .bytes = bytes };
+    struct bench_case read = { .kind = BENCH_READ, .src = src, .bytes = bytes };
+    double copy_gbs = 2.0 * bytes / time_case(&copy) * 1e-9;
+    double read_gbs = bytes / time_case(&read) * 1e-9;
+    buf_delete(src);
+    buf_delete(dst);
+    printf("memcpy (buf_copy)      %7.1f GB/s (read + write)\n", copy_gbs);
+    printf("read-only              %7.1f GB/s\n", read_gbs);
+
+    struct bench_buf *bufs[3];
+    struct bench_case sgemm = gemm_case(BENCH_SGEMM, 2048, 2048, 2048, DY_F32, bufs);
+    double sgemm_rate = gflops(2048, 2048, 2048, time_case(&sgemm));
+    free_bufs(bufs, 3);
+    printf("cblas_sgemm 2048^3     %7.1f GFLOP/s\n\n", sgemm_rate);
+
+    /* decode: a 14336 x 4096 weight (Llama-3-8B's FFN), far beyond the LLC */
+    const int n = 14336, k = 4096;
+    const enum dy_dtype decode_types[] = { DY_BF16, DY_F16, DY_F32 };
+    const int decode_m[] = { 1, 4, 8, 15 };
+    printf("decode gemm, n=%d k=%d: GB/s of weights read; %% of read-only and of copy bandwidth\n", n, k);
+    for (size_t t = 0; t < sizeof decode_types / sizeof decode_types[0]; t++)
+        for (size_t i = 0; i < sizeof decode_m / sizeof decode_m[0]; i++) {
+            int m = decode_m[i];
+            struct bench_case c = gemm_case(BENCH_GEMM, m, n, k, decode_types[t], bufs);
+            double sec = time_case(&c);
+            double gbs = (double)n * k * (decode_types[t] == DY_F32 ? 4 : 2) / sec * 1e-9;
+            printf("  m=%-2d B=%-4s %8.1f GB/s  %5.1f%% read  %5.1f%% copy  %7.1f GFLOP/s\n", m,
+                   type_name(decode_types[t]), gbs, 100 * gbs / read_gbs, 100 * gbs / copy_gbs,
+                   gflops(m, n, k, sec));
+            free_bufs(bufs, 3);
+        }
+
+    /* prefill: 512 tokens through a 4096 x 4096 projection */
+    const int pm = 512, pn = 4096, pk = 4096;
+    struct bench_case raw = gemm_case(BENCH_SGEMM, pm, pn, pk, DY_F32, bufs);
+    double raw_rate = gflops(pm, pn, pk, time_case(&raw));
+    free_bufs(bufs, 3);
+    printf("\nprefill gemm, m=%d n=%d k=%d: GFLOP/s; %% of raw sgemm at this shape (%.1f) and at 2048^3\n",
+           pm, pn, pk, raw_rate);
+    for (size_t t = 0; t < sizeof decode_types / sizeof decode_types[0]; t++) {
+        struct bench_case c = gemm_case(BENCH_GEMM, pm, pn, pk, decode_types[t], bufs);
+        double rate = gflops(pm, pn, pk, time_case(&c));
+        printf("  B=%-4s %8.1f GFLOP/s  %5.1f%% raw  %5.1f%% 2048^3\n", type_name(decode_types[t]),
+               rate, 100 * rate / raw_rate, 100 * rate / sgemm_rate);
+        free_bufs(bufs, 3);
+    }
+
+    be->event_destroy(ctx, ev_start);
+    be->event_destroy(ctx, ev_end);
+    be->ctx_destroy(ctx);
+    return 0;
+}

@@ -1,0 +1,65 @@
+/* dyno: one transformer-inference workload on every vendor's hardware. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dy_build_config.h"
+#include "harness.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "dyno %s (%s): a dynamometer for accelerators\n\n"
+            "usage:\n"
+            "  dyno devices                     backends, devices, and why any is unavailable\n"
+            "  dyno models                      model presets\n"
+            "  dyno run [axes] [--db FILE]      one point or the cartesian product of the axes\n"
+            "  dyno generate --model NAME|--model-dir DIR --prompt 1,2,3 --max-new-tokens N\n"
+            "                                   greedy token ids (correctness)\n"
+            "  dyno version\n\n"
+            "`dyno run --help` lists the axes.\n",
+            DY_VERSION, DY_GIT_COMMIT);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("dyno %s (%s)\n", DY_VERSION, DY_GIT_COMMIT);
+        return 0;
+    }
+    if (!strcmp(cmd, "devices"))
+        return dy_cmd_devices(argc - 2, argv + 2);
+    if (!strcmp(cmd, "models"))
+        return dy_cmd_models(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate"))
+        return dy_cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run")) {
+        /* the command line as typed, stored with the run */
+        size_t len = 0;
+        for (int i = 0; i < argc; i++)
+            len += strlen(argv[i]) + 1;
+        char *cmdline = calloc(len + 1, 1);
+        if (!cmdline)
+            return 1;
+        for (int i = 0; i < argc; i++) {
+            strcat(cmdline, argv[i]);
+            if (i + 1 < argc)
+                strcat(cmdline, " ");
+        }
+        int rc = dy_cmd_run(argc - 2, argv + 2, cmdline);
+        free(cmdline);
+        return rc;
+    }
+    fprintf(stderr, "dyno: unknown command \"%s\"\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,646 @@
+/* `dyno run`: expands the axes, runs every point, stores each in SQLite.
+ * A point that cannot run becomes a row with its status and reason, and the
+ * sweep goes on. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../workloads/llm.h"
+#include "dy_build_config.h"
+#include "harness.h"
+#include "sweep.h"
+
+#define MAX_DEVICES 16
+
+struct device_state {
+    char backend[32];
+    int index;
+    dy_ctx *ctx;                /* NULL when it could not be opened */
+    char error[512];
+    int64_t db_id;
+    struct dy_device_info info;
+    struct dy_ceilings ceil;
+};
+
+/* The loaded model, kept across points that share it. */
+struct model_state {
+    char key[1400];
+    struct device_state *dev;
+    struct dy_model_config cfg;
+    struct dy_llm_weights w;
+    bool loaded;
+};
+
+struct runner {
+    dy_db *db;
+    int64_t run_id;
+    struct device_state devices[MAX_DEVICES];
+    int device_count;
+    struct model_state model;
+    struct dy_point *done;       /* for the summary table */
+    int done_count;
+};
+
+static void now_iso(char *buf, size_t len)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+const char *dy_best_backend(void)
+{
+    static const char *const preference[] = { "cuda", "hip", "level_zero", "opencl" };
+    for (size_t i = 0; i < sizeof preference / sizeof preference[0]; i++)
+        if (dy_registry_find(preference[i], NULL, 0))
+            return preference[i];
+    return "cpu";
+}
+
+static struct device_state *open_device(struct runner *r, const char *backend, int index)
+{
+    for (int i = 0; i < r->device_count; i++)
+        if (!strcmp(r->devices[i].backend, backend) && r->devices[i].index == index)
+            return &r->devices[i];
+    if (r->device_count == MAX_DEVICES)
+        return NULL;
+    struct device_state *d = &r->devices[r->device_count++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->backend, sizeof d->backend, "%s", backend);
+    d->index = index;
+    d->db_id = DY_NULL_INT;
+    char why[512];
+    const struct dy_backend *be = dy_registry_find(backend, why, sizeof why);
+    int count = 0;
+    if (!be) {
+        snprintf(d->error, sizeof d->error, "%s", why);
+        return d;
+    }
+    if (be->device_count(&count) != DY_OK || index >= count) {
+        snprintf(d->error, sizeof d->error, "backend %s has no device %d (%d found)", backend,
+                 index, count);
+        return d;
+    }
+    be->device_info(index, &d->info);
+    int st = dy_ctx_create(be, index, &d->ctx);
+    if (st != DY_OK) {
+        snprintf(d->error, sizeof d->error, "cannot open %s device %d: %s", backend, index,
+                 dy_strerror(st));
+        return d;
+    }
+    fprintf(stderr, "dyno: measuring the ceilings of %s:%d (%s)...\n", backend, index, d->info.name);
+    if (dy_measure_ceilings(d->ctx, &d->ceil) != DY_OK)
+        fprintf(stderr, "dyno: warning: ceilings of %s:%d not measured: %s\n", backend, index,
+                dy_ctx_error(d->ctx));
+    fprintf(stderr, "dyno: %s:%d copy %.1f GB/s, %s GEMM %.1f GFLOP/s (n=%d)\n", backend, index,
+            d->ceil.copy_gbps, dy_dtype_name(d->ceil.gemm_dtype), d->ceil.gemm_tflops * 1e3,
+            d->ceil.gemm_size);
+    struct dy_device_row row = { .device_index = index, .mem_total_bytes = (int64_t)d->info.mem_total_bytes,
+                                 .compute_units = d->info.compute_units, .clock_mhz = d->info.clock_mhz,
+                                 .copy_gbps = d->ceil.copy_gbps, .gemm_tflops = d->ceil.gemm_tflops };
+    snprintf(row.backend, sizeof row.backend, "%s", backend);
+    snprintf(row.name, sizeof row.name, "%s", d->info.name);
+    snprintf(row.vendor, sizeof row.vendor, "%s", d->info.vendor);
+    snprintf(row.driver_version, sizeof row.driver_version, "%s", d->info.driver_version);
+    snprintf(row.runtime_version, sizeof row.runtime_version, "%s", d->info.runtime_version);
+    snprintf(row.gemm_dtype, sizeof row.gemm_dtype, "%s", dy_dtype_name(d->ceil.gemm_dtype));
+    if (dy_db_add_device(r->db, r->run_id, &row, &d->db_id) != DY_OK)
+        fprintf(stderr, "dyno: %s\n", dy_db_error(r->db));
+    return d;
+}
+
+static void unload_model(struct runner *r)
+{
+    if (r->model.loaded)
+        dy_llm_weights_free(r->model.dev->ctx, &r->model.w);
+    r->model.loaded = false;
+    r->model.key[0] = '\0';
+}
+
+static void set_status(struct dy_point *p, const char *status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_status(struct dy_point *p, const char *status, const char *fmt, ...)
+{
+    va_list ap;
+    snprintf(p->status, sizeof p->status, "%s", status);
+    va_start(ap, fmt);
+    vsnprintf(p->reason, sizeof p->reason, fmt, ap);
+    va_end(ap);
+}
+
+static int64_t int_value(const char *v)
+{
+    int64_t x = DY_NULL_INT;
+    if (v)
+        dy_parse_int(v, &x);
+    return x;
+}
+
+static void copy_str(char *dst, size_t len, const char *v)
+{
+    snprintf(dst, len, "%s", v ? v : "");
+}
+
+/* The axes of a point as stored, before anything runs. */
+static void point_axes(struct dy_point *p, const char *v[DY_AX_COUNT])
+{
+    dy_point_init(p);
+    copy_str(p->backend, sizeof p->backend, v[DY_AX_BACKEND]);
+    copy_str(p->workload, sizeof p->workload, v[DY_AX_WORKLOAD]);
+    if (v[DY_AX_MODEL_DIR]) {
+        /* a checkpoint is named after its directory */
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s", v[DY_AX_MODEL_DIR]);
+        size_t len = strlen(dir);
+        while (len > 1 && dir[len - 1] == '/')
+            dir[--len] = '\0';
+        const char *slash = strrchr(dir, '/');
+        copy_str(p->model, sizeof p->model, slash ? slash + 1 : dir);
+    } else {
+        copy_str(p->model, sizeof p->model, v[DY_AX_MODEL]);
+    }
+    p->batch = int_value(v[DY_AX_BATCH]);
+    p->input_len = int_value(v[DY_AX_INPUT_LEN]);
+    p->output_len = int_value(v[DY_AX_OUTPUT_LEN]);
+    p->experts = int_value(v[DY_AX_EXPERTS]);
+    p->top_k = int_value(v[DY_AX_TOP_K]);
+    p->moe_ffn_dim = int_value(v[DY_AX_MOE_FFN_DIM]);
+    copy_str(p->routing, sizeof p->routing, v[DY_AX_ROUTING]);
+    copy_str(p->weight_dtype, sizeof p->weight_dtype, v[DY_AX_WEIGHT_DTYPE]);
+    copy_str(p->kv_dtype, sizeof p->kv_dtype, v[DY_AX_KV_DTYPE]);
+    copy_str(p->evict, sizeof p->evict, v[DY_AX_EVICT]);
+    p->kv_budget = int_value(v[DY_AX_KV_BUDGET]);
+    p->block_size = int_value(v[DY_AX_BLOCK_SIZE]);
+    p->image_size = int_value(v[DY_AX_IMAGE_SIZE]);
+    p->patch = int_value(v[DY_AX_PATCH]);
+    p->seed = int_value(v[DY_AX_SEED]);
+    p->layers = int_value(v[DY_AX_LAYERS]);
+    copy_str(p->tag, sizeof p->tag, v[DY_AX_TAG]);
+    p->warmup = int_value(v[DY_AX_WARMUP]);
+    p->repeat = int_value(v[DY_AX_REPEAT]);
+    set_status(p, "ok", "%s", "");
+}
+
+/* Axis values that no backend supports yet: the point is skipped, saying
+ * which issue brings them. */
+static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
+{
+    static const struct {
+        enum dy_axis axis;
+        const char *supported; /* comma list; NULL: any value given is unsupported */
+        const char *later;
+    } rules[] = {
+        { DY_AX_WORKLOAD, "llm", "the MoE and ViT workloads are not implemented yet" },
+        { DY_AX_WEIGHT_DTYPE, "f32,f16,bf16", "quantized weights (fp8, int8, int4) are not implemented yet" },
+        { DY_AX_KV_DTYPE, "f32,f16,bf16", "quantized KV caches (fp8, int8) are not implemented yet" },
+        { DY_AX_EVICT, "none", "KV-cache eviction is not implemented yet" },
+        { DY_AX_KV_BUDGET, NULL, "KV-cache budgets need eviction, not implemented yet" },
+        { DY_AX_KV_BUDGET_ALLOC, NULL, "KV-cache budgets need eviction, not implemented yet" },
+        { DY_AX_EXPERTS, NULL, "--experts applies to MoE workloads, not implemented yet" },
+        { DY_AX_TOP_K, NULL, "--top-k applies to MoE workloads, not implemented yet" },
+        { DY_AX_MOE_FFN_DIM, NULL, "--moe-ffn-dim applies to MoE workloads, not implemented yet" },
+        { DY_AX_ROUTING, NULL, "--routing applies to MoE workloads, not implemented yet" },
+        { DY_AX_IMAGE_SIZE, NULL, "--image-size applies to the ViT workload, not implemented yet" },
+        { DY_AX_PATCH, NULL, "--patch applies to the ViT workload, not implemented yet" },
+        { DY_AX_LORA_RANK, NULL, "--lora-rank applies to the ViT workload, not implemented yet" },
+    };
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
+        const char *val = v[rules[i].axis];
+        if (!val)
+            continue;
+        bool ok = false;
+        if (rules[i].supported) {
+            char list[64];
+            snprintf(list, sizeof list, ",%s,", rules[i].supported);
+            char item[40];
+            snprintf(item, sizeof item, ",%s,", val);
+            ok = strstr(list, item) != NULL;
+        }
+        if (!ok) {
+            set_status(p, "skipped", "--%s %s: %s", dy_axis_flag(rules[i].axis), val, rules[i].later);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Loads config and weights unless the previous point left the same ones. */
+static int ensure_model(struct runner *r, struct device_state *dev, const char *v[DY_AX_COUNT],
+                        enum dy_dtype wdtype, struct dy_point *p)
+{
+    char key[sizeof r->model.key];
+    snprintf(key, sizeof key, "%s|%d|%s|%s|%s|%s|%s", dev->backend, dev->index,
+             v[DY_AX_MODEL_DIR] ? v[DY_AX_MODEL_DIR] : "", v[DY_AX_MODEL],
+             v[DY_AX_WEIGHT_DTYPE], v[DY_AX_LAYERS] ? v[DY_AX_LAYERS] : "", v[DY_AX_SEED]);
+    if (r->model.loaded && !strcmp(key, r->model.key))
+        return DY_OK;
+    unload_model(r);
+    char path[1200], err[1024];
+    struct dy_model_config *cfg = &r->model.cfg;
+    if (v[DY_AX_MODEL_DIR])
+        snprintf(path, sizeof path, "%s/config.json", v[DY_AX_MODEL_DIR]);
+    else if (dy_preset_path(v[DY_AX_MODEL], path, sizeof path) != DY_OK) {
+        set_status(p, "failed", "unknown model \"%s\" (see `dyno models`)", v[DY_AX_MODEL]);
+        return DY_E_INVALID;
+    }
+    int st = dy_config_load(path, cfg, err, sizeof err);
+    if (st != DY_OK) {
+        set_status(p, "failed", "%s", err);
+        return st;
+    }
+    if (p->layers != DY_NULL_INT) {
+        if (p->layers > cfg->layers) {
+            set_status(p, "skipped", "--layers %lld exceeds the model's %d layers",
+                       (long long)p->layers, cfg->layers);
+            return DY_E_INVALID;
+        }
+        cfg->layers = (int)p->layers;
+    }
+    uint64_t need = dy_model_param_count(cfg) * dy_dtype_size(wdtype);
+    struct dy_mem_info mem;
+    if (dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes && need > mem.free_bytes) {
+        set_status(p, "oom", "weights need %.2f GiB, %s:%d has %.2f GiB free", need / 1073741824.0,
+                   dev->backend, dev->index, mem.free_bytes / 1073741824.0);
+        return DY_E_NOMEM;
+    }
+    if (v[DY_AX_MODEL_DIR]) {
+        struct dy_checkpoint *ck;
+        st = dy_checkpoint_open(v[DY_AX_MODEL_DIR], &ck, err, sizeof err);
+        if (st == DY_OK) {
+            st = dy_llm_weights_load(dev->ctx, cfg, wdtype, ck, &r->model.w, err, sizeof err);
+            dy_checkpoint_close(ck);
+        }
+        if (st != DY_OK) {
+            set_status(p, st == DY_E_NOMEM ? "oom" : "failed", "%s", err);
+            return st;
+        }
+    } else {
+        int64_t seed = p->seed == DY_NULL_INT ? 0 : p->seed;
+        st = dy_llm_weights_random(dev->ctx, cfg, wdtype, (uint64_t)seed, &r->model.w);
+        if (st != DY_OK) {
+            set_status(p, st == DY_E_NOMEM ? "oom" : "failed", "random weights: %s",
+                       dy_ctx_error(dev->ctx));
+            return st;
+        }
+    }
+    snprintf(r->model.key, sizeof r->model.key, "%s", key);
+    r->model.dev = dev;
+    r->model.loaded = true;
+    return DY_OK;
+}
+
+/* Deterministic prompts: the same token ids on every backend for a seed. */
+static void make_prompts(int32_t *tokens, size_t count, uint64_t seed, int vocab)
+{
+    uint64_t key = dy_random_key(seed, 0x70726f6d7074ull /* "prompt" */);
+    for (size_t i = 0; i < count; i++)
+        tokens[i] = (int32_t)(dy_mix64(key + i) % (uint64_t)vocab);
+}
+
+/* Runs warm-ups and repetitions of prefill + decode and fills the metrics.
+ * Samples: one prefill and output_len - 1 decode steps per repetition. */
+static int measure_llm(struct runner *r, struct device_state *dev, struct dy_point *p,
+                       enum dy_dtype kv_dtype, struct dy_sample **samples_out, int *sample_count)
+{
+    dy_ctx *ctx = dev->ctx;
+    const struct dy_model_config *cfg = &r->model.cfg;
+    int batch = (int)p->batch, in = (int)p->input_len, out = (int)p->output_len;
+    int warmup = (int)p->warmup, repeat = (int)p->repeat, steps = out - 1;
+    struct dy_llm_options opt = {
+        .weight_dtype = r->model.w.dtype, .kv_dtype = kv_dtype, .block_size = (int)p->block_size,
+        .max_batch = batch, .max_prompt = in, .max_tokens = in + out,
+    };
+    struct dy_llm *m = NULL;
+    int32_t *prompts = malloc(sizeof(int32_t) * (size_t)batch * in);
+    void **events = calloc((size_t)steps + 2, sizeof(void *));
+    double *prefill_ms = calloc((size_t)repeat, sizeof(double));
+    double *e2e_ms = calloc((size_t)repeat, sizeof(double));
+    double *host_ms = calloc((size_t)repeat, sizeof(double));
+    double *step_ms = calloc((size_t)repeat * (steps > 0 ? steps : 1), sizeof(double));
+    struct dy_sample *samples = calloc((size_t)repeat * (steps + 1), sizeof *samples);
+    int st = DY_E_NOMEM, ns_count = 0;
+    if (!prompts || !events || !prefill_ms || !e2e_ms || !host_ms || !step_ms || !samples)
+        goto done;
+    for (int i = 0; i < steps + 2; i++)
+        if ((st = dy_event_create(ctx, &events[i])))
+            goto done;
+    make_prompts(prompts, (size_t)batch * in, (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed),
+                 cfg->vocab);
+    dy_mem_reset_peak(ctx);
+    if ((st = dy_llm_create(ctx, cfg, &r->model.w, &opt, &m)))
+        goto done;
+    uint64_t bytes_first = 0, bytes_last = 0;
+    for (int rep = -warmup; rep < repeat; rep++) {
+        double host0 = now_ms();
+        if ((st = dy_event_record(ctx, events[0])) || (st = dy_llm_prefill(m, prompts, batch, in)) ||
+            (st = dy_event_record(ctx, events[1])))
+            goto done;
+        bytes_first = dy_llm_decode_bytes(m);
+        for (int s = 0; s < steps; s++)
+            if ((st = dy_llm_decode(m)) || (st = dy_event_record(ctx, events[s + 2])))
+                goto done;
+        bytes_last = dy_llm_decode_bytes(m);
+        if ((st = dy_sync(ctx)))
+            goto done;
+        double host = now_ms() - host0;
+        if (rep < 0)
+            continue;
+        uint64_t ns;
+        if ((st = dy_event_elapsed_ns(ctx, events[0], events[1], &ns)))
+            goto done;
+        prefill_ms[rep] = ns / 1e6;
+        samples[ns_count++] = (struct dy_sample){ DY_PHASE_PREFILL, rep, 0, (int64_t)ns };
+        double total = ns / 1e6;
+        for (int s = 0; s < steps; s++) {
+            if ((st = dy_event_elapsed_ns(ctx, events[s + 1], events[s + 2], &ns)))
+                goto done;
+            step_ms[(size_t)rep * steps + s] = ns / 1e6;
+            samples[ns_count++] = (struct dy_sample){ DY_PHASE_DECODE, rep, s, (int64_t)ns };
+            total += ns / 1e6;
+        }
+        e2e_ms[rep] = total;
+        host_ms[rep] = host;
+    }
+    p->ttft_ms = dy_percentile(prefill_ms, repeat, 50);
+    p->e2e_ms = dy_percentile(e2e_ms, repeat, 50);
+    p->host_e2e_ms = dy_percentile(host_ms, repeat, 50);
+    if (steps > 0) {
+        p->tpot_ms_p50 = dy_percentile(step_ms, repeat * steps, 50);
+        p->tpot_ms_p90 = dy_percentile(step_ms, repeat * steps, 90);
+        p->tpot_ms_p99 = dy_percentile(step_ms, repeat * steps, 99);
+    }
+    p->output_tok_s = batch * (double)out / (p->e2e_ms / 1e3);
+    p->total_tok_s = batch * (double)(in + out) / (p->e2e_ms / 1e3);
+    p->weight_bytes = (int64_t)r->model.w.bytes;
+    p->kv_bytes = (int64_t)dy_llm_kv_bytes(m);
+    p->peak_mem_bytes = (int64_t)dy_mem_peak(ctx);
+    if (steps > 0 && dev->ceil.copy_gbps > 0) {
+        /* the step reads the weights and the KV rows written so far */
+        double step_bytes = (bytes_first + bytes_last) / 2.0;
+        p->bw_util = step_bytes / (p->tpot_ms_p50 / 1e3) / (dev->ceil.copy_gbps * 1e9);
+    }
+    if (dev->ceil.gemm_tflops > 0)
+        p->flop_util = dy_llm_prefill_flops(cfg, batch, in) / (p->ttft_ms / 1e3) /
+                       (dev->ceil.gemm_tflops * 1e12);
+    st = DY_OK;
+done:
+    if (st != DY_OK)
+        set_status(p, st == DY_E_NOMEM ? "oom" : "failed", "%s", dy_ctx_error(ctx)[0] ?
+                   dy_ctx_error(ctx) : dy_strerror(st));
+    dy_llm_destroy(m);
+    for (int i = 0; events && i < steps + 2; i++)
+        dy_event_destroy(ctx, events[i]);
+    free(events);
+    free(prompts);
+    free(prefill_ms);
+    free(e2e_ms);
+    free(host_ms);
+    free(step_ms);
+    *samples_out = samples;
+    *sample_count = st == DY_OK ? ns_count : 0;
+    return st;
+}
+
+/* Bytes a point allocates besides the weights: KV cache and activations. */
+static uint64_t point_bytes(const struct dy_model_config *c, const struct dy_point *p,
+                            enum dy_dtype kv_dtype)
+{
+    uint64_t blocks = ((uint64_t)(p->input_len + p->output_len) + p->block_size - 1) / p->block_size;
+    uint64_t kv = 2ull * c->layers * c->kv_heads * c->head_dim * dy_dtype_size(kv_dtype) *
+                  blocks * p->block_size * p->batch;
+    uint64_t rows = (uint64_t)p->batch * p->input_len;
+    uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
+                                  (uint64_t)c->heads * c->head_dim + 3ull * c->intermediate + 16);
+    return kv + act + (uint64_t)p->batch * c->vocab * 4;
+}
+
+/* Runs one point and stores it; false when it could not be stored. */
+static bool run_point(struct runner *r, const char *v[DY_AX_COUNT], struct dy_point *p)
+{
+    struct dy_sample *samples = NULL;
+    int sample_count = 0;
+    point_axes(p, v);
+    if (!strcmp(p->backend, "auto"))
+        copy_str(p->backend, sizeof p->backend, dy_best_backend());
+    struct device_state *dev = open_device(r, p->backend, (int)int_value(v[DY_AX_DEVICE]));
+    if (!dev) {
+        set_status(p, "failed", "too many devices in one run (at most %d)", MAX_DEVICES);
+        goto store;
+    }
+    copy_str(p->device, sizeof p->device, dev->info.name[0] ? dev->info.name : p->backend);
+    if (!dev->ctx) {
+        set_status(p, "skipped", "%s", dev->error);
+        goto store;
+    }
+    if (unsupported(v, p))
+        goto store;
+    enum dy_dtype wdtype, kv_dtype;
+    dy_dtype_parse(p->weight_dtype, &wdtype);
+    dy_dtype_parse(p->kv_dtype, &kv_dtype);
+    if (ensure_model(r, dev, v, wdtype, p) != DY_OK)
+        goto store;
+    const struct dy_model_config *cfg = &r->model.cfg;
+    if (p->input_len + p->output_len > cfg->max_positions) {
+        set_status(p, "skipped", "input_len + output_len = %lld exceeds %s's max_position_embeddings %d",
+                   (long long)(p->input_len + p->output_len), cfg->name, cfg->max_positions);
+        goto store;
+    }
+    if (p->batch * p->input_len > INT32_MAX / 4) {
+        set_status(p, "skipped", "batch x input_len = %lld tokens is too many for one prefill",
+                   (long long)(p->batch * p->input_len));
+        goto store;
+    }
+    struct dy_mem_info mem;
+    uint64_t need = point_bytes(cfg, p, kv_dtype);
+    if (dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes && need > mem.free_bytes) {
+        set_status(p, "oom", "KV cache and activations need %.2f GiB, %s:%d has %.2f GiB free",
+                   need / 1073741824.0, dev->backend, dev->index, mem.free_bytes / 1073741824.0);
+        goto store;
+    }
+    measure_llm(r, dev, p, kv_dtype, &samples, &sample_count);
+store:;
+    int64_t point_id;
+    bool stored = dy_db_add_point(r->db, r->run_id, dev ? dev->db_id : DY_NULL_INT, p, samples,
+                                  sample_count, &point_id) == DY_OK;
+    if (!stored)
+        fprintf(stderr, "dyno: storing the point failed: %s\n", dy_db_error(r->db));
+    free(samples);
+    return stored;
+}
+
+static void fmt_num(char *buf, size_t len, double v, const char *fmt)
+{
+    if (isnan(v))
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, fmt, v);
+}
+
+/* The markdown summary of every point of this run. */
+static void print_summary(const struct runner *r, FILE *out)
+{
+    fprintf(out, "\n| backend | device | model | batch | in | out | weights | kv | status | "
+                 "ttft ms | tpot p50 ms | tpot p99 ms | out tok/s | total tok/s | bw util | flop util |\n");
+    fprintf(out, "|---|---|---|--:|--:|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    for (int i = 0; i < r->done_count; i++) {
+        const struct dy_point *p = &r->done[i];
+        char ttft[32], p50[32], p99[32], otok[32], ttok[32], bw[32], fl[32];
+        fmt_num(ttft, sizeof ttft, p->ttft_ms, "%.2f");
+        fmt_num(p50, sizeof p50, p->tpot_ms_p50, "%.2f");
+        fmt_num(p99, sizeof p99, p->tpot_ms_p99, "%.2f");
+        fmt_num(otok, sizeof otok, p->output_tok_s, "%.1f");
+        fmt_num(ttok, sizeof ttok, p->total_tok_s, "%.1f");
+        fmt_num(bw, sizeof bw, p->bw_util * 100, "%.0f%%");
+        fmt_num(fl, sizeof fl, p->flop_util * 100, "%.0f%%");
+        char status[600];
+        if (p->reason[0])
+            snprintf(status, sizeof status, "%s: %s", p->status, p->reason);
+        else
+            snprintf(status, sizeof status, "%s", p->status);
+        for (char *c = status; *c; c++)
+            if (*c == '|' || *c == '\n')
+                *c = ' ';
+        fprintf(out, "| %s | %s | %s | %lld | %lld | %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                p->backend, p->device, p->model, (long long)p->batch, (long long)p->input_len,
+                (long long)p->output_len, p->weight_dtype, p->kv_dtype, status, ttft, p50, p99,
+                otok, ttok, bw, fl);
+    }
+}
+
+static void fill_run_info(struct dy_run_info *run, const char *cmdline)
+{
+    memset(run, 0, sizeof *run);
+    snprintf(run->dyno_version, sizeof run->dyno_version, "%s", DY_VERSION);
+    snprintf(run->git_commit, sizeof run->git_commit, "%s", DY_GIT_COMMIT);
+    gethostname(run->host, sizeof run->host - 1);
+    struct utsname u;
+    if (uname(&u) == 0)
+        snprintf(run->os, sizeof run->os, "%s %s %s", u.sysname, u.release, u.machine);
+    snprintf(run->argv, sizeof run->argv, "%s", cmdline);
+    now_iso(run->started_at, sizeof run->started_at);
+}
+
+/* Axis values that name things (backends, models, checkpoints) are checked
+ * before anything is stored: a typo is an error, not a sweep of failures. */
+static int validate(const struct dy_sweep *s, char *err, size_t err_len)
+{
+    const struct dy_list *backends = &s->values[DY_AX_BACKEND];
+    for (int i = 0; i < backends->count; i++) {
+        const char *name = backends->items[i];
+        char why[512];
+        if (strcmp(name, "auto") && !dy_registry_find(name, why, sizeof why) &&
+            !strncmp(why, "unknown", 7)) {
+            snprintf(err, err_len, "--backend: %s", why);
+            return DY_E_INVALID;
+        }
+    }
+    char path[1200], msg[1024];
+    struct dy_model_config cfg;
+    const struct dy_list *dirs = &s->values[DY_AX_MODEL_DIR];
+    for (int i = 0; i < dirs->count; i++) {
+        struct dy_checkpoint *ck;
+        snprintf(path, sizeof path, "%s/config.json", dirs->items[i]);
+        if (dy_config_load(path, &cfg, msg, sizeof msg) != DY_OK ||
+            dy_checkpoint_open(dirs->items[i], &ck, msg, sizeof msg) != DY_OK) {
+            snprintf(err, err_len, "--model-dir: %s", msg);
+            return DY_E_INVALID;
+        }
+        dy_checkpoint_close(ck);
+    }
+    const struct dy_list *models = &s->values[DY_AX_MODEL];
+    for (int i = 0; i < models->count && dirs->count == 0; i++) {
+        if (dy_preset_path(models->items[i], path, sizeof path) != DY_OK) {
+            snprintf(err, err_len, "--model: unknown model \"%s\" (see `dyno models`)", models->items[i]);
+            return DY_E_INVALID;
+        }
+        if (dy_config_load(path, &cfg, msg, sizeof msg) != DY_OK) {
+            snprintf(err, err_len, "--model: %s", msg);
+            return DY_E_INVALID;
+        }
+    }
+    return DY_OK;
+}
+
+int dy_cmd_run(int argc, char **argv, const char *cmdline)
+{
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: dyno run [axes] [--db FILE]\n\n");
+            dy_sweep_usage(stdout);
+            return 0;
+        }
+    }
+    struct dy_sweep sweep;
+    char err[1024];
+    if (dy_sweep_parse(argc, argv, &sweep, err, sizeof err) != DY_OK) {
+        fprintf(stderr, "dyno run: %s\n", err);
+        return 2;
+    }
+    if (sweep.values[DY_AX_MODEL_DIR].count > 0) {
+        if (sweep.given[DY_AX_MODEL]) {
+            fprintf(stderr, "dyno run: give --model or --model-dir, not both\n");
+            dy_sweep_free(&sweep);
+            return 2;
+        }
+        dy_list_free(&sweep.values[DY_AX_MODEL]);
+    }
+    struct runner r = { 0 };
+    int rc = 1;
+    uint64_t total = dy_sweep_count(&sweep);
+    if (validate(&sweep, err, sizeof err) != DY_OK) {
+        fprintf(stderr, "dyno run: %s\n", err);
+        rc = 2;
+        goto done;
+    }
+    if (dy_db_open(sweep.db_path, &r.db, err, sizeof err) != DY_OK) {
+        fprintf(stderr, "dyno run: %s\n", err);
+        goto done;
+    }
+    struct dy_run_info run;
+    fill_run_info(&run, cmdline);
+    if (dy_db_begin_run(r.db, &run, &r.run_id) != DY_OK) {
+        fprintf(stderr, "dyno run: %s: %s\n", sweep.db_path, dy_db_error(r.db));
+        goto done;
+    }
+    int stored = 0;
+    r.done = calloc(total, sizeof *r.done);
+    if (!r.done)
+        goto done;
+    for (uint64_t i = 0; i < total; i++) {
+        const char *values[DY_AX_COUNT];
+        dy_sweep_point(&sweep, i, values);
+        struct dy_point *p = &r.done[r.done_count++];
+        double t0 = now_ms();
+        if (run_point(&r, values, p))
+            stored++;
+        fprintf(stderr, "dyno: [%llu/%llu] %s %s batch %lld in %lld out %lld: %s%s%s (%.1f s)\n",
+                (unsigned long long)(i + 1), (unsigned long long)total, p->backend, p->model,
+                (long long)p->batch, (long long)p->input_len, (long long)p->output_len, p->status,
+                p->reason[0] ? ": " : "", p->reason, (now_ms() - t0) / 1e3);
+    }
+    print_summary(&r, stdout);
+    printf("\n%d of %d point(s) stored in %s\n", stored, r.done_count, sweep.db_path);
+    rc = stored == r.done_count ? 0 : 1;
+done:
+    unload_model(&r);
+    for (int i = 0; i < r.device_count; i++)
+        dy_ctx_destroy(r.devices[i].ctx);
+    free(r.done);
+    dy_db_close(r.db);
+    dy_sweep_free(&sweep);
+    return rc;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing, builds, and runs the default sweep
+# on the best available backend (the CPU when there is no GPU) into
+# results/dyno.db, then prints the summary table.
+#   ./run-benchmarks.sh [extra dyno run flags]
+set -eu
+cd "$(dirname "$0")"
+scripts/install-deps.sh
+if [ ! -f build/build.ninja ]; then
+    meson setup build --buildtype=release >/dev/null
+fi
+ninja -C build >/dev/null
+build/dyno devices
+backend=$(build/dyno devices | sed -n 's/^default backend (auto): //p')
+db=${DYNO_DB:-dyno-results.db}
+if [ "$backend" = cpu ]; then
+    # a small sweep a laptop finishes in a few minutes
+    build/dyno run --backend cpu --model tiny-llama,llama-3.2-1b --batch 1,4 \
+        --input-len 128 --output-len 32 --warmup 1 --repeat 2 --db "$db" "$@"
+else
+    build/dyno run --backend "$backend" --model llama-3.2-1b,llama-3.1-8b --batch 1,16,64 \
+        --input-len 128,1024 --output-len 128 --db "$db" "$@"
+fi
+echo "results: $db"

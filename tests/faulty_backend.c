@@ -1,0 +1,84 @@
+/* libdyno-faulty.so: cpu-ref behind a plugin boundary, failing on purpose.
+ * It proves plugin loading for real and lets tests drive every error path:
+ *   DYNO_FAULT_OP=NAME:N        the Nth call of op NAME fails with a device error
+ *   DYNO_FAULT_ALLOC_ABOVE=B    allocations of more than B bytes fail with
+ *                               out-of-memory
+ * Counts are per process, from 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backends/cpu_ref/cpu_ref.h"
+
+static struct dy_backend table;
+static long alloc_fault_above;
+static char fault_text[128];
+
+
+static const char *faulty_last_error(void *ctx)
+{
+    return fault_text[0] ? fault_text : dy_backend_cpu_ref.last_error(ctx);
+}
+
+static int faulty_alloc(void *ctx, size_t bytes, void **impl)
+{
+    if (alloc_fault_above > 0 && bytes > (size_t)alloc_fault_above) {
+        snprintf(fault_text, sizeof fault_text, "injected out-of-memory: %zu bytes > %ld", bytes,
+                 alloc_fault_above);
+        return DY_E_NOMEM;
+    }
+    return dy_backend_cpu_ref.buf_alloc(ctx, bytes, impl);
+}
+
+/* True when this call of `op` is the one DYNO_FAULT_OP names. */
+static int op_fault(const char *op, long *calls)
+{
+    const char *spec = getenv("DYNO_FAULT_OP");
+    size_t len = strlen(op);
+    ++*calls;
+    if (!spec || strncmp(spec, op, len) || spec[len] != ':' || atol(spec + len + 1) != *calls)
+        return 0;
+    snprintf(fault_text, sizeof fault_text, "injected device fault at call %ld of %s", *calls, op);
+    return 1;
+}
+
+#define FAULTY_OP(op)                                                           \
+    static int faulty_##op(void *ctx, const struct dy_##op##_desc *d)           \
+    {                                                                           \
+        static long calls;                                                      \
+        return op_fault(#op, &calls) ? DY_E_DEVICE : dy_backend_cpu_ref.op(ctx, d); \
+    }
+FAULTY_OP(fill_random)
+FAULTY_OP(gemm)
+FAULTY_OP(norm)
+FAULTY_OP(rope)
+FAULTY_OP(eltwise)
+FAULTY_OP(gather_rows)
+FAULTY_OP(kv_append)
+FAULTY_OP(attention_prefill)
+FAULTY_OP(attention_decode)
+FAULTY_OP(argmax)
+FAULTY_OP(convert)
+
+const struct dy_backend *dy_backend_entry(void)
+{
+    table = dy_backend_cpu_ref;
+    table.name = "faulty";
+    table.description = "cpu-ref as a plugin with injected faults (tests only)";
+    table.last_error = faulty_last_error;
+    table.buf_alloc = faulty_alloc;
+    table.fill_random = faulty_fill_random;
+    table.gemm = faulty_gemm;
+    table.norm = faulty_norm;
+    table.rope = faulty_rope;
+    table.eltwise = faulty_eltwise;
+    table.gather_rows = faulty_gather_rows;
+    table.kv_append = faulty_kv_append;
+    table.attention_prefill = faulty_attention_prefill;
+    table.attention_decode = faulty_attention_decode;
+    table.argmax = faulty_argmax;
+    table.convert = faulty_convert;
+    const char *above = getenv("DYNO_FAULT_ALLOC_ABOVE");
+    alloc_fault_above = above ? atol(above) : 0;
+    return &table;
+}

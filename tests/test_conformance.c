@@ -1,0 +1,587 @@
+/* Op conformance: every op of every available backend against cpu-ref, over
+ * several shapes and dtypes (as ggml's test-backend-ops). Outputs carry guard
+ * bytes that must survive the op. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backends/backend.h"
+#include "dy_test.h"
+
+#define GUARD 64
+#define GUARD_BYTE 0xA5
+
+struct dut {
+    const char *name;
+    dy_ctx *ctx;
+};
+
+static dy_ctx *ref_ctx;
+static struct dut duts[16];
+static int dut_count;
+
+/* Backends under test: every available one except the oracle itself and the
+ * fault-injection plugin of the test tree. */
+static void open_backends(void)
+{
+    if (ref_ctx)
+        return;
+    const struct dy_backend_entry *list;
+    int count;
+    dy_registry_list(&list, &count);
+    for (int i = 0; i < count; i++) {
+        if (!list[i].be)
+            continue;
+        dy_ctx *ctx;
+        if (dy_ctx_create(list[i].be, 0, &ctx) != DY_OK)
+            continue;
+        if (!strcmp(list[i].name, "cpu-ref"))
+            ref_ctx = ctx;
+        else if (strcmp(list[i].name, "faulty") && dut_count < 16)
+            duts[dut_count++] = (struct dut){ list[i].name, ctx };
+        else
+            dy_ctx_destroy(ctx);
+    }
+}
+
+static uint64_t rng_state = 0x12345678;
+
+static float frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}
+
+/* Host array of `count` values of dtype t, uniform in [-scale, scale). */
+static void *host_random(enum dy_dtype t, size_t count, float scale)
+{
+    void *p = malloc(count * dy_dtype_size(t) + 1);
+    for (size_t i = 0; i < count; i++)
+        dy_store_f32(p, t, i, frand() * scale);
+    return p;
+}
+
+static dy_buf upload(dy_ctx *ctx, const void *host, size_t bytes)
+{
+    dy_buf b;
+    DY_REQUIRE(dy_buf_alloc(ctx, bytes + GUARD, &b) == DY_OK);
+    DY_REQUIRE(dy_buf_fill(ctx, b, GUARD_BYTE, bytes + GUARD) == DY_OK);
+    if (host)
+        DY_REQUIRE(dy_buf_write(ctx, b, host, bytes) == DY_OK);
+    return b;
+}
+
+/* Reads `bytes` back and checks the guard after them. */
+static void *download(dy_ctx *ctx, dy_buf b, size_t bytes)
+{
+    unsigned char *p = malloc(bytes + GUARD);
+    DY_REQUIRE(dy_buf_read(ctx, b, p, bytes + GUARD) == DY_OK);
+    for (int i = 0; i < GUARD; i++) {
+        if (p[bytes + i] != GUARD_BYTE) {
+            printf("# %s wrote past its output (guard byte %d)\n", dy_ctx_backend(ctx)->name, i);
+            DY_CHECK(p[bytes + i] == GUARD_BYTE);
+            break;
+        }
+    }
+    return p;
+}
+
+/* max |a - b| / max |ref| over count values of dtype t; prints on failure. */
+static bool close_enough(const char *what, const char *backend, const void *ref, const void *got,
+                         enum dy_dtype t, size_t count, double tol)
+{
+    double max_ref = 1e-6, max_err = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < count; i++) {
+        double r = dy_load_f32(ref, t, i), g = dy_load_f32(got, t, i);
+        if (fabs(r) > max_ref)
+            max_ref = fabs(r);
+        double e = fabs(r - g);
+        if (!(e <= max_err)) { /* NaN counts as the worst */
+            max_err = isnan(e) ? INFINITY : e;
+            worst = i;
+        }
+    }
+    double rel = max_err / max_ref;
+    if (!(rel <= tol)) {
+        printf("# %s on %s: relative error %.3g > %.3g at %zu (ref %g, got %g)\n", what, backend,
+               rel, tol, worst, dy_load_f32(ref, t, worst), dy_load_f32(got, t, worst));
+        return false;
+    }
+    return true;
+}
+
+static double tol_for(enum dy_dtype t)
+{
+    return t == DY_BF16 ? 1.6e-2 : t == DY_F16 ? 2e-3 : 2e-5;
+}
+
+static void require_backends(void)
+{
+    open_backends();
+    DY_REQUIRE(ref_ctx != NULL);
+    if (dut_count == 0)
+        DY_SKIP("no backend besides cpu-ref");
+}
+
+/* ---- fill_random: bit-identical everywhere ---- */
+static void test_fill_random(void)
+{
+    require_backends();
+    const size_t counts[] = { 1, 1000, 100003 };
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        for (size_t c = 0; c < 3; c++) {
+            size_t bytes = counts[c] * dy_dtype_size((enum dy_dtype)t);
+            struct dy_fill_random_desc d = { .count = counts[c], .dtype = (enum dy_dtype)t,
+                                             .seed = 42 + c, .stream = 7, .scale = 0.37f,
+                                             .offset = t == DY_F32 ? 1.0f : 0.0f };
+            d.dst = upload(ref_ctx, NULL, bytes);
+            DY_REQUIRE(dy_fill_random(ref_ctx, &d) == DY_OK);
+            void *want = download(ref_ctx, d.dst, bytes);
+            for (int u = 0; u < dut_count; u++) {
+                d.dst = upload(duts[u].ctx, NULL, bytes);
+                DY_CHECK(dy_fill_random(duts[u].ctx, &d) == DY_OK);
+                void *got = download(duts[u].ctx, d.dst, bytes);
+                if (memcmp(want, got, bytes)) {
+                    printf("# fill_random %s x %zu differs on %s\n",
+                           dy_dtype_name((enum dy_dtype)t), counts[c], duts[u].name);
+                    DY_CHECK(!"bit-identical");
+                }
+                free(got);
+                dy_buf_free(duts[u].ctx, &d.dst);
+            }
+            free(want);
+            d.dst.h = NULL;
+        }
+    }
+}
+
+/* ---- gemm ---- */
+static void gemm_case(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta)
+{
+    int lda = k + pad, ldb = k + pad, ldc = n + pad;
+    size_t a_n = (size_t)m * lda, b_n = (size_t)n * ldb, c_n = (size_t)m * ldc;
+    void *a = host_random(DY_F32, a_n, 1.0f), *b = host_random(bt, b_n, 0.5f);
+    void *bi = host_random(bt, (size_t)n, 1.0f), *c0 = host_random(DY_F32, c_n, 1.0f);
+    void *want = NULL;
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = u < 0 ? ref_ctx : duts[u].ctx;
+        struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+                                  .a_dtype = DY_F32, .b_dtype = bt, .c_dtype = DY_F32, .beta = beta };
+        d.a = upload(ctx, a, a_n * 4);
+        d.b = upload(ctx, b, b_n * dy_dtype_size(bt));
+        d.c = upload(ctx, c0, c_n * 4);
+        if (bias)
+            d.bias = upload(ctx, bi, (size_t)n * dy_dtype_size(bt));
+        DY_CHECK(dy_gemm(ctx, &d) == DY_OK);
+        void *got = download(ctx, d.c, c_n * 4);
+        if (u < 0) {
+            want = got;
+        } else {
+            char what[128];
+            snprintf(what, sizeof what, "gemm m%d n%d k%d %s bias%d beta%g", m, n, k,
+                     dy_dtype_name(bt), bias, beta);
+            DY_CHECK(close_enough(what, duts[u].name, want, got, DY_F32, c_n, 1e-4));
+            free(got);
+        }
+        dy_buf_free(ctx, &d.a);
+        dy_buf_free(ctx, &d.b);
+        dy_buf_free(ctx, &d.c);
+        dy_buf_free(ctx, &d.bias);
+    }
+    free(want);
+    free(a);
+    free(b);
+    free(bi);
+    free(c0);
+}
+
+static void test_gemm(void)
+{
+    require_backends();
+    static const int shapes[][4] = {
+        { 1, 64, 64, 0 }, { 3, 50, 70, 5 }, { 15, 128, 96, 0 }, { 16, 64, 64, 3 },
+        { 33, 100, 257, 0 }, { 128, 256, 512, 0 }, { 2, 1000, 300, 0 },
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = DY_F32; t <= DY_BF16; t++)
+            gemm_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], (enum dy_dtype)t,
+                      s % 2 == 0, s % 3 == 0 ? 1.0f : 0.0f);
+}
+
+/* Compares one output of the reference run (u < 0) with each backend's. */
+static void *compare_or_keep(int u, void *want, void *got, const char *what, enum dy_dtype t,
+                             size_t count, double tol)
+{
+    if (u < 0)
+        return got;
+    DY_CHECK(close_enough(what, duts[u].name, want, got, t, count, tol));
+    free(got);
+    return want;
+}
+
+#define CTX_OF(u) ((u) < 0 ? ref_ctx : duts[u].ctx)
+
+/* ---- norm ---- */
+static void test_norm(void)
+{
+    require_backends();
+    static const int shapes[][3] = { { 1, 64, 0 }, { 7, 256, 16 }, { 33, 2048, 0 } };
+    for (int kind = DY_NORM_RMS; kind <= DY_NORM_LAYER; kind++)
+        for (size_t s = 0; s < 3; s++)
+            for (int wt = DY_F32; wt <= DY_BF16; wt++) {
+                int rows = shapes[s][0], dim = shapes[s][1], stride = dim + shapes[s][2];
+                size_t xn = (size_t)rows * stride;
+                void *x = host_random(DY_F32, xn, 3.0f), *w = host_random((enum dy_dtype)wt, dim, 1.0f);
+                void *bias = host_random((enum dy_dtype)wt, dim, 0.5f), *want = NULL;
+                for (int u = -1; u < dut_count; u++) {
+                    dy_ctx *ctx = CTX_OF(u);
+                    struct dy_norm_desc d = { .kind = kind, .rows = rows, .dim = dim, .x_stride = stride,
+                                              .out_stride = stride, .eps = 1e-5f, .dtype = DY_F32,
+                                              .weight_dtype = (enum dy_dtype)wt };
+                    size_t wb = (size_t)dim * dy_dtype_size((enum dy_dtype)wt);
+                    d.x = upload(ctx, x, xn * 4);
+                    d.weight = upload(ctx, w, wb);
+                    if (kind == DY_NORM_LAYER)
+                        d.bias = upload(ctx, bias, wb);
+                    d.out = upload(ctx, NULL, xn * 4);
+                    DY_CHECK(dy_norm(ctx, &d) == DY_OK);
+                    /* only the rows' first dim values are defined */
+                    float *got = download(ctx, d.out, xn * 4);
+                    for (int r = 0; r < rows; r++)
+                        memset(got + (size_t)r * stride + dim, 0, (size_t)(stride - dim) * 4);
+                    want = compare_or_keep(u, want, got, kind ? "layernorm" : "rmsnorm", DY_F32, xn, 1e-5);
+                    dy_buf_free(ctx, &d.x);
+                    dy_buf_free(ctx, &d.weight);
+                    dy_buf_free(ctx, &d.bias);
+                    dy_buf_free(ctx, &d.out);
+                }
+                free(want);
+                free(x);
+                free(w);
+                free(bias);
+            }
+}
+
+/* ---- rope ---- */
+static void test_rope(void)
+{
+    require_backends();
+    static const int shapes[][4] = { { 1, 1, 16, 0 }, { 5, 4, 64, 32 }, { 40, 8, 128, 0 } };
+    for (size_t s = 0; s < 3; s++) {
+        int tokens = shapes[s][0], heads = shapes[s][1], hd = shapes[s][2];
+        int stride = heads * hd + shapes[s][3];
+        size_t n = (size_t)tokens * stride;
+        void *x = host_random(DY_F32, n, 2.0f), *want = NULL;
+        int32_t *pos = malloc(sizeof(int32_t) * (size_t)tokens);
+        float *inv = malloc(sizeof(float) * (size_t)hd / 2);
+        for (int t = 0; t < tokens; t++)
+            pos[t] = t == 0 ? 0 : (int32_t)((frand() + 1.0f) * 4000.0f);
+        for (int i = 0; i < hd / 2; i++)
+            inv[i] = powf(500000.0f, -2.0f * i / hd);
+        for (int u = -1; u < dut_count; u++) {
+            dy_ctx *ctx = CTX_OF(u);
+            struct dy_rope_desc d = { .tokens = tokens, .heads = heads, .head_dim = hd,
+                                      .row_stride = stride, .dtype = DY_F32 };
+            d.x = upload(ctx, x, n * 4);
+            d.positions = upload(ctx, pos, (size_t)tokens * 4);
+            d.inv_freq = upload(ctx, inv, (size_t)hd / 2 * 4);
+            DY_CHECK(dy_rope(ctx, &d) == DY_OK);
+            want = compare_or_keep(u, want, download(ctx, d.x, n * 4), "rope", DY_F32, n, 2e-5);
+            dy_buf_free(ctx, &d.x);
+            dy_buf_free(ctx, &d.positions);
+            dy_buf_free(ctx, &d.inv_freq);
+        }
+        free(want);
+        free(x);
+        free(pos);
+        free(inv);
+    }
+}
+
+/* ---- eltwise ---- */
+static void test_eltwise(void)
+{
+    require_backends();
+    for (int op = DY_ELT_ADD; op <= DY_ELT_GELU; op++)
+        for (int t = DY_F32; t <= DY_BF16; t++) {
+            enum dy_dtype dt = (enum dy_dtype)t;
+            int rows = 9, cols = 300, as = 700, bs = 700, os = 301;
+            void *a = host_random(dt, (size_t)rows * as, 6.0f), *b = host_random(dt, (size_t)rows * bs, 2.0f);
+            void *want = NULL;
+            size_t on = (size_t)rows * os, esz = dy_dtype_size(dt);
+            for (int u = -1; u < dut_count; u++) {
+                dy_ctx *ctx = CTX_OF(u);
+                struct dy_eltwise_desc d = { .op = op, .rows = rows, .cols = cols, .a_stride = as,
+                                             .b_stride = bs, .out_stride = os, .dtype = dt };
+                d.a = upload(ctx, a, (size_t)rows * as * esz);
+                d.b = upload(ctx, b, (size_t)rows * bs * esz);
+                void *zeros = calloc(on, esz);
+                d.out = upload(ctx, zeros, on * esz);
+                free(zeros);
+                DY_CHECK(dy_eltwise(ctx, &d) == DY_OK);
+                want = compare_or_keep(u, want, download(ctx, d.out, on * esz), "eltwise", dt, on,
+                                       tol_for(dt));
+                dy_buf_free(ctx, &d.a);
+                dy_buf_free(ctx, &d.b);
+                dy_buf_free(ctx, &d.out);
+            }
+            free(want);
+            free(a);
+            free(b);
+        }
+}
+
+/* ---- gather_rows and convert ---- */
+static void test_gather_rows(void)
+{
+    require_backends();
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        enum dy_dtype dt = (enum dy_dtype)t;
+        int vocab = 1000, cols = 96, rows = 13;
+        void *table = host_random(dt, (size_t)vocab * cols, 1.0f), *want = NULL;
+        int32_t ids[13];
+        for (int i = 0; i < rows; i++)
+            ids[i] = (int32_t)((frand() + 1.0f) * 499.0f);
+        ids[3] = vocab - 1;
+        for (int u = -1; u < dut_count; u++) {
+            dy_ctx *ctx = CTX_OF(u);
+            struct dy_gather_rows_desc d = { .rows = rows, .cols = cols, .table_stride = cols,
+                                             .out_stride = cols, .table_dtype = dt, .out_dtype = DY_F32 };
+            d.table = upload(ctx, table, (size_t)vocab * cols * dy_dtype_size(dt));
+            d.ids = upload(ctx, ids, sizeof ids);
+            d.out = upload(ctx, NULL, (size_t)rows * cols * 4);
+            DY_CHECK(dy_gather_rows(ctx, &d) == DY_OK);
+            want = compare_or_keep(u, want, download(ctx, d.out, (size_t)rows * cols * 4), "gather_rows",
+                                   DY_F32, (size_t)rows * cols, 0.0);
+            dy_buf_free(ctx, &d.table);
+            dy_buf_free(ctx, &d.ids);
+            dy_buf_free(ctx, &d.out);
+        }
+        free(want);
+        free(table);
+    }
+}
+
+static void test_convert(void)
+{
+    require_backends();
+    size_t n = 10007;
+    for (int s = DY_F32; s <= DY_BF16; s++)
+        for (int t = DY_F32; t <= DY_BF16; t++) {
+            void *src = host_random((enum dy_dtype)s, n, 70000.0f), *want = NULL;
+            size_t db = n * dy_dtype_size((enum dy_dtype)t);
+            for (int u = -1; u < dut_count; u++) {
+                dy_ctx *ctx = CTX_OF(u);
+                struct dy_convert_desc d = { .count = n, .src_dtype = (enum dy_dtype)s,
+                                             .dst_dtype = (enum dy_dtype)t };
+                d.src = upload(ctx, src, n * dy_dtype_size((enum dy_dtype)s));
+                d.dst = upload(ctx, NULL, db);
+                DY_CHECK(dy_convert(ctx, &d) == DY_OK);
+                void *got = download(ctx, d.dst, db);
+                if (u < 0) {
+                    want = got;
+                } else {
+                    /* conversion is exact rounding: bit-identical */
+                    DY_CHECK(memcmp(want, got, db) == 0);
+                    free(got);
+                }
+                dy_buf_free(ctx, &d.src);
+                dy_buf_free(ctx, &d.dst);
+            }
+            free(want);
+            free(src);
+        }
+}
+
+/* ---- kv_append ---- */
+static void test_kv_append(void)
+{
+    require_backends();
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        enum dy_dtype ct = (enum dy_dtype)t;
+        int tokens = 21, kvh = 2, hd = 64, stride = 4 * kvh * hd, slots_total = 64;
+        size_t row = (size_t)kvh * hd, cache_n = (size_t)slots_total * row;
+        void *k = host_random(DY_F32, (size_t)tokens * stride, 3.0f);
+        void *v = host_random(DY_F32, (size_t)tokens * stride, 3.0f);
+        int32_t slots[21];
+        for (int i = 0; i < tokens; i++)
+            slots[i] = (i * 37 + 5) % slots_total; /* distinct, scattered */
+        void *want_k = NULL, *want_v = NULL;
+        for (int u = -1; u < dut_count; u++) {
+            dy_ctx *ctx = CTX_OF(u);
+            struct dy_kv_append_desc d = { .src_stride = stride, .tokens = tokens, .kv_heads = kvh,
+                                           .head_dim = hd, .src_dtype = DY_F32, .cache_dtype = ct };
+            size_t cb = cache_n * dy_dtype_size(ct);
+            void *zeros = calloc(cache_n, dy_dtype_size(ct));
+            d.k = upload(ctx, k, (size_t)tokens * stride * 4);
+            d.v = upload(ctx, v, (size_t)tokens * stride * 4);
+            d.slots = upload(ctx, slots, sizeof slots);
+            d.k_cache = upload(ctx, zeros, cb);
+            d.v_cache = upload(ctx, zeros, cb);
+            free(zeros);
+            DY_CHECK(dy_kv_append(ctx, &d) == DY_OK);
+            want_k = compare_or_keep(u, want_k, download(ctx, d.k_cache, cb), "kv_append k", ct, cache_n, 0.0);
+            want_v = compare_or_keep(u, want_v, download(ctx, d.v_cache, cb), "kv_append v", ct, cache_n, 0.0);
+            dy_buf_free(ctx, &d.k);
+            dy_buf_free(ctx, &d.v);
+            dy_buf_free(ctx, &d.slots);
+            dy_buf_free(ctx, &d.k_cache);
+            dy_buf_free(ctx, &d.v_cache);
+        }
+        free(want_k);
+        free(want_v);
+        free(k);
+        free(v);
+    }
+}
+
+/* ---- attention ---- */
+static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool causal)
+{
+    int q_stride = (heads + 2 * kvh) * hd, kv_stride = q_stride, out_stride = heads * hd + 8;
+    size_t rows = (size_t)batch * seq, qkv_n = rows * q_stride, out_n = rows * out_stride;
+    void *qkv = host_random(DY_F32, qkv_n, 2.0f), *want = NULL;
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        dy_buf qkv_b = upload(ctx, qkv, qkv_n * 4);
+        void *zeros = calloc(out_n, 4);
+        struct dy_attention_prefill_desc d = {
+            .q = qkv_b, .k = dy_buf_at(qkv_b, (size_t)heads * hd * 4),
+            .v = dy_buf_at(qkv_b, (size_t)(heads + kvh) * hd * 4), .out = upload(ctx, zeros, out_n * 4),
+            .batch = batch, .seq_len = seq, .heads = heads, .kv_heads = kvh, .head_dim = hd,
+            .q_stride = q_stride, .kv_stride = kv_stride, .out_stride = out_stride,
+            .scale = 1.0f / sqrtf((float)hd), .causal = causal, .dtype = DY_F32,
+        };
+        free(zeros);
+        DY_CHECK(dy_attention_prefill(ctx, &d) == DY_OK);
+        char what[96];
+        snprintf(what, sizeof what, "attention_prefill b%d s%d h%d/%d d%d causal%d", batch, seq,
+                 heads, kvh, hd, causal);
+        want = compare_or_keep(u, want, download(ctx, d.out, out_n * 4), what, DY_F32, out_n, 1e-5);
+        dy_buf_free(ctx, &qkv_b);
+        dy_buf_free(ctx, &d.out);
+    }
+    free(want);
+    free(qkv);
+}
+
+static void test_attention_prefill(void)
+{
+    require_backends();
+    prefill_case(1, 1, 4, 2, 16, true);
+    prefill_case(2, 7, 4, 2, 16, true);
+    prefill_case(2, 33, 8, 8, 64, true);
+    prefill_case(1, 100, 8, 2, 64, true);
+    prefill_case(3, 70, 4, 1, 128, true);
+    prefill_case(2, 50, 4, 4, 64, false);
+}
+
+static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, int block,
+                        enum dy_dtype ct)
+{
+    int max_len = 0;
+    for (int b = 0; b < batch; b++)
+        max_len = lens[b] > max_len ? lens[b] : max_len;
+    int max_blocks = (max_len + block - 1) / block, num_blocks = max_blocks * batch;
+    size_t row = (size_t)kvh * hd, cache_n = (size_t)num_blocks * block * row;
+    int q_stride = heads * hd + 16, out_stride = heads * hd;
+    void *q = host_random(DY_F32, (size_t)batch * q_stride, 2.0f);
+    void *kc = host_random(ct, cache_n, 2.0f), *vc = host_random(ct, cache_n, 2.0f);
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)batch * max_blocks);
+    /* blocks handed out in a scrambled order, unused entries -1 */
+    for (int i = 0; i < batch * max_blocks; i++)
+        table[i] = -1;
+    int next = 0;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < (lens[b] + block - 1) / block; j++)
+            table[(size_t)b * max_blocks + j] = (next++ * 7 + 3) % num_blocks;
+    void *want = NULL;
+    size_t out_n = (size_t)batch * out_stride;
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        size_t cb = cache_n * dy_dtype_size(ct);
+        struct dy_attention_decode_desc d = {
+            .q_stride = q_stride, .out_stride = out_stride, .batch = batch, .heads = heads,
+            .kv_heads = kvh, .head_dim = hd, .block_size = block, .max_blocks_per_seq = max_blocks,
+            .max_context = max_len, .scale = 1.0f / sqrtf((float)hd), .dtype = DY_F32, .cache_dtype = ct,
+        };
+        d.q = upload(ctx, q, (size_t)batch * q_stride * 4);
+        d.out = upload(ctx, NULL, out_n * 4);
+        d.k_cache = upload(ctx, kc, cb);
+        d.v_cache = upload(ctx, vc, cb);
+        d.block_table = upload(ctx, table, sizeof(int32_t) * (size_t)batch * max_blocks);
+        d.context_lens = upload(ctx, lens, sizeof(int32_t) * (size_t)batch);
+        DY_CHECK(dy_attention_decode(ctx, &d) == DY_OK);
+        char what[96];
+        snprintf(what, sizeof what, "attention_decode b%d h%d/%d d%d block%d %s", batch, heads, kvh,
+                 hd, block, dy_dtype_name(ct));
+        want = compare_or_keep(u, want, download(ctx, d.out, out_n * 4), what, DY_F32, out_n, 1e-5);
+        dy_buf *bufs[] = { &d.q, &d.out, &d.k_cache, &d.v_cache, &d.block_table, &d.context_lens };
+        for (size_t i = 0; i < 6; i++)
+            dy_buf_free(ctx, bufs[i]);
+    }
+    free(want);
+    free(q);
+    free(kc);
+    free(vc);
+    free(table);
+}
+
+static void test_attention_decode(void)
+{
+    require_backends();
+    const int lens1[] = { 1 }, lens3[] = { 1, 17, 100 }, lens2[] = { 300, 64 };
+    decode_case(1, lens1, 4, 2, 16, 16, DY_F32);
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        decode_case(3, lens3, 8, 2, 64, 16, (enum dy_dtype)t);
+        decode_case(2, lens2, 4, 4, 128, 16, (enum dy_dtype)t);
+    }
+    decode_case(3, lens3, 8, 8, 64, 8, DY_F16);
+    const int long_len[] = { 2500 };
+    decode_case(1, long_len, 32, 8, 64, 16, DY_F16);
+}
+
+/* ---- argmax ---- */
+static void test_argmax(void)
+{
+    require_backends();
+    static const int cols_list[] = { 1, 1000, 128256 };
+    for (size_t c = 0; c < 3; c++) {
+        int rows = 4, cols = cols_list[c], stride = cols + 3;
+        float *x = host_random(DY_F32, (size_t)rows * stride, 1.0f);
+        if (cols > 10) { /* a tie: the first maximum wins */
+            x[5] = 7.0f;
+            x[9] = 7.0f;
+            x[(size_t)stride + cols - 1] = 9.0f;
+        }
+        int32_t want[4];
+        for (int u = -1; u < dut_count; u++) {
+            dy_ctx *ctx = CTX_OF(u);
+            struct dy_argmax_desc d = { .rows = rows, .cols = cols, .stride = stride, .dtype = DY_F32 };
+            d.x = upload(ctx, x, (size_t)rows * stride * 4);
+            d.out = upload(ctx, NULL, sizeof want);
+            DY_CHECK(dy_argmax(ctx, &d) == DY_OK);
+            int32_t *got = download(ctx, d.out, sizeof want);
+            if (u < 0)
+                memcpy(want, got, sizeof want);
+            else if (memcmp(want, got, sizeof want)) {
+                printf("# argmax cols %d on %s: %d %d %d %d, want %d %d %d %d\n", cols, duts[u].name,
+                       got[0], got[1], got[2], got[3], want[0], want[1], want[2], want[3]);
+                DY_CHECK(!"argmax equal");
+            }
+            free(got);
+            dy_buf_free(ctx, &d.x);
+            dy_buf_free(ctx, &d.out);
+        }
+        if (cols > 10)
+            DY_CHECK(want[0] == 5 && want[1] == cols - 1);
+        free(x);
+    }
+}
+
+DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST(test_rope)
+         DY_TEST(test_eltwise) DY_TEST(test_gather_rows) DY_TEST(test_convert)
+         DY_TEST(test_kv_append) DY_TEST(test_attention_prefill) DY_TEST(test_attention_decode)
+         DY_TEST(test_argmax))

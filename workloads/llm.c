@@ -1,0 +1,333 @@
+/* The dense-LLM forward pass (Llama, Mistral, Qwen2) from backend ops.
+ *
+ * Activations are f32; weights and the KV cache are in their own dtypes.
+ * Per layer: RMSNorm, one GEMM for q/k/v (bias for Qwen2), RoPE on q and k,
+ * KV append into the paged cache, attention (causal prefill over the prompt,
+ * or paged decode), the output projection accumulated into the residual
+ * (beta = 1), RMSNorm, one GEMM for gate/up, SiLU-mul, and the down
+ * projection accumulated into the residual. Greedy argmax stays on the
+ * device, so a decode step needs no host round trip for its input. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm.h"
+
+struct dy_llm {
+    dy_ctx *ctx;
+    const struct dy_model_config *cfg;
+    const struct dy_llm_weights *w;
+    struct dy_llm_options opt;
+    struct dy_kv_cache kv;
+    int max_rows;                 /* max_batch * max_prompt */
+    int batch;                    /* sequences in flight */
+    /* activations */
+    dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
+    /* i32 inputs */
+    dy_buf ids, next_ids, positions, slots, last_index;
+    dy_buf inv_freq;
+    int32_t *host_slots, *host_positions;
+};
+
+static int q_dim(const struct dy_model_config *c) { return c->heads * c->head_dim; }
+static int kv_dim(const struct dy_model_config *c) { return c->kv_heads * c->head_dim; }
+
+int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *w,
+                  const struct dy_llm_options *opt, struct dy_llm **out)
+{
+    *out = NULL;
+    if (opt->max_batch < 1 || opt->max_prompt < 1 || opt->max_tokens < opt->max_prompt)
+        return DY_E_INVALID;
+    struct dy_llm *m = calloc(1, sizeof *m);
+    if (!m)
+        return DY_E_NOMEM;
+    m->ctx = ctx;
+    m->cfg = cfg;
+    m->w = w;
+    m->opt = *opt;
+    m->max_rows = opt->max_batch * opt->max_prompt;
+    size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
+    size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
+    size_t batch = (size_t)opt->max_batch;
+    int st = dy_kv_cache_create(ctx, cfg, opt->kv_dtype, opt->block_size, opt->max_batch,
+                                opt->max_tokens, &m->kv);
+    if (st != DY_OK)
+        goto fail;
+    if ((st = dy_buf_alloc(ctx, rows * cfg->hidden * f, &m->x)) ||
+        (st = dy_buf_alloc(ctx, rows * cfg->hidden * f, &m->xn)) ||
+        (st = dy_buf_alloc(ctx, rows * qkv_cols * f, &m->qkv)) ||
+        (st = dy_buf_alloc(ctx, rows * q_dim(cfg) * f, &m->attn)) ||
+        (st = dy_buf_alloc(ctx, rows * 2 * cfg->intermediate * f, &m->gate_up)) ||
+        (st = dy_buf_alloc(ctx, rows * cfg->intermediate * f, &m->mlp)) ||
+        (st = dy_buf_alloc(ctx, batch * cfg->hidden * f, &m->last)) ||
+        (st = dy_buf_alloc(ctx, batch * cfg->vocab * f, &m->logits)) ||
+        (st = dy_buf_alloc(ctx, rows * i4, &m->ids)) ||
+        (st = dy_buf_alloc(ctx, batch * i4, &m->next_ids)) ||
+        (st = dy_buf_alloc(ctx, rows * i4, &m->positions)) ||
+        (st = dy_buf_alloc(ctx, rows * i4, &m->slots)) ||
+        (st = dy_buf_alloc(ctx, batch * i4, &m->last_index)) ||
+        (st = dy_buf_alloc(ctx, (size_t)cfg->head_dim / 2 * f, &m->inv_freq)))
+        goto fail;
+    m->host_slots = malloc(rows * i4);
+    m->host_positions = malloc(rows * i4);
+    float *inv_freq = malloc((size_t)cfg->head_dim / 2 * f);
+    if (!m->host_slots || !m->host_positions || !inv_freq) {
+        free(inv_freq);
+        st = DY_E_NOMEM;
+        goto fail;
+    }
+    dy_rope_inv_freq(cfg, inv_freq);
+    st = dy_buf_write(ctx, m->inv_freq, inv_freq, (size_t)cfg->head_dim / 2 * f);
+    free(inv_freq);
+    if (st != DY_OK)
+        goto fail;
+    *out = m;
+    return DY_OK;
+fail:
+    dy_llm_destroy(m);
+    return st;
+}
+
+void dy_llm_destroy(struct dy_llm *m)
+{
+    if (!m)
+        return;
+    dy_buf *bufs[] = { &m->x, &m->xn, &m->qkv, &m->attn, &m->gate_up, &m->mlp, &m->last,
+                       &m->logits, &m->ids, &m->next_ids, &m->positions, &m->slots,
+                       &m->last_index, &m->inv_freq };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        dy_buf_free(m->ctx, bufs[i]);
+    dy_kv_cache_free(m->ctx, &m->kv);
+    free(m->host_slots);
+    free(m->host_positions);
+    free(m);
+}
+
+/* c[rows, n] (+)= a[rows, k] . w[n, k]^T */
+static int linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
+                  int rows, int n, int k, float beta)
+{
+    struct dy_gemm_desc d = {
+        .a = a, .b = w, .c = c, .bias = bias, .m = rows, .n = n, .k = k,
+        .lda = lda, .ldb = k, .ldc = ldc,
+        .a_dtype = DY_F32, .b_dtype = m->w->dtype, .c_dtype = DY_F32, .beta = beta,
+    };
+    return dy_gemm(m->ctx, &d);
+}
+
+static int rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, int rows)
+{
+    struct dy_norm_desc d = {
+        .kind = DY_NORM_RMS, .x = x, .weight = weight, .out = out,
+        .rows = rows, .dim = m->cfg->hidden, .x_stride = m->cfg->hidden,
+        .out_stride = m->cfg->hidden, .eps = m->cfg->norm_eps,
+        .dtype = DY_F32, .weight_dtype = m->w->dtype,
+    };
+    return dy_norm(m->ctx, &d);
+}
+
+static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
+                           int prompt_len)
+{
+    const struct dy_model_config *c = m->cfg;
+    int qd = q_dim(c), kvd = kv_dim(c), qkv_cols = qd + 2 * kvd;
+    dy_buf k = dy_buf_at(m->qkv, (size_t)qd * sizeof(float));
+    dy_buf v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * sizeof(float));
+    float scale = 1.0f / sqrtf((float)c->head_dim);
+    int st;
+    if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, rows)) ||
+        (st = linear(m, m->xn, c->hidden, l->qkv, l->qkv_bias, m->qkv, qkv_cols, rows, qkv_cols,
+                     c->hidden, 0.0f)))
+        return st;
+    struct dy_rope_desc rq = {
+        .x = m->qkv, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
+        .heads = c->heads, .head_dim = c->head_dim, .row_stride = qkv_cols, .dtype = DY_F32,
+    };
+    struct dy_rope_desc rk = rq;
+    rk.x = k;
+    rk.heads = c->kv_heads;
+    struct dy_kv_append_desc ka = {
+        .k = k, .v = v, .src_stride = qkv_cols, .slots = m->slots,
+        .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
+        .tokens = rows, .kv_heads = c->kv_heads, .head_dim = c->head_dim,
+        .src_dtype = DY_F32, .cache_dtype = m->kv.dtype,
+    };
+    if ((st = dy_rope(m->ctx, &rq)) || (st = dy_rope(m->ctx, &rk)) ||
+        (st = dy_kv_append(m->ctx, &ka)))
+        return st;
+    if (prompt_len > 0) {
+        struct dy_attention_prefill_desc a = {
+            .q = m->qkv, .k = k, .v = v, .out = m->attn, .batch = m->batch,
+            .seq_len = prompt_len, .heads = c->heads, .kv_heads = c->kv_heads,
+            .head_dim = c->head_dim, .q_stride = qkv_cols, .kv_stride = qkv_cols,
+            .out_stride = qd, .scale = scale, .causal = true, .dtype = DY_F32,
+        };
+        st = dy_attention_prefill(m->ctx, &a);
+    } else {
+        int max_context = 0;
+        for (int b = 0; b < m->batch; b++)
+            if (m->kv.context_lens[b] > max_context)
+                max_context = m->kv.context_lens[b];
+        struct dy_attention_decode_desc a = {
+            .q = m->qkv, .out = m->attn, .q_stride = qkv_cols, .out_stride = qd,
+            .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
+            .block_table = m->kv.block_table_dev, .context_lens = m->kv.context_lens_dev,
+            .batch = m->batch, .heads = c->heads, .kv_heads = c->kv_heads,
+            .head_dim = c->head_dim, .block_size = m->kv.block_size,
+            .max_blocks_per_seq = m->kv.max_blocks_per_seq, .max_context = max_context,
+            .scale = scale, .dtype = DY_F32, .cache_dtype = m->kv.dtype,
+        };
+        st = dy_attention_decode(m->ctx, &a);
+    }
+    if (st != DY_OK)
+        return st;
+    return linear(m, m->attn, qd, l->o, l->o_bias, m->x, c->hidden, rows, c->hidden, qd, 1.0f);
+}
+
+static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int rows)
+{
+    const struct dy_model_config *c = m->cfg;
+    int inter = c->intermediate;
+    dy_buf none = { 0 };
+    struct dy_eltwise_desc act = {
+        .op = DY_ELT_SILU_MUL, .a = m->gate_up,
+        .b = dy_buf_at(m->gate_up, (size_t)inter * sizeof(float)), .out = m->mlp,
+        .rows = rows, .cols = inter, .a_stride = 2 * inter, .b_stride = 2 * inter,
+        .out_stride = inter, .dtype = DY_F32,
+    };
+    int st;
+    if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, rows)) ||
+        (st = linear(m, m->xn, c->hidden, l->gate_up, none, m->gate_up, 2 * inter, rows,
+                     2 * inter, c->hidden, 0.0f)) ||
+        (st = dy_eltwise(m->ctx, &act)))
+        return st;
+    return linear(m, m->mlp, inter, l->down, none, m->x, c->hidden, rows, c->hidden, inter, 1.0f);
+}
+
+/* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0
+ * for a prefill of batch sequences of prompt_len tokens, 0 for a decode
+ * step of one token per sequence. Leaves the argmax in next_ids. */
+static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
+{
+    const struct dy_model_config *c = m->cfg;
+    struct dy_gather_rows_desc embed = {
+        .table = m->w->embed, .ids = ids, .out = m->x, .rows = rows, .cols = c->hidden,
+        .table_stride = c->hidden, .out_stride = c->hidden,
+        .table_dtype = m->w->dtype, .out_dtype = DY_F32,
+    };
+    int st = dy_gather_rows(m->ctx, &embed);
+    for (int i = 0; i < c->layers && st == DY_OK; i++) {
+        st = attention_block(m, &m->w->layers[i], i, rows, prompt_len);
+        if (st == DY_OK)
+            st = mlp_block(m, &m->w->layers[i], rows);
+    }
+    if (st != DY_OK)
+        return st;
+    dy_buf hidden = m->x;
+    if (prompt_len > 0) {
+        struct dy_gather_rows_desc last = {
+            .table = m->x, .ids = m->last_index, .out = m->last, .rows = m->batch,
+            .cols = c->hidden, .table_stride = c->hidden, .out_stride = c->hidden,
+            .table_dtype = DY_F32, .out_dtype = DY_F32,
+        };
+        if ((st = dy_gather_rows(m->ctx, &last)))
+            return st;
+        hidden = m->last;
+    }
+    dy_buf none = { 0 };
+    struct dy_argmax_desc am = {
+        .x = m->logits, .out = m->next_ids, .rows = m->batch, .cols = c->vocab,
+        .stride = c->vocab, .dtype = DY_F32,
+    };
+    if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, m->batch)) ||
+        (st = linear(m, m->xn, c->hidden, m->w->lm_head, none, m->logits, c->vocab, m->batch,
+                     c->vocab, c->hidden, 0.0f)))
+        return st;
+    return dy_argmax(m->ctx, &am);
+}
+
+int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int prompt_len)
+{
+    if (batch < 1 || batch > m->opt.max_batch || prompt_len < 1 || prompt_len > m->opt.max_prompt)
+        return DY_E_INVALID;
+    int rows = batch * prompt_len, st;
+    m->batch = batch;
+    dy_kv_cache_reset(&m->kv);
+    int32_t last_index[batch];
+    for (int b = 0; b < batch; b++) {
+        if ((st = dy_kv_cache_extend(&m->kv, b, prompt_len, m->host_slots + (size_t)b * prompt_len)))
+            return st;
+        for (int t = 0; t < prompt_len; t++)
+            m->host_positions[(size_t)b * prompt_len + t] = t;
+        last_index[b] = b * prompt_len + prompt_len - 1;
+    }
+    for (int i = 0; i < rows; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg->vocab)
+            return DY_E_INVALID;
+    size_t bytes = (size_t)rows * sizeof(int32_t);
+    if ((st = dy_buf_write(m->ctx, m->ids, tokens, bytes)) ||
+        (st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
+        (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
+        (st = dy_buf_write(m->ctx, m->last_index, last_index, (size_t)batch * sizeof(int32_t))) ||
+        (st = dy_kv_cache_sync(m->ctx, &m->kv)))
+        return st;
+    return forward(m, m->ids, rows, prompt_len);
+}
+
+int dy_llm_decode(struct dy_llm *m)
+{
+    int st;
+    for (int b = 0; b < m->batch; b++) {
+        m->host_positions[b] = m->kv.context_lens[b];
+        if ((st = dy_kv_cache_extend(&m->kv, b, 1, m->host_slots + b)))
+            return st;
+    }
+    size_t bytes = (size_t)m->batch * sizeof(int32_t);
+    if ((st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
+        (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
+        (st = dy_kv_cache_sync(m->ctx, &m->kv)))
+        return st;
+    /* this step's input is the last step's argmax: copy it so argmax can
+     * overwrite next_ids while the step runs */
+    if ((st = dy_buf_copy(m->ctx, m->ids, m->next_ids, bytes)))
+        return st;
+    return forward(m, m->ids, m->batch, 0);
+}
+
+int dy_llm_read_tokens(struct dy_llm *m, int32_t *tokens)
+{
+    return dy_buf_read(m->ctx, m->next_ids, tokens, (size_t)m->batch * sizeof(int32_t));
+}
+
+int dy_llm_read_logits(struct dy_llm *m, float *logits)
+{
+    return dy_buf_read(m->ctx, m->logits, logits, (size_t)m->batch * m->cfg->vocab * sizeof(float));
+}
+
+uint64_t dy_llm_kv_bytes(const struct dy_llm *m)
+{
+    return dy_kv_cache_bytes(&m->kv);
+}
+
+uint64_t dy_llm_decode_bytes(const struct dy_llm *m)
+{
+    const struct dy_model_config *c = m->cfg;
+    uint64_t esize = dy_dtype_size(m->w->dtype);
+    uint64_t bytes = m->w->bytes;
+    if (!c->tie_embeddings) /* the embedding is gathered, not read whole */
+        bytes -= (uint64_t)c->vocab * c->hidden * esize;
+    uint64_t kv_row = 2ull * c->kv_heads * c->head_dim * dy_dtype_size(m->kv.dtype) * c->layers;
+    for (int b = 0; b < m->batch; b++)
+        bytes += kv_row * (uint64_t)m->kv.context_lens[b];
+    return bytes;
+}
+
+double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prompt_len)
+{
+    double tokens = (double)batch * prompt_len;
+    double qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, inter = c->intermediate;
+    double per_token_layer = 2.0 * h * (qd + 2 * kvd) + 2.0 * qd * h + 2.0 * h * 3 * inter;
+    /* causal attention: QK^T and PV over on average (len + 1) / 2 keys */
+    double attn = 4.0 * qd * (prompt_len + 1) / 2.0;
+    return c->layers * tokens * (per_token_layer + attn) + 2.0 * batch * h * c->vocab;
+}

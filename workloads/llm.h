@@ -1,0 +1,114 @@
+/* The dense-LLM workload: weights, paged KV cache, prefill and decode steps,
+ * built from backend ops only so the op sequence is the same on every
+ * backend. */
+#ifndef DY_LLM_H
+#define DY_LLM_H
+
+#include "model.h"
+
+/* ---- weights (workloads/weights.c) ----------------------------------- */
+
+struct dy_llm_layer {
+    dy_buf attn_norm;     /* [hidden] */
+    dy_buf qkv;           /* [q_dim + 2 * kv_dim, hidden]: q, k, v stacked */
+    dy_buf qkv_bias;      /* [q_dim + 2 * kv_dim] or none */
+    dy_buf o;             /* [hidden, q_dim] */
+    dy_buf o_bias;        /* [hidden] or none (attention_bias on Llama) */
+    dy_buf mlp_norm;      /* [hidden] */
+    dy_buf gate_up;       /* [2 * intermediate, hidden]: gate, up stacked */
+    dy_buf down;          /* [hidden, intermediate] */
+};
+
+struct dy_llm_weights {
+    enum dy_dtype dtype;
+    dy_buf embed;         /* [vocab, hidden] */
+    dy_buf final_norm;    /* [hidden] */
+    dy_buf lm_head;       /* [vocab, hidden]; the embedding's view when tied */
+    struct dy_llm_layer *layers;
+    int layer_count;
+    uint64_t bytes;       /* device bytes of all weights */
+};
+
+/* Random weights from fill_random(seed): bit-identical on every backend.
+ * The caller owns *w and frees it with dy_llm_weights_free. */
+int dy_llm_weights_random(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
+                          uint64_t seed, struct dy_llm_weights *w);
+/* Weights from a checkpoint, converted to `dtype` on the host. On a missing
+ * or misshapen tensor returns DY_E_FORMAT with the file and tensor in err. */
+int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
+                        const struct dy_checkpoint *ck, struct dy_llm_weights *w, char *err,
+                        size_t err_len);
+void dy_llm_weights_free(dy_ctx *ctx, struct dy_llm_weights *w);
+
+/* ---- paged KV cache (workloads/kv_cache.c) ---------------------------- */
+
+struct dy_kv_cache {
+    int layers, kv_heads, head_dim, block_size;
+    int num_blocks, batch, max_blocks_per_seq;
+    enum dy_dtype dtype;
+    dy_buf storage;             /* all layers' K then V blocks */
+    size_t layer_bytes;         /* bytes of one layer's K (or V) */
+    int32_t *block_table;       /* host [batch, max_blocks_per_seq], -1 = none */
+    int32_t *context_lens;      /* host [batch] */
+    int32_t *free_blocks;       /* stack of free block ids */
+    int free_count;
+    dy_buf block_table_dev, context_lens_dev;
+    bool table_dirty;
+};
+
+/* Room for `batch` sequences of up to `max_tokens` tokens each. */
+int dy_kv_cache_create(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
+                       int block_size, int batch, int max_tokens, struct dy_kv_cache *kv);
+void dy_kv_cache_free(dy_ctx *ctx, struct dy_kv_cache *kv);
+/* Empties every sequence and returns all blocks to the free list. */
+void dy_kv_cache_reset(struct dy_kv_cache *kv);
+/* Reserves the slots of `count` new tokens of sequence `seq`, writing them to
+ * slots[0..count). DY_E_NOMEM when no block is free. */
+int dy_kv_cache_extend(struct dy_kv_cache *kv, int seq, int count, int32_t *slots);
+/* Uploads the block table and context lengths if they changed. */
+int dy_kv_cache_sync(dy_ctx *ctx, struct dy_kv_cache *kv);
+dy_buf dy_kv_cache_k(const struct dy_kv_cache *kv, int layer);
+dy_buf dy_kv_cache_v(const struct dy_kv_cache *kv, int layer);
+/* Device bytes of the whole cache. */
+uint64_t dy_kv_cache_bytes(const struct dy_kv_cache *kv);
+
+/* ---- the model (workloads/llm.c) -------------------------------------- */
+
+struct dy_llm_options {
+    enum dy_dtype weight_dtype;
+    enum dy_dtype kv_dtype;
+    int block_size;
+    int max_batch;
+    int max_prompt;       /* longest prompt to be prefilled */
+    int max_tokens;       /* longest sequence: prompt + generated */
+};
+
+struct dy_llm;
+
+/* Creates the model's activations and KV cache around loaded weights; the
+ * model borrows cfg and w, which must outlive it. */
+int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *w,
+                  const struct dy_llm_options *opt, struct dy_llm **out);
+void dy_llm_destroy(struct dy_llm *m);
+
+/* Starts `batch` sequences from `prompt_len` tokens each (host ids
+ * [batch * prompt_len]); runs the prefill and leaves the first generated
+ * token of each sequence on the device. */
+int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int prompt_len);
+/* One decode step for every sequence: feeds the last generated tokens and
+ * leaves the next ones on the device. */
+int dy_llm_decode(struct dy_llm *m);
+/* Reads the last generated token of each sequence ([batch]). */
+int dy_llm_read_tokens(struct dy_llm *m, int32_t *tokens);
+/* Reads the logits behind the last generated tokens ([batch, vocab], f32). */
+int dy_llm_read_logits(struct dy_llm *m, float *logits);
+
+/* Byte and FLOP counts used for bw_util and flop_util. */
+uint64_t dy_llm_kv_bytes(const struct dy_llm *m);
+/* Bytes a decode step reads: weights (the embedding gather excepted) and the
+ * KV rows of every sequence at its current length. */
+uint64_t dy_llm_decode_bytes(const struct dy_llm *m);
+/* FLOPs of the prefill of `batch` prompts of `prompt_len` tokens. */
+double dy_llm_prefill_flops(const struct dy_model_config *cfg, int batch, int prompt_len);
+
+#endif

@@ -1,0 +1,224 @@
+/* LLM weights on the device: random from fill_random, or from a checkpoint.
+ * q/k/v and gate/up are stacked into one matrix each so a layer runs two
+ * fewer GEMMs; checkpoints are written into the stacked rows. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm.h"
+
+static int q_dim(const struct dy_model_config *c) { return c->heads * c->head_dim; }
+static int kv_dim(const struct dy_model_config *c) { return c->kv_heads * c->head_dim; }
+static int qkv_rows(const struct dy_model_config *c) { return q_dim(c) + 2 * kv_dim(c); }
+
+static int alloc_tensor(dy_ctx *ctx, struct dy_llm_weights *w, size_t elements, dy_buf *out)
+{
+    size_t bytes = elements * dy_dtype_size(w->dtype);
+    int st = dy_buf_alloc(ctx, bytes, out);
+    if (st == DY_OK)
+        w->bytes += bytes;
+    return st;
+}
+
+static int alloc_all(dy_ctx *ctx, const struct dy_model_config *cfg, struct dy_llm_weights *w)
+{
+    int st;
+    size_t h = (size_t)cfg->hidden, inter = (size_t)cfg->intermediate;
+    w->layers = calloc((size_t)cfg->layers, sizeof *w->layers);
+    if (!w->layers)
+        return DY_E_NOMEM;
+    w->layer_count = cfg->layers;
+    if ((st = alloc_tensor(ctx, w, (size_t)cfg->vocab * h, &w->embed)) ||
+        (st = alloc_tensor(ctx, w, h, &w->final_norm)))
+        return st;
+    if (cfg->tie_embeddings)
+        w->lm_head = w->embed;
+    else if ((st = alloc_tensor(ctx, w, (size_t)cfg->vocab * h, &w->lm_head)))
+        return st;
+    for (int i = 0; i < cfg->layers; i++) {
+        struct dy_llm_layer *l = &w->layers[i];
+        if ((st = alloc_tensor(ctx, w, h, &l->attn_norm)) ||
+            (st = alloc_tensor(ctx, w, (size_t)qkv_rows(cfg) * h, &l->qkv)) ||
+            (cfg->qkv_bias && (st = alloc_tensor(ctx, w, (size_t)qkv_rows(cfg), &l->qkv_bias))) ||
+            (st = alloc_tensor(ctx, w, h * (size_t)q_dim(cfg), &l->o)) ||
+            (cfg->o_bias && (st = alloc_tensor(ctx, w, h, &l->o_bias))) ||
+            (st = alloc_tensor(ctx, w, h, &l->mlp_norm)) ||
+            (st = alloc_tensor(ctx, w, 2 * inter * h, &l->gate_up)) ||
+            (st = alloc_tensor(ctx, w, h * inter, &l->down)))
+            return st;
+    }
+    return DY_OK;
+}
+
+void dy_llm_weights_free(dy_ctx *ctx, struct dy_llm_weights *w)
+{
+    if (w->lm_head.h != w->embed.h)
+        dy_buf_free(ctx, &w->lm_head);
+    dy_buf_free(ctx, &w->embed);
+    dy_buf_free(ctx, &w->final_norm);
+    for (int i = 0; i < w->layer_count && w->layers; i++) {
+        struct dy_llm_layer *l = &w->layers[i];
+        dy_buf *bufs[] = { &l->attn_norm, &l->qkv, &l->qkv_bias, &l->o, &l->o_bias,
+                           &l->mlp_norm, &l->gate_up, &l->down };
+        for (size_t b = 0; b < sizeof bufs / sizeof bufs[0]; b++)
+            dy_buf_free(ctx, bufs[b]);
+    }
+    free(w->layers);
+    memset(w, 0, sizeof *w);
+}
+
+/* One stream per tensor, so that truncating the model (--layers) keeps the
+ * weights of the layers that remain. */
+static int fill(dy_ctx *ctx, const struct dy_llm_weights *w, dy_buf dst, size_t count,
+                uint64_t seed, uint64_t stream, float scale, float offset)
+{
+    struct dy_fill_random_desc d = {
+        .dst = dst, .count = count, .dtype = w->dtype, .seed = seed,
+        .stream = stream, .scale = scale, .offset = offset,
+    };
+    return dy_fill_random(ctx, &d);
+}
+
+static float fan_in_scale(int fan_in)
+{
+    /* uniform(-s, s) with unit output variance for unit-variance inputs */
+    return sqrtf(3.0f / (float)fan_in);
+}
+
+enum { STREAM_EMBED = 1, STREAM_FINAL_NORM, STREAM_LM_HEAD, STREAM_LAYER0 = 16 };
+
+int dy_llm_weights_random(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
+                          uint64_t seed, struct dy_llm_weights *w)
+{
+    memset(w, 0, sizeof *w);
+    w->dtype = dtype;
+    int st = alloc_all(ctx, cfg, w);
+    if (st != DY_OK)
+        goto fail;
+    size_t h = (size_t)cfg->hidden, inter = (size_t)cfg->intermediate;
+    if ((st = fill(ctx, w, w->embed, (size_t)cfg->vocab * h, seed, STREAM_EMBED, 1.0f, 0.0f)) ||
+        (st = fill(ctx, w, w->final_norm, h, seed, STREAM_FINAL_NORM, 0.1f, 1.0f)) ||
+        (!cfg->tie_embeddings &&
+         (st = fill(ctx, w, w->lm_head, (size_t)cfg->vocab * h, seed, STREAM_LM_HEAD,
+                    fan_in_scale(cfg->hidden), 0.0f))))
+        goto fail;
+    for (int i = 0; i < cfg->layers; i++) {
+        struct dy_llm_layer *l = &w->layers[i];
+        uint64_t s = STREAM_LAYER0 + 16 * (uint64_t)i;
+        if ((st = fill(ctx, w, l->attn_norm, h, seed, s + 0, 0.1f, 1.0f)) ||
+            (st = fill(ctx, w, l->qkv, (size_t)qkv_rows(cfg) * h, seed, s + 1,
+                       fan_in_scale(cfg->hidden), 0.0f)) ||
+            (cfg->qkv_bias &&
+             (st = fill(ctx, w, l->qkv_bias, (size_t)qkv_rows(cfg), seed, s + 2, 0.1f, 0.0f))) ||
+            (st = fill(ctx, w, l->o, h * (size_t)q_dim(cfg), seed, s + 3,
+                       fan_in_scale(q_dim(cfg)), 0.0f)) ||
+            (cfg->o_bias && (st = fill(ctx, w, l->o_bias, h, seed, s + 7, 0.1f, 0.0f))) ||
+            (st = fill(ctx, w, l->mlp_norm, h, seed, s + 4, 0.1f, 1.0f)) ||
+            (st = fill(ctx, w, l->gate_up, 2 * inter * h, seed, s + 5,
+                       fan_in_scale(cfg->hidden), 0.0f)) ||
+            (st = fill(ctx, w, l->down, h * inter, seed, s + 6,
+                       fan_in_scale(cfg->intermediate), 0.0f)))
+            goto fail;
+    }
+    return DY_OK;
+fail:
+    dy_llm_weights_free(ctx, w);
+    return st;
+}
+
+/* Copies checkpoint tensor `name` of shape [rows, cols] (cols 0: a vector of
+ * `rows`) into dst at element offset `dst_elem`, converting on the host. */
+static int load_tensor(dy_ctx *ctx, const struct dy_checkpoint *ck, const char *name, int64_t rows,
+                       int64_t cols, const struct dy_llm_weights *w, dy_buf dst, size_t dst_elem,
+                       char *err, size_t err_len)
+{
+    const struct dy_tensor_view *t = dy_checkpoint_find(ck, name);
+    if (!t) {
+        snprintf(err, err_len, "checkpoint has no tensor \"%s\"", name);
+        return DY_E_FORMAT;
+    }
+    int want_ndim = cols ? 2 : 1;
+    if (t->ndim != want_ndim || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
+        char got[96] = "", want[64];
+        size_t used = 0;
+        for (int d = 0; d < t->ndim && used < sizeof got; d++)
+            used += (size_t)snprintf(got + used, sizeof got - used, "%s%lld", d ? ", " : "",
+                                     (long long)t->shape[d]);
+        if (cols)
+            snprintf(want, sizeof want, "%lld, %lld", (long long)rows, (long long)cols);
+        else
+            snprintf(want, sizeof want, "%lld", (long long)rows);
+        snprintf(err, err_len, "%s: tensor \"%s\" has shape [%s], expected [%s]", t->file, name,
+                 got, want);
+        return DY_E_FORMAT;
+    }
+    size_t count = (size_t)rows * (size_t)(cols ? cols : 1);
+    size_t esize = dy_dtype_size(w->dtype);
+    dy_buf at = dy_buf_at(dst, dst_elem * esize);
+    if (t->dtype == w->dtype)
+        return dy_buf_write(ctx, at, t->data, count * esize);
+    /* convert in chunks to bound host memory */
+    enum { CHUNK = 1 << 20 };
+    void *tmp = malloc((size_t)CHUNK * esize);
+    if (!tmp)
+        return DY_E_NOMEM;
+    int st = DY_OK;
+    for (size_t done = 0; done < count && st == DY_OK; done += CHUNK) {
+        size_t n = count - done < CHUNK ? count - done : CHUNK;
+        for (size_t i = 0; i < n; i++)
+            dy_store_f32(tmp, w->dtype, i, dy_load_f32(t->data, t->dtype, done + i));
+        st = dy_buf_write(ctx, dy_buf_at(at, done * esize), tmp, n * esize);
+    }
+    free(tmp);
+    return st;
+}
+
+int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
+                        const struct dy_checkpoint *ck, struct dy_llm_weights *w, char *err,
+                        size_t err_len)
+{
+    memset(w, 0, sizeof *w);
+    w->dtype = dtype;
+    int st = alloc_all(ctx, cfg, w);
+    if (st != DY_OK) {
+        snprintf(err, err_len, "allocating %s weights: %s", cfg->name, dy_ctx_error(ctx));
+        goto fail;
+    }
+    int64_t h = cfg->hidden, inter = cfg->intermediate, vocab = cfg->vocab;
+    int64_t qd = q_dim(cfg), kvd = kv_dim(cfg);
+    if ((st = load_tensor(ctx, ck, "model.embed_tokens.weight", vocab, h, w, w->embed, 0, err, err_len)) ||
+        (st = load_tensor(ctx, ck, "model.norm.weight", h, 0, w, w->final_norm, 0, err, err_len)) ||
+        (!cfg->tie_embeddings &&
+         (st = load_tensor(ctx, ck, "lm_head.weight", vocab, h, w, w->lm_head, 0, err, err_len))))
+        goto fail;
+    for (int i = 0; i < cfg->layers; i++) {
+        struct dy_llm_layer *l = &w->layers[i];
+        char name[160];
+#define LOAD(suffix, rows, cols, dst, off)                                              \
+        (snprintf(name, sizeof name, "model.layers.%d.%s", i, suffix),                    \
+         load_tensor(ctx, ck, name, rows, cols, w, dst, (size_t)(off), err, err_len))
+        if ((st = LOAD("input_layernorm.weight", h, 0, l->attn_norm, 0)) ||
+            (st = LOAD("self_attn.q_proj.weight", qd, h, l->qkv, 0)) ||
+            (st = LOAD("self_attn.k_proj.weight", kvd, h, l->qkv, qd * h)) ||
+            (st = LOAD("self_attn.v_proj.weight", kvd, h, l->qkv, (qd + kvd) * h)) ||
+            (st = LOAD("self_attn.o_proj.weight", h, qd, l->o, 0)) ||
+            (st = LOAD("post_attention_layernorm.weight", h, 0, l->mlp_norm, 0)) ||
+            (st = LOAD("mlp.gate_proj.weight", inter, h, l->gate_up, 0)) ||
+            (st = LOAD("mlp.up_proj.weight", inter, h, l->gate_up, inter * h)) ||
+            (st = LOAD("mlp.down_proj.weight", h, inter, l->down, 0)))
+            goto fail;
+        if (cfg->qkv_bias &&
+            ((st = LOAD("self_attn.q_proj.bias", qd, 0, l->qkv_bias, 0)) ||
+             (st = LOAD("self_attn.k_proj.bias", kvd, 0, l->qkv_bias, qd)) ||
+             (st = LOAD("self_attn.v_proj.bias", kvd, 0, l->qkv_bias, qd + kvd))))
+            goto fail;
+        if (cfg->o_bias && (st = LOAD("self_attn.o_proj.bias", h, 0, l->o_bias, 0)))
+            goto fail;
+#undef LOAD
+    }
+    return DY_OK;
+fail:
+    dy_llm_weights_free(ctx, w);
+    return st;
+}
