@@ -126,7 +126,7 @@ static int query_int(sqlite3 *conn, const char *sql, int64_t *value)
 static int install_schema(dy_db *db, char *err, size_t err_len)
 {
     char set_app_id[64];
-    int64_t app_id, objects;
+    int64_t app_id = 0, objects = 0;
     int status;
 
     if (sqlite3_exec(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)

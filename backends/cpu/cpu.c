@@ -127,11 +127,12 @@ static int cpu_device_info(int device, struct dy_device_info *info)
                                                         : (int)strlen(config);
     snprintf(info->driver_version, sizeof info->driver_version, "%.*s %s", version_len, config,
              openblas_get_corename());
+    dy_cpu_kernels_init();
     snprintf(info->runtime_version, sizeof info->runtime_version, "OpenMP %d, %s",
              _OPENMP, dy_cpu_isa());
     uint64_t mem_kb = meminfo_kb("MemTotal");
-    info->mem_total_bytes = mem_kb ? mem_kb << 10
-                                   : (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t pages = (uint64_t)sysconf(_SC_PHYS_PAGES), page = (uint64_t)sysconf(_SC_PAGESIZE);
+    info->mem_total_bytes = mem_kb ? mem_kb << 10 : pages * page;
     info->l2_bytes = last_level_cache_bytes();
     info->compute_units = omp_get_max_threads();
     char mhz[32];
@@ -154,9 +155,12 @@ static int cpu_ctx_create(int device, void **out)
         return DY_E_NOMEM;
     dy_cpu_kernels_init();
     ctx->threads = omp_get_max_threads();
-    /* OpenBLAS's own pool runs the big GEMMs between our OpenMP regions;
-     * one thread per core for each, never both at once. */
-    openblas_set_num_threads(ctx->threads);
+    /* Every sgemm runs single-threaded inside our OpenMP team, each thread
+     * on its own block of C. OpenBLAS's own pool would be a second set of
+     * threads per core, and both spin after their work (OpenBLAS's for
+     * about 0.1 s): on a machine with few cores, each then halves the
+     * other's speed in the op that follows. */
+    openblas_set_num_threads(1);
     *out = ctx;
     return DY_OK;
 }

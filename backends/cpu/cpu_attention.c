@@ -6,11 +6,13 @@
  * accumulated by dy_cpu_gemm_nn_acc. Causal tasks skip the keys above the
  * diagonal, so the work is half of the full square.
  *
- * Decode: one task per (sequence, KV head, split of the context); the GQA
- * group's query heads form the rows of one tile, so each K and V row is read
- * from memory once per group. The context is split (flash decoding) only
- * when there are too few (sequence, KV head) pairs to keep every thread
- * busy; the splits' partial softmax states are then merged. */
+ * Decode: one task per (sequence, split of the context), over every head:
+ * a KV block is then one contiguous run of memory read once, where a task
+ * per KV head would read short strided pieces of scattered blocks. Each GQA
+ * group's query heads form the rows of one tile, so each K and V row is
+ * read once per group. The context is split (flash decoding) only when
+ * there are too few sequences to keep every thread busy; the splits'
+ * partial softmax states are then merged. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -70,13 +72,13 @@ static void softmax_update(struct softmax_state *st, float *s, size_t lds, int r
     }
 }
 
-/* out row = o / l in the output dtype; a row that saw no key is zero. */
+/* out row = o / l in the output dtype; every row has seen a key (l >= 1). */
 static void store_rows(const struct softmax_state *st, int rows, int head_dim, char *out,
                        size_t out_row_bytes, enum dy_dtype dtype)
 {
     for (int i = 0; i < rows; i++) {
         float *orow = st->o + (size_t)i * head_dim;
-        dy_cpu_scale(orow, head_dim, st->l[i] > 0.0f ? 1.0f / st->l[i] : 0.0f);
+        dy_cpu_scale(orow, head_dim, 1.0f / st->l[i]);
         dy_cpu_store_row(out + (size_t)i * out_row_bytes, dtype, orow, (size_t)head_dim);
     }
 }
@@ -116,7 +118,8 @@ int dy_cpu_attention_prefill(void *opaque, const struct dy_attention_prefill_des
         return DY_OK;
     int hd = d->head_dim, group = d->heads / d->kv_heads;
     size_t per_thread = (size_t)BQ * hd * 2 + (size_t)BQ * BK + 2 * BQ;
-    float *scratch = dy_cpu_scratch(ctx, DY_CPU_SCRATCH_A, (size_t)ctx->threads * per_thread * sizeof(float));
+    float *scratch = dy_cpu_scratch(ctx, DY_CPU_SCRATCH_A,
+                                    (size_t)ctx->threads * per_thread * sizeof(float));
     if (!scratch)
         return DY_E_NOMEM;
     const char *q = DY_CPU_PTR(d->q), *k = DY_CPU_PTR(d->k), *v = DY_CPU_PTR(d->v);
@@ -166,25 +169,35 @@ int dy_cpu_attention_prefill(void *opaque, const struct dy_attention_prefill_des
 
 /* ---- decode ---- */
 
-/* Splits of each sequence's context: enough (sequence, KV head, split)
- * tasks for every thread twice over, but never under 256 keys a split. */
+/* Splits of each sequence's context: enough (sequence, split) tasks for
+ * every thread twice over, but never under 256 keys a split. */
 static int decode_splits(const struct dy_attention_decode_desc *d, int threads)
 {
-    int pairs = d->batch * d->kv_heads;
-    int want = (2 * threads + pairs - 1) / pairs;
+    int want = (2 * threads + d->batch - 1) / d->batch;
     int most = (d->max_context + 255) / 256;
     if (want > most)
         want = most;
     return want > 1 ? want : 1;
 }
 
-/* Merges the splits' states of one (sequence, KV head) into `first`'s. */
-static void merge_splits(float *first, size_t stride, int splits, int group, int hd)
+/* Asks for a block's K and V (every KV head: one contiguous run each)
+ * while the previous block computes; blocks are scattered by the block
+ * table, so the hardware prefetchers cannot run ahead on their own. */
+static void prefetch_block(const char *kc, const char *vc, size_t offset, size_t bytes)
 {
-    float *m = first, *l = first + group, *o = first + 2 * group;
+    for (size_t line = 0; line < bytes; line += 64) {
+        __builtin_prefetch(kc + offset + line, 0, 1);
+        __builtin_prefetch(vc + offset + line, 0, 1);
+    }
+}
+
+/* Merges the splits' states of one sequence into the first one's. */
+static void merge_splits(float *first, size_t stride, int splits, int rows, int hd)
+{
+    float *m = first, *l = first + rows, *o = first + 2 * rows;
     for (int sp = 1; sp < splits; sp++) {
-        const float *ms = first + sp * stride, *ls = ms + group, *os = ms + 2 * group;
-        for (int g = 0; g < group; g++) {
+        const float *ms = first + sp * stride, *ls = ms + rows, *os = ms + 2 * rows;
+        for (int g = 0; g < rows; g++) {
             if (ls[g] == 0.0f)
                 continue;
             float m_new = ms[g] > m[g] ? ms[g] : m[g];
@@ -208,20 +221,23 @@ int dy_cpu_attention_decode(void *opaque, const struct dy_attention_decode_desc 
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu attention_decode: block_size %d", d->block_size);
     const int32_t *lens = DY_CPU_PTR(d->context_lens);
     for (int b = 0; b < d->batch; b++)
-        if (lens[b] < 0 || lens[b] > d->max_blocks_per_seq * d->block_size)
+        if (lens[b] < 1 || lens[b] > d->max_blocks_per_seq * d->block_size)
             return dy_cpu_fail(ctx, DY_E_INVALID, "cpu attention_decode: context %d of sequence %d",
                                lens[b], b);
 
-    int hd = d->head_dim, group = d->heads / d->kv_heads;
+    int hd = d->head_dim, heads = d->heads, group = heads / d->kv_heads;
     int splits = decode_splits(d, ctx->threads);
-    int tasks = d->batch * d->kv_heads * splits;
-    /* one state per task: m and l of each head of the group, then outputs */
-    size_t state_floats = (size_t)group * (2 + hd);
-    size_t per_thread = (size_t)group * hd + (size_t)group * SEG + (splits == 1 ? state_floats : 0);
-    float *scratch = dy_cpu_scratch(ctx, DY_CPU_SCRATCH_A, (size_t)ctx->threads * per_thread * sizeof(float));
+    int tasks = d->batch * splits;
+    /* a state per task: m and l of every head, then the outputs */
+    size_t state_floats = (size_t)heads * (2 + hd);
+    size_t per_thread = (size_t)heads * hd + (size_t)group * SEG + (splits == 1 ? state_floats : 0);
+    float *scratch = dy_cpu_scratch(ctx, DY_CPU_SCRATCH_A,
+                                    (size_t)ctx->threads * per_thread * sizeof(float));
     float *states = NULL;
-    if (!scratch || (splits > 1 &&
-                     !(states = dy_cpu_scratch(ctx, DY_CPU_SCRATCH_B, tasks * state_floats * sizeof(float)))))
+    if (!scratch)
+        return DY_E_NOMEM;
+    if (splits > 1 &&
+        !(states = dy_cpu_scratch(ctx, DY_CPU_SCRATCH_B, tasks * state_floats * sizeof(float))))
         return DY_E_NOMEM;
 
     const char *q = DY_CPU_PTR(d->q), *kc = DY_CPU_PTR(d->k_cache), *vc = DY_CPU_PTR(d->v_cache);
@@ -229,51 +245,61 @@ int dy_cpu_attention_decode(void *opaque, const struct dy_attention_decode_desc 
     char *out = DY_CPU_PTR(d->out);
     size_t es = dy_cpu_esize(d->dtype), cs = dy_cpu_esize(d->cache_dtype);
     size_t slot_elems = (size_t)d->kv_heads * hd;
+    size_t block_bytes = (size_t)d->block_size * slot_elems * cs;
 
 #pragma omp parallel num_threads(ctx->threads)
     {
         float *qf = scratch + (size_t)omp_get_thread_num() * per_thread;
-        float *s = qf + (size_t)group * hd;
+        float *s = qf + (size_t)heads * hd;
         float *own_state = s + (size_t)group * SEG;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < tasks; task++) {
-            int sp = task % splits, kvh = task / splits % d->kv_heads, b = task / splits / d->kv_heads;
+            int sp = task % splits, b = task / splits;
             float *state = splits == 1 ? own_state : states + (size_t)task * state_floats;
-            struct softmax_state st = { state, state + group, state + 2 * group };
+            struct softmax_state st = { state, state + heads, state + 2 * heads };
             int len = lens[b];
             int blocks = (len + d->block_size - 1) / d->block_size;
             int per_split = (blocks + splits - 1) / splits;
             int blk_end = (sp + 1) * per_split < blocks ? (sp + 1) * per_split : blocks;
-            const char *qrow = q + ((size_t)b * d->q_stride + (size_t)kvh * group * hd) * es;
-            load_queries(qf, qrow, (size_t)hd * es, group, hd, d->dtype, d->scale);
-            state_reset(&st, group, hd);
+            const int32_t *entries = table + (size_t)b * d->max_blocks_per_seq;
+            load_queries(qf, q + (size_t)b * d->q_stride * es, (size_t)hd * es, heads, hd, d->dtype,
+                         d->scale);
+            state_reset(&st, heads, hd);
+            /* a block holds every KV head's rows: one contiguous run of K
+             * and one of V, read once by this task */
             for (int blk = sp * per_split; blk < blk_end; blk++) {
-                size_t slot0 = (size_t)table[(size_t)b * d->max_blocks_per_seq + blk] * d->block_size;
+                size_t slot0 = (size_t)entries[blk] * d->block_size;
                 int in_block = len - blk * d->block_size < d->block_size ? len - blk * d->block_size
                                                                          : d->block_size;
+                if (blk + 1 < blk_end)
+                    prefetch_block(kc, vc, (size_t)entries[blk + 1] * block_bytes, block_bytes);
                 for (int t0 = 0; t0 < in_block; t0 += SEG) {
                     int nk = in_block - t0 < SEG ? in_block - t0 : SEG;
-                    size_t off = ((slot0 + t0) * slot_elems + (size_t)kvh * hd) * cs;
-                    dy_cpu_gemm_nt(group, nk, hd, qf, hd, kc + off, slot_elems, d->cache_dtype, s, SEG);
-                    softmax_update(&st, s, SEG, group, nk, NULL, hd);
-                    dy_cpu_gemm_nn_acc(group, hd, nk, s, SEG, vc + off, slot_elems, d->cache_dtype,
-                                       st.o, hd);
+                    for (int kvh = 0; kvh < d->kv_heads; kvh++) {
+                        size_t off = ((slot0 + t0) * slot_elems + (size_t)kvh * hd) * cs;
+                        int h0 = kvh * group;
+                        struct softmax_state gst = { st.m + h0, st.l + h0, st.o + (size_t)h0 * hd };
+                        dy_cpu_gemm_nt(group, nk, hd, qf + (size_t)h0 * hd, hd, kc + off,
+                                       slot_elems, d->cache_dtype, s, SEG);
+                        softmax_update(&gst, s, SEG, group, nk, NULL, hd);
+                        dy_cpu_gemm_nn_acc(group, hd, nk, s, SEG, vc + off, slot_elems,
+                                           d->cache_dtype, gst.o, hd);
+                    }
                 }
             }
             if (splits == 1)
-                store_rows(&st, group, hd, out + ((size_t)b * d->out_stride + (size_t)kvh * group * hd) * es,
-                           (size_t)hd * es, d->dtype);
+                store_rows(&st, heads, hd, out + (size_t)b * d->out_stride * es, (size_t)hd * es,
+                           d->dtype);
         }
         if (splits > 1) {
             /* the implicit barrier of the loop above has every split done */
 #pragma omp for schedule(static)
-            for (int pair = 0; pair < d->batch * d->kv_heads; pair++) {
-                float *first = states + (size_t)pair * splits * state_floats;
-                merge_splits(first, state_floats, splits, group, hd);
-                struct softmax_state st = { first, first + group, first + 2 * group };
-                int b = pair / d->kv_heads, kvh = pair % d->kv_heads;
-                store_rows(&st, group, hd, out + ((size_t)b * d->out_stride + (size_t)kvh * group * hd) * es,
-                           (size_t)hd * es, d->dtype);
+            for (int b = 0; b < d->batch; b++) {
+                float *first = states + (size_t)b * splits * state_floats;
+                merge_splits(first, state_floats, splits, heads, hd);
+                struct softmax_state st = { first, first + heads, first + 2 * heads };
+                store_rows(&st, heads, hd, out + (size_t)b * d->out_stride * es, (size_t)hd * es,
+                           d->dtype);
             }
         }
     }

@@ -1,8 +1,10 @@
 /* C[m,n] = beta * C + A . B^T (+ bias) in two regimes.
  *
- * Decode (m < GEMV_MAX_M): memory-bound on the weights, so our own kernel
- * streams B once, converting f16/bf16 in registers, with every row of A
- * reused from cache; threads split the output columns.
+ * Decode (m <= SMALL_M_MAX): memory-bound on the weights at first, so our
+ * own kernel streams B once, converting f16/bf16 in registers, with every
+ * row of A reused from cache; threads split the output columns. It stays
+ * ahead of sgemm, which needs B converted first, well past the point where
+ * it turns compute-bound.
  *
  * Prefill: compute-bound, so OpenBLAS's sgemm does the work, single-threaded
  * inside our OpenMP team, one block of C per thread (see cpu.c for why).
@@ -16,9 +18,14 @@
 
 #include "cpu_internal.h"
 
-/* At 16 rows the sgemm kernels pay for their packing of B. */
-#define GEMV_MAX_M 16
-/* Columns of C per task of the decode kernel and per piece of the
+/* Up to this many rows our kernel, which reads B once and converts it in
+ * registers, beats converting B for sgemm (measured on Zen 4/5 with
+ * OpenBLAS's Haswell kernels: even at 48 rows for bf16 weights). */
+#define SMALL_M_MAX 32
+/* Columns of A per pass of the small-m kernel: 32 rows of 4096 f32 are
+ * 512 KiB, which stay in a 1 MiB L2 while a tile of B passes over them. */
+#define SMALL_M_KC 4096
+/* Columns of C per task of the small-m kernel and per piece of the
  * epilogues: a tile of C on the stack. */
 #define TILE_N 64
 /* Bytes of f32 B per sgemm panel and thread: large enough for OpenBLAS's
@@ -37,7 +44,7 @@ static void epilogue_rows(const struct dy_gemm_desc *d, const float *tile, size_
     char *c = DY_CPU_PTR(d->c);
     float bias[TILE_N], row[TILE_N];
     if (d->bias.h)
-        dy_cpu_load_row(bias, (const char *)DY_CPU_PTR(d->bias) + (size_t)j0 * dy_cpu_esize(d->b_dtype),
+        dy_cpu_load_row(bias, (const char *)DY_CPU_PTR(d->bias) + j0 * dy_cpu_esize(d->b_dtype),
                         d->b_dtype, (size_t)nb);
     for (int i = i0; i < i0 + rows; i++) {
         char *crow = c + ((size_t)i * d->ldc + j0) * cs;
@@ -70,12 +77,13 @@ static const float *a_as_f32(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *
     size_t as = dy_cpu_esize(d->a_dtype);
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < d->m; i++)
-        dy_cpu_load_row(a + (size_t)i * d->k, src + (size_t)i * d->lda * as, d->a_dtype, (size_t)d->k);
+        dy_cpu_load_row(a + (size_t)i * d->k, src + (size_t)i * d->lda * as, d->a_dtype,
+                        (size_t)d->k);
     *lda = (size_t)d->k;
     return a;
 }
 
-static int gemm_decode(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
+static int gemm_small_m(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
 {
     size_t lda;
     const float *a = a_as_f32(ctx, d, &lda);
@@ -87,11 +95,18 @@ static int gemm_decode(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
     /* static: each thread streams one contiguous range of B */
 #pragma omp parallel for schedule(static)
     for (int tile = 0; tile < tiles; tile++) {
-        float c_tile[GEMV_MAX_M * TILE_N];
+        float c_tile[SMALL_M_MAX * TILE_N], part[SMALL_M_MAX * TILE_N];
         int j0 = tile * TILE_N;
         int nb = d->n - j0 < TILE_N ? d->n - j0 : TILE_N;
-        dy_cpu_gemm_nt(d->m, nb, d->k, a, lda, b + (size_t)j0 * d->ldb * bs, (size_t)d->ldb,
-                       d->b_dtype, c_tile, TILE_N);
+        for (int k0 = 0; k0 < d->k; k0 += SMALL_M_KC) {
+            int kc = d->k - k0 < SMALL_M_KC ? d->k - k0 : SMALL_M_KC;
+            dy_cpu_gemm_nt(d->m, nb, kc, a + k0, lda, b + ((size_t)j0 * d->ldb + k0) * bs,
+                           (size_t)d->ldb, d->b_dtype, k0 ? part : c_tile, TILE_N);
+            if (k0)
+                for (int i = 0; i < d->m; i++)
+                    for (int j = 0; j < nb; j++)
+                        c_tile[i * TILE_N + j] += part[i * TILE_N + j];
+        }
         epilogue_rows(d, c_tile, TILE_N, 0, d->m, j0, nb);
     }
     return DY_OK;
@@ -126,7 +141,7 @@ static struct block thread_block(const struct dy_gemm_desc *d, int t, int thread
     struct block blk = { 0, d->m, 0, d->n };
     if (d->n >= MIN_SPLIT_N * threads) {
         /* column ranges in multiples of 16, the sgemm kernels' width */
-        int step = (d->n / threads + 15) & ~15;
+        int step = ((d->n + threads - 1) / threads + 15) & ~15;
         blk.j0 = t * step < d->n ? t * step : d->n;
         blk.j1 = blk.j0 + step < d->n ? blk.j0 + step : d->n;
     } else {
@@ -198,7 +213,8 @@ static int gemm_prefill(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
     {
         int t = omp_get_thread_num();
         prefill_block(d, a, lda, thread_block(d, t, omp_get_num_threads()), panel,
-                      b_panels ? b_panels + t * b_floats : NULL, c_panels ? c_panels + t * c_floats : NULL);
+                      b_panels ? b_panels + t * b_floats : NULL,
+                      c_panels ? c_panels + t * c_floats : NULL);
     }
     return DY_OK;
 }
@@ -210,10 +226,10 @@ int dy_cpu_gemm(void *opaque, const struct dy_gemm_desc *d)
         !dy_cpu_float_dtype(d->c_dtype))
         return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu gemm: dtypes %d x %d -> %d",
                            d->a_dtype, d->b_dtype, d->c_dtype);
-    if (d->m < 0 || d->n < 0 || d->k < 0 || d->lda < d->k || d->ldb < d->k || d->ldc < d->n)
+    if (d->m < 0 || d->n < 0 || d->k < 1 || d->lda < d->k || d->ldb < d->k || d->ldc < d->n)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu gemm: m=%d n=%d k=%d lda=%d ldb=%d ldc=%d",
                            d->m, d->n, d->k, d->lda, d->ldb, d->ldc);
     if (d->m == 0 || d->n == 0)
         return DY_OK;
-    return d->m < GEMV_MAX_M ? gemm_decode(ctx, d) : gemm_prefill(ctx, d);
+    return d->m <= SMALL_M_MAX ? gemm_small_m(ctx, d) : gemm_prefill(ctx, d);
 }

@@ -47,10 +47,16 @@ static inline bool dy_cpu_float_dtype(enum dy_dtype t)
 /* ---- kernels (cpu_kernels.c): single-threaded, AVX2+FMA+F16C when the
  * CPU has them, portable C otherwise. */
 
-/* Picks the instruction set once per process; DY_CPU_ISA=generic in the
- * environment forces the portable kernels (to test them on AVX2 machines). */
+/* Picks the instruction sets once per process. DYNO_CPU_ISA in the
+ * environment caps them, to test every version on one machine: "generic"
+ * (portable C only) or "avx2" (no AVX-512). */
 void dy_cpu_kernels_init(void);
 const char *dy_cpu_isa(void);
+
+/* dst[i] = offset + scale * dy_random_unit(key, i) rounded to dtype t, for
+ * i in [begin, end): bit-identical with every backend. */
+void dy_cpu_random_range(void *dst, enum dy_dtype t, uint64_t key, size_t begin, size_t end,
+                         float scale, float offset);
 
 /* dst[i] = (float)src[i] for src of dtype t. */
 void dy_cpu_load_row(float *dst, const void *src, enum dy_dtype t, size_t n);
@@ -71,6 +77,9 @@ void dy_cpu_gemm_nn_acc(int m, int n, int k, const float *p, size_t ldp,
 
 /* x[i] = exp(x[i] - shift) in place; returns their sum. */
 float dy_cpu_exp_sum(float *x, int n, float shift);
+
+/* out[i] = gelu(a[i]), erf form; out may be a. */
+void dy_cpu_gelu(float *out, const float *a, int n);
 
 /* x[i] *= s */
 void dy_cpu_scale(float *x, int n, float s);

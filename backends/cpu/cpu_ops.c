@@ -1,12 +1,18 @@
 /* Row-wise ops of the cpu backend: OpenMP over rows, each row processed in
- * pieces of PIECE elements converted to f32 on the stack, so that no op
- * needs scratch memory whatever its width or dtypes. */
+ * pieces of PIECE elements, converted to f32 on the stack unless they are
+ * f32 already, so that no op needs scratch memory whatever its width or
+ * dtypes. */
 #include <math.h>
 #include <string.h>
 
 #include "cpu_internal.h"
 
-enum { PIECE = 256 };
+enum {
+    PIECE = 256,
+    /* below this many elements an op runs on the calling thread: waking
+     * the team costs more than a decode step's norm of one row */
+    SERIAL_ELEMS = 1 << 14
+};
 
 static inline int min_int(int a, int b)
 {
@@ -28,25 +34,17 @@ static void convert_row(void *dst, enum dy_dtype dt, const void *src, enum dy_dt
     }
 }
 
-/* ---- fill_random ---- */
-
-/* Bit-identical with every backend only if offset + scale * u rounds twice:
- * this file is built with -ffp-contract=off and without FMA, and the
- * product is its own statement. */
-static void fill_range(void *dst, enum dy_dtype t, uint64_t key, size_t begin, size_t end,
-                       float scale, float offset)
+/* Piece c of a row as f32: the row itself when it is f32, else converted
+ * into `buf`. */
+static const float *piece_f32(const char *row, enum dy_dtype t, int c, int len, float *buf)
 {
-    for (size_t i = begin; i < end; i++) {
-        float scaled = scale * dy_random_unit(key, i);
-        float value = offset + scaled;
-        switch (t) {
-        case DY_F16: ((uint16_t *)dst)[i] = dy_f32_to_f16(value); break;
-        case DY_BF16: ((uint16_t *)dst)[i] = dy_f32_to_bf16(value); break;
-        case DY_F32: ((float *)dst)[i] = value; break;
-        default: dy_store_f32(dst, t, i, value); break;
-        }
-    }
+    if (t == DY_F32)
+        return (const float *)row + c;
+    dy_cpu_load_row(buf, row + (size_t)c * dy_cpu_esize(t), t, (size_t)len);
+    return buf;
 }
+
+/* ---- fill_random ---- */
 
 int dy_cpu_fill_random(void *ctx, const struct dy_fill_random_desc *d)
 {
@@ -54,60 +52,82 @@ int dy_cpu_fill_random(void *ctx, const struct dy_fill_random_desc *d)
     void *dst = DY_CPU_PTR(d->dst);
     uint64_t key = dy_random_key(d->seed, d->stream);
     size_t blocks = (d->count + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t begin = blk * BLOCK;
         size_t end = begin + BLOCK < d->count ? begin + BLOCK : d->count;
-        fill_range(dst, d->dtype, key, begin, end, d->scale, d->offset);
+        dy_cpu_random_range(dst, d->dtype, key, begin, end, d->scale, d->offset);
     }
     return DY_OK;
 }
 
 /* ---- norm ---- */
 
+/* Sum of (x[j] - center)^power for power 1 or 2: f32 partial sums in eight
+ * lanes (the loop vectorises, where one chain of double adds would not),
+ * returned in double for the caller to add up across pieces. */
+static double lane_sum(const float *x, int n, float center, int power)
+{
+    float lanes[8] = { 0 };
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) {
+            float v = x[j + l] - center;
+            lanes[l] += power == 2 ? v * v : v;
+        }
+    for (; j < n; j++) {
+        float v = x[j] - center;
+        lanes[0] += power == 2 ? v * v : v;
+    }
+    double sum = 0.0;
+    for (int l = 0; l < 8; l++)
+        sum += lanes[l];
+    return sum;
+}
+
 int dy_cpu_norm(void *ctx, const struct dy_norm_desc *d)
 {
     if (!dy_cpu_float_dtype(d->dtype) || !dy_cpu_float_dtype(d->weight_dtype))
-        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu norm: dtype %d, weight %d", d->dtype, d->weight_dtype);
+        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu norm: dtype %d, weight %d", d->dtype,
+                           d->weight_dtype);
     if (d->kind != DY_NORM_RMS && d->kind != DY_NORM_LAYER)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu norm: kind %d", d->kind);
     const char *x = DY_CPU_PTR(d->x), *w = DY_CPU_PTR(d->weight);
     const char *bias = d->bias.h && d->kind == DY_NORM_LAYER ? DY_CPU_PTR(d->bias) : NULL;
     char *out = DY_CPU_PTR(d->out);
-    size_t es = dy_cpu_esize(d->dtype), ws = dy_cpu_esize(d->weight_dtype);
-#pragma omp parallel for schedule(static)
+    size_t es = dy_cpu_esize(d->dtype);
+#pragma omp parallel for schedule(static) if ((size_t)d->rows * d->dim > SERIAL_ELEMS)
     for (int r = 0; r < d->rows; r++) {
-        float xs[PIECE], ys[PIECE];
+        float xs[PIECE], ws[PIECE], bs[PIECE], ys[PIECE];
         const char *xr = x + (size_t)r * d->x_stride * es;
         char *outr = out + (size_t)r * d->out_stride * es;
-        /* statistics in double: one pass, no cancellation worth the name */
-        double sum = 0.0, sumsq = 0.0;
-        for (int c = 0; c < d->dim; c += PIECE) {
-            int len = min_int(PIECE, d->dim - c);
-            dy_cpu_load_row(xs, xr + (size_t)c * es, d->dtype, (size_t)len);
-            for (int j = 0; j < len; j++) {
-                sum += xs[j];
-                sumsq += (double)xs[j] * xs[j];
-            }
-        }
+        /* LayerNorm's variance around the mean, in a second pass: E[x^2] -
+         * mean^2 cancels badly when the mean is large */
         float mean = 0.0f;
-        double var = sumsq / d->dim;
         if (d->kind == DY_NORM_LAYER) {
+            double sum = 0.0;
+            for (int c = 0; c < d->dim; c += PIECE) {
+                int len = min_int(PIECE, d->dim - c);
+                sum += lane_sum(piece_f32(xr, d->dtype, c, len, xs), len, 0.0f, 1);
+            }
             mean = (float)(sum / d->dim);
-            var = var - (sum / d->dim) * (sum / d->dim);
-            var = var > 0.0 ? var : 0.0;
         }
-        float inv = (float)(1.0 / sqrt(var + d->eps));
+        double sumsq = 0.0;
         for (int c = 0; c < d->dim; c += PIECE) {
             int len = min_int(PIECE, d->dim - c);
-            dy_cpu_load_row(xs, xr + (size_t)c * es, d->dtype, (size_t)len);
-            dy_cpu_load_row(ys, w + (size_t)c * ws, d->weight_dtype, (size_t)len);
+            sumsq += lane_sum(piece_f32(xr, d->dtype, c, len, xs), len, mean, 2);
+        }
+        float inv = (float)(1.0 / sqrt(sumsq / d->dim + d->eps));
+        for (int c = 0; c < d->dim; c += PIECE) {
+            int len = min_int(PIECE, d->dim - c);
+            const float *xp = piece_f32(xr, d->dtype, c, len, xs);
+            const float *wp = piece_f32(w, d->weight_dtype, c, len, ws);
             for (int j = 0; j < len; j++)
-                ys[j] = (xs[j] - mean) * inv * ys[j];
+                ys[j] = (xp[j] - mean) * inv * wp[j];
             if (bias) {
-                dy_cpu_load_row(xs, bias + (size_t)c * ws, d->weight_dtype, (size_t)len);
+                const float *bp = piece_f32(bias, d->weight_dtype, c, len, bs);
                 for (int j = 0; j < len; j++)
-                    ys[j] += xs[j];
+                    ys[j] += bp[j];
             }
             dy_cpu_store_row(outr + (size_t)c * es, d->dtype, ys, (size_t)len);
         }
@@ -128,7 +148,8 @@ int dy_cpu_rope(void *ctx, const struct dy_rope_desc *d)
     const float *inv_freq = DY_CPU_PTR(d->inv_freq);
     size_t es = dy_cpu_esize(d->dtype);
     int half = d->head_dim / 2;
-#pragma omp parallel for schedule(static)
+    size_t elems = (size_t)d->tokens * d->heads * d->head_dim;
+#pragma omp parallel for schedule(static) if (elems > SERIAL_ELEMS)
     for (int t = 0; t < d->tokens; t++) {
         float cosv[PIECE], sinv[PIECE], lo[PIECE], hi[PIECE];
         char *row = x + (size_t)t * d->row_stride * es;
@@ -160,12 +181,14 @@ int dy_cpu_rope(void *ctx, const struct dy_rope_desc *d)
 
 /* ---- eltwise ---- */
 
-static void eltwise_piece(enum dy_eltwise_op op, float *a, const float *b, int len)
+/* out may be a or b: each element is read before it is written */
+static void eltwise_piece(enum dy_eltwise_op op, float *out, const float *a, const float *b,
+                          int len)
 {
     switch (op) {
     case DY_ELT_ADD:
         for (int j = 0; j < len; j++)
-            a[j] += b[j];
+            out[j] = a[j] + b[j];
         break;
     case DY_ELT_SILU_MUL: {
         float e[PIECE];
@@ -173,14 +196,11 @@ static void eltwise_piece(enum dy_eltwise_op op, float *a, const float *b, int l
             e[j] = -a[j];
         dy_cpu_exp_sum(e, len, 0.0f);
         for (int j = 0; j < len; j++)
-            a[j] = a[j] / (1.0f + e[j]) * b[j];
+            out[j] = a[j] / (1.0f + e[j]) * b[j];
         break;
     }
     case DY_ELT_GELU:
-        /* 1 + erf(x / sqrt 2) as erfc(-x / sqrt 2): no cancellation for
-         * negative x, where the result is tiny */
-        for (int j = 0; j < len; j++)
-            a[j] = 0.5f * a[j] * erfcf(-a[j] * (float)M_SQRT1_2);
+        dy_cpu_gelu(out, a, len);
         break;
     }
 }
@@ -195,16 +215,19 @@ int dy_cpu_eltwise(void *ctx, const struct dy_eltwise_desc *d)
     const char *b = d->op == DY_ELT_GELU ? NULL : DY_CPU_PTR(d->b);
     char *out = DY_CPU_PTR(d->out);
     size_t es = dy_cpu_esize(d->dtype);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)d->rows * d->cols > SERIAL_ELEMS)
     for (int r = 0; r < d->rows; r++) {
-        float as[PIECE], bs[PIECE];
+        float as[PIECE], bs[PIECE], os[PIECE];
+        const char *ar = a + (size_t)r * d->a_stride * es;
+        const char *br = b ? b + (size_t)r * d->b_stride * es : NULL;
+        char *outr = out + (size_t)r * d->out_stride * es;
         for (int c = 0; c < d->cols; c += PIECE) {
             int len = min_int(PIECE, d->cols - c);
-            dy_cpu_load_row(as, a + ((size_t)r * d->a_stride + c) * es, d->dtype, (size_t)len);
-            if (b)
-                dy_cpu_load_row(bs, b + ((size_t)r * d->b_stride + c) * es, d->dtype, (size_t)len);
-            eltwise_piece(d->op, as, bs, len);
-            dy_cpu_store_row(out + ((size_t)r * d->out_stride + c) * es, d->dtype, as, (size_t)len);
+            float *op = d->dtype == DY_F32 ? (float *)outr + c : os;
+            eltwise_piece(d->op, op, piece_f32(ar, d->dtype, c, len, as),
+                          br ? piece_f32(br, d->dtype, c, len, bs) : NULL, len);
+            if (op == os)
+                dy_cpu_store_row(outr + (size_t)c * es, d->dtype, os, (size_t)len);
         }
     }
     return DY_OK;
@@ -221,7 +244,7 @@ int dy_cpu_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
     for (int r = 0; r < d->rows; r++)
         if (ids[r] < 0)
             return dy_cpu_fail(ctx, DY_E_INVALID, "cpu gather_rows: id %d in row %d", ids[r], r);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)d->rows * d->cols > SERIAL_ELEMS)
     for (int r = 0; r < d->rows; r++)
         convert_row(out + (size_t)r * d->out_stride * os, d->out_dtype,
                     table + (size_t)ids[r] * d->table_stride * ts, d->table_dtype, (size_t)d->cols);
@@ -235,7 +258,7 @@ int dy_cpu_kv_append(void *ctx, const struct dy_kv_append_desc *d)
     char *kc = DY_CPU_PTR(d->k_cache), *vc = DY_CPU_PTR(d->v_cache);
     size_t width = (size_t)d->kv_heads * d->head_dim;
     size_t ss = dy_cpu_esize(d->src_dtype), cs = dy_cpu_esize(d->cache_dtype);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)d->tokens * width > SERIAL_ELEMS)
     for (int t = 0; t < d->tokens; t++) {
         /* a negative slot is a padding token with nowhere to go (vLLM's -1) */
         if (slots[t] < 0)
@@ -254,7 +277,7 @@ int dy_cpu_convert(void *ctx, const struct dy_convert_desc *d)
     char *dst = DY_CPU_PTR(d->dst);
     size_t ss = dy_cpu_esize(d->src_dtype), ds = dy_cpu_esize(d->dst_dtype);
     size_t blocks = (d->count + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t begin = blk * BLOCK;
         size_t len = d->count - begin < BLOCK ? d->count - begin : BLOCK;
@@ -272,17 +295,18 @@ int dy_cpu_argmax(void *ctx, const struct dy_argmax_desc *d)
     const char *x = DY_CPU_PTR(d->x);
     int32_t *out = DY_CPU_PTR(d->out);
     size_t es = dy_cpu_esize(d->dtype);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)d->rows * d->cols > SERIAL_ELEMS)
     for (int r = 0; r < d->rows; r++) {
         float piece[PIECE];
         float best = -INFINITY;
         int best_index = 0;
+        const char *row = x + (size_t)r * d->stride * es;
         for (int c = 0; c < d->cols; c += PIECE) {
             int len = min_int(PIECE, d->cols - c);
-            dy_cpu_load_row(piece, x + ((size_t)r * d->stride + c) * es, d->dtype, (size_t)len);
+            const float *p = piece_f32(row, d->dtype, c, len, piece);
             for (int j = 0; j < len; j++)
-                if (piece[j] > best) {
-                    best = piece[j];
+                if (p[j] > best) {
+                    best = p[j];
                     best_index = c + j;
                 }
         }
