@@ -19,6 +19,10 @@
 
 #include "status.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define DY_BACKEND_ABI 1
 
 enum dy_dtype {
@@ -29,7 +33,6 @@ enum dy_dtype {
     DY_DTYPE_COUNT
 };
 
-size_t dy_dtype_size(enum dy_dtype t);
 const char *dy_dtype_name(enum dy_dtype t);
 /* Returns false when the name is not a dtype. */
 bool dy_dtype_parse(const char *name, enum dy_dtype *out);
@@ -96,7 +99,10 @@ struct dy_fill_random_desc {
 };
 
 /* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
- * B is stored as Hugging Face stores weights: [out_features, in_features]. */
+ * B is stored as Hugging Face stores weights: [out_features, in_features].
+ * A is f32 or B's dtype; C is f32. Matrix units take operands of one type, so
+ * a backend may round an f32 A to B's f16/bf16 before multiplying (the
+ * conformance tolerance for such B is that dtype's); accumulation is f32. */
 struct dy_gemm_desc {
     dy_buf a, b, c, bias;     /* bias.h == NULL: no bias; bias is b_dtype */
     int m, n, k;
@@ -257,36 +263,49 @@ struct dy_backend {
 typedef const struct dy_backend *(*dy_backend_entry_fn)(void);
 #define DY_BACKEND_ENTRY_SYMBOL "dy_backend_entry"
 
+/* Helpers below are shared by host code and CUDA/HIP device code. */
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define DY_INLINE __host__ __device__ static inline
+#else
+#define DY_INLINE static inline
+#endif
+
+/* Bytes per element; 0 for an unknown dtype. */
+DY_INLINE size_t dy_dtype_size(enum dy_dtype t)
+{
+    return t == DY_F32 || t == DY_I32 ? 4 : t == DY_F16 || t == DY_BF16 ? 2 : 0;
+}
+
 /* ---- the counter-based generator --------------------------------------
  * Header-only so that every backend (and its kernel language) computes the
  * same integer arithmetic. SplitMix64's finaliser over (seed, stream, index). */
-static inline uint64_t dy_mix64(uint64_t z)
+DY_INLINE uint64_t dy_mix64(uint64_t z)
 {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-static inline uint64_t dy_random_key(uint64_t seed, uint64_t stream)
+DY_INLINE uint64_t dy_random_key(uint64_t seed, uint64_t stream)
 {
     return dy_mix64(seed * 0x9E3779B97F4A7C15ull + dy_mix64(stream + 0x632BE59BD9B4E019ull));
 }
 
 /* Uniform in [-1, 1): 24 random bits, exact in f32. */
-static inline float dy_random_unit(uint64_t key, uint64_t index)
+DY_INLINE float dy_random_unit(uint64_t key, uint64_t index)
 {
     uint64_t bits = dy_mix64(key + (index + 1) * 0x9E3779B97F4A7C15ull) >> 40;
     return (float)((int32_t)(bits << 1) - (int32_t)(1 << 24)) * (1.0f / 16777216.0f);
 }
 
 /* ---- f16 / bf16 bit conversion, exact and identical on every backend ---- */
-static inline float dy_bf16_to_f32(uint16_t h)
+DY_INLINE float dy_bf16_to_f32(uint16_t h)
 {
     union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
     return v.f;
 }
 
-static inline uint16_t dy_f32_to_bf16(float f)
+DY_INLINE uint16_t dy_f32_to_bf16(float f)
 {
     union { float f; uint32_t u; } v = { f };
     if ((v.u & 0x7fffffffu) > 0x7f800000u)
@@ -295,7 +314,7 @@ static inline uint16_t dy_f32_to_bf16(float f)
     return (uint16_t)(v.u >> 16);
 }
 
-static inline float dy_f16_to_f32(uint16_t h)
+DY_INLINE float dy_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
@@ -318,7 +337,7 @@ static inline float dy_f16_to_f32(uint16_t h)
     return v.f;
 }
 
-static inline uint16_t dy_f32_to_f16(float f)
+DY_INLINE uint16_t dy_f32_to_f16(float f)
 {
     union { float f; uint32_t u; } v = { f };
     uint32_t sign = (v.u >> 16) & 0x8000u;
@@ -340,7 +359,7 @@ static inline uint16_t dy_f32_to_f16(float f)
 }
 
 /* Element i of a buffer of dtype t, as f32 (host-side helper). */
-static inline float dy_load_f32(const void *base, enum dy_dtype t, size_t i)
+DY_INLINE float dy_load_f32(const void *base, enum dy_dtype t, size_t i)
 {
     switch (t) {
     case DY_F16: return dy_f16_to_f32(((const uint16_t *)base)[i]);
@@ -350,7 +369,7 @@ static inline float dy_load_f32(const void *base, enum dy_dtype t, size_t i)
     }
 }
 
-static inline void dy_store_f32(void *base, enum dy_dtype t, size_t i, float x)
+DY_INLINE void dy_store_f32(void *base, enum dy_dtype t, size_t i, float x)
 {
     switch (t) {
     case DY_F16: ((uint16_t *)base)[i] = dy_f32_to_f16(x); break;
@@ -419,5 +438,9 @@ struct dy_backend_entry {
 int dy_registry_list(const struct dy_backend_entry **entries, int *count);
 /* The backend called `name`, or NULL with `why` filled in. */
 const struct dy_backend *dy_registry_find(const char *name, char *why, size_t why_len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

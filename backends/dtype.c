@@ -4,18 +4,12 @@
 
 static const struct {
     const char *name;
-    size_t size;
 } dtypes[DY_DTYPE_COUNT] = {
-    [DY_F32] = { "f32", 4 },
-    [DY_F16] = { "f16", 2 },
-    [DY_BF16] = { "bf16", 2 },
-    [DY_I32] = { "i32", 4 },
+    [DY_F32] = { "f32" },
+    [DY_F16] = { "f16" },
+    [DY_BF16] = { "bf16" },
+    [DY_I32] = { "i32" },
 };
-
-size_t dy_dtype_size(enum dy_dtype t)
-{
-    return (unsigned)t < DY_DTYPE_COUNT ? dtypes[t].size : 0;
-}
 
 const char *dy_dtype_name(enum dy_dtype t)
 {

@@ -76,7 +76,7 @@ static int measure_gemm(dy_ctx *ctx, void *e0, void *e1, enum dy_dtype dtype,
         size_t esize = dy_dtype_size(dtype), elems = (size_t)n * n;
         struct dy_gemm_desc d = {
             .m = n, .n = n, .k = n, .lda = n, .ldb = n, .ldc = n,
-            .a_dtype = dtype, .b_dtype = dtype, .c_dtype = dtype, .beta = 0.0f,
+            .a_dtype = dtype, .b_dtype = dtype, .c_dtype = DY_F32, .beta = 0.0f,
         };
         struct dy_fill_random_desc fa = { .count = elems, .dtype = dtype, .seed = 1, .stream = 1,
                                           .scale = 1.0f };
@@ -84,7 +84,7 @@ static int measure_gemm(dy_ctx *ctx, void *e0, void *e1, enum dy_dtype dtype,
         fb.stream = 2;
         if ((st = dy_buf_alloc(ctx, elems * esize, &d.a)) ||
             (st = dy_buf_alloc(ctx, elems * esize, &d.b)) ||
-            (st = dy_buf_alloc(ctx, elems * esize, &d.c)))
+            (st = dy_buf_alloc(ctx, elems * sizeof(float), &d.c)))
             goto next;
         fa.dst = d.a;
         fb.dst = d.b;

@@ -1,0 +1,291 @@
+/* The CUDA backend: table, devices, memory, events. libdyno-cuda.so. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+#define STAGING_BYTES ((size_t)8 << 20)
+
+int dy_cuda_fail(struct cuda_ctx *c, cudaError_t e, const char *what)
+{
+    snprintf(c->err, sizeof c->err, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    cudaGetLastError(); /* clear a non-sticky error */
+    return e == cudaErrorMemoryAllocation ? DY_E_NOMEM : DY_E_DEVICE;
+}
+
+int dy_cuda_check_launch(struct cuda_ctx *c, const char *what)
+{
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, what);
+}
+
+int dy_cuda_reserve(struct cuda_ctx *c, void **buf, size_t *size, size_t bytes)
+{
+    if (*size >= bytes)
+        return DY_OK;
+    /* the old scratch may still be read by queued work */
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaStreamSynchronize");
+    cudaFree(*buf);
+    *buf = NULL;
+    *size = 0;
+    e = cudaMalloc(buf, bytes);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaMalloc(scratch)");
+    *size = bytes;
+    return DY_OK;
+}
+
+static int cuda_probe(char *why, size_t len)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(why, len, "no CUDA device: cudaGetDeviceCount: %s (%s)", cudaGetErrorString(e),
+                 cudaGetErrorName(e));
+        return DY_E_NODEVICE;
+    }
+    if (n == 0) {
+        snprintf(why, len, "no CUDA device: the driver reports none");
+        return DY_E_NODEVICE;
+    }
+    why[0] = '\0';
+    return DY_OK;
+}
+
+static int cuda_device_count(int *count)
+{
+    return cudaGetDeviceCount(count) == cudaSuccess ? DY_OK : DY_E_NODEVICE;
+}
+
+static int cuda_device_info(int device, struct dy_device_info *info)
+{
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, device) != cudaSuccess)
+        return DY_E_INVALID;
+    memset(info, 0, sizeof *info);
+    snprintf(info->name, sizeof info->name, "%s", p.name);
+    snprintf(info->vendor, sizeof info->vendor, "NVIDIA");
+    int driver = 0, runtime = 0, clock_khz = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device);
+    snprintf(info->driver_version, sizeof info->driver_version, "CUDA driver %d.%d, sm_%d%d",
+             driver / 1000, driver % 1000 / 10, p.major, p.minor);
+    snprintf(info->runtime_version, sizeof info->runtime_version, "CUDA runtime %d.%d",
+             runtime / 1000, runtime % 1000 / 10);
+    info->mem_total_bytes = p.totalGlobalMem;
+    info->l2_bytes = (uint64_t)p.l2CacheSize;
+    info->compute_units = p.multiProcessorCount;
+    info->clock_mhz = clock_khz / 1000;
+    info->caps = DY_CAP_F16 | DY_CAP_BF16;
+    return DY_OK;
+}
+
+static void cuda_ctx_destroy(void *ctx)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!c)
+        return;
+    cudaSetDevice(c->device);
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    if (c->blas)
+        cublasDestroy(c->blas);
+    cudaFree(c->scratch);
+    cudaFree(c->partials);
+    cudaFreeHost(c->staging);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+static int cuda_ctx_create(int device, void **out)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)calloc(1, sizeof *c);
+    if (!c)
+        return DY_E_NOMEM;
+    c->device = device;
+    int st = DY_E_DEVICE;
+    if (cudaSetDevice(device) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
+        cudaMallocHost((void **)&c->staging, STAGING_BYTES) != cudaSuccess ||
+        cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        goto fail;
+    c->staging_size = STAGING_BYTES;
+    if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
+        goto fail;
+    *out = c;
+    return DY_OK;
+fail:
+    cudaGetLastError();
+    cuda_ctx_destroy(c);
+    return st;
+}
+
+static const char *cuda_last_error(void *ctx)
+{
+    return ((struct cuda_ctx *)ctx)->err;
+}
+
+static int cuda_buf_alloc(void *ctx, size_t bytes, void **impl)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaMalloc(impl, bytes);
+    if (e != cudaSuccess) {
+        char what[64];
+        snprintf(what, sizeof what, "cudaMalloc(%zu)", bytes);
+        return dy_cuda_fail(c, e, what);
+    }
+    return DY_OK;
+}
+
+static void cuda_buf_free(void *ctx, void *impl)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    /* queued work may still use it */
+    cudaStreamSynchronize(c->stream);
+    cudaFree(impl);
+}
+
+static int cuda_buf_write(void *ctx, dy_buf dst, const void *src, size_t bytes)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e;
+    if (bytes <= c->staging_size / 4) {
+        if (c->staging_used + bytes > c->staging_size) {
+            /* wrapping: earlier staged copies must have left the ring */
+            if ((e = cudaStreamSynchronize(c->stream)) != cudaSuccess)
+                return dy_cuda_fail(c, e, "cudaStreamSynchronize");
+            c->staging_used = 0;
+        }
+        char *stage = c->staging + c->staging_used;
+        memcpy(stage, src, bytes);
+        c->staging_used += (bytes + 255) & ~(size_t)255;
+        e = cudaMemcpyAsync(dy_cuda_ptr(dst), stage, bytes, cudaMemcpyHostToDevice, c->stream);
+    } else {
+        e = cudaMemcpyAsync(dy_cuda_ptr(dst), src, bytes, cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(c->stream);
+    }
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "buf_write");
+}
+
+static int cuda_buf_read(void *ctx, dy_buf src, void *dst, size_t bytes)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaMemcpyAsync(dst, dy_cuda_ptr(src), bytes, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(c->stream);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "buf_read");
+}
+
+static int cuda_buf_copy(void *ctx, dy_buf dst, dy_buf src, size_t bytes)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaMemcpyAsync(dy_cuda_ptr(dst), dy_cuda_ptr(src), bytes,
+                                    cudaMemcpyDeviceToDevice, c->stream);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "buf_copy");
+}
+
+static int cuda_buf_fill(void *ctx, dy_buf dst, uint8_t byte, size_t bytes)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaMemsetAsync(dy_cuda_ptr(dst), byte, bytes, c->stream);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "buf_fill");
+}
+
+static int cuda_mem_info(void *ctx, struct dy_mem_info *info)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    size_t free_b = 0, total_b = 0;
+    cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaMemGetInfo");
+    info->free_bytes = free_b;
+    info->total_bytes = total_b;
+    return DY_OK;
+}
+
+static int cuda_sync(void *ctx)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    if (e == cudaSuccess)
+        c->staging_used = 0;
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "cudaStreamSynchronize");
+}
+
+static int cuda_event_create(void *ctx, void **event)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaEventCreate((cudaEvent_t *)event);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "cudaEventCreate");
+}
+
+static void cuda_event_destroy(void *ctx, void *event)
+{
+    cudaEventDestroy((cudaEvent_t)event);
+}
+
+static int cuda_event_record(void *ctx, void *event)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaEventRecord((cudaEvent_t)event, c->stream);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "cudaEventRecord");
+}
+
+static int cuda_event_elapsed_ns(void *ctx, void *start, void *end, uint64_t *ns)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    float ms = 0.0f;
+    cudaError_t e = cudaEventSynchronize((cudaEvent_t)end);
+    if (e == cudaSuccess)
+        e = cudaEventElapsedTime(&ms, (cudaEvent_t)start, (cudaEvent_t)end);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaEventElapsedTime");
+    *ns = (uint64_t)((double)ms * 1e6);
+    return DY_OK;
+}
+
+static struct dy_backend table;
+
+extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)
+{
+    table.abi_version = DY_BACKEND_ABI;
+    table.name = "cuda";
+    table.description = "CUDA kernels and cuBLAS";
+    table.probe = cuda_probe;
+    table.device_count = cuda_device_count;
+    table.device_info = cuda_device_info;
+    table.ctx_create = cuda_ctx_create;
+    table.ctx_destroy = cuda_ctx_destroy;
+    table.last_error = cuda_last_error;
+    table.buf_alloc = cuda_buf_alloc;
+    table.buf_free = cuda_buf_free;
+    table.buf_write = cuda_buf_write;
+    table.buf_read = cuda_buf_read;
+    table.buf_copy = cuda_buf_copy;
+    table.buf_fill = cuda_buf_fill;
+    table.mem_info = cuda_mem_info;
+    table.sync = cuda_sync;
+    table.event_create = cuda_event_create;
+    table.event_destroy = cuda_event_destroy;
+    table.event_record = cuda_event_record;
+    table.event_elapsed_ns = cuda_event_elapsed_ns;
+    table.fill_random = dy_cuda_fill_random;
+    table.gemm = dy_cuda_gemm;
+    table.norm = dy_cuda_norm;
+    table.rope = dy_cuda_rope;
+    table.eltwise = dy_cuda_eltwise;
+    table.gather_rows = dy_cuda_gather_rows;
+    table.kv_append = dy_cuda_kv_append;
+    table.attention_prefill = dy_cuda_attention_prefill;
+    table.attention_decode = dy_cuda_attention_decode;
+    table.argmax = dy_cuda_argmax;
+    table.convert = dy_cuda_convert;
+    return &table;
+}

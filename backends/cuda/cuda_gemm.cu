@@ -1,0 +1,166 @@
+/* GEMM on CUDA: C[m,n] = beta*C + A[m,k] . B[n,k]^T (+bias).
+ *
+ * Decode (m <= 8): our own kernel reads each weight once with 16-byte loads,
+ * one warp per output column, A in f32 as given: bandwidth bound.
+ * Otherwise cuBLAS. With f16/bf16 weights the tensor cores take operands of
+ * one type, so A is rounded to the weights' dtype first (backend.h allows
+ * this); accumulation is f32. */
+#include "cuda_internal.h"
+
+#define GEMV_WARPS 8
+#define GEMV_MAX_M 8
+
+__device__ __forceinline__ void load8(const void *b, enum dy_dtype t, size_t i, float *w)
+{
+    if (t == DY_F32) {
+        float4 lo = *(const float4 *)((const float *)b + i);
+        float4 hi = *(const float4 *)((const float *)b + i + 4);
+        w[0] = lo.x; w[1] = lo.y; w[2] = lo.z; w[3] = lo.w;
+        w[4] = hi.x; w[5] = hi.y; w[6] = hi.z; w[7] = hi.w;
+        return;
+    }
+    uint4 raw = *(const uint4 *)((const uint16_t *)b + i);
+    const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+        w[e] = t == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
+}
+
+template <int M>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+gemv_kernel(const float *a, int lda, const void *b, int ldb, enum dy_dtype bt, const void *bias,
+            float *c, int ldc, int n, int k, float beta)
+{
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int col = blockIdx.x * GEMV_WARPS + warp;
+    if (col >= n)
+        return;
+    float acc[M];
+#pragma unroll
+    for (int r = 0; r < M; r++)
+        acc[r] = 0.0f;
+    size_t brow = (size_t)col * ldb;
+#pragma unroll 4
+    for (int k0 = lane * 8; k0 < k; k0 += 32 * 8) {
+        float w[8];
+        load8(b, bt, brow + k0, w);
+#pragma unroll
+        for (int r = 0; r < M; r++) {
+            const float *ar = a + (size_t)r * lda + k0;
+            float4 lo = __ldg((const float4 *)ar), hi = __ldg((const float4 *)(ar + 4));
+            acc[r] += w[0] * lo.x + w[1] * lo.y + w[2] * lo.z + w[3] * lo.w +
+                      w[4] * hi.x + w[5] * hi.y + w[6] * hi.z + w[7] * hi.w;
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < M; r++)
+        for (int o = 16; o > 0; o >>= 1)
+            acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    if (lane == 0) {
+        float add = bias ? dy_load_f32(bias, bt, col) : 0.0f;
+#pragma unroll
+        for (int r = 0; r < M; r++) {
+            float *out = c + (size_t)r * ldc + col;
+            *out = (beta != 0.0f ? beta * *out : 0.0f) + acc[r] + add;
+        }
+    }
+}
+
+typedef void (*gemv_fn)(const float *, int, const void *, int, enum dy_dtype, const void *, float *,
+                        int, int, int, float);
+static const gemv_fn gemv_kernels[GEMV_MAX_M + 1] = {
+    NULL, gemv_kernel<1>, gemv_kernel<2>, gemv_kernel<3>, gemv_kernel<4>,
+    gemv_kernel<5>, gemv_kernel<6>, gemv_kernel<7>, gemv_kernel<8>,
+};
+
+static bool aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15u) == 0;
+}
+
+static bool gemv_fits(const struct dy_gemm_desc *d, const void *a, const void *b)
+{
+    size_t bsize = dy_dtype_size(d->b_dtype);
+    return d->m <= GEMV_MAX_M && d->a_dtype == DY_F32 && d->c_dtype == DY_F32 &&
+           d->b_dtype != DY_I32 && d->k % 8 == 0 && aligned16(a) && aligned16(b) &&
+           (d->lda * 4) % 16 == 0 && (d->ldb * bsize) % 16 == 0;
+}
+
+__global__ void add_bias_kernel(float *c, int ldc, int m, int n, const void *bias, enum dy_dtype bt)
+{
+    size_t total = (size_t)m * n;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t i = idx / n, j = idx % n;
+        c[i * ldc + j] += dy_load_f32(bias, bt, j);
+    }
+}
+
+/* A[m, k] with leading dimension lda into a compact [m, k] of dtype t. */
+__global__ void pack_a_kernel(const float *a, int lda, int m, int k, void *out, enum dy_dtype t)
+{
+    size_t total = (size_t)m * k;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x)
+        dy_store_f32(out, t, idx, a[(idx / k) * lda + idx % k]);
+}
+
+static cudaDataType_t cuda_type(enum dy_dtype t)
+{
+    return t == DY_F16 ? CUDA_R_16F : t == DY_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static unsigned grid_for(size_t n)
+{
+    size_t b = (n + 255) / 256;
+    return (unsigned)(b < 65535u * 16 ? b : 65535u * 16);
+}
+
+int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;
+    if (d->m <= 0 || d->n <= 0 || d->k <= 0 || d->c_dtype != DY_F32 || !a_ok || d->b_dtype == DY_I32) {
+        snprintf(c->err, sizeof c->err, "gemm supports f32 C, f32/f16/bf16 B and A in f32 or B's dtype");
+        return d->m <= 0 || d->n <= 0 || d->k <= 0 ? DY_E_INVALID : DY_E_UNSUPPORTED;
+    }
+    const void *a = dy_cuda_ptr(d->a), *b = dy_cuda_ptr(d->b);
+    const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
+    float *cp = (float *)dy_cuda_ptr(d->c);
+    if (gemv_fits(d, a, b)) {
+        unsigned blocks = (unsigned)((d->n + GEMV_WARPS - 1) / GEMV_WARPS);
+        gemv_kernels[d->m]<<<blocks, GEMV_WARPS * 32, 0, c->stream>>>(
+            (const float *)a, d->lda, b, d->ldb, d->b_dtype, bias, cp, d->ldc, d->n, d->k, d->beta);
+        return dy_cuda_check_launch(c, "gemv");
+    }
+    const void *a_op = a;
+    int lda = d->lda;
+    if (d->a_dtype != d->b_dtype) {
+        size_t bytes = (size_t)d->m * d->k * 2;
+        int st = dy_cuda_reserve(c, &c->scratch, &c->scratch_size, bytes);
+        if (st != DY_OK)
+            return st;
+        pack_a_kernel<<<grid_for((size_t)d->m * d->k), 256, 0, c->stream>>>(
+            (const float *)a, d->lda, d->m, d->k, c->scratch, d->b_dtype);
+        if ((st = dy_cuda_check_launch(c, "gemm pack")) != DY_OK)
+            return st;
+        a_op = c->scratch;
+        lda = d->k;
+    }
+    float alpha = 1.0f, beta = d->beta;
+    /* row-major C = A B^T is column-major C^T = B A^T */
+    cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, d->n, d->m, d->k, &alpha, b,
+                                    cuda_type(d->b_dtype), d->ldb, a_op, cuda_type(d->b_dtype), lda,
+                                    &beta, cp, CUDA_R_32F, d->ldc, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(c->err, sizeof c->err, "cublasGemmEx: %s", cublasGetStatusString(s));
+        return s == CUBLAS_STATUS_ALLOC_FAILED ? DY_E_NOMEM : DY_E_DEVICE;
+    }
+    if (bias) {
+        add_bias_kernel<<<grid_for((size_t)d->m * d->n), 256, 0, c->stream>>>(cp, d->ldc, d->m, d->n,
+                                                                             bias, d->b_dtype);
+        return dy_cuda_check_launch(c, "gemm bias");
+    }
+    return DY_OK;
+}

@@ -1,0 +1,264 @@
+/* CUDA element-wise, row-wise and data-movement ops. Memory-bound and small
+ * next to the GEMMs and attention; dtypes are read and written through the
+ * shared conversion helpers so results match every other backend. */
+#include <math.h>
+
+#include "cuda_internal.h"
+
+#define THREADS 256
+
+static unsigned blocks_for(size_t n)
+{
+    size_t b = (n + THREADS - 1) / THREADS;
+    return (unsigned)(b < 65535u * 16 ? b : 65535u * 16);
+}
+
+__global__ void fill_random_kernel(void *dst, enum dy_dtype t, size_t n, uint64_t key, float scale,
+                                   float offset)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        /* separate roundings, as every backend does: no contraction to FMA */
+        float v = __fadd_rn(offset, __fmul_rn(scale, dy_random_unit(key, i)));
+        dy_store_f32(dst, t, i, v);
+    }
+}
+
+int dy_cuda_fill_random(void *ctx, const struct dy_fill_random_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (!d->count)
+        return DY_OK;
+    fill_random_kernel<<<blocks_for(d->count), THREADS, 0, c->stream>>>(
+        dy_cuda_ptr(d->dst), d->dtype, d->count, dy_random_key(d->seed, d->stream), d->scale, d->offset);
+    return dy_cuda_check_launch(c, "fill_random");
+}
+
+__global__ void convert_kernel(const void *src, enum dy_dtype st, void *dst, enum dy_dtype dt, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dy_store_f32(dst, dt, i, dy_load_f32(src, st, i));
+}
+
+int dy_cuda_convert_raw(struct cuda_ctx *c, const void *src, enum dy_dtype st, void *dst,
+                        enum dy_dtype dt, size_t count)
+{
+    if (!count)
+        return DY_OK;
+    convert_kernel<<<blocks_for(count), THREADS, 0, c->stream>>>(src, st, dst, dt, count);
+    return dy_cuda_check_launch(c, "convert");
+}
+
+int dy_cuda_convert(void *ctx, const struct dy_convert_desc *d)
+{
+    return dy_cuda_convert_raw((struct cuda_ctx *)ctx, dy_cuda_ptr(d->src), d->src_dtype,
+                               dy_cuda_ptr(d->dst), d->dst_dtype, d->count);
+}
+
+/* Sum over the block; every thread gets the result. */
+__device__ float block_sum(float v, float *shared)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads();
+    if (lane == 0)
+        shared[warp] = v;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < (int)blockDim.x / 32; w++)
+        total += shared[w];
+    return total;
+}
+
+__global__ void norm_kernel(struct dy_norm_desc d, const void *x, const void *w, const void *bias,
+                            void *out)
+{
+    __shared__ float shared[32];
+    size_t xr = (size_t)blockIdx.x * d.x_stride, orow = (size_t)blockIdx.x * d.out_stride;
+    float mean = 0.0f;
+    if (d.kind == DY_NORM_LAYER) {
+        float s = 0.0f;
+        for (int i = threadIdx.x; i < d.dim; i += blockDim.x)
+            s += dy_load_f32(x, d.dtype, xr + i);
+        mean = block_sum(s, shared) / d.dim;
+    }
+    float sq = 0.0f;
+    for (int i = threadIdx.x; i < d.dim; i += blockDim.x) {
+        float v = dy_load_f32(x, d.dtype, xr + i) - mean;
+        sq += v * v;
+    }
+    float inv = rsqrtf(block_sum(sq, shared) / d.dim + d.eps);
+    for (int i = threadIdx.x; i < d.dim; i += blockDim.x) {
+        float v = (dy_load_f32(x, d.dtype, xr + i) - mean) * inv * dy_load_f32(w, d.weight_dtype, i);
+        if (bias)
+            v += dy_load_f32(bias, d.weight_dtype, i);
+        dy_store_f32(out, d.dtype, orow + i, v);
+    }
+}
+
+int dy_cuda_norm(void *ctx, const struct dy_norm_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (d->rows <= 0)
+        return DY_OK;
+    norm_kernel<<<d->rows, THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->x), dy_cuda_ptr(d->weight),
+                                                    d->bias.h ? dy_cuda_ptr(d->bias) : NULL,
+                                                    dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "norm");
+}
+
+__global__ void rope_kernel(struct dy_rope_desc d, void *x, const int32_t *pos, const float *inv_freq)
+{
+    int half = d.head_dim / 2;
+    size_t n = (size_t)d.tokens * d.heads * half;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        int i = (int)(idx % half);
+        size_t th = idx / half;
+        int h = (int)(th % d.heads), t = (int)(th / d.heads);
+        size_t base = (size_t)t * d.row_stride + (size_t)h * d.head_dim;
+        float angle = __fmul_rn((float)pos[t], inv_freq[i]);
+        float s, co;
+        sincosf(angle, &s, &co);
+        float x0 = dy_load_f32(x, d.dtype, base + i), x1 = dy_load_f32(x, d.dtype, base + i + half);
+        dy_store_f32(x, d.dtype, base + i, x0 * co - x1 * s);
+        dy_store_f32(x, d.dtype, base + i + half, x1 * co + x0 * s);
+    }
+}
+
+int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    size_t n = (size_t)d->tokens * d->heads * (d->head_dim / 2);
+    if (!n)
+        return DY_OK;
+    rope_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->x),
+                                                          (const int32_t *)dy_cuda_ptr(d->positions),
+                                                          (const float *)dy_cuda_ptr(d->inv_freq));
+    return dy_cuda_check_launch(c, "rope");
+}
+
+__global__ void eltwise_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
+{
+    size_t n = (size_t)d.rows * d.cols;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t r = idx / d.cols, i = idx % d.cols;
+        float x = dy_load_f32(a, d.dtype, r * d.a_stride + i), y;
+        if (d.op == DY_ELT_ADD)
+            y = x + dy_load_f32(b, d.dtype, r * d.b_stride + i);
+        else if (d.op == DY_ELT_SILU_MUL)
+            y = x / (1.0f + expf(-x)) * dy_load_f32(b, d.dtype, r * d.b_stride + i);
+        else
+            y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        dy_store_f32(out, d.dtype, r * d.out_stride + i, y);
+    }
+}
+
+int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    size_t n = (size_t)d->rows * d->cols;
+    if ((unsigned)d->op > DY_ELT_GELU || (d->op != DY_ELT_GELU && !d->b.h))
+        return DY_E_INVALID;
+    if (!n)
+        return DY_OK;
+    eltwise_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->a),
+                                                             d->b.h ? dy_cuda_ptr(d->b) : NULL,
+                                                             dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "eltwise");
+}
+
+__global__ void gather_kernel(struct dy_gather_rows_desc d, const void *table, const int32_t *ids,
+                              void *out)
+{
+    size_t n = (size_t)d.rows * d.cols;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t r = idx / d.cols, i = idx % d.cols;
+        dy_store_f32(out, d.out_dtype, r * d.out_stride + i,
+                     dy_load_f32(table, d.table_dtype, (size_t)ids[r] * d.table_stride + i));
+    }
+}
+
+int dy_cuda_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    size_t n = (size_t)d->rows * d->cols;
+    if (!n)
+        return DY_OK;
+    gather_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->table),
+                                                            (const int32_t *)dy_cuda_ptr(d->ids),
+                                                            dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "gather_rows");
+}
+
+__global__ void kv_append_kernel(struct dy_kv_append_desc d, const void *k, const void *v,
+                                 const int32_t *slots, void *kc, void *vc)
+{
+    size_t row = (size_t)d.kv_heads * d.head_dim, n = (size_t)d.tokens * row;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t t = idx / row, i = idx % row;
+        size_t dst = (size_t)slots[t] * row + i, src = t * d.src_stride + i;
+        dy_store_f32(kc, d.cache_dtype, dst, dy_load_f32(k, d.src_dtype, src));
+        dy_store_f32(vc, d.cache_dtype, dst, dy_load_f32(v, d.src_dtype, src));
+    }
+}
+
+int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    size_t n = (size_t)d->tokens * d->kv_heads * d->head_dim;
+    if (!n)
+        return DY_OK;
+    kv_append_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(
+        *d, dy_cuda_ptr(d->k), dy_cuda_ptr(d->v), (const int32_t *)dy_cuda_ptr(d->slots),
+        dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache));
+    return dy_cuda_check_launch(c, "kv_append");
+}
+
+/* One block per row; the first maximum wins. */
+__global__ void argmax_kernel(struct dy_argmax_desc d, const void *x, int32_t *out)
+{
+    __shared__ float best_v[THREADS];
+    __shared__ int best_i[THREADS];
+    size_t base = (size_t)blockIdx.x * d.stride;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < d.cols; i += blockDim.x) {
+        float v = dy_load_f32(x, d.dtype, base + i);
+        if (v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[threadIdx.x] = bv;
+    best_i[threadIdx.x] = bi;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            float ov = best_v[threadIdx.x + s];
+            int oi = best_i[threadIdx.x + s];
+            if (ov > best_v[threadIdx.x] || (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x])) {
+                best_v[threadIdx.x] = ov;
+                best_i[threadIdx.x] = oi;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        out[blockIdx.x] = best_i[0] == 0x7fffffff ? 0 : best_i[0];
+}
+
+int dy_cuda_argmax(void *ctx, const struct dy_argmax_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (d->rows <= 0)
+        return DY_OK;
+    argmax_kernel<<<d->rows, THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->x),
+                                                      (int32_t *)dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "argmax");
+}
