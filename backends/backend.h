@@ -397,6 +397,11 @@ uint64_t dy_mem_in_use(const dy_ctx *ctx);
 uint64_t dy_mem_peak(const dy_ctx *ctx);
 void dy_mem_reset_peak(dy_ctx *ctx);
 
+/* With DYNO_PROFILE_OPS=1 in the environment every op is timed with device
+ * events; these restart and print (to stderr) the per-op totals. */
+void dy_profile_reset(dy_ctx *ctx);
+void dy_profile_print(dy_ctx *ctx, const char *title);
+
 /* Allocates `bytes` on the device; *out is owned by the caller, freed with
  * dy_buf_free (or with the context). */
 int dy_buf_alloc(dy_ctx *ctx, size_t bytes, dy_buf *out);

@@ -13,12 +13,28 @@ struct dy_alloc {
     struct dy_alloc *prev, *next;
 };
 
+/* DYNO_PROFILE_OPS=1: device time of every op, summed per op and printed
+ * when the context is destroyed. Events are pooled and resolved at dy_sync. */
+enum { OP_COUNT = 11, PROFILE_PENDING = 8192 };
+static const char *const op_names[OP_COUNT] = {
+    "fill_random", "gemm", "norm", "rope", "eltwise", "gather_rows", "kv_append",
+    "attention_prefill", "attention_decode", "argmax", "convert",
+};
+
+struct op_profile {
+    void *events[2 * PROFILE_PENDING];
+    int ops[PROFILE_PENDING];
+    int pending;
+    uint64_t calls[OP_COUNT], ns[OP_COUNT];
+};
+
 struct dy_ctx {
     const struct dy_backend *be;
     void *impl;
     int device;
     uint64_t in_use, peak;
     struct dy_alloc *allocs;
+    struct op_profile *profile;
     char err[1024];
 };
 
@@ -54,14 +70,68 @@ int dy_ctx_create(const struct dy_backend *be, int device, dy_ctx **out)
         free(ctx);
         return st;
     }
+    const char *prof = getenv("DYNO_PROFILE_OPS");
+    if (prof && *prof && strcmp(prof, "0") && be->event_create)
+        ctx->profile = calloc(1, sizeof *ctx->profile);
     *out = ctx;
     return DY_OK;
+}
+
+/* Adds the finished ops' times to the totals and frees their events. */
+static void profile_resolve(dy_ctx *ctx)
+{
+    struct op_profile *p = ctx->profile;
+    for (int i = 0; i < p->pending; i++) {
+        uint64_t ns = 0;
+        if (ctx->be->event_elapsed_ns(ctx->impl, p->events[2 * i], p->events[2 * i + 1], &ns) == DY_OK) {
+            p->calls[p->ops[i]]++;
+            p->ns[p->ops[i]] += ns;
+        }
+        ctx->be->event_destroy(ctx->impl, p->events[2 * i]);
+        ctx->be->event_destroy(ctx->impl, p->events[2 * i + 1]);
+    }
+    p->pending = 0;
+}
+
+void dy_profile_reset(dy_ctx *ctx)
+{
+    if (!ctx->profile)
+        return;
+    dy_sync(ctx);
+    memset(ctx->profile->calls, 0, sizeof ctx->profile->calls);
+    memset(ctx->profile->ns, 0, sizeof ctx->profile->ns);
+}
+
+void dy_profile_print(dy_ctx *ctx, const char *title)
+{
+    struct op_profile *p = ctx->profile;
+    if (!p)
+        return;
+    dy_sync(ctx);
+    uint64_t total = 0;
+    for (int i = 0; i < OP_COUNT; i++)
+        total += p->ns[i];
+    if (!total)
+        return;
+    fprintf(stderr, "dyno: op profile on %s, %s (device time)\n%-18s %10s %12s %10s %7s\n",
+            ctx->be->name, title, "op", "calls", "total ms", "mean us", "share");
+    for (int i = 0; i < OP_COUNT; i++)
+        if (p->calls[i])
+            fprintf(stderr, "%-18s %10llu %12.3f %10.2f %6.1f%%\n", op_names[i],
+                    (unsigned long long)p->calls[i], p->ns[i] / 1e6, p->ns[i] / 1e3 / p->calls[i],
+                    total ? 100.0 * p->ns[i] / total : 0.0);
+    memset(p->calls, 0, sizeof p->calls);
+    memset(p->ns, 0, sizeof p->ns);
 }
 
 void dy_ctx_destroy(dy_ctx *ctx)
 {
     if (!ctx)
         return;
+    if (ctx->profile) {
+        dy_profile_print(ctx, "since the last report");
+        free(ctx->profile);
+    }
     while (ctx->allocs) {
         dy_buf b = { &ctx->allocs->h, 0 };
         dy_buf_free(ctx, &b);
@@ -170,7 +240,30 @@ int dy_sync(dy_ctx *ctx)
 {
     if (!ctx->be->sync)
         return DY_OK;
-    return checked(ctx, ctx->be->sync(ctx->impl), "sync");
+    int st = checked(ctx, ctx->be->sync(ctx->impl), "sync");
+    if (st == DY_OK && ctx->profile)
+        profile_resolve(ctx);
+    return st;
+}
+
+/* Runs one op, timing it when profiling. */
+static int run_op(dy_ctx *ctx, int op, int (*call)(dy_ctx *, const void *), const void *desc)
+{
+    struct op_profile *p = ctx->profile;
+    if (!p || p->pending == PROFILE_PENDING)
+        return call(ctx, desc);
+    void **ev = &p->events[2 * p->pending];
+    if (ctx->be->event_create(ctx->impl, &ev[0]) != DY_OK)
+        return call(ctx, desc);
+    if (ctx->be->event_create(ctx->impl, &ev[1]) != DY_OK) {
+        ctx->be->event_destroy(ctx->impl, ev[0]);
+        return call(ctx, desc);
+    }
+    ctx->be->event_record(ctx->impl, ev[0]);
+    int st = call(ctx, desc);
+    ctx->be->event_record(ctx->impl, ev[1]);
+    p->ops[p->pending++] = op;
+    return st;
 }
 
 int dy_event_create(dy_ctx *ctx, void **event)
@@ -197,22 +290,26 @@ int dy_event_elapsed_ns(dy_ctx *ctx, void *start, void *end, uint64_t *ns)
 }
 
 /* Each op: NULL slot -> unsupported, else the backend's status with text. */
-#define DY_OP_WRAPPER(op)                                                      \
+#define DY_OP_WRAPPER(op, index)                                               \
+    static int call_##op(dy_ctx *ctx, const void *d)                           \
+    {                                                                          \
+        return ctx->be->op(ctx->impl, (const struct dy_##op##_desc *)d);       \
+    }                                                                          \
     int dy_##op(dy_ctx *ctx, const struct dy_##op##_desc *d)                   \
     {                                                                          \
         if (!ctx->be->op)                                                      \
             return fail(ctx, DY_E_UNSUPPORTED, #op);                           \
-        return checked(ctx, ctx->be->op(ctx->impl, d), #op);                   \
+        return checked(ctx, run_op(ctx, index, call_##op, d), #op);            \
     }
 
-DY_OP_WRAPPER(fill_random)
-DY_OP_WRAPPER(gemm)
-DY_OP_WRAPPER(norm)
-DY_OP_WRAPPER(rope)
-DY_OP_WRAPPER(eltwise)
-DY_OP_WRAPPER(gather_rows)
-DY_OP_WRAPPER(kv_append)
-DY_OP_WRAPPER(attention_prefill)
-DY_OP_WRAPPER(attention_decode)
-DY_OP_WRAPPER(argmax)
-DY_OP_WRAPPER(convert)
+DY_OP_WRAPPER(fill_random, 0)
+DY_OP_WRAPPER(gemm, 1)
+DY_OP_WRAPPER(norm, 2)
+DY_OP_WRAPPER(rope, 3)
+DY_OP_WRAPPER(eltwise, 4)
+DY_OP_WRAPPER(gather_rows, 5)
+DY_OP_WRAPPER(kv_append, 6)
+DY_OP_WRAPPER(attention_prefill, 7)
+DY_OP_WRAPPER(attention_decode, 8)
+DY_OP_WRAPPER(argmax, 9)
+DY_OP_WRAPPER(convert, 10)

@@ -345,6 +345,8 @@ static int measure_llm(struct runner *r, struct device_state *dev, struct dy_poi
         goto done;
     uint64_t bytes_first = 0, bytes_last = 0;
     for (int rep = -warmup; rep < repeat; rep++) {
+        if (rep == 0)
+            dy_profile_reset(ctx);
         double host0 = now_ms();
         if ((st = dy_event_record(ctx, events[0])) || (st = dy_llm_prefill(m, prompts, batch, in)) ||
             (st = dy_event_record(ctx, events[1])))
@@ -375,6 +377,10 @@ static int measure_llm(struct runner *r, struct device_state *dev, struct dy_poi
         e2e_ms[rep] = total;
         host_ms[rep] = host;
     }
+    char title[256];
+    snprintf(title, sizeof title, "%s batch %d in %d out %d, %d repetitions", p->model, batch, in,
+             out, repeat);
+    dy_profile_print(ctx, title);
     p->ttft_ms = dy_percentile(prefill_ms, repeat, 50);
     p->e2e_ms = dy_percentile(e2e_ms, repeat, 50);
     p->host_e2e_ms = dy_percentile(host_ms, repeat, 50);

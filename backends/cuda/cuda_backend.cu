@@ -96,6 +96,7 @@ static void cuda_ctx_destroy(void *ctx)
         cublasDestroy(c->blas);
     cudaFree(c->scratch);
     cudaFree(c->partials);
+    cudaFree(c->argmax_scratch);
     cudaFreeHost(c->staging);
     if (c->stream)
         cudaStreamDestroy(c->stream);

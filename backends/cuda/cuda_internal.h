@@ -23,6 +23,9 @@ struct cuda_ctx {
     /* split-context partial results of attention_decode */
     float *partials;
     size_t partials_size;
+    /* per-chunk maxima of argmax */
+    void *argmax_scratch;
+    size_t argmax_scratch_size;
     int sm_count;
     char err[512];
 };

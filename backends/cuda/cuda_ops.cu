@@ -220,24 +220,13 @@ int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
     return dy_cuda_check_launch(c, "kv_append");
 }
 
-/* One block per row; the first maximum wins. */
-__global__ void argmax_kernel(struct dy_argmax_desc d, const void *x, int32_t *out)
+/* Two passes so a single long row (batch-1 logits: 128K values) spreads
+ * over many blocks: each block reduces a chunk of a row to (value, index),
+ * then one block per row reduces the chunks. The first maximum wins. */
+#define ARGMAX_CHUNK 4096
+
+__device__ void argmax_reduce(float *best_v, int *best_i)
 {
-    __shared__ float best_v[THREADS];
-    __shared__ int best_i[THREADS];
-    size_t base = (size_t)blockIdx.x * d.stride;
-    float bv = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < d.cols; i += blockDim.x) {
-        float v = dy_load_f32(x, d.dtype, base + i);
-        if (v > bv) {
-            bv = v;
-            bi = i;
-        }
-    }
-    best_v[threadIdx.x] = bv;
-    best_i[threadIdx.x] = bi;
-    __syncthreads();
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) {
             float ov = best_v[threadIdx.x + s];
@@ -249,16 +238,73 @@ __global__ void argmax_kernel(struct dy_argmax_desc d, const void *x, int32_t *o
         }
         __syncthreads();
     }
+}
+
+__global__ void argmax_chunks_kernel(struct dy_argmax_desc d, const void *x, float *part_v,
+                                     int *part_i, int chunks)
+{
+    __shared__ float best_v[THREADS];
+    __shared__ int best_i[THREADS];
+    int row = blockIdx.y, chunk = blockIdx.x;
+    int begin = chunk * ARGMAX_CHUNK, end = min(d.cols, begin + ARGMAX_CHUNK);
+    size_t base = (size_t)row * d.stride;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        float v = dy_load_f32(x, d.dtype, base + i);
+        if (v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[threadIdx.x] = bv;
+    best_i[threadIdx.x] = bi;
+    __syncthreads();
+    argmax_reduce(best_v, best_i);
+    if (threadIdx.x == 0) {
+        part_v[(size_t)row * chunks + chunk] = best_v[0];
+        part_i[(size_t)row * chunks + chunk] = best_i[0];
+    }
+}
+
+__global__ void argmax_final_kernel(const float *part_v, const int *part_i, int chunks, int32_t *out)
+{
+    __shared__ float best_v[THREADS];
+    __shared__ int best_i[THREADS];
+    int row = blockIdx.x;
+    float bv = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+        float v = part_v[(size_t)row * chunks + c];
+        int i = part_i[(size_t)row * chunks + c];
+        if (v > bv || (v == bv && i < bi)) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[threadIdx.x] = bv;
+    best_i[threadIdx.x] = bi;
+    __syncthreads();
+    argmax_reduce(best_v, best_i);
     if (threadIdx.x == 0)
-        out[blockIdx.x] = best_i[0] == 0x7fffffff ? 0 : best_i[0];
+        out[row] = best_i[0] == 0x7fffffff ? 0 : best_i[0];
 }
 
 int dy_cuda_argmax(void *ctx, const struct dy_argmax_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    if (d->rows <= 0)
+    if (d->rows <= 0 || d->cols <= 0)
         return DY_OK;
-    argmax_kernel<<<d->rows, THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->x),
-                                                      (int32_t *)dy_cuda_ptr(d->out));
+    int chunks = (d->cols + ARGMAX_CHUNK - 1) / ARGMAX_CHUNK;
+    size_t bytes = (size_t)d->rows * chunks * (sizeof(float) + sizeof(int));
+    int st = dy_cuda_reserve(c, &c->argmax_scratch, &c->argmax_scratch_size, bytes);
+    if (st != DY_OK)
+        return st;
+    float *part_v = (float *)c->argmax_scratch;
+    int *part_i = (int *)(part_v + (size_t)d->rows * chunks);
+    argmax_chunks_kernel<<<dim3((unsigned)chunks, (unsigned)d->rows), THREADS, 0, c->stream>>>(
+        *d, dy_cuda_ptr(d->x), part_v, part_i, chunks);
+    argmax_final_kernel<<<d->rows, THREADS, 0, c->stream>>>(part_v, part_i, chunks,
+                                                            (int32_t *)dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "argmax");
 }

@@ -14,3 +14,6 @@ for args in "--batch 1 --input-len 1024 --output-len 64" "--batch 64 --input-len
     /tmp/dy/dyno run --backend cuda --model llama-3.1-8b --kv-dtype bf16 $args --db "$OUT/decode.db" \
         2>&1 | grep -E '^\| cuda|copy'
 done
+echo "== op profile, batch 1"
+DYNO_PROFILE_OPS=1 /tmp/dy/dyno run --backend cuda --model llama-3.1-8b --kv-dtype bf16 --batch 1 \
+    --input-len 1024 --output-len 32 --repeat 1 --db "$OUT/decode.db" 2>&1 | grep -A12 'op profile'
