@@ -179,6 +179,10 @@ struct dy_attention_prefill_desc {
     float scale;
     bool causal;
     enum dy_dtype dtype;
+    /* f32: exact. f16/bf16: the backend may round q, k, v and the softmax
+     * probabilities to this dtype for its matrix units (the workload passes
+     * the weights' dtype); accumulation stays f32. */
+    enum dy_dtype compute_dtype;
 };
 
 /* One query token per sequence against its paged KV cache. */

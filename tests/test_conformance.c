@@ -440,7 +440,8 @@ static void test_kv_append(void)
 }
 
 /* ---- attention ---- */
-static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool causal)
+static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool causal,
+                         enum dy_dtype compute)
 {
     int q_stride = (heads + 2 * kvh) * hd, kv_stride = q_stride, out_stride = heads * hd + 8;
     size_t rows = (size_t)batch * seq, qkv_n = rows * q_stride, out_n = rows * out_stride;
@@ -455,13 +456,16 @@ static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool ca
             .batch = batch, .seq_len = seq, .heads = heads, .kv_heads = kvh, .head_dim = hd,
             .q_stride = q_stride, .kv_stride = kv_stride, .out_stride = out_stride,
             .scale = 1.0f / sqrtf((float)hd), .causal = causal, .dtype = DY_F32,
+            .compute_dtype = compute,
         };
         free(zeros);
         DY_CHECK(dy_attention_prefill(ctx, &d) == DY_OK);
         char what[96];
-        snprintf(what, sizeof what, "attention_prefill b%d s%d h%d/%d d%d causal%d", batch, seq,
-                 heads, kvh, hd, causal);
-        want = compare_or_keep(u, want, download(ctx, d.out, out_n * 4), what, DY_F32, out_n, 1e-5);
+        snprintf(what, sizeof what, "attention_prefill b%d s%d h%d/%d d%d causal%d %s", batch, seq,
+                 heads, kvh, hd, causal, dy_dtype_name(compute));
+        /* bf16 operands: q, k, v and probabilities rounded (backend.h) */
+        double tol = compute == DY_F32 ? 1e-5 : 2e-2;
+        want = compare_or_keep(u, want, download(ctx, d.out, out_n * 4), what, DY_F32, out_n, tol);
         dy_buf_free(ctx, &qkv_b);
         dy_buf_free(ctx, &d.out);
     }
@@ -472,12 +476,16 @@ static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool ca
 static void test_attention_prefill(void)
 {
     require_backends();
-    prefill_case(1, 1, 4, 2, 16, true);
-    prefill_case(2, 7, 4, 2, 16, true);
-    prefill_case(2, 33, 8, 8, 64, true);
-    prefill_case(1, 100, 8, 2, 64, true);
-    prefill_case(3, 70, 4, 1, 128, true);
-    prefill_case(2, 50, 4, 4, 64, false);
+    for (int t = DY_F32; t <= DY_BF16; t += DY_BF16 - DY_F32) {
+        enum dy_dtype c = (enum dy_dtype)t;
+        prefill_case(1, 1, 4, 2, 16, true, c);
+        prefill_case(2, 7, 4, 2, 16, true, c);
+        prefill_case(2, 33, 8, 8, 64, true, c);
+        prefill_case(1, 100, 8, 2, 64, true, c);
+        prefill_case(3, 70, 4, 1, 128, true, c);
+        prefill_case(2, 50, 4, 4, 64, false, c);
+        prefill_case(1, 300, 8, 2, 128, true, c);
+    }
 }
 
 static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, int block,

@@ -161,6 +161,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
             .seq_len = prompt_len, .heads = c->heads, .kv_heads = c->kv_heads,
             .head_dim = c->head_dim, .q_stride = qkv_cols, .kv_stride = qkv_cols,
             .out_stride = qd, .scale = scale, .causal = true, .dtype = DY_F32,
+            .compute_dtype = m->w->dtype,
         };
         st = dy_attention_prefill(m->ctx, &a);
     } else {

@@ -147,6 +147,9 @@ int dy_cuda_attention_prefill(void *ctx, const struct dy_attention_prefill_desc 
     size_t warps = (size_t)d->batch * d->kv_heads * d->seq_len;
     if (!warps)
         return DY_OK;
+    int st = dy_cuda_flash_prefill(c, d);
+    if (st != DY_E_UNSUPPORTED)
+        return st;
     unsigned blocks = (unsigned)((warps + 3) / 4);
     const void *q = dy_cuda_ptr(d->q), *k = dy_cuda_ptr(d->k), *v = dy_cuda_ptr(d->v);
     void *out = dy_cuda_ptr(d->out);

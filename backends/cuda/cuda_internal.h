@@ -53,6 +53,9 @@ int dy_cuda_attention_prefill(void *ctx, const struct dy_attention_prefill_desc 
 int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_cuda_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_cuda_convert(void *ctx, const struct dy_convert_desc *d);
+/* The tensor-core prefill path; DY_E_UNSUPPORTED when the descriptor does
+ * not allow it (the caller then takes the exact kernel). */
+int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);
 /* Converts count elements on the context's stream (used by gemm too). */
 int dy_cuda_convert_raw(struct cuda_ctx *c, const void *src, enum dy_dtype st, void *dst,
                         enum dy_dtype dt, size_t count);
