@@ -237,6 +237,155 @@ decode_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, 
     }
 }
 
+/* Loads EPL consecutive elements of a cache row with 16-byte loads. */
+template <int EPL>
+__device__ __forceinline__ void load_vec(const void *base, enum dy_dtype t, size_t off, float *out)
+{
+    if (t == DY_F32) {
+#pragma unroll
+        for (int e = 0; e < EPL; e += 4) {
+            float4 x = *(const float4 *)((const float *)base + off + e);
+            out[e] = x.x; out[e + 1] = x.y; out[e + 2] = x.z; out[e + 3] = x.w;
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < EPL; e += 8) {
+        uint4 raw = *(const uint4 *)((const uint16_t *)base + off + e);
+        const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            out[e + i] = t == DY_BF16 ? dy_bf16_to_f32(h[i]) : __half2float(*(const __half *)&h[i]);
+    }
+}
+
+/* Weight of a softmax state with running max m once merged under m_new. */
+__device__ __forceinline__ float merge_weight(float m, float m_new)
+{
+    return m == -INFINITY ? 0.0f : __expf(m - m_new);
+}
+
+/* Decode with several keys in flight per warp: the warp splits into TPW
+ * token groups of 32/TPW lanes; each group walks every TPW-th key with its
+ * own online softmax (HD/LPT elements per lane, 16-byte loads, log2(LPT)
+ * shuffles per dot product), and the groups, then the warps, are merged at
+ * the end. Same output and split partials as decode_kernel. */
+template <int HD, int TPW, int G>
+__global__ void __launch_bounds__(DECODE_WARPS * 32)
+decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, const void *vc,
+                   const int32_t *table, const int32_t *lens, void *out, float *partials, int splits,
+                   int tokens_per_split, int head0, int group)
+{
+    constexpr int LPT = 32 / TPW, EPL = HD / LPT;
+    __shared__ float sm_m[DECODE_WARPS][MAX_GROUP], sm_l[DECODE_WARPS][MAX_GROUP];
+    __shared__ float sm_acc[DECODE_WARPS][MAX_GROUP][HD];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int tg = lane / LPT, e0 = (lane % LPT) * EPL;
+    int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+    int h0 = kvh * (d.heads / d.kv_heads) + head0;
+    int len = lens[b];
+    int start = split * tokens_per_split, end = min(len, start + tokens_per_split);
+    size_t row = (size_t)d.kv_heads * HD;
+    float qv[G][EPL], acc[G][EPL], m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) {
+            acc[g][e] = 0.0f;
+            qv[g][e] = g < group ? dy_load_f32(q, d.dtype, (size_t)b * d.q_stride +
+                                                   (size_t)(h0 + g) * HD + e0 + e) : 0.0f;
+        }
+    }
+    for (int j0 = start + warp * TPW; j0 < end; j0 += DECODE_WARPS * TPW) {
+        int j = j0 + tg;
+        bool valid = j < end;
+        float kr[EPL], vr[EPL];
+        if (valid) {
+            int block = table[(size_t)b * d.max_blocks_per_seq + j / d.block_size];
+            size_t off = ((size_t)block * d.block_size + j % d.block_size) * row + (size_t)kvh * HD + e0;
+            load_vec<EPL>(kc, d.cache_dtype, off, kr);
+            load_vec<EPL>(vc, d.cache_dtype, off, vr);
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; e++)
+                dot += qv[g][e] * (valid ? kr[e] : 0.0f);
+#pragma unroll
+            for (int o = LPT / 2; o > 0; o >>= 1)
+                dot += __shfl_xor_sync(0xffffffffu, dot, o);
+            if (valid && g < group) {
+                float score = dot * d.scale, m_new = fmaxf(m[g], score);
+                float corr = __expf(m[g] - m_new), p = __expf(score - m_new);
+                l[g] = l[g] * corr + p;
+#pragma unroll
+                for (int e = 0; e < EPL; e++)
+                    acc[g][e] = acc[g][e] * corr + p * vr[e];
+                m[g] = m_new;
+            }
+        }
+    }
+    /* merge the token groups of the warp */
+#pragma unroll
+    for (int o = LPT; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float m2 = __shfl_xor_sync(0xffffffffu, m[g], o), l2 = __shfl_xor_sync(0xffffffffu, l[g], o);
+            float m_new = fmaxf(m[g], m2);
+            float w1 = merge_weight(m[g], m_new), w2 = merge_weight(m2, m_new);
+            l[g] = l[g] * w1 + l2 * w2;
+#pragma unroll
+            for (int e = 0; e < EPL; e++) {
+                float a2 = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+                acc[g][e] = acc[g][e] * w1 + a2 * w2;
+            }
+            m[g] = m_new;
+        }
+    }
+    if (tg == 0) {
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            if (g >= group)
+                break;
+            if (lane == 0) {
+                sm_m[warp][g] = m[g];
+                sm_l[warp][g] = l[g];
+            }
+#pragma unroll
+            for (int e = 0; e < EPL; e++)
+                sm_acc[warp][g][e0 + e] = acc[g][e];
+        }
+    }
+    __syncthreads();
+    for (int g = 0; g < group; g++) {
+        float mm = -INFINITY;
+        for (int w = 0; w < DECODE_WARPS; w++)
+            mm = fmaxf(mm, sm_m[w][g]);
+        float ll = 0.0f;
+        for (int w = 0; w < DECODE_WARPS; w++)
+            ll += sm_l[w][g] * merge_weight(sm_m[w][g], mm);
+        for (int i = threadIdx.x; i < HD; i += blockDim.x) {
+            float a = 0.0f;
+            for (int w = 0; w < DECODE_WARPS; w++)
+                a += sm_acc[w][g][i] * merge_weight(sm_m[w][g], mm);
+            int h = h0 + g;
+            if (splits == 1) {
+                dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * HD + i, a / ll);
+            } else {
+                float *p = partials + (((size_t)b * d.heads + h) * splits + split) * (HD + 2);
+                p[2 + i] = a;
+                if (i == 0) {
+                    p[0] = mm;
+                    p[1] = ll;
+                }
+            }
+        }
+    }
+}
+
 __global__ void merge_splits_kernel(struct dy_attention_decode_desc d, const float *partials,
                                     int splits, void *out)
 {
@@ -286,6 +435,11 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     }
     int per_kv = d->heads / d->kv_heads, epl = epl_for(d->head_dim);
     dim3 grid((unsigned)d->batch, (unsigned)d->kv_heads, (unsigned)splits);
+    /* the vectorised kernel needs 16-byte aligned caches and a head dim it
+     * was built for */
+    bool fast = (d->head_dim == 64 || d->head_dim == 128) &&
+                ((uintptr_t)dy_cuda_ptr(d->k_cache) % 16) == 0 &&
+                ((uintptr_t)dy_cuda_ptr(d->v_cache) % 16) == 0;
     size_t shared = (size_t)DECODE_WARPS * MAX_GROUP * d->head_dim * sizeof(float);
     const void *q = dy_cuda_ptr(d->q), *kc = dy_cuda_ptr(d->k_cache), *vc = dy_cuda_ptr(d->v_cache);
     const int32_t *table = (const int32_t *)dy_cuda_ptr(d->block_table);
@@ -296,7 +450,23 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
 #define DY_DECODE(E, G)                                                                           \
     decode_kernel<E, G><<<grid, DECODE_WARPS * 32, shared, c->stream>>>(                          \
         *d, q, kc, vc, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
-        DY_DISPATCH(DY_DECODE, epl, group);
+#define DY_FAST(HD, TPW, G)                                                                       \
+    decode_fast_kernel<HD, TPW, G><<<grid, DECODE_WARPS * 32, 0, c->stream>>>(                    \
+        *d, q, kc, vc, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
+        if (fast && d->head_dim == 128) {
+            if (group <= 1) DY_FAST(128, 4, 1);
+            else if (group <= 2) DY_FAST(128, 4, 2);
+            else if (group <= 4) DY_FAST(128, 4, 4);
+            else DY_FAST(128, 2, 8);
+        } else if (fast) {
+            if (group <= 1) DY_FAST(64, 4, 1);
+            else if (group <= 2) DY_FAST(64, 4, 2);
+            else if (group <= 4) DY_FAST(64, 4, 4);
+            else DY_FAST(64, 4, 8);
+        } else {
+            DY_DISPATCH(DY_DECODE, epl, group);
+        }
+#undef DY_FAST
 #undef DY_DECODE
     }
     int st = dy_cuda_check_launch(c, "attention_decode");
