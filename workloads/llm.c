@@ -139,21 +139,19 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
         (st = linear(m, m->xn, c->hidden, l->qkv, l->qkv_bias, m->qkv, qkv_cols, rows, qkv_cols,
                      c->hidden, 0.0f)))
         return st;
-    struct dy_rope_desc rq = {
+    /* k's heads follow q's in each row: one rotation covers both */
+    struct dy_rope_desc rope = {
         .x = m->qkv, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
-        .heads = c->heads, .head_dim = c->head_dim, .row_stride = qkv_cols, .dtype = DY_F32,
+        .heads = c->heads + c->kv_heads, .head_dim = c->head_dim, .row_stride = qkv_cols,
+        .dtype = DY_F32,
     };
-    struct dy_rope_desc rk = rq;
-    rk.x = k;
-    rk.heads = c->kv_heads;
     struct dy_kv_append_desc ka = {
         .k = k, .v = v, .src_stride = qkv_cols, .slots = m->slots,
         .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
         .tokens = rows, .kv_heads = c->kv_heads, .head_dim = c->head_dim,
         .src_dtype = DY_F32, .cache_dtype = m->kv.dtype,
     };
-    if ((st = dy_rope(m->ctx, &rq)) || (st = dy_rope(m->ctx, &rk)) ||
-        (st = dy_kv_append(m->ctx, &ka)))
+    if ((st = dy_rope(m->ctx, &rope)) || (st = dy_kv_append(m->ctx, &ka)))
         return st;
     if (prompt_len > 0) {
         struct dy_attention_prefill_desc a = {
