@@ -2,12 +2,7 @@
 # Decode-focused device call: conformance of the CUDA plugin, then
 # Llama-3.1-8B decode at batch 1 and 64 (context 1024). Same carry as
 # h100_check.sh.
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/dy "$OUT"
-tar xJf .carry/dyno-bin.tar.xz -C /tmp/dy
-export DYNO_MODELS=$PWD/models DYNO_PLUGIN_PATH=/tmp/dy
-nvidia-smi --query-gpu=name --format=csv,noheader
+source bench/cuda/common.sh
 /tmp/dy/test_conformance 2>&1 | grep -v '^ok' | tail -20
 python3 tests/ref/hf_check.py /tmp/dy/dyno /tmp/hf cuda 2>&1 | grep -E '^(ok|not ok)'
 for args in "--batch 1 --input-len 1024 --output-len 64" "--batch 64 --input-len 1024 --output-len 64 --repeat 2"; do

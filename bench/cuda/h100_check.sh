@@ -2,12 +2,7 @@
 # One device call: correctness and first figures of the CUDA backend on the
 # lent card. Expects .carry/dyno-bin.tar.xz (dyno, libdyno-cuda.so,
 # test_conformance, built on the development machine) and writes to $OUT.
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/dy "$OUT"
-tar xJf .carry/dyno-bin.tar.xz -C /tmp/dy
-export DYNO_MODELS=$PWD/models DYNO_PLUGIN_PATH=/tmp/dy
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+source bench/cuda/common.sh
 ldd /tmp/dy/dyno | grep -v -E 'libc.so|libm.so|ld-linux|vdso' && echo "dyno: unexpected shared libraries"
 /tmp/dy/dyno devices
 echo "== conformance"

@@ -3,12 +3,7 @@
 # included), transformers checkpoints, TTFT of Llama-3.1-8B at 16 x 1024 and
 # 4 x 4096 with the per-op profile, and decode at batch 1 and 64. Same
 # carry as h100_check.sh.
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/dy "$OUT"
-tar xJf .carry/dyno-bin.tar.xz -C /tmp/dy
-export DYNO_MODELS=$PWD/models DYNO_PLUGIN_PATH=/tmp/dy
-nvidia-smi --query-gpu=name --format=csv,noheader
+source bench/cuda/common.sh
 /tmp/dy/test_conformance 2>&1 | grep -v '^ok' | tail -20
 python3 tests/ref/hf_check.py /tmp/dy/dyno /tmp/hf cuda 2>&1 | grep -E '^(ok|not ok)'
 run() { /tmp/dy/dyno run --backend cuda --model llama-3.1-8b --kv-dtype bf16 --db "$OUT/prefill.db" "$@"; }

@@ -2,12 +2,7 @@
 # Per-op device time (DYNO_PROFILE_OPS=1) of Llama-3.1-8B on the CUDA
 # backend: decode at batch 1 and 64 and the batch-16 prefill. Same carry as
 # h100_check.sh.
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/dy "$OUT"
-tar xJf .carry/dyno-bin.tar.xz -C /tmp/dy
-export DYNO_MODELS=$PWD/models DYNO_PLUGIN_PATH=/tmp/dy
-nvidia-smi --query-gpu=name --format=csv,noheader
+source bench/cuda/common.sh
 for args in "--batch 1 --input-len 1024 --output-len 64" "--batch 64 --input-len 1024 --output-len 32 --repeat 1" \
             "--batch 16 --input-len 1024 --output-len 1 --repeat 2"; do
     echo "== $args"
