@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs the default sweep
-# on the best available backend (the CPU when there is no GPU) into
-# results/dyno.db, then prints the summary table.
+# The main job: installs what is missing, builds, runs the default sweep on
+# the best available backend (the CPU when there is no GPU) into
+# dyno-results.db, prints the summary table and writes the dashboard,
+# dyno-report.html.
 #   ./run-benchmarks.sh [extra dyno run flags]
 set -eu
 cd "$(dirname "$0")"
@@ -21,4 +22,5 @@ else
     build/dyno run --backend "$backend" --model llama-3.2-1b,llama-3.1-8b --batch 1,16,64 \
         --input-len 128,1024 --output-len 128 --db "$db" "$@"
 fi
-echo "results: $db"
+build/dyno report --db "$db" -o dyno-report.html
+echo "results: $db; dashboard: dyno-report.html"

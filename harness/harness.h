@@ -25,8 +25,13 @@ struct dy_ceilings {
  * own ops (best of several repetitions, as BabelStream reports). */
 int dy_measure_ceilings(dy_ctx *ctx, struct dy_ceilings *out);
 
-/* ---- run.c ---- */
+/* ---- sweep_cmd.c ---- */
 int dy_cmd_run(int argc, char **argv, const char *cmdline);
+int dy_cmd_sweep(int argc, char **argv, const char *cmdline);
+/* ---- data_cmds.c ---- */
+int dy_cmd_merge(int argc, char **argv);
+int dy_cmd_export(int argc, char **argv);
+int dy_cmd_import(int argc, char **argv, const char *cmdline);
 /* ---- generate.c ---- */
 int dy_cmd_generate(int argc, char **argv);
 /* ---- info.c ---- */

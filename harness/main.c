@@ -5,6 +5,7 @@
 
 #include "dy_build_config.h"
 #include "harness.h"
+#include "../dashboard/dashboard.h"
 
 static void usage(FILE *out)
 {
@@ -14,8 +15,17 @@ static void usage(FILE *out)
             "  dyno devices                     backends, devices, and why any is unavailable\n"
             "  dyno models                      model presets\n"
             "  dyno run [axes] [--db FILE]      one point or the cartesian product of the axes\n"
+            "  dyno sweep FILE [--db FILE]      a sweep file (INI; each section a block of axes)\n"
+            "      both take --resume, --dry-run, --point-timeout S, --shard I/N,\n"
+            "      --min-time S, --max-noise PCT, --max-time S (see `dyno run --help`)\n"
+            "  dyno merge A.db B.db ... -o OUT.db   combine databases (shards), idempotent\n"
+            "  dyno export [--db FILE] --csv OUT | --jsonl OUT   the points, columns as stored\n"
+            "  dyno import FILE.csv [--db FILE]  LLM-Inference-Bench results as points\n"
             "  dyno generate --model NAME|--model-dir DIR --prompt 1,2,3 --max-new-tokens N\n"
             "                                   greedy token ids (correctness)\n"
+            "  dyno report [--db FILE] [-o FILE.html]   one self-contained HTML dashboard\n"
+            "  dyno compare --db FILE --baseline DEVICE [--vs DEVICE...]\n"
+            "                                   matching points side by side, as markdown\n"
             "  dyno version\n\n"
             "`dyno run --help` lists the axes.\n",
             DY_VERSION, DY_GIT_COMMIT);
@@ -42,7 +52,15 @@ int main(int argc, char **argv)
         return dy_cmd_models(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate"))
         return dy_cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(cmd, "run")) {
+    if (!strcmp(cmd, "report"))
+        return dy_cmd_report(argc - 2, argv + 2);
+    if (!strcmp(cmd, "compare"))
+        return dy_cmd_compare(argc - 2, argv + 2);
+    if (!strcmp(cmd, "merge"))
+        return dy_cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export"))
+        return dy_cmd_export(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run") || !strcmp(cmd, "sweep") || !strcmp(cmd, "import")) {
         /* the command line as typed, stored with the run */
         size_t len = 0;
         for (int i = 0; i < argc; i++)
@@ -55,7 +73,9 @@ int main(int argc, char **argv)
             if (i + 1 < argc)
                 strcat(cmdline, " ");
         }
-        int rc = dy_cmd_run(argc - 2, argv + 2, cmdline);
+        int rc = (!strcmp(cmd, "run") ? dy_cmd_run : !strcmp(cmd, "sweep") ? dy_cmd_sweep
+                                                                             : dy_cmd_import)(
+            argc - 2, argv + 2, cmdline);
         free(cmdline);
         return rc;
     }

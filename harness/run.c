@@ -1,6 +1,6 @@
-/* `dyno run`: expands the axes, runs every point, stores each in SQLite.
- * A point that cannot run becomes a row with its status and reason, and the
- * sweep goes on. */
+/* The point runner: runs one point of a sweep and stores it in SQLite. A
+ * point that cannot run becomes a row with its status and reason, and the
+ * sweep goes on. sweep_cmd.c drives it for `dyno run` and `dyno sweep`. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,7 +13,8 @@
 #include "../workloads/llm.h"
 #include "dy_build_config.h"
 #include "harness.h"
-#include "sweep.h"
+#include "runner.h"
+#include "timing.h"
 
 #define MAX_DEVICES 16
 
@@ -36,14 +37,15 @@ struct model_state {
     bool loaded;
 };
 
-struct runner {
+struct dy_runner {
     dy_db *db;
     int64_t run_id;
     struct device_state devices[MAX_DEVICES];
     int device_count;
     struct model_state model;
-    struct dy_point *done;       /* for the summary table */
-    int done_count;
+    double deadline_ms;          /* of the point in flight; 0: no --point-timeout */
+    double timeout_s;
+    struct dy_stop_rule rule;    /* min_reps comes from each point's --repeat */
 };
 
 static void now_iso(char *buf, size_t len)
@@ -61,16 +63,31 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* True when the backend has a device of its own memory: a GPU, not an
+ * OpenCL driver running on the host CPU (PoCL). */
+static bool has_accelerator(const struct dy_backend *be)
+{
+    int count = 0;
+    if (!be || be->device_count(&count) != DY_OK)
+        return false;
+    for (int i = 0; i < count; i++) {
+        struct dy_device_info info;
+        if (be->device_info(i, &info) == DY_OK && !(info.caps & DY_CAP_UNIFIED))
+            return true;
+    }
+    return false;
+}
+
 const char *dy_best_backend(void)
 {
     static const char *const preference[] = { "cuda", "hip", "level_zero", "opencl" };
     for (size_t i = 0; i < sizeof preference / sizeof preference[0]; i++)
-        if (dy_registry_find(preference[i], NULL, 0))
+        if (has_accelerator(dy_registry_find(preference[i], NULL, 0)))
             return preference[i];
     return "cpu";
 }
 
-static struct device_state *open_device(struct runner *r, const char *backend, int index)
+static struct device_state *open_device(struct dy_runner *r, const char *backend, int index)
 {
     for (int i = 0; i < r->device_count; i++)
         if (!strcmp(r->devices[i].backend, backend) && r->devices[i].index == index)
@@ -101,6 +118,7 @@ static struct device_state *open_device(struct runner *r, const char *backend, i
                  dy_strerror(st));
         return d;
     }
+    dy_progress_clear();
     fprintf(stderr, "dyno: measuring the ceilings of %s:%d (%s)...\n", backend, index, d->info.name);
     if (dy_measure_ceilings(d->ctx, &d->ceil) != DY_OK)
         fprintf(stderr, "dyno: warning: ceilings of %s:%d not measured: %s\n", backend, index,
@@ -122,7 +140,7 @@ static struct device_state *open_device(struct runner *r, const char *backend, i
     return d;
 }
 
-static void unload_model(struct runner *r)
+static void unload_model(struct dy_runner *r)
 {
     if (r->model.loaded)
         dy_llm_weights_free(r->model.dev->ctx, &r->model.w);
@@ -140,6 +158,16 @@ static void set_status(struct dy_point *p, const char *status, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(p->reason, sizeof p->reason, fmt, ap);
     va_end(ap);
+}
+
+/* --point-timeout: checked between steps, since an op in flight on a device
+ * cannot be interrupted safely; the point becomes a failed row. */
+static bool past_deadline(struct dy_runner *r, struct dy_point *p)
+{
+    if (r->deadline_ms <= 0 || now_ms() <= r->deadline_ms)
+        return false;
+    set_status(p, "failed", "timed out after %g s (--point-timeout)", r->timeout_s);
+    return true;
 }
 
 static int64_t int_value(const char *v)
@@ -239,7 +267,7 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
 }
 
 /* Loads config and weights unless the previous point left the same ones. */
-static int ensure_model(struct runner *r, struct device_state *dev, const char *v[DY_AX_COUNT],
+static int ensure_model(struct dy_runner *r, struct device_state *dev, const char *v[DY_AX_COUNT],
                         enum dy_dtype wdtype, struct dy_point *p)
 {
     char key[sizeof r->model.key];
@@ -311,30 +339,32 @@ static void make_prompts(int32_t *tokens, size_t count, uint64_t seed, int vocab
         tokens[i] = (int32_t)(dy_mix64(key + i) % (uint64_t)vocab);
 }
 
-/* Runs warm-ups and repetitions of prefill + decode and fills the metrics.
- * Samples: one prefill and output_len - 1 decode steps per repetition. */
-static int measure_llm(struct runner *r, struct device_state *dev, struct dy_point *p,
+/* Runs warm-ups, then repetitions of prefill + decode until r->rule says
+ * enough (timing.c), and fills the metrics. Samples: one prefill and
+ * output_len - 1 decode steps per repetition. */
+static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_point *p,
                        enum dy_dtype kv_dtype, struct dy_sample **samples_out, int *sample_count)
 {
     dy_ctx *ctx = dev->ctx;
     const struct dy_model_config *cfg = &r->model.cfg;
     int batch = (int)p->batch, in = (int)p->input_len, out = (int)p->output_len;
-    int warmup = (int)p->warmup, repeat = (int)p->repeat, steps = out - 1;
+    int warmup = (int)p->warmup, steps = out - 1;
     struct dy_llm_options opt = {
         .weight_dtype = r->model.w.dtype, .kv_dtype = kv_dtype, .block_size = (int)p->block_size,
         .max_batch = batch, .max_prompt = in, .max_tokens = in + out,
     };
+    struct dy_stop_rule rule = r->rule;
+    struct dy_timings t;
     struct dy_llm *m = NULL;
     int32_t *prompts = malloc(sizeof(int32_t) * (size_t)batch * in);
     void **events = calloc((size_t)steps + 2, sizeof(void *));
-    double *prefill_ms = calloc((size_t)repeat, sizeof(double));
-    double *e2e_ms = calloc((size_t)repeat, sizeof(double));
-    double *host_ms = calloc((size_t)repeat, sizeof(double));
-    double *step_ms = calloc((size_t)repeat * (steps > 0 ? steps : 1), sizeof(double));
-    struct dy_sample *samples = calloc((size_t)repeat * (steps + 1), sizeof *samples);
-    int st = DY_E_NOMEM, ns_count = 0;
-    if (!prompts || !events || !prefill_ms || !e2e_ms || !host_ms || !step_ms || !samples)
+    int st = dy_timings_init(&t, steps, (int)p->repeat);
+    double timed0 = 0;
+    rule.min_reps = (int)p->repeat;
+    if (!prompts || !events || st != DY_OK) {
+        st = DY_E_NOMEM;
         goto done;
+    }
     for (int i = 0; i < steps + 2; i++)
         if ((st = dy_event_create(ctx, &events[i])))
             goto done;
@@ -344,50 +374,69 @@ static int measure_llm(struct runner *r, struct device_state *dev, struct dy_poi
     if ((st = dy_llm_create(ctx, cfg, &r->model.w, &opt, &m)))
         goto done;
     uint64_t bytes_first = 0, bytes_last = 0;
-    for (int rep = -warmup; rep < repeat; rep++) {
-        if (rep == 0)
+    for (int rep = -warmup;; rep++) {
+        if (rep == 0) {
             dy_profile_reset(ctx);
+            timed0 = now_ms();
+        }
         double host0 = now_ms();
         if ((st = dy_event_record(ctx, events[0])) || (st = dy_llm_prefill(m, prompts, batch, in)) ||
             (st = dy_event_record(ctx, events[1])))
             goto done;
+        if (past_deadline(r, p)) {
+            st = DY_E_TIMEOUT;
+            goto done;
+        }
         bytes_first = dy_llm_decode_bytes(m);
-        for (int s = 0; s < steps; s++)
+        for (int s = 0; s < steps; s++) {
             if ((st = dy_llm_decode(m)) || (st = dy_event_record(ctx, events[s + 2])))
                 goto done;
+            if (past_deadline(r, p)) {
+                st = DY_E_TIMEOUT;
+                goto done;
+            }
+        }
         bytes_last = dy_llm_decode_bytes(m);
         if ((st = dy_sync(ctx)))
             goto done;
         double host = now_ms() - host0;
         if (rep < 0)
             continue;
+        if ((st = dy_timings_reserve(&t, rep + 1)))
+            goto done;
         uint64_t ns;
         if ((st = dy_event_elapsed_ns(ctx, events[0], events[1], &ns)))
             goto done;
-        prefill_ms[rep] = ns / 1e6;
-        samples[ns_count++] = (struct dy_sample){ DY_PHASE_PREFILL, rep, 0, (int64_t)ns };
+        t.prefill_ms[rep] = ns / 1e6;
+        t.samples[t.sample_count++] = (struct dy_sample){ DY_PHASE_PREFILL, rep, 0, (int64_t)ns };
         double total = ns / 1e6;
         for (int s = 0; s < steps; s++) {
             if ((st = dy_event_elapsed_ns(ctx, events[s + 1], events[s + 2], &ns)))
                 goto done;
-            step_ms[(size_t)rep * steps + s] = ns / 1e6;
-            samples[ns_count++] = (struct dy_sample){ DY_PHASE_DECODE, rep, s, (int64_t)ns };
+            t.step_ms[(size_t)rep * steps + s] = ns / 1e6;
+            t.samples[t.sample_count++] = (struct dy_sample){ DY_PHASE_DECODE, rep, s, (int64_t)ns };
             total += ns / 1e6;
         }
-        e2e_ms[rep] = total;
-        host_ms[rep] = host;
+        t.e2e_ms[rep] = total;
+        t.host_ms[rep] = host;
+        t.reps = rep + 1;
+        if (dy_stop_now(&rule, &t, (now_ms() - timed0) / 1e3, p->reason, sizeof p->reason))
+            break;
     }
+    int reps = t.reps;
+    p->repeat = reps;
+    p->e2e_noise = dy_rel_stddev(t.e2e_ms, reps);
     char title[256];
     snprintf(title, sizeof title, "%s batch %d in %d out %d, %d repetitions", p->model, batch, in,
-             out, repeat);
+             out, reps);
     dy_profile_print(ctx, title);
-    p->ttft_ms = dy_percentile(prefill_ms, repeat, 50);
-    p->e2e_ms = dy_percentile(e2e_ms, repeat, 50);
-    p->host_e2e_ms = dy_percentile(host_ms, repeat, 50);
+    p->ttft_ms = dy_percentile(t.prefill_ms, reps, 50);
+    p->e2e_ms = dy_percentile(t.e2e_ms, reps, 50);
+    p->host_e2e_ms = dy_percentile(t.host_ms, reps, 50);
     if (steps > 0) {
-        p->tpot_ms_p50 = dy_percentile(step_ms, repeat * steps, 50);
-        p->tpot_ms_p90 = dy_percentile(step_ms, repeat * steps, 90);
-        p->tpot_ms_p99 = dy_percentile(step_ms, repeat * steps, 99);
+        p->tpot_ms_p50 = dy_percentile(t.step_ms, reps * steps, 50);
+        p->tpot_ms_p90 = dy_percentile(t.step_ms, reps * steps, 90);
+        p->tpot_ms_p99 = dy_percentile(t.step_ms, reps * steps, 99);
     }
     p->output_tok_s = batch * (double)out / (p->e2e_ms / 1e3);
     p->total_tok_s = batch * (double)(in + out) / (p->e2e_ms / 1e3);
@@ -404,7 +453,10 @@ static int measure_llm(struct runner *r, struct device_state *dev, struct dy_poi
                        (dev->ceil.gemm_tflops * 1e12);
     st = DY_OK;
 done:
-    if (st != DY_OK)
+    /* a timed-out point may still have work queued that uses its buffers */
+    if (st == DY_E_TIMEOUT)
+        dy_sync(ctx);
+    else if (st != DY_OK)
         set_status(p, st == DY_E_NOMEM ? "oom" : "failed", "%s", dy_ctx_error(ctx)[0] ?
                    dy_ctx_error(ctx) : dy_strerror(st));
     dy_llm_destroy(m);
@@ -412,12 +464,10 @@ done:
         dy_event_destroy(ctx, events[i]);
     free(events);
     free(prompts);
-    free(prefill_ms);
-    free(e2e_ms);
-    free(host_ms);
-    free(step_ms);
-    *samples_out = samples;
-    *sample_count = st == DY_OK ? ns_count : 0;
+    *samples_out = t.samples;
+    *sample_count = st == DY_OK ? t.sample_count : 0;
+    t.samples = NULL;
+    dy_timings_free(&t);
     return st;
 }
 
@@ -434,12 +484,14 @@ static uint64_t point_bytes(const struct dy_model_config *c, const struct dy_poi
     return kv + act + (uint64_t)p->batch * c->vocab * 4;
 }
 
-/* Runs one point and stores it; false when it could not be stored. */
-static bool run_point(struct runner *r, const char *v[DY_AX_COUNT], struct dy_point *p)
+enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
+                                      const struct dy_point_options *opt, struct dy_point *p)
 {
     struct dy_sample *samples = NULL;
     int sample_count = 0;
+    r->deadline_ms = 0;
     point_axes(p, v);
+    dy_config_key(v, p->config_key, sizeof p->config_key);
     if (!strcmp(p->backend, "auto"))
         copy_str(p->backend, sizeof p->backend, dy_best_backend());
     struct device_state *dev = open_device(r, p->backend, (int)int_value(v[DY_AX_DEVICE]));
@@ -448,6 +500,20 @@ static bool run_point(struct runner *r, const char *v[DY_AX_COUNT], struct dy_po
         goto store;
     }
     copy_str(p->device, sizeof p->device, dev->info.name[0] ? dev->info.name : p->backend);
+    int stored_before = 0;
+    if (opt->resume && dy_db_point_stored(r->db, p->config_key, p->backend, p->device,
+                                          &stored_before) != DY_OK) {
+        dy_progress_clear();
+        fprintf(stderr, "dyno: %s\n", dy_db_error(r->db));
+        return DY_POINT_LOST;
+    }
+    if (stored_before)
+        return DY_POINT_RESUMED;
+    /* from here: opening a device and measuring its ceilings is the run's
+     * cost, not the point's */
+    r->timeout_s = opt->timeout_s;
+    r->deadline_ms = opt->timeout_s > 0 ? now_ms() + opt->timeout_s * 1e3 : 0;
+    r->rule = opt->rule;
     if (!dev->ctx) {
         set_status(p, "skipped", "%s", dev->error);
         goto store;
@@ -457,7 +523,7 @@ static bool run_point(struct runner *r, const char *v[DY_AX_COUNT], struct dy_po
     enum dy_dtype wdtype, kv_dtype;
     dy_dtype_parse(p->weight_dtype, &wdtype);
     dy_dtype_parse(p->kv_dtype, &kv_dtype);
-    if (ensure_model(r, dev, v, wdtype, p) != DY_OK)
+    if (ensure_model(r, dev, v, wdtype, p) != DY_OK || past_deadline(r, p))
         goto store;
     const struct dy_model_config *cfg = &r->model.cfg;
     if (p->input_len + p->output_len > cfg->max_positions) {
@@ -482,52 +548,15 @@ store:;
     int64_t point_id;
     bool stored = dy_db_add_point(r->db, r->run_id, dev ? dev->db_id : DY_NULL_INT, p, samples,
                                   sample_count, &point_id) == DY_OK;
-    if (!stored)
+    if (!stored) {
+        dy_progress_clear();
         fprintf(stderr, "dyno: storing the point failed: %s\n", dy_db_error(r->db));
-    free(samples);
-    return stored;
-}
-
-static void fmt_num(char *buf, size_t len, double v, const char *fmt)
-{
-    if (isnan(v))
-        snprintf(buf, len, "-");
-    else
-        snprintf(buf, len, fmt, v);
-}
-
-/* The markdown summary of every point of this run. */
-static void print_summary(const struct runner *r, FILE *out)
-{
-    fprintf(out, "\n| backend | device | model | batch | in | out | weights | kv | status | "
-                 "ttft ms | tpot p50 ms | tpot p99 ms | out tok/s | total tok/s | bw util | flop util |\n");
-    fprintf(out, "|---|---|---|--:|--:|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
-    for (int i = 0; i < r->done_count; i++) {
-        const struct dy_point *p = &r->done[i];
-        char ttft[32], p50[32], p99[32], otok[32], ttok[32], bw[32], fl[32];
-        fmt_num(ttft, sizeof ttft, p->ttft_ms, "%.2f");
-        fmt_num(p50, sizeof p50, p->tpot_ms_p50, "%.2f");
-        fmt_num(p99, sizeof p99, p->tpot_ms_p99, "%.2f");
-        fmt_num(otok, sizeof otok, p->output_tok_s, "%.1f");
-        fmt_num(ttok, sizeof ttok, p->total_tok_s, "%.1f");
-        fmt_num(bw, sizeof bw, p->bw_util * 100, "%.0f%%");
-        fmt_num(fl, sizeof fl, p->flop_util * 100, "%.0f%%");
-        char status[600];
-        if (p->reason[0])
-            snprintf(status, sizeof status, "%s: %s", p->status, p->reason);
-        else
-            snprintf(status, sizeof status, "%s", p->status);
-        for (char *c = status; *c; c++)
-            if (*c == '|' || *c == '\n')
-                *c = ' ';
-        fprintf(out, "| %s | %s | %s | %lld | %lld | %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-                p->backend, p->device, p->model, (long long)p->batch, (long long)p->input_len,
-                (long long)p->output_len, p->weight_dtype, p->kv_dtype, status, ttft, p50, p99,
-                otok, ttok, bw, fl);
     }
+    free(samples);
+    return stored ? DY_POINT_STORED : DY_POINT_LOST;
 }
 
-static void fill_run_info(struct dy_run_info *run, const char *cmdline)
+void dy_fill_run_info(struct dy_run_info *run, const char *cmdline)
 {
     memset(run, 0, sizeof *run);
     snprintf(run->dyno_version, sizeof run->dyno_version, "%s", DY_VERSION);
@@ -540,113 +569,38 @@ static void fill_run_info(struct dy_run_info *run, const char *cmdline)
     now_iso(run->started_at, sizeof run->started_at);
 }
 
-/* Axis values that name things (backends, models, checkpoints) are checked
- * before anything is stored: a typo is an error, not a sweep of failures. */
-static int validate(const struct dy_sweep *s, char *err, size_t err_len)
+int dy_runner_open(const char *db_path, const char *cmdline, dy_runner **out, char *err,
+                   size_t err_len)
 {
-    const struct dy_list *backends = &s->values[DY_AX_BACKEND];
-    for (int i = 0; i < backends->count; i++) {
-        const char *name = backends->items[i];
-        char why[512];
-        if (strcmp(name, "auto") && !dy_registry_find(name, why, sizeof why) &&
-            !strncmp(why, "unknown", 7)) {
-            snprintf(err, err_len, "--backend: %s", why);
-            return DY_E_INVALID;
-        }
+    dy_runner *r = calloc(1, sizeof *r);
+    int st = DY_E_NOMEM;
+    *out = NULL;
+    if (!r) {
+        snprintf(err, err_len, "out of memory");
+        return st;
     }
-    char path[1200], msg[1024];
-    struct dy_model_config cfg;
-    const struct dy_list *dirs = &s->values[DY_AX_MODEL_DIR];
-    for (int i = 0; i < dirs->count; i++) {
-        struct dy_checkpoint *ck;
-        snprintf(path, sizeof path, "%s/config.json", dirs->items[i]);
-        if (dy_config_load(path, &cfg, msg, sizeof msg) != DY_OK ||
-            dy_checkpoint_open(dirs->items[i], &ck, msg, sizeof msg) != DY_OK) {
-            snprintf(err, err_len, "--model-dir: %s", msg);
-            return DY_E_INVALID;
-        }
-        dy_checkpoint_close(ck);
+    if ((st = dy_db_open(db_path, &r->db, err, err_len)) != DY_OK)
+        goto fail;
+    struct dy_run_info run;
+    dy_fill_run_info(&run, cmdline);
+    if ((st = dy_db_begin_run(r->db, &run, &r->run_id)) != DY_OK) {
+        snprintf(err, err_len, "%s", dy_db_error(r->db));
+        goto fail;
     }
-    const struct dy_list *models = &s->values[DY_AX_MODEL];
-    for (int i = 0; i < models->count && dirs->count == 0; i++) {
-        if (dy_preset_path(models->items[i], path, sizeof path) != DY_OK) {
-            snprintf(err, err_len, "--model: unknown model \"%s\" (see `dyno models`)", models->items[i]);
-            return DY_E_INVALID;
-        }
-        if (dy_config_load(path, &cfg, msg, sizeof msg) != DY_OK) {
-            snprintf(err, err_len, "--model: %s", msg);
-            return DY_E_INVALID;
-        }
-    }
+    *out = r;
     return DY_OK;
+fail:
+    dy_runner_close(r);
+    return st;
 }
 
-int dy_cmd_run(int argc, char **argv, const char *cmdline)
+void dy_runner_close(dy_runner *r)
 {
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: dyno run [axes] [--db FILE]\n\n");
-            dy_sweep_usage(stdout);
-            return 0;
-        }
-    }
-    struct dy_sweep sweep;
-    char err[1024];
-    if (dy_sweep_parse(argc, argv, &sweep, err, sizeof err) != DY_OK) {
-        fprintf(stderr, "dyno run: %s\n", err);
-        return 2;
-    }
-    if (sweep.values[DY_AX_MODEL_DIR].count > 0) {
-        if (sweep.given[DY_AX_MODEL]) {
-            fprintf(stderr, "dyno run: give --model or --model-dir, not both\n");
-            dy_sweep_free(&sweep);
-            return 2;
-        }
-        dy_list_free(&sweep.values[DY_AX_MODEL]);
-    }
-    struct runner r = { 0 };
-    int rc = 1;
-    uint64_t total = dy_sweep_count(&sweep);
-    if (validate(&sweep, err, sizeof err) != DY_OK) {
-        fprintf(stderr, "dyno run: %s\n", err);
-        rc = 2;
-        goto done;
-    }
-    if (dy_db_open(sweep.db_path, &r.db, err, sizeof err) != DY_OK) {
-        fprintf(stderr, "dyno run: %s\n", err);
-        goto done;
-    }
-    struct dy_run_info run;
-    fill_run_info(&run, cmdline);
-    if (dy_db_begin_run(r.db, &run, &r.run_id) != DY_OK) {
-        fprintf(stderr, "dyno run: %s: %s\n", sweep.db_path, dy_db_error(r.db));
-        goto done;
-    }
-    int stored = 0;
-    r.done = calloc(total, sizeof *r.done);
-    if (!r.done)
-        goto done;
-    for (uint64_t i = 0; i < total; i++) {
-        const char *values[DY_AX_COUNT];
-        dy_sweep_point(&sweep, i, values);
-        struct dy_point *p = &r.done[r.done_count++];
-        double t0 = now_ms();
-        if (run_point(&r, values, p))
-            stored++;
-        fprintf(stderr, "dyno: [%llu/%llu] %s %s batch %lld in %lld out %lld: %s%s%s (%.1f s)\n",
-                (unsigned long long)(i + 1), (unsigned long long)total, p->backend, p->model,
-                (long long)p->batch, (long long)p->input_len, (long long)p->output_len, p->status,
-                p->reason[0] ? ": " : "", p->reason, (now_ms() - t0) / 1e3);
-    }
-    print_summary(&r, stdout);
-    printf("\n%d of %d point(s) stored in %s\n", stored, r.done_count, sweep.db_path);
-    rc = stored == r.done_count ? 0 : 1;
-done:
-    unload_model(&r);
-    for (int i = 0; i < r.device_count; i++)
-        dy_ctx_destroy(r.devices[i].ctx);
-    free(r.done);
-    dy_db_close(r.db);
-    dy_sweep_free(&sweep);
-    return rc;
+    if (!r)
+        return;
+    unload_model(r);
+    for (int i = 0; i < r->device_count; i++)
+        dy_ctx_destroy(r->devices[i].ctx);
+    dy_db_close(r->db);
+    free(r);
 }

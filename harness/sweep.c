@@ -1,8 +1,10 @@
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../backends/status.h"
+#include "harness.h"
 #include "sweep.h"
 
 enum kind { INT, STR, ENUM };
@@ -61,7 +63,37 @@ static bool valid_special(enum dy_axis a, const char *v, char *why, size_t why_l
     return true;
 }
 
-static int set_axis(struct dy_sweep *s, enum dy_axis a, const char *text, char *err, size_t err_len)
+int dy_axis_lookup(const char *name, size_t len)
+{
+    for (int a = 0; a < DY_AX_COUNT; a++) {
+        const char *flag = axes[a].flag;
+        if (strlen(flag) != len)
+            continue;
+        size_t i = 0;
+        while (i < len && (name[i] == flag[i] || (name[i] == '_' && flag[i] == '-')))
+            i++;
+        if (i == len)
+            return a;
+    }
+    return -1;
+}
+
+int dy_parse_shard(const char *text, int *index, int *count)
+{
+    char *end;
+    long i = strtol(text, &end, 10);
+    if (end == text || *end != '/')
+        return DY_E_INVALID;
+    const char *n_text = end + 1;
+    long n = strtol(n_text, &end, 10);
+    if (end == n_text || *end || i < 0 || n < 1 || i >= n || n > 1000000)
+        return DY_E_INVALID;
+    *index = (int)i;
+    *count = (int)n;
+    return DY_OK;
+}
+
+int dy_sweep_set(struct dy_sweep *s, enum dy_axis a, const char *text, char *err, size_t err_len)
 {
     char why[256];
     struct dy_list l;
@@ -94,10 +126,11 @@ static int set_axis(struct dy_sweep *s, enum dy_axis a, const char *text, char *
 
 int dy_sweep_parse(int argc, char **argv, struct dy_sweep *s, char *err, size_t err_len)
 {
+#define IS_OPTION(opt) (name_len == strlen(opt) && !strncmp(name, opt, name_len))
     memset(s, 0, sizeof *s);
     snprintf(s->db_path, sizeof s->db_path, "dyno.db");
     for (int a = 0; a < DY_AX_COUNT; a++) {
-        if (axes[a].def && set_axis(s, (enum dy_axis)a, axes[a].def, err, err_len) != DY_OK)
+        if (axes[a].def && dy_sweep_set(s, (enum dy_axis)a, axes[a].def, err, err_len) != DY_OK)
             return DY_E_INVALID;
         s->given[a] = false;
     }
@@ -110,20 +143,43 @@ int dy_sweep_parse(int argc, char **argv, struct dy_sweep *s, char *err, size_t 
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
         const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[i + 1] : NULL);
-        if (name_len == 2 && !strncmp(name, "db", 2)) {
-            if (!value || !*value) {
-                snprintf(err, err_len, "--db needs a file name");
+        if (IS_OPTION("resume") || IS_OPTION("dry-run")) {
+            if (eq) {
+                snprintf(err, err_len, "--%.*s takes no value", (int)name_len, name);
                 goto fail;
             }
-            snprintf(s->db_path, sizeof s->db_path, "%s", value);
+            *(IS_OPTION("resume") ? &s->resume : &s->dry_run) = true;
+            continue;
+        }
+        double *number = IS_OPTION("point-timeout") ? &s->point_timeout_s
+                         : IS_OPTION("min-time")    ? &s->min_time_s
+                         : IS_OPTION("max-noise")   ? &s->max_noise_pct
+                         : IS_OPTION("max-time")    ? &s->max_time_s
+                                                    : NULL;
+        if (IS_OPTION("db") || IS_OPTION("shard") || number) {
+            if (!value || !*value) {
+                snprintf(err, err_len, "--%.*s needs a value", (int)name_len, name);
+                goto fail;
+            }
+            char *end;
+            if (IS_OPTION("db")) {
+                snprintf(s->db_path, sizeof s->db_path, "%s", value);
+                s->db_given = true;
+            } else if (IS_OPTION("shard")) {
+                if (dy_parse_shard(value, &s->shard_index, &s->shard_count) != DY_OK) {
+                    snprintf(err, err_len, "--shard \"%s\": expected I/N with 0 <= I < N", value);
+                    goto fail;
+                }
+            } else if ((*number = strtod(value, &end)) <= 0 || *end || !isfinite(*number)) {
+                snprintf(err, err_len, "--%.*s \"%s\": expected a number > 0", (int)name_len, name,
+                         value);
+                goto fail;
+            }
             i += eq ? 0 : 1;
             continue;
         }
-        int found = -1;
-        for (int a = 0; a < DY_AX_COUNT; a++)
-            if (strlen(axes[a].flag) == name_len && !strncmp(axes[a].flag, name, name_len))
-                found = a;
-        if (found < 0) {
+        int found = dy_axis_lookup(name, name_len);
+        if (found < 0 || strncmp(axes[found].flag, name, name_len)) {
             snprintf(err, err_len, "unknown flag \"--%.*s\" (see `dyno run --help`)", (int)name_len, name);
             goto fail;
         }
@@ -131,7 +187,7 @@ int dy_sweep_parse(int argc, char **argv, struct dy_sweep *s, char *err, size_t 
             snprintf(err, err_len, "--%s needs a value", axes[found].flag);
             goto fail;
         }
-        if (set_axis(s, (enum dy_axis)found, value, err, err_len) != DY_OK)
+        if (dy_sweep_set(s, (enum dy_axis)found, value, err, err_len) != DY_OK)
             goto fail;
         i += eq ? 0 : 1;
     }
@@ -139,6 +195,7 @@ int dy_sweep_parse(int argc, char **argv, struct dy_sweep *s, char *err, size_t 
 fail:
     dy_sweep_free(s);
     return DY_E_INVALID;
+#undef IS_OPTION
 }
 
 void dy_sweep_free(struct dy_sweep *s)
@@ -169,6 +226,22 @@ void dy_sweep_point(const struct dy_sweep *s, uint64_t i, const char *values[DY_
     }
 }
 
+void dy_config_key(const char *values[DY_AX_COUNT], char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int a = 0; a < DY_AX_COUNT && used < len; a++) {
+        const char *v = values[a];
+        if (!v)
+            continue;
+        if (a == DY_AX_BACKEND && !strcmp(v, "auto"))
+            v = dy_best_backend();
+        int n = snprintf(out + used, len - used, "%s%s=%s", used ? ";" : "",
+                         dy_axis_flag((enum dy_axis)a), v);
+        used += n > 0 ? (size_t)n : 0;
+    }
+}
+
 void dy_sweep_usage(FILE *out)
 {
     fprintf(out, "Axes take comma lists; integer axes also take ranges a-b, a-b+step, a-b*factor.\n\n");
@@ -177,5 +250,16 @@ void dy_sweep_usage(FILE *out)
                 axes[a].choices ? " [" : "", axes[a].choices ? axes[a].choices : "",
                 axes[a].choices ? "]" : "", axes[a].def ? " (default " : "",
                 axes[a].def ? axes[a].def : "", axes[a].def ? ")" : "");
-    fprintf(out, "  --%-16s %s\n", "db", "results database (default dyno.db)");
+    fprintf(out, "\nOptions:\n");
+    fprintf(out, "  --%-16s %s\n", "db FILE", "results database (default dyno.db; dyno.shardI.db when sharded)");
+    fprintf(out, "  --%-16s %s\n", "resume", "skip points stored with status ok, oom or skipped");
+    fprintf(out, "  --%-16s %s\n", "point-timeout S", "a point running longer is stored as failed");
+    fprintf(out, "  --%-16s %s\n", "shard I/N", "run every N-th point from I (0-based); default from");
+    fprintf(out, "  %-18s %s\n", "", "SLURM_ARRAY_TASK_ID/COUNT or MPI rank/size variables");
+    fprintf(out, "  --%-16s %s\n", "dry-run", "print the points, one per line, and run nothing");
+    fprintf(out, "\nRepetitions (nvbench's stopping rule): after the warm-ups, repeat until\n"
+                 "--repeat times AND --min-time AND --max-noise are met, or --max-time passed:\n");
+    fprintf(out, "  --%-16s %s\n", "min-time S", "timed device time (sum of e2e) of at least S seconds");
+    fprintf(out, "  --%-16s %s\n", "max-noise PCT", "relative standard deviation of e2e at most PCT %");
+    fprintf(out, "  --%-16s %s\n", "max-time S", "stop repeating after S seconds (60 with --max-noise)");
 }

@@ -48,18 +48,37 @@ enum dy_axis {
 struct dy_sweep {
     struct dy_list values[DY_AX_COUNT];
     bool given[DY_AX_COUNT];
+    /* options of the run, not axes */
     char db_path[1024];
+    bool db_given;
+    bool resume;             /* skip points stored with a final status */
+    bool dry_run;            /* print the points, run nothing */
+    double point_timeout_s;  /* 0: none */
+    /* nvbench's stopping rule beside --repeat (timing.h); 0: not given */
+    double min_time_s, max_noise_pct, max_time_s;
+    int shard_index, shard_count;  /* --shard I/N, 0-based; count 0 when not given */
 };
 
 /* Parses `dyno run` arguments argv[0..argc). Unknown flags and malformed
  * values are errors naming the flag. Caller frees with dy_sweep_free. */
 int dy_sweep_parse(int argc, char **argv, struct dy_sweep *s, char *err, size_t err_len);
+/* The axis named `name` (a flag without its dashes; '_' may stand for '-'),
+ * or -1. */
+int dy_axis_lookup(const char *name, size_t len);
+/* Sets one axis from text as its flag would ("1,2", "16-128*2"). */
+int dy_sweep_set(struct dy_sweep *s, enum dy_axis a, const char *text, char *err, size_t err_len);
+/* Parses "I/N" with 0 <= I < N. */
+int dy_parse_shard(const char *text, int *index, int *count);
 void dy_sweep_free(struct dy_sweep *s);
 /* Number of points of the cartesian product. */
 uint64_t dy_sweep_count(const struct dy_sweep *s);
 /* The point with linear index i: value of each axis (NULL when unset). */
 void dy_sweep_point(const struct dy_sweep *s, uint64_t i, const char *values[DY_AX_COUNT]);
 const char *dy_axis_flag(enum dy_axis a);
+/* The canonical text of a point's axes, the backend resolved from "auto":
+ * "backend=cpu;device=0;workload=llm;...". Unset axes are left out. What
+ * --resume matches (points.config_key). */
+void dy_config_key(const char *values[DY_AX_COUNT], char *out, size_t len);
 void dy_sweep_usage(FILE *out);
 
 #endif

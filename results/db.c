@@ -205,6 +205,81 @@ finalize:
     return status;
 }
 
+/* Columns added to schema.sql since its first version, in that order. A
+ * file written before gets them the first time a dyno that knows them opens
+ * it. Columns are only ever added, so an older dyno still reads and writes
+ * the file: no schema_version bump is needed. */
+static const char *const added_columns[][3] = {
+    { "runs", "uuid", "TEXT" },
+    { "points", "config_key", "TEXT" },
+    { "points", "uuid", "TEXT" },
+    { "points", "e2e_noise", "REAL" },
+};
+#define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
+
+static int count_missing_columns(sqlite3 *conn, int64_t *missing)
+{
+    char sql[160];
+    int64_t present = 0;
+
+    *missing = 0;
+    for (size_t i = 0; i < ADDED_COLUMN_COUNT; i++) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM pragma_table_info('%s') WHERE name = '%s'",
+                 added_columns[i][0], added_columns[i][1]);
+        if (query_int(conn, sql, &present) != SQLITE_OK)
+            return SQLITE_ERROR;
+        *missing += !present;
+    }
+    return SQLITE_OK;
+}
+
+/* Adds the missing columns, and gives rows without a uuid (written before,
+ * or by an older dyno since) one, which `dyno merge` needs. */
+static int upgrade_file(dy_db *db, char *err, size_t err_len)
+{
+    static const char fill_uuids[] =
+        "UPDATE runs SET uuid = " DY_NEW_UUID_SQL " WHERE uuid IS NULL;"
+        "UPDATE points SET uuid = " DY_NEW_UUID_SQL " WHERE uuid IS NULL;";
+    /* both lookups use the uuid indexes */
+    static const char lacks_uuids[] =
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE uuid IS NULL)"
+        " OR EXISTS (SELECT 1 FROM points WHERE uuid IS NULL)";
+    char sql[160];
+    int64_t missing = 0, lacking = 0, present = 0;
+    int status;
+
+    if (count_missing_columns(db->conn, &missing) != SQLITE_OK ||
+        (!missing && query_int(db->conn, lacks_uuids, &lacking) != SQLITE_OK))
+        return open_fail(db, "cannot read the schema", err, err_len);
+    if (!missing && !lacking)
+        return DY_OK;
+    /* Another dyno may be upgrading the same file: look again under the lock. */
+    if (sqlite3_exec(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return open_fail(db, "cannot start upgrading the file", err, err_len);
+    for (size_t i = 0; i < ADDED_COLUMN_COUNT; i++) {
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM pragma_table_info('%s') WHERE name = '%s'",
+                 added_columns[i][0], added_columns[i][1]);
+        if (query_int(db->conn, sql, &present) != SQLITE_OK)
+            goto fail;
+        snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", added_columns[i][0],
+                 added_columns[i][1], added_columns[i][2]);
+        if (!present && sqlite3_exec(db->conn, sql, NULL, NULL, NULL) != SQLITE_OK)
+            goto fail;
+    }
+    /* schema.sql again, for the indexes on the new columns */
+    if (sqlite3_exec(db->conn, dy_schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(db->conn, fill_uuids, NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    if (sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        goto fail;
+    return DY_OK;
+
+fail:
+    status = open_fail(db, "cannot upgrade the file", err, err_len);
+    sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    return status;
+}
+
 /* Switching to WAL upgrades a read lock to a write lock, and when another
  * connection holds a write lock SQLite answers BUSY at once instead of calling
  * the busy handler (waiting there could deadlock). That happens while dyno
@@ -269,6 +344,9 @@ int dy_db_open(const char *path, dy_db **out, char *err, size_t err_len)
         status = open_fail(db, "cannot configure the connection", err, err_len);
         goto close_db;
     }
+    status = upgrade_file(db, err, err_len);
+    if (status != DY_OK)
+        goto close_db;
     if (sqlite3_prepare_v2(db->conn, "SELECT count(*) FROM points", -1, &db->count_points,
                            NULL) != SQLITE_OK) {
         status = open_fail(db, "cannot prepare statements", err, err_len);
@@ -296,6 +374,7 @@ void dy_db_close(dy_db *db)
     sqlite3_finalize(db->insert_point);
     sqlite3_finalize(db->insert_sample);
     sqlite3_finalize(db->count_points);
+    sqlite3_finalize(db->find_point);
     /* Every statement is finalized, so this closes; as the last connection
      * it also checkpoints the WAL back into the file. */
     sqlite3_close(db->conn);

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Integer axes and metrics use DY_NULL_INT / NAN for "not applicable",
  * stored as SQL NULL. */
@@ -60,6 +61,10 @@ struct dy_point {
     /* host wall time of e2e beside the device-event figure */
     double host_e2e_ms;
     int64_t repeat, warmup;
+    /* every axis value, canonical: what --resume matches (harness/run.c) */
+    char config_key[768];
+    /* relative standard deviation of e2e over the repetitions */
+    double e2e_noise;
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */
@@ -91,6 +96,47 @@ int dy_db_add_device(dy_db *db, int64_t run_id, const struct dy_device_row *dev,
 int dy_db_add_point(dy_db *db, int64_t run_id, int64_t device_id,
                     const struct dy_point *p, const struct dy_sample *samples,
                     int sample_count, int64_t *point_id);
+
+/* True in *stored when a point of source dyno with this config_key, backend
+ * and device is stored with a final status (ok, oom, skipped): --resume
+ * skips it. failed and mismatch points are measured again. */
+int dy_db_point_stored(dy_db *db, const char *config_key, const char *backend,
+                       const char *device, int *stored);
+
+/* One transaction: a run and all of `points` (no device rows, no samples),
+ * or nothing: how `dyno import` stores a study. */
+int dy_db_add_run_with_points(dy_db *db, const struct dy_run_info *run,
+                              const struct dy_point *points, int count, int64_t *run_id);
+
+/* merge.c: whether `path` is a dyno database to read from (merge, export):
+ * it exists, is not empty, is dyno's. Unlike dy_db_open, never creates a
+ * file; a file of an older dyno gets the new columns, a foreign file is left
+ * untouched. */
+int dy_db_check_input(const char *path, char *err, size_t err_len);
+
+struct dy_merge_counts {
+    int64_t runs, points, samples;
+};
+
+/* Copies every run, device, point and sample of the dyno database at
+ * in_path that `db` lacks, in one transaction, with new ids. Runs and points
+ * are matched by uuid, devices by run, backend and index, so merging the
+ * same input again adds nothing. Check in_path with dy_db_check_input first. */
+int dy_db_merge(dy_db *db, const char *in_path, struct dy_merge_counts *added);
+
+/* export.c: every row of points, in id order, with the columns' own names:
+ * CSV (a header line; text quoted, numbers bare, NULL empty) or one JSON
+ * object per line (NULL as null). *rows counts the points written. */
+enum dy_export_format { DY_EXPORT_CSV, DY_EXPORT_JSONL };
+int dy_db_export(dy_db *db, FILE *out, enum dy_export_format format, int64_t *rows);
+
+/* import.c: reads LLM-Inference-Bench's results CSV (All_results.csv) into
+ * points with source "LLM-Inference-Bench/<Framework>", no device rows and
+ * the study's model and hardware names mapped to dyno's where known. The
+ * first malformed row fails the file with "FILE:LINE: why". The caller frees
+ * *points and stores them with dy_db_add_run_with_points. */
+int dy_import_llm_inference_bench(const char *path, struct dy_point **points, int *count,
+                                  char *err, size_t err_len);
 
 /* Number of rows in points. */
 int dy_db_count_points(dy_db *db, int64_t *count);

@@ -22,8 +22,10 @@ CREATE TABLE IF NOT EXISTS runs (
     git_commit   TEXT,
     host         TEXT,
     os           TEXT,
-    argv         TEXT
+    argv         TEXT,
+    uuid         TEXT                    -- random, given at insert: the run in any file (dyno merge)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS runs_uuid ON runs (uuid);
 
 -- A device as one run found it, with the ceilings it measured on it, so
 -- bw_util and flop_util of its points can be recomputed.
@@ -98,12 +100,18 @@ CREATE TABLE IF NOT EXISTS points (
     flop_util    REAL,
     host_e2e_ms  REAL,                   -- host wall time beside the device-event e2e_ms
     repeat       INTEGER,
-    warmup       INTEGER
+    warmup       INTEGER,
+    config_key   TEXT,                   -- every axis value, canonical: what --resume matches
+    uuid         TEXT,                   -- random, given at insert: the point in any file (dyno merge)
+    e2e_noise    REAL                    -- relative standard deviation of e2e over the repetitions
 );
 CREATE INDEX IF NOT EXISTS points_run ON points (run_id);
--- the dashboard and --resume look points up by where they ran and on what
+-- the dashboard looks points up by where they ran and on what; --resume by
+-- config_key (below)
 CREATE INDEX IF NOT EXISTS points_config ON points (backend, device, model);
 CREATE INDEX IF NOT EXISTS points_model ON points (model);
+CREATE INDEX IF NOT EXISTS points_config_key ON points (config_key);
+CREATE UNIQUE INDEX IF NOT EXISTS points_uuid ON points (uuid);
 
 -- Raw per-iteration device times, warm-ups excluded, so statistics can be
 -- recomputed later.

@@ -49,8 +49,19 @@ static const struct point_column point_columns[] = {
     REAL(energy_j), REAL(avg_power_w), REAL(bw_util), REAL(flop_util),
     REAL(host_e2e_ms),
     INT(repeat), INT(warmup),
+    TEXT(config_key), REAL(e2e_noise),
 };
 #define POINT_COLUMN_COUNT ((int)(sizeof point_columns / sizeof point_columns[0]))
+
+int dy__point_column_count(void)
+{
+    return POINT_COLUMN_COUNT;
+}
+
+const char *dy__point_column_name(int i)
+{
+    return point_columns[i].name;
+}
 
 #undef COLUMN
 #undef TEXT
@@ -101,10 +112,10 @@ static int prepare_point_insert(dy_db *db)
     sqlite3_str_appendall(sql, "INSERT INTO points (run_id, device_id");
     for (int i = 0; i < POINT_COLUMN_COUNT; i++)
         sqlite3_str_appendf(sql, ", %s", point_columns[i].name);
-    sqlite3_str_appendall(sql, ") VALUES (?, ?");
+    sqlite3_str_appendall(sql, ", uuid) VALUES (?, ?");
     for (int i = 0; i < POINT_COLUMN_COUNT; i++)
         sqlite3_str_appendall(sql, ", ?");
-    sqlite3_str_appendall(sql, ")");
+    sqlite3_str_appendall(sql, ", " DY_NEW_UUID_SQL ")");
     text = sqlite3_str_finish(sql);
     if (!text) {
         snprintf(db->error, sizeof db->error, "%s: out of memory", db->path);
@@ -118,16 +129,21 @@ static int prepare_point_insert(dy_db *db)
 int dy__db_prepare_writes(dy_db *db)
 {
     static const char insert_run[] =
-        "INSERT INTO runs (started_at, dyno_version, git_commit, host, os, argv)"
-        " VALUES (coalesce(?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), ?, ?, ?, ?, ?)";
+        "INSERT INTO runs (started_at, dyno_version, git_commit, host, os, argv, uuid)"
+        " VALUES (coalesce(?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now')), ?, ?, ?, ?, ?, "
+        DY_NEW_UUID_SQL ")";
     static const char insert_device[] =
         "INSERT INTO devices (run_id, backend, device_index, name, vendor, driver_version,"
         " runtime_version, mem_total_bytes, compute_units, clock_mhz, copy_gbps, gemm_tflops,"
         " gemm_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     static const char insert_sample[] =
         "INSERT INTO samples (point_id, phase, rep, step, ns) VALUES (?, ?, ?, ?, ?)";
+    static const char find_point[] =
+        "SELECT 1 FROM points WHERE config_key = ? AND backend = ? AND device = ?"
+        " AND source = 'dyno' AND status IN ('ok', 'oom', 'skipped') LIMIT 1";
 
     if (sqlite3_prepare_v2(db->conn, insert_run, -1, &db->insert_run, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db->conn, find_point, -1, &db->find_point, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db->conn, insert_device, -1, &db->insert_device, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db->conn, insert_sample, -1, &db->insert_sample, NULL) != SQLITE_OK)
         return dy__db_fail(db, "cannot prepare statements");
@@ -221,31 +237,20 @@ static void bind_point(sqlite3_stmt *st, int64_t run_id, int64_t device_id,
     }
 }
 
-int dy_db_add_point(dy_db *db, int64_t run_id, int64_t device_id,
-                    const struct dy_point *p, const struct dy_sample *samples,
-                    int sample_count, int64_t *point_id)
+/* The point and its samples, inside the caller's transaction. */
+static int insert_point(dy_db *db, int64_t run_id, int64_t device_id, const struct dy_point *p,
+                        const struct dy_sample *samples, int sample_count, int64_t *point_id)
 {
     sqlite3_stmt *st = db->insert_sample;
-    int64_t id;
     int status;
-
-    if (sample_count < 0 || (sample_count > 0 && !samples)) {
-        snprintf(db->error, sizeof db->error, "%s: %d samples given without an array",
-                 db->path, sample_count);
-        return DY_E_INVALID;
-    }
-    /* IMMEDIATE takes the write lock now, so a second writer waits in the
-     * busy handler here rather than failing halfway through the point. */
-    if (sqlite3_exec(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return dy__db_fail(db, "cannot start the point's transaction");
 
     bind_point(db->insert_point, run_id, device_id, p);
     status = insert_once(db, db->insert_point, "cannot record the point");
     if (status != DY_OK)
-        goto rollback;
-    id = sqlite3_last_insert_rowid(db->conn);
+        return status;
+    *point_id = sqlite3_last_insert_rowid(db->conn);
 
-    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 1, *point_id);
     for (int i = 0; i < sample_count; i++) {
         sqlite3_bind_int(st, 2, samples[i].phase);
         sqlite3_bind_int(st, 3, samples[i].rep);
@@ -253,19 +258,85 @@ int dy_db_add_point(dy_db *db, int64_t run_id, int64_t device_id,
         sqlite3_bind_int64(st, 5, samples[i].ns);
         status = insert_once(db, st, "cannot record a sample");
         if (status != DY_OK)
-            goto rollback;
+            return status;
     }
-
-    if (sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        status = dy__db_fail(db, "cannot commit the point");
-        goto rollback;
-    }
-    *point_id = id;
     return DY_OK;
+}
 
-rollback:
+/* IMMEDIATE takes the write lock now, so a second writer waits in the busy
+ * handler here rather than failing halfway through. */
+static int begin(dy_db *db, const char *what)
+{
+    if (sqlite3_exec(db->conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return dy__db_fail(db, what);
+    return DY_OK;
+}
+
+static int commit_or_rollback(dy_db *db, int status, const char *what)
+{
+    if (status == DY_OK && sqlite3_exec(db->conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        status = dy__db_fail(db, what);
     /* Some errors (a full disk) end the transaction by themselves. */
-    if (!sqlite3_get_autocommit(db->conn))
+    if (status != DY_OK && !sqlite3_get_autocommit(db->conn))
         sqlite3_exec(db->conn, "ROLLBACK", NULL, NULL, NULL);
+    return status;
+}
+
+int dy_db_add_point(dy_db *db, int64_t run_id, int64_t device_id,
+                    const struct dy_point *p, const struct dy_sample *samples,
+                    int sample_count, int64_t *point_id)
+{
+    int64_t id = 0;
+    int status;
+
+    if (sample_count < 0 || (sample_count > 0 && !samples)) {
+        snprintf(db->error, sizeof db->error, "%s: %d samples given without an array",
+                 db->path, sample_count);
+        return DY_E_INVALID;
+    }
+    status = begin(db, "cannot start the point's transaction");
+    if (status != DY_OK)
+        return status;
+    status = insert_point(db, run_id, device_id, p, samples, sample_count, &id);
+    status = commit_or_rollback(db, status, "cannot commit the point");
+    if (status == DY_OK)
+        *point_id = id;
+    return status;
+}
+
+int dy_db_add_run_with_points(dy_db *db, const struct dy_run_info *run,
+                              const struct dy_point *points, int count, int64_t *run_id)
+{
+    int64_t id = 0, point_id;
+    int status;
+
+    status = begin(db, "cannot start the transaction");
+    if (status != DY_OK)
+        return status;
+    status = dy_db_begin_run(db, run, &id);
+    for (int i = 0; i < count && status == DY_OK; i++)
+        status = insert_point(db, id, DY_NULL_INT, &points[i], NULL, 0, &point_id);
+    status = commit_or_rollback(db, status, "cannot commit");
+    if (status == DY_OK)
+        *run_id = id;
+    return status;
+}
+
+int dy_db_point_stored(dy_db *db, const char *config_key, const char *backend,
+                       const char *device, int *stored)
+{
+    sqlite3_stmt *st = db->find_point;
+    int status = DY_OK;
+    int rc;
+
+    sqlite3_bind_text(st, 1, config_key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, backend, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, device, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        *stored = rc == SQLITE_ROW;
+    else
+        status = dy__db_fail(db, "cannot look the point up");
+    sqlite3_reset(st);
     return status;
 }

@@ -43,6 +43,10 @@ static void open_backends(void)
         else
             dy_ctx_destroy(ctx);
     }
+    printf("# backends under test against cpu-ref:");
+    for (int i = 0; i < dut_count; i++)
+        printf(" %s", duts[i].name);
+    printf("\n");
 }
 
 static uint64_t rng_state = 0x12345678;

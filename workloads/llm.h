@@ -39,6 +39,11 @@ int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_
                         const struct dy_checkpoint *ck, struct dy_llm_weights *w, char *err,
                         size_t err_len);
 void dy_llm_weights_free(dy_ctx *ctx, struct dy_llm_weights *w);
+/* Checks that the checkpoint holds every tensor the model reads, with the
+ * right shape, without reading any data: DY_E_FORMAT with the file and the
+ * tensor in err otherwise. */
+int dy_llm_checkpoint_check(const struct dy_model_config *cfg, const struct dy_checkpoint *ck,
+                            char *err, size_t err_len);
 
 /* ---- paged KV cache (workloads/kv_cache.c) ---------------------------- */
 

@@ -127,37 +127,126 @@ fail:
     return st;
 }
 
-/* Copies checkpoint tensor `name` of shape [rows, cols] (cols 0: a vector of
- * `rows`) into dst at element offset `dst_elem`, converting on the host. */
-static int load_tensor(dy_ctx *ctx, const struct dy_checkpoint *ck, const char *name, int64_t rows,
-                       int64_t cols, const struct dy_llm_weights *w, dy_buf dst, size_t dst_elem,
-                       char *err, size_t err_len)
+/* One tensor the model reads from a checkpoint: [rows, cols] (cols 0: a
+ * vector of `rows`), written at element `off` of *dst (NULL when checking). */
+struct tensor_spec {
+    char name[160];
+    int64_t rows, cols;
+    dy_buf *dst;
+    size_t off;
+};
+
+typedef int (*tensor_fn)(const struct tensor_spec *t, void *arg);
+
+static int visit(tensor_fn fn, void *arg, const char *name, int64_t rows, int64_t cols, dy_buf *dst,
+                 int64_t off)
 {
-    const struct dy_tensor_view *t = dy_checkpoint_find(ck, name);
-    if (!t) {
-        snprintf(err, err_len, "checkpoint has no tensor \"%s\"", name);
-        return DY_E_FORMAT;
+    struct tensor_spec t = { .rows = rows, .cols = cols, .dst = dst, .off = (size_t)off };
+    snprintf(t.name, sizeof t.name, "%s", name);
+    return fn(&t, arg);
+}
+
+/* Calls fn for every tensor the model reads, stopping at the first failure.
+ * With w NULL the destinations are NULL. */
+static int each_tensor(const struct dy_model_config *cfg, struct dy_llm_weights *w, tensor_fn fn,
+                       void *arg)
+{
+    int64_t h = cfg->hidden, inter = cfg->intermediate, vocab = cfg->vocab;
+    int64_t qd = q_dim(cfg), kvd = kv_dim(cfg);
+    int st;
+    if ((st = visit(fn, arg, "model.embed_tokens.weight", vocab, h, w ? &w->embed : NULL, 0)) ||
+        (st = visit(fn, arg, "model.norm.weight", h, 0, w ? &w->final_norm : NULL, 0)) ||
+        (!cfg->tie_embeddings &&
+         (st = visit(fn, arg, "lm_head.weight", vocab, h, w ? &w->lm_head : NULL, 0))))
+        return st;
+    for (int i = 0; i < cfg->layers; i++) {
+        struct dy_llm_layer *l = w ? &w->layers[i] : NULL;
+        char name[160];
+#define LAYER(suffix, rows, cols, field, off)                                           \
+        (snprintf(name, sizeof name, "model.layers.%d.%s", i, suffix),                    \
+         visit(fn, arg, name, rows, cols, l ? &l->field : NULL, off))
+        if ((st = LAYER("input_layernorm.weight", h, 0, attn_norm, 0)) ||
+            (st = LAYER("self_attn.q_proj.weight", qd, h, qkv, 0)) ||
+            (st = LAYER("self_attn.k_proj.weight", kvd, h, qkv, qd * h)) ||
+            (st = LAYER("self_attn.v_proj.weight", kvd, h, qkv, (qd + kvd) * h)) ||
+            (st = LAYER("self_attn.o_proj.weight", h, qd, o, 0)) ||
+            (st = LAYER("post_attention_layernorm.weight", h, 0, mlp_norm, 0)) ||
+            (st = LAYER("mlp.gate_proj.weight", inter, h, gate_up, 0)) ||
+            (st = LAYER("mlp.up_proj.weight", inter, h, gate_up, inter * h)) ||
+            (st = LAYER("mlp.down_proj.weight", h, inter, down, 0)))
+            return st;
+        if (cfg->qkv_bias &&
+            ((st = LAYER("self_attn.q_proj.bias", qd, 0, qkv_bias, 0)) ||
+             (st = LAYER("self_attn.k_proj.bias", kvd, 0, qkv_bias, qd)) ||
+             (st = LAYER("self_attn.v_proj.bias", kvd, 0, qkv_bias, qd + kvd))))
+            return st;
+        if (cfg->o_bias && (st = LAYER("self_attn.o_proj.bias", h, 0, o_bias, 0)))
+            return st;
+#undef LAYER
     }
-    int want_ndim = cols ? 2 : 1;
-    if (t->ndim != want_ndim || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
-        char got[96] = "", want[64];
-        size_t used = 0;
-        for (int d = 0; d < t->ndim && used < sizeof got; d++)
-            used += (size_t)snprintf(got + used, sizeof got - used, "%s%lld", d ? ", " : "",
-                                     (long long)t->shape[d]);
-        if (cols)
-            snprintf(want, sizeof want, "%lld, %lld", (long long)rows, (long long)cols);
-        else
-            snprintf(want, sizeof want, "%lld", (long long)rows);
-        snprintf(err, err_len, "%s: tensor \"%s\" has shape [%s], expected [%s]", t->file, name,
-                 got, want);
-        return DY_E_FORMAT;
+    return DY_OK;
+}
+
+struct load_arg {
+    dy_ctx *ctx;
+    const struct dy_checkpoint *ck;
+    const struct dy_llm_weights *w;
+    char *err;
+    size_t err_len;
+};
+
+/* The checkpoint's tensor for t, or NULL with the reason in err. */
+static const struct dy_tensor_view *find_tensor(const struct tensor_spec *t,
+                                                const struct dy_checkpoint *ck, char *err,
+                                                size_t err_len)
+{
+    const struct dy_tensor_view *v = dy_checkpoint_find(ck, t->name);
+    if (!v) {
+        snprintf(err, err_len, "checkpoint has no tensor \"%s\"", t->name);
+        return NULL;
     }
-    size_t count = (size_t)rows * (size_t)(cols ? cols : 1);
-    size_t esize = dy_dtype_size(w->dtype);
-    dy_buf at = dy_buf_at(dst, dst_elem * esize);
-    if (t->dtype == w->dtype)
-        return dy_buf_write(ctx, at, t->data, count * esize);
+    int want_ndim = t->cols ? 2 : 1;
+    if (v->ndim == want_ndim && v->shape[0] == t->rows && (!t->cols || v->shape[1] == t->cols))
+        return v;
+    char got[96] = "", want[64];
+    size_t used = 0;
+    for (int d = 0; d < v->ndim && used < sizeof got; d++)
+        used += (size_t)snprintf(got + used, sizeof got - used, "%s%lld", d ? ", " : "",
+                                 (long long)v->shape[d]);
+    if (t->cols)
+        snprintf(want, sizeof want, "%lld, %lld", (long long)t->rows, (long long)t->cols);
+    else
+        snprintf(want, sizeof want, "%lld", (long long)t->rows);
+    snprintf(err, err_len, "%s: tensor \"%s\" has shape [%s], expected [%s]", v->file, t->name, got,
+             want);
+    return NULL;
+}
+
+static int check_one(const struct tensor_spec *t, void *p)
+{
+    struct load_arg *a = p;
+    return find_tensor(t, a->ck, a->err, a->err_len) ? DY_OK : DY_E_FORMAT;
+}
+
+int dy_llm_checkpoint_check(const struct dy_model_config *cfg, const struct dy_checkpoint *ck,
+                            char *err, size_t err_len)
+{
+    struct load_arg a = { .ck = ck, .err = err, .err_len = err_len };
+    return each_tensor(cfg, NULL, check_one, &a);
+}
+
+/* Copies one tensor into its destination, converting on the host. */
+static int load_one(const struct tensor_spec *t, void *p)
+{
+    struct load_arg *a = p;
+    const struct dy_tensor_view *v = find_tensor(t, a->ck, a->err, a->err_len);
+    if (!v)
+        return DY_E_FORMAT;
+    size_t count = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1);
+    size_t esize = dy_dtype_size(a->w->dtype);
+    dy_buf at = dy_buf_at(*t->dst, t->off * esize);
+    if (v->dtype == a->w->dtype)
+        return dy_buf_write(a->ctx, at, v->data, count * esize);
     /* convert in chunks to bound host memory */
     enum { CHUNK = 1 << 20 };
     void *tmp = malloc((size_t)CHUNK * esize);
@@ -167,8 +256,8 @@ static int load_tensor(dy_ctx *ctx, const struct dy_checkpoint *ck, const char *
     for (size_t done = 0; done < count && st == DY_OK; done += CHUNK) {
         size_t n = count - done < CHUNK ? count - done : CHUNK;
         for (size_t i = 0; i < n; i++)
-            dy_store_f32(tmp, w->dtype, i, dy_load_f32(t->data, t->dtype, done + i));
-        st = dy_buf_write(ctx, dy_buf_at(at, done * esize), tmp, n * esize);
+            dy_store_f32(tmp, a->w->dtype, i, dy_load_f32(v->data, v->dtype, done + i));
+        st = dy_buf_write(a->ctx, dy_buf_at(at, done * esize), tmp, n * esize);
     }
     free(tmp);
     return st;
@@ -185,37 +274,11 @@ int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_
         snprintf(err, err_len, "allocating %s weights: %s", cfg->name, dy_ctx_error(ctx));
         goto fail;
     }
-    int64_t h = cfg->hidden, inter = cfg->intermediate, vocab = cfg->vocab;
-    int64_t qd = q_dim(cfg), kvd = kv_dim(cfg);
-    if ((st = load_tensor(ctx, ck, "model.embed_tokens.weight", vocab, h, w, w->embed, 0, err, err_len)) ||
-        (st = load_tensor(ctx, ck, "model.norm.weight", h, 0, w, w->final_norm, 0, err, err_len)) ||
-        (!cfg->tie_embeddings &&
-         (st = load_tensor(ctx, ck, "lm_head.weight", vocab, h, w, w->lm_head, 0, err, err_len))))
+    struct load_arg a = { .ctx = ctx, .ck = ck, .w = w, .err = err, .err_len = err_len };
+    if ((st = each_tensor(cfg, w, load_one, &a))) {
+        if (st != DY_E_FORMAT)
+            snprintf(err, err_len, "loading %s weights: %s", cfg->name, dy_ctx_error(ctx));
         goto fail;
-    for (int i = 0; i < cfg->layers; i++) {
-        struct dy_llm_layer *l = &w->layers[i];
-        char name[160];
-#define LOAD(suffix, rows, cols, dst, off)                                              \
-        (snprintf(name, sizeof name, "model.layers.%d.%s", i, suffix),                    \
-         load_tensor(ctx, ck, name, rows, cols, w, dst, (size_t)(off), err, err_len))
-        if ((st = LOAD("input_layernorm.weight", h, 0, l->attn_norm, 0)) ||
-            (st = LOAD("self_attn.q_proj.weight", qd, h, l->qkv, 0)) ||
-            (st = LOAD("self_attn.k_proj.weight", kvd, h, l->qkv, qd * h)) ||
-            (st = LOAD("self_attn.v_proj.weight", kvd, h, l->qkv, (qd + kvd) * h)) ||
-            (st = LOAD("self_attn.o_proj.weight", h, qd, l->o, 0)) ||
-            (st = LOAD("post_attention_layernorm.weight", h, 0, l->mlp_norm, 0)) ||
-            (st = LOAD("mlp.gate_proj.weight", inter, h, l->gate_up, 0)) ||
-            (st = LOAD("mlp.up_proj.weight", inter, h, l->gate_up, inter * h)) ||
-            (st = LOAD("mlp.down_proj.weight", h, inter, l->down, 0)))
-            goto fail;
-        if (cfg->qkv_bias &&
-            ((st = LOAD("self_attn.q_proj.bias", qd, 0, l->qkv_bias, 0)) ||
-             (st = LOAD("self_attn.k_proj.bias", kvd, 0, l->qkv_bias, qd)) ||
-             (st = LOAD("self_attn.v_proj.bias", kvd, 0, l->qkv_bias, qd + kvd))))
-            goto fail;
-        if (cfg->o_bias && (st = LOAD("self_attn.o_proj.bias", h, 0, l->o_bias, 0)))
-            goto fail;
-#undef LOAD
     }
     return DY_OK;
 fail:

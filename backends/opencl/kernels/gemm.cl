@@ -1,0 +1,195 @@
+/* GEMM pieces: C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n]).
+ * B (the weight) is [out, in] as Hugging Face stores it. */
+
+float epilogue(float acc, __global const uchar *bias, int bias_dtype, int j,
+               __global const uchar *c, int c_dtype, size_t ci, float beta)
+{
+    if (bias)
+        acc += ld(bias, bias_dtype, j);
+    if (beta != 0.0f)
+        acc += beta * ld(c, c_dtype, ci);
+    return acc;
+}
+
+/* Items per row of B (a warp on NVIDIA) and rows of B per work-group. */
+#define GEMV_LANES 32
+#define GEMV_ROWS (WG / GEMV_LANES)
+
+/* Eight elements of A from i on: wide loads when the host says the rows
+ * are f32 on 16 bytes. */
+float8 ld8_a(__global const uchar *a, int a_dtype, int a_vec, size_t i)
+{
+    return a_vec ? ld8_aligned(a + i * 4, DT_F32) : ld8(a, a_dtype, i);
+}
+
+/* A row of A, from element ai on, against four loaded pieces of B, each
+ * `step` elements after the last. */
+float dot_row(__global const uchar *a, int a_dtype, int a_vec, size_t ai, int step, float8 w0,
+              float8 w1, float8 w2, float8 w3)
+{
+    return dot8(ld8_a(a, a_dtype, a_vec, ai), w0) + dot8(ld8_a(a, a_dtype, a_vec, ai + step), w1) +
+           dot8(ld8_a(a, a_dtype, a_vec, ai + 2 * step), w2) +
+           dot8(ld8_a(a, a_dtype, a_vec, ai + 3 * step), w3);
+}
+
+/* Few rows of A (decode): memory-bound on B, which is streamed from memory
+ * once. GEMV_LANES items own one row j of B and stride k eight elements at
+ * a time, four loads in flight. Rows of A go four at a time, their sums in
+ * a float4 (registers, whatever the compiler unrolls), which a tree in
+ * local memory adds up; further passes over B for more than four rows hit
+ * the cache. `k_vec` elements go through aligned wide loads (0 when rows of
+ * B are not on 16 bytes), the rest element by element. Inlined with m = 1
+ * (gemv1: one sequence decoding), the tests on m fold away. */
+static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong a_off, int lda,
+                             int a_dtype, int a_vec, __global const uchar *b, ulong b_off,
+                             int ldb, int b_dtype, __global const uchar *bias, ulong bias_off,
+                             __global uchar *c, ulong c_off, int ldc, int c_dtype, float beta,
+                             int m, int n, int k, int k_vec)
+{
+    int lid = get_local_id(0), lane = lid % GEMV_LANES;
+    int j = get_group_id(0) * GEMV_ROWS + lid / GEMV_LANES;
+    /* items past the last row compute row n - 1 again: they must reach the
+     * barriers, and their sums are never stored */
+    int row = min(j, n - 1);
+    __global const uchar *ap = CBYTES(a, a_off);
+    size_t b_esize = b_dtype == DT_F32 ? 4 : 2;
+    __global const uchar *brow = CBYTES(b, b_off) + (size_t)row * ldb * b_esize;
+    const int step = GEMV_LANES * 8;
+    for (int r0 = 0; r0 < m; r0 += 4) {
+        size_t a0 = (size_t)r0 * lda;
+        float4 acc = 0.0f;
+        int p = lane * 8;
+        for (; p + 3 * step < k_vec; p += 4 * step) {
+            float8 w0 = ld8_aligned(brow + (size_t)p * b_esize, b_dtype);
+            float8 w1 = ld8_aligned(brow + (size_t)(p + step) * b_esize, b_dtype);
+            float8 w2 = ld8_aligned(brow + (size_t)(p + 2 * step) * b_esize, b_dtype);
+            float8 w3 = ld8_aligned(brow + (size_t)(p + 3 * step) * b_esize, b_dtype);
+            acc.s0 += dot_row(ap, a_dtype, a_vec, a0 + p, step, w0, w1, w2, w3);
+            if (r0 + 1 < m)
+                acc.s1 += dot_row(ap, a_dtype, a_vec, a0 + lda + p, step, w0, w1, w2, w3);
+            if (r0 + 2 < m)
+                acc.s2 += dot_row(ap, a_dtype, a_vec, a0 + 2 * lda + p, step, w0, w1, w2, w3);
+            if (r0 + 3 < m)
+                acc.s3 += dot_row(ap, a_dtype, a_vec, a0 + 3 * lda + p, step, w0, w1, w2, w3);
+        }
+        for (; p < k_vec; p += step) {
+            float8 w = ld8_aligned(brow + (size_t)p * b_esize, b_dtype);
+            acc.s0 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + p), w);
+            if (r0 + 1 < m)
+                acc.s1 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + lda + p), w);
+            if (r0 + 2 < m)
+                acc.s2 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + 2 * lda + p), w);
+            if (r0 + 3 < m)
+                acc.s3 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + 3 * lda + p), w);
+        }
+        for (p = k_vec + lane; p < k; p += GEMV_LANES) {
+            float w = ld(brow, b_dtype, p);
+            acc += w * (float4)(ld(ap, a_dtype, a0 + p),
+                                r0 + 1 < m ? ld(ap, a_dtype, a0 + lda + p) : 0.0f,
+                                r0 + 2 < m ? ld(ap, a_dtype, a0 + 2 * lda + p) : 0.0f,
+                                r0 + 3 < m ? ld(ap, a_dtype, a0 + 3 * lda + p) : 0.0f);
+        }
+        red[lid] = acc;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int s = GEMV_LANES / 2; s > 0; s >>= 1) {
+            if (lane < s)
+                red[lid] += red[lid + s];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        /* lane i of the row stores row r0 + i of C */
+        if (j < n && lane < 4 && r0 + lane < m) {
+            float4 sums = red[lid - lane];
+            float sum = lane == 0 ? sums.s0 : lane == 1 ? sums.s1 : lane == 2 ? sums.s2 : sums.s3;
+            size_t ci = (size_t)(r0 + lane) * ldc + j;
+            __global uchar *cp = BYTES(c, c_off);
+            st(cp, c_dtype, ci, epilogue(sum, bias ? CBYTES(bias, bias_off) : 0, b_dtype, j, cp,
+                                         c_dtype, ci, beta));
+        }
+        /* the next pass overwrites red */
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+#define GEMV_PARAMS                                                                        \
+    __global const uchar *a, ulong a_off, int lda, int a_dtype, int a_vec,                 \
+        __global const uchar *b, ulong b_off, int ldb, int b_dtype,                        \
+        __global const uchar *bias, ulong bias_off, __global uchar *c, ulong c_off, int ldc, \
+        int c_dtype, float beta, int m, int n, int k, int k_vec
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv(GEMV_PARAMS)
+{
+    __local float4 red[WG];
+    gemv_rows(red, a, a_off, lda, a_dtype, a_vec, b, b_off, ldb, b_dtype, bias, bias_off, c,
+              c_off, ldc, c_dtype, beta, m, n, k, k_vec);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv1(GEMV_PARAMS)
+{
+    __local float4 red[WG];
+    gemv_rows(red, a, a_off, lda, a_dtype, a_vec, b, b_off, ldb, b_dtype, bias, bias_off, c,
+              c_off, ldc, c_dtype, beta, 1, n, k, k_vec);
+}
+
+#define TILE 16
+
+/* Any dtypes, any shape: 16 x 16 tiles of A and B in local memory, one
+ * output per item. The fallback where CLBlast is absent or A and C are not
+ * f32; CLBlast does the f32 work where it can. */
+__kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
+void gemm_tiled(__global const uchar *a, ulong a_off, int lda, int a_dtype,
+                __global const uchar *b, ulong b_off, int ldb, int b_dtype,
+                __global const uchar *bias, ulong bias_off, __global uchar *c, ulong c_off,
+                int ldc, int c_dtype, float beta, int m, int n, int k)
+{
+    /* one column of padding keeps the transposed read of Bs conflict-free */
+    __local float as[TILE][TILE + 1], bs[TILE][TILE + 1];
+    int tx = get_local_id(0), ty = get_local_id(1);
+    int m0 = get_group_id(1) * TILE, n0 = get_group_id(0) * TILE;
+    __global const uchar *ap = CBYTES(a, a_off), *bp = CBYTES(b, b_off);
+    float acc = 0.0f;
+    for (int p0 = 0; p0 < k; p0 += TILE) {
+        int p = p0 + tx;
+        as[ty][tx] = m0 + ty < m && p < k ? ld(ap, a_dtype, (size_t)(m0 + ty) * lda + p) : 0.0f;
+        bs[ty][tx] = n0 + ty < n && p < k ? ld(bp, b_dtype, (size_t)(n0 + ty) * ldb + p) : 0.0f;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int q = 0; q < TILE; q++)
+            acc += as[ty][q] * bs[tx][q];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    int i = m0 + ty, j = n0 + tx;
+    if (i < m && j < n) {
+        size_t ci = (size_t)i * ldc + j;
+        __global uchar *cp = BYTES(c, c_off);
+        st(cp, c_dtype, ci, epilogue(acc, bias ? CBYTES(bias, bias_off) : 0, b_dtype, j, cp,
+                                     c_dtype, ci, beta));
+    }
+}
+
+/* C = beta * C + bias before CLBlast adds A . B^T with beta 1. With beta 0
+ * C is not read: it may hold anything, NaN included. */
+__kernel void gemm_bias_beta(__global uchar *c, ulong c_off, int ldc,
+                             __global const uchar *bias, ulong bias_off, int bias_dtype,
+                             float beta, int m, int n)
+{
+    int j = get_global_id(0), i = get_global_id(1);
+    if (i >= m || j >= n)
+        return;
+    __global uchar *cp = BYTES(c, c_off);
+    size_t ci = (size_t)i * ldc + j;
+    float v = ld(CBYTES(bias, bias_off), bias_dtype, j);
+    if (beta != 0.0f)
+        v += beta * ld(cp, DT_F32, ci);
+    st(cp, DT_F32, ci, v);
+}
+
+/* Rows [row0, row0 + rows) of B as dense f32 for CLBlast. */
+__kernel void rows_to_f32(__global const uchar *src, ulong src_off, int ld_src, int src_dtype,
+                          __global float *dst, int row0, int rows, int k)
+{
+    int i = get_global_id(0), r = get_global_id(1);
+    if (i < k && r < rows)
+        dst[(size_t)r * k + i] =
+            ld(CBYTES(src, src_off), src_dtype, (size_t)(row0 + r) * ld_src + i);
+}

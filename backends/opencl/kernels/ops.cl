@@ -1,0 +1,184 @@
+/* Element-wise and row-wise ops. One work-item per element unless a kernel
+ * says otherwise; the host rounds global sizes up, so every kernel checks
+ * its bounds. */
+
+ulong mix64(ulong z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ul;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBul;
+    return z ^ (z >> 31);
+}
+
+/* backend.h's dy_random_unit with the key computed on the host. The
+ * product and the sum must round apart to match the host bit for bit, so
+ * the product must not be fused into a multiply-add. FP_CONTRACT OFF and
+ * volatile do not stop NVIDIA's compiler (ptxas fuses a mul.f32 into a
+ * following add); an integer round trip through `opaque_zero`, 0 but
+ * unknown to the compiler, stops any. */
+__kernel void fill_random(__global uchar *dst, ulong dst_off, ulong count, int dtype,
+                          ulong key, float scale, float offset, uint opaque_zero)
+{
+    size_t i = get_global_id(0);
+    if (i >= count)
+        return;
+    ulong bits = mix64(key + (i + 1) * 0x9E3779B97F4A7C15ul) >> 40;
+    float u = (float)((int)(bits << 1) - (1 << 24)) * (1.0f / 16777216.0f);
+    float scaled = as_float(as_uint(scale * u) ^ opaque_zero);
+    st(BYTES(dst, dst_off), dtype, i, offset + scaled);
+}
+
+__kernel void convert(__global const uchar *src, ulong src_off, int src_dtype,
+                      __global uchar *dst, ulong dst_off, int dst_dtype, ulong count)
+{
+    size_t i = get_global_id(0);
+    if (i < count)
+        st(BYTES(dst, dst_off), dst_dtype, i, ld(CBYTES(src, src_off), src_dtype, i));
+}
+
+/* backend.h's enum dy_eltwise_op */
+#define ELT_ADD 0
+#define ELT_SILU_MUL 1
+#define ELT_GELU 2
+
+__kernel void eltwise(int op, __global const uchar *a, ulong a_off, int a_stride,
+                      __global const uchar *b, ulong b_off, int b_stride,
+                      __global uchar *out, ulong out_off, int out_stride,
+                      int rows, int cols, int dtype)
+{
+    int i = get_global_id(0), r = get_global_id(1);
+    if (i >= cols || r >= rows)
+        return;
+    float x = ld(CBYTES(a, a_off), dtype, (size_t)r * a_stride + i), y;
+    if (op == ELT_GELU) {
+        y = 0.5f * x * (1.0f + erf(x * M_SQRT1_2_F));
+    } else {
+        float other = ld(CBYTES(b, b_off), dtype, (size_t)r * b_stride + i);
+        y = op == ELT_ADD ? x + other : x / (1.0f + exp(-x)) * other;
+    }
+    st(BYTES(out, out_off), dtype, (size_t)r * out_stride + i, y);
+}
+
+__kernel void gather_rows(__global const uchar *table, ulong table_off, int table_stride,
+                          int table_dtype, __global const int *ids, ulong ids_off,
+                          __global uchar *out, ulong out_off, int out_stride, int out_dtype,
+                          int rows, int cols)
+{
+    int i = get_global_id(0), r = get_global_id(1);
+    if (i >= cols || r >= rows)
+        return;
+    int id = ((__global const int *)CBYTES(ids, ids_off))[r];
+    st(BYTES(out, out_off), out_dtype, (size_t)r * out_stride + i,
+       ld(CBYTES(table, table_off), table_dtype, (size_t)id * table_stride + i));
+}
+
+/* One work-item per element of a token's K (and V) row. */
+__kernel void kv_append(__global const uchar *k, ulong k_off, __global const uchar *v,
+                        ulong v_off, int src_stride, int src_dtype,
+                        __global const int *slots, ulong slots_off,
+                        __global uchar *k_cache, ulong kc_off, __global uchar *v_cache,
+                        ulong vc_off, int cache_dtype, int tokens, int row)
+{
+    int i = get_global_id(0), t = get_global_id(1);
+    if (i >= row || t >= tokens)
+        return;
+    size_t slot = (size_t)((__global const int *)CBYTES(slots, slots_off))[t];
+    size_t src = (size_t)t * src_stride + i, dst = slot * row + i;
+    st(BYTES(k_cache, kc_off), cache_dtype, dst, ld(CBYTES(k, k_off), src_dtype, src));
+    st(BYTES(v_cache, vc_off), cache_dtype, dst, ld(CBYTES(v, v_off), src_dtype, src));
+}
+
+/* One work-item per rotated pair (i, i + head_dim / 2) of one head. */
+__kernel void rope(__global uchar *x, ulong x_off, __global const int *positions, ulong pos_off,
+                   __global const float *inv_freq, ulong freq_off, int tokens, int heads,
+                   int head_dim, int row_stride, int dtype)
+{
+    int half_dim = head_dim / 2;
+    int pair = get_global_id(0), t = get_global_id(1);
+    if (pair >= heads * half_dim || t >= tokens)
+        return;
+    int h = pair / half_dim, i = pair % half_dim;
+    int pos = ((__global const int *)CBYTES(positions, pos_off))[t];
+    float angle = (float)pos * ((__global const float *)CBYTES(inv_freq, freq_off))[i];
+    float c = cos(angle), s = sin(angle);
+    __global uchar *row = BYTES(x, x_off);
+    size_t base = (size_t)t * row_stride + (size_t)h * head_dim;
+    float x0 = ld(row, dtype, base + i), x1 = ld(row, dtype, base + i + half_dim);
+    st(row, dtype, base + i, x0 * c - x1 * s);
+    st(row, dtype, base + i + half_dim, x1 * c + x0 * s);
+}
+
+/* backend.h's enum dy_norm_kind */
+#define NORM_LAYER 1
+
+/* One work-group per row. LayerNorm takes the mean first and the variance
+ * of the centred values after, which loses less than E[x^2] - mean^2. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
+          __global const uchar *weight, ulong w_off, __global const uchar *bias, ulong bias_off,
+          int weight_dtype, __global uchar *out, ulong out_off, int out_stride, int dim,
+          float eps, int dtype)
+{
+    __local float red[WG];
+    int lid = get_local_id(0);
+    __global const uchar *xr = CBYTES(x, x_off);
+    size_t row = (size_t)get_group_id(0) * x_stride;
+    float mean = 0.0f;
+    if (kind == NORM_LAYER) {
+        float sum = 0.0f;
+        for (int i = lid; i < dim; i += WG)
+            sum += ld(xr, dtype, row + i);
+        mean = group_sum(red, sum) / dim;
+    }
+    float sq = 0.0f;
+    for (int i = lid; i < dim; i += WG) {
+        float v = ld(xr, dtype, row + i) - mean;
+        sq += v * v;
+    }
+    float inv = 1.0f / sqrt(group_sum(red, sq) / dim + eps);
+    __global const uchar *w = CBYTES(weight, w_off);
+    size_t orow = (size_t)get_group_id(0) * out_stride;
+    for (int i = lid; i < dim; i += WG) {
+        float v = (ld(xr, dtype, row + i) - mean) * inv * ld(w, weight_dtype, i);
+        if (bias)
+            v += ld(CBYTES(bias, bias_off), weight_dtype, i);
+        st(BYTES(out, out_off), dtype, orow + i, v);
+    }
+}
+
+/* One work-group per row: each item keeps the first maximum of its strided
+ * share, then the tree keeps the larger value, the lower index on ties. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void argmax(__global const uchar *x, ulong x_off, int stride, int dtype,
+            __global int *out, ulong out_off, int cols)
+{
+    __local float best_v[WG];
+    __local int best_i[WG];
+    int lid = get_local_id(0), r = get_group_id(0);
+    __global const uchar *xr = CBYTES(x, x_off);
+    size_t row = (size_t)r * stride;
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int i = lid; i < cols; i += WG) {
+        float v = ld(xr, dtype, row + i);
+        if (bi == INT_MAX || v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[lid] = bv;
+    best_i[lid] = bi;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = WG / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            float ov = best_v[lid + s], mv = best_v[lid];
+            int oi = best_i[lid + s], mi = best_i[lid];
+            if (oi != INT_MAX && (mi == INT_MAX || ov > mv || (ov == mv && oi < mi))) {
+                best_v[lid] = ov;
+                best_i[lid] = oi;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0)
+        ((__global int *)BYTES(out, out_off))[r] = best_i[0];
+}

@@ -1,0 +1,109 @@
+/* The OpenCL backend's shared internals: the context, the kernels built
+ * into it, and the helpers its op files use. */
+#ifndef DY_OPENCL_INTERNAL_H
+#define DY_OPENCL_INTERNAL_H
+
+#include <CL/cl.h>
+
+#include "backends/backend.h"
+
+/* Work-group size of every kernel that reduces over a work-group; the
+ * kernels' WG (kernels/common.cl) is the same number. */
+#define DY_OCL_WG 128
+
+/* Every kernel of the .cl files, created once per context. */
+#define DY_OCL_KERNELS(X)                                                      \
+    X(fill_random) X(convert) X(eltwise) X(gather_rows) X(kv_append) X(rope)   \
+    X(norm) X(argmax) X(gemv) X(gemv1) X(gemm_tiled) X(gemm_bias_beta)        \
+    X(rows_to_f32) X(attention_prefill) X(attention_decode)                    \
+    X(attention_decode_combine)
+
+enum dy_ocl_kernel {
+#define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
+    DY_OCL_KERNELS(DY_OCL_KERNEL_ENUM)
+#undef DY_OCL_KERNEL_ENUM
+    DY_OCL_KERNEL_COUNT
+};
+
+struct dy_ocl_ctx {
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue; /* in order, profiling on */
+    cl_program program;
+    cl_kernel kernels[DY_OCL_KERNEL_COUNT];
+    uint64_t mem_total;     /* CL_DEVICE_GLOBAL_MEM_SIZE */
+    uint64_t max_alloc;     /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
+    uint64_t local_mem;     /* CL_DEVICE_LOCAL_MEM_SIZE */
+    int compute_units;      /* CL_DEVICE_MAX_COMPUTE_UNITS */
+    uint64_t allocated;     /* bytes in buffers of this context, scratch too */
+    cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits */
+    size_t scratch_bytes;
+    char err[512];
+};
+
+/* One kernel argument: a value and its size, or local memory of `size`
+ * bytes when `value` is NULL (clSetKernelArg's convention). */
+struct dy_ocl_arg {
+    size_t size;
+    const void *value;
+};
+
+#define DY_OCL_ARG(x) ((struct dy_ocl_arg){ sizeof(x), &(x) })
+#define DY_OCL_LOCAL(bytes) ((struct dy_ocl_arg){ (bytes), NULL })
+#define DY_OCL_ARGS(...)                                                       \
+    (const struct dy_ocl_arg[]){ __VA_ARGS__ },                                \
+        (cl_uint)(sizeof((struct dy_ocl_arg[]){ __VA_ARGS__ }) / sizeof(struct dy_ocl_arg))
+
+/* The cl_mem of a view (NULL for a missing optional buffer, which kernels
+ * see as a NULL pointer) and its byte offset as a kernel argument. */
+static inline cl_mem dy_ocl_mem(dy_buf b)
+{
+    return b.h ? (cl_mem)b.h->impl : NULL;
+}
+
+static inline cl_ulong dy_ocl_off(dy_buf b)
+{
+    return (cl_ulong)b.off;
+}
+
+/* The plugin links nothing of dyno's, so not backend.h's dy_dtype_name. */
+static inline const char *dy_ocl_dtype_name(enum dy_dtype t)
+{
+    static const char *const names[] = { "f32", "f16", "bf16", "i32" };
+    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
+}
+
+/* Records `call` failing with `code` in the context's error text and
+ * returns the matching status. */
+int dy_ocl_fail(struct dy_ocl_ctx *c, cl_int code, const char *call);
+/* Records a message of our own and returns `status`. */
+int dy_ocl_failf(struct dy_ocl_ctx *c, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *dy_ocl_error_name(cl_int code);
+
+/* Sets the arguments and enqueues kernel `k`. Global sizes are rounded up
+ * to multiples of the local ones (the kernels check bounds); a zero global
+ * size enqueues nothing. */
+int dy_ocl_launch(struct dy_ocl_ctx *c, enum dy_ocl_kernel k, cl_uint dims, const size_t *global,
+                  const size_t *local, const struct dy_ocl_arg *args, cl_uint nargs);
+
+/* A scratch buffer of at least `bytes`, owned by the context; its content
+ * is undefined. Grows on demand and counts toward the context's memory. */
+int dy_ocl_scratch(struct dy_ocl_ctx *c, size_t bytes, cl_mem *out);
+
+/* Called once the last context is destroyed, to drop cached programs. */
+void dy_ocl_gemm_release_cache(void);
+
+int dy_ocl_fill_random(void *ctx, const struct dy_fill_random_desc *d);
+int dy_ocl_gemm(void *ctx, const struct dy_gemm_desc *d);
+int dy_ocl_norm(void *ctx, const struct dy_norm_desc *d);
+int dy_ocl_rope(void *ctx, const struct dy_rope_desc *d);
+int dy_ocl_eltwise(void *ctx, const struct dy_eltwise_desc *d);
+int dy_ocl_gather_rows(void *ctx, const struct dy_gather_rows_desc *d);
+int dy_ocl_kv_append(void *ctx, const struct dy_kv_append_desc *d);
+int dy_ocl_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *d);
+int dy_ocl_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
+int dy_ocl_argmax(void *ctx, const struct dy_argmax_desc *d);
+int dy_ocl_convert(void *ctx, const struct dy_convert_desc *d);
+
+#endif

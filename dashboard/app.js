@@ -1,0 +1,504 @@
+// The dyno report: decodes the embedded results and draws every view with
+// Observable Plot. Strings from the database reach the page only through
+// textContent or Plot's text channels, never as markup.
+"use strict";
+(function () {
+  const data = JSON.parse(document.getElementById("dy-data").textContent);
+  // Scatter plots beyond this many marks are thinned (and say so): SVG with
+  // 100,000 circles would take seconds to draw.
+  const MAX_MARKS = 3000;
+  const NONE = "(none)";
+  const fmt = (v) => (v == null || !isFinite(v) ? "—" : d3.format(".4~g")(v));
+  const fmtBytes = (v) => (v == null ? "—" : d3.format(".3~s")(v) + "B");
+
+  // ---- the points, decoded from columns (report.c sends them that way) ----
+  function column(name) {
+    const c = data.points[name];
+    if (c == null) return () => null;
+    if (Array.isArray(c)) return (i) => c[i];
+    return (i) => c.dict[c.idx[i]];
+  }
+  const g = {};
+  for (const name of Object.keys(data.points)) g[name] = column(name);
+  const status = data.points.status;
+  const count = status == null ? 0 : status.idx.length;
+  const points = new Array(count);
+  const configIds = new Map();
+  for (let i = 0; i < count; i++) {
+    const r = {
+      run_id: g.run_id(i), backend: g.backend(i), device: g.device(i), workload: g.workload(i),
+      model: g.model(i), batch: g.batch(i), input_len: g.input_len(i), output_len: g.output_len(i),
+      experts: g.experts(i), top_k: g.top_k(i), moe_ffn_dim: g.moe_ffn_dim(i), routing: g.routing(i),
+      weight_dtype: g.weight_dtype(i), kv_dtype: g.kv_dtype(i), evict: g.evict(i),
+      kv_budget: g.kv_budget(i), block_size: g.block_size(i), image_size: g.image_size(i),
+      patch: g.patch(i), layers: g.layers(i), tag: g.tag(i), status: g.status(i), reason: g.reason(i),
+      source: g.source(i), ttft_ms: g.ttft_ms(i), tpot_ms_p50: g.tpot_ms_p50(i),
+      tpot_ms_p90: g.tpot_ms_p90(i), tpot_ms_p99: g.tpot_ms_p99(i), e2e_ms: g.e2e_ms(i),
+      output_tok_s: g.output_tok_s(i), total_tok_s: g.total_tok_s(i), images_s: g.images_s(i),
+      peak_mem_bytes: g.peak_mem_bytes(i), weight_bytes: g.weight_bytes(i), kv_bytes: g.kv_bytes(i),
+      energy_j: g.energy_j(i), avg_power_w: g.avg_power_w(i), bw_util: g.bw_util(i),
+      flop_util: g.flop_util(i),
+      label: "", imported: false, config: 0, thr: null,
+    };
+    r.imported = r.source !== "dyno";
+    // a device as the views name it: the same chip under two backends is two
+    // contenders, and an imported figure says where it came from
+    r.label = (r.device ?? NONE) + " · " + (r.backend ?? NONE) + (r.imported ? " [" + r.source + "]" : "");
+    const config = [r.workload, r.model, r.batch, r.input_len, r.output_len, r.experts, r.top_k,
+      r.moe_ffn_dim, r.routing, r.weight_dtype, r.kv_dtype, r.evict, r.kv_budget, r.block_size,
+      r.image_size, r.patch, r.layers].join("\u0001");
+    // a small number is a cheaper grouping key than the long string
+    if (!configIds.has(config)) configIds.set(config, configIds.size);
+    r.config = configIds.get(config);
+    r.thr = r.total_tok_s ?? r.images_s;
+    points[i] = r;
+  }
+
+  // ---- filters, kept in the URL fragment so a view can be shared ----
+  const DIMS = [
+    ["device", "device"], ["backend", "backend"], ["model", "model"], ["workload", "workload"],
+    ["weight_dtype", "weights"], ["kv_dtype", "KV dtype"], ["evict", "eviction"], ["tag", "tag"],
+    ["source", "source"],
+  ];
+  const key = (v) => (v == null ? NONE : String(v));
+
+  function readState() {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const state = { filters: {}, baseline: params.get("baseline") };
+    for (const [dim] of DIMS) state.filters[dim] = new Set(params.getAll(dim));
+    return state;
+  }
+
+  function writeState(state) {
+    const params = new URLSearchParams();
+    for (const [dim] of DIMS) for (const v of state.filters[dim]) params.append(dim, v);
+    if (state.baseline) params.set("baseline", state.baseline);
+    const hash = "#" + params.toString();
+    if (hash !== location.hash) location.hash = hash;
+    else render();
+  }
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") e.textContent = v;
+      else e.setAttribute(k, v);
+    }
+    for (const c of children) if (c != null) e.append(c);
+    return e;
+  }
+
+  function drawFilters(state) {
+    const nav = document.getElementById("filters");
+    const open = new Set([...nav.querySelectorAll("details[open]")].map((d) => d.dataset.dim));
+    nav.replaceChildren();
+    for (const [dim, title] of DIMS) {
+      const values = [...new Set(points.map((r) => key(r[dim])))].sort();
+      const chosen = state.filters[dim];
+      const box = el("details", { "data-dim": dim, class: chosen.size ? "active" : "" });
+      if (open.has(dim)) box.open = true;
+      box.append(el("summary", { text: title + (chosen.size ? " (" + chosen.size + ")" : "") }));
+      const list = el("div", { class: "options" });
+      for (const v of values) {
+        const input = el("input", { type: "checkbox", value: v });
+        input.checked = chosen.size === 0 || chosen.has(v);
+        input.addEventListener("change", () => {
+          // every box ticked means "no filter"; the fragment stays short
+          const ticked = [...list.querySelectorAll("input:checked")].map((i) => i.value);
+          state.filters[dim] = new Set(ticked.length === values.length ? [] : ticked);
+          writeState(state);
+        });
+        list.append(el("label", {}, input, " ", v));
+      }
+      box.append(list);
+      nav.append(box);
+    }
+    const reset = el("button", { type: "button", text: "clear filters" });
+    reset.addEventListener("click", () => {
+      location.hash = "";
+    });
+    nav.append(reset);
+  }
+
+  function applyFilters(state) {
+    const active = DIMS.filter(([dim]) => state.filters[dim].size > 0);
+    if (active.length === 0) return points;
+    return points.filter((r) => active.every(([dim]) => state.filters[dim].has(key(r[dim]))));
+  }
+
+  // ---- helpers for the views ----
+  function median(values) {
+    const v = Float64Array.from(values).sort();
+    if (v.length === 0) return null;
+    const m = v.length >> 1;
+    return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+  }
+
+  // The median of METRICS over the points sharing the values of KEYS, with
+  // the CARRY fields of the group's first point (fields the keys determine).
+  // Nested maps, one level per key, and no key strings: this runs over
+  // every point for most views.
+  function aggregate(rows, keys, metrics, carry = []) {
+    const root = new Map();
+    const groups = [];
+    const last = keys.length - 1;
+    for (const r of rows) {
+      let level = root;
+      for (let i = 0; i < last; i++) {
+        let next = level.get(r[keys[i]]);
+        if (!next) {
+          next = new Map();
+          level.set(r[keys[i]], next);
+        }
+        level = next;
+      }
+      let grp = level.get(r[keys[last]]);
+      if (!grp) {
+        grp = { first: r, n: 0, values: metrics.map(() => []) };
+        level.set(r[keys[last]], grp);
+        groups.push(grp);
+      }
+      grp.n++;
+      for (let m = 0; m < metrics.length; m++) {
+        const v = r[metrics[m]];
+        if (v != null) grp.values[m].push(v);
+      }
+    }
+    const out = [];
+    for (const grp of groups) {
+      const a = { n: grp.n };
+      for (const f of keys) a[f] = grp.first[f];
+      for (const f of carry) a[f] = grp.first[f];
+      metrics.forEach((m, i) => { a[m] = median(grp.values[i]); });
+      out.push(a);
+    }
+    return out;
+  }
+
+  // Every k-th row, so a thinned chart still spans the whole range.
+  function thin(rows, notes) {
+    if (rows.length <= MAX_MARKS) return rows;
+    notes.push("showing " + MAX_MARKS.toLocaleString() + " of " + rows.length.toLocaleString() +
+      " points; filter to see them all");
+    const step = rows.length / MAX_MARKS;
+    return Array.from({ length: MAX_MARKS }, (_, i) => rows[Math.floor(i * step)]);
+  }
+
+  function table(headers, rows) {
+    const t = el("table", {}, el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", { text: h })))));
+    const body = el("tbody");
+    for (const row of rows) {
+      body.append(el("tr", {}, ...row.map((c) =>
+        typeof c === "number" ? el("td", { class: "num", text: fmt(c) }) : el("td", { text: c ?? "—" }))));
+    }
+    t.append(body);
+    return t;
+  }
+
+  // device labels are long: wide margins keep them whole on the y axis and
+  // in facet titles
+  const LABEL_MARGIN = 280;
+  const plot = (options) => Plot.plot({ style: { fontSize: "11px" }, marginLeft: 60, width: 960,
+    fx: { label: null }, fy: { label: null }, ...options });
+  const labelsOf = (rows) => [...new Set(rows.map((r) => r.label))].sort();
+  const colorBy = (rows) => ({ legend: true, domain: labelsOf(rows) });
+
+  // ---- the views: each returns [state, ...elements]; "empty" explains why ----
+  function deviceComparison(ok, state) {
+    const labels = labelsOf(ok.filter((r) => r.thr != null));
+    if (labels.length < 2) return ["empty", "fewer than two devices with throughput figures in the filtered points"];
+    // by default the dyno device measured most often: it matches the most
+    const counts = d3.rollup(ok, (v) => v.length, (r) => r.label);
+    const base = labels.includes(state.baseline) ? state.baseline
+      : d3.greatest(labels, (l) => (l.includes(" [") ? 0 : 1e9) + counts.get(l));
+    const pick = el("select", { "aria-label": "baseline" });
+    for (const l of labels) {
+      const o = el("option", { value: l, text: l });
+      o.selected = l === base;
+      pick.append(o);
+    }
+    pick.addEventListener("change", () => {
+      state.baseline = pick.value;
+      writeState(state);
+    });
+    const byConfig = d3.group(aggregate(ok, ["config", "label"], ["thr", "ttft_ms", "tpot_ms_p50"],
+      ["model", "batch", "input_len", "output_len", "weight_dtype", "kv_dtype"]), (a) => a.config);
+    const ratios = [];
+    for (const members of byConfig.values()) {
+      const b = members.find((a) => a.label === base);
+      if (!b || !b.thr) continue;
+      for (const a of members) {
+        if (a.label === base || a.thr == null) continue;
+        ratios.push({
+          label: a.label, model: a.model, batch: a.batch,
+          what: `batch ${key(a.batch)} · in ${key(a.input_len)} · out ${key(a.output_len)} · ${key(a.weight_dtype)}/${key(a.kv_dtype)}`,
+          thr: a.thr / b.thr,
+          ttft: a.ttft_ms && b.ttft_ms ? b.ttft_ms / a.ttft_ms : null,
+          tpot: a.tpot_ms_p50 && b.tpot_ms_p50 ? b.tpot_ms_p50 / a.tpot_ms_p50 : null,
+        });
+      }
+    }
+    const head = el("p", {}, "baseline: ", pick, " — × > 1 means faster than the baseline (throughput: device/baseline; latency: baseline/device)");
+    if (ratios.length === 0) return ["empty", head, el("p", { class: "empty", text: "no configuration measured on the baseline was measured elsewhere" })];
+    const geo = (v) => { const x = v.filter((r) => r != null && r > 0); return x.length ? Math.exp(d3.mean(x, Math.log)) : null; };
+    const summary = d3.rollups(ratios, (v) => [v.length, geo(v.map((r) => r.thr)), geo(v.map((r) => r.ttft)), geo(v.map((r) => r.tpot))], (r) => r.label)
+      .map(([l, s]) => [l, ...s]);
+    const notes = [];
+    const shown = thin(ratios, notes);
+    const rowsDrawn = new Set(shown.map((r) => r.label)).size * new Set(shown.map((r) => r.model)).size;
+    const chart = plot({
+      title: "throughput × baseline, one dot per configuration, coloured by batch",
+      height: 70 + 32 * rowsDrawn,
+      x: { type: "log", label: "throughput × baseline", grid: true },
+      y: { label: null }, marginLeft: LABEL_MARGIN, marginRight: 120, color: { legend: true, type: "ordinal", scheme: "viridis", label: "batch" },
+      fy: { label: null },
+      marks: [
+        Plot.ruleX([1], { stroke: "#999" }),
+        Plot.dot(shown, { x: "thr", y: "label", fy: "model", stroke: "batch", title: (r) => `${r.label}\n${r.model}: ${r.what}\n×${fmt(r.thr)}` }),
+      ],
+    });
+    return ["drawn", head, chart, ...notes.map((t) => el("p", { class: "note", text: t })),
+      table(["device", "matching configs", "throughput ×", "TTFT ×", "tpot p50 ×"], summary)];
+  }
+
+  // The points no other point of the same device and model beats on both
+  // latency and throughput.
+  function paretoFront(rows) {
+    const front = [];
+    for (const members of d3.group(rows, (r) => r.label + "\u0001" + r.model).values()) {
+      let best = -Infinity;
+      for (const r of [...members].sort((a, b) => a.tpot_ms_p50 - b.tpot_ms_p50 || b.output_tok_s - a.output_tok_s)) {
+        if (r.output_tok_s > best) {
+          best = r.output_tok_s;
+          front.push(r);
+        }
+      }
+    }
+    return front;
+  }
+
+  function scaling(ok) {
+    const llm = ok.filter((r) => r.thr != null && r.batch != null);
+    if (llm.length === 0) return ["empty", "no throughput figures in the filtered points"];
+    const agg = aggregate(llm, ["label", "model", "batch", "input_len"], ["thr"]);
+    const byBatch = plot({
+      title: "throughput vs batch (one line per device and prompt length)",
+      x: { type: "log", label: "batch" }, y: { type: "log", label: "total tok/s", grid: true }, color: colorBy(agg),
+      marks: [Plot.line(agg, { x: "batch", y: "thr", stroke: "label", z: (a) => a.label + a.input_len, fx: "model", sort: "batch" }),
+        Plot.dot(agg, { x: "batch", y: "thr", fill: "label", fx: "model", title: (a) => `${a.label}\nbatch ${a.batch}, in ${a.input_len}: ${fmt(a.thr)} tok/s` })],
+    });
+    const bySeq = plot({
+      title: "throughput vs prompt length (one line per device and batch)",
+      x: { type: "log", label: "input tokens" }, y: { type: "log", label: "total tok/s", grid: true }, color: colorBy(agg),
+      marks: [Plot.line(agg, { x: "input_len", y: "thr", stroke: "label", z: (a) => a.label + a.batch, fx: "model", sort: "input_len" }),
+        Plot.dot(agg, { x: "input_len", y: "thr", fill: "label", fx: "model", title: (a) => `${a.label}\nbatch ${a.batch}, in ${a.input_len}: ${fmt(a.thr)} tok/s` })],
+    });
+    const timed = llm.filter((r) => r.tpot_ms_p50 != null && r.output_tok_s != null);
+    const notes = [];
+    const dots = thin(timed, notes);
+    const front = paretoFront(timed);
+    const pareto = plot({
+      title: "throughput vs per-step latency; lines: Pareto front per device and model",
+      x: { type: "log", label: "tpot p50 ms (lower is better)", grid: true }, y: { type: "log", label: "output tok/s", grid: true },
+      color: colorBy(timed),
+      marks: [Plot.dot(dots, { x: "tpot_ms_p50", y: "output_tok_s", stroke: "label", r: 2.5, title: (r) => `${r.label}\n${r.model} batch ${r.batch} in ${r.input_len}` }),
+        Plot.line(front, { x: "tpot_ms_p50", y: "output_tok_s", stroke: "label", z: (r) => r.label + r.model, curve: "step-after", strokeWidth: 2 })],
+    });
+    return ["drawn", el("div", { class: "charts" }, byBatch, bySeq, pareto), ...notes.map((t) => el("p", { class: "note", text: t }))];
+  }
+
+  function latency(ok) {
+    const timed = ok.filter((r) => r.ttft_ms != null);
+    if (timed.length === 0) return ["empty", "no latency figures in the filtered points"];
+    const ttft = aggregate(timed, ["label", "model", "batch", "input_len"], ["ttft_ms"]);
+    const ttftChart = plot({
+      title: "TTFT vs prompt length (one line per device and batch)",
+      x: { type: "log", label: "input tokens" }, y: { type: "log", label: "TTFT ms", grid: true }, color: colorBy(ttft),
+      marks: [Plot.line(ttft, { x: "input_len", y: "ttft_ms", stroke: "label", z: (a) => a.label + a.batch, fx: "model", sort: "input_len" }),
+        Plot.dot(ttft, { x: "input_len", y: "ttft_ms", fill: "label", fx: "model", title: (a) => `${a.label}\nbatch ${a.batch}: ${fmt(a.ttft_ms)} ms` })],
+    });
+    const steps = aggregate(timed.filter((r) => r.tpot_ms_p50 != null), ["label", "batch"], ["tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99"]);
+    const long = steps.flatMap((a) => [["p50", a.tpot_ms_p50], ["p90", a.tpot_ms_p90], ["p99", a.tpot_ms_p99]]
+      .filter(([, v]) => v != null).map(([pct, ms]) => ({ label: a.label, batch: String(a.batch), pct, ms })));
+    const pctChart = plot({
+      title: "per-step latency percentiles by batch (median over matching points)",
+      x: { type: "point", label: "batch" }, y: { type: "log", label: "decode step ms", grid: true }, fy: { label: null },
+      marginRight: LABEL_MARGIN, color: { legend: true, domain: ["p50", "p90", "p99"] },
+      marks: [Plot.ruleX(steps, { x: (a) => String(a.batch), y1: "tpot_ms_p50", y2: "tpot_ms_p99", fy: "label", stroke: "#bbb" }),
+        Plot.dot(long, { x: "batch", y: "ms", fill: "pct", fy: "label", title: (d) => `${d.label}\nbatch ${d.batch} ${d.pct}: ${fmt(d.ms)} ms` })],
+    });
+    return ["drawn", el("div", { class: "charts" }, ttftChart, pctChart)];
+  }
+
+  function memory(ok) {
+    const rows = ok.filter((r) => r.weight_bytes != null || r.peak_mem_bytes != null);
+    if (rows.length === 0) return ["empty", "no memory figures in the filtered points"];
+    let agg = aggregate(rows, ["label", "model", "batch", "input_len", "output_len", "weight_dtype", "kv_dtype"],
+      ["weight_bytes", "kv_bytes", "peak_mem_bytes"]);
+    const notes = [];
+    if (agg.length > 60) {
+      notes.push(`showing the 60 largest of ${agg.length} configurations by peak memory`);
+      agg = agg.sort((a, b) => (b.peak_mem_bytes ?? 0) - (a.peak_mem_bytes ?? 0)).slice(0, 60);
+    }
+    for (const a of agg) a.cfg = `${key(a.model)} b${key(a.batch)} ${key(a.input_len)}+${key(a.output_len)} ${key(a.weight_dtype)}/${key(a.kv_dtype)}`;
+    const long = agg.flatMap((a) => [{ ...a, kind: "weights", bytes: a.weight_bytes }, { ...a, kind: "KV cache", bytes: a.kv_bytes }]);
+    const chart = plot({
+      title: "device memory: weights + KV cache (bars), peak (tick)",
+      x: { label: "bytes", tickFormat: "~s", grid: true }, y: { label: null }, fy: { label: null },
+      marginLeft: 230, marginRight: LABEL_MARGIN, color: { legend: true, domain: ["weights", "KV cache"] },
+      marks: [Plot.barX(long, { x: "bytes", y: "cfg", fill: "kind", fy: "label", title: (d) => `${d.kind}: ${fmtBytes(d.bytes)}` }),
+        Plot.tickX(agg, { x: "peak_mem_bytes", y: "cfg", fy: "label", stroke: "black", strokeWidth: 2, title: (a) => `peak ${fmtBytes(a.peak_mem_bytes)}` })],
+    });
+    return ["drawn", chart, ...notes.map((t) => el("p", { class: "note", text: t }))];
+  }
+
+  function moe(ok) {
+    const rows = ok.filter((r) => r.experts != null && r.thr != null);
+    if (rows.length === 0) return ["empty", "no data yet: no MoE points (experts, top-k) in the filtered results"];
+    const agg = aggregate(rows, ["label", "model", "experts", "top_k"], ["thr"]);
+    return ["drawn", plot({
+      title: "throughput vs experts (one line per top-k)", x: { type: "log", label: "experts" }, y: { label: "total tok/s", grid: true },
+      color: { legend: true, type: "ordinal" },
+      marks: [Plot.line(agg, { x: "experts", y: "thr", stroke: (a) => "top-" + a.top_k, fx: "label", sort: "experts" }),
+        Plot.dot(agg, { x: "experts", y: "thr", fill: (a) => "top-" + a.top_k, fx: "label" })],
+    })];
+  }
+
+  function quantization(ok) {
+    const rows = ok.filter((r) => r.weight_dtype != null && r.thr != null);
+    if (rows.length === 0) return ["empty", "no data yet: no points with a weight dtype in the filtered results"];
+    const agg = aggregate(rows, ["label", "model", "weight_dtype", "kv_dtype"], ["thr", "weight_bytes"]);
+    // relative to the device's fastest dtypes for the model: models differ by
+    // orders of magnitude, and the question is what a dtype buys on a device
+    const best = d3.rollup(agg, (v) => d3.max(v, (a) => a.thr), (a) => a.label, (a) => a.model);
+    for (const a of agg) {
+      a.dtypes = `${key(a.weight_dtype)}/${key(a.kv_dtype)}`;
+      a.rel = a.thr / best.get(a.label).get(a.model);
+    }
+    return ["drawn", plot({
+      title: "median throughput by weight / KV dtype, relative to the device's fastest for the model",
+      x: { label: null }, y: { label: "throughput ÷ fastest dtypes", grid: true, domain: [0, 1] },
+      marginRight: 120, color: { legend: true },
+      marks: [Plot.barY(agg, { x: "dtypes", y: "rel", fill: "dtypes", fx: "label", fy: "model",
+        title: (a) => `${a.label}, ${a.model}\n${a.dtypes}: ${fmt(a.thr)} tok/s, weights ${fmtBytes(a.weight_bytes)}` })],
+    })];
+  }
+
+  function eviction(ok) {
+    const rows = ok.filter((r) => r.evict != null && r.evict !== "none" && r.thr != null);
+    if (rows.length === 0) return ["empty", "no data yet: no points with a KV eviction policy other than none in the filtered results"];
+    const agg = aggregate(rows, ["label", "model", "evict", "kv_budget"], ["thr", "kv_bytes"]);
+    return ["drawn", plot({
+      title: "KV memory vs throughput per eviction policy (fidelity is not stored yet)",
+      x: { label: "KV bytes", tickFormat: "~s" }, y: { label: "total tok/s", grid: true }, color: { legend: true },
+      marks: [Plot.dot(agg, { x: "kv_bytes", y: "thr", fill: "evict", fx: "label", title: (a) => `${a.evict}, budget ${a.kv_budget}` })],
+    })];
+  }
+
+  function efficiency(ok) {
+    // one value per configuration, so repeated runs do not weigh more
+    const configs = aggregate(ok, ["label", "config"], ["bw_util", "flop_util"]);
+    // box statistics computed here: Plot's boxX over every value of 100,000
+    // points costs a quarter of a second more
+    const boxes = [];
+    for (const [metric, field] of [["bw_util (decode)", "bw_util"], ["flop_util (prefill)", "flop_util"]]) {
+      for (const [label, members] of d3.group(configs, (r) => r.label)) {
+        const v = Float64Array.from(members.map((r) => r[field]).filter((x) => x != null)).sort();
+        if (v.length === 0) continue;
+        boxes.push({ label, metric, n: v.length, min: v[0], max: v[v.length - 1],
+          q1: d3.quantileSorted(v, 0.25), median: d3.quantileSorted(v, 0.5), q3: d3.quantileSorted(v, 0.75) });
+      }
+    }
+    if (boxes.length === 0) return ["empty", "no bw_util or flop_util figures in the filtered points"];
+    const chart = plot({
+      title: "achieved fraction of each device's own measured ceilings (min, quartiles, median, max over configurations)",
+      x: { label: "fraction of ceiling", domain: [0, Math.max(1, d3.max(boxes, (b) => b.max))], grid: true },
+      y: { label: null }, marginLeft: LABEL_MARGIN, marginRight: 130,
+      marks: [Plot.ruleY(boxes, { x1: "min", x2: "max", y: "label", fy: "metric", stroke: "#888" }),
+        Plot.barX(boxes, { x1: "q1", x2: "q3", y: "label", fy: "metric", fill: "#ccc",
+          title: (b) => `${b.label}: median ${fmt(b.median)}, quartiles ${fmt(b.q1)}–${fmt(b.q3)}, ${b.n} configurations` }),
+        Plot.tickX(boxes, { x: "median", y: "label", fy: "metric", strokeWidth: 2 }),
+        Plot.ruleX([1], { stroke: "#c00" })],
+    });
+    const devs = data.devices.rows.map((r) => Object.fromEntries(data.devices.cols.map((c, i) => [c, r[i]])));
+    return ["drawn", chart, table(["backend", "device", "copy GB/s", "GEMM TFLOP/s", "GEMM dtype"],
+      devs.map((d) => [d.backend, d.name, d.copy_gbps, d.gemm_tflops, d.gemm_dtype]))];
+  }
+
+  function imported(ok) {
+    const ext = ok.filter((r) => r.imported);
+    if (ext.length === 0) return ["empty", "no imported results in the filtered points (dyno import adds them)"];
+    const models = new Set(ext.map((r) => r.model));
+    const notes = [];
+    const rows = thin(ok.filter((r) => models.has(r.model) && r.thr != null), notes);
+    const chart = plot({
+      title: "throughput: dyno's points (circles) beside imported studies (triangles)",
+      x: { type: "log", label: "batch" }, y: { type: "log", label: "total tok/s", grid: true },
+      color: colorBy(rows), symbol: { legend: true, domain: ["dyno", "imported"] },
+      marks: [Plot.dot(rows, { x: "batch", y: "thr", stroke: "label", symbol: (r) => (r.imported ? "imported" : "dyno"), fx: "model", r: 4,
+        title: (r) => `${r.label}\nsource: ${r.source}\nbatch ${r.batch}: ${fmt(r.thr)} tok/s` })],
+    });
+    const sources = d3.rollups(ext, (v) => v.length, (r) => r.source).map(([s, n]) => [s, n]);
+    return ["drawn", chart, ...notes.map((t) => el("p", { class: "note", text: t })), table(["imported source", "points"], sources)];
+  }
+
+  function failures(all) {
+    const bad = all.filter((r) => r.status !== "ok");
+    if (bad.length === 0) return ["empty", "every filtered point ran"];
+    const chart = plot({
+      title: "points that did not run, by device and status", x: { label: "points", grid: true }, y: { label: null },
+      marginLeft: LABEL_MARGIN, color: { legend: true },
+      marks: [Plot.barX(bad, Plot.groupY({ x: "count" }, { y: "label", fill: "status" }))],
+    });
+    const shown = bad.slice(0, 300);
+    const rows = shown.map((r) => [r.status, r.label, r.model, r.workload,
+      `b${key(r.batch)} in ${key(r.input_len)} out ${key(r.output_len)} ${key(r.weight_dtype)}/${key(r.kv_dtype)}`, r.tag, r.reason]);
+    return ["drawn", chart, bad.length > shown.length ? el("p", { class: "note", text: `first ${shown.length} of ${bad.length} shown` }) : null,
+      table(["status", "device", "model", "workload", "configuration", "tag", "reason"], rows)];
+  }
+
+  const VIEWS = [
+    ["compare", "Device comparison", "The same model and configuration on every device, as ratios against a baseline.", deviceComparison],
+    ["scaling", "Scaling with batch and sequence length", "Throughput against batch size and prompt length; throughput against latency with each device's Pareto front.", scaling],
+    ["latency", "Latency: TTFT and per-step percentiles", "Prefill to first token, and decode-step p50/p90/p99.", latency],
+    ["memory", "Memory", "Weights, KV cache and the peak the backend allocated.", memory],
+    ["moe", "MoE: experts and top-k", "Mixture-of-experts points by expert count and routing width.", moe],
+    ["quant", "Quantization", "Weight and KV-cache dtypes.", quantization],
+    ["eviction", "KV-cache eviction", "Memory saved against throughput per eviction policy.", eviction],
+    ["efficiency", "Efficiency against each device's ceilings", "bw_util: bytes a decode step reads over the measured copy bandwidth; flop_util: prefill FLOPs over the measured GEMM rate.", efficiency],
+    ["imported", "Imported results", "Results of external studies (source ≠ dyno), marked, beside dyno's own.", imported],
+    ["failures", "Failed and skipped points", "Every point that did not run, with its reason.", failures],
+  ];
+
+  function render() {
+    const state = readState();
+    drawFilters(state);
+    const rows = applyFilters(state);
+    const ok = rows.filter((r) => r.status === "ok");
+    const byStatus = d3.rollups(rows, (v) => v.length, (r) => r.status).map(([s, n]) => `${n} ${s}`).join(", ");
+    document.getElementById("summary").textContent =
+      `${rows.length.toLocaleString()} of ${points.length.toLocaleString()} points shown (${byStatus || "none"}) · ` +
+      `${data.runs.rows.length} run(s) · ${data.db} · generated ${data.generated_at} by dyno ${data.dyno_version}`;
+    const main = document.getElementById("views");
+    main.replaceChildren();
+    for (const [id, title, why, view] of VIEWS) {
+      const section = el("section", { class: "view", id: "view-" + id, "data-view": id },
+        el("h2", { text: title }), el("p", { class: "why", text: why }));
+      let result;
+      try {
+        result = view(id === "failures" ? rows : ok, state);
+      } catch (e) {
+        console.error("view " + id + ": " + e);
+        result = ["error", "this view failed: " + e.message];
+      }
+      const [drawn, ...parts] = result;
+      section.dataset.state = drawn;
+      for (const p of parts.filter((x) => x != null))
+        section.append(typeof p === "string" ? el("p", { class: "empty", text: p }) : p);
+      main.append(section);
+    }
+  }
+
+  window.addEventListener("hashchange", render);
+  render();
+})();
