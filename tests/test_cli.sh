@@ -2,21 +2,7 @@
 # End-to-end checks of the dyno command line: commands, bad input, the
 # database, and failures that must become rows while the sweep goes on.
 set -u
-DYNO=${DYNO:-build/dyno}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then ok "$name"; else not_ok "$name"; fi; }
-# sql DB QUERY: prints the result rows, '|' between columns
-sql() { python3 - "$1" "$2" <<'PY'
-import sqlite3, sys
-for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):
-    print('|'.join('' if v is None else str(v) for v in row))
-PY
-}
+source "$(dirname "$0")/tap.sh"
 small="--model tiny-llama --input-len 16 --output-len 4 --warmup 0 --repeat 2"
 
 echo "1..24"
@@ -92,5 +78,4 @@ PY
 "$DYNO" run --model-dir "$tmp/partial" --input-len 8 --output-len 2 --db "$tmp/partial.db" 2>"$tmp/err"; rc=$?
 check "missing tensor: exit 2, tensor named, nothing stored" test $rc -eq 2 -a -n "$(grep 'model.norm.weight' "$tmp/err")" -a ! -s "$tmp/partial.db"
 
-echo "# $n checks, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -3,16 +3,9 @@
 # data (escaped, complete), defaults, refused input, and the markdown table.
 # The page itself is checked in a browser by test_browser.sh.
 set -u
-DYNO=${DYNO:-build/dyno}
+source "$(dirname "$0")/tap.sh"
 root=${DYNO_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 case $DYNO in /*) ;; *) DYNO=$PWD/$DYNO ;; esac
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then ok "$name"; else not_ok "$name"; fi; }
 
 echo "1..14"
 db=$tmp/fixture.db
@@ -79,5 +72,4 @@ check "compare: an unknown baseline exits 2 and names it" test $rc -eq 2 -a -n "
 "$DYNO" compare --db "$db" 2>"$tmp/err"; rc=$?
 check "compare: --baseline is required" test $rc -eq 2 -a -n "$(grep -- --baseline "$tmp/err")"
 
-echo "# $n checks, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -3,21 +3,7 @@
 # measured again, --point-timeout, sweep files, progress, shards and merge,
 # export and import.
 set -u
-DYNO=${DYNO:-build/dyno}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() { local name=$1; shift; if "$@" >/dev/null 2>&1; then ok "$name"; else not_ok "$name"; fi; }
-# sql DB QUERY: prints the result rows, '|' between columns
-sql() { python3 - "$1" "$2" <<'PY'
-import sqlite3, sys
-for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):
-    print('|'.join('' if v is None else str(v) for v in row))
-PY
-}
+source "$(dirname "$0")/tap.sh"
 tiny="--backend cpu --model tiny-llama --input-len 8 --output-len 2 --warmup 0 --repeat 1 --layers 1"
 
 # --- resume after kill -9 -------------------------------------------------
@@ -233,5 +219,4 @@ printf 'Hardware,Framework,Model\nH100,vLLM,x\n' >"$tmp/bad.csv"
 check "missing column: file:1 names it" test $rc -eq 1 -a -n "$(grep -F 'bad.csv:1: no column "Num of Hardware"' "$tmp/err")" -a "$(sql "$db" "select count(*) from points")" = "$before"
 
 echo "1..$n"
-echo "# $n checks, $failed failed"
-[ "$failed" -eq 0 ]
+finish
