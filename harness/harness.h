@@ -25,6 +25,16 @@ struct dy_ceilings {
  * own ops (best of several repetitions, as BabelStream reports). */
 int dy_measure_ceilings(dy_ctx *ctx, struct dy_ceilings *out);
 
+/* ---- run_vit.c ---- */
+/* Runs one `--workload vit` point on ctx and fills its metrics; *samples_out
+ * (caller frees) holds one sample per timed batch. */
+int dy_vit_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const char *values[],
+                 struct dy_point *p, struct dy_sample **samples_out, int *sample_count);
+/* Frees the weights the ViT points keep between points. */
+void dy_vit_cache_release(void);
+/* ---- encode.c ---- */
+int dy_cmd_encode(int argc, char **argv);
+
 /* ---- sweep_cmd.c ---- */
 int dy_cmd_run(int argc, char **argv, const char *cmdline);
 int dy_cmd_sweep(int argc, char **argv, const char *cmdline);

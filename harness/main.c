@@ -23,6 +23,8 @@ static void usage(FILE *out)
             "  dyno import FILE.csv [--db FILE]  LLM-Inference-Bench results as points\n"
             "  dyno generate --model NAME|--model-dir DIR --prompt 1,2,3 --max-new-tokens N\n"
             "                                   greedy token ids (correctness)\n"
+            "  dyno encode --model NAME|--model-dir DIR --pixels FILE [-o OUT]\n"
+            "                                   ViT last hidden state (correctness)\n"
             "  dyno report [--db FILE] [-o FILE.html]   one self-contained HTML dashboard\n"
             "  dyno compare --db FILE --baseline DEVICE [--vs DEVICE...]\n"
             "                                   matching points side by side, as markdown\n"
@@ -50,6 +52,8 @@ int main(int argc, char **argv)
         return dy_cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "models"))
         return dy_cmd_models(argc - 2, argv + 2);
+    if (!strcmp(cmd, "encode"))
+        return dy_cmd_encode(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate"))
         return dy_cmd_generate(argc - 2, argv + 2);
     if (!strcmp(cmd, "report"))

@@ -232,7 +232,7 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
         const char *supported; /* comma list; NULL: any value given is unsupported */
         const char *later;
     } rules[] = {
-        { DY_AX_WORKLOAD, "llm", "the MoE and ViT workloads are not implemented yet" },
+        { DY_AX_WORKLOAD, "llm", "the MoE workloads are not implemented yet" },
         { DY_AX_WEIGHT_DTYPE, "f32,f16,bf16", "quantized weights (fp8, int8, int4) are not implemented yet" },
         { DY_AX_KV_DTYPE, "f32,f16,bf16", "quantized KV caches (fp8, int8) are not implemented yet" },
         { DY_AX_EVICT, "none", "KV-cache eviction is not implemented yet" },
@@ -432,6 +432,8 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     dy_profile_print(ctx, title);
     p->ttft_ms = dy_percentile(t.prefill_ms, reps, 50);
     p->e2e_ms = dy_percentile(t.e2e_ms, reps, 50);
+    p->e2e_ms_p90 = dy_percentile(t.e2e_ms, reps, 90);
+    p->e2e_ms_p99 = dy_percentile(t.e2e_ms, reps, 99);
     p->host_e2e_ms = dy_percentile(t.host_ms, reps, 50);
     if (steps > 0) {
         p->tpot_ms_p50 = dy_percentile(t.step_ms, reps * steps, 50);
@@ -518,6 +520,10 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
         set_status(p, "skipped", "%s", dev->error);
         goto store;
     }
+    if (!strcmp(p->workload, "vit")) {
+        dy_vit_point(dev->ctx, &dev->ceil, v, p, &samples, &sample_count);
+        goto store;
+    }
     if (unsupported(v, p))
         goto store;
     enum dy_dtype wdtype, kv_dtype;
@@ -599,6 +605,7 @@ void dy_runner_close(dy_runner *r)
     if (!r)
         return;
     unload_model(r);
+    dy_vit_cache_release();
     for (int i = 0; i < r->device_count; i++)
         dy_ctx_destroy(r->devices[i].ctx);
     dy_db_close(r->db);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../workloads/llm.h"
+#include "../workloads/vit.h"
 #include "harness.h"
 #include "progress.h"
 #include "runner.h"
@@ -20,15 +21,53 @@ static void fmt_num(char *buf, size_t len, double v, const char *fmt)
         snprintf(buf, len, fmt, v);
 }
 
+static void status_text(const struct dy_point *p, char *status, size_t len)
+{
+    if (p->reason[0])
+        snprintf(status, len, "%s: %s", p->status, p->reason);
+    else
+        snprintf(status, len, "%s", p->status);
+    for (char *c = status; *c; c++)
+        if (*c == '|' || *c == '\n')
+            *c = ' ';
+}
+
+/* The ViT points' own table: batches of images, not tokens. */
+static void print_image_summary(const struct dy_point *done, int done_count, FILE *out)
+{
+    fprintf(out, "\n| backend | device | model | batch | image px | weights | status | "
+                 "latency p50 ms | latency p99 ms | images/s | flop util |\n");
+    fprintf(out, "|---|---|---|--:|--:|---|---|--:|--:|--:|--:|\n");
+    for (int i = 0; i < done_count; i++) {
+        const struct dy_point *p = &done[i];
+        if (strcmp(p->workload, "vit"))
+            continue;
+        char p50[32], p99[32], ips[32], fl[32], status[600];
+        fmt_num(p50, sizeof p50, p->e2e_ms, "%.2f");
+        fmt_num(p99, sizeof p99, p->e2e_ms_p99, "%.2f");
+        fmt_num(ips, sizeof ips, p->images_s, "%.1f");
+        fmt_num(fl, sizeof fl, p->flop_util * 100, "%.0f%%");
+        status_text(p, status, sizeof status);
+        fprintf(out, "| %s | %s | %s | %lld | %lld | %s | %s | %s | %s | %s | %s |\n", p->backend,
+                p->device, p->model, (long long)p->batch, (long long)p->image_size, p->weight_dtype,
+                status, p50, p99, ips, fl);
+    }
+}
+
 /* The markdown summary of every point of this run. */
 static void print_summary(const struct dy_point *done, int done_count, FILE *out)
 {
     fprintf(out, "\n| backend | device | model | batch | in | out | weights | kv | status | "
                  "ttft ms | tpot p50 ms | tpot p99 ms | out tok/s | total tok/s | bw util | flop util |\n");
     fprintf(out, "|---|---|---|--:|--:|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    int images = 0;
     for (int i = 0; i < done_count; i++) {
         const struct dy_point *p = &done[i];
         char ttft[32], p50[32], p99[32], otok[32], ttok[32], bw[32], fl[32];
+        if (!strcmp(p->workload, "vit")) {
+            images++;
+            continue;
+        }
         fmt_num(ttft, sizeof ttft, p->ttft_ms, "%.2f");
         fmt_num(p50, sizeof p50, p->tpot_ms_p50, "%.2f");
         fmt_num(p99, sizeof p99, p->tpot_ms_p99, "%.2f");
@@ -37,18 +76,14 @@ static void print_summary(const struct dy_point *done, int done_count, FILE *out
         fmt_num(bw, sizeof bw, p->bw_util * 100, "%.0f%%");
         fmt_num(fl, sizeof fl, p->flop_util * 100, "%.0f%%");
         char status[600];
-        if (p->reason[0])
-            snprintf(status, sizeof status, "%s: %s", p->status, p->reason);
-        else
-            snprintf(status, sizeof status, "%s", p->status);
-        for (char *c = status; *c; c++)
-            if (*c == '|' || *c == '\n')
-                *c = ' ';
+        status_text(p, status, sizeof status);
         fprintf(out, "| %s | %s | %s | %lld | %lld | %lld | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
                 p->backend, p->device, p->model, (long long)p->batch, (long long)p->input_len,
                 (long long)p->output_len, p->weight_dtype, p->kv_dtype, status, ttft, p50, p99,
                 otok, ttok, bw, fl);
     }
+    if (images)
+        print_image_summary(done, done_count, out);
 }
 
 
@@ -70,13 +105,16 @@ int dy_sweep_validate(const struct dy_sweep *s, char *err, size_t err_len)
     for (int i = 0; i < dirs->count; i++) {
         struct dy_checkpoint *ck;
         snprintf(path, sizeof path, "%s/config.json", dirs->items[i]);
-        if (dy_config_load(path, &cfg, msg, sizeof msg) != DY_OK ||
+        struct dy_vit_config vit;
+        bool is_vit = dy_config_is_vit(path);
+        if ((is_vit ? dy_vit_config_load(path, &vit, msg, sizeof msg)
+                    : dy_config_load(path, &cfg, msg, sizeof msg)) != DY_OK ||
             dy_checkpoint_open(dirs->items[i], &ck, msg, sizeof msg) != DY_OK) {
             snprintf(err, err_len, "--model-dir: %s", msg);
             return DY_E_INVALID;
         }
         /* a missing or misshapen tensor is bad input, not a failed point */
-        int st = dy_llm_checkpoint_check(&cfg, ck, msg, sizeof msg);
+        int st = is_vit ? DY_OK : dy_llm_checkpoint_check(&cfg, ck, msg, sizeof msg);
         dy_checkpoint_close(ck);
         if (st != DY_OK) {
             snprintf(err, err_len, "--model-dir %s: %s", dirs->items[i], msg);
@@ -89,7 +127,9 @@ int dy_sweep_validate(const struct dy_sweep *s, char *err, size_t err_len)
             snprintf(err, err_len, "--model: unknown model \"%s\" (see `dyno models`)", models->items[i]);
             return DY_E_INVALID;
         }
-        if (dy_config_load(path, &cfg, msg, sizeof msg) != DY_OK) {
+        struct dy_vit_config vit;
+        if ((dy_config_is_vit(path) ? dy_vit_config_load(path, &vit, msg, sizeof msg)
+                                    : dy_config_load(path, &cfg, msg, sizeof msg)) != DY_OK) {
             snprintf(err, err_len, "--model: %s", msg);
             return DY_E_INVALID;
         }

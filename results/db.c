@@ -214,6 +214,8 @@ static const char *const added_columns[][3] = {
     { "points", "config_key", "TEXT" },
     { "points", "uuid", "TEXT" },
     { "points", "e2e_noise", "REAL" },
+    { "points", "e2e_ms_p90", "REAL" },
+    { "points", "e2e_ms_p99", "REAL" },
 };
 #define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
 

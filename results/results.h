@@ -65,6 +65,7 @@ struct dy_point {
     char config_key[768];
     /* relative standard deviation of e2e over the repetitions */
     double e2e_noise;
+    double e2e_ms_p90, e2e_ms_p99;
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */

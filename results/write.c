@@ -49,7 +49,7 @@ static const struct point_column point_columns[] = {
     REAL(energy_j), REAL(avg_power_w), REAL(bw_util), REAL(flop_util),
     REAL(host_e2e_ms),
     INT(repeat), INT(warmup),
-    TEXT(config_key), REAL(e2e_noise),
+    TEXT(config_key), REAL(e2e_noise), REAL(e2e_ms_p90), REAL(e2e_ms_p99),
 };
 #define POINT_COLUMN_COUNT ((int)(sizeof point_columns / sizeof point_columns[0]))
 

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "model.h"
+#include "vit.h"
 
 struct parse {
     const char *path;
@@ -376,4 +377,79 @@ uint64_t dy_model_param_count(const struct dy_model_config *cfg)
     uint64_t layer = attn + mlp + 2 * hidden;
 
     return embed + (uint64_t)cfg->layers * layer + hidden + (cfg->tie_embeddings ? 0 : embed);
+}
+
+/* ---- ViT (ViTModel, ViTForImageClassification) ---- */
+
+static bool names_vit(json_t *root)
+{
+    json_t *list = field(root, "architectures");
+    json_t *first = json_is_array(list) ? json_array_get(list, 0) : NULL;
+    const char *arch = json_is_string(first) ? json_string_value(first) : "";
+    return !strcmp(arch, "ViTModel") || !strcmp(arch, "ViTForImageClassification");
+}
+
+bool dy_config_is_vit(const char *path)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    bool vit = root && json_is_object(root) && names_vit(root);
+    json_decref(root);
+    return vit;
+}
+
+int dy_vit_config_load(const char *path, struct dy_vit_config *cfg, char *err, size_t err_len)
+{
+    struct parse p = { path, err, err_len };
+    json_error_t jerr;
+    memset(cfg, 0, sizeof *cfg);
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        return fail(&p, "cannot read JSON (line %d column %d): %s", jerr.line, jerr.column, jerr.text);
+    int rc;
+    if (!json_is_object(root) || !names_vit(root)) {
+        rc = fail(&p, "field \"architectures\": expected ViTModel or ViTForImageClassification");
+        goto out;
+    }
+    snprintf(cfg->arch_name, sizeof cfg->arch_name, "%s",
+             json_string_value(json_array_get(field(root, "architectures"), 0)));
+    cfg->image_size = 224;
+    cfg->patch = 16;
+    cfg->channels = 3;
+    cfg->qkv_bias = true;
+    double eps = 1e-12;
+    if ((rc = get_int(&p, root, "", "hidden_size", true, &cfg->hidden)) ||
+        (rc = get_int(&p, root, "", "intermediate_size", true, &cfg->intermediate)) ||
+        (rc = get_int(&p, root, "", "num_hidden_layers", true, &cfg->layers)) ||
+        (rc = get_int(&p, root, "", "num_attention_heads", true, &cfg->heads)) ||
+        (rc = get_int(&p, root, "", "image_size", false, &cfg->image_size)) ||
+        (rc = get_int(&p, root, "", "patch_size", false, &cfg->patch)) ||
+        (rc = get_int(&p, root, "", "num_channels", false, &cfg->channels)) ||
+        (rc = get_positive_number(&p, root, "", "layer_norm_eps", false, &eps)) ||
+        (rc = get_bool(&p, root, "qkv_bias", &cfg->qkv_bias)))
+        goto out;
+    cfg->norm_eps = (float)eps;
+    if (cfg->hidden % cfg->heads) {
+        rc = fail(&p, "field \"num_attention_heads\": %d does not divide hidden_size %d", cfg->heads,
+                  cfg->hidden);
+        goto out;
+    }
+    if (cfg->image_size % cfg->patch) {
+        rc = fail(&p, "field \"patch_size\": %d does not divide image_size %d", cfg->patch,
+                  cfg->image_size);
+        goto out;
+    }
+    json_t *act = field(root, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "gelu"))) {
+        rc = fail(&p, "field \"hidden_act\": only \"gelu\" is supported");
+        goto out;
+    }
+    json_t *labels = field(root, "id2label");
+    if (!strcmp(cfg->arch_name, "ViTForImageClassification"))
+        cfg->labels = json_is_object(labels) ? (int)json_object_size(labels) : 2;
+    name_from_path(path, cfg->name, sizeof cfg->name);
+    rc = DY_OK;
+out:
+    json_decref(root);
+    return rc;
 }

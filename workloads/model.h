@@ -88,4 +88,7 @@ void dy_checkpoint_close(struct dy_checkpoint *ck);
 /* NULL when absent. */
 const struct dy_tensor_view *dy_checkpoint_find(const struct dy_checkpoint *ck, const char *name);
 
+/* Writes a whole tensor to dst, converted to `dtype` on the host in chunks. */
+int dy_tensor_upload(dy_ctx *ctx, const struct dy_tensor_view *t, enum dy_dtype dtype, dy_buf dst);
+
 #endif

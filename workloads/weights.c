@@ -235,18 +235,11 @@ int dy_llm_checkpoint_check(const struct dy_model_config *cfg, const struct dy_c
     return each_tensor(cfg, NULL, check_one, &a);
 }
 
-/* Copies one tensor into its destination, converting on the host. */
-static int load_one(const struct tensor_spec *t, void *p)
+int dy_tensor_upload(dy_ctx *ctx, const struct dy_tensor_view *v, enum dy_dtype dtype, dy_buf dst)
 {
-    struct load_arg *a = p;
-    const struct dy_tensor_view *v = find_tensor(t, a->ck, a->err, a->err_len);
-    if (!v)
-        return DY_E_FORMAT;
-    size_t count = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1);
-    size_t esize = dy_dtype_size(a->w->dtype);
-    dy_buf at = dy_buf_at(*t->dst, t->off * esize);
-    if (v->dtype == a->w->dtype)
-        return dy_buf_write(a->ctx, at, v->data, count * esize);
+    size_t esize = dy_dtype_size(dtype), count = v->bytes / dy_dtype_size(v->dtype);
+    if (v->dtype == dtype)
+        return dy_buf_write(ctx, dst, v->data, count * esize);
     /* convert in chunks to bound host memory */
     enum { CHUNK = 1 << 20 };
     void *tmp = malloc((size_t)CHUNK * esize);
@@ -256,11 +249,22 @@ static int load_one(const struct tensor_spec *t, void *p)
     for (size_t done = 0; done < count && st == DY_OK; done += CHUNK) {
         size_t n = count - done < CHUNK ? count - done : CHUNK;
         for (size_t i = 0; i < n; i++)
-            dy_store_f32(tmp, a->w->dtype, i, dy_load_f32(v->data, v->dtype, done + i));
-        st = dy_buf_write(a->ctx, dy_buf_at(at, done * esize), tmp, n * esize);
+            dy_store_f32(tmp, dtype, i, dy_load_f32(v->data, v->dtype, done + i));
+        st = dy_buf_write(ctx, dy_buf_at(dst, done * esize), tmp, n * esize);
     }
     free(tmp);
     return st;
+}
+
+/* Copies one tensor into its destination, converting on the host. */
+static int load_one(const struct tensor_spec *t, void *p)
+{
+    struct load_arg *a = p;
+    const struct dy_tensor_view *v = find_tensor(t, a->ck, a->err, a->err_len);
+    if (!v)
+        return DY_E_FORMAT;
+    return dy_tensor_upload(a->ctx, v, a->w->dtype,
+                            dy_buf_at(*t->dst, t->off * dy_dtype_size(a->w->dtype)));
 }
 
 int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
