@@ -5,7 +5,9 @@
 #                                    and the browser test (Chromium, playwright-core)
 set -eu
 packages="build-essential meson ninja-build pkg-config python3 libsqlite3-dev libcsv-dev
-          libopenblas-dev libjansson-dev ocl-icd-opencl-dev opencl-headers libclblast-dev"
+          libopenblas-dev libjansson-dev ocl-icd-opencl-dev opencl-headers libclblast-dev
+          hipcc libamdhip64-dev
+          libze-dev libze1 clang-14 llvm-14 llvm-spirv-14 spirv-tools"
 if [ "${1:-}" = "--tests" ]; then
     # PoCL: a real OpenCL device on the CPU for the OpenCL backend's tests
     packages="$packages python3-torch pocl-opencl-icd"

@@ -5,7 +5,7 @@ set -u
 source "$(dirname "$0")/tap.sh"
 small="--model tiny-llama --input-len 16 --output-len 4 --warmup 0 --repeat 2"
 
-echo "1..24"
+echo "1..25"
 
 check "help exits 0" "$DYNO" --help
 "$DYNO" frobnicate >"$tmp/out" 2>&1; rc=$?
@@ -14,6 +14,10 @@ check "unknown command exits 2 and names it" test $rc -eq 2 -a -n "$(grep frobni
 "$DYNO" devices >"$tmp/devices" 2>&1
 check "devices lists cpu-ref and cpu" grep -q '^cpu ' "$tmp/devices"
 check "devices says why cuda is missing" grep -qE '^cuda +unavailable: .+' "$tmp/devices"
+# where the HIP plugin was built, it loads and says why it cannot run
+hip_why='^hip +unavailable: .+'
+[ -e "$(dirname "$DYNO")/backends/hip/libdyno-hip.so" ] && hip_why='^hip +unavailable: no HIP device: hipGetDeviceCount: .+'
+check "devices says why hip is missing" grep -qE "$hip_why" "$tmp/devices"
 check "devices loads the faulty plugin" grep -q '^faulty ' "$tmp/devices"
 
 "$DYNO" models >"$tmp/models" 2>&1

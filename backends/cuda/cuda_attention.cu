@@ -1,6 +1,8 @@
 /* Attention on CUDA, flash-decoding style: one warp walks keys with an
  * online softmax for every query head of one GQA group, so each K/V row is
  * read once per group. Lane l holds head-dim elements [l*EPL, l*EPL+EPL).
+ * A warp is DY_WARP lanes (32 on NVIDIA, the wavefront on AMD): every lane
+ * and shuffle count below derives from it.
  *
  * Prefill: one warp per (sequence, query token, KV head); causal or not.
  * Decode: a block of warps per (sequence, KV head, context split) over the
@@ -11,6 +13,7 @@
 
 #define MAX_GROUP 8
 #define DECODE_WARPS 4
+#define PREFILL_WARPS 4
 #define SPLIT_MIN_TOKENS 32
 
 /* G: query heads per pass, a compile-time bound so the state stays in
@@ -45,7 +48,7 @@ __device__ __forceinline__ void attend_row(qstate<EPL, G> &s, int group, const f
 #pragma unroll
         for (int e = 0; e < EPL; e++)
             dot += s.q[g][e] * k[e];
-        for (int o = 16; o > 0; o >>= 1)
+        for (int o = DY_WARP / 2; o > 0; o >>= 1)
             dot += __shfl_xor_sync(0xffffffffu, dot, o);
         float score = dot * scale;
         float m_new = fmaxf(s.m[g], score);
@@ -78,8 +81,8 @@ template <int EPL, int G>
 __global__ void prefill_kernel(struct dy_attention_prefill_desc d, const void *q, const void *k,
                                const void *v, void *out, int head0, int group)
 {
-    int lane = threadIdx.x % 32;
-    size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % DY_WARP;
+    size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / DY_WARP;
     size_t total = (size_t)d.batch * d.kv_heads * d.seq_len;
     if (warp >= total)
         return;
@@ -131,7 +134,7 @@ __global__ void prefill_kernel(struct dy_attention_prefill_desc d, const void *q
 static int epl_for(int head_dim)
 {
     int epl = 1;
-    while (epl * 32 < head_dim)
+    while (epl * DY_WARP < head_dim)
         epl *= 2;
     return epl;
 }
@@ -150,12 +153,12 @@ int dy_cuda_attention_prefill(void *ctx, const struct dy_attention_prefill_desc 
     int st = dy_cuda_flash_prefill(c, d);
     if (st != DY_E_UNSUPPORTED)
         return st;
-    unsigned blocks = (unsigned)((warps + 3) / 4);
+    unsigned blocks = (unsigned)((warps + PREFILL_WARPS - 1) / PREFILL_WARPS);
     const void *q = dy_cuda_ptr(d->q), *k = dy_cuda_ptr(d->k), *v = dy_cuda_ptr(d->v);
     void *out = dy_cuda_ptr(d->out);
     for (int head0 = 0; head0 < per_kv; head0 += MAX_GROUP) {
         int group = per_kv - head0 < MAX_GROUP ? per_kv - head0 : MAX_GROUP;
-#define DY_PREFILL(E, G) prefill_kernel<E, G><<<blocks, 128, 0, c->stream>>>(*d, q, k, v, out, head0, group)
+#define DY_PREFILL(E, G) prefill_kernel<E, G><<<blocks, PREFILL_WARPS * DY_WARP, 0, c->stream>>>(*d, q, k, v, out, head0, group)
         DY_DISPATCH(DY_PREFILL, epl, group);
 #undef DY_PREFILL
     }
@@ -169,14 +172,14 @@ static size_t partial_floats(int head_dim)
 }
 
 template <int EPL, int G>
-__global__ void __launch_bounds__(DECODE_WARPS * 32)
+__global__ void __launch_bounds__(DECODE_WARPS * DY_WARP)
 decode_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, const void *vc,
               const int32_t *table, const int32_t *lens, void *out, float *partials, int splits,
               int tokens_per_split, int head0, int group)
 {
     __shared__ float sm_m[DECODE_WARPS][MAX_GROUP], sm_l[DECODE_WARPS][MAX_GROUP];
     extern __shared__ float sm_acc[]; /* [DECODE_WARPS][MAX_GROUP][head_dim] */
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
     int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     int per_kv = d.heads / d.kv_heads, h0 = kvh * per_kv + head0;
     int len = lens[b];
@@ -266,20 +269,23 @@ __device__ __forceinline__ float merge_weight(float m, float m_new)
 }
 
 /* Decode with several keys in flight per warp: the warp splits into TPW
- * token groups of 32/TPW lanes; each group walks every TPW-th key with its
+ * token groups of LPT lanes; each group walks every TPW-th key with its
  * own online softmax (HD/LPT elements per lane, 16-byte loads, log2(LPT)
  * shuffles per dot product), and the groups, then the warps, are merged at
  * the end. Same output and split partials as decode_kernel. */
-template <int HD, int TPW, int G>
-__global__ void __launch_bounds__(DECODE_WARPS * 32)
+template <int HD, int LPT, int G>
+__global__ void __launch_bounds__(DECODE_WARPS * DY_WARP)
 decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, const void *vc,
                    const int32_t *table, const int32_t *lens, void *out, float *partials, int splits,
                    int tokens_per_split, int head0, int group)
 {
-    constexpr int LPT = 32 / TPW, EPL = HD / LPT;
+    /* LPT rather than TPW is the parameter so that EPL, and with it the
+     * 16-byte loads, stays the same whatever the warp size */
+    constexpr int TPW = DY_WARP / LPT, EPL = HD / LPT;
+    static_assert(TPW >= 1 && EPL % 8 == 0, "whole 16-byte loads per lane");
     __shared__ float sm_m[DECODE_WARPS][MAX_GROUP], sm_l[DECODE_WARPS][MAX_GROUP];
     __shared__ float sm_acc[DECODE_WARPS][MAX_GROUP][HD];
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
     int tg = lane / LPT, e0 = (lane % LPT) * EPL;
     int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     int h0 = kvh * (d.heads / d.kv_heads) + head0;
@@ -330,7 +336,7 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const void 
     }
     /* merge the token groups of the warp */
 #pragma unroll
-    for (int o = LPT; o < 32; o <<= 1) {
+    for (int o = LPT; o < DY_WARP; o <<= 1) {
 #pragma unroll
         for (int g = 0; g < G; g++) {
             float m2 = __shfl_xor_sync(0xffffffffu, m[g], o), l2 = __shfl_xor_sync(0xffffffffu, l[g], o);
@@ -448,21 +454,23 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     for (int head0 = 0; head0 < per_kv; head0 += MAX_GROUP) {
         int group = per_kv - head0 < MAX_GROUP ? per_kv - head0 : MAX_GROUP;
 #define DY_DECODE(E, G)                                                                           \
-    decode_kernel<E, G><<<grid, DECODE_WARPS * 32, shared, c->stream>>>(                          \
+    decode_kernel<E, G><<<grid, DECODE_WARPS * DY_WARP, shared, c->stream>>>(                     \
         *d, q, kc, vc, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
-#define DY_FAST(HD, TPW, G)                                                                       \
-    decode_fast_kernel<HD, TPW, G><<<grid, DECODE_WARPS * 32, 0, c->stream>>>(                    \
+#define DY_FAST(HD, LPT, G)                                                                       \
+    decode_fast_kernel<HD, LPT, G><<<grid, DECODE_WARPS * DY_WARP, 0, c->stream>>>(               \
         *d, q, kc, vc, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
+        /* 8 lanes per key (4 keys in flight per 32-lane warp); 16 for
+         * the largest group at dim 128, whose state would not fit in registers */
         if (fast && d->head_dim == 128) {
-            if (group <= 1) DY_FAST(128, 4, 1);
-            else if (group <= 2) DY_FAST(128, 4, 2);
-            else if (group <= 4) DY_FAST(128, 4, 4);
-            else DY_FAST(128, 2, 8);
+            if (group <= 1) DY_FAST(128, 8, 1);
+            else if (group <= 2) DY_FAST(128, 8, 2);
+            else if (group <= 4) DY_FAST(128, 8, 4);
+            else DY_FAST(128, 16, 8);
         } else if (fast) {
-            if (group <= 1) DY_FAST(64, 4, 1);
-            else if (group <= 2) DY_FAST(64, 4, 2);
-            else if (group <= 4) DY_FAST(64, 4, 4);
-            else DY_FAST(64, 4, 8);
+            if (group <= 1) DY_FAST(64, 8, 1);
+            else if (group <= 2) DY_FAST(64, 8, 2);
+            else if (group <= 4) DY_FAST(64, 8, 4);
+            else DY_FAST(64, 8, 8);
         } else {
             DY_DISPATCH(DY_DECODE, epl, group);
         }

@@ -1,4 +1,5 @@
-/* The CUDA backend: table, devices, memory, events. libdyno-cuda.so. */
+/* The CUDA backend: table, devices, memory, events. libdyno-cuda.so, and
+ * libdyno-hip.so when hipcc builds it through gpu_compat.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,12 @@ static int cuda_probe(char *why, size_t len)
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
-        snprintf(why, len, "no CUDA device: cudaGetDeviceCount: %s (%s)", cudaGetErrorString(e),
-                 cudaGetErrorName(e));
+        snprintf(why, len, "no " DY_GPU_API " device: " DY_GPU_API_PREFIX "GetDeviceCount: %s (%s, %d)",
+                 cudaGetErrorString(e), cudaGetErrorName(e), (int)e);
         return DY_E_NODEVICE;
     }
     if (n == 0) {
-        snprintf(why, len, "no CUDA device: the driver reports none");
+        snprintf(why, len, "no " DY_GPU_API " device: the driver reports none");
         return DY_E_NODEVICE;
     }
     why[0] = '\0';
@@ -67,15 +68,23 @@ static int cuda_device_info(int device, struct dy_device_info *info)
         return DY_E_INVALID;
     memset(info, 0, sizeof *info);
     snprintf(info->name, sizeof info->name, "%s", p.name);
-    snprintf(info->vendor, sizeof info->vendor, "NVIDIA");
+    snprintf(info->vendor, sizeof info->vendor, DY_GPU_VENDOR);
     int driver = 0, runtime = 0, clock_khz = 0;
     cudaDriverGetVersion(&driver);
     cudaRuntimeGetVersion(&runtime);
     cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device);
+#if DY_HIP
+    /* HIP encodes versions as major * 10^7 + minor * 10^5 + patch */
+    snprintf(info->driver_version, sizeof info->driver_version, "HIP driver %d.%d, %s",
+             driver / 10000000, driver / 100000 % 100, p.gcnArchName);
+    snprintf(info->runtime_version, sizeof info->runtime_version, "HIP runtime %d.%d",
+             runtime / 10000000, runtime / 100000 % 100);
+#else
     snprintf(info->driver_version, sizeof info->driver_version, "CUDA driver %d.%d, sm_%d%d",
              driver / 1000, driver % 1000 / 10, p.major, p.minor);
     snprintf(info->runtime_version, sizeof info->runtime_version, "CUDA runtime %d.%d",
              runtime / 1000, runtime % 1000 / 10);
+#endif
     info->mem_total_bytes = p.totalGlobalMem;
     info->l2_bytes = (uint64_t)p.l2CacheSize;
     info->compute_units = p.multiProcessorCount;
@@ -92,8 +101,10 @@ static void cuda_ctx_destroy(void *ctx)
     cudaSetDevice(c->device);
     if (c->stream)
         cudaStreamSynchronize(c->stream);
+#if DY_GPU_BLAS
     if (c->blas)
         cublasDestroy(c->blas);
+#endif
     cudaFree(c->scratch);
     cudaFree(c->partials);
     cudaFree(c->argmax_scratch);
@@ -109,16 +120,25 @@ static int cuda_ctx_create(int device, void **out)
     if (!c)
         return DY_E_NOMEM;
     c->device = device;
-    int st = DY_E_DEVICE;
+    int st = DY_E_DEVICE, warp = 0;
     if (cudaSetDevice(device) != cudaSuccess ||
         cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
         cudaMallocHost((void **)&c->staging, STAGING_BYTES) != cudaSuccess ||
-        cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&warp, cudaDevAttrWarpSize, device) != cudaSuccess)
         goto fail;
+    /* the kernels' launches and lane arithmetic were built for DY_WARP
+     * lanes (a wave32 AMD chip needs a build with -DDY_WARP=32) */
+    if (warp != DY_WARP) {
+        st = DY_E_UNSUPPORTED;
+        goto fail;
+    }
     c->staging_size = STAGING_BYTES;
+#if DY_GPU_BLAS
     if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
         cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)
         goto fail;
+#endif
     *out = c;
     return DY_OK;
 fail:
@@ -257,8 +277,12 @@ static struct dy_backend table;
 extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)
 {
     table.abi_version = DY_BACKEND_ABI;
-    table.name = "cuda";
+    table.name = DY_GPU_NAME;
+#if DY_HIP
+    table.description = "HIP kernels (the CUDA sources through gpu_compat.h)";
+#else
     table.description = "CUDA kernels and cuBLAS";
+#endif
     table.probe = cuda_probe;
     table.device_count = cuda_device_count;
     table.device_info = cuda_device_info;

@@ -4,7 +4,10 @@
  * one warp per output column, A in f32 as given: bandwidth bound.
  * Otherwise cuBLAS. With f16/bf16 weights the tensor cores take operands of
  * one type, so A is rounded to the weights' dtype first (backend.h allows
- * this); accumulation is f32. */
+ * this); accumulation is f32.
+ * Builds without a vendor BLAS (HIP on Debian; nvcc with -DDY_GPU_BLAS=0 to
+ * check that path on an NVIDIA card) take a shared-memory tiled kernel
+ * instead, A read in its own dtype. */
 #include "cuda_internal.h"
 
 #define GEMV_WARPS 8
@@ -27,11 +30,11 @@ __device__ __forceinline__ void load8(const void *b, enum dy_dtype t, size_t i, 
 }
 
 template <int M>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
+__global__ void __launch_bounds__(GEMV_WARPS * DY_WARP)
 gemv_kernel(const float *a, int lda, const void *b, int ldb, enum dy_dtype bt, const void *bias,
             float *c, int ldc, int n, int k, float beta)
 {
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
     int col = blockIdx.x * GEMV_WARPS + warp;
     if (col >= n)
         return;
@@ -41,7 +44,7 @@ gemv_kernel(const float *a, int lda, const void *b, int ldb, enum dy_dtype bt, c
         acc[r] = 0.0f;
     size_t brow = (size_t)col * ldb;
 #pragma unroll 4
-    for (int k0 = lane * 8; k0 < k; k0 += 32 * 8) {
+    for (int k0 = lane * 8; k0 < k; k0 += DY_WARP * 8) {
         float w[8];
         load8(b, bt, brow + k0, w);
 #pragma unroll
@@ -54,7 +57,7 @@ gemv_kernel(const float *a, int lda, const void *b, int ldb, enum dy_dtype bt, c
     }
 #pragma unroll
     for (int r = 0; r < M; r++)
-        for (int o = 16; o > 0; o >>= 1)
+        for (int o = DY_WARP / 2; o > 0; o >>= 1)
             acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
     if (lane == 0) {
         float add = bias ? dy_load_f32(bias, bt, col) : 0.0f;
@@ -86,6 +89,7 @@ static bool gemv_fits(const struct dy_gemm_desc *d, const void *a, const void *b
            (d->lda * 4) % 16 == 0 && (d->ldb * bsize) % 16 == 0;
 }
 
+#if DY_GPU_BLAS
 __global__ void add_bias_kernel(float *c, int ldc, int m, int n, const void *bias, enum dy_dtype bt)
 {
     size_t total = (size_t)m * n;
@@ -116,23 +120,9 @@ static unsigned grid_for(size_t n)
     return (unsigned)(b < 65535u * 16 ? b : 65535u * 16);
 }
 
-int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
+static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, const void *b,
+                     const void *bias, float *cp)
 {
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;
-    if (d->m <= 0 || d->n <= 0 || d->k <= 0 || d->c_dtype != DY_F32 || !a_ok || d->b_dtype == DY_I32) {
-        snprintf(c->err, sizeof c->err, "gemm supports f32 C, f32/f16/bf16 B and A in f32 or B's dtype");
-        return d->m <= 0 || d->n <= 0 || d->k <= 0 ? DY_E_INVALID : DY_E_UNSUPPORTED;
-    }
-    const void *a = dy_cuda_ptr(d->a), *b = dy_cuda_ptr(d->b);
-    const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
-    float *cp = (float *)dy_cuda_ptr(d->c);
-    if (gemv_fits(d, a, b)) {
-        unsigned blocks = (unsigned)((d->n + GEMV_WARPS - 1) / GEMV_WARPS);
-        gemv_kernels[d->m]<<<blocks, GEMV_WARPS * 32, 0, c->stream>>>(
-            (const float *)a, d->lda, b, d->ldb, d->b_dtype, bias, cp, d->ldc, d->n, d->k, d->beta);
-        return dy_cuda_check_launch(c, "gemv");
-    }
     const void *a_op = a;
     int lda = d->lda;
     if (d->a_dtype != d->b_dtype) {
@@ -163,4 +153,98 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
         return dy_cuda_check_launch(c, "gemm bias");
     }
     return DY_OK;
+}
+#else
+/* The portable GEMM: a block of 256 threads owns a TILE_M x TILE_N tile of C
+ * and walks k in TILE_K slices staged in shared memory (k-major, so a
+ * thread's reads along m or n are consecutive); each thread accumulates a
+ * 4 x 4 micro-tile of rows ty + 16 i and columns tx + 16 j, which keeps
+ * the shared reads free of bank conflicts and the C stores coalesced. */
+#define TILE_M 64
+#define TILE_N 64
+#define TILE_K 16
+#define TILE_THREADS 256
+/* the staging loop fills both operands with one index */
+static_assert(TILE_M == TILE_N && TILE_THREADS == 16 * 16 && TILE_M == 4 * 16, "tile shape");
+
+__global__ void __launch_bounds__(TILE_THREADS)
+gemm_tiled_kernel(const void *a, enum dy_dtype at, int lda, const void *b, enum dy_dtype bt, int ldb,
+                  const void *bias, float *c, int ldc, int m, int n, int k, float beta)
+{
+    __shared__ float as[TILE_K][TILE_M + 1], bs[TILE_K][TILE_N + 1];
+    int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    int row0 = blockIdx.y * TILE_M, col0 = blockIdx.x * TILE_N;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < k; k0 += TILE_K) {
+        /* 64 x 16 elements of each operand, 4 per thread, rows along k */
+        for (int idx = threadIdx.x; idx < TILE_M * TILE_K; idx += TILE_THREADS) {
+            int r = idx / TILE_K, kk = idx % TILE_K;
+            bool in_k = k0 + kk < k;
+            as[kk][r] = in_k && row0 + r < m ? dy_load_f32(a, at, (size_t)(row0 + r) * lda + k0 + kk) : 0.0f;
+            bs[kk][r] = in_k && col0 + r < n ? dy_load_f32(b, bt, (size_t)(col0 + r) * ldb + k0 + kk) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < TILE_K; kk++) {
+            float av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                av[i] = as[kk][ty + 16 * i];
+                bv[i] = bs[kk][tx + 16 * i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads(); /* the slice is no longer read */
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int row = row0 + ty + 16 * i;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int col = col0 + tx + 16 * j;
+            if (row < m && col < n) {
+                float *out = c + (size_t)row * ldc + col;
+                float add = bias ? dy_load_f32(bias, bt, col) : 0.0f;
+                *out = (beta != 0.0f ? beta * *out : 0.0f) + acc[i][j] + add;
+            }
+        }
+    }
+}
+
+static int gemm_tiled(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, const void *b,
+                      const void *bias, float *cp)
+{
+    dim3 grid((unsigned)((d->n + TILE_N - 1) / TILE_N), (unsigned)((d->m + TILE_M - 1) / TILE_M));
+    gemm_tiled_kernel<<<grid, TILE_THREADS, 0, c->stream>>>(a, d->a_dtype, d->lda, b, d->b_dtype, d->ldb,
+                                                          bias, cp, d->ldc, d->m, d->n, d->k, d->beta);
+    return dy_cuda_check_launch(c, "gemm");
+}
+#endif
+
+int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;
+    if (d->m <= 0 || d->n <= 0 || d->k <= 0 || d->c_dtype != DY_F32 || !a_ok || d->b_dtype == DY_I32) {
+        snprintf(c->err, sizeof c->err, "gemm supports f32 C, f32/f16/bf16 B and A in f32 or B's dtype");
+        return d->m <= 0 || d->n <= 0 || d->k <= 0 ? DY_E_INVALID : DY_E_UNSUPPORTED;
+    }
+    const void *a = dy_cuda_ptr(d->a), *b = dy_cuda_ptr(d->b);
+    const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
+    float *cp = (float *)dy_cuda_ptr(d->c);
+    if (gemv_fits(d, a, b)) {
+        unsigned blocks = (unsigned)((d->n + GEMV_WARPS - 1) / GEMV_WARPS);
+        gemv_kernels[d->m]<<<blocks, GEMV_WARPS * DY_WARP, 0, c->stream>>>(
+            (const float *)a, d->lda, b, d->ldb, d->b_dtype, bias, cp, d->ldc, d->n, d->k, d->beta);
+        return dy_cuda_check_launch(c, "gemv");
+    }
+#if DY_GPU_BLAS
+    return gemm_blas(c, d, a, b, bias, cp);
+#else
+    return gemm_tiled(c, d, a, b, bias, cp);
+#endif
 }

@@ -1,18 +1,20 @@
-/* The CUDA backend's shared declarations (host side). */
+/* The CUDA backend's shared declarations (host side); the HIP build
+ * compiles the same sources through gpu_compat.h. */
 #ifndef DY_CUDA_INTERNAL_H
 #define DY_CUDA_INTERNAL_H
 
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#include <cuda_fp16.h>
 #include <stdio.h>
+
+#include "gpu_compat.h"
 
 #include "../backend.h"
 
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
+#if DY_GPU_BLAS
     cublasHandle_t blas;
+#endif
     /* pinned staging ring for host-to-device writes, so small per-step
      * writes do not stall the host behind the queue */
     char *staging;

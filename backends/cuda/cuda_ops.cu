@@ -56,18 +56,19 @@ int dy_cuda_convert(void *ctx, const struct dy_convert_desc *d)
                                dy_cuda_ptr(d->dst), d->dst_dtype, d->count);
 }
 
-/* Sum over the block; every thread gets the result. */
+/* Sum over the block; every thread gets the result. `shared` holds one
+ * float per warp. */
 __device__ float block_sum(float v, float *shared)
 {
-    for (int o = 16; o > 0; o >>= 1)
+    for (int o = DY_WARP / 2; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
     __syncthreads();
     if (lane == 0)
         shared[warp] = v;
     __syncthreads();
     float total = 0.0f;
-    for (int w = 0; w < (int)blockDim.x / 32; w++)
+    for (int w = 0; w < (int)blockDim.x / DY_WARP; w++)
         total += shared[w];
     return total;
 }
@@ -75,7 +76,7 @@ __device__ float block_sum(float v, float *shared)
 __global__ void norm_kernel(struct dy_norm_desc d, const void *x, const void *w, const void *bias,
                             void *out)
 {
-    __shared__ float shared[32];
+    __shared__ float shared[THREADS / DY_WARP];
     size_t xr = (size_t)blockIdx.x * d.x_stride, orow = (size_t)blockIdx.x * d.out_stride;
     float mean = 0.0f;
     if (d.kind == DY_NORM_LAYER) {
@@ -228,7 +229,7 @@ int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
 __device__ void argmax_reduce(float *best_v, int *best_i)
 {
     for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
+        if ((int)threadIdx.x < s) {
             float ov = best_v[threadIdx.x + s];
             int oi = best_i[threadIdx.x + s];
             if (ov > best_v[threadIdx.x] || (ov == best_v[threadIdx.x] && oi < best_i[threadIdx.x])) {

@@ -1,0 +1,114 @@
+/* One source for two vendors: the CUDA backend's .cu files include this
+ * header instead of the CUDA headers, so nvcc builds libdyno-cuda.so and
+ * hipcc builds libdyno-hip.so from the same text (ggml's vendors/hip.h does
+ * the same). Under hipcc the cuda* names the sources use are mapped to their
+ * hip* equivalents; under nvcc nothing is renamed.
+ *
+ * DY_WARP is the number of lanes a kernel's warp has: 32 on NVIDIA, the
+ * wavefront size on AMD. The kernels derive lane and warp indices, block
+ * sizes, shuffle offsets and lanes per head-dim slice from it, so on a
+ * wave64 chip a "warp" is the whole wavefront and every __shfl_xor stays
+ * inside it. It is a compile-time constant because the host side sizes the
+ * launches with it: the HIP build passes -DDY_WARP=64 and targets only
+ * wave64 chips (gfx90a, gfx940); the device pass checks that below, and
+ * ctx_create checks the device's warpSize at run time.
+ * The other way, 32-lane logical warps inside a wavefront, would also be
+ * correct (an xor offset below 32 never leaves its half), but the two
+ * halves share one program counter: where the kernels branch per warp
+ * (keys per query row in prefill, columns past n in the GEMV) the halves
+ * would diverge and run one after the other. With warp = wavefront,
+ * control flow that is uniform per warp is uniform on the hardware. */
+#ifndef DY_GPU_COMPAT_H
+#define DY_GPU_COMPAT_H
+
+#if defined(__HIP_PLATFORM_AMD__) || defined(__HIPCC__)
+
+#include <hip/hip_runtime.h>
+#include <hip/hip_fp16.h>
+/* no hip_bf16.h in ROCm 5.2: bf16 goes through backend.h's bit conversions */
+
+#define DY_HIP 1
+#define DY_GPU_NAME "hip"
+#define DY_GPU_VENDOR "AMD"
+#define DY_GPU_API "HIP"
+#define DY_GPU_API_PREFIX "hip"
+#ifndef DY_WARP
+#define DY_WARP 64
+#endif
+#if defined(__HIP_DEVICE_COMPILE__) && __AMDGCN_WAVEFRONT_SIZE != DY_WARP
+#error "DY_WARP must equal the target's wavefront size: build wave32 targets with -DDY_WARP=32"
+#endif
+/* No vendor BLAS on this side (Debian ships no hipBLAS): GEMMs beyond the
+ * decode GEMV take the portable tiled kernel in cuda_gemm.cu. */
+#define DY_GPU_BLAS 0
+
+/* runtime: types and constants */
+#define cudaError_t hipError_t
+#define cudaSuccess hipSuccess
+#define cudaErrorMemoryAllocation hipErrorOutOfMemory
+#define cudaStream_t hipStream_t
+#define cudaEvent_t hipEvent_t
+#define cudaDeviceProp hipDeviceProp_t
+#define cudaStreamNonBlocking hipStreamNonBlocking
+#define cudaMemcpyHostToDevice hipMemcpyHostToDevice
+#define cudaMemcpyDeviceToHost hipMemcpyDeviceToHost
+#define cudaMemcpyDeviceToDevice hipMemcpyDeviceToDevice
+#define cudaDevAttrClockRate hipDeviceAttributeClockRate
+#define cudaDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
+#define cudaDevAttrWarpSize hipDeviceAttributeWarpSize
+#define cudaFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+
+/* runtime: functions */
+#define cudaGetErrorString hipGetErrorString
+#define cudaGetErrorName hipGetErrorName
+#define cudaGetLastError hipGetLastError
+#define cudaGetDeviceCount hipGetDeviceCount
+#define cudaGetDeviceProperties hipGetDeviceProperties
+#define cudaDeviceGetAttribute hipDeviceGetAttribute
+#define cudaDriverGetVersion hipDriverGetVersion
+#define cudaRuntimeGetVersion hipRuntimeGetVersion
+#define cudaSetDevice hipSetDevice
+#define cudaMalloc hipMalloc
+#define cudaFree hipFree
+/* hipMallocHost/hipFreeHost are deprecated in favour of these */
+#define cudaMallocHost(ptr, bytes) hipHostMalloc(ptr, bytes, hipHostMallocDefault)
+#define cudaFreeHost hipHostFree
+#define cudaMemcpyAsync hipMemcpyAsync
+#define cudaMemsetAsync hipMemsetAsync
+#define cudaMemGetInfo hipMemGetInfo
+#define cudaStreamCreateWithFlags hipStreamCreateWithFlags
+#define cudaStreamSynchronize hipStreamSynchronize
+#define cudaStreamDestroy hipStreamDestroy
+#define cudaEventCreate hipEventCreate
+#define cudaEventDestroy hipEventDestroy
+#define cudaEventRecord hipEventRecord
+#define cudaEventSynchronize hipEventSynchronize
+#define cudaEventElapsedTime hipEventElapsedTime
+#define cudaFuncSetAttribute(fn, attr, value) hipFuncSetAttribute((const void *)(fn), attr, value)
+
+/* device code: HIP 5.2 has no *_sync shuffles. The mask only names lanes
+ * that take part, and every caller passes the full warp, so dropping it
+ * keeps the meaning; the offsets the kernels use are below DY_WARP. */
+#define __shfl_xor_sync(mask, var, lane_mask) __shfl_xor(var, lane_mask)
+
+#else /* nvcc */
+
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cublas_v2.h>
+
+#define DY_HIP 0
+#define DY_GPU_NAME "cuda"
+#define DY_GPU_VENDOR "NVIDIA"
+#define DY_GPU_API "CUDA"
+#define DY_GPU_API_PREFIX "cuda"
+#define DY_WARP 32
+/* -DDY_GPU_BLAS=0 builds the portable GEMM instead of cuBLAS, to check the
+ * HIP build's path on an NVIDIA card */
+#ifndef DY_GPU_BLAS
+#define DY_GPU_BLAS 1
+#endif
+
+#endif
+
+#endif

@@ -1,0 +1,393 @@
+/* The Level Zero backend without an Intel GPU.
+ *
+ * The SPIR-V module libdyno-level_zero.so ships is translated back to SPIR
+ * bitcode at build time (llvm-spirv -r; PoCL takes no SPIR-V through
+ * clCreateProgramWithIL) and run on PoCL with the argument lists the
+ * plugin uses, against host references; so the Intel path's kernels, as
+ * compiled for it, are checked here. The plugin itself is loaded and
+ * probed: with no driver it must say so, naming zeInit. */
+#include <CL/cl.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "backends/backend.h"
+#include "dy_test.h"
+
+/* const char dy_level_zero_pocl_bc[]: the round-tripped module plus the
+ * NUL tools/embed.py appends. */
+#include "level_zero_pocl_bc.h"
+
+/* backends/opencl/kernels/common.cl's WG and gemm.cl's rows per group */
+#define WG 128
+#define GEMV_ROWS (WG / 32)
+
+static cl_context context;
+static cl_command_queue queue;
+static cl_program program;
+
+/* Builds the program once; skips the case where there is no OpenCL
+ * device (the module is then unchecked, which TAP shows). */
+static void need_program(void)
+{
+    static int tried;
+    static char why[256];
+    if (!tried) {
+        tried = 1;
+        cl_platform_id platform;
+        cl_device_id device;
+        cl_int err;
+        if (clGetPlatformIDs(1, &platform, NULL) != CL_SUCCESS ||
+            clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 1, &device, NULL) != CL_SUCCESS) {
+            snprintf(why, sizeof why, "no OpenCL device");
+            return;
+        }
+        context = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
+        queue = clCreateCommandQueue(context, device, 0, &err);
+        size_t len = sizeof dy_level_zero_pocl_bc - 1;
+        const unsigned char *bin = (const unsigned char *)dy_level_zero_pocl_bc;
+        cl_int bin_status;
+        program = clCreateProgramWithBinary(context, 1, &device, &len, &bin, &bin_status, &err);
+        if (program)
+            err = clBuildProgram(program, 1, &device, "", NULL, NULL);
+        if (err != CL_SUCCESS) {
+            char log[4096] = "";
+            if (program)
+                clGetProgramBuildInfo(program, device, CL_PROGRAM_BUILD_LOG, sizeof log, log,
+                                      NULL);
+            printf("# the module does not build on this OpenCL device (%d):\n# %s\n", (int)err,
+                   log);
+            program = NULL;
+        }
+    }
+    if (why[0])
+        DY_SKIP(why);
+    DY_REQUIRE(program != NULL);
+}
+
+struct arg {
+    size_t size;
+    const void *value;
+};
+#define ARG(x) ((struct arg){ sizeof(x), &(x) })
+#define LOCAL(bytes) ((struct arg){ (bytes), NULL })
+#define RUN(name, dims, global, local, ...)                                    \
+    run(name, dims, global, local, (const struct arg[]){ __VA_ARGS__ },        \
+        sizeof((struct arg[]){ __VA_ARGS__ }) / sizeof(struct arg))
+
+static void run(const char *name, cl_uint dims, const size_t *global, const size_t *local,
+                const struct arg *args, size_t nargs)
+{
+    cl_int err;
+    cl_kernel k = clCreateKernel(program, name, &err);
+    DY_REQUIRE(k != NULL);
+    for (size_t i = 0; i < nargs; i++)
+        DY_REQUIRE(clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].value) == CL_SUCCESS);
+    size_t rounded[3];
+    for (cl_uint i = 0; i < dims; i++)
+        rounded[i] = (global[i] + local[i] - 1) / local[i] * local[i];
+    err = clEnqueueNDRangeKernel(queue, k, dims, NULL, rounded, local, 0, NULL, NULL);
+    clReleaseKernel(k);
+    DY_REQUIRE(err == CL_SUCCESS);
+    DY_REQUIRE(clFinish(queue) == CL_SUCCESS);
+}
+
+static cl_mem upload(const void *data, size_t bytes)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes,
+                              (void *)data, &err);
+    DY_REQUIRE(m != NULL);
+    return m;
+}
+
+static void download(cl_mem m, void *out, size_t bytes)
+{
+    DY_REQUIRE(clEnqueueReadBuffer(queue, m, CL_TRUE, 0, bytes, out, 0, NULL, NULL) ==
+               CL_SUCCESS);
+}
+
+static float host_random(uint64_t key, size_t i)
+{
+    return dy_random_unit(key, i);
+}
+
+static bool close_to(double got, double want, double tol)
+{
+    return fabs(got - want) <= tol * (1.0 + fabs(want));
+}
+
+/* ---- the plugin ---- */
+
+static const struct dy_backend *load_plugin(void)
+{
+    void *so = dlopen(DY_LEVEL_ZERO_PLUGIN, RTLD_NOW | RTLD_LOCAL);
+    if (!so)
+        printf("# %s\n", dlerror());
+    DY_REQUIRE(so != NULL);
+    dy_backend_entry_fn entry = (dy_backend_entry_fn)dlsym(so, DY_BACKEND_ENTRY_SYMBOL);
+    DY_REQUIRE(entry != NULL);
+    const struct dy_backend *be = entry();
+    DY_REQUIRE(be != NULL && be->abi_version == DY_BACKEND_ABI);
+    return be;
+}
+
+static void test_plugin_fills_every_slot(void)
+{
+    const struct dy_backend *be = load_plugin();
+    DY_CHECK(strcmp(be->name, "level_zero") == 0);
+    /* the slots from probe to convert are all function pointers */
+    const char *first = (const char *)&be->probe;
+    const char *last = (const char *)&be->convert;
+    for (const char *p = first; p <= last; p += sizeof(void (*)(void))) {
+        void (*slot)(void);
+        memcpy(&slot, p, sizeof slot);
+        DY_CHECK(slot != NULL);
+    }
+}
+
+static void test_plugin_probe_names_zeinit(void)
+{
+    const struct dy_backend *be = load_plugin();
+    char why[256] = "";
+    int st = be->probe(why, sizeof why);
+    printf("# probe: %d %s\n", st, why);
+    if (st == DY_OK)
+        DY_SKIP("a Level Zero device is present");
+    DY_CHECK(st == DY_E_NODEVICE);
+    DY_CHECK(strstr(why, "zeInit") != NULL);
+    int count = -1;
+    DY_CHECK(be->device_count(&count) == DY_OK && count == 0);
+    void *ctx = NULL;
+    DY_CHECK(be->ctx_create(0, &ctx) == DY_E_NODEVICE && ctx == NULL);
+}
+
+/* ---- the module's kernels on PoCL ---- */
+
+static void test_module_has_every_kernel(void)
+{
+    static const char *const names[] = {
+        "fill_random", "convert", "eltwise", "gather_rows", "kv_append", "rope", "norm",
+        "argmax", "gemv", "gemv1", "gemm_tiled", "attention_prefill", "attention_decode",
+        "attention_decode_combine",
+    };
+    need_program();
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        cl_int err;
+        cl_kernel k = clCreateKernel(program, names[i], &err);
+        if (!k)
+            printf("# %s: %d\n", names[i], (int)err);
+        DY_CHECK(k != NULL);
+        if (k)
+            clReleaseKernel(k);
+    }
+}
+
+static void fill_random_case(enum dy_dtype dtype)
+{
+    enum { COUNT = 1000 };
+    uint32_t got[COUNT], want[COUNT];
+    memset(got, 0, sizeof got);
+    memset(want, 0, sizeof want);
+    cl_mem dst = upload(got, sizeof got);
+    cl_ulong off = 0, count = COUNT, key = dy_random_key(42, 7);
+    cl_int dt = dtype;
+    cl_uint opaque_zero = 0;
+    float scale = 0.02f, offset = 0.5f;
+    size_t global = COUNT, local = WG;
+    RUN("fill_random", 1, &global, &local, ARG(dst), ARG(off), ARG(count), ARG(dt), ARG(key),
+        ARG(scale), ARG(offset), ARG(opaque_zero));
+    download(dst, got, sizeof got);
+    clReleaseMemObject(dst);
+    for (size_t i = 0; i < COUNT; i++) {
+        /* rounded apart, as the kernel does (-ffp-contract=off) */
+        float scaled = scale * host_random(key, i);
+        dy_store_f32(want, dtype, i, offset + scaled);
+    }
+    DY_CHECK(memcmp(got, want, COUNT * dy_dtype_size(dtype)) == 0);
+}
+
+static void test_fill_random_bit_exact(void)
+{
+    need_program();
+    fill_random_case(DY_F32);
+    fill_random_case(DY_BF16);
+    fill_random_case(DY_F16);
+}
+
+/* c[0, :] = a . B^T + bias with f16 weights, through gemv1 and its wide
+ * loads, as the plugin launches it for m = 1. */
+static void test_gemv_f16_weights(void)
+{
+    enum { N = 37, K = 64 };
+    float a[K], c[N], bias_f[N];
+    uint16_t b[N * K], bias[N];
+    need_program();
+    for (int i = 0; i < K; i++)
+        a[i] = host_random(1, (size_t)i);
+    for (int i = 0; i < N * K; i++)
+        b[i] = dy_f32_to_f16(host_random(2, (size_t)i));
+    for (int i = 0; i < N; i++) {
+        bias[i] = dy_f32_to_f16(host_random(3, (size_t)i));
+        bias_f[i] = dy_f16_to_f32(bias[i]);
+    }
+    cl_mem am = upload(a, sizeof a), bm = upload(b, sizeof b), biasm = upload(bias, sizeof bias);
+    cl_mem cm = upload(c, sizeof c);
+    cl_ulong zero = 0;
+    cl_int lda = K, ldb = K, ldc = N, f32 = DY_F32, f16 = DY_F16, a_vec = 1, m = 1, n = N, k = K;
+    cl_int k_vec = K / 8 * 8;
+    float beta = 0.0f;
+    size_t global = (N + GEMV_ROWS - 1) / GEMV_ROWS * WG, local = WG;
+    RUN("gemv1", 1, &global, &local, ARG(am), ARG(zero), ARG(lda), ARG(f32), ARG(a_vec), ARG(bm),
+        ARG(zero), ARG(ldb), ARG(f16), ARG(biasm), ARG(zero), ARG(cm), ARG(zero), ARG(ldc),
+        ARG(f32), ARG(beta), ARG(m), ARG(n), ARG(k), ARG(k_vec));
+    download(cm, c, sizeof c);
+    for (int j = 0; j < N; j++) {
+        double want = bias_f[j];
+        for (int i = 0; i < K; i++)
+            want += (double)a[i] * dy_f16_to_f32(b[j * K + i]);
+        DY_CHECK(close_to(c[j], want, 1e-5));
+    }
+    clReleaseMemObject(am);
+    clReleaseMemObject(bm);
+    clReleaseMemObject(biasm);
+    clReleaseMemObject(cm);
+}
+
+static void test_rmsnorm(void)
+{
+    enum { ROWS = 3, DIM = 200 };
+    float x[ROWS * DIM], w[DIM], out[ROWS * DIM];
+    need_program();
+    for (int i = 0; i < ROWS * DIM; i++)
+        x[i] = host_random(4, (size_t)i) * (float)(1 + i / DIM);
+    for (int i = 0; i < DIM; i++)
+        w[i] = 1.0f + host_random(5, (size_t)i) * 0.1f;
+    cl_mem xm = upload(x, sizeof x), wm = upload(w, sizeof w), om = upload(out, sizeof out);
+    cl_mem no_bias = NULL;
+    cl_ulong zero = 0;
+    cl_int kind = DY_NORM_RMS, stride = DIM, dim = DIM, f32 = DY_F32;
+    float eps = 1e-5f;
+    size_t global = ROWS * WG, local = WG;
+    RUN("norm", 1, &global, &local, ARG(kind), ARG(xm), ARG(zero), ARG(stride), ARG(wm),
+        ARG(zero), ARG(no_bias), ARG(zero), ARG(f32), ARG(om), ARG(zero), ARG(stride), ARG(dim),
+        ARG(eps), ARG(f32));
+    download(om, out, sizeof out);
+    for (int r = 0; r < ROWS; r++) {
+        double sq = 0;
+        for (int i = 0; i < DIM; i++)
+            sq += (double)x[r * DIM + i] * x[r * DIM + i];
+        double inv = 1.0 / sqrt(sq / DIM + eps);
+        for (int i = 0; i < DIM; i++)
+            DY_CHECK(close_to(out[r * DIM + i], x[r * DIM + i] * inv * w[i], 1e-5));
+    }
+    clReleaseMemObject(xm);
+    clReleaseMemObject(wm);
+    clReleaseMemObject(om);
+}
+
+/* The first maximum wins: row 1 holds its maximum twice. */
+static void test_argmax(void)
+{
+    enum { ROWS = 4, COLS = 1000 };
+    float x[ROWS * COLS];
+    int32_t got[ROWS], want[ROWS];
+    need_program();
+    for (int i = 0; i < ROWS * COLS; i++)
+        x[i] = host_random(6, (size_t)i);
+    x[1 * COLS + 700] = 5.0f;
+    x[1 * COLS + 300] = 5.0f;
+    for (int r = 0; r < ROWS; r++) {
+        want[r] = 0;
+        for (int i = 1; i < COLS; i++)
+            if (x[r * COLS + i] > x[r * COLS + want[r]])
+                want[r] = i;
+    }
+    cl_mem xm = upload(x, sizeof x), om = upload(got, sizeof got);
+    cl_ulong zero = 0;
+    cl_int stride = COLS, cols = COLS, f32 = DY_F32;
+    size_t global = ROWS * WG, local = WG;
+    RUN("argmax", 1, &global, &local, ARG(xm), ARG(zero), ARG(stride), ARG(f32), ARG(om),
+        ARG(zero), ARG(cols));
+    download(om, got, sizeof got);
+    DY_CHECK(want[1] == 300);
+    DY_CHECK(memcmp(got, want, sizeof got) == 0);
+    clReleaseMemObject(xm);
+    clReleaseMemObject(om);
+}
+
+/* Two sequences over a paged cache (blocks out of order), grouped heads,
+ * one split as the plugin launches short contexts. */
+static void test_attention_decode(void)
+{
+    enum { BATCH = 2, HEADS = 4, KV_HEADS = 2, HD = 64, BLOCK = 16, MAX_BLOCKS = 4 };
+    enum { SLOTS = BATCH * MAX_BLOCKS * BLOCK, ROW = KV_HEADS * HD };
+    static float q[BATCH * HEADS * HD], out[BATCH * HEADS * HD];
+    static float kc[SLOTS * ROW], vc[SLOTS * ROW];
+    int32_t table[BATCH * MAX_BLOCKS] = { 3, 0, 6, 1, 2, 7, 4, 5 };
+    int32_t lens[BATCH] = { 37, 50 };
+    need_program();
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        q[i] = host_random(7, i);
+    for (size_t i = 0; i < sizeof kc / sizeof kc[0]; i++) {
+        kc[i] = host_random(8, i);
+        vc[i] = host_random(9, i);
+    }
+    cl_mem qm = upload(q, sizeof q), om = upload(out, sizeof out);
+    cl_mem km = upload(kc, sizeof kc), vm = upload(vc, sizeof vc);
+    cl_mem tm = upload(table, sizeof table), lm = upload(lens, sizeof lens);
+    cl_mem no_partial = NULL;
+    cl_ulong zero = 0;
+    cl_int stride = HEADS * HD, heads = HEADS, kv_heads = KV_HEADS, hd = HD, block = BLOCK;
+    cl_int max_blocks = MAX_BLOCKS, f32 = DY_F32, vec = 1;
+    cl_int split_len = (BLOCK * MAX_BLOCKS + WG - 1) / WG * WG;
+    float scale = 1.0f / sqrtf((float)HD);
+    size_t global[3] = { HEADS * WG, BATCH, 1 }, local[3] = { WG, 1, 1 };
+    RUN("attention_decode", 3, global, local, ARG(qm), ARG(zero), ARG(stride), ARG(om),
+        ARG(zero), ARG(stride), ARG(km), ARG(zero), ARG(vm), ARG(zero), ARG(tm), ARG(zero),
+        ARG(lm), ARG(zero), ARG(heads), ARG(kv_heads), ARG(hd), ARG(block), ARG(max_blocks),
+        ARG(scale), ARG(f32), ARG(f32), ARG(vec), ARG(split_len), ARG(no_partial),
+        LOCAL(HD * sizeof(float)));
+    download(om, out, sizeof out);
+    for (int b = 0; b < BATCH; b++) {
+        for (int h = 0; h < HEADS; h++) {
+            int kvh = h / (HEADS / KV_HEADS);
+            const float *qh = q + (b * HEADS + h) * HD;
+            double score[BLOCK * MAX_BLOCKS], max = -INFINITY, sum = 0;
+            size_t slot[BLOCK * MAX_BLOCKS];
+            for (int t = 0; t < lens[b]; t++) {
+                slot[t] = (size_t)table[b * MAX_BLOCKS + t / BLOCK] * BLOCK + t % BLOCK;
+                double s = 0;
+                for (int d = 0; d < HD; d++)
+                    s += (double)qh[d] * kc[slot[t] * ROW + kvh * HD + d];
+                score[t] = s * scale;
+                max = fmax(max, score[t]);
+            }
+            for (int t = 0; t < lens[b]; t++)
+                sum += exp(score[t] - max);
+            for (int d = 0; d < HD; d++) {
+                double acc = 0;
+                for (int t = 0; t < lens[b]; t++)
+                    acc += exp(score[t] - max) / sum * vc[slot[t] * ROW + kvh * HD + d];
+                DY_CHECK(close_to(out[(b * HEADS + h) * HD + d], acc, 1e-4));
+            }
+        }
+    }
+    clReleaseMemObject(qm);
+    clReleaseMemObject(om);
+    clReleaseMemObject(km);
+    clReleaseMemObject(vm);
+    clReleaseMemObject(tm);
+    clReleaseMemObject(lm);
+}
+
+DY_TESTS(
+    DY_TEST(test_plugin_fills_every_slot)
+    DY_TEST(test_plugin_probe_names_zeinit)
+    DY_TEST(test_module_has_every_kernel)
+    DY_TEST(test_fill_random_bit_exact)
+    DY_TEST(test_gemv_f16_weights)
+    DY_TEST(test_rmsnorm)
+    DY_TEST(test_argmax)
+    DY_TEST(test_attention_decode)
+)
