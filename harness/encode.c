@@ -14,6 +14,7 @@ static int usage(void)
     fprintf(stderr,
             "usage: dyno encode (--model NAME | --model-dir DIR) --pixels FILE [-o OUT]\n"
             "                   [--backend cpu] [--device 0] [--weight-dtype f32|f16|bf16] [--seed 0]\n"
+            "                   [--lora-rank R [--lora-merged 1]]\n"
             "FILE holds little-endian float32 pixels, N x channels x size x size at the\n"
             "config's image size; OUT (default hidden.f32) gets the last hidden state,\n"
             "N x tokens x hidden float32. Weights default to f32.\n");
@@ -24,13 +25,15 @@ int dy_cmd_encode(int argc, char **argv)
 {
     const char *model = NULL, *dir = NULL, *pixels_path = NULL, *out_path = "hidden.f32";
     const char *backend = "cpu", *wname = "f32";
-    int64_t device = 0, seed = 0;
+    int64_t device = 0, seed = 0, lora_rank = 0, lora_merged = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         const char **str = !strcmp(f, "--model") ? &model : !strcmp(f, "--model-dir") ? &dir
                          : !strcmp(f, "--pixels") ? &pixels_path : !strcmp(f, "-o") ? &out_path
                          : !strcmp(f, "--backend") ? &backend : !strcmp(f, "--weight-dtype") ? &wname : NULL;
-        int64_t *num = !strcmp(f, "--device") ? &device : !strcmp(f, "--seed") ? &seed : NULL;
+        int64_t *num = !strcmp(f, "--device") ? &device : !strcmp(f, "--seed") ? &seed
+                     : !strcmp(f, "--lora-rank") ? &lora_rank
+                     : !strcmp(f, "--lora-merged") ? &lora_merged : NULL;
         if ((!str && !num) || !v) {
             fprintf(stderr, "dyno encode: %s \"%s\"\n", v ? "unknown flag" : "missing value for", f);
             return usage();
@@ -94,6 +97,11 @@ int dy_cmd_encode(int argc, char **argv)
         }
     } else if (dy_vit_weights_random(ctx, &cfg, wdtype, (uint64_t)seed, &w) != DY_OK) {
         fprintf(stderr, "dyno encode: %s\n", dy_ctx_error(ctx));
+        goto done;
+    }
+    if (lora_rank > 0 &&
+        dy_vit_lora_add(ctx, &cfg, &w, (int)lora_rank, lora_merged == 1, (uint64_t)seed) != DY_OK) {
+        fprintf(stderr, "dyno encode: LoRA adapters: %s\n", dy_ctx_error(ctx));
         goto done;
     }
     size_t out_floats = (size_t)batch * dy_vit_tokens(&cfg, cfg.image_size) * cfg.hidden;

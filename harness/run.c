@@ -214,6 +214,8 @@ static void point_axes(struct dy_point *p, const char *v[DY_AX_COUNT])
     p->kv_budget = int_value(v[DY_AX_KV_BUDGET]);
     p->block_size = int_value(v[DY_AX_BLOCK_SIZE]);
     p->image_size = int_value(v[DY_AX_IMAGE_SIZE]);
+    p->lora_rank = int_value(v[DY_AX_LORA_RANK]);
+    p->lora_merged = int_value(v[DY_AX_LORA_MERGED]);
     p->patch = int_value(v[DY_AX_PATCH]);
     p->seed = int_value(v[DY_AX_SEED]);
     p->layers = int_value(v[DY_AX_LAYERS]);
@@ -244,7 +246,8 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
         { DY_AX_ROUTING, NULL, "--routing applies to MoE workloads, not implemented yet" },
         { DY_AX_IMAGE_SIZE, NULL, "--image-size applies to the ViT workload, not implemented yet" },
         { DY_AX_PATCH, NULL, "--patch applies to the ViT workload, not implemented yet" },
-        { DY_AX_LORA_RANK, NULL, "--lora-rank applies to the ViT workload, not implemented yet" },
+        { DY_AX_LORA_RANK, NULL, "--lora-rank applies to the ViT workload" },
+        { DY_AX_LORA_MERGED, NULL, "--lora-merged applies to the ViT workload" },
     };
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
         const char *val = v[rules[i].axis];

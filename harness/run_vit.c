@@ -48,8 +48,9 @@ static bool vit_unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
             skip(p, "skipped", "--%s does not apply to the ViT workload", dy_axis_flag(llm_only[i]));
             return true;
         }
-    if (v[DY_AX_LORA_RANK] && strcmp(v[DY_AX_LORA_RANK], "0")) {
-        skip(p, "skipped", "--lora-rank %s: LoRA adapters are not implemented yet", v[DY_AX_LORA_RANK]);
+    bool rank = v[DY_AX_LORA_RANK] && strcmp(v[DY_AX_LORA_RANK], "0");
+    if (v[DY_AX_LORA_MERGED] && !strcmp(v[DY_AX_LORA_MERGED], "1") && !rank) {
+        skip(p, "skipped", "--lora-merged 1 needs a --lora-rank above 0");
         return true;
     }
     if (strcmp(p->weight_dtype, "f32") && strcmp(p->weight_dtype, "f16") && strcmp(p->weight_dtype, "bf16")) {
@@ -62,9 +63,11 @@ static bool vit_unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
 static int load(dy_ctx *ctx, const char *v[DY_AX_COUNT], enum dy_dtype wdtype, struct dy_point *p)
 {
     char key[sizeof cache.key];
-    snprintf(key, sizeof key, "%p|%s|%s|%s|%s|%s", (void *)ctx,
+    snprintf(key, sizeof key, "%p|%s|%s|%s|%s|%s|%s|%s", (void *)ctx,
              v[DY_AX_MODEL_DIR] ? v[DY_AX_MODEL_DIR] : "", v[DY_AX_MODEL] ? v[DY_AX_MODEL] : "",
-             v[DY_AX_WEIGHT_DTYPE], v[DY_AX_PATCH] ? v[DY_AX_PATCH] : "", v[DY_AX_SEED]);
+             v[DY_AX_WEIGHT_DTYPE], v[DY_AX_PATCH] ? v[DY_AX_PATCH] : "", v[DY_AX_SEED],
+             v[DY_AX_LORA_RANK] ? v[DY_AX_LORA_RANK] : "0",
+             v[DY_AX_LORA_MERGED] ? v[DY_AX_LORA_MERGED] : "0");
     if (cache.loaded && !strcmp(key, cache.key))
         return DY_OK;
     dy_vit_cache_release();
@@ -109,8 +112,17 @@ static int load(dy_ctx *ctx, const char *v[DY_AX_COUNT], enum dy_dtype wdtype, s
                                    &cache.w);
         snprintf(err, sizeof err, "random weights: %s", dy_ctx_error(ctx));
     }
+    uint64_t seed = (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed);
+    if (st == DY_OK && p->lora_rank > 0) {
+        cache.loaded = true; /* the weights exist: freed with the cache on failure */
+        cache.ctx = ctx;
+        st = dy_vit_lora_add(ctx, &cache.cfg, &cache.w, (int)p->lora_rank, p->lora_merged == 1, seed);
+        snprintf(err, sizeof err, "LoRA adapters: %s", dy_ctx_error(ctx));
+    }
     if (st != DY_OK) {
         skip(p, st == DY_E_NOMEM ? "oom" : "failed", "%s", err);
+        if (cache.loaded)
+            dy_vit_cache_release();
         return st;
     }
     cache.ctx = ctx;

@@ -30,7 +30,8 @@
     X(ROUTING, "routing", STR, 0, NULL, NULL, "MoE routing: model, uniform, zipf:S")             \
     X(IMAGE_SIZE, "image-size", INT, 1, NULL, NULL, "ViT image size")                             \
     X(PATCH, "patch", INT, 1, NULL, NULL, "ViT patch size")                                       \
-    X(LORA_RANK, "lora-rank", INT, 0, NULL, NULL, "ViT LoRA rank")                                \
+    X(LORA_RANK, "lora-rank", INT, 0, NULL, NULL, "ViT LoRA rank (0: none)")                      \
+    X(LORA_MERGED, "lora-merged", ENUM, 0, "0,1", NULL, "1: fold the LoRA adapters into the weights") \
     X(BATCH, "batch", INT, 1, NULL, "1", "sequences (or images) per batch")                      \
     X(INPUT_LEN, "input-len", INT, 1, NULL, "128", "prompt tokens per sequence")                 \
     X(OUTPUT_LEN, "output-len", INT, 1, NULL, "32", "generated tokens per sequence")             \

@@ -216,6 +216,8 @@ static const char *const added_columns[][3] = {
     { "points", "e2e_noise", "REAL" },
     { "points", "e2e_ms_p90", "REAL" },
     { "points", "e2e_ms_p99", "REAL" },
+    { "points", "lora_rank", "INTEGER" },
+    { "points", "lora_merged", "INTEGER" },
 };
 #define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
 

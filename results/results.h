@@ -66,6 +66,7 @@ struct dy_point {
     /* relative standard deviation of e2e over the repetitions */
     double e2e_noise;
     double e2e_ms_p90, e2e_ms_p99;
+    int64_t lora_rank, lora_merged;
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */

@@ -105,7 +105,9 @@ CREATE TABLE IF NOT EXISTS points (
     uuid         TEXT,                   -- random, given at insert: the point in any file (dyno merge)
     e2e_noise    REAL,                   -- relative standard deviation of e2e over the repetitions
     e2e_ms_p90   REAL,                   -- e2e percentiles over the repetitions (e2e_ms is the median);
-    e2e_ms_p99   REAL                    -- for the ViT, the latency of one batch
+    e2e_ms_p99   REAL,                   -- for the ViT, the latency of one batch
+    lora_rank    INTEGER,                -- ViT LoRA adapters on q, k, v, o (axes added later)
+    lora_merged  INTEGER
 );
 CREATE INDEX IF NOT EXISTS points_run ON points (run_id);
 -- the dashboard looks points up by where they ran and on what; --resume by

@@ -50,6 +50,7 @@ static const struct point_column point_columns[] = {
     REAL(host_e2e_ms),
     INT(repeat), INT(warmup),
     TEXT(config_key), REAL(e2e_noise), REAL(e2e_ms_p90), REAL(e2e_ms_p99),
+    INT(lora_rank), INT(lora_merged),
 };
 #define POINT_COLUMN_COUNT ((int)(sizeof point_columns / sizeof point_columns[0]))
 

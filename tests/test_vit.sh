@@ -10,7 +10,7 @@ if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
 fi
 backends="cpu-ref cpu"
 "$DYNO" devices 2>/dev/null | grep -qE '^opencl +OpenCL' && backends="$backends opencl"
-echo "1..$((2 * $(echo $backends | wc -w) + 4))"
+echo "1..$((2 * $(echo $backends | wc -w) + 6))"
 # max |got - want| / max |want| over two float32 files
 rel_err() { python3 - "$1" "$2" <<'PY'
 import struct, sys
@@ -40,9 +40,24 @@ for be in $backends; do
 done
 n_ok=$(sql "$tmp/vit.db" "select count(*) from points where status='ok' and images_s > 0 and e2e_ms > 0 and e2e_ms_p99 >= e2e_ms and flop_util > 0 and image_size = 64")
 check "run --workload vit stores ok points with images_s" test "$n_ok" = "$((2 * $(echo $backends | wc -w)))"
-"$DYNO" run --workload vit --model tiny-vit --image-size 100 --lora-rank 0,8 --repeat 1 --db "$tmp/vit2.db" >/dev/null 2>&1
-check "lora and a size that is no multiple of the patch are skipped rows" \
+"$DYNO" run --workload vit --model tiny-vit --image-size 100 --repeat 1 --db "$tmp/vit2.db" >/dev/null 2>&1
+"$DYNO" run --workload vit --model tiny-vit --lora-merged 1 --repeat 1 --db "$tmp/vit2.db" >/dev/null 2>&1
+check "a size that is no multiple of the patch, and merging without a rank, are skipped rows" \
     test "$(sql "$tmp/vit2.db" "select count(*) from points where status='skipped' and reason <> ''")" = 2
+"$DYNO" run --workload vit --model tiny-vit --lora-rank 0,8 --lora-merged 0,1 --repeat 1 \
+    --db "$tmp/lora.db" >/dev/null 2>&1
+check "LoRA points: rank 8 unmerged and merged run and are stored with their axes" \
+    test "$(sql "$tmp/lora.db" "select group_concat(status || ':' || ifnull(lora_rank, '-') || ':' || ifnull(lora_merged, '-'), ' ') from (select * from points order by id)")" \
+    = "ok:0:0 skipped:0:1 ok:8:0 ok:8:1"
+# adapters folded into the weights compute what the unmerged adapters do
+for merged in 0 1; do
+    "$DYNO" encode --model-dir "$tmp/f32" --pixels "$tmp/f32/pixels.f32" -o "$tmp/lora$merged.f32" \
+        --lora-rank 4 --lora-merged $merged 2>/dev/null
+done
+e=$(rel_err "$tmp/lora0.f32" "$tmp/lora1.f32")
+d=$(rel_err "$tmp/lora0.f32" "$tmp/f32/expected.f32")
+check "LoRA merged equals unmerged (rel err $e) and differs from no adapters ($d)" \
+    python3 -c "import sys; sys.exit(0 if float('$e') <= 1e-4 and float('$d') > 1e-3 else 1)"
 "$DYNO" run --workload vit --model tiny-vit --image-size 96 --repeat 1 --db "$tmp/vit3.db" >/dev/null 2>&1
 check "random weights at another image size run (position table drawn at that size)" \
     test "$(sql "$tmp/vit3.db" "select status from points")" = ok

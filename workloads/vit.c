@@ -81,7 +81,9 @@ void dy_vit_weights_free(dy_ctx *ctx, struct dy_vit_weights *w)
     for (int i = 0; i < w->layer_count && w->layers; i++) {
         struct dy_vit_layer *l = &w->layers[i];
         dy_buf *bufs[] = { &l->ln1_w, &l->ln1_b, &l->qkv, &l->qkv_b, &l->o, &l->o_b,
-                           &l->ln2_w, &l->ln2_b, &l->fc1, &l->fc1_b, &l->fc2, &l->fc2_b };
+                           &l->ln2_w, &l->ln2_b, &l->fc1, &l->fc1_b, &l->fc2, &l->fc2_b,
+                           &l->lora_a_qkv, &l->lora_b_q, &l->lora_b_k, &l->lora_b_v,
+                           &l->lora_a_o, &l->lora_b_o };
         for (size_t b = 0; b < sizeof bufs / sizeof bufs[0]; b++)
             dy_buf_free(ctx, bufs[b]);
     }
@@ -226,5 +228,97 @@ int dy_vit_weights_load(dy_ctx *ctx, const struct dy_vit_config *c, enum dy_dtyp
     return DY_OK;
 fail:
     dy_vit_weights_free(ctx, w);
+    return st;
+}
+
+/* W[row0 .. row0 + out, :] += B . A on the host: W [out, in] in the
+ * weights' dtype, B [out, rank] and A [rank, in] in f32. */
+static int fold(dy_ctx *ctx, const struct dy_vit_weights *w, dy_buf weight, size_t row0, int out,
+                int in, const float *b, const float *a, int rank)
+{
+    size_t esize = dy_dtype_size(w->dtype), count = (size_t)out * in;
+    void *host = malloc(count * esize);
+    dy_buf at = dy_buf_at(weight, row0 * in * esize);
+    int st = host ? dy_buf_read(ctx, at, host, count * esize) : DY_E_NOMEM;
+    for (int o = 0; st == DY_OK && o < out; o++)
+        for (int i = 0; i < in; i++) {
+            double acc = dy_load_f32(host, w->dtype, (size_t)o * in + i);
+            for (int k = 0; k < rank; k++)
+                acc += (double)b[(size_t)o * rank + k] * a[(size_t)k * in + i];
+            dy_store_f32(host, w->dtype, (size_t)o * in + i, (float)acc);
+        }
+    if (st == DY_OK)
+        st = dy_buf_write(ctx, at, host, count * esize);
+    free(host);
+    return st;
+}
+
+/* Reads a device tensor of `count` values as f32. */
+static int read_f32(dy_ctx *ctx, const struct dy_vit_weights *w, dy_buf src, size_t count, float *out)
+{
+    size_t esize = dy_dtype_size(w->dtype);
+    void *host = malloc(count * esize);
+    int st = host ? dy_buf_read(ctx, src, host, count * esize) : DY_E_NOMEM;
+    for (size_t i = 0; st == DY_OK && i < count; i++)
+        out[i] = dy_load_f32(host, w->dtype, i);
+    free(host);
+    return st;
+}
+
+static int fold_layer(dy_ctx *ctx, const struct dy_vit_config *c, struct dy_vit_weights *w,
+                      struct dy_vit_layer *l, int rank)
+{
+    size_t h = (size_t)c->hidden, r = (size_t)rank;
+    float *a = malloc(3 * r * h * sizeof(float)), *b = malloc(h * r * sizeof(float));
+    dy_buf bs[3] = { l->lora_b_q, l->lora_b_k, l->lora_b_v };
+    int st = a && b ? read_f32(ctx, w, l->lora_a_qkv, 3 * r * h, a) : DY_E_NOMEM;
+    for (int j = 0; j < 3 && st == DY_OK; j++)
+        if ((st = read_f32(ctx, w, bs[j], h * r, b)) == DY_OK)
+            st = fold(ctx, w, l->qkv, (size_t)j * h, (int)h, (int)h, b, a + (size_t)j * r * h, rank);
+    if (st == DY_OK && (st = read_f32(ctx, w, l->lora_a_o, r * h, a)) == DY_OK &&
+        (st = read_f32(ctx, w, l->lora_b_o, h * r, b)) == DY_OK)
+        st = fold(ctx, w, l->o, 0, (int)h, (int)h, b, a, rank);
+    free(a);
+    free(b);
+    dy_buf *adapters[] = { &l->lora_a_qkv, &l->lora_b_q, &l->lora_b_k, &l->lora_b_v,
+                           &l->lora_a_o, &l->lora_b_o };
+    for (size_t i = 0; i < sizeof adapters / sizeof adapters[0]; i++)
+        dy_buf_free(ctx, adapters[i]);
+    return st;
+}
+
+int dy_vit_lora_add(dy_ctx *ctx, const struct dy_vit_config *c, struct dy_vit_weights *w,
+                    int rank, bool merged, uint64_t seed)
+{
+    if (rank <= 0 || rank > c->hidden)
+        return DY_E_INVALID;
+    size_t h = (size_t)c->hidden, r = (size_t)rank;
+    /* the scale alpha / rank = 2 goes into B's range */
+    float a_scale = sqrtf(3.0f / (float)h), b_scale = 2.0f * sqrtf(3.0f / (float)rank) * 0.1f;
+    int st = DY_OK;
+    for (int i = 0; i < c->layers && st == DY_OK; i++) {
+        struct dy_vit_layer *l = &w->layers[i];
+        uint64_t s = 0x4000 + 8 * (uint64_t)i;
+        if ((st = alloc_tensor(ctx, w, 3 * r * h, &l->lora_a_qkv)) ||
+            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_q)) ||
+            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_k)) ||
+            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_v)) ||
+            (st = alloc_tensor(ctx, w, r * h, &l->lora_a_o)) ||
+            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_o)) ||
+            (st = fill(ctx, w, l->lora_a_qkv, seed, s, a_scale, 0.0f)) ||
+            (st = fill(ctx, w, l->lora_b_q, seed, s + 1, b_scale, 0.0f)) ||
+            (st = fill(ctx, w, l->lora_b_k, seed, s + 2, b_scale, 0.0f)) ||
+            (st = fill(ctx, w, l->lora_b_v, seed, s + 3, b_scale, 0.0f)) ||
+            (st = fill(ctx, w, l->lora_a_o, seed, s + 4, a_scale, 0.0f)) ||
+            (st = fill(ctx, w, l->lora_b_o, seed, s + 5, b_scale, 0.0f)))
+            break;
+        if (merged) {
+            uint64_t adapter_bytes = (4 * h * r + 4 * r * h) * dy_dtype_size(w->dtype);
+            st = fold_layer(ctx, c, w, l, rank);
+            w->bytes -= adapter_bytes;
+        }
+    }
+    w->lora_rank = rank;
+    w->lora_merged = merged;
     return st;
 }

@@ -29,6 +29,9 @@ double dy_vit_flops(const struct dy_vit_config *cfg, int image_size);
 
 struct dy_vit_layer {
     dy_buf ln1_w, ln1_b, qkv, qkv_b, o, o_b, ln2_w, ln2_b, fc1, fc1_b, fc2, fc2_b;
+    /* unmerged LoRA adapters: A for q, k, v stacked [3 rank, hidden]; B for
+     * each [hidden, rank]; A and B of the output projection */
+    dy_buf lora_a_qkv, lora_b_q, lora_b_k, lora_b_v, lora_a_o, lora_b_o;
 };
 
 struct dy_vit_weights {
@@ -41,6 +44,8 @@ struct dy_vit_weights {
     struct dy_vit_layer *layers;
     int layer_count;
     uint64_t bytes;
+    int lora_rank;             /* 0: no adapters */
+    bool lora_merged;          /* adapters folded into q, k, v and o */
     bool random;               /* drawn by fill_random from `seed` */
     uint64_t seed;
 };
@@ -51,6 +56,12 @@ int dy_vit_weights_load(dy_ctx *ctx, const struct dy_vit_config *cfg, enum dy_dt
                         const struct dy_checkpoint *ck, struct dy_vit_weights *w, char *err,
                         size_t err_len);
 void dy_vit_weights_free(dy_ctx *ctx, struct dy_vit_weights *w);
+/* Adds random LoRA adapters of `rank` on the attention projections q, k, v
+ * and o: y = W x + (alpha / rank) B (A x) with alpha = 2 rank, the scale
+ * folded into B. `merged` folds them into W on the host (W += 2 B A) and
+ * keeps no adapters, for comparing the two. */
+int dy_vit_lora_add(dy_ctx *ctx, const struct dy_vit_config *cfg, struct dy_vit_weights *w,
+                    int rank, bool merged, uint64_t seed);
 
 struct dy_vit;
 

@@ -15,6 +15,7 @@ struct dy_vit {
     int max_batch, image_size, tokens, patches, batch;
     dy_buf patch_in, emb, x, xn, qkv, attn, mlp, pos_full, pos_own, ids_x, ids_pos, ids_cls,
         cls_rows, logits;
+    dy_buf lora_t;              /* [rows, 3 rank]: A x of the unmerged adapters */
 };
 
 int dy_vit_tokens_of(const struct dy_vit *m)
@@ -28,7 +29,7 @@ void dy_vit_destroy(struct dy_vit *m)
         return;
     dy_buf *bufs[] = { &m->patch_in, &m->emb, &m->x, &m->xn, &m->qkv, &m->attn, &m->mlp,
                        &m->pos_full, &m->pos_own, &m->ids_x, &m->ids_pos, &m->ids_cls,
-                       &m->cls_rows, &m->logits };
+                       &m->cls_rows, &m->logits, &m->lora_t };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
     free(m);
@@ -88,6 +89,8 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
         (st = dy_buf_alloc(ctx, (size_t)max_batch * sizeof(int32_t), &m->ids_cls)) ||
         (cfg->labels && ((st = dy_buf_alloc(ctx, (size_t)max_batch * h * f, &m->cls_rows)) ||
                          (st = dy_buf_alloc(ctx, (size_t)max_batch * cfg->labels * f, &m->logits)))) ||
+        (w->lora_rank && !w->lora_merged &&
+         (st = dy_buf_alloc(ctx, rows * 3 * (size_t)w->lora_rank * f, &m->lora_t))) ||
         (st = position_table(m, &pos_table)))
         goto done;
     /* image b's rows: the CLS row (after every patch row), then its patches */
@@ -161,6 +164,41 @@ static int linear(struct dy_vit *m, dy_buf a, int k, dy_buf w, dy_buf bias, dy_b
     return dy_gemm(m->ctx, &d);
 }
 
+/* c[rows, n] (ldc) += a[rows, k] (lda) . b[n, k]^T, for the adapters */
+static int gemm_acc(struct dy_vit *m, dy_buf a, int lda, dy_buf b, dy_buf c, int ldc, int rows,
+                    int n, int k)
+{
+    struct dy_gemm_desc d = {
+        .a = a, .b = b, .c = c, .m = rows, .n = n, .k = k, .lda = lda, .ldb = k, .ldc = ldc,
+        .a_dtype = DY_F32, .b_dtype = m->w->dtype, .c_dtype = DY_F32, .beta = 1.0f,
+    };
+    return dy_gemm(m->ctx, &d);
+}
+
+/* Unmerged LoRA on q, k and v: qkv += B (A xn), one GEMM for the three A's. */
+static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
+{
+    int h = m->cfg->hidden, r = m->w->lora_rank, st;
+    size_t f = sizeof(float);
+    dy_buf none = { 0 }, bs[3] = { l->lora_b_q, l->lora_b_k, l->lora_b_v };
+    if ((st = linear(m, m->xn, h, l->lora_a_qkv, none, m->lora_t, 3 * r, rows, 0.0f)))
+        return st;
+    for (int j = 0; j < 3 && st == DY_OK; j++)
+        st = gemm_acc(m, dy_buf_at(m->lora_t, (size_t)j * r * f), 3 * r, bs[j],
+                      dy_buf_at(m->qkv, (size_t)j * h * f), 3 * h, rows, h, r);
+    return st;
+}
+
+/* ... and on the output projection: x += B (A attn). */
+static int lora_o(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
+{
+    int h = m->cfg->hidden, r = m->w->lora_rank, st;
+    dy_buf none = { 0 };
+    if ((st = linear(m, m->attn, h, l->lora_a_o, none, m->lora_t, r, rows, 0.0f)))
+        return st;
+    return gemm_acc(m, m->lora_t, r, l->lora_b_o, m->x, h, rows, h, r);
+}
+
 static int layer_norm(struct dy_vit *m, dy_buf x, dy_buf w, dy_buf b, dy_buf out, int rows)
 {
     int h = m->cfg->hidden;
@@ -185,10 +223,13 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
     struct dy_eltwise_desc gelu = { .op = DY_ELT_GELU, .a = m->mlp, .out = m->mlp, .rows = rows,
                                     .cols = c->intermediate, .a_stride = c->intermediate,
                                     .out_stride = c->intermediate, .dtype = DY_F32 };
+    bool lora = m->w->lora_rank && !m->w->lora_merged;
     if ((st = layer_norm(m, m->x, l->ln1_w, l->ln1_b, m->xn, rows)) ||
         (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, 3 * h, rows, 0.0f)) ||
+        (lora && (st = lora_qkv(m, l, rows))) ||
         (st = dy_attention_prefill(m->ctx, &att)) ||
         (st = linear(m, m->attn, h, l->o, l->o_b, m->x, h, rows, 1.0f)) ||
+        (lora && (st = lora_o(m, l, rows))) ||
         (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, rows)) ||
         (st = linear(m, m->xn, h, l->fc1, l->fc1_b, m->mlp, c->intermediate, rows, 0.0f)) ||
         (st = dy_eltwise(m->ctx, &gelu)))
