@@ -139,4 +139,8 @@ int dy_ze_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_ze_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_ze_convert(void *ctx, const struct dy_convert_desc *d);
 
+/* The portable GEMM kernels (kernel_ops.inc), shared with the OpenCL backend. */
+int dy_ze_gemv(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);
+int dy_ze_gemm_tiled(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);
+
 #endif

@@ -21,55 +21,10 @@
 #include <clblast_c.h>
 #endif
 
-/* Below this many rows of A, the GEMV kernel; kernels/gemm.cl's GEMV_ROWS
- * (rows of B per work-group). */
+/* Below this many rows of A, the GEMV kernel. */
 #define GEMV_MAX_M 16
-#define GEMV_ROWS (DY_OCL_WG / 32)
 /* Largest f32 panel of B converted for CLBlast at once. */
 #define PANEL_MAX_BYTES ((size_t)128 << 20)
-/* kernels/gemm.cl's TILE */
-#define TILE 16
-
-static int gemv(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d)
-{
-    cl_mem a = dy_ocl_mem(d->a), b = dy_ocl_mem(d->b), bias = dy_ocl_mem(d->bias);
-    cl_mem cm = dy_ocl_mem(d->c);
-    cl_ulong a_off = dy_ocl_off(d->a), b_off = dy_ocl_off(d->b), bias_off = dy_ocl_off(d->bias);
-    cl_ulong c_off = dy_ocl_off(d->c);
-    cl_int a_dtype = d->a_dtype, b_dtype = d->b_dtype, c_dtype = d->c_dtype;
-    /* wide loads need every row to start on 16 bytes */
-    bool b_aligned = d->b.off % 16 == 0 && (size_t)d->ldb * dy_dtype_size(d->b_dtype) % 16 == 0;
-    cl_int a_vec = d->a_dtype == DY_F32 && d->a.off % 16 == 0 && d->lda % 4 == 0;
-    cl_int k_vec = b_aligned ? d->k / 8 * 8 : 0;
-    size_t global = ((size_t)d->n + GEMV_ROWS - 1) / GEMV_ROWS * DY_OCL_WG;
-    const size_t local = DY_OCL_WG;
-    return dy_ocl_launch(c, d->m == 1 ? DY_OCL_K_gemv1 : DY_OCL_K_gemv, 1, &global, &local,
-                         DY_OCL_ARGS(DY_OCL_ARG(a), DY_OCL_ARG(a_off), DY_OCL_ARG(d->lda),
-                                     DY_OCL_ARG(a_dtype), DY_OCL_ARG(a_vec), DY_OCL_ARG(b),
-                                     DY_OCL_ARG(b_off), DY_OCL_ARG(d->ldb), DY_OCL_ARG(b_dtype),
-                                     DY_OCL_ARG(bias), DY_OCL_ARG(bias_off), DY_OCL_ARG(cm),
-                                     DY_OCL_ARG(c_off), DY_OCL_ARG(d->ldc), DY_OCL_ARG(c_dtype),
-                                     DY_OCL_ARG(d->beta), DY_OCL_ARG(d->m), DY_OCL_ARG(d->n),
-                                     DY_OCL_ARG(d->k), DY_OCL_ARG(k_vec)));
-}
-
-static int gemm_tiled(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d)
-{
-    cl_mem a = dy_ocl_mem(d->a), b = dy_ocl_mem(d->b), bias = dy_ocl_mem(d->bias);
-    cl_mem cm = dy_ocl_mem(d->c);
-    cl_ulong a_off = dy_ocl_off(d->a), b_off = dy_ocl_off(d->b), bias_off = dy_ocl_off(d->bias);
-    cl_ulong c_off = dy_ocl_off(d->c);
-    cl_int a_dtype = d->a_dtype, b_dtype = d->b_dtype, c_dtype = d->c_dtype;
-    size_t global[2] = { (size_t)d->n, (size_t)d->m };
-    const size_t local[2] = { TILE, TILE };
-    return dy_ocl_launch(c, DY_OCL_K_gemm_tiled, 2, global, local,
-                         DY_OCL_ARGS(DY_OCL_ARG(a), DY_OCL_ARG(a_off), DY_OCL_ARG(d->lda),
-                                     DY_OCL_ARG(a_dtype), DY_OCL_ARG(b), DY_OCL_ARG(b_off),
-                                     DY_OCL_ARG(d->ldb), DY_OCL_ARG(b_dtype), DY_OCL_ARG(bias),
-                                     DY_OCL_ARG(bias_off), DY_OCL_ARG(cm), DY_OCL_ARG(c_off),
-                                     DY_OCL_ARG(d->ldc), DY_OCL_ARG(c_dtype), DY_OCL_ARG(d->beta),
-                                     DY_OCL_ARG(d->m), DY_OCL_ARG(d->n), DY_OCL_ARG(d->k)));
-}
 
 #ifdef DY_HAVE_CLBLAST
 static __typeof__(CLBlastSgemm) *clblast_sgemm;
@@ -207,10 +162,10 @@ int dy_ocl_gemm(void *ctx, const struct dy_gemm_desc *d)
     if (d->m == 0 || d->n == 0)
         return DY_OK;
     if (d->m < GEMV_MAX_M)
-        return gemv(c, d);
+        return dy_ocl_gemv(c, d);
 #ifdef DY_HAVE_CLBLAST
     if (clblast_fits(d))
         return gemm_clblast(c, d);
 #endif
-    return gemm_tiled(c, d);
+    return dy_ocl_gemm_tiled(c, d);
 }

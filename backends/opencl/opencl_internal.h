@@ -106,4 +106,8 @@ int dy_ocl_attention_decode(void *ctx, const struct dy_attention_decode_desc *d)
 int dy_ocl_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_ocl_convert(void *ctx, const struct dy_convert_desc *d);
 
+/* The portable GEMM kernels (kernel_ops.inc), shared with the Level Zero backend. */
+int dy_ocl_gemv(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d);
+int dy_ocl_gemm_tiled(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d);
+
 #endif
