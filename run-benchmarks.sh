@@ -18,9 +18,13 @@ if [ "$backend" = cpu ]; then
     # a small sweep a laptop finishes in a few minutes
     build/dyno run --backend cpu --model tiny-llama,llama-3.2-1b --batch 1,4 \
         --input-len 128 --output-len 32 --warmup 1 --repeat 2 --db "$db" "$@"
+    build/dyno run --backend cpu --workload vit --model tiny-vit,vit-b16 --batch 1,8 \
+        --warmup 1 --repeat 2 --db "$db" "$@"
 else
     build/dyno run --backend "$backend" --model llama-3.2-1b,llama-3.1-8b --batch 1,16,64 \
         --input-len 128,1024 --output-len 128 --db "$db" "$@"
+    build/dyno run --backend "$backend" --workload vit --model vit-b16,vit-l16 --batch 1,64,256 \
+        --db "$db" "$@"
 fi
 build/dyno report --db "$db" -o dyno-report.html
 echo "results: $db; dashboard: dyno-report.html"

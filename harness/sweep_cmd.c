@@ -57,6 +57,13 @@ static void print_image_summary(const struct dy_point *done, int done_count, FIL
 /* The markdown summary of every point of this run. */
 static void print_summary(const struct dy_point *done, int done_count, FILE *out)
 {
+    int tokens = 0;
+    for (int i = 0; i < done_count; i++)
+        tokens += strcmp(done[i].workload, "vit") != 0;
+    if (!tokens) {
+        print_image_summary(done, done_count, out);
+        return;
+    }
     fprintf(out, "\n| backend | device | model | batch | in | out | weights | kv | status | "
                  "ttft ms | tpot p50 ms | tpot p99 ms | out tok/s | total tok/s | bw util | flop util |\n");
     fprintf(out, "|---|---|---|--:|--:|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
