@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../workloads/llm.h"
+#include "../workloads/vit.h"
 #include "dy_build_config.h"
 #include "harness.h"
 #include "runner.h"
@@ -287,6 +288,10 @@ static int ensure_model(struct dy_runner *r, struct device_state *dev, const cha
     else if (dy_preset_path(v[DY_AX_MODEL], path, sizeof path) != DY_OK) {
         set_status(p, "failed", "unknown model \"%s\" (see `dyno models`)", v[DY_AX_MODEL]);
         return DY_E_INVALID;
+    }
+    if (dy_config_is_vit(path)) {
+        set_status(p, "skipped", "%s is a ViT: it runs with --workload vit", p->model);
+        return DY_E_UNSUPPORTED;
     }
     int st = dy_config_load(path, cfg, err, sizeof err);
     if (st != DY_OK) {

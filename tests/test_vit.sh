@@ -10,7 +10,7 @@ if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
 fi
 backends="cpu-ref cpu"
 "$DYNO" devices 2>/dev/null | grep -qE '^opencl +OpenCL' && backends="$backends opencl"
-echo "1..$((2 * $(echo $backends | wc -w) + 6))"
+echo "1..$((2 * $(echo $backends | wc -w) + 7))"
 # max |got - want| / max |want| over two float32 files
 rel_err() { python3 - "$1" "$2" <<'PY'
 import struct, sys
@@ -64,4 +64,8 @@ check "random weights at another image size run (position table drawn at that si
 "$DYNO" encode --model tiny-vit --pixels "$tmp/f32/pixels.f32" -o "$tmp/x.f32" 2>"$tmp/err"
 check "encode refuses pixels of the wrong size, naming the file" \
     test $? -eq 2 -a -n "$(grep pixels.f32 "$tmp/err")"
+"$DYNO" run --workload llm,vit --model tiny-vit --repeat 1 --db "$tmp/mixed.db" >/dev/null 2>&1
+check "a ViT model in an LLM point is a skipped row saying so" \
+    test "$(sql "$tmp/mixed.db" "select group_concat(status, ',') from (select status from points order by id)")" = "skipped,ok" \
+    -a -n "$(sql "$tmp/mixed.db" "select reason from points where reason like '%--workload vit%'")"
 finish
