@@ -139,7 +139,9 @@ struct dy_rope_desc {
 enum dy_eltwise_op {
     DY_ELT_ADD = 0,      /* out = a + b */
     DY_ELT_SILU_MUL = 1, /* out = silu(a) * b */
-    DY_ELT_GELU = 2      /* out = gelu(a), erf form; b unused */
+    DY_ELT_GELU = 2,     /* out = gelu(a), erf form; b unused */
+    DY_ELT_GATED_ADD = 3 /* out += sigmoid(b[r * b_stride]) * a: b is one value
+                          * per row (Qwen2-MoE's shared-expert gate) */
 };
 
 struct dy_eltwise_desc {
@@ -212,6 +214,61 @@ struct dy_convert_desc {
     enum dy_dtype src_dtype, dst_dtype;
 };
 
+/* ---- MoE ---------------------------------------------------------------
+ * A token's k experts are pairs p = token * k + j. The fused path: router
+ * GEMM, softmax_topk, moe_sort (pairs grouped by expert), gemm_grouped for
+ * gate/up, eltwise SiLU-mul, gemm_grouped for down, scatter_add_rows. */
+
+/* For each of `tokens` rows of f32 logits [tokens, experts]: p = softmax(row)
+ * in f32; the k experts of largest logit (softmax keeps the order; ties: the
+ * lower expert first), in descending order, go to ids[t * k + j] (i32) with
+ * their p in weights[t * k + j] (f32). With renormalize the k weights are
+ * divided by their sum. */
+struct dy_softmax_topk_desc {
+    dy_buf logits, ids, weights;
+    int tokens, experts, k, stride;
+    bool renormalize;
+};
+
+/* Groups pairs by expert, a stable counting sort of ids[0..pairs):
+ * offsets[e] .. offsets[e + 1] (i32 [experts + 1], offsets[0] = 0) are expert
+ * e's rows in sorted order, sorted[r] (i32 [pairs]) is the pair at sorted row
+ * r, and position[p] (i32 [pairs]) the sorted row of pair p. Pairs keep their
+ * order within an expert. ids outside [0, experts) are an error
+ * the op need not detect; the workload never makes them. */
+struct dy_moe_sort_desc {
+    dy_buf ids, offsets, sorted, position;
+    int pairs, experts;
+};
+
+/* One GEMM per expert over its rows of the sorted order:
+ *   C[r, :] = A[a_row(r), :] . B_e[n, k]^T   for offsets[e] <= r < offsets[e + 1]
+ * with a_row(r) = a_rows[r] / a_row_div when a_rows.h is set (the sorted
+ * pair list and k: each pair reads its token's row), else r. B_e starts
+ * b_expert_stride elements after B_(e-1) and is row-major [n, k] (row
+ * stride k), stored as dy_gemm's B.
+ * A and C are f32; B is b_dtype (f32 A may be rounded to it as in dy_gemm).
+ * offsets live on the device. A decode-sized call (rows <= 4 * experts, say)
+ * must not wait on them from the host, so a decode step stays free of host
+ * round trips; a large call may read them back to plan its launches. */
+struct dy_gemm_grouped_desc {
+    dy_buf a, a_rows, b, c, offsets;
+    int rows, experts, n, k;
+    int a_row_div;
+    int lda, ldc;
+    size_t b_expert_stride;
+    enum dy_dtype b_dtype;
+};
+
+/* dst[t, :] += sum over j < k, in order, of weights[t * k + j] *
+ * src[position[t * k + j], :]: each token gathers its pairs' rows (no
+ * atomics, so the sum is the same on every run). f32 throughout. */
+struct dy_scatter_add_rows_desc {
+    dy_buf src, dst, weights, position;
+    int tokens, k, cols;
+    int src_stride, dst_stride;
+};
+
 /* ---- the table ---------------------------------------------------------
  * `void *ctx` below is the backend's own context: one device and one
  * in-order queue. Ops are asynchronous with respect to the host unless the
@@ -261,6 +318,11 @@ struct dy_backend {
     int (*attention_decode)(void *ctx, const struct dy_attention_decode_desc *d);
     int (*argmax)(void *ctx, const struct dy_argmax_desc *d);
     int (*convert)(void *ctx, const struct dy_convert_desc *d);
+    /* MoE (may be NULL: MoE points are then skipped as unsupported) */
+    int (*softmax_topk)(void *ctx, const struct dy_softmax_topk_desc *d);
+    int (*moe_sort)(void *ctx, const struct dy_moe_sort_desc *d);
+    int (*gemm_grouped)(void *ctx, const struct dy_gemm_grouped_desc *d);
+    int (*scatter_add_rows)(void *ctx, const struct dy_scatter_add_rows_desc *d);
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */
@@ -433,6 +495,10 @@ int dy_attention_prefill(dy_ctx *ctx, const struct dy_attention_prefill_desc *d)
 int dy_attention_decode(dy_ctx *ctx, const struct dy_attention_decode_desc *d);
 int dy_argmax(dy_ctx *ctx, const struct dy_argmax_desc *d);
 int dy_convert(dy_ctx *ctx, const struct dy_convert_desc *d);
+int dy_softmax_topk(dy_ctx *ctx, const struct dy_softmax_topk_desc *d);
+int dy_moe_sort(dy_ctx *ctx, const struct dy_moe_sort_desc *d);
+int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d);
+int dy_scatter_add_rows(dy_ctx *ctx, const struct dy_scatter_add_rows_desc *d);
 
 /* ---- the registry (backends/registry.c) --------------------------------
  * Built-in backends plus plugins found next to the executable, in

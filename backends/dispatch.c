@@ -15,10 +15,11 @@ struct dy_alloc {
 
 /* DYNO_PROFILE_OPS=1: device time of every op, summed per op and printed
  * when the context is destroyed. Events are pooled and resolved at dy_sync. */
-enum { OP_COUNT = 11, PROFILE_PENDING = 8192 };
+enum { OP_COUNT = 15, PROFILE_PENDING = 8192 };
 static const char *const op_names[OP_COUNT] = {
     "fill_random", "gemm", "norm", "rope", "eltwise", "gather_rows", "kv_append",
     "attention_prefill", "attention_decode", "argmax", "convert",
+    "softmax_topk", "moe_sort", "gemm_grouped", "scatter_add_rows",
 };
 
 struct op_profile {
@@ -313,3 +314,7 @@ DY_OP_WRAPPER(attention_prefill, 7)
 DY_OP_WRAPPER(attention_decode, 8)
 DY_OP_WRAPPER(argmax, 9)
 DY_OP_WRAPPER(convert, 10)
+DY_OP_WRAPPER(softmax_topk, 11)
+DY_OP_WRAPPER(moe_sort, 12)
+DY_OP_WRAPPER(gemm_grouped, 13)
+DY_OP_WRAPPER(scatter_add_rows, 14)

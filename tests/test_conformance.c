@@ -230,9 +230,33 @@ static void *compare_or_keep(int u, void *want, void *got, const char *what, enu
 #define CTX_OF(u) ((u) < 0 ? ref_ctx : duts[u].ctx)
 
 /* ---- norm ---- */
+static void norm_in_place(void)
+{
+    /* OLMoE normalises q and k inside the qkv rows: x == out, strided */
+    int rows = 5, dim = 96, stride = 160;
+    size_t xn = (size_t)rows * stride;
+    void *x = host_random(DY_F32, xn, 2.0f), *w = host_random(DY_BF16, dim, 1.0f), *want = NULL;
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_norm_desc d = { .kind = DY_NORM_RMS, .rows = rows, .dim = dim, .x_stride = stride,
+                                  .out_stride = stride, .eps = 1e-6f, .dtype = DY_F32,
+                                  .weight_dtype = DY_BF16 };
+        d.x = d.out = upload(ctx, x, xn * 4);
+        d.weight = upload(ctx, w, (size_t)dim * 2);
+        DY_CHECK(dy_norm(ctx, &d) == DY_OK);
+        want = compare_or_keep(u, want, download(ctx, d.x, xn * 4), "rmsnorm in place", DY_F32, xn, 1e-5);
+        dy_buf_free(ctx, &d.x);
+        dy_buf_free(ctx, &d.weight);
+    }
+    free(want);
+    free(x);
+    free(w);
+}
+
 static void test_norm(void)
 {
     require_backends();
+    norm_in_place();
     static const int shapes[][3] = { { 1, 64, 0 }, { 7, 256, 16 }, { 33, 2048, 0 } };
     for (int kind = DY_NORM_RMS; kind <= DY_NORM_LAYER; kind++)
         for (size_t s = 0; s < 3; s++)
@@ -310,7 +334,7 @@ static void test_rope(void)
 static void test_eltwise(void)
 {
     require_backends();
-    for (int op = DY_ELT_ADD; op <= DY_ELT_GELU; op++)
+    for (int op = DY_ELT_ADD; op <= DY_ELT_GATED_ADD; op++)
         for (int t = DY_F32; t <= DY_BF16; t++) {
             enum dy_dtype dt = (enum dy_dtype)t;
             int rows = 9, cols = 300, as = 700, bs = 700, os = 301;
@@ -323,9 +347,11 @@ static void test_eltwise(void)
                                              .b_stride = bs, .out_stride = os, .dtype = dt };
                 d.a = upload(ctx, a, (size_t)rows * as * esz);
                 d.b = upload(ctx, b, (size_t)rows * bs * esz);
-                void *zeros = calloc(on, esz);
-                d.out = upload(ctx, zeros, on * esz);
-                free(zeros);
+                /* GATED_ADD accumulates into out */
+                rng_state = 99;
+                void *out0 = op == DY_ELT_GATED_ADD ? host_random(dt, on, 1.0f) : calloc(on, esz);
+                d.out = upload(ctx, out0, on * esz);
+                free(out0);
                 DY_CHECK(dy_eltwise(ctx, &d) == DY_OK);
                 want = compare_or_keep(u, want, download(ctx, d.out, on * esz), "eltwise", dt, on,
                                        tol_for(dt));
@@ -595,7 +621,257 @@ static void test_argmax(void)
     }
 }
 
+/* ---- MoE: router, grouping, grouped GEMM, weighted gather-add ---- */
+static void test_softmax_topk(void)
+{
+    require_backends();
+    static const int shapes[][3] = { { 1, 8, 2 }, { 7, 60, 4 }, { 300, 64, 8 }, { 33, 128, 8 },
+                                     { 5, 16, 1 }, { 4, 8, 8 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int renorm = 0; renorm <= 1; renorm++) {
+            int tokens = shapes[s][0], experts = shapes[s][1], k = shapes[s][2];
+            int stride = experts + (int)(s % 2) * 3;
+            size_t n = (size_t)tokens * stride, pairs = (size_t)tokens * k;
+            float *logits = host_random(DY_F32, n, 4.0f);
+            if (tokens > 2) /* ties: the lower expert first */
+                for (int e = 0; e < experts; e++)
+                    logits[(size_t)2 * stride + e] = e % 3 == 0 ? 1.5f : -1.0f;
+            int32_t *want_ids = NULL;
+            float *want_w = NULL;
+            for (int u = -1; u < dut_count; u++) {
+                dy_ctx *ctx = CTX_OF(u);
+                struct dy_softmax_topk_desc d = { .tokens = tokens, .experts = experts, .k = k,
+                                                  .stride = stride, .renormalize = renorm };
+                d.logits = upload(ctx, logits, n * 4);
+                d.ids = upload(ctx, NULL, pairs * 4);
+                d.weights = upload(ctx, NULL, pairs * 4);
+                DY_CHECK(dy_softmax_topk(ctx, &d) == DY_OK);
+                int32_t *ids = download(ctx, d.ids, pairs * 4);
+                float *w = download(ctx, d.weights, pairs * 4);
+                if (u < 0) {
+                    want_ids = ids;
+                    want_w = w;
+                } else {
+                    if (memcmp(ids, want_ids, pairs * 4)) {
+                        printf("# softmax_topk t%d e%d k%d ids differ on %s\n", tokens, experts, k,
+                               duts[u].name);
+                        DY_CHECK(!"topk ids equal");
+                    }
+                    DY_CHECK(close_enough("softmax_topk weights", duts[u].name, want_w, w, DY_F32,
+                                          pairs, 1e-5));
+                    free(ids);
+                    free(w);
+                }
+                dy_buf_free(ctx, &d.logits);
+                dy_buf_free(ctx, &d.ids);
+                dy_buf_free(ctx, &d.weights);
+            }
+            if (tokens > 2 && k <= 3) /* the tie row picks experts 0, 3, 6 */
+                for (int j = 0; j < k; j++)
+                    DY_CHECK(want_ids[(size_t)2 * k + j] == 3 * j);
+            if (renorm) {
+                double sum = 0.0;
+                for (int j = 0; j < k; j++)
+                    sum += want_w[j];
+                DY_CHECK(fabs(sum - 1.0) < 1e-5);
+            }
+            free(want_ids);
+            free(want_w);
+            free(logits);
+        }
+}
+
+static int32_t *random_ids(int pairs, int experts, bool skewed)
+{
+    int32_t *ids = malloc(sizeof *ids * (size_t)pairs + 1);
+    for (int p = 0; p < pairs; p++) {
+        int e = (int)((frand() + 1.0f) * 0.5f * experts) % experts;
+        ids[p] = skewed && p % 4 ? 1 % experts : e;
+    }
+    return ids;
+}
+
+static void test_moe_sort(void)
+{
+    require_backends();
+    static const int shapes[][3] = { { 1, 8, 0 }, { 8, 64, 0 }, { 1000, 60, 0 }, { 40000, 128, 0 },
+                                     { 777, 8, 1 }, { 5000, 256, 1 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int pairs = shapes[s][0], experts = shapes[s][1];
+        int32_t *ids = random_ids(pairs, experts, shapes[s][2]);
+        size_t pb = (size_t)pairs * 4, ob = ((size_t)experts + 1) * 4;
+        int32_t *want[3] = { 0 };
+        for (int u = -1; u < dut_count; u++) {
+            dy_ctx *ctx = CTX_OF(u);
+            struct dy_moe_sort_desc d = { .pairs = pairs, .experts = experts };
+            d.ids = upload(ctx, ids, pb);
+            d.offsets = upload(ctx, NULL, ob);
+            d.sorted = upload(ctx, NULL, pb);
+            d.position = upload(ctx, NULL, pb);
+            DY_CHECK(dy_moe_sort(ctx, &d) == DY_OK);
+            int32_t *got[3] = { download(ctx, d.offsets, ob), download(ctx, d.sorted, pb),
+                                download(ctx, d.position, pb) };
+            static const char *const names[3] = { "offsets", "sorted", "position" };
+            for (int i = 0; i < 3; i++) {
+                if (u < 0) {
+                    want[i] = got[i];
+                    continue;
+                }
+                if (memcmp(want[i], got[i], i ? pb : ob)) {
+                    printf("# moe_sort pairs %d experts %d: %s differ on %s\n", pairs, experts,
+                           names[i], duts[u].name);
+                    DY_CHECK(!"moe_sort equal");
+                }
+                free(got[i]);
+            }
+            dy_buf_free(ctx, &d.ids);
+            dy_buf_free(ctx, &d.offsets);
+            dy_buf_free(ctx, &d.sorted);
+            dy_buf_free(ctx, &d.position);
+        }
+        /* the oracle itself: a stable grouping */
+        DY_CHECK(want[0][0] == 0 && want[0][experts] == pairs);
+        for (int r = 1; r < pairs; r++) {
+            int32_t a = want[1][r - 1], b = want[1][r];
+            DY_CHECK(ids[a] < ids[b] || (ids[a] == ids[b] && a < b));
+            DY_CHECK(want[2][b] == r);
+        }
+        for (int i = 0; i < 3; i++)
+            free(want[i]);
+        free(ids);
+    }
+}
+
+/* A host-side stable grouping, to give gemm_grouped and scatter_add_rows
+ * their inputs without depending on moe_sort. */
+static void host_sort(const int32_t *ids, int pairs, int experts, int32_t *offsets, int32_t *sorted,
+                      int32_t *position)
+{
+    memset(offsets, 0, ((size_t)experts + 1) * 4);
+    for (int p = 0; p < pairs; p++)
+        offsets[ids[p] + 1]++;
+    for (int e = 0; e < experts; e++)
+        offsets[e + 1] += offsets[e];
+    int32_t *next = malloc(((size_t)experts + 1) * 4);
+    memcpy(next, offsets, ((size_t)experts + 1) * 4);
+    for (int p = 0; p < pairs; p++) {
+        int r = next[ids[p]]++;
+        sorted[r] = p;
+        position[p] = r;
+    }
+    free(next);
+}
+
+static void gemm_grouped_case(int tokens, int topk, int experts, int n, int k, enum dy_dtype bt,
+                              bool gather, bool skewed)
+{
+    int pairs = tokens * topk, rows = gather ? pairs : tokens;
+    int lda = k + 3, ldc = n + 5;
+    int32_t *ids = random_ids(rows, experts, skewed);
+    int32_t *offsets = malloc(((size_t)experts + 1) * 4), *sorted = malloc((size_t)rows * 4 + 4);
+    int32_t *position = malloc((size_t)rows * 4 + 4);
+    host_sort(ids, rows, experts, offsets, sorted, position);
+    size_t a_n = (size_t)(gather ? tokens : rows) * lda, b_n = (size_t)experts * n * k;
+    size_t c_n = (size_t)rows * ldc;
+    void *a = host_random(DY_F32, a_n, 1.0f), *b = host_random(bt, b_n, 0.5f);
+    void *want = NULL;
+    char what[128];
+    snprintf(what, sizeof what, "gemm_grouped t%d k%d e%d n%d k%d %s gather%d", tokens, topk,
+             experts, n, k, dy_dtype_name(bt), gather);
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_gemm_grouped_desc d = { .rows = rows, .experts = experts, .n = n, .k = k,
+                                          .a_row_div = topk, .lda = lda, .ldc = ldc,
+                                          .b_expert_stride = (size_t)n * k, .b_dtype = bt };
+        d.a = upload(ctx, a, a_n * 4);
+        d.b = upload(ctx, b, b_n * dy_dtype_size(bt));
+        d.offsets = upload(ctx, offsets, ((size_t)experts + 1) * 4);
+        if (gather)
+            d.a_rows = upload(ctx, sorted, (size_t)rows * 4);
+        void *zeros = calloc(c_n, 4);
+        d.c = upload(ctx, zeros, c_n * 4);
+        free(zeros);
+        DY_CHECK(dy_gemm_grouped(ctx, &d) == DY_OK);
+        float *got = download(ctx, d.c, c_n * 4);
+        for (int r = 0; r < rows; r++) /* the padding columns are undefined */
+            memset(got + (size_t)r * ldc + n, 0, (size_t)(ldc - n) * 4);
+        double tol = bt == DY_F32 ? 1e-4 : bt == DY_F16 ? 3e-3 : 1.6e-2;
+        want = compare_or_keep(u, want, got, what, DY_F32, c_n, tol);
+        dy_buf_free(ctx, &d.a);
+        dy_buf_free(ctx, &d.b);
+        dy_buf_free(ctx, &d.offsets);
+        dy_buf_free(ctx, &d.a_rows);
+        dy_buf_free(ctx, &d.c);
+    }
+    free(want);
+    free(a);
+    free(b);
+    free(ids);
+    free(offsets);
+    free(sorted);
+    free(position);
+}
+
+static void test_gemm_grouped(void)
+{
+    require_backends();
+    /* tokens, top-k, experts, n, k, gather, skewed */
+    static const int shapes[][7] = {
+        { 1, 2, 8, 64, 64, 1, 0 },      /* decode: one row per expert */
+        { 1, 8, 64, 256, 128, 1, 0 },   /* OLMoE-like decode, most experts idle */
+        { 4, 4, 60, 96, 160, 1, 0 },
+        { 64, 8, 16, 128, 256, 1, 0 },
+        { 200, 2, 8, 384, 96, 1, 1 },   /* one hot expert */
+        { 300, 1, 4, 130, 70, 0, 0 },   /* rows already sorted, no gather */
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = DY_F32; t <= DY_BF16; t++)
+            gemm_grouped_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
+                              (enum dy_dtype)t, shapes[s][5], shapes[s][6]);
+}
+
+static void test_scatter_add_rows(void)
+{
+    require_backends();
+    static const int shapes[][4] = { { 1, 1, 7, 1 }, { 1, 8, 2048, 8 }, { 5, 2, 300, 4 },
+                                     { 333, 4, 1000, 60 } };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int tokens = shapes[s][0], k = shapes[s][1], cols = shapes[s][2], experts = shapes[s][3];
+        int pairs = tokens * k, ss = cols + 1, ds = cols + 4;
+        int32_t *ids = random_ids(pairs, experts, false);
+        int32_t offsets[experts + 1], *sorted = malloc((size_t)pairs * 4), *pos = malloc((size_t)pairs * 4);
+        host_sort(ids, pairs, experts, offsets, sorted, pos);
+        size_t sn = (size_t)pairs * ss, dn = (size_t)tokens * ds;
+        void *src = host_random(DY_F32, sn, 2.0f), *dst = host_random(DY_F32, dn, 1.0f);
+        void *w = host_random(DY_F32, (size_t)pairs, 1.0f), *want = NULL;
+        for (int u = -1; u < dut_count; u++) {
+            dy_ctx *ctx = CTX_OF(u);
+            struct dy_scatter_add_rows_desc d = { .tokens = tokens, .k = k, .cols = cols,
+                                                  .src_stride = ss, .dst_stride = ds };
+            d.src = upload(ctx, src, sn * 4);
+            d.dst = upload(ctx, dst, dn * 4);
+            d.weights = upload(ctx, w, (size_t)pairs * 4);
+            d.position = upload(ctx, pos, (size_t)pairs * 4);
+            DY_CHECK(dy_scatter_add_rows(ctx, &d) == DY_OK);
+            want = compare_or_keep(u, want, download(ctx, d.dst, dn * 4), "scatter_add_rows", DY_F32,
+                                   dn, 1e-5);
+            dy_buf_free(ctx, &d.src);
+            dy_buf_free(ctx, &d.dst);
+            dy_buf_free(ctx, &d.weights);
+            dy_buf_free(ctx, &d.position);
+        }
+        free(want);
+        free(src);
+        free(dst);
+        free(w);
+        free(ids);
+        free(sorted);
+        free(pos);
+    }
+}
+
 DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST(test_rope)
          DY_TEST(test_eltwise) DY_TEST(test_gather_rows) DY_TEST(test_convert)
          DY_TEST(test_kv_append) DY_TEST(test_attention_prefill) DY_TEST(test_attention_decode)
-         DY_TEST(test_argmax))
+         DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_moe_sort)
+         DY_TEST(test_gemm_grouped) DY_TEST(test_scatter_add_rows))

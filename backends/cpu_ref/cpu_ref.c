@@ -172,4 +172,8 @@ const struct dy_backend dy_backend_cpu_ref = {
     .attention_decode = dy_ref_attention_decode,
     .argmax = dy_ref_argmax,
     .convert = dy_ref_convert,
+    .softmax_topk = dy_ref_softmax_topk,
+    .moe_sort = dy_ref_moe_sort,
+    .gemm_grouped = dy_ref_gemm_grouped,
+    .scatter_add_rows = dy_ref_scatter_add_rows,
 };

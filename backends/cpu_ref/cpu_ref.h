@@ -24,5 +24,9 @@ int dy_ref_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *
 int dy_ref_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_ref_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_ref_convert(void *ctx, const struct dy_convert_desc *d);
+int dy_ref_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
+int dy_ref_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
+int dy_ref_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
+int dy_ref_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 
 #endif

@@ -96,6 +96,17 @@ int dy_ref_eltwise(void *ctx, const struct dy_eltwise_desc *d)
     void *out = dy_ref_ptr(d->out);
     if (d->op != DY_ELT_GELU && !b)
         return DY_E_INVALID;
+    if (d->op == DY_ELT_GATED_ADD) {
+        for (int r = 0; r < d->rows; r++) {
+            double g = 1.0 / (1.0 + exp(-(double)dy_load_f32(b, d->dtype, (size_t)r * d->b_stride)));
+            for (int i = 0; i < d->cols; i++) {
+                size_t o = (size_t)r * d->out_stride + i;
+                double x = dy_load_f32(a, d->dtype, (size_t)r * d->a_stride + i);
+                dy_store_f32(out, d->dtype, o, (float)(dy_load_f32(out, d->dtype, o) + g * x));
+            }
+        }
+        return DY_OK;
+    }
     for (int r = 0; r < d->rows; r++) {
         for (int i = 0; i < d->cols; i++) {
             double x = dy_load_f32(a, d->dtype, (size_t)r * d->a_stride + i), y;
