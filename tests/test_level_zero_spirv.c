@@ -136,9 +136,9 @@ static void test_plugin_fills_every_slot(void)
 {
     const struct dy_backend *be = load_plugin();
     DY_CHECK(strcmp(be->name, "level_zero") == 0);
-    /* the slots from probe to convert are all function pointers */
+    /* the slots from probe to scatter_add_rows are all function pointers */
     const char *first = (const char *)&be->probe;
-    const char *last = (const char *)&be->convert;
+    const char *last = (const char *)&be->scatter_add_rows;
     for (const char *p = first; p <= last; p += sizeof(void (*)(void))) {
         void (*slot)(void);
         memcpy(&slot, p, sizeof slot);
@@ -169,7 +169,9 @@ static void test_module_has_every_kernel(void)
     static const char *const names[] = {
         "fill_random", "convert", "eltwise", "gather_rows", "kv_append", "rope", "norm",
         "argmax", "gemv", "gemv1", "gemm_tiled", "attention_prefill", "attention_decode",
-        "attention_decode_combine",
+        "attention_decode_combine", "softmax_topk", "moe_sort_small", "moe_sort_count",
+        "moe_sort_scan", "moe_sort_place", "gemv_grouped", "moe_tile_plan",
+        "gemm_grouped_tiled", "scatter_add_rows",
     };
     need_program();
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -381,6 +383,127 @@ static void test_attention_decode(void)
     clReleaseMemObject(lm);
 }
 
+/* ---- MoE ---- */
+
+/* The stable counting sort of the host, as cpu-ref's. */
+static void host_moe_sort(const int32_t *ids, int pairs, int experts, int32_t *offsets,
+                          int32_t *sorted, int32_t *position)
+{
+    memset(offsets, 0, ((size_t)experts + 1) * sizeof *offsets);
+    for (int p = 0; p < pairs; p++)
+        offsets[ids[p] + 1]++;
+    for (int e = 0; e < experts; e++)
+        offsets[e + 1] += offsets[e];
+    int32_t next[64];
+    DY_REQUIRE(experts <= 64);
+    memcpy(next, offsets, (size_t)experts * sizeof *next);
+    for (int p = 0; p < pairs; p++) {
+        sorted[next[ids[p]]] = p;
+        position[p] = next[ids[p]]++;
+    }
+}
+
+/* Both ways the plugin sorts, local atomics and scans included: one
+ * work-group for few pairs, three launches over chunks for many (chunks
+ * of 4 * WG pairs, as kernel_moe.inc's smallest). */
+static void test_moe_sort(void)
+{
+    enum { PAIRS = 3000, EXPERTS = 60, CHUNK = 4 * WG, CHUNKS = (PAIRS + CHUNK - 1) / CHUNK };
+    static int32_t ids[PAIRS], sorted[PAIRS], position[PAIRS], want_sorted[PAIRS],
+        want_position[PAIRS];
+    int32_t offsets[EXPERTS + 1], want_offsets[EXPERTS + 1];
+    need_program();
+    for (int p = 0; p < PAIRS; p++) { /* a hot expert among uniform ones */
+        int uniform = (int)((host_random(10, (size_t)p) + 1.0f) * 0.5f * EXPERTS) % EXPERTS;
+        ids[p] = p % 3 ? 7 : uniform;
+    }
+    cl_mem idm = upload(ids, sizeof ids), om = upload(offsets, sizeof offsets);
+    cl_mem sm = upload(sorted, sizeof sorted), pm = upload(position, sizeof position);
+    static int32_t counts[EXPERTS * CHUNKS];
+    cl_mem cm = upload(counts, sizeof counts);
+    cl_ulong zero = 0;
+    cl_int experts = EXPERTS, chunk = CHUNK, chunks = CHUNKS;
+    size_t local = WG, one = WG, global = (size_t)CHUNKS * WG;
+    for (int small = 1; small >= 0; small--) {
+        cl_int pairs = small ? 1000 : PAIRS;
+        if (small) {
+            RUN("moe_sort_small", 1, &one, &local, ARG(idm), ARG(zero), ARG(pairs), ARG(experts),
+                ARG(om), ARG(zero), ARG(sm), ARG(zero), ARG(pm), ARG(zero),
+                LOCAL(EXPERTS * sizeof(int32_t)));
+        } else {
+            RUN("moe_sort_count", 1, &global, &local, ARG(idm), ARG(zero), ARG(pairs),
+                ARG(experts), ARG(chunk), ARG(cm), LOCAL(EXPERTS * sizeof(int32_t)));
+            RUN("moe_sort_scan", 1, &one, &local, ARG(cm), ARG(chunks), ARG(experts), ARG(om),
+                ARG(zero));
+            RUN("moe_sort_place", 1, &global, &local, ARG(idm), ARG(zero), ARG(pairs),
+                ARG(experts), ARG(chunk), ARG(cm), ARG(sm), ARG(zero), ARG(pm), ARG(zero),
+                LOCAL(EXPERTS * sizeof(int32_t)));
+        }
+        download(om, offsets, sizeof offsets);
+        download(sm, sorted, (size_t)pairs * sizeof(int32_t));
+        download(pm, position, (size_t)pairs * sizeof(int32_t));
+        host_moe_sort(ids, pairs, EXPERTS, want_offsets, want_sorted, want_position);
+        DY_CHECK(memcmp(offsets, want_offsets, sizeof offsets) == 0);
+        DY_CHECK(memcmp(sorted, want_sorted, (size_t)pairs * sizeof(int32_t)) == 0);
+        DY_CHECK(memcmp(position, want_position, (size_t)pairs * sizeof(int32_t)) == 0);
+    }
+    clReleaseMemObject(idm);
+    clReleaseMemObject(om);
+    clReleaseMemObject(sm);
+    clReleaseMemObject(pm);
+    clReleaseMemObject(cm);
+}
+
+/* Decode through the grouped GEMV: three tokens' two experts each, rows
+ * gathered from the sorted pairs, bf16 weights with wide loads. */
+static void test_gemv_grouped(void)
+{
+    enum { TOKENS = 3, TOPK = 2, ROWS = TOKENS * TOPK, EXPERTS = 4, N = 21, K = 64 };
+    static const int32_t ids[ROWS] = { 2, 0, 2, 3, 0, 2 };
+    int32_t offsets[EXPERTS + 1], sorted[ROWS], position[ROWS];
+    float a[TOKENS * K], c[ROWS * N];
+    static uint16_t b[EXPERTS * N * K];
+    need_program();
+    host_moe_sort(ids, ROWS, EXPERTS, offsets, sorted, position);
+    for (int i = 0; i < TOKENS * K; i++)
+        a[i] = host_random(11, (size_t)i);
+    for (int i = 0; i < EXPERTS * N * K; i++)
+        b[i] = dy_f32_to_bf16(host_random(12, (size_t)i));
+    cl_mem am = upload(a, sizeof a), rm = upload(sorted, sizeof sorted), bm = upload(b, sizeof b);
+    cl_mem cm = upload(c, sizeof c), om = upload(offsets, sizeof offsets);
+    cl_ulong zero = 0, b_expert_stride = N * K;
+    cl_int lda = K, a_vec = 1, div = TOPK, bf16 = DY_BF16, ldc = N, rows = ROWS, n = N, k = K;
+    cl_int experts = EXPERTS, k_vec = K;
+    /* a work-group per expert, then per sorted row (the kernel takes either
+     * whatever the counts; the plugin picks the fewer groups) */
+    for (cl_int by_row = 0; by_row <= 1; by_row++) {
+        size_t global[2] = { (N + GEMV_ROWS - 1) / GEMV_ROWS * WG, by_row ? ROWS : EXPERTS };
+        size_t local[2] = { WG, 1 };
+        memset(c, 0, sizeof c);
+        DY_REQUIRE(clEnqueueWriteBuffer(queue, cm, CL_TRUE, 0, sizeof c, c, 0, NULL, NULL) ==
+                   CL_SUCCESS);
+        RUN("gemv_grouped", 2, global, local, ARG(am), ARG(zero), ARG(lda), ARG(a_vec), ARG(rm),
+            ARG(zero), ARG(div), ARG(bm), ARG(zero), ARG(b_expert_stride), ARG(bf16), ARG(cm),
+            ARG(zero), ARG(ldc), ARG(om), ARG(zero), ARG(rows), ARG(experts), ARG(by_row),
+            ARG(n), ARG(k), ARG(k_vec));
+        download(cm, c, sizeof c);
+        for (int r = 0; r < ROWS; r++) {
+            int e = ids[sorted[r]], t = sorted[r] / TOPK;
+            for (int j = 0; j < N; j++) {
+                double want = 0;
+                for (int i = 0; i < K; i++)
+                    want += (double)a[t * K + i] * dy_bf16_to_f32(b[((size_t)e * N + j) * K + i]);
+                DY_CHECK(close_to(c[r * N + j], want, 1e-5));
+            }
+        }
+    }
+    clReleaseMemObject(am);
+    clReleaseMemObject(rm);
+    clReleaseMemObject(bm);
+    clReleaseMemObject(cm);
+    clReleaseMemObject(om);
+}
+
 DY_TESTS(
     DY_TEST(test_plugin_fills_every_slot)
     DY_TEST(test_plugin_probe_names_zeinit)
@@ -390,4 +513,6 @@ DY_TESTS(
     DY_TEST(test_rmsnorm)
     DY_TEST(test_argmax)
     DY_TEST(test_attention_decode)
+    DY_TEST(test_moe_sort)
+    DY_TEST(test_gemv_grouped)
 )

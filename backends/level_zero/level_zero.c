@@ -423,6 +423,10 @@ static const struct dy_backend level_zero_backend = {
     .attention_decode = dy_ze_attention_decode,
     .argmax = dy_ze_argmax,
     .convert = dy_ze_convert,
+    .softmax_topk = dy_ze_softmax_topk,
+    .moe_sort = dy_ze_moe_sort,
+    .gemm_grouped = dy_ze_gemm_grouped,
+    .scatter_add_rows = dy_ze_scatter_add_rows,
 };
 
 __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)

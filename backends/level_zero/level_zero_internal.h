@@ -18,7 +18,10 @@
 #define DY_ZE_KERNELS(X)                                                       \
     X(fill_random) X(convert) X(eltwise) X(gather_rows) X(kv_append) X(rope)   \
     X(norm) X(argmax) X(gemv) X(gemv1) X(gemm_tiled)                            \
-    X(attention_prefill) X(attention_decode) X(attention_decode_combine)
+    X(attention_prefill) X(attention_decode) X(attention_decode_combine)        \
+    X(softmax_topk) X(moe_sort_small) X(moe_sort_count) X(moe_sort_scan)        \
+    X(moe_sort_place) X(gemv_grouped) X(moe_tile_plan) X(gemm_grouped_tiled)    \
+    X(scatter_add_rows)
 
 enum dy_ze_kernel {
 #define DY_ZE_KERNEL_ENUM(name) DY_ZE_K_##name,
@@ -43,7 +46,7 @@ struct dy_ze_ctx {
     uint64_t timer_ns;              /* timerResolution: nanoseconds per tick */
     uint32_t timestamp_bits;        /* timestampValidBits */
     uint64_t allocated;             /* bytes in buffers of this context, scratch too */
-    void *scratch;                  /* decode splits */
+    void *scratch;                  /* decode splits, MoE counts and tiles */
     size_t scratch_bytes;
     char err[512];
 };
@@ -138,6 +141,10 @@ int dy_ze_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *d
 int dy_ze_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_ze_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_ze_convert(void *ctx, const struct dy_convert_desc *d);
+int dy_ze_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
+int dy_ze_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
+int dy_ze_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
+int dy_ze_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 
 /* The portable GEMM kernels (kernel_ops.inc), shared with the OpenCL backend. */
 int dy_ze_gemv(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);

@@ -1,5 +1,6 @@
 /* The Level Zero backend's ops other than GEMM: the OpenCL backend's
- * kernel_ops.inc over Level Zero's launch (the kernels are the same). */
+ * kernel_ops.inc and kernel_moe.inc over Level Zero's launch (the kernels
+ * are the same). */
 #include "level_zero_internal.h"
 
 #define KO_FN(name) dy_ze_##name
@@ -18,3 +19,4 @@
 #define KO_SCRATCH dy_ze_scratch
 
 #include "../opencl/kernel_ops.inc"
+#include "../opencl/kernel_moe.inc"

@@ -562,6 +562,10 @@ static const struct dy_backend opencl_backend = {
     .attention_decode = dy_ocl_attention_decode,
     .argmax = dy_ocl_argmax,
     .convert = dy_ocl_convert,
+    .softmax_topk = dy_ocl_softmax_topk,
+    .moe_sort = dy_ocl_moe_sort,
+    .gemm_grouped = dy_ocl_gemm_grouped,
+    .scatter_add_rows = dy_ocl_scatter_add_rows,
 };
 
 __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)

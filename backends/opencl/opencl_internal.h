@@ -16,7 +16,9 @@
     X(fill_random) X(convert) X(eltwise) X(gather_rows) X(kv_append) X(rope)   \
     X(norm) X(argmax) X(gemv) X(gemv1) X(gemm_tiled) X(gemm_bias_beta)        \
     X(rows_to_f32) X(attention_prefill) X(attention_decode)                    \
-    X(attention_decode_combine)
+    X(attention_decode_combine) X(softmax_topk) X(moe_sort_small)              \
+    X(moe_sort_count) X(moe_sort_scan) X(moe_sort_place) X(gemv_grouped)       \
+    X(moe_tile_plan) X(gemm_grouped_tiled) X(scatter_add_rows)
 
 enum dy_ocl_kernel {
 #define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
@@ -36,7 +38,7 @@ struct dy_ocl_ctx {
     uint64_t local_mem;     /* CL_DEVICE_LOCAL_MEM_SIZE */
     int compute_units;      /* CL_DEVICE_MAX_COMPUTE_UNITS */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
-    cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits */
+    cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
     size_t scratch_bytes;
     char err[512];
 };
@@ -105,6 +107,10 @@ int dy_ocl_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *
 int dy_ocl_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_ocl_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_ocl_convert(void *ctx, const struct dy_convert_desc *d);
+int dy_ocl_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
+int dy_ocl_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
+int dy_ocl_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
+int dy_ocl_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 
 /* The portable GEMM kernels (kernel_ops.inc), shared with the Level Zero backend. */
 int dy_ocl_gemv(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d);

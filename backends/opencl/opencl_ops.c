@@ -1,5 +1,5 @@
-/* The OpenCL backend's ops other than GEMM: kernel_ops.inc over OpenCL's
- * launch. */
+/* The OpenCL backend's ops other than GEMM: kernel_ops.inc and
+ * kernel_moe.inc over OpenCL's launch. */
 #include "opencl_internal.h"
 
 #define KO_FN(name) dy_ocl_##name
@@ -18,3 +18,4 @@
 #define KO_SCRATCH dy_ocl_scratch
 
 #include "kernel_ops.inc"
+#include "kernel_moe.inc"

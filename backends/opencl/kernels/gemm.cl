@@ -32,6 +32,13 @@ float dot_row(__global const uchar *a, int a_dtype, int a_vec, size_t ai, int st
            dot8(ld8_a(a, a_dtype, a_vec, ai + 3 * step), w3);
 }
 
+/* Row r of A: a_rows[r] / a_row_div where rows are gathered (MoE's sorted
+ * pairs, k to a token), else r. */
+static inline size_t a_row(__global const int *a_rows, int a_row_div, int r)
+{
+    return a_rows ? (size_t)(a_rows[r] / a_row_div) : (size_t)r;
+}
+
 /* Few rows of A (decode): memory-bound on B, which is streamed from memory
  * once. GEMV_LANES items own one row j of B and stride k eight elements at
  * a time, four loads in flight. Rows of A go four at a time, their sums in
@@ -39,10 +46,15 @@ float dot_row(__global const uchar *a, int a_dtype, int a_vec, size_t ai, int st
  * local memory adds up; further passes over B for more than four rows hit
  * the cache. `k_vec` elements go through aligned wide loads (0 when rows of
  * B are not on 16 bytes), the rest element by element. Inlined with m = 1
- * (gemv1: one sequence decoding), the tests on m fold away. */
+ * (gemv1: one sequence decoding), the tests on m fold away.
+ *
+ * Row i < m is row row0 + i of C and row a_row(a_rows, a_row_div, row0 + i)
+ * of A: the grouped GEMV (moe.cl) gathers its rows; plain GEMV passes no
+ * a_rows and row0 0, which folds to rows 0..m. */
 static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong a_off, int lda,
-                             int a_dtype, int a_vec, __global const uchar *b, ulong b_off,
-                             int ldb, int b_dtype, __global const uchar *bias, ulong bias_off,
+                             int a_dtype, int a_vec, __global const int *a_rows, int a_row_div,
+                             int row0, __global const uchar *b, ulong b_off, int ldb,
+                             int b_dtype, __global const uchar *bias, ulong bias_off,
                              __global uchar *c, ulong c_off, int ldc, int c_dtype, float beta,
                              int m, int n, int k, int k_vec)
 {
@@ -56,7 +68,12 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
     __global const uchar *brow = CBYTES(b, b_off) + (size_t)row * ldb * b_esize;
     const int step = GEMV_LANES * 8;
     for (int r0 = 0; r0 < m; r0 += 4) {
-        size_t a0 = (size_t)r0 * lda;
+        /* element offsets of the pass's rows of A (a row past m repeats
+         * the first; it is never read) */
+        size_t a0 = a_row(a_rows, a_row_div, row0 + r0) * lda;
+        size_t a1 = r0 + 1 < m ? a_row(a_rows, a_row_div, row0 + r0 + 1) * lda : a0;
+        size_t a2 = r0 + 2 < m ? a_row(a_rows, a_row_div, row0 + r0 + 2) * lda : a0;
+        size_t a3 = r0 + 3 < m ? a_row(a_rows, a_row_div, row0 + r0 + 3) * lda : a0;
         float4 acc = 0.0f;
         int p = lane * 8;
         for (; p + 3 * step < k_vec; p += 4 * step) {
@@ -66,28 +83,28 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
             float8 w3 = ld8_aligned(brow + (size_t)(p + 3 * step) * b_esize, b_dtype);
             acc.s0 += dot_row(ap, a_dtype, a_vec, a0 + p, step, w0, w1, w2, w3);
             if (r0 + 1 < m)
-                acc.s1 += dot_row(ap, a_dtype, a_vec, a0 + lda + p, step, w0, w1, w2, w3);
+                acc.s1 += dot_row(ap, a_dtype, a_vec, a1 + p, step, w0, w1, w2, w3);
             if (r0 + 2 < m)
-                acc.s2 += dot_row(ap, a_dtype, a_vec, a0 + 2 * lda + p, step, w0, w1, w2, w3);
+                acc.s2 += dot_row(ap, a_dtype, a_vec, a2 + p, step, w0, w1, w2, w3);
             if (r0 + 3 < m)
-                acc.s3 += dot_row(ap, a_dtype, a_vec, a0 + 3 * lda + p, step, w0, w1, w2, w3);
+                acc.s3 += dot_row(ap, a_dtype, a_vec, a3 + p, step, w0, w1, w2, w3);
         }
         for (; p < k_vec; p += step) {
             float8 w = ld8_aligned(brow + (size_t)p * b_esize, b_dtype);
             acc.s0 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + p), w);
             if (r0 + 1 < m)
-                acc.s1 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + lda + p), w);
+                acc.s1 += dot8(ld8_a(ap, a_dtype, a_vec, a1 + p), w);
             if (r0 + 2 < m)
-                acc.s2 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + 2 * lda + p), w);
+                acc.s2 += dot8(ld8_a(ap, a_dtype, a_vec, a2 + p), w);
             if (r0 + 3 < m)
-                acc.s3 += dot8(ld8_a(ap, a_dtype, a_vec, a0 + 3 * lda + p), w);
+                acc.s3 += dot8(ld8_a(ap, a_dtype, a_vec, a3 + p), w);
         }
         for (p = k_vec + lane; p < k; p += GEMV_LANES) {
             float w = ld(brow, b_dtype, p);
             acc += w * (float4)(ld(ap, a_dtype, a0 + p),
-                                r0 + 1 < m ? ld(ap, a_dtype, a0 + lda + p) : 0.0f,
-                                r0 + 2 < m ? ld(ap, a_dtype, a0 + 2 * lda + p) : 0.0f,
-                                r0 + 3 < m ? ld(ap, a_dtype, a0 + 3 * lda + p) : 0.0f);
+                                r0 + 1 < m ? ld(ap, a_dtype, a1 + p) : 0.0f,
+                                r0 + 2 < m ? ld(ap, a_dtype, a2 + p) : 0.0f,
+                                r0 + 3 < m ? ld(ap, a_dtype, a3 + p) : 0.0f);
         }
         red[lid] = acc;
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -100,7 +117,7 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
         if (j < n && lane < 4 && r0 + lane < m) {
             float4 sums = red[lid - lane];
             float sum = lane == 0 ? sums.s0 : lane == 1 ? sums.s1 : lane == 2 ? sums.s2 : sums.s3;
-            size_t ci = (size_t)(r0 + lane) * ldc + j;
+            size_t ci = (size_t)(row0 + r0 + lane) * ldc + j;
             __global uchar *cp = BYTES(c, c_off);
             st(cp, c_dtype, ci, epilogue(sum, bias ? CBYTES(bias, bias_off) : 0, b_dtype, j, cp,
                                          c_dtype, ci, beta));
@@ -120,16 +137,16 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void gemv(GEMV_PARAMS)
 {
     __local float4 red[WG];
-    gemv_rows(red, a, a_off, lda, a_dtype, a_vec, b, b_off, ldb, b_dtype, bias, bias_off, c,
-              c_off, ldc, c_dtype, beta, m, n, k, k_vec);
+    gemv_rows(red, a, a_off, lda, a_dtype, a_vec, 0, 1, 0, b, b_off, ldb, b_dtype, bias,
+              bias_off, c, c_off, ldc, c_dtype, beta, m, n, k, k_vec);
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void gemv1(GEMV_PARAMS)
 {
     __local float4 red[WG];
-    gemv_rows(red, a, a_off, lda, a_dtype, a_vec, b, b_off, ldb, b_dtype, bias, bias_off, c,
-              c_off, ldc, c_dtype, beta, 1, n, k, k_vec);
+    gemv_rows(red, a, a_off, lda, a_dtype, a_vec, 0, 1, 0, b, b_off, ldb, b_dtype, bias,
+              bias_off, c, c_off, ldc, c_dtype, beta, 1, n, k, k_vec);
 }
 
 #define TILE 16

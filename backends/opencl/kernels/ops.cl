@@ -39,6 +39,7 @@ __kernel void convert(__global const uchar *src, ulong src_off, int src_dtype,
 #define ELT_ADD 0
 #define ELT_SILU_MUL 1
 #define ELT_GELU 2
+#define ELT_GATED_ADD 3
 
 __kernel void eltwise(int op, __global const uchar *a, ulong a_off, int a_stride,
                       __global const uchar *b, ulong b_off, int b_stride,
@@ -49,13 +50,18 @@ __kernel void eltwise(int op, __global const uchar *a, ulong a_off, int a_stride
     if (i >= cols || r >= rows)
         return;
     float x = ld(CBYTES(a, a_off), dtype, (size_t)r * a_stride + i), y;
+    size_t o = (size_t)r * out_stride + i;
     if (op == ELT_GELU) {
         y = 0.5f * x * (1.0f + erf(x * M_SQRT1_2_F));
+    } else if (op == ELT_GATED_ADD) {
+        /* b holds one gate logit per row */
+        float gate = 1.0f / (1.0f + exp(-ld(CBYTES(b, b_off), dtype, (size_t)r * b_stride)));
+        y = ld(BYTES(out, out_off), dtype, o) + gate * x;
     } else {
         float other = ld(CBYTES(b, b_off), dtype, (size_t)r * b_stride + i);
         y = op == ELT_ADD ? x + other : x / (1.0f + exp(-x)) * other;
     }
-    st(BYTES(out, out_off), dtype, (size_t)r * out_stride + i, y);
+    st(BYTES(out, out_off), dtype, o, y);
 }
 
 __kernel void gather_rows(__global const uchar *table, ulong table_off, int table_stride,
@@ -111,7 +117,9 @@ __kernel void rope(__global uchar *x, ulong x_off, __global const int *positions
 #define NORM_LAYER 1
 
 /* One work-group per row. LayerNorm takes the mean first and the variance
- * of the centred values after, which loses less than E[x^2] - mean^2. */
+ * of the centred values after, which loses less than E[x^2] - mean^2.
+ * x may be out (in place, as OLMoE's q and k norms inside the qkv rows):
+ * after the last barrier each item reads only the elements it writes. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
           __global const uchar *weight, ulong w_off, __global const uchar *bias, ulong bias_off,
