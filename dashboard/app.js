@@ -356,12 +356,24 @@
     const rows = ok.filter((r) => r.experts != null && r.thr != null);
     if (rows.length === 0) return ["empty", "no data yet: no MoE points (experts, top-k) in the filtered results"];
     const agg = aggregate(rows, ["label", "model", "experts", "top_k"], ["thr"]);
-    return ["drawn", plot({
+    const charts = [plot({
       title: "throughput vs experts (one line per top-k)", x: { type: "log", label: "experts" }, y: { label: "total tok/s", grid: true },
       color: { legend: true, type: "ordinal" },
       marks: [Plot.line(agg, { x: "experts", y: "thr", stroke: (a) => "top-" + a.top_k, fx: "label", sort: "experts" }),
         Plot.dot(agg, { x: "experts", y: "thr", fill: (a) => "top-" + a.top_k, fx: "label" })],
     })];
+    // load balance: how far the busiest expert is above the mean, per routing
+    const load = rows.filter((r) => r.expert_imbalance != null);
+    if (load.length) {
+      const byRouting = aggregate(load, ["label", "model", "routing", "top_k"], ["expert_imbalance", "thr"]);
+      charts.push(plot({
+        title: "expert load imbalance (busiest expert / mean, prefill) by routing", x: { label: "imbalance", grid: true }, y: { label: null },
+        color: { legend: true, type: "ordinal" },
+        marks: [Plot.dot(byRouting, { x: "expert_imbalance", y: (a) => key(a.routing), fill: (a) => "top-" + a.top_k, fy: "label",
+          title: (a) => `${a.label}, ${a.model}\nrouting ${key(a.routing)}, top-${a.top_k}: imbalance ${fmt(a.expert_imbalance)}, ${fmt(a.thr)} tok/s` })],
+      }));
+    }
+    return ["drawn", ...charts];
   }
 
   function quantization(ok) {

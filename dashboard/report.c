@@ -42,6 +42,7 @@ static const struct {
     { "total_tok_s", COL_NUM }, { "images_s", COL_NUM }, { "peak_mem_bytes", COL_NUM },
     { "weight_bytes", COL_NUM }, { "kv_bytes", COL_NUM }, { "energy_j", COL_NUM },
     { "avg_power_w", COL_NUM }, { "bw_util", COL_NUM }, { "flop_util", COL_NUM },
+    { "expert_imbalance", COL_NUM }, { "experts_touched", COL_NUM },
 };
 
 /* The hot writers below use the _unlocked stdio calls: the output is one

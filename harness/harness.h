@@ -7,6 +7,7 @@
 
 #include "../backends/backend.h"
 #include "../results/results.h"
+#include "../workloads/llm.h"
 
 /* ---- stats.c ---- */
 /* Percentile (0..100) by linear interpolation between closest ranks; sorts
@@ -32,6 +33,14 @@ int dy_vit_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const char *values
                  struct dy_point *p, struct dy_sample **samples_out, int *sample_count);
 /* Frees the weights the ViT points keep between points. */
 void dy_vit_cache_release(void);
+/* ---- run_moe_layer.c ---- */
+/* Times one `--workload moe-layer` point: layer 0's MoE block of a model
+ * loaded with one layer, over batch x input_len tokens; fills p's metrics
+ * (e2e_ms per call, total_tok_s, bw_util over the experts routed to,
+ * flop_util, expert load). *samples_out (caller frees): one per call. */
+int dy_moe_layer_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const struct dy_model_config *cfg,
+                       const struct dy_llm_weights *w, const struct dy_llm_options *opt,
+                       struct dy_point *p, struct dy_sample **samples_out, int *sample_count);
 /* ---- encode.c ---- */
 int dy_cmd_encode(int argc, char **argv);
 

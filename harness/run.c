@@ -14,6 +14,7 @@
 #include "../workloads/vit.h"
 #include "dy_build_config.h"
 #include "harness.h"
+#include "moe_axes.h"
 #include "runner.h"
 #include "timing.h"
 
@@ -235,16 +236,12 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
         const char *supported; /* comma list; NULL: any value given is unsupported */
         const char *later;
     } rules[] = {
-        { DY_AX_WORKLOAD, "llm", "the MoE workloads are not implemented yet" },
+        { DY_AX_WORKLOAD, "llm,moe,moe-layer", "unknown workload" },
         { DY_AX_WEIGHT_DTYPE, "f32,f16,bf16", "quantized weights (fp8, int8, int4) are not implemented yet" },
         { DY_AX_KV_DTYPE, "f32,f16,bf16", "quantized KV caches (fp8, int8) are not implemented yet" },
         { DY_AX_EVICT, "none", "KV-cache eviction is not implemented yet" },
         { DY_AX_KV_BUDGET, NULL, "KV-cache budgets need eviction, not implemented yet" },
         { DY_AX_KV_BUDGET_ALLOC, NULL, "KV-cache budgets need eviction, not implemented yet" },
-        { DY_AX_EXPERTS, NULL, "--experts applies to MoE workloads, not implemented yet" },
-        { DY_AX_TOP_K, NULL, "--top-k applies to MoE workloads, not implemented yet" },
-        { DY_AX_MOE_FFN_DIM, NULL, "--moe-ffn-dim applies to MoE workloads, not implemented yet" },
-        { DY_AX_ROUTING, NULL, "--routing applies to MoE workloads, not implemented yet" },
         { DY_AX_IMAGE_SIZE, NULL, "--image-size applies to the ViT workload, not implemented yet" },
         { DY_AX_PATCH, NULL, "--patch applies to the ViT workload, not implemented yet" },
         { DY_AX_LORA_RANK, NULL, "--lora-rank applies to the ViT workload" },
@@ -275,9 +272,12 @@ static int ensure_model(struct dy_runner *r, struct device_state *dev, const cha
                         enum dy_dtype wdtype, struct dy_point *p)
 {
     char key[sizeof r->model.key];
-    snprintf(key, sizeof key, "%s|%d|%s|%s|%s|%s|%s", dev->backend, dev->index,
+    bool one_layer = !strcmp(p->workload, "moe-layer");
+    snprintf(key, sizeof key, "%s|%d|%s|%s|%s|%s|%s|%s|%s|%d", dev->backend, dev->index,
              v[DY_AX_MODEL_DIR] ? v[DY_AX_MODEL_DIR] : "", v[DY_AX_MODEL],
-             v[DY_AX_WEIGHT_DTYPE], v[DY_AX_LAYERS] ? v[DY_AX_LAYERS] : "", v[DY_AX_SEED]);
+             v[DY_AX_WEIGHT_DTYPE], v[DY_AX_LAYERS] ? v[DY_AX_LAYERS] : "", v[DY_AX_SEED],
+             v[DY_AX_EXPERTS] ? v[DY_AX_EXPERTS] : "", v[DY_AX_MOE_FFN_DIM] ? v[DY_AX_MOE_FFN_DIM] : "",
+             one_layer);
     if (r->model.loaded && !strcmp(key, r->model.key))
         return DY_OK;
     unload_model(r);
@@ -306,6 +306,16 @@ static int ensure_model(struct dy_runner *r, struct device_state *dev, const cha
         }
         cfg->layers = (int)p->layers;
     }
+    if (!dy_moe_axes_shape(v, cfg, err, sizeof err)) {
+        set_status(p, "skipped", "%s", err);
+        return DY_E_UNSUPPORTED;
+    }
+    if (strcmp(p->workload, "llm") && !cfg->experts) {
+        set_status(p, "skipped", "%s is a dense model: it runs with --workload llm", cfg->name);
+        return DY_E_UNSUPPORTED;
+    }
+    if (one_layer) /* the MoE block of layer 0 is all a moe-layer point runs */
+        cfg->layers = 1;
     uint64_t need = dy_model_param_count(cfg) * dy_dtype_size(wdtype);
     struct dy_mem_info mem;
     if (dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes && need > mem.free_bytes) {
@@ -351,16 +361,14 @@ static void make_prompts(int32_t *tokens, size_t count, uint64_t seed, int vocab
  * enough (timing.c), and fills the metrics. Samples: one prefill and
  * output_len - 1 decode steps per repetition. */
 static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_point *p,
-                       enum dy_dtype kv_dtype, struct dy_sample **samples_out, int *sample_count)
+                       const struct dy_llm_options *options, struct dy_sample **samples_out,
+                       int *sample_count)
 {
     dy_ctx *ctx = dev->ctx;
     const struct dy_model_config *cfg = &r->model.cfg;
     int batch = (int)p->batch, in = (int)p->input_len, out = (int)p->output_len;
     int warmup = (int)p->warmup, steps = out - 1;
-    struct dy_llm_options opt = {
-        .weight_dtype = r->model.w.dtype, .kv_dtype = kv_dtype, .block_size = (int)p->block_size,
-        .max_batch = batch, .max_prompt = in, .max_tokens = in + out,
-    };
+    struct dy_llm_options opt = *options;
     struct dy_stop_rule rule = r->rule;
     struct dy_timings t;
     struct dy_llm *m = NULL;
@@ -453,13 +461,27 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     p->weight_bytes = (int64_t)r->model.w.bytes;
     p->kv_bytes = (int64_t)dy_llm_kv_bytes(m);
     p->peak_mem_bytes = (int64_t)dy_mem_peak(ctx);
-    if (steps > 0 && dev->ceil.copy_gbps > 0) {
-        /* the step reads the weights and the KV rows written so far */
-        double step_bytes = (bytes_first + bytes_last) / 2.0;
-        p->bw_util = step_bytes / (p->tpot_ms_p50 / 1e3) / (dev->ceil.copy_gbps * 1e9);
+    /* the step reads the weights and the KV rows written so far; an MoE
+     * step only the experts its tokens were routed to */
+    double step_bytes = (bytes_first + bytes_last) / 2.0;
+    if (cfg->experts) {
+        struct dy_moe_stats ms;
+        if ((st = dy_llm_moe_stats(m, &ms)))
+            goto done;
+        p->expert_load_max = ms.load_max;
+        p->expert_load_mean = ms.load_mean;
+        p->expert_imbalance = ms.imbalance;
+        if (steps > 0)
+            p->experts_touched = ms.experts_touched;
+        step_bytes += ms.expert_bytes;
+    }
+    if (steps > 0) {
+        p->step_bytes = (int64_t)step_bytes;
+        if (dev->ceil.copy_gbps > 0)
+            p->bw_util = step_bytes / (p->tpot_ms_p50 / 1e3) / (dev->ceil.copy_gbps * 1e9);
     }
     if (dev->ceil.gemm_tflops > 0)
-        p->flop_util = dy_llm_prefill_flops(cfg, batch, in) / (p->ttft_ms / 1e3) /
+        p->flop_util = dy_llm_prefill_flops(cfg, batch, in, opt.top_k) / (p->ttft_ms / 1e3) /
                        (dev->ceil.gemm_tflops * 1e12);
     st = DY_OK;
 done:
@@ -479,19 +501,6 @@ done:
     t.samples = NULL;
     dy_timings_free(&t);
     return st;
-}
-
-/* Bytes a point allocates besides the weights: KV cache and activations. */
-static uint64_t point_bytes(const struct dy_model_config *c, const struct dy_point *p,
-                            enum dy_dtype kv_dtype)
-{
-    uint64_t blocks = ((uint64_t)(p->input_len + p->output_len) + p->block_size - 1) / p->block_size;
-    uint64_t kv = 2ull * c->layers * c->kv_heads * c->head_dim * dy_dtype_size(kv_dtype) *
-                  blocks * p->block_size * p->batch;
-    uint64_t rows = (uint64_t)p->batch * p->input_len;
-    uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
-                                  (uint64_t)c->heads * c->head_dim + 3ull * c->intermediate + 16);
-    return kv + act + (uint64_t)p->batch * c->vocab * 4;
 }
 
 enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
@@ -540,7 +549,13 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
     if (ensure_model(r, dev, v, wdtype, p) != DY_OK || past_deadline(r, p))
         goto store;
     const struct dy_model_config *cfg = &r->model.cfg;
-    if (p->input_len + p->output_len > cfg->max_positions) {
+    bool one_layer = !strcmp(p->workload, "moe-layer");
+    if (one_layer) { /* tokens through one block: no sequences, no cache */
+        p->output_len = DY_NULL_INT;
+        p->block_size = DY_NULL_INT;
+        snprintf(p->kv_dtype, sizeof p->kv_dtype, "%s", "");
+    }
+    if (!one_layer && p->input_len + p->output_len > cfg->max_positions) {
         set_status(p, "skipped", "input_len + output_len = %lld exceeds %s's max_position_embeddings %d",
                    (long long)(p->input_len + p->output_len), cfg->name, cfg->max_positions);
         goto store;
@@ -550,14 +565,38 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
                    (long long)(p->batch * p->input_len));
         goto store;
     }
+    struct dy_llm_options llm_opt = {
+        .weight_dtype = wdtype, .kv_dtype = kv_dtype,
+        .block_size = one_layer ? 16 : (int)p->block_size,
+        .max_batch = (int)p->batch, .max_prompt = (int)p->input_len,
+        .max_tokens = (int)(p->input_len + (one_layer ? 1 : p->output_len)),
+        .seed = (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed),
+    };
+    char why[256];
+    if (!dy_moe_axes_options(v, cfg, &llm_opt, why, sizeof why)) {
+        set_status(p, "skipped", "%s", why);
+        goto store;
+    }
+    if (cfg->experts) { /* the shape that ran, overrides included */
+        p->experts = cfg->experts;
+        p->moe_ffn_dim = cfg->moe_ffn;
+        p->top_k = llm_opt.top_k ? llm_opt.top_k : cfg->top_k;
+        copy_str(p->routing, sizeof p->routing, v[DY_AX_ROUTING] ? v[DY_AX_ROUTING] : "model");
+    }
     struct dy_mem_info mem;
-    uint64_t need = point_bytes(cfg, p, kv_dtype);
+    uint64_t need = dy_llm_state_bytes(cfg, &llm_opt);
     if (dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes && need > mem.free_bytes) {
         set_status(p, "oom", "KV cache and activations need %.2f GiB, %s:%d has %.2f GiB free",
                    need / 1073741824.0, dev->backend, dev->index, mem.free_bytes / 1073741824.0);
         goto store;
     }
-    measure_llm(r, dev, p, kv_dtype, &samples, &sample_count);
+    if (one_layer) {
+        if (dy_moe_layer_point(dev->ctx, &dev->ceil, cfg, &r->model.w, &llm_opt, p, &samples,
+                               &sample_count) != DY_OK)
+            set_status(p, "failed", "%s", dy_ctx_error(dev->ctx));
+    } else {
+        measure_llm(r, dev, p, &llm_opt, &samples, &sample_count);
+    }
 store:;
     int64_t point_id;
     bool stored = dy_db_add_point(r->db, r->run_id, dev ? dev->db_id : DY_NULL_INT, p, samples,

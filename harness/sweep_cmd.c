@@ -54,27 +54,41 @@ static void print_image_summary(const struct dy_point *done, int done_count, FIL
     }
 }
 
-/* The markdown summary of every point of this run. */
-static void print_summary(const struct dy_point *done, int done_count, FILE *out)
+/* The moe-layer points' table: one MoE block over a batch of tokens. */
+static void print_moe_layer_summary(const struct dy_point *done, int done_count, FILE *out)
 {
-    int tokens = 0;
-    for (int i = 0; i < done_count; i++)
-        tokens += strcmp(done[i].workload, "vit") != 0;
-    if (!tokens) {
-        print_image_summary(done, done_count, out);
-        return;
+    fprintf(out, "\n| backend | device | model | tokens | experts | top-k | expert ffn | routing | "
+                 "weights | status | ms per layer | tok/s | imbalance | bw util | flop util |\n");
+    fprintf(out, "|---|---|---|--:|--:|--:|--:|---|---|---|--:|--:|--:|--:|--:|\n");
+    for (int i = 0; i < done_count; i++) {
+        const struct dy_point *p = &done[i];
+        if (strcmp(p->workload, "moe-layer"))
+            continue;
+        char ms[32], tok[32], imb[32], bw[32], fl[32], status[600];
+        fmt_num(ms, sizeof ms, p->e2e_ms, "%.3f");
+        fmt_num(tok, sizeof tok, p->total_tok_s, "%.0f");
+        fmt_num(imb, sizeof imb, p->expert_imbalance, "%.2f");
+        fmt_num(bw, sizeof bw, p->bw_util * 100, "%.0f%%");
+        fmt_num(fl, sizeof fl, p->flop_util * 100, "%.0f%%");
+        status_text(p, status, sizeof status);
+        fprintf(out, "| %s | %s | %s | %lld | %lld | %lld | %lld | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+                p->backend, p->device, p->model, (long long)(p->batch * p->input_len),
+                (long long)p->experts, (long long)p->top_k, (long long)p->moe_ffn_dim, p->routing,
+                p->weight_dtype, status, ms, tok, imb, bw, fl);
     }
+}
+
+/* The LLM and MoE points' table: prefill and decode of token sequences. */
+static void print_token_summary(const struct dy_point *done, int done_count, FILE *out)
+{
     fprintf(out, "\n| backend | device | model | batch | in | out | weights | kv | status | "
                  "ttft ms | tpot p50 ms | tpot p99 ms | out tok/s | total tok/s | bw util | flop util |\n");
     fprintf(out, "|---|---|---|--:|--:|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|\n");
-    int images = 0;
     for (int i = 0; i < done_count; i++) {
         const struct dy_point *p = &done[i];
         char ttft[32], p50[32], p99[32], otok[32], ttok[32], bw[32], fl[32];
-        if (!strcmp(p->workload, "vit")) {
-            images++;
+        if (!strcmp(p->workload, "vit") || !strcmp(p->workload, "moe-layer"))
             continue;
-        }
         fmt_num(ttft, sizeof ttft, p->ttft_ms, "%.2f");
         fmt_num(p50, sizeof p50, p->tpot_ms_p50, "%.2f");
         fmt_num(p99, sizeof p99, p->tpot_ms_p99, "%.2f");
@@ -89,10 +103,24 @@ static void print_summary(const struct dy_point *done, int done_count, FILE *out
                 (long long)p->output_len, p->weight_dtype, p->kv_dtype, status, ttft, p50, p99,
                 otok, ttok, bw, fl);
     }
+}
+
+/* The markdown summary of every point of this run: a table for each kind
+ * of workload present. */
+static void print_summary(const struct dy_point *done, int done_count, FILE *out)
+{
+    int images = 0, layers = 0;
+    for (int i = 0; i < done_count; i++) {
+        images += !strcmp(done[i].workload, "vit");
+        layers += !strcmp(done[i].workload, "moe-layer");
+    }
+    if (images + layers < done_count)
+        print_token_summary(done, done_count, out);
+    if (layers)
+        print_moe_layer_summary(done, done_count, out);
     if (images)
         print_image_summary(done, done_count, out);
 }
-
 
 int dy_sweep_validate(const struct dy_sweep *s, char *err, size_t err_len)
 {

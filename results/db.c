@@ -218,6 +218,11 @@ static const char *const added_columns[][3] = {
     { "points", "e2e_ms_p99", "REAL" },
     { "points", "lora_rank", "INTEGER" },
     { "points", "lora_merged", "INTEGER" },
+    { "points", "expert_load_max", "REAL" },
+    { "points", "expert_load_mean", "REAL" },
+    { "points", "expert_imbalance", "REAL" },
+    { "points", "experts_touched", "REAL" },
+    { "points", "step_bytes", "INTEGER" },
 };
 #define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
 

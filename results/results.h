@@ -67,6 +67,9 @@ struct dy_point {
     double e2e_noise;
     double e2e_ms_p90, e2e_ms_p99;
     int64_t lora_rank, lora_merged;
+    /* MoE routing (workloads/llm.h, struct dy_moe_stats) */
+    double expert_load_max, expert_load_mean, expert_imbalance, experts_touched;
+    int64_t step_bytes;      /* bytes a decode step reads: what bw_util divides */
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */

@@ -107,7 +107,12 @@ CREATE TABLE IF NOT EXISTS points (
     e2e_ms_p90   REAL,                   -- e2e percentiles over the repetitions (e2e_ms is the median);
     e2e_ms_p99   REAL,                   -- for the ViT, the latency of one batch
     lora_rank    INTEGER,                -- ViT LoRA adapters on q, k, v, o (axes added later)
-    lora_merged  INTEGER
+    lora_merged  INTEGER,
+    expert_load_max  REAL,               -- MoE prefill: tokens of the busiest expert (mean over layers)
+    expert_load_mean REAL,               -- MoE prefill: tokens per expert
+    expert_imbalance REAL,               -- expert_load_max / expert_load_mean
+    experts_touched  REAL,               -- MoE decode: experts with a token per layer and step
+    step_bytes       INTEGER             -- bytes a decode step reads (what bw_util divides)
 );
 CREATE INDEX IF NOT EXISTS points_run ON points (run_id);
 -- the dashboard looks points up by where they ran and on what; --resume by

@@ -59,6 +59,10 @@ FAULTY_OP(attention_prefill)
 FAULTY_OP(attention_decode)
 FAULTY_OP(argmax)
 FAULTY_OP(convert)
+FAULTY_OP(softmax_topk)
+FAULTY_OP(moe_sort)
+FAULTY_OP(gemm_grouped)
+FAULTY_OP(scatter_add_rows)
 
 const struct dy_backend *dy_backend_entry(void)
 {
@@ -78,6 +82,10 @@ const struct dy_backend *dy_backend_entry(void)
     table.attention_decode = faulty_attention_decode;
     table.argmax = faulty_argmax;
     table.convert = faulty_convert;
+    table.softmax_topk = faulty_softmax_topk;
+    table.moe_sort = faulty_moe_sort;
+    table.gemm_grouped = faulty_gemm_grouped;
+    table.scatter_add_rows = faulty_scatter_add_rows;
     const char *above = getenv("DYNO_FAULT_ALLOC_ABOVE");
     alloc_fault_above = above ? atol(above) : 0;
     return &table;

@@ -14,11 +14,32 @@ struct model {
     struct dy_llm_weights w;
 };
 
+/* The preset the tests below load: tiny-llama, or an MoE preset shrunk to
+ * test size with its architecture's features kept (shared expert, q/k
+ * norms, renormalised routing). */
+static const char *preset = "tiny-llama";
+
+static void shrink_moe(struct dy_model_config *c)
+{
+    c->hidden = 128;
+    c->heads = 4;
+    c->kv_heads = c->kv_heads < c->heads ? 2 : 4; /* GQA stays GQA */
+    c->head_dim = 32;
+    c->layers = 2;
+    c->vocab = 512;
+    c->experts = 8;
+    c->top_k = c->top_k < 3 ? c->top_k : 3;
+    c->moe_ffn = 48;
+    c->shared_ffn = c->shared_ffn ? 80 : 0;
+}
+
 static void open_model(struct model *m, const char *backend, enum dy_dtype wdtype, int layers)
 {
     char path[1024], err[1024];
-    DY_REQUIRE(dy_preset_path("tiny-llama", path, sizeof path) == DY_OK);
+    DY_REQUIRE(dy_preset_path(preset, path, sizeof path) == DY_OK);
     DY_REQUIRE(dy_config_load(path, &m->cfg, err, sizeof err) == DY_OK);
+    if (m->cfg.experts && m->cfg.hidden > 256)
+        shrink_moe(&m->cfg);
     if (layers)
         m->cfg.layers = layers;
     const struct dy_backend *be = dy_registry_find(backend, NULL, 0);
@@ -99,6 +120,22 @@ static void decode_matches_prefill(const char *backend, int batch, int block)
 }
 
 static void test_decode_matches_prefill_ref(void) { decode_matches_prefill("cpu-ref", 1, 16); }
+
+/* The MoE models: the decode path against full prefills on cpu-ref (one
+ * per architecture), and on cpu for the tiny preset. */
+static void test_moe_decode_matches_prefill(void)
+{
+    static const char *const presets[] = { "tiny-moe", "mixtral-8x7b", "qwen1.5-moe-a2.7b",
+                                           "olmoe-1b-7b", "qwen3-30b-a3b" };
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        preset = presets[i];
+        printf("# %s\n", preset);
+        decode_matches_prefill("cpu-ref", 2, 16);
+    }
+    preset = "tiny-moe";
+    decode_matches_prefill("cpu", 3, 4);
+    preset = "tiny-llama";
+}
 static void test_decode_matches_prefill_cpu(void) { decode_matches_prefill("cpu", 3, 16); }
 static void test_decode_matches_prefill_block4(void) { decode_matches_prefill("cpu", 2, 4); }
 
@@ -128,7 +165,7 @@ static void generate(const char *backend, enum dy_dtype wdtype, enum dy_dtype kv
     close_model(&m);
 }
 
-static void test_cpu_matches_ref(void)
+static void cpu_matches_ref(void)
 {
     enum { STEPS = 12, BATCH = 2 };
     int32_t a[BATCH * STEPS], b[BATCH * STEPS];
@@ -138,10 +175,18 @@ static void test_cpu_matches_ref(void)
     generate("cpu", DY_BF16, DY_F16, 16, BATCH, b, STEPS, lb);
     DY_CHECK(memcmp(a, b, sizeof a) == 0);
     double e = rel_err(la, lb, (size_t)BATCH * vocab);
-    printf("# cpu vs cpu-ref final logits rel err %.3g\n", e);
+    printf("# %s: cpu vs cpu-ref final logits rel err %.3g\n", preset, e);
     DY_CHECK(e < 1e-3);
     free(la);
     free(lb);
+}
+
+static void test_cpu_matches_ref(void)
+{
+    cpu_matches_ref();
+    preset = "tiny-moe";
+    cpu_matches_ref();
+    preset = "tiny-llama";
 }
 
 static void test_block_size_invariant(void)
@@ -204,7 +249,8 @@ static void test_kv_cache_blocks(void)
     close_model(&m);
 }
 
-DY_TESTS(DY_TEST(test_decode_matches_prefill_ref) DY_TEST(test_decode_matches_prefill_cpu)
+DY_TESTS(DY_TEST(test_decode_matches_prefill_ref) DY_TEST(test_moe_decode_matches_prefill)
+         DY_TEST(test_decode_matches_prefill_cpu)
          DY_TEST(test_decode_matches_prefill_block4) DY_TEST(test_cpu_matches_ref)
          DY_TEST(test_block_size_invariant) DY_TEST(test_batch_invariant)
          DY_TEST(test_truncation_keeps_weights) DY_TEST(test_kv_cache_blocks))

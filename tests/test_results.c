@@ -330,7 +330,8 @@ static void test_points_columns_are_the_contract(void)
         "output_tok_s", "total_tok_s", "images_s", "peak_mem_bytes", "weight_bytes",
         "kv_bytes", "energy_j", "avg_power_w", "bw_util", "flop_util",
         "host_e2e_ms", "repeat", "warmup", "config_key", "uuid", "e2e_noise",
-        "e2e_ms_p90", "e2e_ms_p99", "lora_rank", "lora_merged",
+        "e2e_ms_p90", "e2e_ms_p99", "lora_rank", "lora_merged", "expert_load_max",
+        "expert_load_mean", "expert_imbalance", "experts_touched", "step_bytes",
     };
     const int count = (int)(sizeof expected / sizeof expected[0]);
     struct scratch s;

@@ -94,6 +94,10 @@ static const struct {
     { "LlamaForCausalLM", DY_ARCH_LLAMA },
     { "MistralForCausalLM", DY_ARCH_LLAMA },
     { "Qwen2ForCausalLM", DY_ARCH_QWEN2 },
+    { "MixtralForCausalLM", DY_ARCH_MIXTRAL },
+    { "Qwen2MoeForCausalLM", DY_ARCH_QWEN2_MOE },
+    { "OlmoeForCausalLM", DY_ARCH_OLMOE },
+    { "Qwen3MoeForCausalLM", DY_ARCH_QWEN3_MOE },
 };
 
 static int parse_arch(const struct parse *p, json_t *root, struct dy_model_config *cfg)
@@ -111,7 +115,8 @@ static int parse_arch(const struct parse *p, json_t *root, struct dy_model_confi
         }
     }
     return fail(p, "field \"architectures\": unsupported architecture \"%s\" (supported: "
-                "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)", name);
+                "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, MixtralForCausalLM, "
+                "Qwen2MoeForCausalLM, OlmoeForCausalLM, Qwen3MoeForCausalLM)", name);
 }
 
 /* transformers 5 writes "dtype"; earlier versions "torch_dtype". */
@@ -250,6 +255,50 @@ static int parse_unsupported(const struct parse *p, json_t *root)
     return DY_OK;
 }
 
+/* The MoE block of Mixtral, Qwen2-MoE, OLMoE and Qwen3-MoE, with the field
+ * names and defaults of each transformers config class. */
+static int parse_moe(const struct parse *p, json_t *root, struct dy_model_config *cfg)
+{
+    int rc;
+    bool mixtral = cfg->arch == DY_ARCH_MIXTRAL;
+    const char *experts_key = mixtral ? "num_local_experts" : "num_experts";
+    cfg->top_k = 2;
+    cfg->moe_ffn = cfg->intermediate; /* Mixtral and OLMoE: intermediate_size per expert */
+    if ((rc = get_int(p, root, "", experts_key, true, &cfg->experts)) ||
+        (rc = get_int(p, root, "", "num_experts_per_tok", false, &cfg->top_k)))
+        return rc;
+    if (cfg->arch == DY_ARCH_QWEN2_MOE || cfg->arch == DY_ARCH_QWEN3_MOE) {
+        if ((rc = get_int(p, root, "", "moe_intermediate_size", true, &cfg->moe_ffn)))
+            return rc;
+        int sparse_step = 1;
+        if ((rc = get_int(p, root, "", "decoder_sparse_step", false, &sparse_step)))
+            return rc;
+        json_t *dense = field(root, "mlp_only_layers");
+        if (sparse_step != 1 || (json_is_array(dense) && json_array_size(dense) > 0))
+            return fail(p, "field \"%s\": dense MLP layers between MoE layers are not supported",
+                        sparse_step != 1 ? "decoder_sparse_step" : "mlp_only_layers");
+    }
+    if (cfg->arch == DY_ARCH_QWEN2_MOE &&
+        (rc = get_int(p, root, "", "shared_expert_intermediate_size", false, &cfg->shared_ffn)))
+        return rc;
+    cfg->norm_topk_prob = mixtral;
+    if (!mixtral && (rc = get_bool(p, root, "norm_topk_prob", &cfg->norm_topk_prob)))
+        return rc;
+    if (cfg->top_k > cfg->experts)
+        return fail(p, "field \"num_experts_per_tok\": %d exceeds the %d experts", cfg->top_k,
+                    cfg->experts);
+    if (field(root, "clip_qkv"))
+        return fail(p, "field \"clip_qkv\": clipping q/k/v is not supported");
+    cfg->qk_norm = cfg->arch == DY_ARCH_OLMOE ? DY_QK_NORM_WHOLE
+                   : cfg->arch == DY_ARCH_QWEN3_MOE ? DY_QK_NORM_HEAD : DY_QK_NORM_NONE;
+    return DY_OK;
+}
+
+bool dy_config_is_moe(const struct dy_model_config *cfg)
+{
+    return cfg->experts > 0;
+}
+
 /* "models/llama-3.1-8b.json" -> "llama-3.1-8b"; "ckpt/tiny/config.json" ->
  * "tiny", resolved through realpath so that "./config.json" names the
  * directory too. */
@@ -306,15 +355,17 @@ int dy_config_load(const char *path, struct dy_model_config *cfg, char *err, siz
         (rc = parse_dtype(&p, root, cfg)) ||
         (rc = parse_rope(&p, root, cfg)))
         goto out_root;
+    if (cfg->arch >= DY_ARCH_MIXTRAL && (rc = parse_moe(&p, root, cfg)))
+        goto out_root;
 
     bool attention_bias = false;
     if ((rc = get_bool(&p, root, "tie_word_embeddings", &cfg->tie_embeddings)) ||
         (rc = get_bool(&p, root, "attention_bias", &attention_bias)))
         goto out_root;
-    /* Qwen2 always has q/k/v biases and never an o_proj bias; Llama's
-     * attention_bias covers all four projections */
-    cfg->qkv_bias = cfg->arch == DY_ARCH_QWEN2 || attention_bias;
-    cfg->o_bias = cfg->arch == DY_ARCH_LLAMA && attention_bias;
+    /* Qwen2 (and Qwen2-MoE) always has q/k/v biases and never an o_proj
+     * bias; elsewhere attention_bias covers all four projections */
+    cfg->qkv_bias = cfg->arch == DY_ARCH_QWEN2 || cfg->arch == DY_ARCH_QWEN2_MOE || attention_bias;
+    cfg->o_bias = cfg->arch != DY_ARCH_QWEN2 && cfg->arch != DY_ARCH_QWEN2_MOE && attention_bias;
 
     name_from_path(path, cfg->name, sizeof cfg->name);
     rc = DY_OK;
@@ -374,6 +425,15 @@ uint64_t dy_model_param_count(const struct dy_model_config *cfg)
     if (cfg->o_bias)
         attn += hidden;
     uint64_t mlp = 3 * hidden * (uint64_t)cfg->intermediate;
+    if (cfg->experts) {
+        mlp = (uint64_t)cfg->experts * (3 * hidden * (uint64_t)cfg->moe_ffn + hidden);
+        if (cfg->shared_ffn)
+            mlp += 3 * hidden * (uint64_t)cfg->shared_ffn + hidden;
+    }
+    if (cfg->qk_norm == DY_QK_NORM_WHOLE)
+        attn += q_dim + kv_dim;
+    else if (cfg->qk_norm == DY_QK_NORM_HEAD)
+        attn += 2 * (uint64_t)cfg->head_dim;
     uint64_t layer = attn + mlp + 2 * hidden;
 
     return embed + (uint64_t)cfg->layers * layer + hidden + (cfg->tie_embeddings ? 0 : embed);

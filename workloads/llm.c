@@ -1,4 +1,5 @@
-/* The dense-LLM forward pass (Llama, Mistral, Qwen2) from backend ops.
+/* The decoder forward pass (Llama, Mistral, Qwen2 and the MoE models'
+ * attention; moe.c has their MoE block) from backend ops.
  *
  * Activations are f32; weights and the KV cache are in their own dtypes.
  * Per layer: RMSNorm, one GEMM for q/k/v (bias for Qwen2), RoPE on q and k,
@@ -6,28 +7,16 @@
  * or paged decode), the output projection accumulated into the residual
  * (beta = 1), RMSNorm, one GEMM for gate/up, SiLU-mul, and the down
  * projection accumulated into the residual. Greedy argmax stays on the
- * device, so a decode step needs no host round trip for its input. */
+ * device, so a decode step needs no host round trip for its input.
+ * Models that normalise each q and k head (Qwen3) get q, k and v as three
+ * separate blocks instead of interleaved rows, so that the heads to
+ * normalise are evenly strided; OLMoE normalises all of q (and k) at once,
+ * in place inside the rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "llm.h"
-
-struct dy_llm {
-    dy_ctx *ctx;
-    const struct dy_model_config *cfg;
-    const struct dy_llm_weights *w;
-    struct dy_llm_options opt;
-    struct dy_kv_cache kv;
-    int max_rows;                 /* max_batch * max_prompt */
-    int batch;                    /* sequences in flight */
-    /* activations */
-    dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
-    /* i32 inputs */
-    dy_buf ids, next_ids, positions, slots, last_index;
-    dy_buf inv_freq;
-    int32_t *host_slots, *host_positions;
-};
+#include "llm_internal.h"
 
 static int q_dim(const struct dy_model_config *c) { return c->heads * c->head_dim; }
 static int kv_dim(const struct dy_model_config *c) { return c->kv_heads * c->head_dim; }
@@ -49,6 +38,8 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
     size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
     size_t batch = (size_t)opt->max_batch;
+    /* an MoE model's dense MLP buffers serve its shared expert, if any */
+    size_t mlp_cols = cfg->experts ? (size_t)cfg->shared_ffn : (size_t)cfg->intermediate;
     int st = dy_kv_cache_create(ctx, cfg, opt->kv_dtype, opt->block_size, opt->max_batch,
                                 opt->max_tokens, &m->kv);
     if (st != DY_OK)
@@ -57,8 +48,8 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
         (st = dy_buf_alloc(ctx, rows * cfg->hidden * f, &m->xn)) ||
         (st = dy_buf_alloc(ctx, rows * qkv_cols * f, &m->qkv)) ||
         (st = dy_buf_alloc(ctx, rows * q_dim(cfg) * f, &m->attn)) ||
-        (st = dy_buf_alloc(ctx, rows * 2 * cfg->intermediate * f, &m->gate_up)) ||
-        (st = dy_buf_alloc(ctx, rows * cfg->intermediate * f, &m->mlp)) ||
+        (mlp_cols && (st = dy_buf_alloc(ctx, rows * 2 * mlp_cols * f, &m->gate_up))) ||
+        (mlp_cols && (st = dy_buf_alloc(ctx, rows * mlp_cols * f, &m->mlp))) ||
         (st = dy_buf_alloc(ctx, batch * cfg->hidden * f, &m->last)) ||
         (st = dy_buf_alloc(ctx, batch * cfg->vocab * f, &m->logits)) ||
         (st = dy_buf_alloc(ctx, rows * i4, &m->ids)) ||
@@ -66,7 +57,8 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
         (st = dy_buf_alloc(ctx, rows * i4, &m->positions)) ||
         (st = dy_buf_alloc(ctx, rows * i4, &m->slots)) ||
         (st = dy_buf_alloc(ctx, batch * i4, &m->last_index)) ||
-        (st = dy_buf_alloc(ctx, (size_t)cfg->head_dim / 2 * f, &m->inv_freq)))
+        (st = dy_buf_alloc(ctx, (size_t)cfg->head_dim / 2 * f, &m->inv_freq)) ||
+        (cfg->experts && (st = dy_moe_create(m))))
         goto fail;
     m->host_slots = malloc(rows * i4);
     m->host_positions = malloc(rows * i4);
@@ -98,13 +90,13 @@ void dy_llm_destroy(struct dy_llm *m)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
     dy_kv_cache_free(m->ctx, &m->kv);
+    dy_moe_destroy(m);
     free(m->host_slots);
     free(m->host_positions);
     free(m);
 }
 
-/* c[rows, n] (+)= a[rows, k] . w[n, k]^T */
-static int linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
+int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
                   int rows, int n, int k, float beta)
 {
     struct dy_gemm_desc d = {
@@ -126,38 +118,93 @@ static int rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, int r
     return dy_norm(m->ctx, &d);
 }
 
+static int qk_norm(struct dy_llm *m, dy_buf x, dy_buf weight, int rows, int dim, int stride)
+{
+    struct dy_norm_desc d = {
+        .kind = DY_NORM_RMS, .x = x, .weight = weight, .out = x, .rows = rows, .dim = dim,
+        .x_stride = stride, .out_stride = stride, .eps = m->cfg->norm_eps,
+        .dtype = DY_F32, .weight_dtype = m->w->dtype,
+    };
+    return dy_norm(m->ctx, &d);
+}
+
+static int rope(struct dy_llm *m, dy_buf x, int rows, int heads, int stride)
+{
+    struct dy_rope_desc d = {
+        .x = x, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
+        .heads = heads, .head_dim = m->cfg->head_dim, .row_stride = stride, .dtype = DY_F32,
+    };
+    return dy_rope(m->ctx, &d);
+}
+
+/* q/k/v of `rows` tokens, normalised (qk_norm) and rotated; *q, *k, *v and
+ * the strides say where they are in m->qkv. */
+static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows, dy_buf *q,
+                       dy_buf *k, dy_buf *v, int *q_stride, int *kv_stride)
+{
+    const struct dy_model_config *c = m->cfg;
+    int qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, hd = c->head_dim, st;
+    size_t f = sizeof(float), esize = dy_dtype_size(m->w->dtype);
+    if (c->qk_norm != DY_QK_NORM_HEAD) {
+        int cols = qd + 2 * kvd;
+        *q = m->qkv;
+        *k = dy_buf_at(m->qkv, (size_t)qd * f);
+        *v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * f);
+        *q_stride = *kv_stride = cols;
+        if ((st = dy_llm_linear(m, m->xn, h, l->qkv, l->qkv_bias, m->qkv, cols, rows, cols, h, 0.0f)))
+            return st;
+        if (c->qk_norm == DY_QK_NORM_WHOLE &&
+            ((st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
+             (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols))))
+            return st;
+        /* k's heads follow q's in each row: one rotation covers both */
+        return rope(m, m->qkv, rows, c->heads + c->kv_heads, cols);
+    }
+    *q = m->qkv;
+    *k = dy_buf_at(m->qkv, (size_t)rows * qd * f);
+    *v = dy_buf_at(m->qkv, (size_t)rows * (qd + kvd) * f);
+    *q_stride = qd;
+    *kv_stride = kvd;
+    dy_buf none = { 0 }, bias = l->qkv_bias;
+    dy_buf wk = dy_buf_at(l->qkv, (size_t)qd * h * esize);
+    dy_buf wv = dy_buf_at(l->qkv, (size_t)(qd + kvd) * h * esize);
+    if ((st = dy_llm_linear(m, m->xn, h, l->qkv, bias, *q, qd, rows, qd, h, 0.0f)) ||
+        (st = dy_llm_linear(m, m->xn, h, wk, bias.h ? dy_buf_at(bias, (size_t)qd * esize) : none, *k,
+                            kvd, rows, kvd, h, 0.0f)) ||
+        (st = dy_llm_linear(m, m->xn, h, wv,
+                            bias.h ? dy_buf_at(bias, (size_t)(qd + kvd) * esize) : none, *v, kvd,
+                            rows, kvd, h, 0.0f)) ||
+        (st = qk_norm(m, *q, l->q_norm, rows * c->heads, hd, hd)) ||
+        (st = qk_norm(m, *k, l->k_norm, rows * c->kv_heads, hd, hd)) ||
+        (st = rope(m, *q, rows, c->heads, qd)))
+        return st;
+    return rope(m, *k, rows, c->kv_heads, kvd);
+}
+
 static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
                            int prompt_len)
 {
     const struct dy_model_config *c = m->cfg;
-    int qd = q_dim(c), kvd = kv_dim(c), qkv_cols = qd + 2 * kvd;
-    dy_buf k = dy_buf_at(m->qkv, (size_t)qd * sizeof(float));
-    dy_buf v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * sizeof(float));
+    int qd = q_dim(c), q_stride, kv_stride;
+    dy_buf q, k, v;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     int st;
     if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, rows)) ||
-        (st = linear(m, m->xn, c->hidden, l->qkv, l->qkv_bias, m->qkv, qkv_cols, rows, qkv_cols,
-                     c->hidden, 0.0f)))
+        (st = project_qkv(m, l, rows, &q, &k, &v, &q_stride, &kv_stride)))
         return st;
-    /* k's heads follow q's in each row: one rotation covers both */
-    struct dy_rope_desc rope = {
-        .x = m->qkv, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
-        .heads = c->heads + c->kv_heads, .head_dim = c->head_dim, .row_stride = qkv_cols,
-        .dtype = DY_F32,
-    };
     struct dy_kv_append_desc ka = {
-        .k = k, .v = v, .src_stride = qkv_cols, .slots = m->slots,
+        .k = k, .v = v, .src_stride = kv_stride, .slots = m->slots,
         .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
         .tokens = rows, .kv_heads = c->kv_heads, .head_dim = c->head_dim,
         .src_dtype = DY_F32, .cache_dtype = m->kv.dtype,
     };
-    if ((st = dy_rope(m->ctx, &rope)) || (st = dy_kv_append(m->ctx, &ka)))
+    if ((st = dy_kv_append(m->ctx, &ka)))
         return st;
     if (prompt_len > 0) {
         struct dy_attention_prefill_desc a = {
-            .q = m->qkv, .k = k, .v = v, .out = m->attn, .batch = m->batch,
+            .q = q, .k = k, .v = v, .out = m->attn, .batch = m->batch,
             .seq_len = prompt_len, .heads = c->heads, .kv_heads = c->kv_heads,
-            .head_dim = c->head_dim, .q_stride = qkv_cols, .kv_stride = qkv_cols,
+            .head_dim = c->head_dim, .q_stride = q_stride, .kv_stride = kv_stride,
             .out_stride = qd, .scale = scale, .causal = true, .dtype = DY_F32,
             .compute_dtype = m->w->dtype,
         };
@@ -168,7 +215,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
             if (m->kv.context_lens[b] > max_context)
                 max_context = m->kv.context_lens[b];
         struct dy_attention_decode_desc a = {
-            .q = m->qkv, .out = m->attn, .q_stride = qkv_cols, .out_stride = qd,
+            .q = q, .out = m->attn, .q_stride = q_stride, .out_stride = qd,
             .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
             .block_table = m->kv.block_table_dev, .context_lens = m->kv.context_lens_dev,
             .batch = m->batch, .heads = c->heads, .kv_heads = c->kv_heads,
@@ -180,13 +227,18 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
     }
     if (st != DY_OK)
         return st;
-    return linear(m, m->attn, qd, l->o, l->o_bias, m->x, c->hidden, rows, c->hidden, qd, 1.0f);
+    return dy_llm_linear(m, m->attn, qd, l->o, l->o_bias, m->x, c->hidden, rows, c->hidden, qd, 1.0f);
 }
 
-static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int rows)
+static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
+                     int prompt_len)
 {
     const struct dy_model_config *c = m->cfg;
     int inter = c->intermediate;
+    if (c->experts) {
+        int st = rms_norm(m, m->x, l->mlp_norm, m->xn, rows);
+        return st ? st : dy_moe_block(m, l, layer, rows, prompt_len);
+    }
     dy_buf none = { 0 };
     struct dy_eltwise_desc act = {
         .op = DY_ELT_SILU_MUL, .a = m->gate_up,
@@ -196,11 +248,11 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int rows)
     };
     int st;
     if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, rows)) ||
-        (st = linear(m, m->xn, c->hidden, l->gate_up, none, m->gate_up, 2 * inter, rows,
+        (st = dy_llm_linear(m, m->xn, c->hidden, l->gate_up, none, m->gate_up, 2 * inter, rows,
                      2 * inter, c->hidden, 0.0f)) ||
         (st = dy_eltwise(m->ctx, &act)))
         return st;
-    return linear(m, m->mlp, inter, l->down, none, m->x, c->hidden, rows, c->hidden, inter, 1.0f);
+    return dy_llm_linear(m, m->mlp, inter, l->down, none, m->x, c->hidden, rows, c->hidden, inter, 1.0f);
 }
 
 /* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0
@@ -218,7 +270,7 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
     for (int i = 0; i < c->layers && st == DY_OK; i++) {
         st = attention_block(m, &m->w->layers[i], i, rows, prompt_len);
         if (st == DY_OK)
-            st = mlp_block(m, &m->w->layers[i], rows);
+            st = mlp_block(m, &m->w->layers[i], i, rows, prompt_len);
     }
     if (st != DY_OK)
         return st;
@@ -239,7 +291,7 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
         .stride = c->vocab, .dtype = DY_F32,
     };
     if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, m->batch)) ||
-        (st = linear(m, m->xn, c->hidden, m->w->lm_head, none, m->logits, c->vocab, m->batch,
+        (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, none, m->logits, c->vocab, m->batch,
                      c->vocab, c->hidden, 0.0f)))
         return st;
     return dy_argmax(m->ctx, &am);
@@ -251,6 +303,7 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
         return DY_E_INVALID;
     int rows = batch * prompt_len, st;
     m->batch = batch;
+    m->step = 0;
     dy_kv_cache_reset(&m->kv);
     int32_t last_index[batch];
     for (int b = 0; b < batch; b++) {
@@ -286,6 +339,9 @@ int dy_llm_decode(struct dy_llm *m)
         (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
         (st = dy_kv_cache_sync(m->ctx, &m->kv)))
         return st;
+    if (m->cfg->experts && m->step + 1 > m->opt.max_tokens - m->opt.max_prompt)
+        return DY_E_INVALID; /* more steps than the routing tables hold */
+    m->step++;
     /* this step's input is the last step's argmax: copy it so argmax can
      * overwrite next_ids while the step runs */
     if ((st = dy_buf_copy(m->ctx, m->ids, m->next_ids, bytes)))
@@ -315,18 +371,37 @@ uint64_t dy_llm_decode_bytes(const struct dy_llm *m)
     uint64_t bytes = m->w->bytes;
     if (!c->tie_embeddings) /* the embedding is gathered, not read whole */
         bytes -= (uint64_t)c->vocab * c->hidden * esize;
+    if (c->experts) /* only the experts routed to are read: dy_moe_stats */
+        bytes -= (uint64_t)c->layers * c->experts * 3ull * c->hidden * c->moe_ffn * esize;
     uint64_t kv_row = 2ull * c->kv_heads * c->head_dim * dy_dtype_size(m->kv.dtype) * c->layers;
     for (int b = 0; b < m->batch; b++)
         bytes += kv_row * (uint64_t)m->kv.context_lens[b];
     return bytes;
 }
 
-double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prompt_len)
+double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prompt_len, int top_k)
 {
     double tokens = (double)batch * prompt_len;
     double qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, inter = c->intermediate;
-    double per_token_layer = 2.0 * h * (qd + 2 * kvd) + 2.0 * qd * h + 2.0 * h * 3 * inter;
+    double mlp = 2.0 * h * 3 * inter;
+    if (c->experts) /* router, the k experts, the shared expert and its gate */
+        mlp = 2.0 * h * c->experts + 2.0 * h * 3 * c->moe_ffn * (top_k ? top_k : c->top_k) +
+              (c->shared_ffn ? 2.0 * h * 3 * c->shared_ffn + 2.0 * h : 0.0);
+    double per_token_layer = 2.0 * h * (qd + 2 * kvd) + 2.0 * qd * h + mlp;
     /* causal attention: QK^T and PV over on average (len + 1) / 2 keys */
     double attn = 4.0 * qd * (prompt_len + 1) / 2.0;
     return c->layers * tokens * (per_token_layer + attn) + 2.0 * batch * h * c->vocab;
+}
+
+uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)
+{
+    uint64_t blocks_per_seq = ((uint64_t)opt->max_tokens + opt->block_size - 1) / opt->block_size;
+    uint64_t kv = 2ull * c->layers * c->kv_heads * c->head_dim * dy_dtype_size(opt->kv_dtype) *
+                  blocks_per_seq * opt->block_size * opt->max_batch;
+    uint64_t rows = (uint64_t)opt->max_batch * opt->max_prompt;
+    uint64_t mlp_cols = c->experts ? (uint64_t)c->shared_ffn : (uint64_t)c->intermediate;
+    uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
+                                  (uint64_t)c->heads * c->head_dim + 3ull * mlp_cols + 4);
+    uint64_t logits = (uint64_t)opt->max_batch * (c->vocab + c->hidden) * 4ull;
+    return kv + act + logits + (c->experts ? dy_moe_state_bytes(c, opt) : 0);
 }

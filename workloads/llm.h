@@ -14,9 +14,18 @@ struct dy_llm_layer {
     dy_buf qkv_bias;      /* [q_dim + 2 * kv_dim] or none */
     dy_buf o;             /* [hidden, q_dim] */
     dy_buf o_bias;        /* [hidden] or none (attention_bias on Llama) */
+    dy_buf q_norm, k_norm; /* [q_dim], [kv_dim] (OLMoE) or [head_dim] (Qwen3), or none */
     dy_buf mlp_norm;      /* [hidden] */
+    /* dense models */
     dy_buf gate_up;       /* [2 * intermediate, hidden]: gate, up stacked */
     dy_buf down;          /* [hidden, intermediate] */
+    /* MoE models */
+    dy_buf router;        /* [experts, hidden] */
+    dy_buf expert_gate_up; /* [experts, 2 * moe_ffn, hidden]: each expert's gate, up stacked */
+    dy_buf expert_down;   /* [experts, hidden, moe_ffn] */
+    dy_buf shared_gate_up; /* [2 * shared_ffn, hidden] (Qwen2-MoE) or none */
+    dy_buf shared_down;   /* [hidden, shared_ffn] */
+    dy_buf shared_gate;   /* [1, hidden]: sigmoid gate of the shared expert */
 };
 
 struct dy_llm_weights {
@@ -79,6 +88,15 @@ uint64_t dy_kv_cache_bytes(const struct dy_kv_cache *kv);
 
 /* ---- the model (workloads/llm.c) -------------------------------------- */
 
+/* How an MoE layer picks its experts. Forced routings replace the router's
+ * choice (the router still runs) with draws fixed by the seed, to study
+ * load balance apart from what random weights happen to route. */
+enum dy_routing {
+    DY_ROUTING_MODEL = 0,  /* the router's softmax and top-k */
+    DY_ROUTING_UNIFORM,    /* k distinct experts, uniformly at random, weights 1/k */
+    DY_ROUTING_ZIPF,       /* k distinct experts drawn with P(e) ~ 1/(e+1)^s, weights 1/k */
+};
+
 struct dy_llm_options {
     enum dy_dtype weight_dtype;
     enum dy_dtype kv_dtype;
@@ -86,6 +104,22 @@ struct dy_llm_options {
     int max_batch;
     int max_prompt;       /* longest prompt to be prefilled */
     int max_tokens;       /* longest sequence: prompt + generated */
+    /* MoE only */
+    int top_k;            /* experts per token; 0: the model's */
+    enum dy_routing routing;
+    double zipf_s;        /* DY_ROUTING_ZIPF's exponent */
+    uint64_t seed;        /* of the forced routings */
+};
+
+/* Expert load and traffic of an MoE model's last prefill and decode steps,
+ * from the per-layer expert counts kept on the device. */
+struct dy_moe_stats {
+    double load_max;          /* prefill: tokens of the busiest expert, mean over layers */
+    double load_mean;         /* prefill: tokens per expert (tokens x k / experts) */
+    double imbalance;         /* load_max / load_mean */
+    double prefill_touched;   /* prefill: experts with a token, per layer (mean) */
+    double experts_touched;   /* decode: experts with a token, per layer and step (mean) */
+    double expert_bytes;      /* decode: expert weight bytes read per step (mean) */
 };
 
 struct dy_llm;
@@ -108,12 +142,30 @@ int dy_llm_read_tokens(struct dy_llm *m, int32_t *tokens);
 /* Reads the logits behind the last generated tokens ([batch, vocab], f32). */
 int dy_llm_read_logits(struct dy_llm *m, float *logits);
 
+/* Reads the routing statistics of the last prefill and decode steps
+ * (a device read: call it outside timed regions). DY_E_INVALID for a dense
+ * model. */
+int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out);
+
+/* --workload moe-layer: layer 0's MoE block alone, as MoE-Inference-Bench
+ * times its FFN and expert sweeps. Setup writes `rows` tokens (at most
+ * max_batch * max_prompt) of seeded random normalised activations; each run
+ * routes them and adds the block's output to the residual. Routing
+ * statistics land where a prefill's do. */
+int dy_llm_moe_layer_setup(struct dy_llm *m, int rows, uint64_t seed);
+int dy_llm_moe_layer_run(struct dy_llm *m, int rows);
+
 /* Byte and FLOP counts used for bw_util and flop_util. */
 uint64_t dy_llm_kv_bytes(const struct dy_llm *m);
-/* Bytes a decode step reads: weights (the embedding gather excepted) and the
+/* Bytes a decode step reads: weights (the embedding gather excepted; for an
+ * MoE model the experts too, which dy_moe_stats.expert_bytes counts) and the
  * KV rows of every sequence at its current length. */
 uint64_t dy_llm_decode_bytes(const struct dy_llm *m);
-/* FLOPs of the prefill of `batch` prompts of `prompt_len` tokens. */
-double dy_llm_prefill_flops(const struct dy_model_config *cfg, int batch, int prompt_len);
+/* FLOPs of the prefill of `batch` prompts of `prompt_len` tokens (an MoE
+ * model's with top_k experts per token; 0: the model's). */
+double dy_llm_prefill_flops(const struct dy_model_config *cfg, int batch, int prompt_len, int top_k);
+/* Device bytes dy_llm_create allocates besides the weights: activations,
+ * KV cache and MoE routing tables. */
+uint64_t dy_llm_state_bytes(const struct dy_model_config *cfg, const struct dy_llm_options *opt);
 
 #endif

@@ -9,8 +9,18 @@
 #include "../backends/backend.h"
 
 enum dy_arch {
-    DY_ARCH_LLAMA = 0,   /* LlamaForCausalLM, MistralForCausalLM */
-    DY_ARCH_QWEN2 = 1,   /* Qwen2ForCausalLM: q/k/v bias */
+    DY_ARCH_LLAMA = 0,     /* LlamaForCausalLM, MistralForCausalLM */
+    DY_ARCH_QWEN2 = 1,     /* Qwen2ForCausalLM: q/k/v bias */
+    DY_ARCH_MIXTRAL = 2,   /* MixtralForCausalLM: block_sparse_moe, w1/w3/w2 */
+    DY_ARCH_QWEN2_MOE = 3, /* Qwen2MoeForCausalLM: q/k/v bias, gated shared expert */
+    DY_ARCH_OLMOE = 4,     /* OlmoeForCausalLM: RMSNorm over the whole q and k */
+    DY_ARCH_QWEN3_MOE = 5, /* Qwen3MoeForCausalLM: RMSNorm per q and k head */
+};
+
+enum dy_qk_norm {
+    DY_QK_NORM_NONE = 0,
+    DY_QK_NORM_WHOLE = 1,  /* over all heads of q (and of k) at once: OLMoE */
+    DY_QK_NORM_HEAD = 2,   /* over each head: Qwen3 */
 };
 
 enum dy_rope_type {
@@ -43,11 +53,23 @@ struct dy_model_config {
     double rope_low_freq_factor;
     double rope_high_freq_factor;
     int rope_original_max_positions;
+    enum dy_qk_norm qk_norm;
+    /* MoE (experts == 0: a dense model). Every layer's MLP is the MoE block;
+     * configs that mix dense layers in (decoder_sparse_step > 1,
+     * mlp_only_layers) are refused. */
+    int experts;             /* num_local_experts or num_experts */
+    int top_k;               /* num_experts_per_tok */
+    int moe_ffn;             /* an expert's intermediate size */
+    int shared_ffn;          /* shared_expert_intermediate_size, 0: none */
+    bool norm_topk_prob;     /* renormalise the k routing weights */
 };
 
 /* Parses a config.json. On failure returns DY_E_FORMAT (or DY_E_IO) and
  * writes a message naming the file and the field into err. */
 int dy_config_load(const char *path, struct dy_model_config *cfg, char *err, size_t err_len);
+
+/* True for a mixture-of-experts model (cfg->experts > 0). */
+bool dy_config_is_moe(const struct dy_model_config *cfg);
 
 /* Inverse frequencies of the rotary embedding, [head_dim / 2], with the
  * config's scaling applied exactly as Hugging Face computes them. */

@@ -1,0 +1,53 @@
+/* The decoder's state, shared by llm.c (attention, the dense MLP, the step
+ * drivers) and moe.c (the MoE block). Not part of the workload's API. */
+#ifndef DY_LLM_INTERNAL_H
+#define DY_LLM_INTERNAL_H
+
+#include "llm.h"
+
+struct dy_moe_state {
+    int top_k;
+    dy_buf logits;              /* f32 [rows, experts]; the shared gate's logit after */
+    dy_buf ids, weights;        /* i32, f32 [rows * k] */
+    dy_buf sorted, position;    /* i32 [rows * k] */
+    dy_buf gate_up, act, out;   /* f32 [rows * k, 2 * ffn], [rows * k, ffn], [rows * k, hidden] */
+    /* expert counts: offsets [slots, layers, experts + 1]; slot 0 is the
+     * prefill, slot 1 + s decode step s */
+    dy_buf offsets;
+    int slots;
+    /* forced routings, drawn once: [layers, max_rows * k] for the prefill
+     * and [steps, layers, max_batch * k] for the decode steps */
+    dy_buf forced_prefill, forced_decode, forced_weights;
+};
+
+struct dy_llm {
+    dy_ctx *ctx;
+    const struct dy_model_config *cfg;
+    const struct dy_llm_weights *w;
+    struct dy_llm_options opt;
+    struct dy_kv_cache kv;
+    int max_rows;                 /* max_batch * max_prompt */
+    int batch;                    /* sequences in flight */
+    int step;                     /* decode steps since the prefill */
+    /* activations */
+    dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
+    /* i32 inputs */
+    dy_buf ids, next_ids, positions, slots, last_index;
+    dy_buf inv_freq;
+    int32_t *host_slots, *host_positions;
+    struct dy_moe_state moe;
+};
+
+/* c[rows, n] (+)= a[rows, k] . w[n, k]^T in the weights' dtype */
+int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
+                  int rows, int n, int k, float beta);
+
+/* moe.c */
+int dy_moe_create(struct dy_llm *m);
+void dy_moe_destroy(struct dy_llm *m);
+/* x += MoE(xn) for `rows` tokens of layer `layer`; xn holds the normalised
+ * input. prompt_len > 0 for a prefill. */
+int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len);
+uint64_t dy_moe_state_bytes(const struct dy_model_config *cfg, const struct dy_llm_options *opt);
+
+#endif

@@ -1,0 +1,310 @@
+/* The MoE block of Mixtral, Qwen2-MoE, OLMoE and Qwen3-MoE from backend ops:
+ * router GEMM, softmax and top-k, pairs grouped by expert, one grouped GEMM
+ * for every expert's gate/up, SiLU-mul, one grouped GEMM for the down
+ * projections, and the weighted gather-add of each token's k rows into the
+ * residual; then Qwen2-MoE's shared expert behind its sigmoid gate.
+ *
+ * Each layer's expert counts (moe_sort's offsets) are written straight into
+ * a table of every step and layer, so load statistics cost the timed steps
+ * nothing; dy_llm_moe_stats reads the table afterwards. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm_internal.h"
+
+static int top_k_of(const struct dy_model_config *c, const struct dy_llm_options *opt)
+{
+    return opt->top_k > 0 ? opt->top_k : c->top_k;
+}
+
+static int decode_steps(const struct dy_llm_options *opt)
+{
+    return opt->max_tokens - opt->max_prompt;
+}
+
+uint64_t dy_moe_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)
+{
+    uint64_t k = (uint64_t)top_k_of(c, opt), rows = (uint64_t)opt->max_batch * opt->max_prompt;
+    uint64_t pairs = rows * k, slots = 1 + (uint64_t)decode_steps(opt);
+    uint64_t bytes = rows * c->experts * 4 + pairs * 4 * 4 +
+                     pairs * (3ull * c->moe_ffn + c->hidden) * 4 +
+                     slots * c->layers * (c->experts + 1ull) * 4;
+    if (opt->routing != DY_ROUTING_MODEL)
+        bytes += (c->layers * pairs + slots * c->layers * opt->max_batch * k + pairs) * 4;
+    return bytes;
+}
+
+/* Uniform in (0, 1) from a counter. */
+static double unit_open(uint64_t key, uint64_t i)
+{
+    return ((dy_mix64(key + i * 0x9E3779B97F4A7C15ull) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+/* k distinct experts for each of `tokens` tokens, drawn without replacement
+ * with probabilities proportional to weight[e] (Efraimidis and Spirakis:
+ * the k largest u^(1/w)). */
+static void draw_routes(uint64_t key, const double *weight, int experts, int k, size_t tokens,
+                        int32_t *out, double *score)
+{
+    for (size_t t = 0; t < tokens; t++) {
+        for (int e = 0; e < experts; e++)
+            score[e] = log(unit_open(key, t * (uint64_t)experts + e)) / weight[e];
+        for (int j = 0; j < k; j++) {
+            int best = 0;
+            for (int e = 1; e < experts; e++)
+                if (score[e] > score[best])
+                    best = e;
+            out[t * k + j] = best;
+            score[best] = -INFINITY;
+        }
+    }
+}
+
+/* Draws and uploads the forced routes of every prefill layer and decode
+ * step, so the timed steps only read them. */
+static int upload_forced_routes(struct dy_llm *m)
+{
+    const struct dy_model_config *c = m->cfg;
+    struct dy_moe_state *s = &m->moe;
+    int k = s->top_k, steps = decode_steps(&m->opt);
+    size_t prefill_pairs = (size_t)m->max_rows * k, step_pairs = (size_t)m->opt.max_batch * k;
+    double *weight = malloc(sizeof(double) * (size_t)c->experts);
+    double *score = malloc(sizeof(double) * (size_t)c->experts);
+    int32_t *ids = malloc(sizeof(int32_t) * (prefill_pairs > step_pairs ? prefill_pairs : step_pairs));
+    float *route_w = malloc(sizeof(float) * prefill_pairs);
+    int st = DY_E_NOMEM;
+    if (!weight || !score || !ids || !route_w)
+        goto out;
+    for (int e = 0; e < c->experts; e++)
+        weight[e] = m->opt.routing == DY_ROUTING_ZIPF ? pow(e + 1.0, -m->opt.zipf_s) : 1.0;
+    for (size_t i = 0; i < prefill_pairs; i++)
+        route_w[i] = 1.0f / (float)k;
+    if ((st = dy_buf_write(m->ctx, s->forced_weights, route_w, prefill_pairs * sizeof(float))))
+        goto out;
+    for (int layer = 0; layer < c->layers; layer++) {
+        draw_routes(dy_random_key(m->opt.seed, 0x726f757465ull + (uint64_t)layer), weight,
+                    c->experts, k, (size_t)m->max_rows, ids, score);
+        if ((st = dy_buf_write(m->ctx, dy_buf_at(s->forced_prefill, layer * prefill_pairs * 4), ids,
+                               prefill_pairs * 4)))
+            goto out;
+    }
+    for (int step = 0; step < steps; step++)
+        for (int layer = 0; layer < c->layers; layer++) {
+            size_t slot = (size_t)step * c->layers + layer;
+            draw_routes(dy_random_key(m->opt.seed, 0x6465636f6465ull + slot), weight, c->experts, k,
+                        (size_t)m->opt.max_batch, ids, score);
+            if ((st = dy_buf_write(m->ctx, dy_buf_at(s->forced_decode, slot * step_pairs * 4), ids,
+                                   step_pairs * 4)))
+                goto out;
+        }
+    st = DY_OK;
+out:
+    free(weight);
+    free(score);
+    free(ids);
+    free(route_w);
+    return st;
+}
+
+int dy_moe_create(struct dy_llm *m)
+{
+    const struct dy_model_config *c = m->cfg;
+    struct dy_moe_state *s = &m->moe;
+    s->top_k = top_k_of(c, &m->opt);
+    if (s->top_k < 1 || s->top_k > c->experts)
+        return DY_E_INVALID;
+    size_t rows = (size_t)m->max_rows, pairs = rows * s->top_k, f = 4;
+    size_t ffn = (size_t)c->moe_ffn, h = (size_t)c->hidden;
+    s->slots = 1 + decode_steps(&m->opt);
+    int st;
+    if ((st = dy_buf_alloc(m->ctx, rows * c->experts * f, &s->logits)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * 4, &s->ids)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * f, &s->weights)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * 4, &s->sorted)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * 4, &s->position)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * 2 * ffn * f, &s->gate_up)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * ffn * f, &s->act)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * h * f, &s->out)) ||
+        (st = dy_buf_alloc(m->ctx, (size_t)s->slots * c->layers * (c->experts + 1) * 4, &s->offsets)) ||
+        (st = dy_buf_fill(m->ctx, s->offsets, 0, (size_t)s->slots * c->layers * (c->experts + 1) * 4)))
+        return st;
+    if (m->opt.routing == DY_ROUTING_MODEL)
+        return DY_OK;
+    size_t step_pairs = (size_t)m->opt.max_batch * s->top_k;
+    if ((st = dy_buf_alloc(m->ctx, (size_t)c->layers * pairs * 4, &s->forced_prefill)) ||
+        (st = dy_buf_alloc(m->ctx, (size_t)(s->slots - 1) * c->layers * step_pairs * 4 + 4,
+                           &s->forced_decode)) ||
+        (st = dy_buf_alloc(m->ctx, pairs * f, &s->forced_weights)))
+        return st;
+    return upload_forced_routes(m);
+}
+
+void dy_moe_destroy(struct dy_llm *m)
+{
+    struct dy_moe_state *s = &m->moe;
+    dy_buf *bufs[] = { &s->logits, &s->ids, &s->weights, &s->sorted, &s->position, &s->gate_up,
+                       &s->act, &s->out, &s->offsets, &s->forced_prefill, &s->forced_decode,
+                       &s->forced_weights };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        dy_buf_free(m->ctx, bufs[i]);
+}
+
+/* Where this layer's routes come from: the router, or the forced table. */
+static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
+                 int prompt_len, dy_buf *ids, dy_buf *weights)
+{
+    const struct dy_model_config *c = m->cfg;
+    struct dy_moe_state *s = &m->moe;
+    dy_buf none = { 0 };
+    int st = dy_llm_linear(m, m->xn, c->hidden, l->router, none, s->logits, c->experts, rows,
+                           c->experts, c->hidden, 0.0f);
+    if (st != DY_OK)
+        return st;
+    if (m->opt.routing == DY_ROUTING_MODEL) {
+        struct dy_softmax_topk_desc d = {
+            .logits = s->logits, .ids = s->ids, .weights = s->weights, .tokens = rows,
+            .experts = c->experts, .k = s->top_k, .stride = c->experts,
+            .renormalize = c->norm_topk_prob,
+        };
+        *ids = s->ids;
+        *weights = s->weights;
+        return dy_softmax_topk(m->ctx, &d);
+    }
+    size_t k = (size_t)s->top_k;
+    if (prompt_len > 0)
+        *ids = dy_buf_at(s->forced_prefill, (size_t)layer * m->max_rows * k * 4);
+    else
+        *ids = dy_buf_at(s->forced_decode,
+                         ((size_t)(m->step - 1) * c->layers + layer) * m->opt.max_batch * k * 4);
+    *weights = s->forced_weights;
+    return DY_OK;
+}
+
+static int shared_expert(struct dy_llm *m, const struct dy_llm_layer *l, int rows)
+{
+    const struct dy_model_config *c = m->cfg;
+    struct dy_moe_state *s = &m->moe;
+    int sf = c->shared_ffn, h = c->hidden, st;
+    dy_buf none = { 0 };
+    struct dy_eltwise_desc act = {
+        .op = DY_ELT_SILU_MUL, .a = m->gate_up, .b = dy_buf_at(m->gate_up, (size_t)sf * 4),
+        .out = m->mlp, .rows = rows, .cols = sf, .a_stride = 2 * sf, .b_stride = 2 * sf,
+        .out_stride = sf, .dtype = DY_F32,
+    };
+    /* the routed experts are already in x: s->out and s->logits are free */
+    struct dy_eltwise_desc gate = {
+        .op = DY_ELT_GATED_ADD, .a = s->out, .b = s->logits, .out = m->x, .rows = rows,
+        .cols = h, .a_stride = h, .b_stride = 1, .out_stride = h, .dtype = DY_F32,
+    };
+    if ((st = dy_llm_linear(m, m->xn, h, l->shared_gate_up, none, m->gate_up, 2 * sf, rows, 2 * sf,
+                            h, 0.0f)) ||
+        (st = dy_eltwise(m->ctx, &act)) ||
+        (st = dy_llm_linear(m, m->mlp, sf, l->shared_down, none, s->out, h, rows, h, sf, 0.0f)) ||
+        (st = dy_llm_linear(m, m->xn, h, l->shared_gate, none, s->logits, 1, rows, 1, h, 0.0f)))
+        return st;
+    return dy_eltwise(m->ctx, &gate);
+}
+
+int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len)
+{
+    const struct dy_model_config *c = m->cfg;
+    struct dy_moe_state *s = &m->moe;
+    int k = s->top_k, pairs = rows * k, ffn = c->moe_ffn, h = c->hidden, e = c->experts;
+    int slot = prompt_len > 0 ? 0 : m->step;
+    dy_buf offsets = dy_buf_at(s->offsets, ((size_t)slot * c->layers + layer) * (e + 1) * 4);
+    dy_buf ids, weights;
+    int st = route(m, l, layer, rows, prompt_len, &ids, &weights);
+    if (st != DY_OK)
+        return st;
+    struct dy_moe_sort_desc sort = {
+        .ids = ids, .offsets = offsets, .sorted = s->sorted, .position = s->position,
+        .pairs = pairs, .experts = e,
+    };
+    struct dy_gemm_grouped_desc gate_up = {
+        .a = m->xn, .a_rows = s->sorted, .b = l->expert_gate_up, .c = s->gate_up,
+        .offsets = offsets, .rows = pairs, .experts = e, .n = 2 * ffn, .k = h, .a_row_div = k,
+        .lda = h, .ldc = 2 * ffn, .b_expert_stride = (size_t)2 * ffn * h, .b_dtype = m->w->dtype,
+    };
+    struct dy_eltwise_desc act = {
+        .op = DY_ELT_SILU_MUL, .a = s->gate_up, .b = dy_buf_at(s->gate_up, (size_t)ffn * 4),
+        .out = s->act, .rows = pairs, .cols = ffn, .a_stride = 2 * ffn, .b_stride = 2 * ffn,
+        .out_stride = ffn, .dtype = DY_F32,
+    };
+    struct dy_gemm_grouped_desc down = {
+        .a = s->act, .b = l->expert_down, .c = s->out, .offsets = offsets, .rows = pairs,
+        .experts = e, .n = h, .k = ffn, .a_row_div = 1, .lda = ffn, .ldc = h,
+        .b_expert_stride = (size_t)h * ffn, .b_dtype = m->w->dtype,
+    };
+    struct dy_scatter_add_rows_desc add = {
+        .src = s->out, .dst = m->x, .weights = weights, .position = s->position, .tokens = rows,
+        .k = k, .cols = h, .src_stride = h, .dst_stride = h,
+    };
+    if ((st = dy_moe_sort(m->ctx, &sort)) || (st = dy_gemm_grouped(m->ctx, &gate_up)) ||
+        (st = dy_eltwise(m->ctx, &act)) || (st = dy_gemm_grouped(m->ctx, &down)) ||
+        (st = dy_scatter_add_rows(m->ctx, &add)))
+        return st;
+    return c->shared_ffn ? shared_expert(m, l, rows) : DY_OK;
+}
+
+int dy_llm_moe_layer_setup(struct dy_llm *m, int rows, uint64_t seed)
+{
+    if (!m->cfg->experts || rows < 1 || rows > m->max_rows)
+        return DY_E_INVALID;
+    struct dy_fill_random_desc d = {
+        .dst = m->xn, .count = (size_t)rows * m->cfg->hidden, .dtype = DY_F32, .seed = seed,
+        .stream = 0x6d6f656c61796572ull /* "moelayer" */, .scale = 1.0f,
+    };
+    m->step = 0;
+    int st = dy_fill_random(m->ctx, &d);
+    return st ? st : dy_buf_fill(m->ctx, m->x, 0, (size_t)rows * m->cfg->hidden * sizeof(float));
+}
+
+int dy_llm_moe_layer_run(struct dy_llm *m, int rows)
+{
+    return dy_moe_block(m, &m->w->layers[0], 0, rows, 1);
+}
+
+int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out)
+{
+    const struct dy_model_config *c = m->cfg;
+    memset(out, 0, sizeof *out);
+    if (!c->experts)
+        return DY_E_INVALID;
+    int e = c->experts, slots = 1 + m->step;
+    size_t n = (size_t)slots * c->layers * (e + 1);
+    int32_t *off = malloc(n * sizeof *off);
+    if (!off)
+        return DY_E_NOMEM;
+    int st = dy_buf_read(m->ctx, m->moe.offsets, off, n * sizeof *off);
+    if (st != DY_OK) {
+        free(off);
+        return st;
+    }
+    uint64_t expert_bytes = 3ull * c->hidden * c->moe_ffn * dy_dtype_size(m->w->dtype);
+    double touched = 0;
+    for (int slot = 0; slot < slots; slot++)
+        for (int layer = 0; layer < c->layers; layer++) {
+            const int32_t *o = off + ((size_t)slot * c->layers + layer) * (e + 1);
+            int max = 0, active = 0;
+            for (int x = 0; x < e; x++) {
+                int count = o[x + 1] - o[x];
+                max = count > max ? count : max;
+                active += count > 0;
+            }
+            if (slot == 0) {
+                out->load_max += (double)max / c->layers;
+                out->load_mean += (double)o[e] / e / c->layers;
+                out->prefill_touched += (double)active / c->layers;
+            } else {
+                touched += active;
+            }
+        }
+    free(off);
+    out->imbalance = out->load_mean > 0 ? out->load_max / out->load_mean : 0;
+    if (slots > 1) {
+        out->experts_touched = touched / ((double)(slots - 1) * c->layers);
+        out->expert_bytes = touched / (slots - 1) * (double)expert_bytes;
+    }
+    return DY_OK;
+}
