@@ -82,23 +82,34 @@ bool dy_moe_axes_shape(const char *v[DY_AX_COUNT], struct dy_model_config *cfg, 
 }
 
 bool dy_moe_axes_options(const char *v[DY_AX_COUNT], const struct dy_model_config *cfg,
-                         struct dy_llm_options *opt, char *why, size_t why_len)
+                         struct dy_llm_options *opt, int *lexi_total, char *why, size_t why_len)
 {
-    int k = 0, lexi = 0;
+    int k = 0;
     opt->top_k = 0;
     opt->routing = DY_ROUTING_MODEL;
+    *lexi_total = 0;
     if (!cfg->experts)
         return true;
-    parse_top_k(v[DY_AX_TOP_K], &k, &lexi);
-    if (lexi) {
-        snprintf(why, why_len, "--top-k lexi:%d: per-layer top-k (LExI) is not implemented yet", lexi);
-        return false;
+    parse_top_k(v[DY_AX_TOP_K], &k, lexi_total);
+    parse_routing(v[DY_AX_ROUTING], &opt->routing, &opt->zipf_s);
+    if (*lexi_total) {
+        int lo = cfg->layers, hi = cfg->layers * cfg->top_k;
+        if (*lexi_total < lo || *lexi_total > hi) {
+            snprintf(why, why_len, "--top-k lexi:%d: the total must be between %d and %d (%d layers, "
+                     "k 1 to %d each)", *lexi_total, lo, hi, cfg->layers, cfg->top_k);
+            return false;
+        }
+        if (opt->routing != DY_ROUTING_MODEL) {
+            snprintf(why, why_len, "--top-k lexi:%d chooses k for the router: it does not combine "
+                     "with --routing %s", *lexi_total, v[DY_AX_ROUTING]);
+            return false;
+        }
+        return true;
     }
     if (k > cfg->experts) {
         snprintf(why, why_len, "--top-k %d exceeds the %d experts", k, cfg->experts);
         return false;
     }
     opt->top_k = k;
-    parse_routing(v[DY_AX_ROUTING], &opt->routing, &opt->zipf_s);
     return true;
 }

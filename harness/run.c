@@ -481,7 +481,7 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
             p->bw_util = step_bytes / (p->tpot_ms_p50 / 1e3) / (dev->ceil.copy_gbps * 1e9);
     }
     if (dev->ceil.gemm_tflops > 0)
-        p->flop_util = dy_llm_prefill_flops(cfg, batch, in, opt.top_k) / (p->ttft_ms / 1e3) /
+        p->flop_util = dy_llm_prefill_flops(cfg, batch, in, &opt) / (p->ttft_ms / 1e3) /
                        (dev->ceil.gemm_tflops * 1e12);
     st = DY_OK;
 done:
@@ -573,14 +573,31 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
         .seed = (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed),
     };
     char why[256];
-    if (!dy_moe_axes_options(v, cfg, &llm_opt, why, sizeof why)) {
+    int lexi_total, layer_k[256];
+    if (!dy_moe_axes_options(v, cfg, &llm_opt, &lexi_total, why, sizeof why)) {
         set_status(p, "skipped", "%s", why);
         goto store;
+    }
+    if (lexi_total && cfg->layers > (int)(sizeof layer_k / sizeof layer_k[0])) {
+        set_status(p, "skipped", "--top-k lexi: at most %d layers", (int)(sizeof layer_k / sizeof layer_k[0]));
+        goto store;
+    }
+    if (lexi_total) {
+        if (dy_moe_lexi(dev->ctx, cfg, &r->model.w, lexi_total, llm_opt.seed, layer_k) != DY_OK) {
+            set_status(p, "failed", "choosing the per-layer top-k (LExI): %s", dy_ctx_error(dev->ctx));
+            goto store;
+        }
+        llm_opt.layer_top_k = layer_k;
+        size_t used = 0;
+        for (int i = 0; i < cfg->layers && used < sizeof p->top_k_map; i++)
+            used += (size_t)snprintf(p->top_k_map + used, sizeof p->top_k_map - used, "%s%d",
+                                     i ? "," : "", layer_k[i]);
     }
     if (cfg->experts) { /* the shape that ran, overrides included */
         p->experts = cfg->experts;
         p->moe_ffn_dim = cfg->moe_ffn;
-        p->top_k = llm_opt.top_k ? llm_opt.top_k : cfg->top_k;
+        p->top_k = lexi_total ? (lexi_total + cfg->layers / 2) / cfg->layers
+                   : llm_opt.top_k ? llm_opt.top_k : cfg->top_k;
         copy_str(p->routing, sizeof p->routing, v[DY_AX_ROUTING] ? v[DY_AX_ROUTING] : "model");
     }
     struct dy_mem_info mem;

@@ -223,6 +223,7 @@ static const char *const added_columns[][3] = {
     { "points", "expert_imbalance", "REAL" },
     { "points", "experts_touched", "REAL" },
     { "points", "step_bytes", "INTEGER" },
+    { "points", "top_k_map", "TEXT" },
 };
 #define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
 

@@ -70,6 +70,7 @@ struct dy_point {
     /* MoE routing (workloads/llm.h, struct dy_moe_stats) */
     double expert_load_max, expert_load_mean, expert_imbalance, experts_touched;
     int64_t step_bytes;      /* bytes a decode step reads: what bw_util divides */
+    char top_k_map[512];     /* --top-k lexi:N: each layer's k, comma-separated */
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */

@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS points (
     expert_load_mean REAL,               -- MoE prefill: tokens per expert
     expert_imbalance REAL,               -- expert_load_max / expert_load_mean
     experts_touched  REAL,               -- MoE decode: experts with a token per layer and step
-    step_bytes       INTEGER             -- bytes a decode step reads (what bw_util divides)
+    step_bytes       INTEGER,            -- bytes a decode step reads (what bw_util divides)
+    top_k_map        TEXT                -- --top-k lexi:N: each layer's k, comma-separated (top_k: their mean)
 );
 CREATE INDEX IF NOT EXISTS points_run ON points (run_id);
 -- the dashboard looks points up by where they ran and on what; --resume by

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/tap.sh"
 backends="cpu-ref cpu"
 "$DYNO" devices 2>/dev/null | grep -qE '^opencl +OpenCL' && backends="$backends opencl"
-echo "1..$(($(echo $backends | wc -w) + 12))"
+echo "1..$(($(echo $backends | wc -w) + 14))"
 
 want=$("$DYNO" generate --model tiny-moe --prompt 5,17,42,7 --max-new-tokens 8 --backend cpu-ref 2>"$tmp/err")
 for be in $backends; do
@@ -38,11 +38,18 @@ check "--experts, --top-k and --moe-ffn-dim override the model's" \
 check "batch 1, top-1: one expert per layer and step" \
     test "$(sql "$tmp/axes.db" "select count(*) from points where top_k = 1 and experts_touched = 1")" = 2
 
+"$DYNO" run --model tiny-moe --backend cpu --batch 1 --input-len 8 --output-len 4 --warmup 0 --repeat 1 \
+    --top-k lexi:4,lexi:9 --db "$tmp/lexi.db" >/dev/null 2>&1
+check "--top-k lexi:N picks a k per layer summing to N, stored with the point" \
+    test "$(sql "$tmp/lexi.db" "select group_concat(top_k_map, ' ') from (select * from points where status = 'ok' order by id)")" \
+    = "1,1,1,1 $(sql "$tmp/lexi.db" "select top_k_map from points order by id desc limit 1")"
+check "lexi:9 over 4 layers: the map sums to 9, and batch 1 touches 9/4 experts per layer" \
+    python3 -c "import sys; m = '$(sql "$tmp/lexi.db" "select top_k_map || ';' || experts_touched from points order by id desc limit 1")'.split(';'); sys.exit(0 if sum(map(int, m[0].split(','))) == 9 and abs(float(m[1]) - 2.25) < 1e-9 else 1)"
 "$DYNO" run --model tiny-moe,tiny-llama --backend cpu --batch 1 --input-len 8 --output-len 2 --warmup 0 \
-    --repeat 1 --top-k 20,lexi:12 --db "$tmp/bad.db" >/dev/null 2>&1
+    --repeat 1 --top-k 20,lexi:17 --db "$tmp/bad.db" >/dev/null 2>&1
 check "impossible points are skipped rows that say why" \
     test "$(sql "$tmp/bad.db" "select group_concat(model || ':' || status || ':' || reason, '|') from (select * from points order by id)")" \
-    = "tiny-moe:skipped:--top-k 20 exceeds the 16 experts|tiny-moe:skipped:--top-k lexi:12: per-layer top-k (LExI) is not implemented yet|tiny-llama:skipped:--top-k applies to MoE models; tiny-llama is dense|tiny-llama:skipped:--top-k applies to MoE models; tiny-llama is dense"
+    = "tiny-moe:skipped:--top-k 20 exceeds the 16 experts|tiny-moe:skipped:--top-k lexi:17: the total must be between 4 and 16 (4 layers, k 1 to 4 each)|tiny-llama:skipped:--top-k applies to MoE models; tiny-llama is dense|tiny-llama:skipped:--top-k applies to MoE models; tiny-llama is dense"
 "$DYNO" run --workload moe --model tiny-llama --backend cpu --warmup 0 --repeat 1 --output-len 2 \
     --input-len 4 --db "$tmp/bad.db" >/dev/null 2>&1
 check "--workload moe on a dense model is a skipped row" \

@@ -379,18 +379,22 @@ uint64_t dy_llm_decode_bytes(const struct dy_llm *m)
     return bytes;
 }
 
-double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prompt_len, int top_k)
+double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prompt_len,
+                            const struct dy_llm_options *opt)
 {
     double tokens = (double)batch * prompt_len;
     double qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, inter = c->intermediate;
     double mlp = 2.0 * h * 3 * inter;
-    if (c->experts) /* router, the k experts, the shared expert and its gate */
-        mlp = 2.0 * h * c->experts + 2.0 * h * 3 * c->moe_ffn * (top_k ? top_k : c->top_k) +
-              (c->shared_ffn ? 2.0 * h * 3 * c->shared_ffn + 2.0 * h : 0.0);
-    double per_token_layer = 2.0 * h * (qd + 2 * kvd) + 2.0 * qd * h + mlp;
+    double per_token_layer = 2.0 * h * (qd + 2 * kvd) + 2.0 * qd * h;
     /* causal attention: QK^T and PV over on average (len + 1) / 2 keys */
     double attn = 4.0 * qd * (prompt_len + 1) / 2.0;
-    return c->layers * tokens * (per_token_layer + attn) + 2.0 * batch * h * c->vocab;
+    double layers = c->layers * tokens * (per_token_layer + attn);
+    for (int layer = 0; layer < c->layers; layer++) /* router, k experts, shared expert and gate */
+        layers += tokens * (c->experts ? 2.0 * h * c->experts +
+                                         2.0 * h * 3 * c->moe_ffn * dy_moe_layer_k(c, opt, layer) +
+                                         (c->shared_ffn ? 2.0 * h * 3 * c->shared_ffn + 2.0 * h : 0.0)
+                                       : mlp);
+    return layers + 2.0 * batch * h * c->vocab;
 }
 
 uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)

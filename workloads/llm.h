@@ -106,6 +106,7 @@ struct dy_llm_options {
     int max_tokens;       /* longest sequence: prompt + generated */
     /* MoE only */
     int top_k;            /* experts per token; 0: the model's */
+    const int *layer_top_k; /* [layers] per-layer k (LExI), overriding top_k; NULL: none */
     enum dy_routing routing;
     double zipf_s;        /* DY_ROUTING_ZIPF's exponent */
     uint64_t seed;        /* of the forced routings */
@@ -155,6 +156,16 @@ int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out);
 int dy_llm_moe_layer_setup(struct dy_llm *m, int rows, uint64_t seed);
 int dy_llm_moe_layer_run(struct dy_llm *m, int rows);
 
+/* LExI (REFERENCE.md): per-layer top-k from the weights alone. Feeds the
+ * same seeded N(0, 1) tokens through each layer's MoE block with k = 1 ..
+ * the model's k, measures each output's distance from the model's k
+ * (Frobenius norm), and picks the k of every layer that minimise the summed
+ * distance with sum(k) = total (dynamic programming, exact). layer_k gets
+ * cfg->layers values; DY_E_INVALID when total is outside [layers,
+ * layers x k]. */
+int dy_moe_lexi(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *w,
+                int total, uint64_t seed, int *layer_k);
+
 /* Byte and FLOP counts used for bw_util and flop_util. */
 uint64_t dy_llm_kv_bytes(const struct dy_llm *m);
 /* Bytes a decode step reads: weights (the embedding gather excepted; for an
@@ -162,8 +173,9 @@ uint64_t dy_llm_kv_bytes(const struct dy_llm *m);
  * KV rows of every sequence at its current length. */
 uint64_t dy_llm_decode_bytes(const struct dy_llm *m);
 /* FLOPs of the prefill of `batch` prompts of `prompt_len` tokens (an MoE
- * model's with top_k experts per token; 0: the model's). */
-double dy_llm_prefill_flops(const struct dy_model_config *cfg, int batch, int prompt_len, int top_k);
+ * model's with the experts per token opt gives). */
+double dy_llm_prefill_flops(const struct dy_model_config *cfg, int batch, int prompt_len,
+                            const struct dy_llm_options *opt);
 /* Device bytes dy_llm_create allocates besides the weights: activations,
  * KV cache and MoE routing tables. */
 uint64_t dy_llm_state_bytes(const struct dy_model_config *cfg, const struct dy_llm_options *opt);

@@ -6,7 +6,8 @@
 #include "llm.h"
 
 struct dy_moe_state {
-    int top_k;
+    int top_k;                  /* the largest layer's k: what buffers hold */
+    int *layer_k;               /* [layers] */
     dy_buf logits;              /* f32 [rows, experts]; the shared gate's logit after */
     dy_buf ids, weights;        /* i32, f32 [rows * k] */
     dy_buf sorted, position;    /* i32 [rows * k] */
@@ -49,5 +50,8 @@ void dy_moe_destroy(struct dy_llm *m);
  * input. prompt_len > 0 for a prefill. */
 int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len);
 uint64_t dy_moe_state_bytes(const struct dy_model_config *cfg, const struct dy_llm_options *opt);
+/* Experts per token of `layer` under opt (the per-layer map, --top-k, or
+ * the model's). */
+int dy_moe_layer_k(const struct dy_model_config *cfg, const struct dy_llm_options *opt, int layer);
 
 #endif

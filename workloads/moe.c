@@ -13,9 +13,22 @@
 
 #include "llm_internal.h"
 
+int dy_moe_layer_k(const struct dy_model_config *c, const struct dy_llm_options *opt, int layer)
+{
+    if (opt->layer_top_k)
+        return opt->layer_top_k[layer];
+    return opt->top_k > 0 ? opt->top_k : c->top_k;
+}
+
+/* The largest layer's k. */
 static int top_k_of(const struct dy_model_config *c, const struct dy_llm_options *opt)
 {
-    return opt->top_k > 0 ? opt->top_k : c->top_k;
+    int k = 0;
+    for (int layer = 0; layer < c->layers; layer++) {
+        int kl = dy_moe_layer_k(c, opt, layer);
+        k = kl > k ? kl : k;
+    }
+    return k;
 }
 
 static int decode_steps(const struct dy_llm_options *opt)
@@ -112,8 +125,18 @@ int dy_moe_create(struct dy_llm *m)
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
     s->top_k = top_k_of(c, &m->opt);
-    if (s->top_k < 1 || s->top_k > c->experts)
-        return DY_E_INVALID;
+    s->layer_k = malloc(sizeof(int) * (size_t)c->layers);
+    if (!s->layer_k)
+        return DY_E_NOMEM;
+    for (int layer = 0; layer < c->layers; layer++) {
+        s->layer_k[layer] = dy_moe_layer_k(c, &m->opt, layer);
+        if (s->layer_k[layer] < 1 || s->layer_k[layer] > c->experts)
+            return DY_E_INVALID;
+    }
+    /* forced routes are drawn k per token for one k */
+    if (m->opt.layer_top_k && m->opt.routing != DY_ROUTING_MODEL)
+        return DY_E_UNSUPPORTED;
+    m->opt.layer_top_k = NULL; /* the caller's array need not outlive create */
     size_t rows = (size_t)m->max_rows, pairs = rows * s->top_k, f = 4;
     size_t ffn = (size_t)c->moe_ffn, h = (size_t)c->hidden;
     s->slots = 1 + decode_steps(&m->opt);
@@ -148,6 +171,8 @@ void dy_moe_destroy(struct dy_llm *m)
                        &s->forced_weights };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
+    free(s->layer_k);
+    s->layer_k = NULL;
 }
 
 /* Where this layer's routes come from: the router, or the forced table. */
@@ -164,7 +189,7 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     if (m->opt.routing == DY_ROUTING_MODEL) {
         struct dy_softmax_topk_desc d = {
             .logits = s->logits, .ids = s->ids, .weights = s->weights, .tokens = rows,
-            .experts = c->experts, .k = s->top_k, .stride = c->experts,
+            .experts = c->experts, .k = s->layer_k[layer], .stride = c->experts,
             .renormalize = c->norm_topk_prob,
         };
         *ids = s->ids;
@@ -210,7 +235,7 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
 {
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
-    int k = s->top_k, pairs = rows * k, ffn = c->moe_ffn, h = c->hidden, e = c->experts;
+    int k = s->layer_k[layer], pairs = rows * k, ffn = c->moe_ffn, h = c->hidden, e = c->experts;
     int slot = prompt_len > 0 ? 0 : m->step;
     dy_buf offsets = dy_buf_at(s->offsets, ((size_t)slot * c->layers + layer) * (e + 1) * 4);
     dy_buf ids, weights;
