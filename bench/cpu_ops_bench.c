@@ -3,8 +3,10 @@
  * Measures the ceilings (copy bandwidth through buf_copy, read-only
  * bandwidth, raw OpenBLAS sgemm) and the backend's GEMMs against them:
  * decode (m = 1..32, bandwidth-bound on the weights, then compute-bound)
- * and prefill (m = 512, compute-bound). Calls the backend's slots directly,
- * so it builds without the wrapper layer:
+ * and prefill (m = 512, compute-bound); then the MoE grouped GEMM at an
+ * OLMoE-like shape, decode against the bandwidth ceilings and prefill
+ * against a dense GEMM of the same FLOPs. Calls the backend's slots
+ * directly, so it builds without the wrapper layer:
  *
  *   gcc -O2 -fopenmp -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       bench/cpu_ops_bench.c backends/cpu/cpu.c backends/cpu/cpu_*.c -lopenblas -lm
@@ -74,14 +76,23 @@ static const char *type_name(enum dy_dtype t)
     return t == DY_F32 ? "f32" : t == DY_F16 ? "f16" : t == DY_BF16 ? "bf16" : "?";
 }
 
-enum bench_kind { BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM };
+enum bench_kind { BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM, BENCH_GROUPED };
+
+/* The routings a grouped case takes in turn: offsets and the sorted pairs. */
+#define MAX_ROUTES 8
 
 struct bench_case {
     enum bench_kind kind;
     struct bench_buf *src, *dst;
     size_t bytes;
     struct dy_gemm_desc gemm;
+    struct dy_gemm_grouped_desc grouped;
+    struct bench_buf *offsets[MAX_ROUTES], *sorted[MAX_ROUTES];
+    int routes;
 };
+
+/* Calls of grouped cases so far: each call takes the next routing. */
+static unsigned grouped_calls;
 
 /* Reads every 64-bit word of the buffer, a cache line an iteration; the
  * xor keeps the compiler from dropping the loads, and the prefetch 4 KiB
@@ -119,6 +130,14 @@ static void run_case(const struct bench_case *c)
     case BENCH_GEMM:
         status = be->gemm(ctx, &c->gemm);
         break;
+    case BENCH_GROUPED: {
+        struct dy_gemm_grouped_desc g = c->grouped;
+        int route = (int)(grouped_calls++ % (unsigned)c->routes);
+        g.offsets = c->offsets[route]->b;
+        g.a_rows = c->sorted[route]->b;
+        status = be->gemm_grouped(ctx, &g);
+        break;
+    }
     }
     if (status != DY_OK)
         die("op", status);
@@ -180,6 +199,139 @@ static void free_bufs(struct bench_buf **bufs, int count)
 static double gflops(int m, int n, int k, double seconds)
 {
     return 2.0 * m * n * k / seconds * 1e-9;
+}
+
+/* ---- MoE: grouped GEMM over tokens routed to top_k of `experts` ---- */
+
+/* Adds a routing to a grouped case, given each pair's expert: moe_sort
+ * groups the pairs, as the model's forward pass does. */
+static void add_route(struct bench_case *c, const int32_t *ids, int pairs, int experts)
+{
+    struct bench_buf *id_buf = buf_new((size_t)pairs * 4), *position = buf_new((size_t)pairs * 4);
+    struct bench_buf *offsets = buf_new(((size_t)experts + 1) * 4);
+    struct bench_buf *sorted = buf_new((size_t)pairs * 4);
+    int status = be->buf_write(ctx, id_buf->b, ids, (size_t)pairs * 4);
+    struct dy_moe_sort_desc d = { id_buf->b, offsets->b, sorted->b, position->b, pairs, experts };
+    if (status != DY_OK || (status = be->moe_sort(ctx, &d)) != DY_OK)
+        die("moe_sort", status);
+    buf_delete(id_buf);
+    buf_delete(position);
+    c->offsets[c->routes] = offsets;
+    c->sorted[c->routes] = sorted;
+    c->routes++;
+}
+
+/* A grouped case over `tokens` rows of A and every expert's [n, k] weight
+ * of dtype bt; its routings are added with add_route. */
+static struct bench_case grouped_case(int tokens, int top_k, int experts, int n, int k,
+                                      enum dy_dtype bt, struct bench_buf **bufs)
+{
+    int rows = tokens * top_k;
+    bufs[0] = buf_new((size_t)tokens * k * sizeof(float));
+    bufs[1] = buf_new((size_t)experts * n * k * (bt == DY_F32 ? 4 : 2));
+    bufs[2] = buf_new((size_t)rows * n * sizeof(float));
+    buf_random(bufs[0], (size_t)tokens * k, DY_F32, 5);
+    buf_random(bufs[1], (size_t)experts * n * k, bt, 6);
+    struct bench_case c = { .kind = BENCH_GROUPED };
+    c.grouped = (struct dy_gemm_grouped_desc){
+        .a = bufs[0]->b, .b = bufs[1]->b, .c = bufs[2]->b,
+        .rows = rows, .experts = experts, .n = n, .k = k, .a_row_div = top_k,
+        .lda = k, .ldc = n, .b_expert_stride = (size_t)n * k, .b_dtype = bt,
+    };
+    return c;
+}
+
+static void free_grouped(struct bench_case *c, struct bench_buf **bufs)
+{
+    for (int r = 0; r < c->routes; r++) {
+        buf_delete(c->offsets[r]);
+        buf_delete(c->sorted[r]);
+    }
+    free_bufs(bufs, 3);
+}
+
+/* Decode, one token: the calls take eight routings of disjoint experts in
+ * turn, so each reads weights the seven before it did not, from memory, as
+ * each layer of a decode step does (the dense peer re-reads one weight);
+ * the GB/s are of the experts' weights a call touches. */
+static void bench_moe_decode(const struct bench_case *copy, const struct bench_case *read,
+                             size_t ceiling_bytes)
+{
+    enum { experts = 64, top_k = 8 };
+    const int shapes[][2] = { { 2048, 2048 }, { 2048, 1024 } };
+    const char *names[] = { "gate_up", "down" };
+    printf("\nMoE decode, 1 token, top-%d of %d experts, B=bf16: grouped GEMV, GB/s of the\n"
+           "%d experts' weights, %% of the ceilings, and the ratio to a dense m=1 GEMV of as\n"
+           "many bytes (n * %d), all measured in the same rounds\n", top_k, experts, top_k,
+           top_k);
+    for (int s = 0; s < 2; s++) {
+        int n = shapes[s][0], k = shapes[s][1];
+        struct bench_buf *bufs[3], *dense_bufs[3];
+        struct bench_case c = grouped_case(1, top_k, experts, n, k, DY_BF16, bufs);
+        for (int r = 0; r < experts / top_k && r < MAX_ROUTES; r++) {
+            int32_t ids[top_k];
+            for (int j = 0; j < top_k; j++) /* descending, as top-k gives them */
+                ids[j] = r * top_k + top_k - 1 - j;
+            add_route(&c, ids, top_k, experts);
+        }
+        struct bench_case dense = gemm_case(BENCH_GEMM, 1, n * top_k, k, DY_BF16, dense_bufs);
+        const struct bench_case *round[] = { copy, read, &c, &dense };
+        double best[4];
+        time_cases(round, 4, best);
+        double copy_gbs = 2.0 * ceiling_bytes / best[0] * 1e-9;
+        double read_gbs = ceiling_bytes / best[1] * 1e-9;
+        double gbs = (double)top_k * n * k * 2 / best[2] * 1e-9;
+        printf("  %-7s n=%d k=%d %6.1f GB/s  %5.1f%% of read %5.1f  %5.1f%% of copy %5.1f"
+               "  %.2f x dense (%.0f us)\n", names[s], n, k, gbs, 100 * gbs / read_gbs,
+               read_gbs, 100 * gbs / copy_gbs, copy_gbs, best[3] / best[2], best[2] * 1e6);
+        free_bufs(dense_bufs, 3);
+        free_grouped(&c, bufs);
+    }
+}
+
+/* Prefill: 256 tokens routed by softmax_topk over random logits, against
+ * dense GEMMs of the same FLOPs (m = tokens * top_k) in the same rounds:
+ * with the same bf16 weights, and with f32 ones (sgemm with nothing to
+ * convert). */
+static void bench_moe_prefill(double sgemm_rate)
+{
+    const int tokens = 256, experts = 64, top_k = 8, n = 2048, k = 2048, rows = tokens * top_k;
+    struct bench_buf *bufs[3], *dense_bufs[3], *f32_bufs[3];
+    struct bench_case c = grouped_case(tokens, top_k, experts, n, k, DY_BF16, bufs);
+    struct bench_buf *logits = buf_new((size_t)tokens * experts * 4);
+    struct bench_buf *ids = buf_new((size_t)rows * 4), *weights = buf_new((size_t)rows * 4);
+    buf_random(logits, (size_t)tokens * experts, DY_F32, 7);
+    struct dy_softmax_topk_desc topk = { logits->b, ids->b, weights->b, tokens, experts, top_k,
+                                         experts, true };
+    int status = be->softmax_topk(ctx, &topk);
+    if (status != DY_OK)
+        die("softmax_topk", status);
+    add_route(&c, ids->h.impl, rows, experts);
+    const int32_t *offsets = c.offsets[0]->h.impl;
+    int fewest = rows, most = 0;
+    for (int e = 0; e < experts; e++) {
+        int m = offsets[e + 1] - offsets[e];
+        fewest = m < fewest ? m : fewest;
+        most = m > most ? m : most;
+    }
+    struct bench_case dense = gemm_case(BENCH_GEMM, rows, n, k, DY_BF16, dense_bufs);
+    struct bench_case dense_f32 = gemm_case(BENCH_GEMM, rows, n, k, DY_F32, f32_bufs);
+    const struct bench_case *round[] = { &c, &dense, &dense_f32 };
+    double best[3];
+    time_cases(round, 3, best);
+    double rate = gflops(rows, n, k, best[0]), dense_rate = gflops(rows, n, k, best[1]);
+    double f32_rate = gflops(rows, n, k, best[2]);
+    printf("\nMoE prefill, %d tokens, top-%d of %d experts (%d..%d rows each), n=%d k=%d"
+           " B=bf16:\n  grouped %6.1f GFLOP/s  %.2f x dense gemm m=%d B=bf16 (%.1f),"
+           " %.2f x B=f32 (%.1f);\n  %.1f%% of sgemm 2048^3 at the start\n", tokens, top_k,
+           experts, fewest, most, n, k, rate, rate / dense_rate, rows, dense_rate,
+           rate / f32_rate, f32_rate, 100 * rate / sgemm_rate);
+    buf_delete(logits);
+    buf_delete(ids);
+    buf_delete(weights);
+    free_bufs(dense_bufs, 3);
+    free_bufs(f32_bufs, 3);
+    free_grouped(&c, bufs);
 }
 
 int main(void)
@@ -247,6 +399,7 @@ int main(void)
                    100 * gbs / copy_gbs, copy_gbs, gflops(m, n, k, best[2]));
             free_bufs(bufs, 3);
         }
+    bench_moe_decode(&copy, &read, bytes);
     buf_delete(src);
     buf_delete(dst);
 
@@ -260,6 +413,7 @@ int main(void)
                rate, 100 * rate / raw_rate, 100 * rate / sgemm_rate);
         free_bufs(bufs, 3);
     }
+    bench_moe_prefill(sgemm_rate);
 
     be->event_destroy(ctx, ev_start);
     be->event_destroy(ctx, ev_end);

@@ -336,4 +336,8 @@ const struct dy_backend dy_backend_cpu = {
     .attention_decode = dy_cpu_attention_decode,
     .argmax = dy_cpu_argmax,
     .convert = dy_cpu_convert,
+    .softmax_topk = dy_cpu_softmax_topk,
+    .moe_sort = dy_cpu_moe_sort,
+    .gemm_grouped = dy_cpu_gemm_grouped,
+    .scatter_add_rows = dy_cpu_scatter_add_rows,
 };

@@ -21,13 +21,13 @@
 /* Up to this many rows our kernel, which reads B once and converts it in
  * registers, beats converting B for sgemm (measured on Zen 4/5 with
  * OpenBLAS's Haswell kernels: even at 48 rows for bf16 weights). */
-#define SMALL_M_MAX 32
+#define SMALL_M_MAX DY_CPU_TILE_M
 /* Columns of A per pass of the small-m kernel: 32 rows of 4096 f32 are
  * 512 KiB, which stay in a 1 MiB L2 while a tile of B passes over them. */
 #define SMALL_M_KC 4096
 /* Columns of C per task of the small-m kernel and per piece of the
  * epilogues: a tile of C on the stack. */
-#define TILE_N 64
+#define TILE_N DY_CPU_TILE_N
 /* Bytes of f32 B per sgemm panel and thread: large enough for OpenBLAS's
  * blocking to reach full speed, small enough to stay in the last-level
  * cache. */
@@ -83,6 +83,28 @@ static const float *a_as_f32(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *
     return a;
 }
 
+void dy_cpu_gemm_tile(int m, int nb, int k, const float *a, size_t lda, const void *b,
+                      size_t ldb, enum dy_dtype bt, float *tile)
+{
+    float part[DY_CPU_TILE_M * TILE_N];
+    size_t bs = dy_cpu_esize(bt);
+    for (int k0 = 0; k0 < k; k0 += SMALL_M_KC) {
+        int kc = k - k0 < SMALL_M_KC ? k - k0 : SMALL_M_KC;
+        dy_cpu_gemm_nt(m, nb, kc, a + k0, lda, (const char *)b + (size_t)k0 * bs, ldb, bt,
+                       k0 ? part : tile, TILE_N);
+        if (k0)
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < nb; j++)
+                    tile[i * TILE_N + j] += part[i * TILE_N + j];
+    }
+}
+
+int dy_cpu_panel_cols(int k)
+{
+    int panel = (int)(PANEL_BYTES / ((size_t)(k > 0 ? k : 1) * sizeof(float)));
+    return panel < 64 ? 64 : panel & ~15;
+}
+
 static int gemm_small_m(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
 {
     size_t lda;
@@ -95,18 +117,11 @@ static int gemm_small_m(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
     /* static: each thread streams one contiguous range of B */
 #pragma omp parallel for schedule(static)
     for (int tile = 0; tile < tiles; tile++) {
-        float c_tile[SMALL_M_MAX * TILE_N], part[SMALL_M_MAX * TILE_N];
+        float c_tile[SMALL_M_MAX * TILE_N];
         int j0 = tile * TILE_N;
         int nb = d->n - j0 < TILE_N ? d->n - j0 : TILE_N;
-        for (int k0 = 0; k0 < d->k; k0 += SMALL_M_KC) {
-            int kc = d->k - k0 < SMALL_M_KC ? d->k - k0 : SMALL_M_KC;
-            dy_cpu_gemm_nt(d->m, nb, kc, a + k0, lda, b + ((size_t)j0 * d->ldb + k0) * bs,
-                           (size_t)d->ldb, d->b_dtype, k0 ? part : c_tile, TILE_N);
-            if (k0)
-                for (int i = 0; i < d->m; i++)
-                    for (int j = 0; j < nb; j++)
-                        c_tile[i * TILE_N + j] += part[i * TILE_N + j];
-        }
+        dy_cpu_gemm_tile(d->m, nb, d->k, a, lda, b + (size_t)j0 * d->ldb * bs, (size_t)d->ldb,
+                         d->b_dtype, c_tile);
         epilogue_rows(d, c_tile, TILE_N, 0, d->m, j0, nb);
     }
     return DY_OK;
@@ -196,11 +211,7 @@ static int gemm_prefill(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
         return DY_E_NOMEM;
     int threads = ctx->threads;
     /* f32 B needs no panels: one sgemm per thread over its whole block */
-    int panel = d->n;
-    if (d->b_dtype != DY_F32 || d->c_dtype != DY_F32) {
-        panel = (int)(PANEL_BYTES / ((size_t)(d->k > 0 ? d->k : 1) * sizeof(float)));
-        panel = panel < 64 ? 64 : panel & ~15;
-    }
+    int panel = d->b_dtype != DY_F32 || d->c_dtype != DY_F32 ? dy_cpu_panel_cols(d->k) : d->n;
     float *b_panels = NULL, *c_panels = NULL;
     size_t b_floats = (size_t)panel * d->k, c_floats = (size_t)d->m * panel;
     if (d->b_dtype != DY_F32 &&

@@ -84,6 +84,21 @@ void dy_cpu_gelu(float *out, const float *a, int n);
 /* x[i] *= s */
 void dy_cpu_scale(float *x, int n, float s);
 
+/* ---- GEMM building blocks (cpu_gemm.c), shared by dense and grouped GEMM */
+
+/* The small-m GEMM's tile: at most DY_CPU_TILE_M rows of A by DY_CPU_TILE_N
+ * rows of B (columns of C). */
+enum { DY_CPU_TILE_M = 32, DY_CPU_TILE_N = 64 };
+
+/* tile[i * DY_CPU_TILE_N + j] = A[i, 0:k] . B[j, 0:k] for i < m <= DY_CPU_TILE_M,
+ * j < nb <= DY_CPU_TILE_N: B read once from memory, converted in registers,
+ * in passes over columns of A short enough for its rows to stay in L2. */
+void dy_cpu_gemm_tile(int m, int nb, int k, const float *a, size_t lda, const void *b,
+                      size_t ldb, enum dy_dtype bt, float *tile);
+
+/* Rows of B per panel converted to f32 for sgemm: a few MiB whatever k. */
+int dy_cpu_panel_cols(int k);
+
 /* ---- ops, one file per concern ---- */
 int dy_cpu_fill_random(void *ctx, const struct dy_fill_random_desc *d);
 int dy_cpu_gemm(void *ctx, const struct dy_gemm_desc *d);
@@ -96,5 +111,9 @@ int dy_cpu_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *
 int dy_cpu_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_cpu_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_cpu_convert(void *ctx, const struct dy_convert_desc *d);
+int dy_cpu_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
+int dy_cpu_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
+int dy_cpu_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
+int dy_cpu_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 
 #endif

@@ -181,9 +181,10 @@ int dy_cpu_rope(void *ctx, const struct dy_rope_desc *d)
 
 /* ---- eltwise ---- */
 
-/* out may be a or b: each element is read before it is written */
+/* out may be a or b: each element is read before it is written. GATED_ADD
+ * adds to what out holds, its row's sigmoid in `gate` (b is unused). */
 static void eltwise_piece(enum dy_eltwise_op op, float *out, const float *a, const float *b,
-                          int len)
+                          float gate, int len)
 {
     switch (op) {
     case DY_ELT_ADD:
@@ -202,6 +203,10 @@ static void eltwise_piece(enum dy_eltwise_op op, float *out, const float *a, con
     case DY_ELT_GELU:
         dy_cpu_gelu(out, a, len);
         break;
+    case DY_ELT_GATED_ADD:
+        for (int j = 0; j < len; j++)
+            out[j] += gate * a[j];
+        break;
     }
 }
 
@@ -209,8 +214,10 @@ int dy_cpu_eltwise(void *ctx, const struct dy_eltwise_desc *d)
 {
     if (!dy_cpu_float_dtype(d->dtype))
         return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu eltwise: dtype %d", d->dtype);
-    if (d->op != DY_ELT_ADD && d->op != DY_ELT_SILU_MUL && d->op != DY_ELT_GELU)
+    if (d->op != DY_ELT_ADD && d->op != DY_ELT_SILU_MUL && d->op != DY_ELT_GELU &&
+        d->op != DY_ELT_GATED_ADD)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu eltwise: op %d", d->op);
+    bool gated = d->op == DY_ELT_GATED_ADD;
     const char *a = DY_CPU_PTR(d->a);
     const char *b = d->op == DY_ELT_GELU ? NULL : DY_CPU_PTR(d->b);
     char *out = DY_CPU_PTR(d->out);
@@ -221,11 +228,14 @@ int dy_cpu_eltwise(void *ctx, const struct dy_eltwise_desc *d)
         const char *ar = a + (size_t)r * d->a_stride * es;
         const char *br = b ? b + (size_t)r * d->b_stride * es : NULL;
         char *outr = out + (size_t)r * d->out_stride * es;
+        float gate = gated ? 1.0f / (1.0f + expf(-dy_load_f32(br, d->dtype, 0))) : 0.0f;
         for (int c = 0; c < d->cols; c += PIECE) {
             int len = min_int(PIECE, d->cols - c);
             float *op = d->dtype == DY_F32 ? (float *)outr + c : os;
+            if (gated && op == os)
+                dy_cpu_load_row(os, outr + (size_t)c * es, d->dtype, (size_t)len);
             eltwise_piece(d->op, op, piece_f32(ar, d->dtype, c, len, as),
-                          br ? piece_f32(br, d->dtype, c, len, bs) : NULL, len);
+                          br && !gated ? piece_f32(br, d->dtype, c, len, bs) : NULL, gate, len);
             if (op == os)
                 dy_cpu_store_row(outr + (size_t)c * es, d->dtype, os, (size_t)len);
         }
