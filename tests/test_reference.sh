@@ -6,7 +6,16 @@
 #
 # The seeds are chosen so that every step's top-two logit gap is at least
 # 3% of the logits' spread (reference.py --verbose shows the gaps), far
-# above what f32 activations or a bf16 KV cache can move.
+# above what f32 activations or a bf16 KV cache can move. For the MoE
+# models also every router decision: over all layers and positions, the gap
+# between the k-th and the (k+1)-th expert logit is at least 3% of that
+# token's logit spread (3.5% for the bf16 one), where rounding every matmul
+# input to bf16 moves router logits by about 1% of it; reference.py decodes
+# the same tokens with that rounding. The MoE seeds were also picked so that
+# the usual mistakes change the tokens: renormalising the top-k weights or
+# not, dropping the k-th expert, Mixtral's w1/w3 swapped, an ungated shared
+# expert, q/k norms per head instead of over the whole projection (or the
+# reverse), after RoPE, or without their weights.
 set -u
 
 PYTHON=/usr/bin/python3
@@ -21,6 +30,10 @@ VARIANTS=(
   "llama-bf16-llama3-tied-sharded|--arch llama --dtype bf16 --layout rope_parameters --rope llama3 --tied 1 --shards 2 --seed 10"
   "qwen2-f16|--arch qwen2 --dtype f16 --layout toplevel --rope default --tied 0 --shards 1 --seed 5"
   "qwen2-bf16-tied|--arch qwen2 --dtype bf16 --layout toplevel --rope default --tied 1 --shards 1 --seed 10"
+  "mixtral-f32|--arch mixtral --dtype f32 --layout toplevel --rope default --tied 0 --shards 1 --seed 11558"
+  "qwen2_moe-bf16|--arch qwen2_moe --dtype bf16 --layout toplevel --rope default --tied 0 --shards 1 --seed 832"
+  "olmoe-f32-sharded|--arch olmoe --dtype f32 --layout toplevel --rope default --tied 0 --shards 2 --seed 10235"
+  "qwen3_moe-f32|--arch qwen3_moe --dtype f32 --layout rope_parameters --rope default --tied 0 --shards 1 --seed 12612"
 )
 
 if ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then

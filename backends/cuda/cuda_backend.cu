@@ -108,6 +108,7 @@ static void cuda_ctx_destroy(void *ctx)
     cudaFree(c->scratch);
     cudaFree(c->partials);
     cudaFree(c->argmax_scratch);
+    cudaFree(c->sort_scratch);
     cudaFreeHost(c->staging);
     if (c->stream)
         cudaStreamDestroy(c->stream);
@@ -312,5 +313,9 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.attention_decode = dy_cuda_attention_decode;
     table.argmax = dy_cuda_argmax;
     table.convert = dy_cuda_convert;
+    table.softmax_topk = dy_cuda_softmax_topk;
+    table.moe_sort = dy_cuda_moe_sort;
+    table.gemm_grouped = dy_cuda_gemm_grouped;
+    table.scatter_add_rows = dy_cuda_scatter_add_rows;
     return &table;
 }

@@ -28,6 +28,9 @@ struct cuda_ctx {
     /* per-chunk maxima of argmax */
     void *argmax_scratch;
     size_t argmax_scratch_size;
+    /* moe_sort's per-tile expert counts */
+    void *sort_scratch;
+    size_t sort_scratch_size;
     int sm_count;
     char err[512];
 };
@@ -55,6 +58,10 @@ int dy_cuda_attention_prefill(void *ctx, const struct dy_attention_prefill_desc 
 int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d);
 int dy_cuda_argmax(void *ctx, const struct dy_argmax_desc *d);
 int dy_cuda_convert(void *ctx, const struct dy_convert_desc *d);
+int dy_cuda_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
+int dy_cuda_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
+int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
+int dy_cuda_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 /* The tensor-core prefill path; DY_E_UNSUPPORTED when the descriptor does
  * not allow it (the caller then takes the exact kernel). */
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);

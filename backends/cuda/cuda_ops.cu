@@ -152,6 +152,9 @@ __global__ void eltwise_kernel(struct dy_eltwise_desc d, const void *a, const vo
             y = x + dy_load_f32(b, d.dtype, r * d.b_stride + i);
         else if (d.op == DY_ELT_SILU_MUL)
             y = x / (1.0f + expf(-x)) * dy_load_f32(b, d.dtype, r * d.b_stride + i);
+        else if (d.op == DY_ELT_GATED_ADD)
+            y = dy_load_f32(out, d.dtype, r * d.out_stride + i) +
+                x / (1.0f + expf(-dy_load_f32(b, d.dtype, r * d.b_stride)));
         else
             y = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
         dy_store_f32(out, d.dtype, r * d.out_stride + i, y);
@@ -162,7 +165,7 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     size_t n = (size_t)d->rows * d->cols;
-    if ((unsigned)d->op > DY_ELT_GELU || (d->op != DY_ELT_GELU && !d->b.h))
+    if ((unsigned)d->op > DY_ELT_GATED_ADD || (d->op != DY_ELT_GELU && !d->b.h))
         return DY_E_INVALID;
     if (!n)
         return DY_OK;

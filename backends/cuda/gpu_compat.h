@@ -90,6 +90,8 @@
  * that take part, and every caller passes the full warp, so dropping it
  * keeps the meaning; the offsets the kernels use are below DY_WARP. */
 #define __shfl_xor_sync(mask, var, lane_mask) __shfl_xor(var, lane_mask)
+#define __shfl_up_sync(mask, var, delta) __shfl_up(var, delta)
+#define __shfl_sync(mask, var, src_lane) __shfl(var, src_lane)
 
 #else /* nvcc */
 
