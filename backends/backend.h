@@ -30,6 +30,8 @@ enum dy_dtype {
     DY_F16 = 1,
     DY_BF16 = 2,
     DY_I32 = 3,
+    DY_FP8 = 4,      /* E4M3 (OCP "fn": no infinities, max 448), storage only */
+    DY_I8 = 5,       /* int8 with scales beside it (KV cache: per token and head) */
     DY_DTYPE_COUNT
 };
 
@@ -161,7 +163,12 @@ struct dy_gather_rows_desc {
 };
 
 /* Paged KV cache: each layer's K and V are [num_slots, kv_heads, head_dim],
- * slot = block_id * block_size + offset in block (vLLM's layout). */
+ * slot = block_id * block_size + offset in block (vLLM's layout).
+ * Cache dtypes: f32, f16, bf16; fp8 (E4M3, the value itself, saturated to
+ * +-448, no scale); int8 with one f32 scale per slot and KV head in
+ * k_scale / v_scale ([num_slots, kv_heads]): scale = max|x| / 127 over the
+ * head's row, q = rint(x * (127 / max|x|)) (0 for an all-zero row), value =
+ * q * scale. */
 struct dy_kv_append_desc {
     dy_buf k, v;             /* new rows: [tokens, kv_heads * head_dim] */
     int src_stride;          /* elements between token rows of k and v */
@@ -169,6 +176,7 @@ struct dy_kv_append_desc {
     dy_buf k_cache, v_cache;
     int tokens, kv_heads, head_dim;
     enum dy_dtype src_dtype, cache_dtype;
+    dy_buf k_scale, v_scale; /* int8 caches only */
 };
 
 /* Attention over `batch` sequences of `seq_len` tokens each, rows laid out
@@ -199,6 +207,23 @@ struct dy_attention_decode_desc {
     int max_context;             /* host-side bound, to size splits */
     float scale;
     enum dy_dtype dtype, cache_dtype;
+    dy_buf k_scale, v_scale;     /* int8 caches only (see dy_kv_append_desc) */
+};
+
+/* KV-cache eviction scores, one per listed block of one layer's cache: the
+ * sum over the block's block_size tokens of a token score averaged over
+ * the KV heads. Inverse key norm: 1 / ||k||; PagedEviction: ||v|| / ||k||
+ * (||k|| below 1e-12 counts as 1e-12). */
+enum dy_kv_score_kind { DY_KV_SCORE_INV_KEY_NORM = 0, DY_KV_SCORE_VK_RATIO = 1 };
+
+struct dy_kv_block_scores_desc {
+    dy_buf k_cache, v_cache;
+    dy_buf k_scale, v_scale;     /* int8 caches only */
+    dy_buf blocks;               /* i32 [count] */
+    dy_buf scores;               /* f32 [count] */
+    int count, block_size, kv_heads, head_dim;
+    enum dy_kv_score_kind kind;
+    enum dy_dtype cache_dtype;
 };
 
 /* out[r] = index of the first maximum of x[r, 0:cols] */
@@ -323,6 +348,17 @@ struct dy_backend {
     int (*moe_sort)(void *ctx, const struct dy_moe_sort_desc *d);
     int (*gemm_grouped)(void *ctx, const struct dy_gemm_grouped_desc *d);
     int (*scatter_add_rows)(void *ctx, const struct dy_scatter_add_rows_desc *d);
+    /* KV eviction (may be NULL: points that score blocks are then skipped) */
+    int (*kv_block_scores)(void *ctx, const struct dy_kv_block_scores_desc *d);
+    /* graphs (may be NULL: the caller then enqueues ops one by one). Ops
+     * enqueued between graph_begin and graph_end are recorded, not run;
+     * graph_launch replays them with the same arguments and buffers. An op
+     * that would wait on the host, or allocate, fails while recording, so a
+     * caller records a sequence it has already run once. */
+    int (*graph_begin)(void *ctx);
+    int (*graph_end)(void *ctx, void **graph);
+    int (*graph_launch)(void *ctx, void *graph);
+    void (*graph_destroy)(void *ctx, void *graph);
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */
@@ -339,7 +375,8 @@ typedef const struct dy_backend *(*dy_backend_entry_fn)(void);
 /* Bytes per element; 0 for an unknown dtype. */
 DY_INLINE size_t dy_dtype_size(enum dy_dtype t)
 {
-    return t == DY_F32 || t == DY_I32 ? 4 : t == DY_F16 || t == DY_BF16 ? 2 : 0;
+    return t == DY_F32 || t == DY_I32 ? 4 : t == DY_F16 || t == DY_BF16 ? 2
+           : t == DY_FP8 || t == DY_I8 ? 1 : 0;
 }
 
 /* ---- the counter-based generator --------------------------------------
@@ -424,13 +461,55 @@ DY_INLINE uint16_t dy_f32_to_f16(float f)
     return (uint16_t)(sign | (abs >> 13));
 }
 
-/* Element i of a buffer of dtype t, as f32 (host-side helper). */
+/* ---- fp8 E4M3 (OCP "fn": bias 7, no infinities, 0x7f is NaN) ---- */
+DY_INLINE float dy_fp8_to_f32(uint8_t b)
+{
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24, exp = (b >> 3) & 0xfu, man = b & 7u;
+    union { uint32_t u; float f; } v;
+    if (exp == 0) { /* subnormal: man * 2^-9 */
+        v.f = (float)man * (1.0f / 512.0f);
+        v.u |= sign;
+        return v.f;
+    }
+    if (exp == 15 && man == 7) {
+        v.u = sign | 0x7fc00000u;
+        return v.f;
+    }
+    v.u = sign | ((exp + 120u) << 23) | (man << 20);
+    return v.f;
+}
+
+/* Round to nearest even, saturating to +-448 (infinities too); NaN stays NaN. */
+DY_INLINE uint8_t dy_f32_to_fp8(float f)
+{
+    union { float f; uint32_t u; } v = { f };
+    uint8_t sign = (uint8_t)((v.u >> 24) & 0x80u);
+    uint32_t abs = v.u & 0x7fffffffu;
+    if (abs > 0x7f800000u)
+        return (uint8_t)(sign | 0x7fu);
+    if (abs >= 0x43e00000u) /* 448 */
+        return (uint8_t)(sign | 0x7eu);
+    if (abs < 0x3c800000u) { /* below 2^-6, the smallest normal: steps of 2^-9 */
+        union { uint32_t u; float f; } a = { abs };
+        /* a.f * 512 < 8 is exact; adding and taking away 2^23 rounds it to
+         * an integer, nearest even; 8 becomes the smallest normal, 0x08 */
+        float r = (a.f * 512.0f + 8388608.0f) - 8388608.0f;
+        return (uint8_t)(sign | (uint8_t)r);
+    }
+    abs += 0x7ffffu + ((abs >> 20) & 1u); /* round the 20 dropped bits */
+    return (uint8_t)(sign | ((abs - (120u << 23)) >> 20));
+}
+
+/* Element i of a buffer of dtype t, as f32 (host-side helper). int8 is the
+ * integer itself: its scale lives elsewhere. */
 DY_INLINE float dy_load_f32(const void *base, enum dy_dtype t, size_t i)
 {
     switch (t) {
     case DY_F16: return dy_f16_to_f32(((const uint16_t *)base)[i]);
     case DY_BF16: return dy_bf16_to_f32(((const uint16_t *)base)[i]);
     case DY_I32: return (float)((const int32_t *)base)[i];
+    case DY_FP8: return dy_fp8_to_f32(((const uint8_t *)base)[i]);
+    case DY_I8: return (float)((const int8_t *)base)[i];
     default: return ((const float *)base)[i];
     }
 }
@@ -441,6 +520,8 @@ DY_INLINE void dy_store_f32(void *base, enum dy_dtype t, size_t i, float x)
     case DY_F16: ((uint16_t *)base)[i] = dy_f32_to_f16(x); break;
     case DY_BF16: ((uint16_t *)base)[i] = dy_f32_to_bf16(x); break;
     case DY_I32: ((int32_t *)base)[i] = (int32_t)x; break;
+    case DY_FP8: ((uint8_t *)base)[i] = dy_f32_to_fp8(x); break;
+    case DY_I8: ((int8_t *)base)[i] = (int8_t)x; break;
     default: ((float *)base)[i] = x; break;
     }
 }
@@ -499,6 +580,17 @@ int dy_softmax_topk(dy_ctx *ctx, const struct dy_softmax_topk_desc *d);
 int dy_moe_sort(dy_ctx *ctx, const struct dy_moe_sort_desc *d);
 int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_scatter_add_rows(dy_ctx *ctx, const struct dy_scatter_add_rows_desc *d);
+int dy_kv_block_scores(dy_ctx *ctx, const struct dy_kv_block_scores_desc *d);
+
+/* Graphs of ops (backend slots graph_*). dy_graph_available is false when
+ * the backend has none, when DYNO_GRAPHS=0, or while DYNO_PROFILE_OPS times
+ * each op. */
+bool dy_graph_available(const dy_ctx *ctx);
+int dy_graph_begin(dy_ctx *ctx);
+/* Ends the recording; *graph is the caller's, freed with dy_graph_destroy. */
+int dy_graph_end(dy_ctx *ctx, void **graph);
+int dy_graph_launch(dy_ctx *ctx, void *graph);
+void dy_graph_destroy(dy_ctx *ctx, void *graph);
 
 /* ---- the registry (backends/registry.c) --------------------------------
  * Built-in backends plus plugins found next to the executable, in

@@ -15,11 +15,11 @@ struct dy_alloc {
 
 /* DYNO_PROFILE_OPS=1: device time of every op, summed per op and printed
  * when the context is destroyed. Events are pooled and resolved at dy_sync. */
-enum { OP_COUNT = 15, PROFILE_PENDING = 8192 };
+enum { OP_COUNT = 16, PROFILE_PENDING = 8192 };
 static const char *const op_names[OP_COUNT] = {
     "fill_random", "gemm", "norm", "rope", "eltwise", "gather_rows", "kv_append",
     "attention_prefill", "attention_decode", "argmax", "convert",
-    "softmax_topk", "moe_sort", "gemm_grouped", "scatter_add_rows",
+    "softmax_topk", "moe_sort", "gemm_grouped", "scatter_add_rows", "kv_block_scores",
 };
 
 struct op_profile {
@@ -290,6 +290,37 @@ int dy_event_elapsed_ns(dy_ctx *ctx, void *start, void *end, uint64_t *ns)
     return checked(ctx, ctx->be->event_elapsed_ns(ctx->impl, start, end, ns), "event_elapsed_ns");
 }
 
+bool dy_graph_available(const dy_ctx *ctx)
+{
+    const char *env = getenv("DYNO_GRAPHS");
+    return ctx->be->graph_begin && ctx->be->graph_end && ctx->be->graph_launch &&
+           ctx->be->graph_destroy && !ctx->profile && !(env && !strcmp(env, "0"));
+}
+
+int dy_graph_begin(dy_ctx *ctx)
+{
+    if (!dy_graph_available(ctx))
+        return fail(ctx, DY_E_UNSUPPORTED, "graph_begin");
+    return checked(ctx, ctx->be->graph_begin(ctx->impl), "graph_begin");
+}
+
+int dy_graph_end(dy_ctx *ctx, void **graph)
+{
+    *graph = NULL;
+    return checked(ctx, ctx->be->graph_end(ctx->impl, graph), "graph_end");
+}
+
+int dy_graph_launch(dy_ctx *ctx, void *graph)
+{
+    return checked(ctx, ctx->be->graph_launch(ctx->impl, graph), "graph_launch");
+}
+
+void dy_graph_destroy(dy_ctx *ctx, void *graph)
+{
+    if (graph)
+        ctx->be->graph_destroy(ctx->impl, graph);
+}
+
 /* Each op: NULL slot -> unsupported, else the backend's status with text. */
 #define DY_OP_WRAPPER(op, index)                                               \
     static int call_##op(dy_ctx *ctx, const void *d)                           \
@@ -318,3 +349,4 @@ DY_OP_WRAPPER(softmax_topk, 11)
 DY_OP_WRAPPER(moe_sort, 12)
 DY_OP_WRAPPER(gemm_grouped, 13)
 DY_OP_WRAPPER(scatter_add_rows, 14)
+DY_OP_WRAPPER(kv_block_scores, 15)

@@ -9,6 +9,8 @@ static const struct {
     [DY_F16] = { "f16" },
     [DY_BF16] = { "bf16" },
     [DY_I32] = { "i32" },
+    [DY_FP8] = { "fp8" },
+    [DY_I8] = { "int8" },
 };
 
 const char *dy_dtype_name(enum dy_dtype t)

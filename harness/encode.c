@@ -47,7 +47,7 @@ int dy_cmd_encode(int argc, char **argv)
         i++;
     }
     enum dy_dtype wdtype;
-    if ((!model && !dir) || !pixels_path || !dy_dtype_parse(wname, &wdtype) || wdtype == DY_I32)
+    if ((!model && !dir) || !pixels_path || !dy_dtype_parse(wname, &wdtype) || wdtype > DY_BF16)
         return usage();
     char path[1200], err[1024];
     struct dy_vit_config cfg;

@@ -118,7 +118,7 @@ int dy_cmd_generate(int argc, char **argv)
         cfg.layers = (int)o.layers;
     }
     enum dy_dtype wdtype = o.model_dir ? cfg.torch_dtype : DY_F32, kv_dtype;
-    if ((o.weight_dtype && (!dy_dtype_parse(o.weight_dtype, &wdtype) || wdtype == DY_I32)) ||
+    if ((o.weight_dtype && (!dy_dtype_parse(o.weight_dtype, &wdtype) || wdtype > DY_BF16)) ||
         !dy_dtype_parse(o.kv_dtype, &kv_dtype) || kv_dtype == DY_I32) {
         fprintf(stderr, "dyno generate: dtypes must be f32, f16 or bf16\n");
         rc = 2;

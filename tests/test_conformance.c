@@ -431,8 +431,9 @@ static void test_convert(void)
 static void test_kv_append(void)
 {
     require_backends();
-    for (int t = DY_F32; t <= DY_BF16; t++) {
-        enum dy_dtype ct = (enum dy_dtype)t;
+    static const enum dy_dtype cache_types[] = { DY_F32, DY_F16, DY_BF16, DY_FP8, DY_I8 };
+    for (size_t t = 0; t < sizeof cache_types / sizeof cache_types[0]; t++) {
+        enum dy_dtype ct = cache_types[t];
         int tokens = 21, kvh = 2, hd = 64, stride = 4 * kvh * hd, slots_total = 64;
         size_t row = (size_t)kvh * hd, cache_n = (size_t)slots_total * row;
         void *k = host_random(DY_F32, (size_t)tokens * stride, 3.0f);
@@ -440,11 +441,20 @@ static void test_kv_append(void)
         int32_t slots[21];
         for (int i = 0; i < tokens; i++)
             slots[i] = (i * 37 + 5) % slots_total; /* distinct, scattered */
-        void *want_k = NULL, *want_v = NULL;
+        if (ct == DY_FP8) /* beyond fp8's range: saturates to 448 */
+            ((float *)k)[7] = 1000.0f;
+        void *want_k = NULL, *want_v = NULL, *want_ks = NULL, *want_vs = NULL;
+        size_t scales_n = (size_t)slots_total * kvh;
         for (int u = -1; u < dut_count; u++) {
             dy_ctx *ctx = CTX_OF(u);
             struct dy_kv_append_desc d = { .src_stride = stride, .tokens = tokens, .kv_heads = kvh,
                                            .head_dim = hd, .src_dtype = DY_F32, .cache_dtype = ct };
+            if (ct == DY_I8) {
+                void *ones = calloc(scales_n, 4);
+                d.k_scale = upload(ctx, ones, scales_n * 4);
+                d.v_scale = upload(ctx, ones, scales_n * 4);
+                free(ones);
+            }
             size_t cb = cache_n * dy_dtype_size(ct);
             void *zeros = calloc(cache_n, dy_dtype_size(ct));
             d.k = upload(ctx, k, (size_t)tokens * stride * 4);
@@ -454,16 +464,33 @@ static void test_kv_append(void)
             d.v_cache = upload(ctx, zeros, cb);
             free(zeros);
             DY_CHECK(dy_kv_append(ctx, &d) == DY_OK);
-            want_k = compare_or_keep(u, want_k, download(ctx, d.k_cache, cb), "kv_append k", ct, cache_n, 0.0);
-            want_v = compare_or_keep(u, want_v, download(ctx, d.v_cache, cb), "kv_append v", ct, cache_n, 0.0);
+            /* int8: x * (127 / max) may round the other way where a backend's
+             * division is not exact (OpenCL's need not be): one step of 127 */
+            double tol = ct == DY_I8 ? 1.01 / 127 : 0.0;
+            char what[64];
+            snprintf(what, sizeof what, "kv_append %s k", dy_dtype_name(ct));
+            want_k = compare_or_keep(u, want_k, download(ctx, d.k_cache, cb), what, ct, cache_n, tol);
+            want_v = compare_or_keep(u, want_v, download(ctx, d.v_cache, cb), what, ct, cache_n, tol);
+            if (ct == DY_I8) {
+                want_ks = compare_or_keep(u, want_ks, download(ctx, d.k_scale, scales_n * 4),
+                                          "kv_append int8 k scales", DY_F32, scales_n, 1e-6);
+                want_vs = compare_or_keep(u, want_vs, download(ctx, d.v_scale, scales_n * 4),
+                                          "kv_append int8 v scales", DY_F32, scales_n, 1e-6);
+                dy_buf_free(ctx, &d.k_scale);
+                dy_buf_free(ctx, &d.v_scale);
+            }
             dy_buf_free(ctx, &d.k);
             dy_buf_free(ctx, &d.v);
             dy_buf_free(ctx, &d.slots);
             dy_buf_free(ctx, &d.k_cache);
             dy_buf_free(ctx, &d.v_cache);
         }
+        if (ct == DY_FP8) /* 448 is the largest E4M3 value */
+            DY_CHECK(dy_load_f32(want_k, DY_FP8, (size_t)slots[0] * row + 7) == 448.0f);
         free(want_k);
         free(want_v);
+        free(want_ks);
+        free(want_vs);
         free(k);
         free(v);
     }
@@ -528,7 +555,15 @@ static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, 
     size_t row = (size_t)kvh * hd, cache_n = (size_t)num_blocks * block * row;
     int q_stride = heads * hd + 16, out_stride = heads * hd;
     void *q = host_random(DY_F32, (size_t)batch * q_stride, 2.0f);
-    void *kc = host_random(ct, cache_n, 2.0f), *vc = host_random(ct, cache_n, 2.0f);
+    /* int8: integers over the whole range with scales near 2 / 127 */
+    float value_range = ct == DY_I8 ? 127.0f : 2.0f;
+    void *kc = host_random(ct, cache_n, value_range), *vc = host_random(ct, cache_n, value_range);
+    size_t scales_n = (size_t)num_blocks * block * kvh;
+    float *ks = host_random(DY_F32, scales_n, 0.005f), *vs = host_random(DY_F32, scales_n, 0.005f);
+    for (size_t i = 0; i < scales_n; i++) {
+        ks[i] += 0.012f;
+        vs[i] += 0.012f;
+    }
     int32_t *table = malloc(sizeof(int32_t) * (size_t)batch * max_blocks);
     /* blocks handed out in a scrambled order, unused entries -1 */
     for (int i = 0; i < batch * max_blocks; i++)
@@ -553,19 +588,26 @@ static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, 
         d.v_cache = upload(ctx, vc, cb);
         d.block_table = upload(ctx, table, sizeof(int32_t) * (size_t)batch * max_blocks);
         d.context_lens = upload(ctx, lens, sizeof(int32_t) * (size_t)batch);
+        if (ct == DY_I8) {
+            d.k_scale = upload(ctx, ks, scales_n * 4);
+            d.v_scale = upload(ctx, vs, scales_n * 4);
+        }
         DY_CHECK(dy_attention_decode(ctx, &d) == DY_OK);
         char what[96];
         snprintf(what, sizeof what, "attention_decode b%d h%d/%d d%d block%d %s", batch, heads, kvh,
                  hd, block, dy_dtype_name(ct));
         want = compare_or_keep(u, want, download(ctx, d.out, out_n * 4), what, DY_F32, out_n, 1e-5);
-        dy_buf *bufs[] = { &d.q, &d.out, &d.k_cache, &d.v_cache, &d.block_table, &d.context_lens };
-        for (size_t i = 0; i < 6; i++)
+        dy_buf *bufs[] = { &d.q, &d.out, &d.k_cache, &d.v_cache, &d.block_table, &d.context_lens,
+                           &d.k_scale, &d.v_scale };
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
             dy_buf_free(ctx, bufs[i]);
     }
     free(want);
     free(q);
     free(kc);
     free(vc);
+    free(ks);
+    free(vs);
     free(table);
 }
 
@@ -581,6 +623,63 @@ static void test_attention_decode(void)
     decode_case(3, lens3, 8, 8, 64, 8, DY_F16);
     const int long_len[] = { 2500 };
     decode_case(1, long_len, 32, 8, 64, 16, DY_F16);
+    for (int t = DY_FP8; t <= DY_I8; t++) { /* the quantized caches */
+        decode_case(3, lens3, 8, 2, 64, 16, (enum dy_dtype)t);
+        decode_case(2, lens2, 4, 4, 128, 16, (enum dy_dtype)t);
+        decode_case(1, long_len, 32, 8, 128, 16, (enum dy_dtype)t);
+    }
+}
+
+/* ---- kv_block_scores ---- */
+static void test_kv_block_scores(void)
+{
+    require_backends();
+    static const enum dy_dtype cache_types[] = { DY_F32, DY_F16, DY_BF16, DY_FP8, DY_I8 };
+    int num_blocks = 40, block = 16, kvh = 4, hd = 64, count = 13;
+    size_t cache_n = (size_t)num_blocks * block * kvh * hd, scales_n = (size_t)num_blocks * block * kvh;
+    int32_t blocks[13];
+    for (int i = 0; i < count; i++)
+        blocks[i] = (i * 11 + 3) % num_blocks;
+    for (size_t t = 0; t < sizeof cache_types / sizeof cache_types[0]; t++)
+        for (int kind = DY_KV_SCORE_INV_KEY_NORM; kind <= DY_KV_SCORE_VK_RATIO; kind++) {
+            enum dy_dtype ct = cache_types[t];
+            float range = ct == DY_I8 ? 127.0f : 2.0f;
+            void *kc = host_random(ct, cache_n, range), *vc = host_random(ct, cache_n, range);
+            float *ks = host_random(DY_F32, scales_n, 0.005f), *vs = host_random(DY_F32, scales_n, 0.005f);
+            for (size_t i = 0; i < scales_n; i++) {
+                ks[i] += 0.012f;
+                vs[i] += 0.012f;
+            }
+            void *want = NULL;
+            for (int u = -1; u < dut_count; u++) {
+                dy_ctx *ctx = CTX_OF(u);
+                struct dy_kv_block_scores_desc d = { .count = count, .block_size = block,
+                                                     .kv_heads = kvh, .head_dim = hd, .kind = kind,
+                                                     .cache_dtype = ct };
+                size_t cb = cache_n * dy_dtype_size(ct);
+                d.k_cache = upload(ctx, kc, cb);
+                d.v_cache = upload(ctx, vc, cb);
+                d.blocks = upload(ctx, blocks, sizeof blocks);
+                d.scores = upload(ctx, NULL, (size_t)count * 4);
+                if (ct == DY_I8) {
+                    d.k_scale = upload(ctx, ks, scales_n * 4);
+                    d.v_scale = upload(ctx, vs, scales_n * 4);
+                }
+                DY_CHECK(dy_kv_block_scores(ctx, &d) == DY_OK);
+                char what[64];
+                snprintf(what, sizeof what, "kv_block_scores %s kind %d", dy_dtype_name(ct), kind);
+                want = compare_or_keep(u, want, download(ctx, d.scores, (size_t)count * 4), what,
+                                       DY_F32, (size_t)count, 1e-5);
+                dy_buf *bufs[] = { &d.k_cache, &d.v_cache, &d.blocks, &d.scores, &d.k_scale, &d.v_scale };
+                for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+                    dy_buf_free(ctx, bufs[i]);
+            }
+            free(want);
+            free(kc);
+            free(vc);
+            free(ks);
+            free(vs);
+        }
 }
 
 /* ---- argmax ---- */
@@ -874,4 +973,4 @@ DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST
          DY_TEST(test_eltwise) DY_TEST(test_gather_rows) DY_TEST(test_convert)
          DY_TEST(test_kv_append) DY_TEST(test_attention_prefill) DY_TEST(test_attention_decode)
          DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_moe_sort)
-         DY_TEST(test_gemm_grouped) DY_TEST(test_scatter_add_rows))
+         DY_TEST(test_gemm_grouped) DY_TEST(test_scatter_add_rows) DY_TEST(test_kv_block_scores))

@@ -261,7 +261,9 @@ static int parse_moe(const struct parse *p, json_t *root, struct dy_model_config
 {
     int rc;
     bool mixtral = cfg->arch == DY_ARCH_MIXTRAL;
-    const char *experts_key = mixtral ? "num_local_experts" : "num_experts";
+    /* Mixtral's name; the others' before transformers 5, which may write
+     * Mixtral's for them too */
+    const char *experts_key = field(root, "num_local_experts") ? "num_local_experts" : "num_experts";
     cfg->top_k = 2;
     cfg->moe_ffn = cfg->intermediate; /* Mixtral and OLMoE: intermediate_size per expert */
     if ((rc = get_int(p, root, "", experts_key, true, &cfg->experts)) ||

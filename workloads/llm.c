@@ -34,6 +34,7 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     m->cfg = cfg;
     m->w = w;
     m->opt = *opt;
+    m->use_graphs = dy_graph_available(ctx);
     m->max_rows = opt->max_batch * opt->max_prompt;
     size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
     size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
@@ -91,6 +92,8 @@ void dy_llm_destroy(struct dy_llm *m)
         dy_buf_free(m->ctx, bufs[i]);
     dy_kv_cache_free(m->ctx, &m->kv);
     dy_moe_destroy(m);
+    for (int i = 0; i < m->graph_count; i++)
+        dy_graph_destroy(m->ctx, m->graphs[i].graph);
     free(m->host_slots);
     free(m->host_positions);
     free(m);
@@ -210,17 +213,13 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
         };
         st = dy_attention_prefill(m->ctx, &a);
     } else {
-        int max_context = 0;
-        for (int b = 0; b < m->batch; b++)
-            if (m->kv.context_lens[b] > max_context)
-                max_context = m->kv.context_lens[b];
         struct dy_attention_decode_desc a = {
             .q = q, .out = m->attn, .q_stride = q_stride, .out_stride = qd,
             .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
             .block_table = m->kv.block_table_dev, .context_lens = m->kv.context_lens_dev,
             .batch = m->batch, .heads = c->heads, .kv_heads = c->kv_heads,
             .head_dim = c->head_dim, .block_size = m->kv.block_size,
-            .max_blocks_per_seq = m->kv.max_blocks_per_seq, .max_context = max_context,
+            .max_blocks_per_seq = m->kv.max_blocks_per_seq, .max_context = m->context_bound,
             .scale = scale, .dtype = DY_F32, .cache_dtype = m->kv.dtype,
         };
         st = dy_attention_decode(m->ctx, &a);
@@ -304,6 +303,12 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
     int rows = batch * prompt_len, st;
     m->batch = batch;
     m->step = 0;
+    /* a generation's graphs may point at backend scratch that a later,
+     * larger step reallocated: each generation records its own */
+    for (int i = 0; i < m->graph_count; i++)
+        dy_graph_destroy(m->ctx, m->graphs[i].graph);
+    m->graph_count = 0;
+    m->use_graphs = dy_graph_available(m->ctx);
     dy_kv_cache_reset(&m->kv);
     int32_t last_index[batch];
     for (int b = 0; b < batch; b++) {
@@ -326,6 +331,56 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
     return forward(m, m->ids, rows, prompt_len);
 }
 
+/* The decode step's bound on the context, rounded up so that a recorded
+ * step replays for many steps: attention sizes its context splits by it
+ * and reads each sequence's true length on the device. */
+static int context_bound(const struct dy_llm *m)
+{
+    enum { ROUND = 256 };
+    int max_context = 0;
+    for (int b = 0; b < m->batch; b++)
+        max_context = m->kv.context_lens[b] > max_context ? m->kv.context_lens[b] : max_context;
+    if (!m->use_graphs)
+        return max_context;
+    int bound = (max_context + ROUND - 1) / ROUND * ROUND;
+    int cap = m->kv.max_blocks_per_seq * m->kv.block_size;
+    return bound < cap ? bound : cap;
+}
+
+/* The step's ops: the first time for a (batch, bound) run one by one, the
+ * second recorded into a graph, then the graph replayed. A backend without
+ * graphs, or a recording that fails, runs them one by one. */
+static int decode_forward(struct dy_llm *m)
+{
+    m->context_bound = context_bound(m);
+    struct dy_step_graph *g = NULL;
+    for (int i = 0; m->use_graphs && i < m->graph_count && !g; i++)
+        if (m->graphs[i].batch == m->batch && m->graphs[i].bound == m->context_bound)
+            g = &m->graphs[i];
+    if (m->use_graphs && !g && m->graph_count < DY_STEP_GRAPHS) {
+        g = &m->graphs[m->graph_count++];
+        *g = (struct dy_step_graph){ .batch = m->batch, .bound = m->context_bound };
+    }
+    if (!g || !g->ran) {
+        if (g)
+            g->ran = true;
+        return forward(m, m->ids, m->batch, 0);
+    }
+    if (!g->graph) {
+        int st = dy_graph_begin(m->ctx);
+        if (st == DY_OK) {
+            int fst = forward(m, m->ids, m->batch, 0);
+            st = dy_graph_end(m->ctx, &g->graph);
+            st = fst ? fst : st;
+        }
+        if (st != DY_OK) { /* record nothing more; this step runs op by op */
+            m->use_graphs = false;
+            return forward(m, m->ids, m->batch, 0);
+        }
+    }
+    return dy_graph_launch(m->ctx, g->graph);
+}
+
 int dy_llm_decode(struct dy_llm *m)
 {
     int st;
@@ -344,9 +399,10 @@ int dy_llm_decode(struct dy_llm *m)
     m->step++;
     /* this step's input is the last step's argmax: copy it so argmax can
      * overwrite next_ids while the step runs */
-    if ((st = dy_buf_copy(m->ctx, m->ids, m->next_ids, bytes)))
+    if ((st = dy_buf_copy(m->ctx, m->ids, m->next_ids, bytes)) ||
+        (m->cfg->experts && (st = dy_moe_before_step(m))) || (st = decode_forward(m)))
         return st;
-    return forward(m, m->ids, m->batch, 0);
+    return m->cfg->experts ? dy_moe_after_step(m) : DY_OK;
 }
 
 int dy_llm_read_tokens(struct dy_llm *m, int32_t *tokens)

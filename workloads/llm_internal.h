@@ -13,13 +13,25 @@ struct dy_moe_state {
     dy_buf sorted, position;    /* i32 [rows * k] */
     dy_buf gate_up, act, out;   /* f32 [rows * k, 2 * ffn], [rows * k, ffn], [rows * k, hidden] */
     /* expert counts: offsets [slots, layers, experts + 1]; slot 0 is the
-     * prefill, slot 1 + s decode step s */
+     * prefill, slot 1 the decode step running (fixed, so that a recorded
+     * graph can replay it), copied after each step to slot 2 + its index */
     dy_buf offsets;
     int slots;
     /* forced routings, drawn once: [layers, max_rows * k] for the prefill
-     * and [steps, layers, max_batch * k] for the decode steps */
-    dy_buf forced_prefill, forced_decode, forced_weights;
+     * and [steps, layers, max_batch * k] for the decode steps, each step's
+     * copied to forced_step before it runs */
+    dy_buf forced_prefill, forced_decode, forced_step, forced_weights;
 };
+
+/* A recorded decode step, replayed while the batch and the bound on the
+ * context (rounded up, see llm.c) stay the same. */
+struct dy_step_graph {
+    int batch, bound;
+    bool ran;                     /* run once eagerly: lazy allocations are done */
+    void *graph;
+};
+
+enum { DY_STEP_GRAPHS = 64 };
 
 struct dy_llm {
     dy_ctx *ctx;
@@ -30,6 +42,10 @@ struct dy_llm {
     int max_rows;                 /* max_batch * max_prompt */
     int batch;                    /* sequences in flight */
     int step;                     /* decode steps since the prefill */
+    int context_bound;            /* the decode step's max_context for attention */
+    bool use_graphs;
+    struct dy_step_graph graphs[DY_STEP_GRAPHS];
+    int graph_count;
     /* activations */
     dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
     /* i32 inputs */
@@ -49,6 +65,9 @@ void dy_moe_destroy(struct dy_llm *m);
 /* x += MoE(xn) for `rows` tokens of layer `layer`; xn holds the normalised
  * input. prompt_len > 0 for a prefill. */
 int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len);
+/* Around a decode step: the step's forced routes in, its expert counts out. */
+int dy_moe_before_step(struct dy_llm *m);
+int dy_moe_after_step(struct dy_llm *m);
 uint64_t dy_moe_state_bytes(const struct dy_model_config *cfg, const struct dy_llm_options *opt);
 /* Experts per token of `layer` under opt (the per-layer map, --top-k, or
  * the model's). */

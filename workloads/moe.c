@@ -39,7 +39,7 @@ static int decode_steps(const struct dy_llm_options *opt)
 uint64_t dy_moe_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)
 {
     uint64_t k = (uint64_t)top_k_of(c, opt), rows = (uint64_t)opt->max_batch * opt->max_prompt;
-    uint64_t pairs = rows * k, slots = 1 + (uint64_t)decode_steps(opt);
+    uint64_t pairs = rows * k, slots = 2 + (uint64_t)decode_steps(opt);
     uint64_t bytes = rows * c->experts * 4 + pairs * 4 * 4 +
                      pairs * (3ull * c->moe_ffn + c->hidden) * 4 +
                      slots * c->layers * (c->experts + 1ull) * 4;
@@ -139,7 +139,7 @@ int dy_moe_create(struct dy_llm *m)
     m->opt.layer_top_k = NULL; /* the caller's array need not outlive create */
     size_t rows = (size_t)m->max_rows, pairs = rows * s->top_k, f = 4;
     size_t ffn = (size_t)c->moe_ffn, h = (size_t)c->hidden;
-    s->slots = 1 + decode_steps(&m->opt);
+    s->slots = 2 + decode_steps(&m->opt);
     int st;
     if ((st = dy_buf_alloc(m->ctx, rows * c->experts * f, &s->logits)) ||
         (st = dy_buf_alloc(m->ctx, pairs * 4, &s->ids)) ||
@@ -156,8 +156,9 @@ int dy_moe_create(struct dy_llm *m)
         return DY_OK;
     size_t step_pairs = (size_t)m->opt.max_batch * s->top_k;
     if ((st = dy_buf_alloc(m->ctx, (size_t)c->layers * pairs * 4, &s->forced_prefill)) ||
-        (st = dy_buf_alloc(m->ctx, (size_t)(s->slots - 1) * c->layers * step_pairs * 4 + 4,
+        (st = dy_buf_alloc(m->ctx, (size_t)(s->slots - 2) * c->layers * step_pairs * 4 + 4,
                            &s->forced_decode)) ||
+        (st = dy_buf_alloc(m->ctx, (size_t)c->layers * step_pairs * 4, &s->forced_step)) ||
         (st = dy_buf_alloc(m->ctx, pairs * f, &s->forced_weights)))
         return st;
     return upload_forced_routes(m);
@@ -168,7 +169,7 @@ void dy_moe_destroy(struct dy_llm *m)
     struct dy_moe_state *s = &m->moe;
     dy_buf *bufs[] = { &s->logits, &s->ids, &s->weights, &s->sorted, &s->position, &s->gate_up,
                        &s->act, &s->out, &s->offsets, &s->forced_prefill, &s->forced_decode,
-                       &s->forced_weights };
+                       &s->forced_step, &s->forced_weights };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
     free(s->layer_k);
@@ -200,8 +201,7 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     if (prompt_len > 0)
         *ids = dy_buf_at(s->forced_prefill, (size_t)layer * m->max_rows * k * 4);
     else
-        *ids = dy_buf_at(s->forced_decode,
-                         ((size_t)(m->step - 1) * c->layers + layer) * m->opt.max_batch * k * 4);
+        *ids = dy_buf_at(s->forced_step, (size_t)layer * m->opt.max_batch * k * 4);
     *weights = s->forced_weights;
     return DY_OK;
 }
@@ -236,7 +236,7 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
     int k = s->layer_k[layer], pairs = rows * k, ffn = c->moe_ffn, h = c->hidden, e = c->experts;
-    int slot = prompt_len > 0 ? 0 : m->step;
+    int slot = prompt_len > 0 ? 0 : 1;
     dy_buf offsets = dy_buf_at(s->offsets, ((size_t)slot * c->layers + layer) * (e + 1) * 4);
     dy_buf ids, weights;
     int st = route(m, l, layer, rows, prompt_len, &ids, &weights);
@@ -272,6 +272,23 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     return c->shared_ffn ? shared_expert(m, l, rows) : DY_OK;
 }
 
+int dy_moe_before_step(struct dy_llm *m)
+{
+    struct dy_moe_state *s = &m->moe;
+    if (m->opt.routing == DY_ROUTING_MODEL)
+        return DY_OK;
+    size_t bytes = (size_t)m->cfg->layers * m->opt.max_batch * s->top_k * 4;
+    return dy_buf_copy(m->ctx, s->forced_step, dy_buf_at(s->forced_decode, (size_t)(m->step - 1) * bytes),
+                       bytes);
+}
+
+int dy_moe_after_step(struct dy_llm *m)
+{
+    size_t bytes = (size_t)m->cfg->layers * (m->cfg->experts + 1) * 4;
+    return dy_buf_copy(m->ctx, dy_buf_at(m->moe.offsets, (size_t)(1 + m->step) * bytes),
+                       dy_buf_at(m->moe.offsets, bytes), bytes);
+}
+
 int dy_llm_moe_layer_setup(struct dy_llm *m, int rows, uint64_t seed)
 {
     if (!m->cfg->experts || rows < 1 || rows > m->max_rows)
@@ -296,7 +313,7 @@ int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out)
     memset(out, 0, sizeof *out);
     if (!c->experts)
         return DY_E_INVALID;
-    int e = c->experts, slots = 1 + m->step;
+    int e = c->experts, slots = 2 + m->step;
     size_t n = (size_t)slots * c->layers * (e + 1);
     int32_t *off = malloc(n * sizeof *off);
     if (!off)
@@ -309,7 +326,7 @@ int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out)
     uint64_t expert_bytes = 3ull * c->hidden * c->moe_ffn * dy_dtype_size(m->w->dtype);
     double touched = 0;
     for (int slot = 0; slot < slots; slot++)
-        for (int layer = 0; layer < c->layers; layer++) {
+        for (int layer = 0; layer < c->layers && slot != 1; layer++) {
             const int32_t *o = off + ((size_t)slot * c->layers + layer) * (e + 1);
             int max = 0, active = 0;
             for (int x = 0; x < e; x++) {
@@ -327,9 +344,9 @@ int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out)
         }
     free(off);
     out->imbalance = out->load_mean > 0 ? out->load_max / out->load_mean : 0;
-    if (slots > 1) {
-        out->experts_touched = touched / ((double)(slots - 1) * c->layers);
-        out->expert_bytes = touched / (slots - 1) * (double)expert_bytes;
+    if (m->step > 0) {
+        out->experts_touched = touched / ((double)m->step * c->layers);
+        out->expert_bytes = touched / m->step * (double)expert_bytes;
     }
     return DY_OK;
 }

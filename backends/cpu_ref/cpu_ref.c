@@ -176,4 +176,5 @@ const struct dy_backend dy_backend_cpu_ref = {
     .moe_sort = dy_ref_moe_sort,
     .gemm_grouped = dy_ref_gemm_grouped,
     .scatter_add_rows = dy_ref_scatter_add_rows,
+    .kv_block_scores = dy_ref_kv_block_scores,
 };

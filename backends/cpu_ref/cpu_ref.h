@@ -28,5 +28,6 @@ int dy_ref_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
 int dy_ref_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_ref_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_ref_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
+int dy_ref_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
 
 #endif

@@ -141,12 +141,42 @@ int dy_ref_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
     return DY_OK;
 }
 
+/* One head's row of k or v into an int8 cache slot: the integers and the
+ * row's scale (backend.h). */
+static void store_int8_row(const void *src, enum dy_dtype src_dtype, size_t src_off, int n,
+                           int8_t *dst, float *scale)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float x = fabsf(dy_load_f32(src, src_dtype, src_off + i));
+        amax = x > amax ? x : amax;
+    }
+    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++)
+        dst[i] = (int8_t)rintf(dy_load_f32(src, src_dtype, src_off + i) * inv);
+    *scale = amax / 127.0f;
+}
+
 int dy_ref_kv_append(void *ctx, const struct dy_kv_append_desc *d)
 {
     const void *k = dy_ref_ptr(d->k), *v = dy_ref_ptr(d->v);
     const int32_t *slots = dy_ref_ptr(d->slots);
     void *kc = dy_ref_ptr(d->k_cache), *vc = dy_ref_ptr(d->v_cache);
     size_t row = (size_t)d->kv_heads * d->head_dim;
+    if (d->cache_dtype == DY_I8) {
+        if (!d->k_scale.h || !d->v_scale.h)
+            return DY_E_INVALID;
+        float *ks = dy_ref_ptr(d->k_scale), *vs = dy_ref_ptr(d->v_scale);
+        for (int t = 0; t < d->tokens; t++)
+            for (int h = 0; h < d->kv_heads; h++) {
+                size_t src = (size_t)t * d->src_stride + (size_t)h * d->head_dim;
+                size_t dst = (size_t)slots[t] * row + (size_t)h * d->head_dim;
+                size_t si = (size_t)slots[t] * d->kv_heads + h;
+                store_int8_row(k, d->src_dtype, src, d->head_dim, (int8_t *)kc + dst, ks + si);
+                store_int8_row(v, d->src_dtype, src, d->head_dim, (int8_t *)vc + dst, vs + si);
+            }
+        return DY_OK;
+    }
     for (int t = 0; t < d->tokens; t++) {
         for (size_t i = 0; i < row; i++) {
             size_t dst = (size_t)slots[t] * row + i, src = (size_t)t * d->src_stride + i;

@@ -273,6 +273,42 @@ static int cuda_event_elapsed_ns(void *ctx, void *start, void *end, uint64_t *ns
     return DY_OK;
 }
 
+/* Graphs: stream capture of the ops a caller enqueues, replayed whole. */
+static int cuda_graph_begin(void *ctx)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "cudaStreamBeginCapture");
+}
+
+static int cuda_graph_end(void *ctx, void **graph)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t exec = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (e == cudaSuccess)
+        e = cudaGraphInstantiateWithFlags(&exec, g, 0);
+    if (g)
+        cudaGraphDestroy(g);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "graph capture");
+    *graph = exec;
+    return DY_OK;
+}
+
+static int cuda_graph_launch(void *ctx, void *graph)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, c->stream);
+    return e == cudaSuccess ? DY_OK : dy_cuda_fail(c, e, "cudaGraphLaunch");
+}
+
+static void cuda_graph_destroy(void *ctx, void *graph)
+{
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 static struct dy_backend table;
 
 extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)
@@ -317,5 +353,9 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.moe_sort = dy_cuda_moe_sort;
     table.gemm_grouped = dy_cuda_gemm_grouped;
     table.scatter_add_rows = dy_cuda_scatter_add_rows;
+    table.graph_begin = cuda_graph_begin;
+    table.graph_end = cuda_graph_end;
+    table.graph_launch = cuda_graph_launch;
+    table.graph_destroy = cuda_graph_destroy;
     return &table;
 }

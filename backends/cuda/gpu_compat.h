@@ -57,6 +57,9 @@
 #define cudaDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
 #define cudaDevAttrWarpSize hipDeviceAttributeWarpSize
 #define cudaFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+#define cudaGraph_t hipGraph_t
+#define cudaGraphExec_t hipGraphExec_t
+#define cudaStreamCaptureModeThreadLocal hipStreamCaptureModeThreadLocal
 
 /* runtime: functions */
 #define cudaGetErrorString hipGetErrorString
@@ -85,6 +88,12 @@
 #define cudaEventSynchronize hipEventSynchronize
 #define cudaEventElapsedTime hipEventElapsedTime
 #define cudaFuncSetAttribute(fn, attr, value) hipFuncSetAttribute((const void *)(fn), attr, value)
+#define cudaStreamBeginCapture hipStreamBeginCapture
+#define cudaStreamEndCapture hipStreamEndCapture
+#define cudaGraphInstantiateWithFlags hipGraphInstantiateWithFlags
+#define cudaGraphLaunch hipGraphLaunch
+#define cudaGraphDestroy hipGraphDestroy
+#define cudaGraphExecDestroy hipGraphExecDestroy
 
 /* device code: HIP 5.2 has no *_sync shuffles. The mask only names lanes
  * that take part, and every caller passes the full warp, so dropping it

@@ -2,8 +2,8 @@
 # The CUDA MoE ops on the lent card: the conformance suite against cpu-ref
 # (the cuda lines are this backend's), the grouped GEMM's cases once more
 # through each of its paths, then bench/cuda/moe_ops_bench.c. Pack first
-# with bench/cuda/moe_pack.sh; run with carry [".carry/moe"]. (moe_check.sh runs the
-
+# with bench/cuda/moe_pack.sh; run with carry [".carry/moe"]. moe_check.sh runs
+# the workload.
 cp .carry/moe/dyno-bin.tar.xz .carry/dyno-bin.tar.xz
 source bench/cuda/common.sh
 rm -f /tmp/dy/libdyno-opencl.so # cuda alone beside cpu and cpu-ref

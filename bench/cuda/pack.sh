@@ -4,7 +4,7 @@
 # CLBlast (the lent machine has none). Usage: bench/cuda/pack.sh [BUILD_DIR]
 set -eu
 b=${1:-build}
-ninja -C "$b" >/dev/null
+ninja -C "$b" dyno backends/cuda/libdyno-cuda.so backends/opencl/libdyno-opencl.so tests/test_conformance >/dev/null
 d=$(mktemp -d)
 cp "$b/dyno" "$b/backends/cuda/libdyno-cuda.so" \
    "$b/backends/opencl/libdyno-opencl.so" "$b/tests/test_conformance" "$d/"
