@@ -136,9 +136,9 @@ static void test_plugin_fills_every_slot(void)
 {
     const struct dy_backend *be = load_plugin();
     DY_CHECK(strcmp(be->name, "level_zero") == 0);
-    /* the slots from probe to scatter_add_rows are all function pointers */
+    /* the slots from probe to kv_block_scores are all function pointers */
     const char *first = (const char *)&be->probe;
-    const char *last = (const char *)&be->scatter_add_rows;
+    const char *last = (const char *)&be->kv_block_scores;
     for (const char *p = first; p <= last; p += sizeof(void (*)(void))) {
         void (*slot)(void);
         memcpy(&slot, p, sizeof slot);
@@ -171,7 +171,7 @@ static void test_module_has_every_kernel(void)
         "argmax", "gemv", "gemv1", "gemm_tiled", "attention_prefill", "attention_decode",
         "attention_decode_combine", "softmax_topk", "moe_sort_small", "moe_sort_count",
         "moe_sort_scan", "moe_sort_place", "gemv_grouped", "moe_tile_plan",
-        "gemm_grouped_tiled", "scatter_add_rows",
+        "gemm_grouped_tiled", "scatter_add_rows", "kv_append_int8", "kv_block_scores",
     };
     need_program();
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -318,69 +318,269 @@ static void test_argmax(void)
     clReleaseMemObject(om);
 }
 
-/* Two sequences over a paged cache (blocks out of order), grouped heads,
- * one split as the plugin launches short contexts. */
-static void test_attention_decode(void)
+/* Every fp8 byte through the convert kernel's load, and f32 values around
+ * every rounding boundary of fp8 through its store: bit for bit as
+ * backend.h converts (a NaN as any NaN). */
+static void test_fp8_conversions_bit_exact(void)
 {
-    enum { BATCH = 2, HEADS = 4, KV_HEADS = 2, HD = 64, BLOCK = 16, MAX_BLOCKS = 4 };
-    enum { SLOTS = BATCH * MAX_BLOCKS * BLOCK, ROW = KV_HEADS * HD };
-    static float q[BATCH * HEADS * HD], out[BATCH * HEADS * HD];
-    static float kc[SLOTS * ROW], vc[SLOTS * ROW];
+    enum { BOUNDARIES = 1 << 14, SWEEP = 1 << 20, COUNT = 3 * BOUNDARIES + SWEEP };
+    static uint32_t in[COUNT];
+    static uint8_t got[COUNT];
+    uint8_t bytes[256];
+    float decoded[256];
+    need_program();
+    for (int b = 0; b < 256; b++)
+        bytes[b] = (uint8_t)b;
+    /* the top 14 bits (sign, exponent, four of the mantissa) with nothing
+     * below are the ties of both of the encoder's paths; one ulp either side */
+    for (uint32_t h = 0; h < BOUNDARIES; h++) {
+        in[3 * h] = h << 18;
+        in[3 * h + 1] = (h << 18) + 1;
+        in[3 * h + 2] = (h << 18) - 1;
+    }
+    for (uint32_t i = 0; i < SWEEP; i++)
+        in[3 * BOUNDARIES + i] = (uint32_t)dy_mix64(i);
+    cl_mem bm = upload(bytes, sizeof bytes), dm = upload(decoded, sizeof decoded);
+    cl_mem im = upload(in, sizeof in), om = upload(got, sizeof got);
+    cl_ulong zero = 0, n_bytes = 256, n_in = COUNT;
+    cl_int fp8 = DY_FP8, f32 = DY_F32;
+    size_t g_bytes = 256, g_in = COUNT, local = WG;
+    RUN("convert", 1, &g_bytes, &local, ARG(bm), ARG(zero), ARG(fp8), ARG(dm), ARG(zero),
+        ARG(f32), ARG(n_bytes));
+    RUN("convert", 1, &g_in, &local, ARG(im), ARG(zero), ARG(f32), ARG(om), ARG(zero), ARG(fp8),
+        ARG(n_in));
+    download(dm, decoded, sizeof decoded);
+    download(om, got, sizeof got);
+    for (int b = 0; b < 256; b++) {
+        float want = dy_fp8_to_f32((uint8_t)b);
+        bool same = isnan(want) ? isnan(decoded[b]) : memcmp(&want, &decoded[b], 4) == 0;
+        if (!same)
+            printf("# fp8 0x%02x: %g, want %g\n", b, decoded[b], want);
+        DY_CHECK(same);
+    }
+    size_t wrong = 0;
+    for (size_t i = 0; i < COUNT; i++) {
+        float f;
+        memcpy(&f, &in[i], 4);
+        if (got[i] != dy_f32_to_fp8(f) && wrong++ < 5)
+            printf("# f32 0x%08x: fp8 0x%02x, want 0x%02x\n", in[i], got[i], dy_f32_to_fp8(f));
+    }
+    DY_CHECK(wrong == 0);
+    clReleaseMemObject(bm);
+    clReleaseMemObject(dm);
+    clReleaseMemObject(im);
+    clReleaseMemObject(om);
+}
+
+/* backend.h's int8 rows: scale = max|x| / 127, q = rint(x * (127 / max|x|)). */
+static void host_int8_row(const float *x, int n, int8_t *q, float *scale)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < n; i++)
+        q[i] = (int8_t)rintf(x[i] * inv);
+    *scale = amax / 127.0f;
+}
+
+/* The int8 append, exact: the kernel's division is corrected to round as
+ * the host's. Token 1's K row for head 0 is all zeros. */
+static void test_kv_append_int8(void)
+{
+    enum { TOKENS = 5, KV_HEADS = 3, HD = 40, STRIDE = KV_HEADS * HD + 8, SLOTS = 16 };
+    enum { ROW = KV_HEADS * HD };
+    /* zeros in the slots no token goes to, on both sides */
+    static float k[TOKENS * STRIDE], v[TOKENS * STRIDE];
+    static int8_t kc[SLOTS * ROW], vc[SLOTS * ROW], want_k[SLOTS * ROW], want_v[SLOTS * ROW];
+    static float ks[SLOTS * KV_HEADS], vs[SLOTS * KV_HEADS], want_ks[SLOTS * KV_HEADS],
+        want_vs[SLOTS * KV_HEADS];
+    int32_t slots[TOKENS] = { 9, 2, 15, 0, 6 };
+    need_program();
+    for (int i = 0; i < TOKENS * STRIDE; i++) {
+        k[i] = host_random(13, (size_t)i) * (float)(1 + i % 7);
+        v[i] = host_random(14, (size_t)i) * 1e-3f;
+    }
+    memset(k + STRIDE, 0, HD * sizeof(float));
+    for (int t = 0; t < TOKENS; t++)
+        for (int h = 0; h < KV_HEADS; h++) {
+            size_t src = (size_t)t * STRIDE + h * HD, dst = (size_t)slots[t] * ROW + h * HD;
+            size_t si = (size_t)slots[t] * KV_HEADS + h;
+            host_int8_row(k + src, HD, want_k + dst, want_ks + si);
+            host_int8_row(v + src, HD, want_v + dst, want_vs + si);
+        }
+    cl_mem km = upload(k, sizeof k), vm = upload(v, sizeof v), sm = upload(slots, sizeof slots);
+    cl_mem kcm = upload(kc, sizeof kc), vcm = upload(vc, sizeof vc);
+    cl_mem ksm = upload(ks, sizeof ks), vsm = upload(vs, sizeof vs);
+    cl_ulong zero = 0;
+    cl_int stride = STRIDE, f32 = DY_F32, kv_heads = KV_HEADS, hd = HD;
+    size_t global = TOKENS * KV_HEADS * WG, local = WG;
+    RUN("kv_append_int8", 1, &global, &local, ARG(km), ARG(zero), ARG(vm), ARG(zero),
+        ARG(stride), ARG(f32), ARG(sm), ARG(zero), ARG(kcm), ARG(zero), ARG(vcm), ARG(zero),
+        ARG(ksm), ARG(zero), ARG(vsm), ARG(zero), ARG(kv_heads), ARG(hd));
+    download(kcm, kc, sizeof kc);
+    download(vcm, vc, sizeof vc);
+    download(ksm, ks, sizeof ks);
+    download(vsm, vs, sizeof vs);
+    DY_CHECK(memcmp(kc, want_k, sizeof kc) == 0);
+    DY_CHECK(memcmp(vc, want_v, sizeof vc) == 0);
+    DY_CHECK(memcmp(ks, want_ks, sizeof ks) == 0);
+    DY_CHECK(memcmp(vs, want_vs, sizeof vs) == 0);
+    DY_CHECK(want_ks[slots[1] * KV_HEADS] == 0.0f);
+    cl_mem bufs[] = { km, vm, sm, kcm, vcm, ksm, vsm };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        clReleaseMemObject(bufs[i]);
+}
+
+/* A cache of dtype ct for the decode and scoring tests: values of
+ * magnitude up to 2 (int8: integers with scales near 2 / 127). */
+static void *host_cache(enum dy_dtype ct, size_t count, uint64_t key, float *scales,
+                        size_t scales_n)
+{
+    void *p = malloc(count * dy_dtype_size(ct));
+    float range = ct == DY_I8 ? 127.0f : 2.0f;
+    for (size_t i = 0; i < count; i++)
+        dy_store_f32(p, ct, i, ct == DY_I8 ? rintf(host_random(key, i) * range)
+                                           : host_random(key, i) * range);
+    for (size_t i = 0; i < scales_n; i++)
+        scales[i] = 0.012f + 0.005f * host_random(key + 1, i);
+    return p;
+}
+
+static double cache_at(const void *cache, enum dy_dtype ct, const float *scales, size_t i,
+                       size_t scale_i)
+{
+    return dy_load_f32(cache, ct, i) * (ct == DY_I8 ? scales[scale_i] : 1.0);
+}
+
+/* Two sequences over a paged cache (blocks out of order), grouped heads,
+ * one split as the plugin launches short contexts; head_dim 64 takes the
+ * one-byte caches' 16-byte loads, 72 their 8-byte ones. */
+static void decode_case(enum dy_dtype ct, int hd)
+{
+    enum { BATCH = 2, HEADS = 4, KV_HEADS = 2, MAX_HD = 72, BLOCK = 16, MAX_BLOCKS = 4 };
+    enum { SLOTS = BATCH * MAX_BLOCKS * BLOCK };
+    static float q[BATCH * HEADS * MAX_HD], out[BATCH * HEADS * MAX_HD];
+    static float ks[SLOTS * KV_HEADS], vs[SLOTS * KV_HEADS];
     int32_t table[BATCH * MAX_BLOCKS] = { 3, 0, 6, 1, 2, 7, 4, 5 };
     int32_t lens[BATCH] = { 37, 50 };
-    need_program();
+    size_t row = (size_t)KV_HEADS * hd, cache_n = SLOTS * row;
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
         q[i] = host_random(7, i);
-    for (size_t i = 0; i < sizeof kc / sizeof kc[0]; i++) {
-        kc[i] = host_random(8, i);
-        vc[i] = host_random(9, i);
-    }
+    void *kc = host_cache(ct, cache_n, 8, ks, SLOTS * KV_HEADS);
+    void *vc = host_cache(ct, cache_n, 10, vs, SLOTS * KV_HEADS);
+    size_t cache_bytes = cache_n * dy_dtype_size(ct);
     cl_mem qm = upload(q, sizeof q), om = upload(out, sizeof out);
-    cl_mem km = upload(kc, sizeof kc), vm = upload(vc, sizeof vc);
+    cl_mem km = upload(kc, cache_bytes), vm = upload(vc, cache_bytes);
+    cl_mem ksm = upload(ks, sizeof ks), vsm = upload(vs, sizeof vs);
     cl_mem tm = upload(table, sizeof table), lm = upload(lens, sizeof lens);
     cl_mem no_partial = NULL;
     cl_ulong zero = 0;
-    cl_int stride = HEADS * HD, heads = HEADS, kv_heads = KV_HEADS, hd = HD, block = BLOCK;
-    cl_int max_blocks = MAX_BLOCKS, f32 = DY_F32, vec = 1;
+    cl_int stride = HEADS * hd, heads = HEADS, kv_heads = KV_HEADS, hdim = hd, block = BLOCK;
+    cl_int max_blocks = MAX_BLOCKS, f32 = DY_F32, cdt = ct, vec = 1;
     cl_int split_len = (BLOCK * MAX_BLOCKS + WG - 1) / WG * WG;
-    float scale = 1.0f / sqrtf((float)HD);
+    float scale = 1.0f / sqrtf((float)hd);
     size_t global[3] = { HEADS * WG, BATCH, 1 }, local[3] = { WG, 1, 1 };
     RUN("attention_decode", 3, global, local, ARG(qm), ARG(zero), ARG(stride), ARG(om),
-        ARG(zero), ARG(stride), ARG(km), ARG(zero), ARG(vm), ARG(zero), ARG(tm), ARG(zero),
-        ARG(lm), ARG(zero), ARG(heads), ARG(kv_heads), ARG(hd), ARG(block), ARG(max_blocks),
-        ARG(scale), ARG(f32), ARG(f32), ARG(vec), ARG(split_len), ARG(no_partial),
-        LOCAL(HD * sizeof(float)));
+        ARG(zero), ARG(stride), ARG(km), ARG(zero), ARG(vm), ARG(zero), ARG(ksm), ARG(zero),
+        ARG(vsm), ARG(zero), ARG(tm), ARG(zero), ARG(lm), ARG(zero), ARG(heads), ARG(kv_heads),
+        ARG(hdim), ARG(block), ARG(max_blocks), ARG(scale), ARG(f32), ARG(cdt), ARG(vec),
+        ARG(split_len), ARG(no_partial), LOCAL((size_t)hd * sizeof(float)));
     download(om, out, sizeof out);
     for (int b = 0; b < BATCH; b++) {
         for (int h = 0; h < HEADS; h++) {
             int kvh = h / (HEADS / KV_HEADS);
-            const float *qh = q + (b * HEADS + h) * HD;
+            const float *qh = q + (b * HEADS + h) * hd;
             double score[BLOCK * MAX_BLOCKS], max = -INFINITY, sum = 0;
             size_t slot[BLOCK * MAX_BLOCKS];
             for (int t = 0; t < lens[b]; t++) {
                 slot[t] = (size_t)table[b * MAX_BLOCKS + t / BLOCK] * BLOCK + t % BLOCK;
                 double s = 0;
-                for (int d = 0; d < HD; d++)
-                    s += (double)qh[d] * kc[slot[t] * ROW + kvh * HD + d];
+                for (int d = 0; d < hd; d++)
+                    s += (double)qh[d] * cache_at(kc, ct, ks, slot[t] * row + kvh * hd + d,
+                                                  slot[t] * KV_HEADS + kvh);
                 score[t] = s * scale;
                 max = fmax(max, score[t]);
             }
             for (int t = 0; t < lens[b]; t++)
                 sum += exp(score[t] - max);
-            for (int d = 0; d < HD; d++) {
+            for (int d = 0; d < hd; d++) {
                 double acc = 0;
                 for (int t = 0; t < lens[b]; t++)
-                    acc += exp(score[t] - max) / sum * vc[slot[t] * ROW + kvh * HD + d];
-                DY_CHECK(close_to(out[(b * HEADS + h) * HD + d], acc, 1e-4));
+                    acc += exp(score[t] - max) / sum *
+                           cache_at(vc, ct, vs, slot[t] * row + kvh * hd + d,
+                                    slot[t] * KV_HEADS + kvh);
+                DY_CHECK(close_to(out[(b * HEADS + h) * hd + d], acc, 1e-4));
             }
         }
     }
-    clReleaseMemObject(qm);
-    clReleaseMemObject(om);
-    clReleaseMemObject(km);
-    clReleaseMemObject(vm);
-    clReleaseMemObject(tm);
-    clReleaseMemObject(lm);
+    cl_mem bufs[] = { qm, om, km, vm, ksm, vsm, tm, lm };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        clReleaseMemObject(bufs[i]);
+    free(kc);
+    free(vc);
+}
+
+static void test_attention_decode(void)
+{
+    need_program();
+    decode_case(DY_F32, 64);
+    for (int t = DY_FP8; t <= DY_I8; t++) {
+        decode_case((enum dy_dtype)t, 64);
+        decode_case((enum dy_dtype)t, 72);
+    }
+}
+
+/* Both kinds of score over bf16 and the one-byte caches. */
+static void test_kv_block_scores(void)
+{
+    enum { BLOCKS = 6, BLOCK = 4, KV_HEADS = 3, HD = 32, COUNT = 3 };
+    enum { ROWS = BLOCKS * BLOCK * KV_HEADS, CACHE_N = ROWS * HD };
+    static const enum dy_dtype types[] = { DY_BF16, DY_FP8, DY_I8 };
+    static float ks[ROWS], vs[ROWS];
+    int32_t blocks[COUNT] = { 4, 0, 5 };
+    need_program();
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        enum dy_dtype ct = types[t];
+        void *kc = host_cache(ct, CACHE_N, 15, ks, ROWS);
+        void *vc = host_cache(ct, CACHE_N, 17, vs, ROWS);
+        size_t cache_bytes = (size_t)CACHE_N * dy_dtype_size(ct);
+        cl_mem km = upload(kc, cache_bytes), vm = upload(vc, cache_bytes);
+        cl_mem ksm = upload(ks, sizeof ks), vsm = upload(vs, sizeof vs);
+        cl_mem bm = upload(blocks, sizeof blocks);
+        for (cl_int kind = DY_KV_SCORE_INV_KEY_NORM; kind <= DY_KV_SCORE_VK_RATIO; kind++) {
+            float scores[COUNT] = { 0 };
+            cl_mem sm = upload(scores, sizeof scores);
+            cl_ulong zero = 0;
+            cl_int block = BLOCK, kv_heads = KV_HEADS, hd = HD, cdt = ct, vec = 1;
+            size_t global = COUNT * WG, local = WG;
+            RUN("kv_block_scores", 1, &global, &local, ARG(km), ARG(zero), ARG(vm), ARG(zero),
+                ARG(ksm), ARG(zero), ARG(vsm), ARG(zero), ARG(bm), ARG(zero), ARG(sm), ARG(zero),
+                ARG(block), ARG(kv_heads), ARG(hd), ARG(kind), ARG(cdt), ARG(vec));
+            download(sm, scores, sizeof scores);
+            clReleaseMemObject(sm);
+            for (int i = 0; i < COUNT; i++) {
+                double want = 0;
+                for (int r = blocks[i] * BLOCK * KV_HEADS; r < (blocks[i] + 1) * BLOCK * KV_HEADS;
+                     r++) {
+                    double kk = 0, vv = 0;
+                    for (int d = 0; d < HD; d++) {
+                        double kx = cache_at(kc, ct, ks, (size_t)r * HD + d, (size_t)r);
+                        double vx = cache_at(vc, ct, vs, (size_t)r * HD + d, (size_t)r);
+                        kk += kx * kx;
+                        vv += vx * vx;
+                    }
+                    want += (kind == DY_KV_SCORE_VK_RATIO ? sqrt(vv) : 1.0) / sqrt(kk) / KV_HEADS;
+                }
+                DY_CHECK(close_to(scores[i], want, 1e-5));
+            }
+        }
+        cl_mem bufs[] = { km, vm, ksm, vsm, bm };
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            clReleaseMemObject(bufs[i]);
+        free(kc);
+        free(vc);
+    }
 }
 
 /* ---- MoE ---- */
@@ -512,7 +712,10 @@ DY_TESTS(
     DY_TEST(test_gemv_f16_weights)
     DY_TEST(test_rmsnorm)
     DY_TEST(test_argmax)
+    DY_TEST(test_fp8_conversions_bit_exact)
+    DY_TEST(test_kv_append_int8)
     DY_TEST(test_attention_decode)
+    DY_TEST(test_kv_block_scores)
     DY_TEST(test_moe_sort)
     DY_TEST(test_gemv_grouped)
 )

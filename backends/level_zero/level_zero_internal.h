@@ -21,7 +21,7 @@
     X(attention_prefill) X(attention_decode) X(attention_decode_combine)        \
     X(softmax_topk) X(moe_sort_small) X(moe_sort_count) X(moe_sort_scan)        \
     X(moe_sort_place) X(gemv_grouped) X(moe_tile_plan) X(gemm_grouped_tiled)    \
-    X(scatter_add_rows)
+    X(scatter_add_rows) X(kv_append_int8) X(kv_block_scores)
 
 enum dy_ze_kernel {
 #define DY_ZE_KERNEL_ENUM(name) DY_ZE_K_##name,
@@ -91,7 +91,7 @@ static inline void *dy_ze_ptr(dy_buf b)
 /* The plugin links nothing of dyno's, so not backend.h's dy_dtype_name. */
 static inline const char *dy_ze_dtype_name(enum dy_dtype t)
 {
-    static const char *const names[] = { "f32", "f16", "bf16", "i32" };
+    static const char *const names[] = { "f32", "f16", "bf16", "i32", "fp8", "int8" };
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 
@@ -145,6 +145,7 @@ int dy_ze_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
 int dy_ze_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_ze_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_ze_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
+int dy_ze_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
 
 /* The portable GEMM kernels (kernel_ops.inc), shared with the OpenCL backend. */
 int dy_ze_gemv(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);

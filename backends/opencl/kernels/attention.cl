@@ -114,12 +114,6 @@ void attention_prefill(__global const uchar *q, ulong q_off, int q_stride,
     }
 }
 
-/* Eight values of a cache from a 16-byte aligned element index. */
-float8 cache8(__global const uchar *cache, size_t i, size_t esize, int dtype)
-{
-    return ld8_aligned(cache + i * esize, dtype);
-}
-
 /* Decode: one work-group per (head, sequence, split of the context); a
  * single sequence has too few heads to fill a GPU, so the context is split
  * and attention_decode_combine merges the splits' softmax states (with one
@@ -130,13 +124,17 @@ float8 cache8(__global const uchar *cache, size_t i, size_t esize, int dtype)
  * groups-th key and each item `width` consecutive dimensions (8 with wide
  * loads when `vec`: K and V on 16 bytes, head_dim a multiple of 8), so
  * loads are wide, coalesced and many in flight; the sets' sums are folded
- * at the end. `qs` holds head_dim floats; `partial` holds per (sequence,
- * head, split) the maximum, the sum and head_dim accumulators. */
+ * at the end. One-byte caches read K in 16-byte loads where head_dim is a
+ * multiple of 16; an int8 cache's K scale multiplies the score and its V
+ * scale the key's weight. `qs` holds head_dim floats; `partial` holds per
+ * (sequence, head, split) the maximum, the sum and head_dim accumulators. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
                       __global uchar *out, ulong out_off, int out_stride,
                       __global const uchar *k_cache, ulong kc_off,
                       __global const uchar *v_cache, ulong vc_off,
+                      __global const uchar *k_scale, ulong ks_off,
+                      __global const uchar *v_scale, ulong vs_off,
                       __global const int *block_table, ulong table_off,
                       __global const int *context_lens, ulong lens_off,
                       int heads, int kv_heads, int head_dim, int block_size,
@@ -149,7 +147,10 @@ void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
     int split = get_group_id(2), splits = get_num_groups(2);
     int kvh = h / (heads / kv_heads);
     size_t kv_row = (size_t)kv_heads * head_dim, head_col = (size_t)kvh * head_dim;
-    size_t cache_esize = cache_dtype == DT_F32 ? 4 : 2;
+    size_t cache_esize = dtype_size(cache_dtype);
+    bool scaled = cache_dtype == DT_I8, bytes_wide = cache_esize == 1 && head_dim % 16 == 0;
+    __global const float *ks = (__global const float *)CBYTES(k_scale, ks_off);
+    __global const float *vs = (__global const float *)CBYTES(v_scale, vs_off);
     __global const int *table = (__global const int *)CBYTES(block_table, table_off) +
                                 (size_t)b * max_blocks_per_seq;
     /* the host cannot see the lengths without a round trip: clamp them */
@@ -170,7 +171,7 @@ void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
     float8 acc = 0.0f;
     for (int c0 = begin; c0 < end; c0 += WG) {
         int j = c0 + lid;
-        float s = -INFINITY;
+        float s = -INFINITY, v_mul = 1.0f;
         if (j < end) {
             size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
             slot_of[lid] = (uint)slot;
@@ -179,6 +180,16 @@ void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
             if (vec) {
                 /* four loads in flight: one at a time, latency dominates */
                 int d = 0;
+                for (; bytes_wide && d + 48 < head_dim; d += 64) {
+                    float16 k0 = bytes16(kc + base + d, cache_dtype);
+                    float16 k1 = bytes16(kc + base + d + 16, cache_dtype);
+                    float16 k2 = bytes16(kc + base + d + 32, cache_dtype);
+                    float16 k3 = bytes16(kc + base + d + 48, cache_dtype);
+                    dot += dot16(vload16(0, qs + d), k0) + dot16(vload16(0, qs + d + 16), k1) +
+                           dot16(vload16(0, qs + d + 32), k2) + dot16(vload16(0, qs + d + 48), k3);
+                }
+                for (; bytes_wide && d < head_dim; d += 16)
+                    dot += dot16(vload16(0, qs + d), bytes16(kc + base + d, cache_dtype));
                 for (; d + 24 < head_dim; d += 32) {
                     float8 k0 = cache8(kc, base + d, cache_esize, cache_dtype);
                     float8 k1 = cache8(kc, base + d + 8, cache_esize, cache_dtype);
@@ -193,12 +204,17 @@ void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
                 for (int d = 0; d < head_dim; d++)
                     dot += qs[d] * ld(kc, cache_dtype, base + d);
             }
+            if (scaled) {
+                size_t scale_i = slot * kv_heads + kvh;
+                dot *= ks[scale_i];
+                v_mul = vs[scale_i];
+            }
             s = dot * scale;
         }
         /* key c0 is valid, so the chunk's maximum is finite */
         float new_max = fmax(run_max, group_max(red, s));
         float p = j < end ? exp(s - new_max) : 0.0f;
-        weight[lid] = p;
+        weight[lid] = p * v_mul;
         float alpha = exp(run_max - new_max);
         run_sum = run_sum * alpha + group_sum(red, p);
         run_max = new_max;

@@ -5,13 +5,17 @@
  * pointers, and sub-buffers need aligned origins), so kernels index with
  * element offsets from `base + off`. Arithmetic is f32: PoCL and NVIDIA's
  * OpenCL have no cl_khr_fp16, so f16 is read with vload_half and bf16 by
- * shifting its bits into the top of an f32. */
+ * shifting its bits into the top of an f32. fp8 (E4M3) and int8 are
+ * KV-cache dtypes, stored as bytes (byte stores are core since OpenCL
+ * 1.1). */
 
 /* backend.h's enum dy_dtype */
 #define DT_F32 0
 #define DT_F16 1
 #define DT_BF16 2
 #define DT_I32 3
+#define DT_FP8 4
+#define DT_I8 5
 
 /* Every kernel that reduces over a work-group uses this size; the host
  * launches with it (opencl_internal.h's DY_OCL_WG). */
@@ -20,8 +24,68 @@
 #define BYTES(base, off) ((__global uchar *)(base) + (off))
 #define CBYTES(base, off) ((__global const uchar *)(base) + (off))
 
+/* Bytes per element. Not `t == DT_F32 || t == DT_I32 ? 4 : ...`: clang
+ * makes a switch of that with two cases to one block, whose phi
+ * llvm-spirv-14 writes with a parent twice, which spirv-val rejects. */
+size_t dtype_size(int t)
+{
+    return t >= DT_FP8 ? 1 : t == DT_F16 || t == DT_BF16 ? 2 : 4;
+}
+
+/* backend.h's dy_fp8_to_f32, four at a time, in integer operations and
+ * one subtraction (no f32 subnormals, which a device may flush): exponent
+ * and mantissa move into an f32's with the bias 7 made 127. A subnormal
+ * (exponent 0) is m * 2^-9, read as 2^-6 * 1.m less 2^-6, exactly. */
+float4 fp8x4_to_f32(uchar4 b)
+{
+    uint4 u = convert_uint4(b);
+    uint4 sign = (u & 0x80u) << 24, mag = (u & 0x7fu) << 20;
+    float4 normal = as_float4(mag + (120u << 23));
+    float4 subnormal = as_float4(mag | 0x3c800000u) - 0x1p-6f;
+    float4 v = as_float4(as_uint4(select(normal, subnormal, (u & 0x78u) == 0)) | sign);
+    return select(v, (float4)NAN, (u & 0x7fu) == 0x7fu);
+}
+
+/* int8 to f32 through the bits of 2^23 + 128 + x: conversion instructions
+ * run at a fraction of the rate of integer and float ones on GPUs. */
+float4 i8x4_to_f32(uchar4 b)
+{
+    return as_float4(convert_uint4(b ^ (uchar4)0x80u) | 0x4b000000u) - 8388736.0f;
+}
+
+/* backend.h's dy_f32_to_fp8 in integer code: its subnormal path rounds by
+ * an f32 addition that a compiler may fuse or fold (NVIDIA's fuses
+ * fill_random's product into its sum, see ops.cl). */
+uchar f32_to_fp8(float f)
+{
+    uint u = as_uint(f);
+    uint sign = (u >> 24) & 0x80u;
+    uint a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return (uchar)(sign | 0x7fu);
+    if (a >= 0x43e00000u) /* 448 and up, infinity too, saturate */
+        return (uchar)(sign | 0x7eu);
+    if (a >= 0x3c800000u) { /* from 2^-6, the smallest normal */
+        a += 0x7ffffu + ((a >> 20) & 1u);
+        return (uchar)(sign | ((a - (120u << 23)) >> 20));
+    }
+    if (a <= 0x3a800000u) /* up to half the smallest subnormal: 0 (ties to even) */
+        return (uchar)sign;
+    /* steps of 2^-9: the significand shifted right by 21 to 24 bits,
+     * rounded to nearest even; 8 steps make the smallest normal, 0x08 */
+    uint man = (a & 0x7fffffu) | 0x800000u, shift = 141u - (a >> 23);
+    man += (1u << (shift - 1)) - 1u + ((man >> shift) & 1u);
+    return (uchar)(sign | (man >> shift));
+}
+
+/* Element i of a buffer of dtype t as f32; int8 is the integer itself, its
+ * scale lives elsewhere (as backend.h's dy_load_f32). */
 float ld(__global const uchar *p, int t, size_t i)
 {
+    if (t == DT_FP8)
+        return fp8x4_to_f32((uchar4)p[i]).x;
+    if (t == DT_I8)
+        return (float)((__global const char *)p)[i];
     if (t == DT_F16)
         return vload_half(i, (__global const half *)p);
     if (t == DT_BF16)
@@ -70,6 +134,10 @@ void st(__global uchar *p, int t, size_t i, float x)
         ((__global ushort *)p)[i] = f32_to_bf16(x);
     else if (t == DT_I32)
         ((__global int *)p)[i] = (int)x;
+    else if (t == DT_FP8)
+        p[i] = f32_to_fp8(x);
+    else if (t == DT_I8)
+        ((__global char *)p)[i] = (char)x;
     else
         ((__global float *)p)[i] = x;
 }
@@ -102,6 +170,36 @@ float8 ld8_aligned(__global const uchar *p, int t)
     }
     return as_float8((uint8)(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u,
                              w.z << 16, w.z & 0xffff0000u, w.w << 16, w.w & 0xffff0000u));
+}
+
+/* Eight values of a cache of element size `esize` from an element index
+ * that is a multiple of 8, the cache on 16 bytes: one 8-byte load for the
+ * one-byte dtypes (int8 without its scale). */
+float8 cache8(__global const uchar *cache, size_t i, size_t esize, int dtype)
+{
+    if (esize != 1)
+        return ld8_aligned(cache + i * esize, dtype);
+    uchar8 b = *(__global const uchar8 *)(cache + i);
+    if (dtype == DT_FP8)
+        return (float8)(fp8x4_to_f32(b.lo), fp8x4_to_f32(b.hi));
+    return (float8)(i8x4_to_f32(b.lo), i8x4_to_f32(b.hi));
+}
+
+/* Sixteen values of a one-byte cache from a 16-byte aligned address. */
+float16 bytes16(__global const uchar *p, int dtype)
+{
+    uchar16 b = *(__global const uchar16 *)p;
+    if (dtype == DT_FP8)
+        return (float16)(fp8x4_to_f32(b.s0123), fp8x4_to_f32(b.s4567), fp8x4_to_f32(b.s89ab),
+                         fp8x4_to_f32(b.scdef));
+    return (float16)(i8x4_to_f32(b.s0123), i8x4_to_f32(b.s4567), i8x4_to_f32(b.s89ab),
+                     i8x4_to_f32(b.scdef));
+}
+
+float dot16(float16 x, float16 w)
+{
+    return dot(x.s0123, w.s0123) + dot(x.s4567, w.s4567) + dot(x.s89ab, w.s89ab) +
+           dot(x.scdef, w.scdef);
 }
 
 float dot8(float8 x, float8 w)

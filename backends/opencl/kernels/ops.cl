@@ -77,22 +77,6 @@ __kernel void gather_rows(__global const uchar *table, ulong table_off, int tabl
        ld(CBYTES(table, table_off), table_dtype, (size_t)id * table_stride + i));
 }
 
-/* One work-item per element of a token's K (and V) row. */
-__kernel void kv_append(__global const uchar *k, ulong k_off, __global const uchar *v,
-                        ulong v_off, int src_stride, int src_dtype,
-                        __global const int *slots, ulong slots_off,
-                        __global uchar *k_cache, ulong kc_off, __global uchar *v_cache,
-                        ulong vc_off, int cache_dtype, int tokens, int row)
-{
-    int i = get_global_id(0), t = get_global_id(1);
-    if (i >= row || t >= tokens)
-        return;
-    size_t slot = (size_t)((__global const int *)CBYTES(slots, slots_off))[t];
-    size_t src = (size_t)t * src_stride + i, dst = slot * row + i;
-    st(BYTES(k_cache, kc_off), cache_dtype, dst, ld(CBYTES(k, k_off), src_dtype, src));
-    st(BYTES(v_cache, vc_off), cache_dtype, dst, ld(CBYTES(v, v_off), src_dtype, src));
-}
-
 /* One work-item per rotated pair (i, i + head_dim / 2) of one head. */
 __kernel void rope(__global uchar *x, ulong x_off, __global const int *positions, ulong pos_off,
                    __global const float *inv_freq, ulong freq_off, int tokens, int heads,
