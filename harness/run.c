@@ -238,10 +238,8 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
     } rules[] = {
         { DY_AX_WORKLOAD, "llm,moe,moe-layer", "unknown workload" },
         { DY_AX_WEIGHT_DTYPE, "f32,f16,bf16", "quantized weights (fp8, int8, int4) are not implemented yet" },
-        { DY_AX_KV_DTYPE, "f32,f16,bf16", "quantized KV caches (fp8, int8) are not implemented yet" },
-        { DY_AX_EVICT, "none", "KV-cache eviction is not implemented yet" },
-        { DY_AX_KV_BUDGET, NULL, "KV-cache budgets need eviction, not implemented yet" },
-        { DY_AX_KV_BUDGET_ALLOC, NULL, "KV-cache budgets need eviction, not implemented yet" },
+
+        { DY_AX_KV_BUDGET_ALLOC, "uniform", "per-layer budgets from a profile (BaKlaVa) are not implemented yet" },
         { DY_AX_IMAGE_SIZE, NULL, "--image-size applies to the ViT workload, not implemented yet" },
         { DY_AX_PATCH, NULL, "--patch applies to the ViT workload, not implemented yet" },
         { DY_AX_LORA_RANK, NULL, "--lora-rank applies to the ViT workload" },
@@ -483,6 +481,17 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     if (dev->ceil.gemm_tflops > 0)
         p->flop_util = dy_llm_prefill_flops(cfg, batch, in, &opt) / (p->ttft_ms / 1e3) /
                        (dev->ceil.gemm_tflops * 1e12);
+    /* a lossy cache: what it costs against the f32 reference, untimed, over
+     * at most FIDELITY_STEPS decode steps */
+    if (opt.kv_dtype == DY_FP8 || opt.kv_dtype == DY_I8 || opt.evict != DY_EVICT_NONE) {
+        enum { FIDELITY_STEPS = 64 };
+        dy_llm_destroy(m);
+        m = NULL;
+        if ((st = dy_fidelity(ctx, cfg, &r->model.w, &opt, prompts, batch, in,
+                              steps < FIDELITY_STEPS ? steps : FIDELITY_STEPS, &p->token_agreement,
+                              &p->kl_mean)))
+            goto done;
+    }
     st = DY_OK;
 done:
     /* a timed-out point may still have work queued that uses its buffers */
@@ -572,6 +581,20 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
         .max_tokens = (int)(p->input_len + (one_layer ? 1 : p->output_len)),
         .seed = (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed),
     };
+    if (!dy_evict_parse(p->evict, &llm_opt.evict))
+        llm_opt.evict = DY_EVICT_NONE;
+    llm_opt.kv_budget = p->kv_budget == DY_NULL_INT ? 0 : (int)p->kv_budget;
+    if ((llm_opt.evict != DY_EVICT_NONE) != (p->kv_budget != DY_NULL_INT) && !one_layer) {
+        set_status(p, "skipped", llm_opt.evict != DY_EVICT_NONE ? "--evict %s needs --kv-budget"
+                   : "--kv-budget needs an --evict policy%s", llm_opt.evict != DY_EVICT_NONE ? p->evict : "");
+        goto store;
+    }
+    int least_blocks = llm_opt.evict >= DY_EVICT_INV_KEY_NORM ? 3 : 2;
+    if (llm_opt.evict != DY_EVICT_NONE && llm_opt.kv_budget < least_blocks * (int)p->block_size) {
+        set_status(p, "skipped", "--evict %s keeps whole blocks: --kv-budget %d is below %d blocks of %lld",
+                   p->evict, llm_opt.kv_budget, least_blocks, (long long)p->block_size);
+        goto store;
+    }
     char why[256];
     int lexi_total, layer_k[256];
     if (!dy_moe_axes_options(v, cfg, &llm_opt, &lexi_total, why, sizeof why)) {

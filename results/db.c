@@ -224,6 +224,8 @@ static const char *const added_columns[][3] = {
     { "points", "experts_touched", "REAL" },
     { "points", "step_bytes", "INTEGER" },
     { "points", "top_k_map", "TEXT" },
+    { "points", "token_agreement", "REAL" },
+    { "points", "kl_mean", "REAL" },
 };
 #define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
 

@@ -71,6 +71,8 @@ struct dy_point {
     double expert_load_max, expert_load_mean, expert_imbalance, experts_touched;
     int64_t step_bytes;      /* bytes a decode step reads: what bw_util divides */
     char top_k_map[512];     /* --top-k lexi:N: each layer's k, comma-separated */
+    /* against the unquantized reference, teacher-forced (harness/fidelity.c) */
+    double token_agreement, kl_mean;
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */

@@ -113,7 +113,9 @@ CREATE TABLE IF NOT EXISTS points (
     expert_imbalance REAL,               -- expert_load_max / expert_load_mean
     experts_touched  REAL,               -- MoE decode: experts with a token per layer and step
     step_bytes       INTEGER,            -- bytes a decode step reads (what bw_util divides)
-    top_k_map        TEXT                -- --top-k lexi:N: each layer's k, comma-separated (top_k: their mean)
+    top_k_map        TEXT,               -- --top-k lexi:N: each layer's k, comma-separated (top_k: their mean)
+    token_agreement  REAL,               -- lossy KV (fp8, int8): share of next tokens equal to the reference's
+    kl_mean          REAL                -- mean KL(reference || this) of next-token distributions, teacher-forced
 );
 CREATE INDEX IF NOT EXISTS points_run ON points (run_id);
 -- the dashboard looks points up by where they ran and on what; --resume by

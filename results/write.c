@@ -52,7 +52,7 @@ static const struct point_column point_columns[] = {
     TEXT(config_key), REAL(e2e_noise), REAL(e2e_ms_p90), REAL(e2e_ms_p99),
     INT(lora_rank), INT(lora_merged),
     REAL(expert_load_max), REAL(expert_load_mean), REAL(expert_imbalance), REAL(experts_touched),
-    INT(step_bytes), TEXT(top_k_map),
+    INT(step_bytes), TEXT(top_k_map), REAL(token_agreement), REAL(kl_mean),
 };
 #define POINT_COLUMN_COUNT ((int)(sizeof point_columns / sizeof point_columns[0]))
 

@@ -41,8 +41,8 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     size_t batch = (size_t)opt->max_batch;
     /* an MoE model's dense MLP buffers serve its shared expert, if any */
     size_t mlp_cols = cfg->experts ? (size_t)cfg->shared_ffn : (size_t)cfg->intermediate;
-    int st = dy_kv_cache_create(ctx, cfg, opt->kv_dtype, opt->block_size, opt->max_batch,
-                                opt->max_tokens, &m->kv);
+    int st = dy_kv_cache_create_evicting(ctx, cfg, opt->kv_dtype, opt->block_size, opt->max_batch,
+                                         opt->max_tokens, opt->evict, opt->kv_budget, &m->kv);
     if (st != DY_OK)
         goto fail;
     if ((st = dy_buf_alloc(ctx, rows * cfg->hidden * f, &m->x)) ||
@@ -61,6 +61,18 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
         (st = dy_buf_alloc(ctx, (size_t)cfg->head_dim / 2 * f, &m->inv_freq)) ||
         (cfg->experts && (st = dy_moe_create(m))))
         goto fail;
+    if (opt->evict >= DY_EVICT_INV_KEY_NORM) {
+        size_t most = (size_t)m->kv.num_blocks;
+        m->host_score_blocks = malloc(most * sizeof(int32_t));
+        m->host_scores = malloc(most * cfg->layers * sizeof(float));
+        if (!m->host_score_blocks || !m->host_scores) {
+            st = DY_E_NOMEM;
+            goto fail;
+        }
+        if ((st = dy_buf_alloc(ctx, most * sizeof(int32_t), &m->score_blocks)) ||
+            (st = dy_buf_alloc(ctx, most * cfg->layers * sizeof(float), &m->scores)))
+            goto fail;
+    }
     m->host_slots = malloc(rows * i4);
     m->host_positions = malloc(rows * i4);
     float *inv_freq = malloc((size_t)cfg->head_dim / 2 * f);
@@ -87,7 +99,7 @@ void dy_llm_destroy(struct dy_llm *m)
         return;
     dy_buf *bufs[] = { &m->x, &m->xn, &m->qkv, &m->attn, &m->gate_up, &m->mlp, &m->last,
                        &m->logits, &m->ids, &m->next_ids, &m->positions, &m->slots,
-                       &m->last_index, &m->inv_freq };
+                       &m->last_index, &m->inv_freq, &m->score_blocks, &m->scores };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
     dy_kv_cache_free(m->ctx, &m->kv);
@@ -96,6 +108,8 @@ void dy_llm_destroy(struct dy_llm *m)
         dy_graph_destroy(m->ctx, m->graphs[i].graph);
     free(m->host_slots);
     free(m->host_positions);
+    free(m->host_score_blocks);
+    free(m->host_scores);
     free(m);
 }
 
@@ -200,6 +214,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
         .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
         .tokens = rows, .kv_heads = c->kv_heads, .head_dim = c->head_dim,
         .src_dtype = DY_F32, .cache_dtype = m->kv.dtype,
+        .k_scale = dy_kv_cache_k_scale(&m->kv, layer), .v_scale = dy_kv_cache_v_scale(&m->kv, layer),
     };
     if ((st = dy_kv_append(m->ctx, &ka)))
         return st;
@@ -221,6 +236,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
             .head_dim = c->head_dim, .block_size = m->kv.block_size,
             .max_blocks_per_seq = m->kv.max_blocks_per_seq, .max_context = m->context_bound,
             .scale = scale, .dtype = DY_F32, .cache_dtype = m->kv.dtype,
+            .k_scale = dy_kv_cache_k_scale(&m->kv, layer), .v_scale = dy_kv_cache_v_scale(&m->kv, layer),
         };
         st = dy_attention_decode(m->ctx, &a);
     }
@@ -312,7 +328,7 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
     dy_kv_cache_reset(&m->kv);
     int32_t last_index[batch];
     for (int b = 0; b < batch; b++) {
-        if ((st = dy_kv_cache_extend(&m->kv, b, prompt_len, m->host_slots + (size_t)b * prompt_len)))
+        if ((st = dy_kv_cache_prompt(&m->kv, b, prompt_len, m->host_slots + (size_t)b * prompt_len)))
             return st;
         for (int t = 0; t < prompt_len; t++)
             m->host_positions[(size_t)b * prompt_len + t] = t;
@@ -329,6 +345,61 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
         (st = dy_kv_cache_sync(m->ctx, &m->kv)))
         return st;
     return forward(m, m->ids, rows, prompt_len);
+}
+
+/* Scores, summed over layers, of every block the scored policies may
+ * evict from the sequences that must evict before this step, where not
+ * scored yet: one kv_block_scores per layer over all of them, one read. */
+static int score_blocks(struct dy_llm *m)
+{
+    struct dy_kv_cache *kv = &m->kv;
+    int count = 0;
+    for (int b = 0; b < m->batch; b++) {
+        if (!dy_kv_cache_must_evict(kv, b))
+            continue;
+        int32_t candidates[kv->max_blocks_per_seq];
+        int n = dy_kv_cache_candidates(kv, b, candidates);
+        for (int i = 0; i < n; i++)
+            if (isnan(kv->block_scores[candidates[i]]))
+                m->host_score_blocks[count++] = candidates[i];
+    }
+    if (!count)
+        return DY_OK;
+    int st = dy_buf_write(m->ctx, m->score_blocks, m->host_score_blocks, (size_t)count * sizeof(int32_t));
+    for (int layer = 0; layer < m->cfg->layers && st == DY_OK; layer++) {
+        struct dy_kv_block_scores_desc d = {
+            .k_cache = dy_kv_cache_k(kv, layer), .v_cache = dy_kv_cache_v(kv, layer),
+            .k_scale = dy_kv_cache_k_scale(kv, layer), .v_scale = dy_kv_cache_v_scale(kv, layer),
+            .blocks = m->score_blocks, .scores = dy_buf_at(m->scores, (size_t)layer * count * sizeof(float)),
+            .count = count, .block_size = kv->block_size, .kv_heads = kv->kv_heads,
+            .head_dim = kv->head_dim,
+            .kind = kv->evict == DY_EVICT_PAGED ? DY_KV_SCORE_VK_RATIO : DY_KV_SCORE_INV_KEY_NORM,
+            .cache_dtype = kv->dtype,
+        };
+        st = dy_kv_block_scores(m->ctx, &d);
+    }
+    if (st == DY_OK)
+        st = dy_buf_read(m->ctx, m->scores, m->host_scores, (size_t)m->cfg->layers * count * sizeof(float));
+    for (int i = 0; i < count && st == DY_OK; i++) {
+        float sum = 0;
+        for (int layer = 0; layer < m->cfg->layers; layer++)
+            sum += m->host_scores[(size_t)layer * count + i];
+        kv->block_scores[m->host_score_blocks[i]] = sum;
+    }
+    return st;
+}
+
+/* Before a decode step: sequences whose newest block is full and that hold
+ * their budget give up a block (decided once for all layers). */
+static int make_room(struct dy_llm *m)
+{
+    if (m->kv.evict == DY_EVICT_NONE)
+        return DY_OK;
+    int st = m->kv.evict >= DY_EVICT_INV_KEY_NORM ? score_blocks(m) : DY_OK;
+    for (int b = 0; b < m->batch && st == DY_OK; b++)
+        if (dy_kv_cache_must_evict(&m->kv, b))
+            st = dy_kv_cache_evict(&m->kv, b);
+    return st;
 }
 
 /* The decode step's bound on the context, rounded up so that a recorded
@@ -383,12 +454,13 @@ static int decode_forward(struct dy_llm *m)
 
 int dy_llm_decode(struct dy_llm *m)
 {
-    int st;
-    for (int b = 0; b < m->batch; b++) {
-        m->host_positions[b] = m->kv.context_lens[b];
-        if ((st = dy_kv_cache_extend(&m->kv, b, 1, m->host_slots + b)))
-            return st;
+    int st = make_room(m);
+    for (int b = 0; b < m->batch && st == DY_OK; b++) {
+        m->host_positions[b] = m->kv.seq_tokens[b];
+        st = dy_kv_cache_extend(&m->kv, b, 1, m->host_slots + b);
     }
+    if (st != DY_OK)
+        return st;
     size_t bytes = (size_t)m->batch * sizeof(int32_t);
     if ((st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
         (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
@@ -403,6 +475,14 @@ int dy_llm_decode(struct dy_llm *m)
         (m->cfg->experts && (st = dy_moe_before_step(m))) || (st = decode_forward(m)))
         return st;
     return m->cfg->experts ? dy_moe_after_step(m) : DY_OK;
+}
+
+int dy_llm_force_tokens(struct dy_llm *m, const int32_t *tokens)
+{
+    for (int b = 0; b < m->batch; b++)
+        if (tokens[b] < 0 || tokens[b] >= m->cfg->vocab)
+            return DY_E_INVALID;
+    return dy_buf_write(m->ctx, m->next_ids, tokens, (size_t)m->batch * sizeof(int32_t));
 }
 
 int dy_llm_read_tokens(struct dy_llm *m, int32_t *tokens)
@@ -429,7 +509,8 @@ uint64_t dy_llm_decode_bytes(const struct dy_llm *m)
         bytes -= (uint64_t)c->vocab * c->hidden * esize;
     if (c->experts) /* only the experts routed to are read: dy_moe_stats */
         bytes -= (uint64_t)c->layers * c->experts * 3ull * c->hidden * c->moe_ffn * esize;
-    uint64_t kv_row = 2ull * c->kv_heads * c->head_dim * dy_dtype_size(m->kv.dtype) * c->layers;
+    uint64_t kv_row = 2ull * c->kv_heads *
+                      (c->head_dim * dy_dtype_size(m->kv.dtype) + (m->kv.dtype == DY_I8 ? 4 : 0)) * c->layers;
     for (int b = 0; b < m->batch; b++)
         bytes += kv_row * (uint64_t)m->kv.context_lens[b];
     return bytes;
@@ -456,7 +537,11 @@ double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prom
 uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)
 {
     uint64_t blocks_per_seq = ((uint64_t)opt->max_tokens + opt->block_size - 1) / opt->block_size;
-    uint64_t kv = 2ull * c->layers * c->kv_heads * c->head_dim * dy_dtype_size(opt->kv_dtype) *
+    uint64_t budget_blocks = ((uint64_t)opt->kv_budget + opt->block_size - 1) / opt->block_size;
+    if (opt->evict != DY_EVICT_NONE && budget_blocks < blocks_per_seq) /* and the trash block */
+        blocks_per_seq = budget_blocks + 1;
+    uint64_t kv = 2ull * c->layers * c->kv_heads *
+                  (c->head_dim * dy_dtype_size(opt->kv_dtype) + (opt->kv_dtype == DY_I8 ? 4 : 0)) *
                   blocks_per_seq * opt->block_size * opt->max_batch;
     uint64_t rows = (uint64_t)opt->max_batch * opt->max_prompt;
     uint64_t mlp_cols = c->experts ? (uint64_t)c->shared_ffn : (uint64_t)c->intermediate;

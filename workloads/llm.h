@@ -56,23 +56,69 @@ int dy_llm_checkpoint_check(const struct dy_model_config *cfg, const struct dy_c
 
 /* ---- paged KV cache (workloads/kv_cache.c) ---------------------------- */
 
+/* Eviction (REFERENCE.md), whole blocks at a time: freeing a block-table
+ * entry is all it takes, so the attention kernels are unchanged. A
+ * sequence holds at most budget_blocks blocks; when its newest block is
+ * full and another is needed, one goes: the oldest (window), the oldest
+ * after the first, which holds the attention sinks (streaming), or the
+ * middle block (not the first, not the newest) of lowest score summed over
+ * layers: 1/||k|| (inv-key-norm) or ||v||/||k|| (paged). A prompt longer
+ * than the budget keeps the first block (not for window) and its most
+ * recent tokens; the others are written to a block no sequence reads. */
+enum dy_evict {
+    DY_EVICT_NONE = 0,
+    DY_EVICT_WINDOW,
+    DY_EVICT_STREAMING,
+    DY_EVICT_INV_KEY_NORM,
+    DY_EVICT_PAGED,
+};
+
+/* Parses a --evict value; false when it is not one. */
+bool dy_evict_parse(const char *name, enum dy_evict *out);
+
 struct dy_kv_cache {
     int layers, kv_heads, head_dim, block_size;
     int num_blocks, batch, max_blocks_per_seq;
     enum dy_dtype dtype;
     dy_buf storage;             /* all layers' K then V blocks */
     size_t layer_bytes;         /* bytes of one layer's K (or V) */
+    dy_buf scales;              /* int8: all layers' K then V scales [slots, kv_heads] f32 */
+    size_t layer_scale_bytes;
     int32_t *block_table;       /* host [batch, max_blocks_per_seq], -1 = none */
     int32_t *context_lens;      /* host [batch] */
     int32_t *free_blocks;       /* stack of free block ids */
     int free_count;
+    /* eviction */
+    enum dy_evict evict;
+    int budget_blocks;          /* blocks a sequence may hold (evict != none) */
+    int32_t trash_block;        /* where a prompt's dropped tokens are written */
+    int32_t *seq_tokens;        /* host [batch]: tokens seen, the next position */
+    float *block_scores;        /* host [num_blocks], summed over layers; NAN: not scored */
+    uint64_t evicted_blocks;    /* since the last reset */
     dy_buf block_table_dev, context_lens_dev;
     bool table_dirty;
 };
 
-/* Room for `batch` sequences of up to `max_tokens` tokens each. */
+/* Room for `batch` sequences of up to `max_tokens` tokens each, or with
+ * evict != none of budget tokens each (rounded up to whole blocks, at
+ * least two; three for the scored policies). */
 int dy_kv_cache_create(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
                        int block_size, int batch, int max_tokens, struct dy_kv_cache *kv);
+int dy_kv_cache_create_evicting(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
+                                int block_size, int batch, int max_tokens, enum dy_evict evict,
+                                int budget, struct dy_kv_cache *kv);
+/* Slots of a whole prompt of `count` tokens for sequence `seq` (empty),
+ * dropping what the budget cannot hold (those go to the trash block). */
+int dy_kv_cache_prompt(struct dy_kv_cache *kv, int seq, int count, int32_t *slots);
+/* True when the next token of `seq` needs a block and the sequence holds
+ * its budget: one of its blocks must go first. */
+bool dy_kv_cache_must_evict(const struct dy_kv_cache *kv, int seq);
+/* The blocks of `seq` that the scored policies may evict (the middle ones);
+ * returns their count. */
+int dy_kv_cache_candidates(const struct dy_kv_cache *kv, int seq, int32_t *blocks);
+/* Frees one block of `seq` by the policy (scored policies: every candidate
+ * scored). */
+int dy_kv_cache_evict(struct dy_kv_cache *kv, int seq);
 void dy_kv_cache_free(dy_ctx *ctx, struct dy_kv_cache *kv);
 /* Empties every sequence and returns all blocks to the free list. */
 void dy_kv_cache_reset(struct dy_kv_cache *kv);
@@ -83,6 +129,9 @@ int dy_kv_cache_extend(struct dy_kv_cache *kv, int seq, int count, int32_t *slot
 int dy_kv_cache_sync(dy_ctx *ctx, struct dy_kv_cache *kv);
 dy_buf dy_kv_cache_k(const struct dy_kv_cache *kv, int layer);
 dy_buf dy_kv_cache_v(const struct dy_kv_cache *kv, int layer);
+/* An int8 cache's per-slot, per-head scales of K and V (none otherwise). */
+dy_buf dy_kv_cache_k_scale(const struct dy_kv_cache *kv, int layer);
+dy_buf dy_kv_cache_v_scale(const struct dy_kv_cache *kv, int layer);
 /* Device bytes of the whole cache. */
 uint64_t dy_kv_cache_bytes(const struct dy_kv_cache *kv);
 
@@ -104,6 +153,8 @@ struct dy_llm_options {
     int max_batch;
     int max_prompt;       /* longest prompt to be prefilled */
     int max_tokens;       /* longest sequence: prompt + generated */
+    enum dy_evict evict;  /* KV eviction (DY_EVICT_NONE: none) */
+    int kv_budget;        /* tokens kept per sequence when evicting */
     /* MoE only */
     int top_k;            /* experts per token; 0: the model's */
     const int *layer_top_k; /* [layers] per-layer k (LExI), overriding top_k; NULL: none */
@@ -138,6 +189,9 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
 /* One decode step for every sequence: feeds the last generated tokens and
  * leaves the next ones on the device. */
 int dy_llm_decode(struct dy_llm *m);
+/* Replaces the last generated tokens ([batch], host) with these: the next
+ * decode step feeds them (teacher forcing). */
+int dy_llm_force_tokens(struct dy_llm *m, const int32_t *tokens);
 /* Reads the last generated token of each sequence ([batch]). */
 int dy_llm_read_tokens(struct dy_llm *m, int32_t *tokens);
 /* Reads the logits behind the last generated tokens ([batch, vocab], f32). */

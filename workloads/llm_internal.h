@@ -52,6 +52,10 @@ struct dy_llm {
     dy_buf ids, next_ids, positions, slots, last_index;
     dy_buf inv_freq;
     int32_t *host_slots, *host_positions;
+    /* eviction scores: blocks to score and their per-layer scores */
+    dy_buf score_blocks, scores;
+    int32_t *host_score_blocks;
+    float *host_scores;
     struct dy_moe_state moe;
 };
 
