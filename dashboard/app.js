@@ -399,13 +399,25 @@
   function eviction(ok) {
     const rows = ok.filter((r) => r.evict != null && r.evict !== "none" && r.thr != null);
     if (rows.length === 0) return ["empty", "no data yet: no points with a KV eviction policy other than none in the filtered results"];
-    const agg = aggregate(rows, ["label", "model", "evict", "kv_budget"], ["thr", "kv_bytes"]);
-    return ["drawn", plot({
-      title: "KV memory vs throughput per eviction policy (fidelity is not stored yet)",
+    const agg = aggregate(rows, ["label", "model", "evict", "kv_budget"], ["thr", "kv_bytes", "kl_mean", "token_agreement"]);
+    const charts = [plot({
+      title: "KV memory vs throughput per eviction policy",
       x: { label: "KV bytes", tickFormat: "~s" }, y: { label: "total tok/s", grid: true }, color: { legend: true },
       marks: [Plot.dot(agg, { x: "kv_bytes", y: "thr", fill: "evict", fx: "label", title: (a) => `${a.evict}, budget ${a.kv_budget}` })],
     })];
+    // what each setting costs: KL against the unevicted f32 reference
+    const lossy = agg.filter((a) => a.kl_mean != null);
+    if (lossy.length)
+      charts.push(plot({
+        title: "fidelity lost: mean KL vs the unevicted reference (teacher-forced), by KV budget",
+        x: { label: "KV budget (tokens)", type: "log" }, y: { label: "mean KL (nats)", grid: true }, color: { legend: true },
+        marks: [Plot.line(lossy, { x: "kv_budget", y: "kl_mean", stroke: "evict", fx: "label", sort: "kv_budget" }),
+          Plot.dot(lossy, { x: "kv_budget", y: "kl_mean", fill: "evict", fx: "label",
+            title: (a) => `${a.evict}, budget ${a.kv_budget}: KL ${fmt(a.kl_mean)}, ${fmt(100 * a.token_agreement)} % tokens agree` })],
+      }));
+    return ["drawn", ...charts];
   }
+
 
   function efficiency(ok) {
     // one value per configuration, so repeated runs do not weigh more
@@ -476,7 +488,7 @@
     ["memory", "Memory", "Weights, KV cache and the peak the backend allocated.", memory],
     ["moe", "MoE: experts and top-k", "Mixture-of-experts points by expert count and routing width.", moe],
     ["quant", "Quantization", "Weight and KV-cache dtypes.", quantization],
-    ["eviction", "KV-cache eviction", "Memory saved against throughput per eviction policy.", eviction],
+    ["eviction", "KV-cache eviction", "Memory saved against throughput per eviction policy, and the fidelity it costs.", eviction],
     ["efficiency", "Efficiency against each device's ceilings", "bw_util: bytes a decode step reads over the measured copy bandwidth; flop_util: prefill FLOPs over the measured GEMM rate.", efficiency],
     ["imported", "Imported results", "Results of external studies (source ≠ dyno), marked, beside dyno's own.", imported],
     ["failures", "Failed and skipped points", "Every point that did not run, with its reason.", failures],

@@ -43,6 +43,7 @@ static const struct {
     { "weight_bytes", COL_NUM }, { "kv_bytes", COL_NUM }, { "energy_j", COL_NUM },
     { "avg_power_w", COL_NUM }, { "bw_util", COL_NUM }, { "flop_util", COL_NUM },
     { "expert_imbalance", COL_NUM }, { "experts_touched", COL_NUM },
+    { "token_agreement", COL_NUM }, { "kl_mean", COL_NUM },
 };
 
 /* The hot writers below use the _unlocked stdio calls: the output is one
