@@ -5,8 +5,9 @@
  * decode (m = 1..32, bandwidth-bound on the weights, then compute-bound)
  * and prefill (m = 512, compute-bound); then the MoE grouped GEMM at an
  * OLMoE-like shape, decode against the bandwidth ceilings and prefill
- * against a dense GEMM of the same FLOPs. Calls the backend's slots
- * directly, so it builds without the wrapper layer:
+ * against a dense GEMM of the same FLOPs; then decode attention over a
+ * paged KV cache of each dtype against the bandwidth ceilings. Calls the
+ * backend's slots directly, so it builds without the wrapper layer:
  *
  *   gcc -O2 -fopenmp -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       bench/cpu_ops_bench.c backends/cpu/cpu.c backends/cpu/cpu_*.c -lopenblas -lm
@@ -73,10 +74,11 @@ static void buf_random(struct bench_buf *buf, size_t count, enum dy_dtype t, uin
 /* dy_dtype_name() lives in dtype.c, outside the standalone build. */
 static const char *type_name(enum dy_dtype t)
 {
-    return t == DY_F32 ? "f32" : t == DY_F16 ? "f16" : t == DY_BF16 ? "bf16" : "?";
+    return t == DY_F32 ? "f32" : t == DY_F16 ? "f16" : t == DY_BF16 ? "bf16" : t == DY_FP8 ? "fp8"
+           : t == DY_I8 ? "int8" : "?";
 }
 
-enum bench_kind { BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM, BENCH_GROUPED };
+enum bench_kind { BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM, BENCH_GROUPED, BENCH_DECODE };
 
 /* The routings a grouped case takes in turn: offsets and the sorted pairs. */
 #define MAX_ROUTES 8
@@ -87,6 +89,7 @@ struct bench_case {
     size_t bytes;
     struct dy_gemm_desc gemm;
     struct dy_gemm_grouped_desc grouped;
+    struct dy_attention_decode_desc decode;
     struct bench_buf *offsets[MAX_ROUTES], *sorted[MAX_ROUTES];
     int routes;
 };
@@ -138,6 +141,9 @@ static void run_case(const struct bench_case *c)
         status = be->gemm_grouped(ctx, &g);
         break;
     }
+    case BENCH_DECODE:
+        status = be->attention_decode(ctx, &c->decode);
+        break;
     }
     if (status != DY_OK)
         die("op", status);
@@ -334,6 +340,84 @@ static void bench_moe_prefill(double sgemm_rate)
     free_grouped(&c, bufs);
 }
 
+/* ---- decode attention over a paged KV cache ---- */
+
+/* `count` values offset + scale * u, u uniform in [-1, 1), of dtype t. */
+static void buf_fill_range(struct bench_buf *buf, size_t count, enum dy_dtype t, uint64_t stream,
+                           float scale, float offset)
+{
+    struct dy_fill_random_desc d = { buf->b, count, t, 42, stream, scale, offset };
+    int status = be->fill_random(ctx, &d);
+    if (status != DY_OK)
+        die("fill_random", status);
+}
+
+/* One layer of Llama-3-8B's attention (32 heads on 8 KV heads of 128) for
+ * 16 sequences of 4096 tokens, in blocks of 16 handed out in a scrambled
+ * order as a paged cache's are: GB/s of the K and V bytes a call reads
+ * (with int8's scales, one f32 per token and KV head each), per cache
+ * dtype, and % of the ceilings measured in the same rounds. The f32 cache
+ * (512 MiB) and the 1-byte ones (128 MiB) all lie far beyond the LLC. */
+static void bench_decode_attention(const struct bench_case *copy, const struct bench_case *read,
+                                   size_t ceiling_bytes)
+{
+    enum { batch = 16, context = 4096, heads = 32, kv_heads = 8, head_dim = 128, block = 16 };
+    enum { blocks_per_seq = context / block, blocks = batch * blocks_per_seq };
+    const enum dy_dtype types[] = { DY_F32, DY_BF16, DY_F16, DY_FP8, DY_I8 };
+    size_t slots = (size_t)blocks * block, cache_elems = slots * kv_heads * head_dim;
+    struct bench_buf *q = buf_new((size_t)batch * heads * head_dim * 4);
+    struct bench_buf *out = buf_new((size_t)batch * heads * head_dim * 4);
+    struct bench_buf *table = buf_new((size_t)blocks * 4), *lens = buf_new((size_t)batch * 4);
+    int32_t *entries = table->h.impl, *len = lens->h.impl;
+    for (int i = 0; i < blocks; i++) /* 7919 is prime, so this permutes */
+        entries[i] = (int32_t)((i * 7919ull + 13) % blocks);
+    for (int b = 0; b < batch; b++)
+        len[b] = context;
+    buf_random(q, (size_t)batch * heads * head_dim, DY_F32, 8);
+    printf("\ndecode attention, %d sequences x %d tokens, %d heads on %d KV heads of %d,"
+           " blocks of %d:\nGB/s of the KV cache read, %% of the ceilings measured in the same"
+           " rounds\n", batch, context, heads, kv_heads, head_dim, block);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        enum dy_dtype ct = types[t];
+        size_t es = ct == DY_F32 ? 4 : ct == DY_FP8 || ct == DY_I8 ? 1 : 2;
+        struct bench_buf *kc = buf_new(cache_elems * es), *vc = buf_new(cache_elems * es);
+        struct bench_buf *ks = buf_new(slots * kv_heads * 4), *vs = buf_new(slots * kv_heads * 4);
+        /* int8: integers over the whole range, scales near 1 / 127 */
+        float range = ct == DY_I8 ? 127.0f : 1.0f;
+        buf_fill_range(kc, cache_elems, ct, 9, range, 0.0f);
+        buf_fill_range(vc, cache_elems, ct, 10, range, 0.0f);
+        buf_fill_range(ks, slots * kv_heads, DY_F32, 11, 0.002f, 0.008f);
+        buf_fill_range(vs, slots * kv_heads, DY_F32, 12, 0.002f, 0.008f);
+        struct bench_case c = { .kind = BENCH_DECODE };
+        c.decode = (struct dy_attention_decode_desc){
+            .q = q->b, .out = out->b, .q_stride = heads * head_dim, .out_stride = heads * head_dim,
+            .k_cache = kc->b, .v_cache = vc->b, .block_table = table->b, .context_lens = lens->b,
+            .batch = batch, .heads = heads, .kv_heads = kv_heads, .head_dim = head_dim,
+            .block_size = block, .max_blocks_per_seq = blocks_per_seq, .max_context = context,
+            .scale = 0.08838834764831845f, .dtype = DY_F32, .cache_dtype = ct,
+            .k_scale = ks->b, .v_scale = vs->b,
+        };
+        const struct bench_case *round[] = { copy, read, &c };
+        double best[3];
+        time_cases(round, 3, best);
+        double copy_gbs = 2.0 * ceiling_bytes / best[0] * 1e-9;
+        double read_gbs = ceiling_bytes / best[1] * 1e-9;
+        double bytes = 2.0 * cache_elems * es + (ct == DY_I8 ? 2.0 * slots * kv_heads * 4 : 0.0);
+        double gbs = bytes / best[2] * 1e-9;
+        printf("  cache=%-4s %6.1f GB/s  %5.1f%% of read %5.1f  %5.1f%% of copy %5.1f"
+               "  %7.0f us\n", type_name(ct), gbs, 100 * gbs / read_gbs, read_gbs,
+               100 * gbs / copy_gbs, copy_gbs, best[2] * 1e6);
+        buf_delete(kc);
+        buf_delete(vc);
+        buf_delete(ks);
+        buf_delete(vs);
+    }
+    buf_delete(q);
+    buf_delete(out);
+    buf_delete(table);
+    buf_delete(lens);
+}
+
 int main(void)
 {
     int status = be->ctx_create(0, &ctx);
@@ -400,6 +484,7 @@ int main(void)
             free_bufs(bufs, 3);
         }
     bench_moe_decode(&copy, &read, bytes);
+    bench_decode_attention(&copy, &read, bytes);
     buf_delete(src);
     buf_delete(dst);
 

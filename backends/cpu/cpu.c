@@ -340,4 +340,5 @@ const struct dy_backend dy_backend_cpu = {
     .moe_sort = dy_cpu_moe_sort,
     .gemm_grouped = dy_cpu_gemm_grouped,
     .scatter_add_rows = dy_cpu_scatter_add_rows,
+    .kv_block_scores = dy_cpu_kv_block_scores,
 };

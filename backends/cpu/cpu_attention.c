@@ -12,7 +12,9 @@
  * group's query heads form the rows of one tile, so each K and V row is
  * read once per group. The context is split (flash decoding) only when
  * there are too few sequences to keep every thread busy; the splits'
- * partial softmax states are then merged. */
+ * partial softmax states are then merged. fp8 and int8 caches are decoded
+ * in registers by the same tiles, a quarter of f32's bytes; an int8 key's
+ * scale multiplies its scores, a value's its probabilities. */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -97,7 +99,7 @@ static void load_queries(float *qf, const char *q, size_t q_row_bytes, int rows,
 static int check_heads(struct dy_cpu_ctx *ctx, const char *op, int heads, int kv_heads,
                        int head_dim, enum dy_dtype dtype, enum dy_dtype kv_dtype)
 {
-    if (!dy_cpu_float_dtype(dtype) || !dy_cpu_float_dtype(kv_dtype))
+    if (!dy_cpu_float_dtype(dtype) || !dy_cpu_kv_dtype(kv_dtype))
         return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu %s: dtype %d, kv %d", op, dtype, kv_dtype);
     if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu %s: heads %d, kv_heads %d, head_dim %d", op,
@@ -191,6 +193,20 @@ static void prefetch_block(const char *kc, const char *vc, size_t offset, size_t
     }
 }
 
+/* s[i, j] *= scales[j * stride] for i < rows, j < n: an int8 cache's
+ * scales of n consecutive slots of one KV head, on their scores or
+ * probabilities. */
+static void scale_columns(float *s, size_t lds, int rows, int n, const float *scales,
+                          size_t stride)
+{
+    float column[SEG];
+    for (int j = 0; j < n; j++)
+        column[j] = scales[(size_t)j * stride];
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < n; j++)
+            s[(size_t)i * lds + j] *= column[j];
+}
+
 /* Merges the splits' states of one sequence into the first one's. */
 static void merge_splits(float *first, size_t stride, int splits, int rows, int hd)
 {
@@ -219,6 +235,9 @@ int dy_cpu_attention_decode(void *opaque, const struct dy_attention_decode_desc 
         return status;
     if (d->block_size <= 0)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu attention_decode: block_size %d", d->block_size);
+    bool int8 = d->cache_dtype == DY_I8;
+    if (int8 && (!d->k_scale.h || !d->v_scale.h))
+        return dy_cpu_fail(ctx, DY_E_INVALID, "cpu attention_decode: int8 cache without scales");
     const int32_t *lens = DY_CPU_PTR(d->context_lens);
     for (int b = 0; b < d->batch; b++)
         if (lens[b] < 1 || lens[b] > d->max_blocks_per_seq * d->block_size)
@@ -242,10 +261,13 @@ int dy_cpu_attention_decode(void *opaque, const struct dy_attention_decode_desc 
 
     const char *q = DY_CPU_PTR(d->q), *kc = DY_CPU_PTR(d->k_cache), *vc = DY_CPU_PTR(d->v_cache);
     const int32_t *table = DY_CPU_PTR(d->block_table);
+    const float *ks = int8 ? DY_CPU_PTR(d->k_scale) : NULL;
+    const float *vs = int8 ? DY_CPU_PTR(d->v_scale) : NULL;
     char *out = DY_CPU_PTR(d->out);
     size_t es = dy_cpu_esize(d->dtype), cs = dy_cpu_esize(d->cache_dtype);
     size_t slot_elems = (size_t)d->kv_heads * hd;
     size_t block_bytes = (size_t)d->block_size * slot_elems * cs;
+    size_t block_scales = (size_t)d->block_size * d->kv_heads;
 
 #pragma omp parallel num_threads(ctx->threads)
     {
@@ -271,17 +293,28 @@ int dy_cpu_attention_decode(void *opaque, const struct dy_attention_decode_desc 
                 size_t slot0 = (size_t)entries[blk] * d->block_size;
                 int in_block = len - blk * d->block_size < d->block_size ? len - blk * d->block_size
                                                                          : d->block_size;
-                if (blk + 1 < blk_end)
+                if (blk + 1 < blk_end) {
                     prefetch_block(kc, vc, (size_t)entries[blk + 1] * block_bytes, block_bytes);
+                    /* and int8's scales of the block, as scattered */
+                    if (int8)
+                        prefetch_block((const char *)ks, (const char *)vs,
+                                       (size_t)entries[blk + 1] * block_scales * sizeof(float),
+                                       block_scales * sizeof(float));
+                }
                 for (int t0 = 0; t0 < in_block; t0 += SEG) {
                     int nk = in_block - t0 < SEG ? in_block - t0 : SEG;
                     for (int kvh = 0; kvh < d->kv_heads; kvh++) {
                         size_t off = ((slot0 + t0) * slot_elems + (size_t)kvh * hd) * cs;
+                        size_t scale0 = (slot0 + t0) * d->kv_heads + kvh;
                         int h0 = kvh * group;
                         struct softmax_state gst = { st.m + h0, st.l + h0, st.o + (size_t)h0 * hd };
                         dy_cpu_gemm_nt(group, nk, hd, qf + (size_t)h0 * hd, hd, kc + off,
                                        slot_elems, d->cache_dtype, s, SEG);
+                        if (int8)
+                            scale_columns(s, SEG, group, nk, ks + scale0, (size_t)d->kv_heads);
                         softmax_update(&gst, s, SEG, group, nk, NULL, hd);
+                        if (int8)
+                            scale_columns(s, SEG, group, nk, vs + scale0, (size_t)d->kv_heads);
                         dy_cpu_gemm_nn_acc(group, hd, nk, s, SEG, vc + off, slot_elems,
                                            d->cache_dtype, gst.o, hd);
                     }

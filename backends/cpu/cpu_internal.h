@@ -1,5 +1,6 @@
 /* Internal to the cpu backend: the context, its scratch buffers, and the
- * single-threaded kernels (cpu_kernels.c) that the OpenMP ops build on. */
+ * single-threaded kernels (cpu_kernels.c, cpu_tiles.c) that the OpenMP ops
+ * build on. */
 #ifndef DY_CPU_INTERNAL_H
 #define DY_CPU_INTERNAL_H
 
@@ -33,10 +34,11 @@ void *dy_cpu_scratch(struct dy_cpu_ctx *ctx, int which, size_t bytes);
  * aligned_alloc requires); free() releases it. */
 void *dy_cpu_aligned_alloc(size_t bytes);
 
-/* dy_dtype_size() without linking dtype.c, for the standalone bench build. */
+/* dy_dtype_size(), but 4 where that has 0: the ops reject unknown dtypes
+ * before they size anything. */
 static inline size_t dy_cpu_esize(enum dy_dtype t)
 {
-    return t == DY_F16 || t == DY_BF16 ? 2 : 4;
+    return t == DY_F16 || t == DY_BF16 ? 2 : t == DY_FP8 || t == DY_I8 ? 1 : 4;
 }
 
 static inline bool dy_cpu_float_dtype(enum dy_dtype t)
@@ -44,8 +46,14 @@ static inline bool dy_cpu_float_dtype(enum dy_dtype t)
     return t == DY_F32 || t == DY_F16 || t == DY_BF16;
 }
 
-/* ---- kernels (cpu_kernels.c): single-threaded, AVX2+FMA+F16C when the
- * CPU has them, portable C otherwise. */
+/* The dtypes of a KV cache: the float ones, fp8, and int8 with scales. */
+static inline bool dy_cpu_kv_dtype(enum dy_dtype t)
+{
+    return dy_cpu_float_dtype(t) || t == DY_FP8 || t == DY_I8;
+}
+
+/* ---- kernels (cpu_kernels.c, cpu_tiles.c): single-threaded, AVX2+FMA+F16C
+ * when the CPU has them, portable C otherwise. */
 
 /* Picks the instruction sets once per process. DYNO_CPU_ISA in the
  * environment caps them, to test every version on one machine: "generic"
@@ -58,19 +66,20 @@ const char *dy_cpu_isa(void);
 void dy_cpu_random_range(void *dst, enum dy_dtype t, uint64_t key, size_t begin, size_t end,
                          float scale, float offset);
 
-/* dst[i] = (float)src[i] for src of dtype t. */
+/* dst[i] = (float)src[i] for src of dtype t (int8: the integers). */
 void dy_cpu_load_row(float *dst, const void *src, enum dy_dtype t, size_t n);
-/* dst[i] = src[i] rounded to dtype t, to nearest even. */
+/* dst[i] = src[i] rounded to dtype t, to nearest even (fp8: saturated). */
 void dy_cpu_store_row(void *dst, enum dy_dtype t, const float *src, size_t n);
 
-/* C[m,n] = A[m,k] . B[n,k]^T with A f32 and B of dtype bt (f32, f16, bf16);
- * B rows are converted in registers, each read once from memory per call
- * while A's rows stay in cache. */
+/* The tiles (cpu_tiles.c). C[m,n] = A[m,k] . B[n,k]^T with A f32 and B of dtype bt (f32, f16, bf16,
+ * fp8, or int8 as its integers, the scales left to the caller); B rows are
+ * converted in registers, each read once from memory per call while A's
+ * rows stay in cache. */
 void dy_cpu_gemm_nt(int m, int n, int k, const float *a, size_t lda,
                     const void *b, size_t ldb, enum dy_dtype bt,
                     float *c, size_t ldc);
 
-/* O[m,n] += P[m,k] . V[k,n] with P, O f32 and V of dtype vt. */
+/* O[m,n] += P[m,k] . V[k,n] with P, O f32 and V of dtype vt (as B above). */
 void dy_cpu_gemm_nn_acc(int m, int n, int k, const float *p, size_t ldp,
                         const void *v, size_t ldv, enum dy_dtype vt,
                         float *o, size_t ldo);
@@ -100,6 +109,10 @@ void dy_cpu_gemm_tile(int m, int nb, int k, const float *a, size_t lda, const vo
 int dy_cpu_panel_cols(int k);
 
 /* ---- ops, one file per concern ---- */
+
+/* dst = src converted between dtypes, n elements (cpu_ops.c). */
+void dy_cpu_convert_row(void *dst, enum dy_dtype dt, const void *src, enum dy_dtype st, size_t n);
+
 int dy_cpu_fill_random(void *ctx, const struct dy_fill_random_desc *d);
 int dy_cpu_gemm(void *ctx, const struct dy_gemm_desc *d);
 int dy_cpu_norm(void *ctx, const struct dy_norm_desc *d);
@@ -115,5 +128,6 @@ int dy_cpu_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
 int dy_cpu_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_cpu_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_cpu_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
+int dy_cpu_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
 
 #endif

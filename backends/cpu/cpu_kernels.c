@@ -2,22 +2,14 @@
  * F16C (x86-64-v3) chosen at run time, and portable C; the random generator
  * has an AVX-512 version too. The binary is built for baseline x86-64, so
  * only the functions with a target attribute use those instructions, and
- * only after dy_cpu_kernels_init has seen that the CPU has them. */
+ * only after dy_cpu_kernels_init has seen that the CPU has them. The matrix
+ * tiles are in cpu_tiles.c. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu_internal.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#define DY_CPU_X86 1
-#include <immintrin.h>
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
-#define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
-#else
-#define DY_CPU_X86 0
-#endif
+#include "cpu_simd.h"
 
 static bool use_avx2, use_avx512;
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
@@ -39,6 +31,11 @@ static void detect_isa(void)
 void dy_cpu_kernels_init(void)
 {
     pthread_once(&isa_once, detect_isa);
+}
+
+bool dy_cpu_avx2(void)
+{
+    return use_avx2;
 }
 
 const char *dy_cpu_isa(void)
@@ -136,61 +133,6 @@ static void store_row_generic(void *dst, enum dy_dtype t, const float *src, size
         dy_store_f32(dst, t, i, src[i]);
 }
 
-/* Dot product of an f32 row with a row of dtype t; the switch is outside the
- * loops so that each loop vectorises. */
-static float dot_generic(const float *a, const void *b, enum dy_dtype t, int k)
-{
-    float sum = 0.0f;
-    switch (t) {
-    case DY_F16:
-        for (int i = 0; i < k; i++)
-            sum += a[i] * dy_f16_to_f32(((const uint16_t *)b)[i]);
-        break;
-    case DY_BF16:
-        for (int i = 0; i < k; i++)
-            sum += a[i] * dy_bf16_to_f32(((const uint16_t *)b)[i]);
-        break;
-    default:
-        for (int i = 0; i < k; i++)
-            sum += a[i] * ((const float *)b)[i];
-        break;
-    }
-    return sum;
-}
-
-static void gemm_nt_generic(int m, int n, int k, const float *a, size_t lda,
-                            const void *b, size_t ldb, enum dy_dtype bt,
-                            float *c, size_t ldc)
-{
-    size_t esize = dy_cpu_esize(bt);
-    for (int j = 0; j < n; j++) {
-        const void *brow = (const char *)b + (size_t)j * ldb * esize;
-        for (int i = 0; i < m; i++)
-            c[(size_t)i * ldc + j] = dot_generic(a + (size_t)i * lda, brow, bt, k);
-    }
-}
-
-static void gemm_nn_acc_generic(int m, int n, int k, const float *p, size_t ldp,
-                                const void *v, size_t ldv, enum dy_dtype vt,
-                                float *o, size_t ldo)
-{
-    enum { PIECE = 256 };
-    float piece[PIECE];
-    size_t esize = dy_cpu_esize(vt);
-    for (int j0 = 0; j0 < n; j0 += PIECE) {
-        int len = n - j0 < PIECE ? n - j0 : PIECE;
-        for (int t = 0; t < k; t++) {
-            load_row_generic(piece, (const char *)v + ((size_t)t * ldv + j0) * esize, vt, len);
-            for (int i = 0; i < m; i++) {
-                float pt = p[(size_t)i * ldp + t];
-                float *orow = o + (size_t)i * ldo + j0;
-                for (int j = 0; j < len; j++)
-                    orow[j] += pt * piece[j];
-            }
-        }
-    }
-}
-
 /* 1 + erf(x / sqrt 2) as erfc(-x / sqrt 2): no cancellation for negative
  * x, where the result is tiny */
 static void gelu_generic(float *out, const float *a, int n)
@@ -211,21 +153,6 @@ static float exp_sum_generic(float *x, int n, float shift)
 
 /* ---- AVX2 + FMA + F16C ----------------------------------------------------- */
 #if DY_CPU_X86
-
-/* Eight elements of a row of dtype t from element index i, as f32. */
-AVX2_INLINE __m256 load8(const void *base, enum dy_dtype t, size_t i)
-{
-    switch (t) {
-    case DY_F16:
-        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
-    case DY_BF16: {
-        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + i));
-        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    }
-    default:
-        return _mm256_loadu_ps((const float *)base + i);
-    }
-}
 
 /* Rounds to nearest even exactly as dy_f32_to_bf16 and dy_f32_to_f16 do
  * (F16C's rounding mode 0 is IEEE round to nearest even, subnormals kept). */
@@ -269,6 +196,14 @@ static AVX2 void load_row_avx2(float *dst, const void *src, enum dy_dtype t, siz
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(dst + i, load8(src, DY_BF16, i));
         break;
+    case DY_FP8:
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, load8(src, DY_FP8, i));
+        break;
+    case DY_I8:
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, load8(src, DY_I8, i));
+        break;
     default:
         break;
     }
@@ -293,188 +228,13 @@ static AVX2 void store_row_avx2(void *dst, enum dy_dtype t, const float *src, si
     store_row_generic((char *)dst + i * dy_cpu_esize(t), t, src + i, n - i);
 }
 
-/* The four horizontal sums of a, b, c, d. */
-AVX2_INLINE __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d)
-{
-    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-
-/* One MR x NR tile of C = A . B^T. MR, NR and the dtype are constants at each
- * call site, so the accumulators live in registers (12 + 3 + 1 of the 16).
- * `prefetch`, when not NULL, is the next tile's B, pulled into L2 while this
- * one computes: with several passes of A over a tile the memory would
- * otherwise idle after the first, and a compute-bound m >= 4 run at 60%. */
-AVX2_INLINE void nt_tile(int mr, int nr, enum dy_dtype bt, int k,
-                         const float *a, size_t lda, const void *b, size_t ldb,
-                         float *c, size_t ldc, const char *prefetch)
-{
-    size_t esize = dy_cpu_esize(bt);
-    __m256 acc[4][3];
-    #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < nr; j++)
-            acc[i][j] = _mm256_setzero_ps();
-    int kk = 0;
-    for (; kk + 8 <= k; kk += 8) {
-        __m256 bv[3];
-        /* one prefetch per cache line of each of the next tile's rows */
-        if (prefetch && (kk * esize) % 64 == 0)
-            #pragma GCC unroll 4
-            for (int j = 0; j < 3; j++)
-                _mm_prefetch(prefetch + ((size_t)j * ldb + kk) * esize, _MM_HINT_T1);
-        #pragma GCC unroll 4
-        for (int j = 0; j < nr; j++)
-            bv[j] = load8(b, bt, (size_t)j * ldb + kk);
-        #pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            __m256 av = _mm256_loadu_ps(a + (size_t)i * lda + kk);
-            #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++)
-                acc[i][j] = _mm256_fmadd_ps(av, bv[j], acc[i][j]);
-        }
-    }
-    __m256 zero = _mm256_setzero_ps();
-    #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) {
-        float sums[4];
-        _mm_storeu_ps(sums, hsum4(acc[i][0], nr > 1 ? acc[i][1] : zero,
-                                  nr > 2 ? acc[i][2] : zero, zero));
-        #pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) {
-            /* head_dim-sized k leaves no tail, and the call would cost as
-             * much as the tile's FMAs */
-            if (kk < k)
-                sums[j] += dot_generic(a + (size_t)i * lda + kk,
-                                       (const char *)b + ((size_t)j * ldb + kk) * esize, bt,
-                                       k - kk);
-            c[(size_t)i * ldc + j] = sums[j];
-        }
-    }
-}
-
-#define NT_TILE_CASE(MR, NR, BT) \
-    case (MR) * 4 + (NR): nt_tile(MR, NR, BT, k, a, lda, b, ldb, c, ldc, prefetch); break;
-
-/* One instantiation per B dtype: the tile shapes the edges of C need. */
-#define NT_TILES(NAME, BT)                                                       \
-    static AVX2 void NAME(int mr, int nr, int k, const float *a, size_t lda,    \
-                          const void *b, size_t ldb, float *c, size_t ldc,      \
-                          const char *prefetch)                                 \
-    {                                                                           \
-        switch (mr * 4 + nr) {                                                  \
-            NT_TILE_CASE(1, 1, BT) NT_TILE_CASE(1, 2, BT) NT_TILE_CASE(1, 3, BT) \
-            NT_TILE_CASE(2, 1, BT) NT_TILE_CASE(2, 2, BT) NT_TILE_CASE(2, 3, BT) \
-            NT_TILE_CASE(3, 1, BT) NT_TILE_CASE(3, 2, BT) NT_TILE_CASE(3, 3, BT) \
-            NT_TILE_CASE(4, 1, BT) NT_TILE_CASE(4, 2, BT) NT_TILE_CASE(4, 3, BT) \
-        }                                                                       \
-    }
-
-NT_TILES(nt_tiles_f32, DY_F32)
-NT_TILES(nt_tiles_f16, DY_F16)
-NT_TILES(nt_tiles_bf16, DY_BF16)
-
-static AVX2 void gemm_nt_avx2(int m, int n, int k, const float *a, size_t lda,
-                              const void *b, size_t ldb, enum dy_dtype bt,
-                              float *c, size_t ldc)
-{
-    void (*tiles)(int, int, int, const float *, size_t, const void *, size_t, float *, size_t,
-                  const char *) =
-        bt == DY_F16 ? nt_tiles_f16 : bt == DY_BF16 ? nt_tiles_bf16 : nt_tiles_f32;
-    size_t esize = dy_cpu_esize(bt);
-    /* B rows outermost: the tile's rows of B stay in L1 while every row of
-     * A passes over them, so B comes from memory once. */
-    for (int j = 0; j < n; j += 3) {
-        int nr = n - j < 3 ? n - j : 3;
-        const char *bj = (const char *)b + (size_t)j * ldb * esize;
-        /* the next full tile, during the first pass of A only */
-        const char *next = n - j >= 6 ? bj + 3 * ldb * esize : NULL;
-        for (int i = 0; i < m; i += 4) {
-            int mr = m - i < 4 ? m - i : 4;
-            tiles(mr, nr, k, a + (size_t)i * lda, lda, bj, ldb, c + (size_t)i * ldc + j, ldc,
-                  i == 0 ? next : NULL);
-        }
-    }
-}
-
-/* O[0:mr, 0:8*nv] += P[0:mr, 0:k] . V[0:k, 0:8*nv]; constants as in nt_tile. */
-AVX2_INLINE void nn_tile(int mr, int nv, enum dy_dtype vt, int k,
-                         const float *p, size_t ldp, const void *v, size_t ldv,
-                         float *o, size_t ldo)
-{
-    __m256 acc[4][2];
-    #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < nv; j++)
-            acc[i][j] = _mm256_loadu_ps(o + (size_t)i * ldo + 8 * j);
-    for (int t = 0; t < k; t++) {
-        __m256 vv[2];
-        #pragma GCC unroll 4
-        for (int j = 0; j < nv; j++)
-            vv[j] = load8(v, vt, (size_t)t * ldv + 8 * j);
-        #pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            __m256 pt = _mm256_broadcast_ss(p + (size_t)i * ldp + t);
-            #pragma GCC unroll 4
-            for (int j = 0; j < nv; j++)
-                acc[i][j] = _mm256_fmadd_ps(pt, vv[j], acc[i][j]);
-        }
-    }
-    #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-        #pragma GCC unroll 4
-        for (int j = 0; j < nv; j++)
-            _mm256_storeu_ps(o + (size_t)i * ldo + 8 * j, acc[i][j]);
-}
-
-#define NN_TILE_CASE(MR, NV, VT) \
-    case (MR) * 4 + (NV): nn_tile(MR, NV, VT, k, p, ldp, v, ldv, o, ldo); break;
-
-#define NN_TILES(NAME, VT)                                                     \
-    static AVX2 void NAME(int mr, int nv, int k, const float *p, size_t ldp,  \
-                          const void *v, size_t ldv, float *o, size_t ldo)    \
-    {                                                                         \
-        switch (mr * 4 + nv) {                                                \
-            NN_TILE_CASE(1, 1, VT) NN_TILE_CASE(1, 2, VT)                     \
-            NN_TILE_CASE(2, 1, VT) NN_TILE_CASE(2, 2, VT)                     \
-            NN_TILE_CASE(3, 1, VT) NN_TILE_CASE(3, 2, VT)                     \
-            NN_TILE_CASE(4, 1, VT) NN_TILE_CASE(4, 2, VT)                     \
-        }                                                                     \
-    }
-
-NN_TILES(nn_tiles_f32, DY_F32)
-NN_TILES(nn_tiles_f16, DY_F16)
-NN_TILES(nn_tiles_bf16, DY_BF16)
-
-static AVX2 void gemm_nn_acc_avx2(int m, int n, int k, const float *p, size_t ldp,
-                                  const void *v, size_t ldv, enum dy_dtype vt,
-                                  float *o, size_t ldo)
-{
-    void (*tiles)(int, int, int, const float *, size_t, const void *, size_t, float *, size_t) =
-        vt == DY_F16 ? nn_tiles_f16 : vt == DY_BF16 ? nn_tiles_bf16 : nn_tiles_f32;
-    size_t esize = dy_cpu_esize(vt);
-    int n8 = n & ~7;
-    for (int i = 0; i < m; i += 4) {
-        int mr = m - i < 4 ? m - i : 4;
-        const float *pi = p + (size_t)i * ldp;
-        float *oi = o + (size_t)i * ldo;
-        for (int j = 0; j < n8; j += 16) {
-            int nv = n8 - j >= 16 ? 2 : 1;
-            tiles(mr, nv, k, pi, ldp, (const char *)v + (size_t)j * esize, ldv, oi + j, ldo);
-        }
-        if (n8 < n)
-            gemm_nn_acc_generic(mr, n - n8, k, pi, ldp, (const char *)v + (size_t)n8 * esize,
-                                ldv, vt, oi + n8, ldo);
-    }
-}
-
 /* exp(x) as Cephes' expf: x = n ln2 + r, exp(r) by a degree-7 polynomial,
- * 2^n put into the exponent; within 2 ulp over the clamped range. */
+ * 2^n put into the exponent; within 2 ulp over the clamped range. The clamp
+ * keeps a NaN (maxps and minps return their second operand when either is
+ * one), so that a NaN score poisons its softmax as it does in cpu-ref. */
 AVX2_INLINE __m256 exp8(__m256 x)
 {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.37f));
+    x = _mm256_min_ps(_mm256_set1_ps(88.37f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -556,22 +316,6 @@ void dy_cpu_load_row(float *dst, const void *src, enum dy_dtype t, size_t n)
 void dy_cpu_store_row(void *dst, enum dy_dtype t, const float *src, size_t n)
 {
     DISPATCH(store_row_avx2(dst, t, src, n), store_row_generic(dst, t, src, n));
-}
-
-void dy_cpu_gemm_nt(int m, int n, int k, const float *a, size_t lda,
-                    const void *b, size_t ldb, enum dy_dtype bt,
-                    float *c, size_t ldc)
-{
-    DISPATCH(gemm_nt_avx2(m, n, k, a, lda, b, ldb, bt, c, ldc),
-             gemm_nt_generic(m, n, k, a, lda, b, ldb, bt, c, ldc));
-}
-
-void dy_cpu_gemm_nn_acc(int m, int n, int k, const float *p, size_t ldp,
-                        const void *v, size_t ldv, enum dy_dtype vt,
-                        float *o, size_t ldo)
-{
-    DISPATCH(gemm_nn_acc_avx2(m, n, k, p, ldp, v, ldv, vt, o, ldo),
-             gemm_nn_acc_generic(m, n, k, p, ldp, v, ldv, vt, o, ldo));
 }
 
 float dy_cpu_exp_sum(float *x, int n, float shift)

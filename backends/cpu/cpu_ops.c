@@ -19,8 +19,7 @@ static inline int min_int(int a, int b)
     return a < b ? a : b;
 }
 
-/* dst = src converted between dtypes, n elements. */
-static void convert_row(void *dst, enum dy_dtype dt, const void *src, enum dy_dtype st, size_t n)
+void dy_cpu_convert_row(void *dst, enum dy_dtype dt, const void *src, enum dy_dtype st, size_t n)
 {
     if (dt == st) {
         memcpy(dst, src, n * dy_cpu_esize(st));
@@ -44,11 +43,21 @@ static const float *piece_f32(const char *row, enum dy_dtype t, int c, int len, 
     return buf;
 }
 
+/* A conversion dy_cpu_convert_row makes: between known dtypes, int8 only as a
+ * copy (its integers mean nothing without their scales). */
+static bool convertible(enum dy_dtype from, enum dy_dtype to)
+{
+    bool known = (unsigned)from < DY_DTYPE_COUNT && (unsigned)to < DY_DTYPE_COUNT;
+    return known && (from == to || (from != DY_I8 && to != DY_I8));
+}
+
 /* ---- fill_random ---- */
 
 int dy_cpu_fill_random(void *ctx, const struct dy_fill_random_desc *d)
 {
     enum { BLOCK = 1 << 14 };
+    if ((unsigned)d->dtype >= DY_DTYPE_COUNT)
+        return dy_cpu_fail(ctx, DY_E_INVALID, "cpu fill_random: dtype %d", d->dtype);
     void *dst = DY_CPU_PTR(d->dst);
     uint64_t key = dy_random_key(d->seed, d->stream);
     size_t blocks = (d->count + BLOCK - 1) / BLOCK;
@@ -243,10 +252,13 @@ int dy_cpu_eltwise(void *ctx, const struct dy_eltwise_desc *d)
     return DY_OK;
 }
 
-/* ---- gather_rows, kv_append, convert ---- */
+/* ---- gather_rows, convert ---- */
 
 int dy_cpu_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
 {
+    if (!convertible(d->table_dtype, d->out_dtype))
+        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu gather_rows: dtype %d to %d",
+                           d->table_dtype, d->out_dtype);
     const char *table = DY_CPU_PTR(d->table);
     const int32_t *ids = DY_CPU_PTR(d->ids);
     char *out = DY_CPU_PTR(d->out);
@@ -256,33 +268,18 @@ int dy_cpu_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
             return dy_cpu_fail(ctx, DY_E_INVALID, "cpu gather_rows: id %d in row %d", ids[r], r);
 #pragma omp parallel for schedule(static) if ((size_t)d->rows * d->cols > SERIAL_ELEMS)
     for (int r = 0; r < d->rows; r++)
-        convert_row(out + (size_t)r * d->out_stride * os, d->out_dtype,
-                    table + (size_t)ids[r] * d->table_stride * ts, d->table_dtype, (size_t)d->cols);
-    return DY_OK;
-}
-
-int dy_cpu_kv_append(void *ctx, const struct dy_kv_append_desc *d)
-{
-    const char *k = DY_CPU_PTR(d->k), *v = DY_CPU_PTR(d->v);
-    const int32_t *slots = DY_CPU_PTR(d->slots);
-    char *kc = DY_CPU_PTR(d->k_cache), *vc = DY_CPU_PTR(d->v_cache);
-    size_t width = (size_t)d->kv_heads * d->head_dim;
-    size_t ss = dy_cpu_esize(d->src_dtype), cs = dy_cpu_esize(d->cache_dtype);
-#pragma omp parallel for schedule(static) if ((size_t)d->tokens * width > SERIAL_ELEMS)
-    for (int t = 0; t < d->tokens; t++) {
-        /* a negative slot is a padding token with nowhere to go (vLLM's -1) */
-        if (slots[t] < 0)
-            continue;
-        size_t src = (size_t)t * d->src_stride * ss, dst = (size_t)slots[t] * width * cs;
-        convert_row(kc + dst, d->cache_dtype, k + src, d->src_dtype, width);
-        convert_row(vc + dst, d->cache_dtype, v + src, d->src_dtype, width);
-    }
+        dy_cpu_convert_row(out + (size_t)r * d->out_stride * os, d->out_dtype,
+                           table + (size_t)ids[r] * d->table_stride * ts, d->table_dtype,
+                           (size_t)d->cols);
     return DY_OK;
 }
 
 int dy_cpu_convert(void *ctx, const struct dy_convert_desc *d)
 {
     enum { BLOCK = 1 << 16 };
+    if (!convertible(d->src_dtype, d->dst_dtype))
+        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu convert: dtype %d to %d", d->src_dtype,
+                           d->dst_dtype);
     const char *src = DY_CPU_PTR(d->src);
     char *dst = DY_CPU_PTR(d->dst);
     size_t ss = dy_cpu_esize(d->src_dtype), ds = dy_cpu_esize(d->dst_dtype);
@@ -291,7 +288,7 @@ int dy_cpu_convert(void *ctx, const struct dy_convert_desc *d)
     for (size_t blk = 0; blk < blocks; blk++) {
         size_t begin = blk * BLOCK;
         size_t len = d->count - begin < BLOCK ? d->count - begin : BLOCK;
-        convert_row(dst + begin * ds, d->dst_dtype, src + begin * ss, d->src_dtype, len);
+        dy_cpu_convert_row(dst + begin * ds, d->dst_dtype, src + begin * ss, d->src_dtype, len);
     }
     return DY_OK;
 }
