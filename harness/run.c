@@ -482,15 +482,18 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
         p->flop_util = dy_llm_prefill_flops(cfg, batch, in, &opt) / (p->ttft_ms / 1e3) /
                        (dev->ceil.gemm_tflops * 1e12);
     /* a lossy cache: what it costs against the f32 reference, untimed, over
-     * at most FIDELITY_STEPS decode steps */
+     * the first FIDELITY_SEQS sequences and FIDELITY_STEPS decode steps; a
+     * reference that does not fit leaves the columns empty, not the point */
     if (opt.kv_dtype == DY_FP8 || opt.kv_dtype == DY_I8 || opt.evict != DY_EVICT_NONE) {
-        enum { FIDELITY_STEPS = 64 };
+        enum { FIDELITY_SEQS = 8, FIDELITY_STEPS = 64 };
         dy_llm_destroy(m);
         m = NULL;
-        if ((st = dy_fidelity(ctx, cfg, &r->model.w, &opt, prompts, batch, in,
-                              steps < FIDELITY_STEPS ? steps : FIDELITY_STEPS, &p->token_agreement,
-                              &p->kl_mean)))
-            goto done;
+        struct dy_llm_options fid = opt;
+        fid.max_batch = batch < FIDELITY_SEQS ? batch : FIDELITY_SEQS;
+        if (dy_fidelity(ctx, cfg, &r->model.w, &fid, prompts, fid.max_batch, in,
+                        steps < FIDELITY_STEPS ? steps : FIDELITY_STEPS, &p->token_agreement,
+                        &p->kl_mean) != DY_OK)
+            snprintf(p->reason, sizeof p->reason, "fidelity not measured: %s", dy_ctx_error(ctx));
     }
     st = DY_OK;
 done:
