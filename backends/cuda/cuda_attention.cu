@@ -1,6 +1,9 @@
 /* Attention on CUDA, flash-decoding style: one warp walks keys with an
  * online softmax for every query head of one GQA group, so each K/V row is
  * read once per group. Lane l holds head-dim elements [l*EPL, l*EPL+EPL).
+ * This file has prefill, the generic decode kernel (any head dim and
+ * alignment) and the merge of decode's splits; the vectorised decode
+ * kernel for dims 64 and 128 is cuda_decode.cu.
  * A warp is DY_WARP lanes (32 on NVIDIA, the wavefront on AMD): every lane
  * and shuffle count below derives from it.
  *
@@ -9,10 +12,9 @@
  * paged cache; splits are merged by a second kernel when there are several. */
 #include <math.h>
 
-#include "cuda_internal.h"
+#include "cuda_decode.h"
+#include "cuda_quant.h"
 
-#define MAX_GROUP 8
-#define DECODE_WARPS 4
 #define PREFILL_WARPS 4
 #define SPLIT_MIN_TOKENS 32
 
@@ -35,10 +37,11 @@ __device__ __forceinline__ void load_row(const void *base, enum dy_dtype t, size
     }
 }
 
-/* One key/value row into every head's running softmax. */
+/* One key/value row into every head's running softmax; v_scale multiplies
+ * the row of values (an int8 cache's scale, folded into the weight). */
 template <int EPL, int G>
 __device__ __forceinline__ void attend_row(qstate<EPL, G> &s, int group, const float *k, const float *v,
-                                           float scale)
+                                           float scale, float v_scale)
 {
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -54,9 +57,10 @@ __device__ __forceinline__ void attend_row(qstate<EPL, G> &s, int group, const f
         float m_new = fmaxf(s.m[g], score);
         float corr = __expf(s.m[g] - m_new), p = __expf(score - m_new);
         s.l[g] = s.l[g] * corr + p;
+        float pv = p * v_scale;
 #pragma unroll
         for (int e = 0; e < EPL; e++)
-            s.acc[g][e] = s.acc[g][e] * corr + p * v[e];
+            s.acc[g][e] = s.acc[g][e] * corr + pv * v[e];
         s.m[g] = m_new;
     }
 }
@@ -99,7 +103,7 @@ __global__ void prefill_kernel(struct dy_attention_prefill_desc d, const void *q
         float kr[EPL], vr[EPL];
         load_row<EPL>(k, d.dtype, kv_off, lane, d.head_dim, kr);
         load_row<EPL>(v, d.dtype, kv_off, lane, d.head_dim, vr);
-        attend_row<EPL, G>(s, group, kr, vr, d.scale);
+        attend_row<EPL, G>(s, group, kr, vr, d.scale, 1.0f);
     }
 #pragma unroll
     for (int g = 0; g < G; g++)
@@ -142,8 +146,10 @@ static int epl_for(int head_dim)
 int dy_cuda_attention_prefill(void *ctx, const struct dy_attention_prefill_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    if (d->kv_heads <= 0 || d->heads % d->kv_heads || d->head_dim > 256) {
-        snprintf(c->err, sizeof c->err, "attention_prefill: heads %% kv_heads != 0 or head_dim > 256");
+    if (d->kv_heads <= 0 || d->heads % d->kv_heads || d->head_dim > 256 ||
+        !dy_cuda_is_activation_dtype(d->dtype)) {
+        snprintf(c->err, sizeof c->err,
+                 "attention_prefill: heads %% kv_heads != 0, head_dim > 256 or not f32/f16/bf16");
         return DY_E_UNSUPPORTED;
     }
     int per_kv = d->heads / d->kv_heads, epl = epl_for(d->head_dim);
@@ -174,8 +180,8 @@ static size_t partial_floats(int head_dim)
 template <int EPL, int G>
 __global__ void __launch_bounds__(DECODE_WARPS * DY_WARP)
 decode_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, const void *vc,
-              const int32_t *table, const int32_t *lens, void *out, float *partials, int splits,
-              int tokens_per_split, int head0, int group)
+              const float *ks, const float *vs, const int32_t *table, const int32_t *lens, void *out,
+              float *partials, int splits, int tokens_per_split, int head0, int group)
 {
     __shared__ float sm_m[DECODE_WARPS][MAX_GROUP], sm_l[DECODE_WARPS][MAX_GROUP];
     extern __shared__ float sm_acc[]; /* [DECODE_WARPS][MAX_GROUP][head_dim] */
@@ -190,11 +196,13 @@ decode_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, 
                        d.head_dim, lane);
     for (int j = start + warp; j < end; j += DECODE_WARPS) {
         int block = table[(size_t)b * d.max_blocks_per_seq + j / d.block_size];
-        size_t off = ((size_t)block * d.block_size + j % d.block_size) * row + (size_t)kvh * d.head_dim;
+        size_t slot = (size_t)block * d.block_size + j % d.block_size, off = slot * row + (size_t)kvh * d.head_dim;
         float kr[EPL], vr[EPL];
         load_row<EPL>(kc, d.cache_dtype, off, lane, d.head_dim, kr);
         load_row<EPL>(vc, d.cache_dtype, off, lane, d.head_dim, vr);
-        attend_row<EPL, G>(s, group, kr, vr, d.scale);
+        /* int8: the key's scale joins the dot product's, the value's the weight */
+        float k_scale = ks ? ks[slot * d.kv_heads + kvh] : 1.0f, v_scale = vs ? vs[slot * d.kv_heads + kvh] : 1.0f;
+        attend_row<EPL, G>(s, group, kr, vr, d.scale * k_scale, v_scale);
     }
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -240,187 +248,78 @@ decode_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, 
     }
 }
 
-/* Loads EPL consecutive elements of a cache row with 16-byte loads. */
-template <int EPL>
-__device__ __forceinline__ void load_vec(const void *base, enum dy_dtype t, size_t off, float *out)
+/* Sum over the block of v (max when take_max); every thread gets it.
+ * `shared` holds one float per warp. */
+__device__ float block_reduce(float v, bool take_max, float *shared)
 {
-    if (t == DY_F32) {
-#pragma unroll
-        for (int e = 0; e < EPL; e += 4) {
-            float4 x = *(const float4 *)((const float *)base + off + e);
-            out[e] = x.x; out[e + 1] = x.y; out[e + 2] = x.z; out[e + 3] = x.w;
-        }
-        return;
+    for (int o = DY_WARP / 2; o > 0; o >>= 1) {
+        float other = __shfl_xor_sync(0xffffffffu, v, o);
+        v = take_max ? fmaxf(v, other) : v + other;
     }
-#pragma unroll
-    for (int e = 0; e < EPL; e += 8) {
-        uint4 raw = *(const uint4 *)((const uint16_t *)base + off + e);
-        const uint16_t *h = (const uint16_t *)&raw;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            out[e + i] = t == DY_BF16 ? dy_bf16_to_f32(h[i]) : __half2float(*(const __half *)&h[i]);
-    }
-}
-
-/* Weight of a softmax state with running max m once merged under m_new. */
-__device__ __forceinline__ float merge_weight(float m, float m_new)
-{
-    return m == -INFINITY ? 0.0f : __expf(m - m_new);
-}
-
-/* Decode with several keys in flight per warp: the warp splits into TPW
- * token groups of LPT lanes; each group walks every TPW-th key with its
- * own online softmax (HD/LPT elements per lane, 16-byte loads, log2(LPT)
- * shuffles per dot product), and the groups, then the warps, are merged at
- * the end. Same output and split partials as decode_kernel. */
-template <int HD, int LPT, int G>
-__global__ void __launch_bounds__(DECODE_WARPS * DY_WARP)
-decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, const void *vc,
-                   const int32_t *table, const int32_t *lens, void *out, float *partials, int splits,
-                   int tokens_per_split, int head0, int group)
-{
-    /* LPT rather than TPW is the parameter so that EPL, and with it the
-     * 16-byte loads, stays the same whatever the warp size */
-    constexpr int TPW = DY_WARP / LPT, EPL = HD / LPT;
-    static_assert(TPW >= 1 && EPL % 8 == 0, "whole 16-byte loads per lane");
-    __shared__ float sm_m[DECODE_WARPS][MAX_GROUP], sm_l[DECODE_WARPS][MAX_GROUP];
-    __shared__ float sm_acc[DECODE_WARPS][MAX_GROUP][HD];
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
-    int tg = lane / LPT, e0 = (lane % LPT) * EPL;
-    int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
-    int h0 = kvh * (d.heads / d.kv_heads) + head0;
-    int len = lens[b];
-    int start = split * tokens_per_split, end = min(len, start + tokens_per_split);
-    size_t row = (size_t)d.kv_heads * HD;
-    float qv[G][EPL], acc[G][EPL], m[G], l[G];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < EPL; e++) {
-            acc[g][e] = 0.0f;
-            qv[g][e] = g < group ? dy_load_f32(q, d.dtype, (size_t)b * d.q_stride +
-                                                   (size_t)(h0 + g) * HD + e0 + e) : 0.0f;
-        }
-    }
-    for (int j0 = start + warp * TPW; j0 < end; j0 += DECODE_WARPS * TPW) {
-        int j = j0 + tg;
-        bool valid = j < end;
-        float kr[EPL], vr[EPL];
-        if (valid) {
-            int block = table[(size_t)b * d.max_blocks_per_seq + j / d.block_size];
-            size_t off = ((size_t)block * d.block_size + j % d.block_size) * row + (size_t)kvh * HD + e0;
-            load_vec<EPL>(kc, d.cache_dtype, off, kr);
-            load_vec<EPL>(vc, d.cache_dtype, off, vr);
-        }
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            float dot = 0.0f;
-#pragma unroll
-            for (int e = 0; e < EPL; e++)
-                dot += qv[g][e] * (valid ? kr[e] : 0.0f);
-#pragma unroll
-            for (int o = LPT / 2; o > 0; o >>= 1)
-                dot += __shfl_xor_sync(0xffffffffu, dot, o);
-            if (valid && g < group) {
-                float score = dot * d.scale, m_new = fmaxf(m[g], score);
-                float corr = __expf(m[g] - m_new), p = __expf(score - m_new);
-                l[g] = l[g] * corr + p;
-#pragma unroll
-                for (int e = 0; e < EPL; e++)
-                    acc[g][e] = acc[g][e] * corr + p * vr[e];
-                m[g] = m_new;
-            }
-        }
-    }
-    /* merge the token groups of the warp */
-#pragma unroll
-    for (int o = LPT; o < DY_WARP; o <<= 1) {
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            float m2 = __shfl_xor_sync(0xffffffffu, m[g], o), l2 = __shfl_xor_sync(0xffffffffu, l[g], o);
-            float m_new = fmaxf(m[g], m2);
-            float w1 = merge_weight(m[g], m_new), w2 = merge_weight(m2, m_new);
-            l[g] = l[g] * w1 + l2 * w2;
-#pragma unroll
-            for (int e = 0; e < EPL; e++) {
-                float a2 = __shfl_xor_sync(0xffffffffu, acc[g][e], o);
-                acc[g][e] = acc[g][e] * w1 + a2 * w2;
-            }
-            m[g] = m_new;
-        }
-    }
-    if (tg == 0) {
-#pragma unroll
-        for (int g = 0; g < G; g++) {
-            if (g >= group)
-                break;
-            if (lane == 0) {
-                sm_m[warp][g] = m[g];
-                sm_l[warp][g] = l[g];
-            }
-#pragma unroll
-            for (int e = 0; e < EPL; e++)
-                sm_acc[warp][g][e0 + e] = acc[g][e];
-        }
-    }
     __syncthreads();
-    for (int g = 0; g < group; g++) {
-        float mm = -INFINITY;
-        for (int w = 0; w < DECODE_WARPS; w++)
-            mm = fmaxf(mm, sm_m[w][g]);
-        float ll = 0.0f;
-        for (int w = 0; w < DECODE_WARPS; w++)
-            ll += sm_l[w][g] * merge_weight(sm_m[w][g], mm);
-        for (int i = threadIdx.x; i < HD; i += blockDim.x) {
-            float a = 0.0f;
-            for (int w = 0; w < DECODE_WARPS; w++)
-                a += sm_acc[w][g][i] * merge_weight(sm_m[w][g], mm);
-            int h = h0 + g;
-            if (splits == 1) {
-                dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * HD + i, a / ll);
-            } else {
-                float *p = partials + (((size_t)b * d.heads + h) * splits + split) * (HD + 2);
-                p[2 + i] = a;
-                if (i == 0) {
-                    p[0] = mm;
-                    p[1] = ll;
-                }
-            }
-        }
-    }
+    if (lane == 0)
+        shared[warp] = v;
+    __syncthreads();
+    float total = shared[0];
+    for (int w = 1; w < (int)blockDim.x / DY_WARP; w++)
+        total = take_max ? fmaxf(total, shared[w]) : total + shared[w];
+    return total;
 }
 
+/* One block per (sequence, head) of head_dim * shares threads: each split's
+ * weight exp(m_s - m) once into shared memory, then thread (share r,
+ * element i) sums every shares-th split of element i, so a long context's
+ * many splits are read in parallel; the shares are added at the end (the
+ * threads past shares * head_dim, rounding up to whole warps, only reduce).
+ * Dynamic shared memory: splits + blockDim.x floats. */
 __global__ void merge_splits_kernel(struct dy_attention_decode_desc d, const float *partials,
                                     int splits, void *out)
 {
-    int b = blockIdx.x, h = blockIdx.y;
-    const float *p = partials + ((size_t)b * d.heads + h) * splits * (d.head_dim + 2);
+    extern __shared__ float merge_space[];
+    __shared__ float reduce_space[1024 / DY_WARP];
+    float *weights = merge_space, *shares_sum = merge_space + splits;
+    int b = blockIdx.x, h = blockIdx.y, hd = d.head_dim, shares = blockDim.x / hd;
+    size_t stride = (size_t)hd + 2;
+    const float *p = partials + ((size_t)b * d.heads + h) * splits * stride;
     float m = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        m = fmaxf(m, p[(size_t)s * (d.head_dim + 2)]);
-    for (int i = threadIdx.x; i < d.head_dim; i += blockDim.x) {
-        float l = 0.0f, a = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            const float *ps = p + (size_t)s * (d.head_dim + 2);
-            if (ps[0] == -INFINITY)
-                continue;
-            float w = __expf(ps[0] - m);
-            l += ps[1] * w;
-            a += ps[2 + i] * w;
-        }
-        dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * d.head_dim + i, a / l);
+    for (int s = threadIdx.x; s < splits; s += blockDim.x)
+        m = fmaxf(m, p[s * stride]);
+    m = block_reduce(m, true, reduce_space);
+    float l = 0.0f;
+    for (int s = threadIdx.x; s < splits; s += blockDim.x) {
+        float w = p[s * stride] == -INFINITY ? 0.0f : __expf(p[s * stride] - m);
+        weights[s] = w;
+        l += w * p[s * stride + 1];
+    }
+    l = block_reduce(l, false, reduce_space); /* its barriers publish the weights */
+    int i = threadIdx.x % hd, share = threadIdx.x / hd;
+    float a = 0.0f;
+    for (int s = share; share < shares && s < splits; s += shares)
+        a += weights[s] * p[s * stride + 2 + i];
+    shares_sum[threadIdx.x] = a;
+    __syncthreads();
+    if ((int)threadIdx.x < hd) {
+        for (int r = 1; r < shares; r++)
+            a += shares_sum[r * hd + i];
+        dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * hd + i, a / l);
     }
 }
 
 int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    if (d->kv_heads <= 0 || d->heads % d->kv_heads || d->head_dim > 256 || d->max_context < 1) {
+    if (d->kv_heads <= 0 || d->heads % d->kv_heads || d->head_dim > 256 || d->max_context < 1 ||
+        !dy_cuda_is_activation_dtype(d->dtype) || !dy_cuda_is_cache_dtype(d->cache_dtype)) {
         snprintf(c->err, sizeof c->err,
-                 "attention_decode: heads %% kv_heads != 0, head_dim > 256 or no context");
+                 "attention_decode: heads %% kv_heads != 0, head_dim > 256, no context or dtypes "
+                 "%d / %d", (int)d->dtype, (int)d->cache_dtype);
         return DY_E_UNSUPPORTED;
+    }
+    bool int8 = d->cache_dtype == DY_I8;
+    if (int8 && (!d->k_scale.h || !d->v_scale.h)) {
+        snprintf(c->err, sizeof c->err, "attention_decode: an int8 cache needs k_scale and v_scale");
+        return DY_E_INVALID;
     }
     if (d->batch <= 0)
         return DY_OK;
@@ -448,6 +347,8 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
                 ((uintptr_t)dy_cuda_ptr(d->v_cache) % 16) == 0;
     size_t shared = (size_t)DECODE_WARPS * MAX_GROUP * d->head_dim * sizeof(float);
     const void *q = dy_cuda_ptr(d->q), *kc = dy_cuda_ptr(d->k_cache), *vc = dy_cuda_ptr(d->v_cache);
+    const float *ks = int8 ? (const float *)dy_cuda_ptr(d->k_scale) : NULL;
+    const float *vs = int8 ? (const float *)dy_cuda_ptr(d->v_scale) : NULL;
     const int32_t *table = (const int32_t *)dy_cuda_ptr(d->block_table);
     const int32_t *lens = (const int32_t *)dy_cuda_ptr(d->context_lens);
     void *out = dy_cuda_ptr(d->out);
@@ -455,32 +356,26 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
         int group = per_kv - head0 < MAX_GROUP ? per_kv - head0 : MAX_GROUP;
 #define DY_DECODE(E, G)                                                                           \
     decode_kernel<E, G><<<grid, DECODE_WARPS * DY_WARP, shared, c->stream>>>(                     \
-        *d, q, kc, vc, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
-#define DY_FAST(HD, LPT, G)                                                                       \
-    decode_fast_kernel<HD, LPT, G><<<grid, DECODE_WARPS * DY_WARP, 0, c->stream>>>(               \
-        *d, q, kc, vc, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
-        /* 8 lanes per key (4 keys in flight per 32-lane warp); 16 for
-         * the largest group at dim 128, whose state would not fit in registers */
-        if (fast && d->head_dim == 128) {
-            if (group <= 1) DY_FAST(128, 8, 1);
-            else if (group <= 2) DY_FAST(128, 8, 2);
-            else if (group <= 4) DY_FAST(128, 8, 4);
-            else DY_FAST(128, 16, 8);
-        } else if (fast) {
-            if (group <= 1) DY_FAST(64, 8, 1);
-            else if (group <= 2) DY_FAST(64, 8, 2);
-            else if (group <= 4) DY_FAST(64, 8, 4);
-            else DY_FAST(64, 8, 8);
-        } else {
+        *d, q, kc, vc, ks, vs, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
+        /* the vectorised kernel, unless its tiles do not fit the device's
+         * shared memory (f32 on a 64 KB part) */
+        int st = fast ? dy_cuda_decode_fast(c, d, grid, splits, tokens_per_split, head0, group)
+                      : DY_E_UNSUPPORTED;
+        if (st == DY_E_UNSUPPORTED)
             DY_DISPATCH(DY_DECODE, epl, group);
-        }
-#undef DY_FAST
+        else if (st != DY_OK)
+            return st;
 #undef DY_DECODE
     }
     int st = dy_cuda_check_launch(c, "attention_decode");
     if (st != DY_OK || splits == 1)
         return st;
-    merge_splits_kernel<<<dim3((unsigned)d->batch, (unsigned)d->heads), 128, 0, c->stream>>>(
-        *d, c->partials, splits, out);
+    /* about 8 splits per thread, at most 1024 threads */
+    int shares = splits / 8, most = 1024 / d->head_dim;
+    shares = shares < 1 ? 1 : shares > most ? most : shares;
+    /* whole warps: the reductions shuffle across every lane */
+    unsigned threads = (unsigned)((shares * d->head_dim + DY_WARP - 1) / DY_WARP * DY_WARP);
+    merge_splits_kernel<<<dim3((unsigned)d->batch, (unsigned)d->heads), threads,
+                          (splits + threads) * sizeof(float), c->stream>>>(*d, c->partials, splits, out);
     return dy_cuda_check_launch(c, "attention_decode merge");
 }

@@ -126,6 +126,7 @@ static int cuda_ctx_create(int device, void **out)
         cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess ||
         cudaMallocHost((void **)&c->staging, STAGING_BYTES) != cudaSuccess ||
         cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&c->smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&warp, cudaDevAttrWarpSize, device) != cudaSuccess)
         goto fail;
     /* the kernels' launches and lane arithmetic were built for DY_WARP
@@ -353,6 +354,7 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.moe_sort = dy_cuda_moe_sort;
     table.gemm_grouped = dy_cuda_gemm_grouped;
     table.scatter_add_rows = dy_cuda_scatter_add_rows;
+    table.kv_block_scores = dy_cuda_kv_block_scores;
     table.graph_begin = cuda_graph_begin;
     table.graph_end = cuda_graph_end;
     table.graph_launch = cuda_graph_launch;

@@ -32,6 +32,7 @@ struct cuda_ctx {
     void *sort_scratch;
     size_t sort_scratch_size;
     int sm_count;
+    int smem_per_block; /* bytes of shared memory a block may have (opted in) */
     char err[512];
 };
 
@@ -62,6 +63,7 @@ int dy_cuda_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d);
 int dy_cuda_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_cuda_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
+int dy_cuda_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
 /* The tensor-core prefill path; DY_E_UNSUPPORTED when the descriptor does
  * not allow it (the caller then takes the exact kernel). */
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "cuda_internal.h"
+#include "cuda_quant.h"
 
 #define THREADS 256
 
@@ -20,7 +21,7 @@ __global__ void fill_random_kernel(void *dst, enum dy_dtype t, size_t n, uint64_
          i += (size_t)gridDim.x * blockDim.x) {
         /* separate roundings, as every backend does: no contraction to FMA */
         float v = __fadd_rn(offset, __fmul_rn(scale, dy_random_unit(key, i)));
-        dy_store_f32(dst, t, i, v);
+        dy_cuda_store_f32(dst, t, i, v);
     }
 }
 
@@ -38,7 +39,7 @@ __global__ void convert_kernel(const void *src, enum dy_dtype st, void *dst, enu
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
-        dy_store_f32(dst, dt, i, dy_load_f32(src, st, i));
+        dy_cuda_store_f32(dst, dt, i, dy_load_f32(src, st, i));
 }
 
 int dy_cuda_convert_raw(struct cuda_ctx *c, const void *src, enum dy_dtype st, void *dst,
@@ -197,31 +198,6 @@ int dy_cuda_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
                                                             (const int32_t *)dy_cuda_ptr(d->ids),
                                                             dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "gather_rows");
-}
-
-__global__ void kv_append_kernel(struct dy_kv_append_desc d, const void *k, const void *v,
-                                 const int32_t *slots, void *kc, void *vc)
-{
-    size_t row = (size_t)d.kv_heads * d.head_dim, n = (size_t)d.tokens * row;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
-         idx += (size_t)gridDim.x * blockDim.x) {
-        size_t t = idx / row, i = idx % row;
-        size_t dst = (size_t)slots[t] * row + i, src = t * d.src_stride + i;
-        dy_store_f32(kc, d.cache_dtype, dst, dy_load_f32(k, d.src_dtype, src));
-        dy_store_f32(vc, d.cache_dtype, dst, dy_load_f32(v, d.src_dtype, src));
-    }
-}
-
-int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
-{
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    size_t n = (size_t)d->tokens * d->kv_heads * d->head_dim;
-    if (!n)
-        return DY_OK;
-    kv_append_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(
-        *d, dy_cuda_ptr(d->k), dy_cuda_ptr(d->v), (const int32_t *)dy_cuda_ptr(d->slots),
-        dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache));
-    return dy_cuda_check_launch(c, "kv_append");
 }
 
 /* Two passes so a single long row (batch-1 logits: 128K values) spreads

@@ -56,6 +56,8 @@
 #define cudaDevAttrClockRate hipDeviceAttributeClockRate
 #define cudaDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
 #define cudaDevAttrWarpSize hipDeviceAttributeWarpSize
+/* no opt-in on AMD: a block may have all of a CU's LDS */
+#define cudaDevAttrMaxSharedMemoryPerBlockOptin hipDeviceAttributeMaxSharedMemoryPerBlock
 #define cudaFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
 #define cudaGraph_t hipGraph_t
 #define cudaGraphExec_t hipGraphExec_t
@@ -95,12 +97,21 @@
 #define cudaGraphDestroy hipGraphDestroy
 #define cudaGraphExecDestroy hipGraphExecDestroy
 
-/* device code: HIP 5.2 has no *_sync shuffles. The mask only names lanes
+/* device code: HIP 5.2 has no *_sync shuffles or votes. The mask only names lanes
  * that take part, and every caller passes the full warp, so dropping it
  * keeps the meaning; the offsets the kernels use are below DY_WARP. */
 #define __shfl_xor_sync(mask, var, lane_mask) __shfl_xor(var, lane_mask)
 #define __shfl_up_sync(mask, var, delta) __shfl_up(var, delta)
 #define __shfl_sync(mask, var, src_lane) __shfl(var, src_lane)
+#define __any_sync(mask, predicate) __any(predicate)
+/* a wavefront runs in lockstep: a fence around a compiler barrier orders
+ * its lanes' shared-memory accesses (what later HIP's __syncwarp does) */
+__device__ static inline void __syncwarp()
+{
+    __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");
+    __builtin_amdgcn_wave_barrier();
+    __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
+}
 
 #else /* nvcc */
 
