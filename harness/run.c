@@ -628,7 +628,16 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
     }
     struct dy_mem_info mem;
     uint64_t need = dy_llm_state_bytes(cfg, &llm_opt);
-    if (dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes && need > mem.free_bytes) {
+    bool known = dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes;
+    /* activations too large for one prefill: fewer sequences per pass (the
+     * fidelity pass, if any, needs room for two decoders: keep a tenth) */
+    while (!one_layer && known && need > mem.free_bytes * 0.9 && llm_opt.prefill_seqs != 1) {
+        llm_opt.prefill_seqs = (llm_opt.prefill_seqs ? llm_opt.prefill_seqs : (int)p->batch) / 2;
+        if (llm_opt.prefill_seqs < 1)
+            llm_opt.prefill_seqs = 1;
+        need = dy_llm_state_bytes(cfg, &llm_opt);
+    }
+    if (known && need > mem.free_bytes) {
         set_status(p, "oom", "KV cache and activations need %.2f GiB, %s:%d has %.2f GiB free",
                    need / 1073741824.0, dev->backend, dev->index, mem.free_bytes / 1073741824.0);
         goto store;

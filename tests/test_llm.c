@@ -210,6 +210,35 @@ static void test_batch_invariant(void)
     DY_CHECK(memcmp(batched, alone, sizeof alone) == 0);
 }
 
+/* A prefill in passes of fewer sequences computes what one pass does. */
+static void test_chunked_prefill(void)
+{
+    struct model m;
+    open_model(&m, "cpu-ref", DY_BF16, 2);
+    enum { BATCH = 3, PROMPT = 10, STEPS = 3 };
+    int32_t p[BATCH * PROMPT];
+    for (int i = 0; i < BATCH * PROMPT; i++)
+        p[i] = (i * 7919 + 17) % m.cfg.vocab;
+    size_t n = (size_t)BATCH * m.cfg.vocab;
+    float *whole = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
+    for (int chunked = 0; chunked <= 1; chunked++) {
+        struct dy_llm_options o = { .weight_dtype = m.w.dtype, .kv_dtype = DY_F32, .block_size = 4,
+                                    .max_batch = BATCH, .max_prompt = PROMPT,
+                                    .max_tokens = PROMPT + STEPS + 1, .prefill_seqs = chunked ? 1 : 0 };
+        struct dy_llm *llm = NULL;
+        DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &o, &llm) == DY_OK);
+        DY_REQUIRE(dy_llm_prefill(llm, p, BATCH, PROMPT) == DY_OK);
+        for (int s = 0; s < STEPS; s++)
+            DY_REQUIRE(dy_llm_decode(llm) == DY_OK);
+        DY_REQUIRE(dy_llm_read_logits(llm, chunked ? parts : whole) == DY_OK);
+        dy_llm_destroy(llm);
+    }
+    DY_CHECK(memcmp(whole, parts, n * sizeof(float)) == 0);
+    free(whole);
+    free(parts);
+    close_model(&m);
+}
+
 /* --layers keeps the weights of the layers that remain. */
 static void test_truncation_keeps_weights(void)
 {
@@ -253,4 +282,5 @@ DY_TESTS(DY_TEST(test_decode_matches_prefill_ref) DY_TEST(test_moe_decode_matche
          DY_TEST(test_decode_matches_prefill_cpu)
          DY_TEST(test_decode_matches_prefill_block4) DY_TEST(test_cpu_matches_ref)
          DY_TEST(test_block_size_invariant) DY_TEST(test_batch_invariant)
-         DY_TEST(test_truncation_keeps_weights) DY_TEST(test_kv_cache_blocks))
+         DY_TEST(test_truncation_keeps_weights) DY_TEST(test_kv_cache_blocks)
+         DY_TEST(test_chunked_prefill))

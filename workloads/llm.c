@@ -35,7 +35,11 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     m->w = w;
     m->opt = *opt;
     m->use_graphs = dy_graph_available(ctx);
-    m->max_rows = opt->max_batch * opt->max_prompt;
+    m->prefill_seqs = opt->prefill_seqs > 0 && opt->prefill_seqs < opt->max_batch ? opt->prefill_seqs
+                                                                                   : opt->max_batch;
+    m->max_rows = m->prefill_seqs * opt->max_prompt;
+    if (m->max_rows < opt->max_batch) /* a decode step's rows */
+        m->max_rows = opt->max_batch;
     size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
     size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
     size_t batch = (size_t)opt->max_batch;
@@ -220,7 +224,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
         return st;
     if (prompt_len > 0) {
         struct dy_attention_prefill_desc a = {
-            .q = q, .k = k, .v = v, .out = m->attn, .batch = m->batch,
+            .q = q, .k = k, .v = v, .out = m->attn, .batch = m->fwd_seqs,
             .seq_len = prompt_len, .heads = c->heads, .kv_heads = c->kv_heads,
             .head_dim = c->head_dim, .q_stride = q_stride, .kv_stride = kv_stride,
             .out_stride = qd, .scale = scale, .causal = true, .dtype = DY_F32,
@@ -292,7 +296,7 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
     dy_buf hidden = m->x;
     if (prompt_len > 0) {
         struct dy_gather_rows_desc last = {
-            .table = m->x, .ids = m->last_index, .out = m->last, .rows = m->batch,
+            .table = m->x, .ids = m->last_index, .out = m->last, .rows = m->fwd_seqs,
             .cols = c->hidden, .table_stride = c->hidden, .out_stride = c->hidden,
             .table_dtype = DY_F32, .out_dtype = DY_F32,
         };
@@ -301,13 +305,14 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
         hidden = m->last;
     }
     dy_buf none = { 0 };
+    dy_buf logits = dy_buf_at(m->logits, (size_t)m->fwd_seq0 * c->vocab * sizeof(float));
     struct dy_argmax_desc am = {
-        .x = m->logits, .out = m->next_ids, .rows = m->batch, .cols = c->vocab,
-        .stride = c->vocab, .dtype = DY_F32,
+        .x = logits, .out = dy_buf_at(m->next_ids, (size_t)m->fwd_seq0 * sizeof(int32_t)),
+        .rows = m->fwd_seqs, .cols = c->vocab, .stride = c->vocab, .dtype = DY_F32,
     };
-    if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, m->batch)) ||
-        (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, none, m->logits, c->vocab, m->batch,
-                     c->vocab, c->hidden, 0.0f)))
+    if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, m->fwd_seqs)) ||
+        (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, none, logits, c->vocab, m->fwd_seqs,
+                            c->vocab, c->hidden, 0.0f)))
         return st;
     return dy_argmax(m->ctx, &am);
 }
@@ -316,7 +321,7 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
 {
     if (batch < 1 || batch > m->opt.max_batch || prompt_len < 1 || prompt_len > m->opt.max_prompt)
         return DY_E_INVALID;
-    int rows = batch * prompt_len, st;
+    int st;
     m->batch = batch;
     m->step = 0;
     /* a generation's graphs may point at backend scratch that a later,
@@ -326,25 +331,33 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
     m->graph_count = 0;
     m->use_graphs = dy_graph_available(m->ctx);
     dy_kv_cache_reset(&m->kv);
-    int32_t last_index[batch];
-    for (int b = 0; b < batch; b++) {
-        if ((st = dy_kv_cache_prompt(&m->kv, b, prompt_len, m->host_slots + (size_t)b * prompt_len)))
-            return st;
-        for (int t = 0; t < prompt_len; t++)
-            m->host_positions[(size_t)b * prompt_len + t] = t;
-        last_index[b] = b * prompt_len + prompt_len - 1;
-    }
-    for (int i = 0; i < rows; i++)
+    for (size_t i = 0; i < (size_t)batch * prompt_len; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg->vocab)
             return DY_E_INVALID;
-    size_t bytes = (size_t)rows * sizeof(int32_t);
-    if ((st = dy_buf_write(m->ctx, m->ids, tokens, bytes)) ||
-        (st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
-        (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
-        (st = dy_buf_write(m->ctx, m->last_index, last_index, (size_t)batch * sizeof(int32_t))) ||
-        (st = dy_kv_cache_sync(m->ctx, &m->kv)))
-        return st;
-    return forward(m, m->ids, rows, prompt_len);
+    /* prefill_seqs sequences per pass, so activations need not hold them all */
+    for (int seq0 = 0; seq0 < batch; seq0 += m->prefill_seqs) {
+        int seqs = batch - seq0 < m->prefill_seqs ? batch - seq0 : m->prefill_seqs;
+        int rows = seqs * prompt_len;
+        int32_t last_index[seqs];
+        for (int b = 0; b < seqs; b++) {
+            if ((st = dy_kv_cache_prompt(&m->kv, seq0 + b, prompt_len,
+                                         m->host_slots + (size_t)b * prompt_len)))
+                return st;
+            for (int t = 0; t < prompt_len; t++)
+                m->host_positions[(size_t)b * prompt_len + t] = t;
+            last_index[b] = b * prompt_len + prompt_len - 1;
+        }
+        size_t bytes = (size_t)rows * sizeof(int32_t);
+        m->fwd_seq0 = seq0;
+        m->fwd_seqs = seqs;
+        if ((st = dy_buf_write(m->ctx, m->ids, tokens + (size_t)seq0 * prompt_len, bytes)) ||
+            (st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
+            (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
+            (st = dy_buf_write(m->ctx, m->last_index, last_index, (size_t)seqs * sizeof(int32_t))) ||
+            (st = dy_kv_cache_sync(m->ctx, &m->kv)) || (st = forward(m, m->ids, rows, prompt_len)))
+            return st;
+    }
+    return DY_OK;
 }
 
 /* Scores, summed over layers, of every block the scored policies may
@@ -424,6 +437,8 @@ static int context_bound(const struct dy_llm *m)
 static int decode_forward(struct dy_llm *m)
 {
     m->context_bound = context_bound(m);
+    m->fwd_seq0 = 0;
+    m->fwd_seqs = m->batch;
     struct dy_step_graph *g = NULL;
     for (int i = 0; m->use_graphs && i < m->graph_count && !g; i++)
         if (m->graphs[i].batch == m->batch && m->graphs[i].bound == m->context_bound)
@@ -543,7 +558,10 @@ uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm
     uint64_t kv = 2ull * c->layers * c->kv_heads *
                   (c->head_dim * dy_dtype_size(opt->kv_dtype) + (opt->kv_dtype == DY_I8 ? 4 : 0)) *
                   blocks_per_seq * opt->block_size * opt->max_batch;
-    uint64_t rows = (uint64_t)opt->max_batch * opt->max_prompt;
+    uint64_t seqs = opt->prefill_seqs > 0 && opt->prefill_seqs < opt->max_batch ? opt->prefill_seqs
+                                                                                : opt->max_batch;
+    uint64_t rows = seqs * opt->max_prompt > (uint64_t)opt->max_batch ? seqs * opt->max_prompt
+                                                                        : (uint64_t)opt->max_batch;
     uint64_t mlp_cols = c->experts ? (uint64_t)c->shared_ffn : (uint64_t)c->intermediate;
     uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
                                   (uint64_t)c->heads * c->head_dim + 3ull * mlp_cols + 4);

@@ -153,6 +153,7 @@ struct dy_llm_options {
     int max_batch;
     int max_prompt;       /* longest prompt to be prefilled */
     int max_tokens;       /* longest sequence: prompt + generated */
+    int prefill_seqs;     /* sequences per prefill pass (activations scale with it); 0: all */
     enum dy_evict evict;  /* KV eviction (DY_EVICT_NONE: none) */
     int kv_budget;        /* tokens kept per sequence when evicting */
     /* MoE only */

@@ -39,8 +39,10 @@ struct dy_llm {
     const struct dy_llm_weights *w;
     struct dy_llm_options opt;
     struct dy_kv_cache kv;
-    int max_rows;                 /* max_batch * max_prompt */
+    int max_rows;                 /* rows of one forward pass: a prefill chunk or a step */
+    int prefill_seqs;             /* sequences per prefill pass */
     int batch;                    /* sequences in flight */
+    int fwd_seq0, fwd_seqs;       /* the sequences the forward pass in flight serves */
     int step;                     /* decode steps since the prefill */
     int context_bound;            /* the decode step's max_context for attention */
     bool use_graphs;
