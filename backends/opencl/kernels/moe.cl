@@ -108,40 +108,28 @@ int group_scan(__local int *s, int v, int *total)
 }
 
 /* x[0, n) becomes its exclusive prefix sum, each item taking one
- * contiguous span; returns the total. In local and in global memory. */
-int scan_local(__local int *x, int n, __local int *s)
-{
-    int span = (n + WG - 1) / WG;
-    int lo = min(n, (int)get_local_id(0) * span), hi = min(n, lo + span);
-    int sum = 0;
-    for (int i = lo; i < hi; i++)
-        sum += x[i];
-    int total, run = group_scan(s, sum, &total);
-    for (int i = lo; i < hi; i++) {
-        int count = x[i];
-        x[i] = run;
-        run += count;
+ * contiguous span; returns the total. OpenCL C 1.2 has no generic address
+ * space, so the one body is spelled out for local and for global memory. */
+#define DEFINE_SCAN(name, space, fence)                                          \
+    int name(space int *x, int n, __local int *s)                               \
+    {                                                                           \
+        int span = (n + WG - 1) / WG;                                           \
+        int lo = min(n, (int)get_local_id(0) * span), hi = min(n, lo + span);   \
+        int sum = 0;                                                            \
+        for (int i = lo; i < hi; i++)                                           \
+            sum += x[i];                                                        \
+        int total, run = group_scan(s, sum, &total);                            \
+        for (int i = lo; i < hi; i++) {                                         \
+            int count = x[i];                                                   \
+            x[i] = run;                                                         \
+            run += count;                                                       \
+        }                                                                       \
+        barrier(fence);                                                         \
+        return total;                                                           \
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-}
-
-int scan_global(__global int *x, int n, __local int *s)
-{
-    int span = (n + WG - 1) / WG;
-    int lo = min(n, (int)get_local_id(0) * span), hi = min(n, lo + span);
-    int sum = 0;
-    for (int i = lo; i < hi; i++)
-        sum += x[i];
-    int total, run = group_scan(s, sum, &total);
-    for (int i = lo; i < hi; i++) {
-        int count = x[i];
-        x[i] = run;
-        run += count;
-    }
-    barrier(CLK_GLOBAL_MEM_FENCE);
-    return total;
-}
+DEFINE_SCAN(scan_local, __local, CLK_LOCAL_MEM_FENCE)
+DEFINE_SCAN(scan_global, __global, CLK_GLOBAL_MEM_FENCE)
+#undef DEFINE_SCAN
 
 /* Counts the experts of pairs [begin, end) into hist (local, experts
  * ints, zeroed here). Atomic increments: the counts do not depend on their
