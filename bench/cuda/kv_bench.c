@@ -11,7 +11,7 @@
  * kernel: a head dim of 96, a cache not aligned to 16 bytes) against
  * cpu-ref, bf16 beside them.
  *
- * Built by bench/cuda/kv_pack.sh against a build tree's static libraries;
+ * Built by bench/cuda/pack_bench.sh kv_bench against a build tree's static libraries;
  * on the device machine bench/cuda/kv_check.sh runs it. */
 #include <math.h>
 #include <stdio.h>

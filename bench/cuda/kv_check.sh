@@ -5,17 +5,16 @@
 # (decode attention per cache dtype against the copy bandwidth), then
 # Llama-3.1-8B end to end at batch 64 x 2048 per KV dtype (tpot, kv_bytes
 # from the point database; the fp8/int8 points also run the harness's
-# fidelity pass, a second model with an f32 cache, which has run out of
-# memory on an 80 GB card: the point is then marked oom after its timings).
+# fidelity pass over their first 8 sequences).
 # Last, the fp8 decode kernel's machine code. Pack first with
-# bench/cuda/kv_pack.sh; run with carry [".carry/kv"].
-cp .carry/kv/dyno-bin.tar.xz .carry/dyno-bin.tar.xz
+# bench/cuda/pack_bench.sh kv_bench; run with carry [".carry/kv_bench"].
+cp .carry/kv_bench/dyno-bin.tar.xz .carry/dyno-bin.tar.xz
 source bench/cuda/common.sh
 rm -f /tmp/dy/libdyno-opencl.so # cuda alone beside cpu and cpu-ref
 set -o pipefail
 timeout 100 /tmp/dy/test_conformance 2>&1 | tee "$OUT/conformance.txt" | grep -v '^ok'
 echo "conformance: $(grep -c '^ok' "$OUT/conformance.txt") ok"
-timeout 120 .carry/kv/kv_bench 2>&1 | tee "$OUT/kv_bench.txt"
+timeout 120 .carry/kv_bench/kv_bench 2>&1 | tee "$OUT/kv_bench.txt"
 timeout 200 /tmp/dy/dyno run --backend cuda --model llama-3.1-8b --batch 64 --input-len 2048 --output-len 64 \
     --kv-dtype bf16,fp8,int8 --repeat 1 --db "$OUT/kv.db" 2>&1 | tee "$OUT/e2e.txt" | grep -E '^\| (cuda|backend)'
 python3 - "$OUT/kv.db" <<'PY'

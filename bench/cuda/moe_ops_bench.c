@@ -13,7 +13,7 @@
  * the per-call time of 8 calls back to back (8 routing sets; at one token
  * they take disjoint experts), as the calls follow each other in a step.
  *
- * Built by bench/cuda/moe_pack.sh against a build tree's static libraries;
+ * Built by bench/cuda/pack_bench.sh moe_ops_bench against a build tree's static libraries;
  * on the device machine bench/cuda/moe_check.sh runs it. */
 #include <math.h>
 #include <stdio.h>
