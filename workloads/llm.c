@@ -35,11 +35,8 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     m->w = w;
     m->opt = *opt;
     m->use_graphs = dy_graph_available(ctx);
-    m->prefill_seqs = opt->prefill_seqs > 0 && opt->prefill_seqs < opt->max_batch ? opt->prefill_seqs
-                                                                                   : opt->max_batch;
-    m->max_rows = m->prefill_seqs * opt->max_prompt;
-    if (m->max_rows < opt->max_batch) /* a decode step's rows */
-        m->max_rows = opt->max_batch;
+    m->prefill_seqs = dy_llm_prefill_seqs(opt);
+    m->max_rows = dy_llm_pass_rows(opt);
     size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
     size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
     size_t batch = (size_t)opt->max_batch;
@@ -115,6 +112,18 @@ void dy_llm_destroy(struct dy_llm *m)
     free(m->host_score_blocks);
     free(m->host_scores);
     free(m);
+}
+
+int dy_llm_prefill_seqs(const struct dy_llm_options *opt)
+{
+    return opt->prefill_seqs > 0 && opt->prefill_seqs < opt->max_batch ? opt->prefill_seqs
+                                                                       : opt->max_batch;
+}
+
+int dy_llm_pass_rows(const struct dy_llm_options *opt)
+{
+    int rows = dy_llm_prefill_seqs(opt) * opt->max_prompt;
+    return rows > opt->max_batch ? rows : opt->max_batch;
 }
 
 int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
@@ -558,10 +567,7 @@ uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm
     uint64_t kv = 2ull * c->layers * c->kv_heads *
                   (c->head_dim * dy_dtype_size(opt->kv_dtype) + (opt->kv_dtype == DY_I8 ? 4 : 0)) *
                   blocks_per_seq * opt->block_size * opt->max_batch;
-    uint64_t seqs = opt->prefill_seqs > 0 && opt->prefill_seqs < opt->max_batch ? opt->prefill_seqs
-                                                                                : opt->max_batch;
-    uint64_t rows = seqs * opt->max_prompt > (uint64_t)opt->max_batch ? seqs * opt->max_prompt
-                                                                        : (uint64_t)opt->max_batch;
+    uint64_t rows = (uint64_t)dy_llm_pass_rows(opt);
     uint64_t mlp_cols = c->experts ? (uint64_t)c->shared_ffn : (uint64_t)c->intermediate;
     uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
                                   (uint64_t)c->heads * c->head_dim + 3ull * mlp_cols + 4);

@@ -61,6 +61,11 @@ struct dy_llm {
     struct dy_moe_state moe;
 };
 
+/* Sequences per prefill pass under opt, and the rows one forward pass
+ * holds (a prefill pass, or a decode step's batch if that is more). */
+int dy_llm_prefill_seqs(const struct dy_llm_options *opt);
+int dy_llm_pass_rows(const struct dy_llm_options *opt);
+
 /* c[rows, n] (+)= a[rows, k] . w[n, k]^T in the weights' dtype */
 int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
                   int rows, int n, int k, float beta);

@@ -38,11 +38,7 @@ static int decode_steps(const struct dy_llm_options *opt)
 
 uint64_t dy_moe_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)
 {
-    uint64_t seqs = opt->prefill_seqs > 0 && opt->prefill_seqs < opt->max_batch ? opt->prefill_seqs
-                                                                                : opt->max_batch;
-    uint64_t k = (uint64_t)top_k_of(c, opt), rows = seqs * opt->max_prompt;
-    if (rows < (uint64_t)opt->max_batch)
-        rows = opt->max_batch;
+    uint64_t k = (uint64_t)top_k_of(c, opt), rows = (uint64_t)dy_llm_pass_rows(opt);
     uint64_t pairs = rows * k, slots = 2 + (uint64_t)decode_steps(opt);
     uint64_t bytes = rows * c->experts * 4 + pairs * 4 * 4 +
                      pairs * (3ull * c->moe_ffn + c->hidden) * 4 +
