@@ -9,6 +9,7 @@
  * check that path on an NVIDIA card) take a shared-memory tiled kernel
  * instead, A read in its own dtype. */
 #include "cuda_internal.h"
+#include "cuda_tile.h"
 
 #define GEMV_WARPS 8
 #define GEMV_MAX_M 8
@@ -156,17 +157,7 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
 }
 #else
 /* The portable GEMM: a block of 256 threads owns a TILE_M x TILE_N tile of C
- * and walks k in TILE_K slices staged in shared memory (k-major, so a
- * thread's reads along m or n are consecutive); each thread accumulates a
- * 4 x 4 micro-tile of rows ty + 16 i and columns tx + 16 j, which keeps
- * the shared reads free of bank conflicts and the C stores coalesced. */
-#define TILE_M 64
-#define TILE_N 64
-#define TILE_K 16
-#define TILE_THREADS 256
-/* the staging loop fills both operands with one index */
-static_assert(TILE_M == TILE_N && TILE_THREADS == 16 * 16 && TILE_M == 4 * 16, "tile shape");
-
+ * and walks k in TILE_K slices (cuda_tile.h). */
 __global__ void __launch_bounds__(TILE_THREADS)
 gemm_tiled_kernel(const void *a, enum dy_dtype at, int lda, const void *b, enum dy_dtype bt, int ldb,
                   const void *bias, float *c, int ldc, int m, int n, int k, float beta)
@@ -184,20 +175,7 @@ gemm_tiled_kernel(const void *a, enum dy_dtype at, int lda, const void *b, enum 
             bs[kk][r] = in_k && col0 + r < n ? dy_load_f32(b, bt, (size_t)(col0 + r) * ldb + k0 + kk) : 0.0f;
         }
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < TILE_K; kk++) {
-            float av[4], bv[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                av[i] = as[kk][ty + 16 * i];
-                bv[i] = bs[kk][tx + 16 * i];
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    acc[i][j] += av[i] * bv[j];
-        }
+        tile_accumulate(as, bs, acc, tx, ty);
         __syncthreads(); /* the slice is no longer read */
     }
 #pragma unroll

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "cuda_tile.h"
 
 struct gg_args {
     const float *a;
@@ -297,9 +298,9 @@ static int grouped_gemv(struct cuda_ctx *c, const struct gg_args *g, enum dy_dty
 }
 
 /* ---- tiled: as cuda_gemm.cu's portable kernel, A's rows gathered ---- */
-#define GT_TILE 64
-#define GT_K 16
-#define GT_THREADS 256
+#define GT_TILE TILE_M
+#define GT_K TILE_K
+#define GT_THREADS TILE_THREADS
 
 __global__ void __launch_bounds__(GT_THREADS)
 grouped_tiled_kernel(struct gg_args g, enum dy_dtype bt)
@@ -325,20 +326,7 @@ grouped_tiled_kernel(struct gg_args g, enum dy_dtype bt)
                             ? dy_load_f32(be, bt, (size_t)(col0 + r) * g.k + k0 + kk) : 0.0f;
         }
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < GT_K; kk++) {
-            float av[4], bv[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                av[i] = as[kk][ty + 16 * i];
-                bv[i] = bs[kk][tx + 16 * i];
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    acc[i][j] += av[i] * bv[j];
-        }
+        tile_accumulate(as, bs, acc, tx, ty);
         __syncthreads(); /* the slice is no longer read */
     }
 #pragma unroll
