@@ -27,6 +27,11 @@ if [ "$backend" = cpu ]; then
         --output-len 64 --warmup 1 --repeat 2 --db "$db" "$@"
     build/dyno run --backend cpu --model tiny-llama --evict streaming,paged --kv-budget 64,128 --batch 4 \
         --input-len 256 --output-len 64 --warmup 1 --repeat 2 --db "$db" "$@"
+    # quantized weights, and MoPEQ's per-expert bits
+    build/dyno run --backend cpu --model llama-3.2-1b --weight-dtype bf16,fp8,int8,int4 --batch 1 \
+        --input-len 128 --output-len 32 --warmup 1 --repeat 2 --db "$db" "$@"
+    build/dyno run --backend cpu --model tiny-moe --weight-dtype int4,mopeq:3,mopeq:2.5 --batch 4 \
+        --input-len 128 --output-len 32 --warmup 1 --repeat 2 --db "$db" "$@"
 else
     build/dyno run --backend "$backend" --model llama-3.2-1b,llama-3.1-8b --batch 1,16,64 \
         --input-len 128,1024 --output-len 128 --db "$db" "$@"
@@ -40,6 +45,10 @@ else
         --input-len 2048 --output-len 64 --repeat 1 --db "$db" "$@"
     build/dyno run --backend "$backend" --model llama-3.1-8b --evict paged,streaming --kv-budget 512,1024 \
         --batch 64 --input-len 4096 --output-len 64 --repeat 1 --db "$db" "$@"
+    build/dyno run --backend "$backend" --model llama-3.1-8b --weight-dtype bf16,fp8,int8,int4 --batch 1 \
+        --input-len 4096 --output-len 64 --repeat 1 --db "$db" "$@"
+    build/dyno run --backend "$backend" --model olmoe-1b-7b --weight-dtype int4,mopeq:3 --batch 1 \
+        --input-len 1024 --output-len 64 --repeat 1 --db "$db" "$@"
 fi
 build/dyno report --db "$db" -o dyno-report.html
 echo "results: $db; dashboard: dyno-report.html"

@@ -31,7 +31,10 @@ enum dy_dtype {
     DY_BF16 = 2,
     DY_I32 = 3,
     DY_FP8 = 4,      /* E4M3 (OCP "fn": no infinities, max 448), storage only */
-    DY_I8 = 5,       /* int8 with scales beside it (KV cache: per token and head) */
+    DY_I8 = 5,       /* int8 with scales beside it (KV cache: per token and head;
+                      * weights: per output channel) */
+    DY_I4 = 6,       /* weights only: 4-bit groups, two per byte, with scales
+                      * (and zero points) beside them (struct dy_quant) */
     DY_DTYPE_COUNT
 };
 
@@ -100,17 +103,52 @@ struct dy_fill_random_desc {
     float offset;
 };
 
+/* Quantized weights: B of dtype DY_FP8, DY_I8 or DY_I4 (a matrix [n, k],
+ * rows k elements apart: ldb == k) dequantizes as
+ *   w[j, i] = scale(j, i) * (q[j, i] - zero(j, i))
+ *   fp8:  q is the E4M3 value; one scale for the whole matrix; zero 0.
+ *   int8: q in [-127, 127]; one scale per row j (output channel); zero 0.
+ *   int4: q in [0, 15]; element i of row j is the low (i even) or high (i
+ *         odd) nibble of byte (j * k + i) / 2, so eight values per 32-bit
+ *         word; one scale per group of `group` elements along k, at index
+ *         j * (k / group) + i / group; zero points (u8) at the same index,
+ *         or 8 for every group when zero.h is NULL (symmetric).
+ * dy_quant_scales() counts a matrix's scales. A view of rows [r0, r0 + n)
+ * starts r0 * dy_quant_row_scales() scales later (fp8: the same scale). */
+struct dy_quant {
+    dy_buf scale;             /* f32 */
+    dy_buf zero;              /* u8, int4 only; h == NULL: symmetric */
+    int group;                /* int4: elements per scale, even, divides k */
+    enum dy_dtype bias_dtype; /* the bias when B is quantized */
+};
+
 /* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
  * B is stored as Hugging Face stores weights: [out_features, in_features].
  * A is f32 or B's dtype; C is f32. Matrix units take operands of one type, so
  * a backend may round an f32 A to B's f16/bf16 before multiplying (the
- * conformance tolerance for such B is that dtype's); accumulation is f32. */
+ * conformance tolerance for such B is that dtype's); accumulation is f32.
+ * Quantized B (fp8, int8, int4; see struct dy_quant): A is f32. A backend
+ * may dequantize B to bf16 and round A to bf16 to use its matrix units, and
+ * with fp8 B it may round A to fp8 with one scale over A (max|A| / 448), as
+ * FP8 inference does; decode-sized calls (m <= 8) should read the
+ * quantized bytes directly, the point of quantizing. */
 struct dy_gemm_desc {
-    dy_buf a, b, c, bias;     /* bias.h == NULL: no bias; bias is b_dtype */
+    dy_buf a, b, c, bias;     /* bias.h == NULL: no bias; bias is b_dtype
+                               * (bq.bias_dtype when B is quantized) */
     int m, n, k;
     int lda, ldb, ldc;
     enum dy_dtype a_dtype, b_dtype, c_dtype;
     float beta;               /* 0: overwrite C, 1: accumulate into C */
+    struct dy_quant bq;       /* B's scales when b_dtype is fp8, int8, int4 */
+};
+
+/* out[r, i] = w[r, i] for rows [0, rows) of a quantized matrix [rows, k]
+ * (struct dy_quant), rounded to out_dtype (f32, f16, bf16). */
+struct dy_dequantize_desc {
+    dy_buf q, out;
+    struct dy_quant qp;
+    int rows, k, out_stride;
+    enum dy_dtype q_dtype, out_dtype;
 };
 
 enum dy_norm_kind { DY_NORM_RMS = 0, DY_NORM_LAYER = 1 };
@@ -281,8 +319,12 @@ struct dy_gemm_grouped_desc {
     int rows, experts, n, k;
     int a_row_div;
     int lda, ldc;
-    size_t b_expert_stride;
+    size_t b_expert_stride;   /* elements; n * k when B is quantized */
     enum dy_dtype b_dtype;
+    /* quantized B: each expert is a matrix [n, k] as in dy_gemm, its
+     * scales (and zero points) dy_quant_scales() after the previous
+     * expert's; bq.bias_dtype unused */
+    struct dy_quant bq;
 };
 
 /* dst[t, :] += sum over j < k, in order, of weights[t * k + j] *
@@ -359,6 +401,9 @@ struct dy_backend {
     int (*graph_end)(void *ctx, void **graph);
     int (*graph_launch)(void *ctx, void *graph);
     void (*graph_destroy)(void *ctx, void *graph);
+    /* quantized weights (may be NULL: points with quantized weights are
+     * then skipped; gemm and gemm_grouped take quantized B when it is set) */
+    int (*dequantize)(void *ctx, const struct dy_dequantize_desc *d);
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */
@@ -377,6 +422,28 @@ DY_INLINE size_t dy_dtype_size(enum dy_dtype t)
 {
     return t == DY_F32 || t == DY_I32 ? 4 : t == DY_F16 || t == DY_BF16 ? 2
            : t == DY_FP8 || t == DY_I8 ? 1 : 0;
+}
+
+DY_INLINE bool dy_dtype_quantized(enum dy_dtype t)
+{
+    return t == DY_FP8 || t == DY_I8 || t == DY_I4;
+}
+
+/* Bytes of `count` elements (int4: two per byte). */
+DY_INLINE size_t dy_dtype_bytes(enum dy_dtype t, size_t count)
+{
+    return t == DY_I4 ? (count + 1) / 2 : count * dy_dtype_size(t);
+}
+
+/* Scales of one row of a quantized [n, k] matrix, and of the whole matrix. */
+DY_INLINE size_t dy_quant_row_scales(enum dy_dtype t, int k, int group)
+{
+    return t == DY_I4 ? (size_t)(k / group) : t == DY_I8 ? 1 : 0;
+}
+
+DY_INLINE size_t dy_quant_scales(enum dy_dtype t, int n, int k, int group)
+{
+    return t == DY_FP8 ? 1 : (size_t)n * dy_quant_row_scales(t, k, group);
 }
 
 /* ---- the counter-based generator --------------------------------------
@@ -526,6 +593,21 @@ DY_INLINE void dy_store_f32(void *base, enum dy_dtype t, size_t i, float x)
     }
 }
 
+/* Element (j, i) of a quantized [n, k] matrix (struct dy_quant), host-side
+ * pointers: q, scale (f32) and zero (u8, or NULL). */
+DY_INLINE float dy_dequant(const void *q, enum dy_dtype t, const float *scale,
+                           const uint8_t *zero, int k, int group, size_t j, size_t i)
+{
+    size_t e = j * (size_t)k + i;
+    if (t == DY_FP8)
+        return scale[0] * dy_fp8_to_f32(((const uint8_t *)q)[e]);
+    if (t == DY_I8)
+        return scale[j] * (float)((const int8_t *)q)[e];
+    size_t g = j * (size_t)(k / group) + i / (size_t)group;
+    int nib = (((const uint8_t *)q)[e / 2] >> (4 * (e & 1))) & 15;
+    return scale[g] * (float)(nib - (zero ? zero[g] : 8));
+}
+
 /* ---- the caller's side: contexts and wrappers (backends/dispatch.c) ---- */
 
 /* A context wraps one backend context, accounts its allocations and keeps
@@ -581,6 +663,7 @@ int dy_moe_sort(dy_ctx *ctx, const struct dy_moe_sort_desc *d);
 int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_scatter_add_rows(dy_ctx *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_kv_block_scores(dy_ctx *ctx, const struct dy_kv_block_scores_desc *d);
+int dy_dequantize(dy_ctx *ctx, const struct dy_dequantize_desc *d);
 
 /* Graphs of ops (backend slots graph_*). dy_graph_available is false when
  * the backend has none, when DYNO_GRAPHS=0, or while DYNO_PROFILE_OPS times

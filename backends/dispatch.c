@@ -15,11 +15,12 @@ struct dy_alloc {
 
 /* DYNO_PROFILE_OPS=1: device time of every op, summed per op and printed
  * when the context is destroyed. Events are pooled and resolved at dy_sync. */
-enum { OP_COUNT = 16, PROFILE_PENDING = 8192 };
+enum { OP_COUNT = 17, PROFILE_PENDING = 8192 };
 static const char *const op_names[OP_COUNT] = {
     "fill_random", "gemm", "norm", "rope", "eltwise", "gather_rows", "kv_append",
     "attention_prefill", "attention_decode", "argmax", "convert",
     "softmax_topk", "moe_sort", "gemm_grouped", "scatter_add_rows", "kv_block_scores",
+    "dequantize",
 };
 
 struct op_profile {
@@ -334,8 +335,23 @@ void dy_graph_destroy(dy_ctx *ctx, void *graph)
         return checked(ctx, run_op(ctx, index, call_##op, d), #op);            \
     }
 
+/* A backend takes quantized weights in gemm and gemm_grouped when it has
+ * the dequantize slot: without it, such a call is unsupported rather than
+ * read as plain integers. */
+#define DY_OP_WRAPPER_QUANT(op, index)                                         \
+    static int call_##op(dy_ctx *ctx, const void *d)                           \
+    {                                                                          \
+        return ctx->be->op(ctx->impl, (const struct dy_##op##_desc *)d);       \
+    }                                                                          \
+    int dy_##op(dy_ctx *ctx, const struct dy_##op##_desc *d)                   \
+    {                                                                          \
+        if (!ctx->be->op || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize)) \
+            return fail(ctx, DY_E_UNSUPPORTED, #op);                           \
+        return checked(ctx, run_op(ctx, index, call_##op, d), #op);            \
+    }
+
 DY_OP_WRAPPER(fill_random, 0)
-DY_OP_WRAPPER(gemm, 1)
+DY_OP_WRAPPER_QUANT(gemm, 1)
 DY_OP_WRAPPER(norm, 2)
 DY_OP_WRAPPER(rope, 3)
 DY_OP_WRAPPER(eltwise, 4)
@@ -347,6 +363,7 @@ DY_OP_WRAPPER(argmax, 9)
 DY_OP_WRAPPER(convert, 10)
 DY_OP_WRAPPER(softmax_topk, 11)
 DY_OP_WRAPPER(moe_sort, 12)
-DY_OP_WRAPPER(gemm_grouped, 13)
+DY_OP_WRAPPER_QUANT(gemm_grouped, 13)
 DY_OP_WRAPPER(scatter_add_rows, 14)
 DY_OP_WRAPPER(kv_block_scores, 15)
+DY_OP_WRAPPER(dequantize, 16)

@@ -11,6 +11,7 @@ static const struct {
     [DY_I32] = { "i32" },
     [DY_FP8] = { "fp8" },
     [DY_I8] = { "int8" },
+    [DY_I4] = { "int4" },
 };
 
 const char *dy_dtype_name(enum dy_dtype t)

@@ -6,14 +6,17 @@
  * and prefill (m = 512, compute-bound); then the MoE grouped GEMM at an
  * OLMoE-like shape, decode against the bandwidth ceilings and prefill
  * against a dense GEMM of the same FLOPs; then decode attention over a
- * paged KV cache of each dtype against the bandwidth ceilings. Calls the
- * backend's slots directly, so it builds without the wrapper layer:
+ * paged KV cache of each dtype against the bandwidth ceilings; then the
+ * decode GEMV with quantized weights (fp8, int8, int4) at Llama-3.2-1B's
+ * shapes against bf16 and the ceilings. Calls the backend's slots
+ * directly, so it builds without the wrapper layer:
  *
  *   gcc -O2 -fopenmp -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread \
  *       bench/cpu_ops_bench.c backends/cpu/cpu.c backends/cpu/cpu_*.c -lopenblas -lm
  *
  * Each figure is the best of REPEATS timed runs after a warm-up run, as
- * STREAM reports: the machine's capability, not its noise. */
+ * STREAM reports: the machine's capability, not its noise. With the
+ * argument `quant` it measures the ceilings and the quantized GEMV only. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,10 +78,12 @@ static void buf_random(struct bench_buf *buf, size_t count, enum dy_dtype t, uin
 static const char *type_name(enum dy_dtype t)
 {
     return t == DY_F32 ? "f32" : t == DY_F16 ? "f16" : t == DY_BF16 ? "bf16" : t == DY_FP8 ? "fp8"
-           : t == DY_I8 ? "int8" : "?";
+           : t == DY_I8 ? "int8" : t == DY_I4 ? "int4" : "?";
 }
 
-enum bench_kind { BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM, BENCH_GROUPED, BENCH_DECODE };
+enum bench_kind {
+    BENCH_COPY, BENCH_READ, BENCH_SGEMM, BENCH_GEMM, BENCH_GROUPED, BENCH_DECODE, BENCH_QGEMV
+};
 
 /* The routings a grouped case takes in turn: offsets and the sorted pairs. */
 #define MAX_ROUTES 8
@@ -92,10 +97,16 @@ struct bench_case {
     struct dy_attention_decode_desc decode;
     struct bench_buf *offsets[MAX_ROUTES], *sorted[MAX_ROUTES];
     int routes;
+    /* BENCH_QGEMV: `copies` weight matrices one after another in src, their
+     * scales and zero points in scales and zeros, taken in turn */
+    struct bench_buf *scales, *zeros;
+    size_t weight_bytes, scale_count, zero_bytes;
+    int copies;
 };
 
-/* Calls of grouped cases so far: each call takes the next routing. */
-static unsigned grouped_calls;
+/* Calls of grouped cases so far: each call takes the next routing; and of
+ * quantized GEMV cases, each taking the next copy of the weights. */
+static unsigned grouped_calls, qgemv_calls;
 
 /* Reads every 64-bit word of the buffer, a cache line an iteration; the
  * xor keeps the compiler from dropping the loads, and the prefetch 4 KiB
@@ -144,6 +155,17 @@ static void run_case(const struct bench_case *c)
     case BENCH_DECODE:
         status = be->attention_decode(ctx, &c->decode);
         break;
+    case BENCH_QGEMV: {
+        struct dy_gemm_desc g = c->gemm;
+        size_t copy = qgemv_calls++ % (unsigned)c->copies;
+        g.b = dy_buf_at(c->src->b, copy * c->weight_bytes);
+        if (c->scales)
+            g.bq.scale = dy_buf_at(c->scales->b, copy * c->scale_count * sizeof(float));
+        if (c->zeros)
+            g.bq.zero = dy_buf_at(c->zeros->b, copy * c->zero_bytes);
+        status = be->gemm(ctx, &g);
+        break;
+    }
     }
     if (status != DY_OK)
         die("op", status);
@@ -418,8 +440,175 @@ static void bench_decode_attention(const struct bench_case *copy, const struct b
     buf_delete(lens);
 }
 
-int main(void)
+/* ---- quantized weights: the decode GEMV ---- */
+
+/* A GEMV case, m = 1, over `copies` weight matrices [n, k] of dtype bt
+ * (bf16, or fp8, int8 and int4 with random bytes and scales: the kernels'
+ * work does not depend on the values), zero points when asym (int4). */
+static struct bench_case qgemv_case(int n, int k, enum dy_dtype bt, bool asym, int copies,
+                                    struct bench_buf **a, struct bench_buf **c_out)
 {
+    const int group = 128;
+    struct bench_case c = { .kind = BENCH_QGEMV, .copies = copies };
+    size_t elems = (size_t)n * k;
+    c.weight_bytes = bt == DY_BF16 ? elems * 2 : dy_dtype_bytes(bt, elems);
+    c.src = buf_new(c.weight_bytes * copies);
+    /* fp8 values without NaN codes; int8 over the whole range, whose
+     * bytes are as random as int4's nibbles need */
+    buf_fill_range(c.src, c.weight_bytes * copies / (bt == DY_BF16 ? 2 : 1),
+                   bt == DY_BF16 || bt == DY_FP8 ? bt : DY_I8, 13, bt == DY_BF16 ? 1.0f
+                   : bt == DY_FP8 ? 448.0f : 127.0f, 0.0f);
+    if (dy_dtype_quantized(bt)) {
+        c.scale_count = dy_quant_scales(bt, n, k, group);
+        c.scales = buf_new(c.scale_count * copies * sizeof(float));
+        buf_fill_range(c.scales, c.scale_count * copies, DY_F32, 14, 0.001f, 0.01f);
+    }
+    if (asym) {
+        c.zero_bytes = c.scale_count;
+        c.zeros = buf_new(c.zero_bytes * copies);
+        buf_fill_range(c.zeros, c.zero_bytes * copies, DY_I8, 15, 7.0f, 8.0f);
+    }
+    *a = buf_new((size_t)k * sizeof(float));
+    *c_out = buf_new((size_t)n * sizeof(float));
+    buf_random(*a, (size_t)k, DY_F32, 16);
+    c.gemm = (struct dy_gemm_desc){
+        .a = (*a)->b, .c = (*c_out)->b, .m = 1, .n = n, .k = k, .lda = k, .ldb = k, .ldc = n,
+        .a_dtype = DY_F32, .b_dtype = bt, .c_dtype = DY_F32, .beta = 0.0f,
+        .bq = { .group = group, .bias_dtype = DY_BF16 },
+    };
+    return c;
+}
+
+static void free_qgemv(struct bench_case *c, struct bench_buf *a, struct bench_buf *c_out)
+{
+    buf_delete(c->src);
+    if (c->scales)
+        buf_delete(c->scales);
+    if (c->zeros)
+        buf_delete(c->zeros);
+    buf_delete(a);
+    buf_delete(c_out);
+}
+
+/* m = 1 at Llama-3.2-1B's gate/up (n = 8192, k = 2048) and down (2048 x
+ * 8192) shapes, per weight dtype: each call reads the next of enough copies
+ * of the weights to hold four times the last-level cache, as a decode step
+ * reads each layer's from memory. GB/s of the bytes of weights, scales and
+ * zero points read, % of the ceilings measured in the same rounds, and the
+ * time against bf16's. */
+static void bench_quant_decode(const struct bench_case *copy, const struct bench_case *read,
+                               size_t ceiling_bytes, uint64_t llc_bytes)
+{
+    const int shapes[][2] = { { 8192, 2048 }, { 2048, 8192 } };
+    const struct {
+        enum dy_dtype t;
+        bool asym;
+        const char *name;
+    } types[] = { { DY_BF16, false, "bf16" }, { DY_FP8, false, "fp8" }, { DY_I8, false, "int8" },
+                  { DY_I4, false, "int4" }, { DY_I4, true, "int4-asym" } };
+    enum { TYPES = sizeof types / sizeof types[0] };
+    printf("\nquantized decode GEMV, m=1 (int4: groups of 128): GB/s of weights + scales +"
+           "\nzero points read, %% of the ceilings measured in the same rounds, speed-up over"
+           " bf16\n");
+    for (int s = 0; s < 2; s++) {
+        int n = shapes[s][0], k = shapes[s][1];
+        double bf16_seconds = 0.0;
+        for (int t = 0; t < TYPES; t++) {
+            size_t elems = (size_t)n * k;
+            size_t bytes = types[t].t == DY_BF16 ? elems * 2 : dy_dtype_bytes(types[t].t, elems);
+            int copies = (int)((4 * llc_bytes + bytes - 1) / bytes);
+            copies = copies < 2 ? 2 : copies;
+            struct bench_buf *a, *c_out;
+            struct bench_case c = qgemv_case(n, k, types[t].t, types[t].asym, copies, &a, &c_out);
+            const struct bench_case *round[] = { copy, read, &c };
+            double best[3];
+            time_cases(round, 3, best);
+            double copy_gbs = 2.0 * ceiling_bytes / best[0] * 1e-9;
+            double read_gbs = ceiling_bytes / best[1] * 1e-9;
+            double read_bytes = (double)c.weight_bytes + c.scale_count * 4.0 + c.zero_bytes;
+            double gbs = read_bytes / best[2] * 1e-9;
+            if (types[t].t == DY_BF16)
+                bf16_seconds = best[2];
+            printf("  n=%-4d k=%-4d B=%-9s %6.1f us %6.1f GB/s  %5.1f%% of read %5.1f"
+                   "  %5.1f%% of copy %5.1f  %.2f x bf16\n", n, k, types[t].name,
+                   best[2] * 1e6, gbs, 100 * gbs / read_gbs, read_gbs, 100 * gbs / copy_gbs,
+                   copy_gbs, bf16_seconds / best[2]);
+            free_qgemv(&c, a, c_out);
+        }
+    }
+}
+
+/* The prefill GEMM's shape: 512 tokens through a 4096 x 4096 projection. */
+enum { PREFILL_M = 512, PREFILL_N = 4096, PREFILL_K = 4096 };
+
+/* Raw sgemm with OpenBLAS's own threads, at 2048^3 and at the prefill
+ * shape; the backend keeps OpenBLAS single-threaded (cpu.c says why), so
+ * give that back afterwards and let its threads stop spinning before the
+ * next measurement. */
+static void bench_raw_sgemm(double *sgemm_rate, double *raw_rate)
+{
+    struct bench_buf *bufs[3];
+    openblas_set_num_threads(omp_get_max_threads());
+    struct bench_case sgemm = gemm_case(BENCH_SGEMM, 2048, 2048, 2048, DY_F32, bufs);
+    *sgemm_rate = gflops(2048, 2048, 2048, time_case(&sgemm));
+    free_bufs(bufs, 3);
+    struct bench_case raw = gemm_case(BENCH_SGEMM, PREFILL_M, PREFILL_N, PREFILL_K, DY_F32, bufs);
+    *raw_rate = gflops(PREFILL_M, PREFILL_N, PREFILL_K, time_case(&raw));
+    free_bufs(bufs, 3);
+    openblas_set_num_threads(1);
+    usleep(300 * 1000);
+    printf("cblas_sgemm 2048^3     %7.1f GFLOP/s (OpenBLAS threads: %d)\n", *sgemm_rate,
+           omp_get_max_threads());
+}
+
+static const enum dy_dtype float_types[] = { DY_BF16, DY_F16, DY_F32 };
+#define FLOAT_TYPES (sizeof float_types / sizeof float_types[0])
+
+/* decode: a 14336 x 4096 weight (Llama-3-8B's FFN), far beyond the LLC;
+ * each line against the ceilings measured in the same rounds */
+static void bench_dense_decode(const struct bench_case *copy, const struct bench_case *read,
+                               size_t ceiling_bytes)
+{
+    const int n = 14336, k = 4096;
+    const int decode_m[] = { 1, 4, 16, 32 };
+    struct bench_buf *bufs[3];
+    printf("decode gemm, n=%d k=%d: GB/s of weights read, and %% of the ceilings measured in\n"
+           "the same rounds\n", n, k);
+    for (size_t t = 0; t < FLOAT_TYPES; t++)
+        for (size_t i = 0; i < sizeof decode_m / sizeof decode_m[0]; i++) {
+            int m = decode_m[i];
+            struct bench_case c = gemm_case(BENCH_GEMM, m, n, k, float_types[t], bufs);
+            const struct bench_case *round[] = { copy, read, &c };
+            double best[3];
+            time_cases(round, 3, best);
+            double copy_gbs = 2.0 * ceiling_bytes / best[0] * 1e-9;
+            double read_gbs = ceiling_bytes / best[1] * 1e-9;
+            double gbs = (double)n * k * (float_types[t] == DY_F32 ? 4 : 2) / best[2] * 1e-9;
+            printf("  m=%-2d B=%-4s %6.1f GB/s  %5.1f%% of read %5.1f  %5.1f%% of copy %5.1f"
+                   "  %6.1f GFLOP/s\n", m, type_name(float_types[t]), gbs, 100 * gbs / read_gbs,
+                   read_gbs, 100 * gbs / copy_gbs, copy_gbs, gflops(m, n, k, best[2]));
+            free_bufs(bufs, 3);
+        }
+}
+
+static void bench_prefill(double sgemm_rate, double raw_rate)
+{
+    struct bench_buf *bufs[3];
+    printf("\nprefill gemm, m=%d n=%d k=%d: GFLOP/s, %% of raw sgemm at this shape (%.1f)"
+           " and at 2048^3\n", PREFILL_M, PREFILL_N, PREFILL_K, raw_rate);
+    for (size_t t = 0; t < FLOAT_TYPES; t++) {
+        struct bench_case c = gemm_case(BENCH_GEMM, PREFILL_M, PREFILL_N, PREFILL_K,
+                                        float_types[t], bufs);
+        double rate = gflops(PREFILL_M, PREFILL_N, PREFILL_K, time_case(&c));
+        printf("  B=%-4s %8.1f GFLOP/s  %5.1f%% raw  %5.1f%% 2048^3\n", type_name(float_types[t]),
+               rate, 100 * rate / raw_rate, 100 * rate / sgemm_rate);
+        free_bufs(bufs, 3);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bool quant_only = argc > 1 && strcmp(argv[1], "quant") == 0;
     int status = be->ctx_create(0, &ctx);
     if (status != DY_OK)
         die("ctx_create", status);
@@ -432,23 +621,9 @@ int main(void)
     printf("device   %s (%s), %d threads, %.0f MiB last-level cache, %d MHz\n", info.name,
            info.vendor, info.compute_units, (double)info.l2_bytes / (1 << 20), info.clock_mhz);
     printf("runtime  %s; %s\n\n", info.driver_version, info.runtime_version);
-
-    /* raw sgemm with OpenBLAS's own threads; the backend keeps OpenBLAS
-     * single-threaded (cpu.c says why), so give that back afterwards and
-     * let its threads stop spinning before the next measurement */
-    struct bench_buf *bufs[3];
-    openblas_set_num_threads(omp_get_max_threads());
-    struct bench_case sgemm = gemm_case(BENCH_SGEMM, 2048, 2048, 2048, DY_F32, bufs);
-    double sgemm_rate = gflops(2048, 2048, 2048, time_case(&sgemm));
-    free_bufs(bufs, 3);
-    const int pm = 512, pn = 4096, pk = 4096;
-    struct bench_case raw = gemm_case(BENCH_SGEMM, pm, pn, pk, DY_F32, bufs);
-    double raw_rate = gflops(pm, pn, pk, time_case(&raw));
-    free_bufs(bufs, 3);
-    openblas_set_num_threads(1);
-    usleep(300 * 1000);
-    printf("cblas_sgemm 2048^3     %7.1f GFLOP/s (OpenBLAS threads: %d)\n", sgemm_rate,
-           omp_get_max_threads());
+    double sgemm_rate = 0.0, raw_rate = 0.0;
+    if (!quant_only)
+        bench_raw_sgemm(&sgemm_rate, &raw_rate);
 
     /* ceilings: 512 MiB buffers, far beyond any cache */
     size_t bytes = (size_t)512 << 20;
@@ -458,47 +633,22 @@ int main(void)
     struct bench_case copy = { .kind = BENCH_COPY, .src = src, .dst = dst, .bytes = bytes };
     struct bench_case read = { .kind = BENCH_READ, .src = src, .bytes = bytes };
     const struct bench_case *ceilings[] = { &copy, &read };
-    double best[3];
+    double best[2];
     time_cases(ceilings, 2, best);
     printf("memcpy (buf_copy)      %7.1f GB/s (read + write)\n", 2.0 * bytes / best[0] * 1e-9);
     printf("read-only              %7.1f GB/s\n\n", bytes / best[1] * 1e-9);
-
-    /* decode: a 14336 x 4096 weight (Llama-3-8B's FFN), far beyond the LLC;
-     * each line against the ceilings measured in the same rounds */
-    const int n = 14336, k = 4096;
-    const enum dy_dtype types[] = { DY_BF16, DY_F16, DY_F32 };
-    const int decode_m[] = { 1, 4, 16, 32 };
-    printf("decode gemm, n=%d k=%d: GB/s of weights read, and %% of the ceilings measured in\n"
-           "the same rounds\n", n, k);
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
-        for (size_t i = 0; i < sizeof decode_m / sizeof decode_m[0]; i++) {
-            int m = decode_m[i];
-            struct bench_case c = gemm_case(BENCH_GEMM, m, n, k, types[t], bufs);
-            const struct bench_case *round[] = { &copy, &read, &c };
-            time_cases(round, 3, best);
-            double copy_gbs = 2.0 * bytes / best[0] * 1e-9, read_gbs = bytes / best[1] * 1e-9;
-            double gbs = (double)n * k * (types[t] == DY_F32 ? 4 : 2) / best[2] * 1e-9;
-            printf("  m=%-2d B=%-4s %6.1f GB/s  %5.1f%% of read %5.1f  %5.1f%% of copy %5.1f"
-                   "  %6.1f GFLOP/s\n", m, type_name(types[t]), gbs, 100 * gbs / read_gbs, read_gbs,
-                   100 * gbs / copy_gbs, copy_gbs, gflops(m, n, k, best[2]));
-            free_bufs(bufs, 3);
-        }
-    bench_moe_decode(&copy, &read, bytes);
-    bench_decode_attention(&copy, &read, bytes);
+    if (!quant_only) {
+        bench_dense_decode(&copy, &read, bytes);
+        bench_moe_decode(&copy, &read, bytes);
+        bench_decode_attention(&copy, &read, bytes);
+    }
+    bench_quant_decode(&copy, &read, bytes, info.l2_bytes);
     buf_delete(src);
     buf_delete(dst);
-
-    /* prefill: 512 tokens through a 4096 x 4096 projection */
-    printf("\nprefill gemm, m=%d n=%d k=%d: GFLOP/s, %% of raw sgemm at this shape (%.1f)"
-           " and at 2048^3\n", pm, pn, pk, raw_rate);
-    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
-        struct bench_case c = gemm_case(BENCH_GEMM, pm, pn, pk, types[t], bufs);
-        double rate = gflops(pm, pn, pk, time_case(&c));
-        printf("  B=%-4s %8.1f GFLOP/s  %5.1f%% raw  %5.1f%% 2048^3\n", type_name(types[t]),
-               rate, 100 * rate / raw_rate, 100 * rate / sgemm_rate);
-        free_bufs(bufs, 3);
+    if (!quant_only) {
+        bench_prefill(sgemm_rate, raw_rate);
+        bench_moe_prefill(sgemm_rate);
     }
-    bench_moe_prefill(sgemm_rate);
 
     be->event_destroy(ctx, ev_start);
     be->event_destroy(ctx, ev_end);

@@ -37,7 +37,7 @@
       output_tok_s: g.output_tok_s(i), total_tok_s: g.total_tok_s(i), images_s: g.images_s(i),
       peak_mem_bytes: g.peak_mem_bytes(i), weight_bytes: g.weight_bytes(i), kv_bytes: g.kv_bytes(i),
       energy_j: g.energy_j(i), avg_power_w: g.avg_power_w(i), bw_util: g.bw_util(i),
-      flop_util: g.flop_util(i),
+      flop_util: g.flop_util(i), kl_mean: g.kl_mean(i), token_agreement: g.token_agreement(i),
       label: "", imported: false, config: 0, thr: null,
     };
     r.imported = r.source !== "dyno";
@@ -387,13 +387,27 @@
       a.dtypes = `${key(a.weight_dtype)}/${key(a.kv_dtype)}`;
       a.rel = a.thr / best.get(a.label).get(a.model);
     }
-    return ["drawn", plot({
+    const charts = [plot({
       title: "median throughput by weight / KV dtype, relative to the device's fastest for the model",
       x: { label: null }, y: { label: "throughput ÷ fastest dtypes", grid: true, domain: [0, 1] },
       marginRight: 120, color: { legend: true },
       marks: [Plot.barY(agg, { x: "dtypes", y: "rel", fill: "dtypes", fx: "label", fy: "model",
         title: (a) => `${a.label}, ${a.model}\n${a.dtypes}: ${fmt(a.thr)} tok/s, weights ${fmtBytes(a.weight_bytes)}` })],
     })];
+    // what a format costs: KL against the unquantized weights and f32 cache,
+    // against the bytes it keeps (eviction points are the other view's)
+    const lossy = aggregate(rows.filter((r) => r.kl_mean != null && (r.evict == null || r.evict === "none")),
+      ["label", "model", "weight_dtype", "kv_dtype"], ["weight_bytes", "tpot_ms_p50", "kl_mean", "token_agreement"]);
+    for (const a of lossy) a.dtypes = `${key(a.weight_dtype)}/${key(a.kv_dtype)}`;
+    if (lossy.length)
+      charts.push(plot({
+        title: "fidelity lost: mean KL vs the unquantized reference (teacher-forced), by weight bytes",
+        x: { label: "weight bytes", tickFormat: "~s" }, y: { label: "mean KL (nats)", grid: true }, color: { legend: true },
+        marks: [Plot.dot(lossy, { x: "weight_bytes", y: "kl_mean", fill: "dtypes", fx: "label", fy: "model", r: 5,
+          title: (a) => `${a.dtypes}: KL ${fmt(a.kl_mean)}, ${fmt(100 * a.token_agreement)} % tokens agree, ` +
+            `weights ${fmtBytes(a.weight_bytes)}, decode step ${fmt(a.tpot_ms_p50)} ms` })],
+      }));
+    return ["drawn", ...charts];
   }
 
   function eviction(ok) {

@@ -14,9 +14,11 @@ static int usage(void)
     fprintf(stderr,
             "usage: dyno encode (--model NAME | --model-dir DIR) --pixels FILE [-o OUT]\n"
             "                   [--backend cpu] [--device 0] [--weight-dtype f32|f16|bf16] [--seed 0]\n"
-            "                   [--lora-rank R [--lora-merged 1]]\n"
-            "FILE holds little-endian float32 pixels, N x channels x size x size at the\n"
-            "config's image size; OUT (default hidden.f32) gets the last hidden state,\n"
+            "                   [--lora-rank R | --lora-rank-map MAP] [--lora-targets attn|attn+mlp]\n"
+            "                   [--lora-merged 1] [--image-size S]\n"
+            "FILE holds little-endian float32 pixels, N x channels x S x S (S: the\n"
+            "config's image size unless given; another size interpolates the position\n"
+            "embeddings); OUT (default hidden.f32) gets the last hidden state,\n"
             "N x tokens x hidden float32. Weights default to f32.\n");
     return 2;
 }
@@ -24,16 +26,19 @@ static int usage(void)
 int dy_cmd_encode(int argc, char **argv)
 {
     const char *model = NULL, *dir = NULL, *pixels_path = NULL, *out_path = "hidden.f32";
-    const char *backend = "cpu", *wname = "f32";
-    int64_t device = 0, seed = 0, lora_rank = 0, lora_merged = 0;
+    const char *backend = "cpu", *wname = "f32", *targets = "attn", *rank_map = NULL;
+    int64_t device = 0, seed = 0, lora_rank = 0, lora_merged = 0, image_size = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         const char **str = !strcmp(f, "--model") ? &model : !strcmp(f, "--model-dir") ? &dir
                          : !strcmp(f, "--pixels") ? &pixels_path : !strcmp(f, "-o") ? &out_path
-                         : !strcmp(f, "--backend") ? &backend : !strcmp(f, "--weight-dtype") ? &wname : NULL;
+                         : !strcmp(f, "--backend") ? &backend : !strcmp(f, "--weight-dtype") ? &wname
+                         : !strcmp(f, "--lora-targets") ? &targets
+                         : !strcmp(f, "--lora-rank-map") ? &rank_map : NULL;
         int64_t *num = !strcmp(f, "--device") ? &device : !strcmp(f, "--seed") ? &seed
                      : !strcmp(f, "--lora-rank") ? &lora_rank
-                     : !strcmp(f, "--lora-merged") ? &lora_merged : NULL;
+                     : !strcmp(f, "--lora-merged") ? &lora_merged
+                     : !strcmp(f, "--image-size") ? &image_size : NULL;
         if ((!str && !num) || !v) {
             fprintf(stderr, "dyno encode: %s \"%s\"\n", v ? "unknown flag" : "missing value for", f);
             return usage();
@@ -49,6 +54,15 @@ int dy_cmd_encode(int argc, char **argv)
     enum dy_dtype wdtype;
     if ((!model && !dir) || !pixels_path || !dy_dtype_parse(wname, &wdtype) || wdtype > DY_BF16)
         return usage();
+    if (strcmp(targets, "attn") && strcmp(targets, "attn+mlp")) {
+        fprintf(stderr, "dyno encode: --lora-targets \"%s\": expected attn or attn+mlp\n", targets);
+        return 2;
+    }
+    if (lora_rank && rank_map) {
+        fprintf(stderr, "dyno encode: --lora-rank and --lora-rank-map both give the ranks: use one\n");
+        return 2;
+    }
+    bool mlp = !strcmp(targets, "attn+mlp"), merged = lora_merged == 1;
     char path[1200], err[1024];
     struct dy_vit_config cfg;
     if (dir)
@@ -61,13 +75,25 @@ int dy_cmd_encode(int argc, char **argv)
         fprintf(stderr, "dyno encode: %s\n", err);
         return 2;
     }
+    int size = image_size ? (int)image_size : cfg.image_size;
+    if (size < cfg.patch || size % cfg.patch) {
+        fprintf(stderr, "dyno encode: --image-size %d is not a multiple of the patch size %d\n",
+                size, cfg.patch);
+        return 2;
+    }
     /* the pixel file's size must be a whole number of images */
     struct stat sb;
-    size_t image_floats = (size_t)cfg.channels * cfg.image_size * cfg.image_size;
+    size_t image_floats = (size_t)cfg.channels * size * size;
     if (stat(pixels_path, &sb) != 0 || sb.st_size == 0 || (size_t)sb.st_size % (image_floats * 4)) {
         fprintf(stderr, "dyno encode: %s: expected a non-empty multiple of %zu bytes "
                 "(float32 images of %d x %d x %d)\n", pixels_path, image_floats * 4, cfg.channels,
-                cfg.image_size, cfg.image_size);
+                size, size);
+        return 2;
+    }
+    struct dy_vit_lora lora = { 0 };
+    if ((rank_map && dy_vit_lora_map_load(rank_map, &cfg, mlp, merged, &lora, err, sizeof err)) ||
+        (lora_rank && dy_vit_lora_uniform(&cfg, (int)lora_rank, mlp, merged, &lora, err, sizeof err))) {
+        fprintf(stderr, "dyno encode: %s\n", err);
         return 2;
     }
     int batch = (int)((size_t)sb.st_size / (image_floats * 4));
@@ -99,14 +125,13 @@ int dy_cmd_encode(int argc, char **argv)
         fprintf(stderr, "dyno encode: %s\n", dy_ctx_error(ctx));
         goto done;
     }
-    if (lora_rank > 0 &&
-        dy_vit_lora_add(ctx, &cfg, &w, (int)lora_rank, lora_merged == 1, (uint64_t)seed) != DY_OK) {
+    if (lora.layers && dy_vit_lora_add(ctx, &cfg, &w, &lora, (uint64_t)seed) != DY_OK) {
         fprintf(stderr, "dyno encode: LoRA adapters: %s\n", dy_ctx_error(ctx));
         goto done;
     }
-    size_t out_floats = (size_t)batch * dy_vit_tokens(&cfg, cfg.image_size) * cfg.hidden;
+    size_t out_floats = (size_t)batch * dy_vit_tokens(&cfg, size) * cfg.hidden;
     hidden = malloc(out_floats * sizeof(float));
-    if (!hidden || (st = dy_vit_create(ctx, &cfg, &w, batch, cfg.image_size, &m)) ||
+    if (!hidden || (st = dy_vit_create(ctx, &cfg, &w, batch, size, &m)) ||
         (st = dy_vit_set_images(m, pixels, batch)) || (st = dy_vit_forward(m)) ||
         (st = dy_vit_read_hidden(m, hidden))) {
         fprintf(stderr, "dyno encode: %s\n", dy_ctx_error(ctx));
@@ -118,7 +143,7 @@ int dy_cmd_encode(int argc, char **argv)
         goto done;
     }
     fprintf(stderr, "dyno encode: %d x %d x %d float32 -> %s\n", batch,
-            dy_vit_tokens(&cfg, cfg.image_size), cfg.hidden, out_path);
+            dy_vit_tokens(&cfg, size), cfg.hidden, out_path);
     rc = 0;
 done:
     if (in)
@@ -128,6 +153,7 @@ done:
         dy_vit_weights_free(ctx, &w);
     dy_checkpoint_close(ck);
     dy_ctx_destroy(ctx);
+    dy_vit_lora_free(&lora);
     free(pixels);
     free(hidden);
     return rc;

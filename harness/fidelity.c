@@ -1,6 +1,7 @@
-/* What a lossy setting (a quantized KV cache, eviction) costs in output:
- * the point's decoder and a reference decoder (KV cache in f32, nothing
- * evicted; same weights, prompts and seed) run side by side. The reference
+/* What a lossy setting (a quantized KV cache, eviction, quantized weights)
+ * costs in output: the point's decoder and a reference decoder (KV cache in
+ * f32, nothing evicted, the unquantized weights; same prompts and seed) run
+ * side by side. The reference
  * generates greedily; the tested decoder is fed the reference's tokens
  * (teacher forcing), so every step compares the two next-token
  * distributions on the same history: the share of steps whose argmax
@@ -39,8 +40,8 @@ static int argmax_of(const float *x, int n)
     return best;
 }
 
-int dy_fidelity(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *w,
-                const struct dy_llm_options *tested, const int32_t *prompts, int batch, int prompt_len,
+int dy_fidelity(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *ref_w,
+                const struct dy_llm_weights *w, const struct dy_llm_options *tested, const int32_t *prompts, int batch, int prompt_len,
                 int steps, double *agreement, double *kl_mean)
 {
     *agreement = *kl_mean = NAN;
@@ -54,7 +55,7 @@ int dy_fidelity(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_
     int st = DY_E_NOMEM;
     if (!ref_logits || !test_logits || !tokens)
         goto out;
-    if ((st = dy_llm_create(ctx, cfg, w, &ref_opt, &ref)) || (st = dy_llm_create(ctx, cfg, w, tested, &test)) ||
+    if ((st = dy_llm_create(ctx, cfg, ref_w, &ref_opt, &ref)) || (st = dy_llm_create(ctx, cfg, w, tested, &test)) ||
         (st = dy_llm_prefill(ref, prompts, batch, prompt_len)) ||
         (st = dy_llm_prefill(test, prompts, batch, prompt_len)))
         goto out;

@@ -18,10 +18,12 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: dyno generate (--model NAME | --model-dir DIR) --prompt 1,2,3 --max-new-tokens N\n"
-            "                     [--backend cpu] [--device 0] [--weight-dtype f32|f16|bf16]\n"
-            "                     [--kv-dtype f32|f16|bf16] [--seed 0] [--layers N] [--block-size 16]\n"
+            "                     [--backend cpu] [--device 0] [--weight-dtype f32|f16|bf16|fp8|int8|int4|\n"
+            "                     int4-asym|mopeq:BITS] [--kv-dtype f32|f16|bf16|fp8|int8] [--seed 0]\n"
+            "                     [--layers N] [--block-size 16]\n"
             "Prints the generated token ids, comma-separated, on one line.\n"
-            "Weights default to the checkpoint's dtype (f32 for presets), the KV cache to f32.\n");
+            "Weights default to the checkpoint's dtype (f32 for presets), the KV cache to f32;\n"
+            "quantized formats are made from bf16 weights.\n");
     return 2;
 }
 
@@ -81,7 +83,8 @@ int dy_cmd_generate(int argc, char **argv)
     int32_t *prompt = calloc((size_t)prompt_len, sizeof *prompt);
     int32_t *out = calloc((size_t)o.max_new, sizeof *out);
     struct dy_model_config cfg;
-    struct dy_llm_weights w = { 0 };
+    struct dy_llm_weights w = { 0 }, qw = { 0 };
+    bool quantized = false;
     struct dy_llm *m = NULL;
     dy_ctx *ctx = NULL;
     struct dy_checkpoint *ck = NULL;
@@ -118,9 +121,16 @@ int dy_cmd_generate(int argc, char **argv)
         cfg.layers = (int)o.layers;
     }
     enum dy_dtype wdtype = o.model_dir ? cfg.torch_dtype : DY_F32, kv_dtype;
-    if ((o.weight_dtype && (!dy_dtype_parse(o.weight_dtype, &wdtype) || wdtype > DY_BF16)) ||
-        !dy_dtype_parse(o.kv_dtype, &kv_dtype) || kv_dtype == DY_I32) {
-        fprintf(stderr, "dyno generate: dtypes must be f32, f16 or bf16\n");
+    struct dy_llm_format format = { .dtype = wdtype, .quant = { .dtype = wdtype } };
+    if (o.weight_dtype && !dy_llm_format_parse(o.weight_dtype, &format)) {
+        fprintf(stderr, "dyno generate: --weight-dtype %s: expected f32, f16, bf16, fp8, int8, int4, "
+                "int4-asym or mopeq:BITS\n", o.weight_dtype);
+        rc = 2;
+        goto done;
+    }
+    wdtype = format.dtype;
+    if (!dy_dtype_parse(o.kv_dtype, &kv_dtype) || kv_dtype == DY_I32 || kv_dtype == DY_I4) {
+        fprintf(stderr, "dyno generate: --kv-dtype %s: expected f32, f16, bf16, fp8 or int8\n", o.kv_dtype);
         rc = 2;
         goto done;
     }
@@ -146,11 +156,23 @@ int dy_cmd_generate(int argc, char **argv)
         fprintf(stderr, "dyno generate: %s\n", dy_ctx_error(ctx));
         goto done;
     }
+    if (dy_llm_format_quantized(&format)) {
+        if (!be->dequantize) {
+            fprintf(stderr, "dyno generate: --weight-dtype %s: the %s backend has no quantized weights\n",
+                    o.weight_dtype, be->name);
+            goto done;
+        }
+        if (dy_llm_weights_quantize(ctx, &cfg, &w, &format, &qw, err, sizeof err) != DY_OK) {
+            fprintf(stderr, "dyno generate: %s\n", err);
+            goto done;
+        }
+        quantized = true;
+    }
     struct dy_llm_options opt = {
         .weight_dtype = wdtype, .kv_dtype = kv_dtype, .block_size = (int)o.block_size,
         .max_batch = 1, .max_prompt = prompt_len, .max_tokens = prompt_len + (int)o.max_new,
     };
-    if ((st = dy_llm_create(ctx, &cfg, &w, &opt, &m)) || (st = dy_llm_prefill(m, prompt, 1, prompt_len)) ||
+    if ((st = dy_llm_create(ctx, &cfg, quantized ? &qw : &w, &opt, &m)) || (st = dy_llm_prefill(m, prompt, 1, prompt_len)) ||
         (st = dy_llm_read_tokens(m, &out[0])))
         goto fail;
     for (int i = 1; i < o.max_new; i++)
@@ -165,6 +187,8 @@ fail:
     fprintf(stderr, "dyno generate: %s\n", dy_ctx_error(ctx));
 done:
     dy_llm_destroy(m);
+    if (ctx && quantized)
+        dy_llm_weights_free(ctx, &qw);
     if (ctx)
         dy_llm_weights_free(ctx, &w);
     dy_checkpoint_close(ck);

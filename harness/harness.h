@@ -42,13 +42,13 @@ int dy_moe_layer_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const struct
                        const struct dy_llm_weights *w, const struct dy_llm_options *opt,
                        struct dy_point *p, struct dy_sample **samples_out, int *sample_count);
 /* ---- fidelity.c ---- */
-/* Runs `tested` beside a reference decoder (f32 KV cache, nothing evicted)
- * on the same prompts: the prefill and `steps` decode steps, the tested
+/* Runs `tested` (weights w) beside a reference decoder (weights ref_w, f32
+ * KV cache, nothing evicted) on the same prompts: the prefill and `steps` decode steps, the tested
  * one fed the reference's greedy tokens. *agreement: share of steps (and
  * sequences) whose argmax equals the reference's token; *kl_mean: mean
  * KL(reference || tested) of the next-token distributions. NAN on failure. */
-int dy_fidelity(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *w,
-                const struct dy_llm_options *tested, const int32_t *prompts, int batch, int prompt_len,
+int dy_fidelity(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *ref_w,
+                const struct dy_llm_weights *w, const struct dy_llm_options *tested, const int32_t *prompts, int batch, int prompt_len,
                 int steps, double *agreement, double *kl_mean);
 /* ---- encode.c ---- */
 int dy_cmd_encode(int argc, char **argv);

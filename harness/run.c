@@ -35,7 +35,9 @@ struct model_state {
     char key[1400];
     struct device_state *dev;
     struct dy_model_config cfg;
-    struct dy_llm_weights w;
+    struct dy_llm_weights w;      /* as loaded: bf16 under quantized ones */
+    struct dy_llm_weights qw;     /* quantized from w for the point's format */
+    char qformat[32];             /* qw's --weight-dtype; "" when there is none */
     bool loaded;
 };
 
@@ -49,6 +51,12 @@ struct dy_runner {
     double timeout_s;
     struct dy_stop_rule rule;    /* min_reps comes from each point's --repeat */
 };
+
+/* The weights a point runs with. */
+static const struct dy_llm_weights *model_weights(const struct dy_runner *r)
+{
+    return r->model.qformat[0] ? &r->model.qw : &r->model.w;
+}
 
 static void now_iso(char *buf, size_t len)
 {
@@ -142,8 +150,16 @@ static struct device_state *open_device(struct dy_runner *r, const char *backend
     return d;
 }
 
+static void unload_quantized(struct dy_runner *r)
+{
+    if (r->model.qformat[0])
+        dy_llm_weights_free(r->model.dev->ctx, &r->model.qw);
+    r->model.qformat[0] = '\0';
+}
+
 static void unload_model(struct dy_runner *r)
 {
+    unload_quantized(r);
     if (r->model.loaded)
         dy_llm_weights_free(r->model.dev->ctx, &r->model.w);
     r->model.loaded = false;
@@ -218,6 +234,7 @@ static void point_axes(struct dy_point *p, const char *v[DY_AX_COUNT])
     p->image_size = int_value(v[DY_AX_IMAGE_SIZE]);
     p->lora_rank = int_value(v[DY_AX_LORA_RANK]);
     p->lora_merged = int_value(v[DY_AX_LORA_MERGED]);
+    copy_str(p->lora_targets, sizeof p->lora_targets, v[DY_AX_LORA_TARGETS]);
     p->patch = int_value(v[DY_AX_PATCH]);
     p->seed = int_value(v[DY_AX_SEED]);
     p->layers = int_value(v[DY_AX_LAYERS]);
@@ -237,13 +254,12 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
         const char *later;
     } rules[] = {
         { DY_AX_WORKLOAD, "llm,moe,moe-layer", "unknown workload" },
-        { DY_AX_WEIGHT_DTYPE, "f32,f16,bf16", "quantized weights (fp8, int8, int4) are not implemented yet" },
-
-        { DY_AX_KV_BUDGET_ALLOC, "uniform", "per-layer budgets from a profile (BaKlaVa) are not implemented yet" },
         { DY_AX_IMAGE_SIZE, NULL, "--image-size applies to the ViT workload, not implemented yet" },
         { DY_AX_PATCH, NULL, "--patch applies to the ViT workload, not implemented yet" },
         { DY_AX_LORA_RANK, NULL, "--lora-rank applies to the ViT workload" },
         { DY_AX_LORA_MERGED, NULL, "--lora-merged applies to the ViT workload" },
+        { DY_AX_LORA_TARGETS, NULL, "--lora-targets applies to the ViT workload" },
+        { DY_AX_LORA_RANK_MAP, NULL, "--lora-rank-map applies to the ViT workload" },
     };
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
         const char *val = v[rules[i].axis];
@@ -266,18 +282,46 @@ static bool unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
 }
 
 /* Loads config and weights unless the previous point left the same ones. */
+/* Quantized weights in the point's format from the loaded ones (kept
+ * while the points that follow share the format). */
+static int ensure_quantized(struct dy_runner *r, struct device_state *dev, const struct dy_llm_format *f,
+                            struct dy_point *p)
+{
+    if (!dy_llm_format_quantized(f)) {
+        unload_quantized(r);
+        return DY_OK;
+    }
+    if (!strcmp(r->model.qformat, p->weight_dtype))
+        return DY_OK;
+    unload_quantized(r);
+    if (!dy_ctx_backend(dev->ctx)->dequantize) {
+        set_status(p, "skipped", "--weight-dtype %s: the %s backend has no quantized weights",
+                   p->weight_dtype, dev->backend);
+        return DY_E_UNSUPPORTED;
+    }
+    char err[512];
+    int st = dy_llm_weights_quantize(dev->ctx, &r->model.cfg, &r->model.w, f, &r->model.qw, err, sizeof err);
+    if (st != DY_OK) {
+        set_status(p, st == DY_E_NOMEM ? "oom" : st == DY_E_UNSUPPORTED ? "skipped" : "failed", "%s", err);
+        return st;
+    }
+    snprintf(r->model.qformat, sizeof r->model.qformat, "%s", p->weight_dtype);
+    return DY_OK;
+}
+
 static int ensure_model(struct dy_runner *r, struct device_state *dev, const char *v[DY_AX_COUNT],
-                        enum dy_dtype wdtype, struct dy_point *p)
+                        const struct dy_llm_format *format, struct dy_point *p)
 {
     char key[sizeof r->model.key];
     bool one_layer = !strcmp(p->workload, "moe-layer");
+    enum dy_dtype wdtype = format->dtype;
     snprintf(key, sizeof key, "%s|%d|%s|%s|%s|%s|%s|%s|%s|%d", dev->backend, dev->index,
              v[DY_AX_MODEL_DIR] ? v[DY_AX_MODEL_DIR] : "", v[DY_AX_MODEL],
-             v[DY_AX_WEIGHT_DTYPE], v[DY_AX_LAYERS] ? v[DY_AX_LAYERS] : "", v[DY_AX_SEED],
+             dy_dtype_name(wdtype), v[DY_AX_LAYERS] ? v[DY_AX_LAYERS] : "", v[DY_AX_SEED],
              v[DY_AX_EXPERTS] ? v[DY_AX_EXPERTS] : "", v[DY_AX_MOE_FFN_DIM] ? v[DY_AX_MOE_FFN_DIM] : "",
              one_layer);
     if (r->model.loaded && !strcmp(key, r->model.key))
-        return DY_OK;
+        return ensure_quantized(r, dev, format, p);
     unload_model(r);
     char path[1200], err[1024];
     struct dy_model_config *cfg = &r->model.cfg;
@@ -344,7 +388,7 @@ static int ensure_model(struct dy_runner *r, struct device_state *dev, const cha
     snprintf(r->model.key, sizeof r->model.key, "%s", key);
     r->model.dev = dev;
     r->model.loaded = true;
-    return DY_OK;
+    return ensure_quantized(r, dev, format, p);
 }
 
 /* Deterministic prompts: the same token ids on every backend for a seed. */
@@ -385,7 +429,7 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     make_prompts(prompts, (size_t)batch * in, (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed),
                  cfg->vocab);
     dy_mem_reset_peak(ctx);
-    if ((st = dy_llm_create(ctx, cfg, &r->model.w, &opt, &m)))
+    if ((st = dy_llm_create(ctx, cfg, model_weights(r), &opt, &m)))
         goto done;
     uint64_t bytes_first = 0, bytes_last = 0;
     for (int rep = -warmup;; rep++) {
@@ -456,7 +500,9 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     }
     p->output_tok_s = batch * (double)out / (p->e2e_ms / 1e3);
     p->total_tok_s = batch * (double)(in + out) / (p->e2e_ms / 1e3);
-    p->weight_bytes = (int64_t)r->model.w.bytes;
+    p->weight_bytes = (int64_t)model_weights(r)->bytes;
+    if (model_weights(r)->expert_bits)
+        copy_str(p->expert_bits, sizeof p->expert_bits, model_weights(r)->expert_bits);
     p->kv_bytes = (int64_t)dy_llm_kv_bytes(m);
     p->peak_mem_bytes = (int64_t)dy_mem_peak(ctx);
     /* the step reads the weights and the KV rows written so far; an MoE
@@ -484,13 +530,14 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     /* a lossy cache: what it costs against the f32 reference, untimed, over
      * the first FIDELITY_SEQS sequences and FIDELITY_STEPS decode steps; a
      * reference that does not fit leaves the columns empty, not the point */
-    if (opt.kv_dtype == DY_FP8 || opt.kv_dtype == DY_I8 || opt.evict != DY_EVICT_NONE) {
+    if (opt.kv_dtype == DY_FP8 || opt.kv_dtype == DY_I8 || opt.evict != DY_EVICT_NONE ||
+        r->model.qformat[0]) {
         enum { FIDELITY_SEQS = 8, FIDELITY_STEPS = 64 };
         dy_llm_destroy(m);
         m = NULL;
         struct dy_llm_options fid = opt;
         fid.max_batch = batch < FIDELITY_SEQS ? batch : FIDELITY_SEQS;
-        if (dy_fidelity(ctx, cfg, &r->model.w, &fid, prompts, fid.max_batch, in,
+        if (dy_fidelity(ctx, cfg, &r->model.w, model_weights(r), &fid, prompts, fid.max_batch, in,
                         steps < FIDELITY_STEPS ? steps : FIDELITY_STEPS, &p->token_agreement,
                         &p->kl_mean) != DY_OK)
             snprintf(p->reason, sizeof p->reason, "fidelity not measured: %s", dy_ctx_error(ctx));
@@ -555,10 +602,11 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
     }
     if (unsupported(v, p))
         goto store;
-    enum dy_dtype wdtype, kv_dtype;
-    dy_dtype_parse(p->weight_dtype, &wdtype);
+    enum dy_dtype kv_dtype;
+    struct dy_llm_format format;
+    dy_llm_format_parse(p->weight_dtype, &format); /* checked with the axes */
     dy_dtype_parse(p->kv_dtype, &kv_dtype);
-    if (ensure_model(r, dev, v, wdtype, p) != DY_OK || past_deadline(r, p))
+    if (ensure_model(r, dev, v, &format, p) != DY_OK || past_deadline(r, p))
         goto store;
     const struct dy_model_config *cfg = &r->model.cfg;
     bool one_layer = !strcmp(p->workload, "moe-layer");
@@ -578,7 +626,7 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
         goto store;
     }
     struct dy_llm_options llm_opt = {
-        .weight_dtype = wdtype, .kv_dtype = kv_dtype,
+        .weight_dtype = format.dtype, .kv_dtype = kv_dtype,
         .block_size = one_layer ? 16 : (int)p->block_size,
         .max_batch = (int)p->batch, .max_prompt = (int)p->input_len,
         .max_tokens = (int)(p->input_len + (one_layer ? 1 : p->output_len)),
@@ -592,10 +640,16 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
                    : "--kv-budget needs an --evict policy%s", llm_opt.evict != DY_EVICT_NONE ? p->evict : "");
         goto store;
     }
-    int least_blocks = llm_opt.evict >= DY_EVICT_INV_KEY_NORM ? 3 : 2;
+    int least_blocks = dy_evict_least_blocks(llm_opt.evict);
     if (llm_opt.evict != DY_EVICT_NONE && llm_opt.kv_budget < least_blocks * (int)p->block_size) {
         set_status(p, "skipped", "--evict %s keeps whole blocks: --kv-budget %d is below %d blocks of %lld",
                    p->evict, llm_opt.kv_budget, least_blocks, (long long)p->block_size);
+        goto store;
+    }
+    bool kv_profile = v[DY_AX_KV_BUDGET_ALLOC] && !strcmp(v[DY_AX_KV_BUDGET_ALLOC], "profile");
+    if (kv_profile && (one_layer || llm_opt.evict == DY_EVICT_NONE)) {
+        set_status(p, "skipped", one_layer ? "--kv-budget-alloc profile: a moe-layer point keeps no KV cache"
+                   : "--kv-budget-alloc profile shares an eviction budget between layers: it needs --evict and --kv-budget");
         goto store;
     }
     char why[256];
@@ -618,6 +672,25 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
         for (int i = 0; i < cfg->layers && used < sizeof p->top_k_map; i++)
             used += (size_t)snprintf(p->top_k_map + used, sizeof p->top_k_map - used, "%s%d",
                                      i ? "," : "", layer_k[i]);
+    }
+    int layer_kv[256];
+    if (kv_profile) { /* BaKlaVa: a profile of the layers, then tiered budgets */
+        double importance[sizeof layer_kv / sizeof layer_kv[0]];
+        if (cfg->layers > (int)(sizeof layer_kv / sizeof layer_kv[0])) {
+            set_status(p, "skipped", "--kv-budget-alloc profile: at most %d layers", (int)(sizeof layer_kv / sizeof layer_kv[0]));
+            goto store;
+        }
+        if (dy_kv_profile(dev->ctx, cfg, model_weights(r), llm_opt.seed, importance) != DY_OK ||
+            dy_kv_tier_budgets(importance, cfg->layers, llm_opt.kv_budget, llm_opt.block_size, llm_opt.evict,
+                               layer_kv) != DY_OK) {
+            set_status(p, "failed", "profiling the per-layer KV budgets (BaKlaVa): %s", dy_ctx_error(dev->ctx));
+            goto store;
+        }
+        llm_opt.layer_kv_budget = layer_kv;
+        size_t used = 0;
+        for (int i = 0; i < cfg->layers && used < sizeof p->kv_budget_map; i++)
+            used += (size_t)snprintf(p->kv_budget_map + used, sizeof p->kv_budget_map - used, "%s%d",
+                                     i ? "," : "", layer_kv[i]);
     }
     if (cfg->experts) { /* the shape that ran, overrides included */
         p->experts = cfg->experts;
@@ -643,7 +716,7 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
         goto store;
     }
     if (one_layer) {
-        if (dy_moe_layer_point(dev->ctx, &dev->ceil, cfg, &r->model.w, &llm_opt, p, &samples,
+        if (dy_moe_layer_point(dev->ctx, &dev->ceil, cfg, model_weights(r), &llm_opt, p, &samples,
                                &sample_count) != DY_OK)
             set_status(p, "failed", "%s", dy_ctx_error(dev->ctx));
     } else {

@@ -13,9 +13,10 @@
 
 static struct {
     dy_ctx *ctx;
-    char key[1400];
+    char key[2500];
     struct dy_vit_config cfg;
     struct dy_vit_weights w;
+    char rank_map[sizeof ((struct dy_point *)0)->lora_rank_map]; /* as stored */
     bool loaded;
 } cache;
 
@@ -48,9 +49,17 @@ static bool vit_unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
             skip(p, "skipped", "--%s does not apply to the ViT workload", dy_axis_flag(llm_only[i]));
             return true;
         }
-    bool rank = v[DY_AX_LORA_RANK] && strcmp(v[DY_AX_LORA_RANK], "0");
+    if (v[DY_AX_LORA_RANK] && v[DY_AX_LORA_RANK_MAP]) {
+        skip(p, "skipped", "--lora-rank and --lora-rank-map both give the ranks: use one");
+        return true;
+    }
+    bool rank = (v[DY_AX_LORA_RANK] && strcmp(v[DY_AX_LORA_RANK], "0")) || v[DY_AX_LORA_RANK_MAP];
     if (v[DY_AX_LORA_MERGED] && !strcmp(v[DY_AX_LORA_MERGED], "1") && !rank) {
-        skip(p, "skipped", "--lora-merged 1 needs a --lora-rank above 0");
+        skip(p, "skipped", "--lora-merged 1 needs a --lora-rank above 0 or a --lora-rank-map");
+        return true;
+    }
+    if (v[DY_AX_LORA_TARGETS] && !strcmp(v[DY_AX_LORA_TARGETS], "attn+mlp") && !rank) {
+        skip(p, "skipped", "--lora-targets attn+mlp needs a --lora-rank above 0 or a --lora-rank-map");
         return true;
     }
     if (strcmp(p->weight_dtype, "f32") && strcmp(p->weight_dtype, "f16") && strcmp(p->weight_dtype, "bf16")) {
@@ -63,11 +72,13 @@ static bool vit_unsupported(const char *v[DY_AX_COUNT], struct dy_point *p)
 static int load(dy_ctx *ctx, const char *v[DY_AX_COUNT], enum dy_dtype wdtype, struct dy_point *p)
 {
     char key[sizeof cache.key];
-    snprintf(key, sizeof key, "%p|%s|%s|%s|%s|%s|%s|%s", (void *)ctx,
+    snprintf(key, sizeof key, "%p|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s", (void *)ctx,
              v[DY_AX_MODEL_DIR] ? v[DY_AX_MODEL_DIR] : "", v[DY_AX_MODEL] ? v[DY_AX_MODEL] : "",
              v[DY_AX_WEIGHT_DTYPE], v[DY_AX_PATCH] ? v[DY_AX_PATCH] : "", v[DY_AX_SEED],
-             v[DY_AX_LORA_RANK] ? v[DY_AX_LORA_RANK] : "0",
-             v[DY_AX_LORA_MERGED] ? v[DY_AX_LORA_MERGED] : "0");
+             v[DY_AX_LAYERS] ? v[DY_AX_LAYERS] : "", v[DY_AX_LORA_RANK] ? v[DY_AX_LORA_RANK] : "0",
+             v[DY_AX_LORA_MERGED] ? v[DY_AX_LORA_MERGED] : "0",
+             v[DY_AX_LORA_TARGETS] ? v[DY_AX_LORA_TARGETS] : "attn",
+             v[DY_AX_LORA_RANK_MAP] ? v[DY_AX_LORA_RANK_MAP] : "");
     if (cache.loaded && !strcmp(key, cache.key))
         return DY_OK;
     dy_vit_cache_release();
@@ -100,6 +111,21 @@ static int load(dy_ctx *ctx, const char *v[DY_AX_COUNT], enum dy_dtype wdtype, s
         }
         cache.cfg.layers = (int)p->layers;
     }
+    /* the adapters' places before the weights, so a bad rank map costs no
+     * loading; it is a failed point (fixed, --resume runs it again), a
+     * rank this model cannot take a skipped one */
+    struct dy_vit_lora lora = { 0 };
+    bool mlp = !strcmp(p->lora_targets, "attn+mlp"), merged = p->lora_merged == 1;
+    if (v[DY_AX_LORA_RANK_MAP])
+        st = dy_vit_lora_map_load(v[DY_AX_LORA_RANK_MAP], &cache.cfg, mlp, merged, &lora, err,
+                                  sizeof err);
+    else if (p->lora_rank > 0)
+        st = dy_vit_lora_uniform(&cache.cfg, (int)p->lora_rank, mlp, merged, &lora, err,
+                                 sizeof err);
+    if (st != DY_OK) {
+        skip(p, v[DY_AX_LORA_RANK_MAP] ? "failed" : "skipped", "%s", err);
+        return st;
+    }
     if (v[DY_AX_MODEL_DIR]) {
         struct dy_checkpoint *ck;
         st = dy_checkpoint_open(v[DY_AX_MODEL_DIR], &ck, err, sizeof err);
@@ -113,12 +139,15 @@ static int load(dy_ctx *ctx, const char *v[DY_AX_COUNT], enum dy_dtype wdtype, s
         snprintf(err, sizeof err, "random weights: %s", dy_ctx_error(ctx));
     }
     uint64_t seed = (uint64_t)(p->seed == DY_NULL_INT ? 0 : p->seed);
-    if (st == DY_OK && p->lora_rank > 0) {
+    if (st == DY_OK && lora.layers) {
         cache.loaded = true; /* the weights exist: freed with the cache on failure */
         cache.ctx = ctx;
-        st = dy_vit_lora_add(ctx, &cache.cfg, &cache.w, (int)p->lora_rank, p->lora_merged == 1, seed);
+        st = dy_vit_lora_add(ctx, &cache.cfg, &cache.w, &lora, seed);
         snprintf(err, sizeof err, "LoRA adapters: %s", dy_ctx_error(ctx));
+        if (v[DY_AX_LORA_RANK_MAP])
+            dy_vit_lora_describe(&lora, cache.rank_map, sizeof cache.rank_map);
     }
+    dy_vit_lora_free(&lora);
     if (st != DY_OK) {
         skip(p, st == DY_E_NOMEM ? "oom" : "failed", "%s", err);
         if (cache.loaded)
@@ -146,6 +175,7 @@ int dy_vit_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const char *v[],
     dy_dtype_parse(p->weight_dtype, &wdtype);
     if (load(ctx, v, wdtype, p) != DY_OK)
         return DY_OK;
+    snprintf(p->lora_rank_map, sizeof p->lora_rank_map, "%s", cache.rank_map);
     const struct dy_vit_config *cfg = &cache.cfg;
     int size = p->image_size == DY_NULL_INT ? cfg->image_size : (int)p->image_size;
     p->image_size = size;
@@ -188,15 +218,13 @@ int dy_vit_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const char *v[],
     p->weight_bytes = (int64_t)cache.w.bytes;
     p->peak_mem_bytes = (int64_t)dy_mem_peak(ctx);
     if (ceil->gemm_tflops > 0)
-        p->flop_util = dy_vit_flops(cfg, size) * batch / (p->e2e_ms / 1e3) / (ceil->gemm_tflops * 1e12);
+        p->flop_util = dy_vit_flops(cfg, &cache.w, size) * batch / (p->e2e_ms / 1e3) /
+                       (ceil->gemm_tflops * 1e12);
     *samples_out = samples;
     *sample_count = repeat;
     samples = NULL;
 done:
-    if (st == DY_E_UNSUPPORTED)
-        skip(p, "skipped", "position embeddings of a checkpoint at %d px cannot be interpolated yet "
-             "(its size is %d px)", size, cfg->image_size);
-    else if (st != DY_OK)
+    if (st != DY_OK)
         skip(p, st == DY_E_NOMEM ? "oom" : "failed", "%s", dy_ctx_error(ctx));
     dy_vit_destroy(m);
     dy_event_destroy(ctx, e0);

@@ -52,6 +52,14 @@ static bool valid_special(enum dy_axis a, const char *v, char *why, size_t why_l
         snprintf(why, why_len, "expected model, uniform or zipf:S with S > 0");
         return false;
     }
+    if (a == DY_AX_WEIGHT_DTYPE) {
+        struct dy_llm_format f;
+        if (dy_llm_format_parse(v, &f))
+            return true;
+        snprintf(why, why_len, "unknown value \"%s\" (expected f32, f16, bf16, fp8, int8, int4, "
+                 "int4-asym or mopeq:BITS with 2 <= BITS <= 4)", v);
+        return false;
+    }
     if (a == DY_AX_TOP_K) {
         if (!strncmp(v, "lexi:", 5) && strtol(v + 5, &end, 10) > 0 && !*end)
             return true;

@@ -16,7 +16,7 @@
     X(WORKLOAD, "workload", ENUM, 0, "llm,moe,moe-layer,vit", "llm", "workload family")          \
     X(MODEL, "model", STR, 0, NULL, "tiny-llama", "preset name(s), see `dyno models`")            \
     X(MODEL_DIR, "model-dir", STR, 0, NULL, NULL, "Hugging Face checkpoint dir(s); overrides --model") \
-    X(WEIGHT_DTYPE, "weight-dtype", ENUM, 0, "f32,f16,bf16,fp8,int8,int4", "bf16", "weight format") \
+    X(WEIGHT_DTYPE, "weight-dtype", STR, 0, NULL, "bf16", "weights: f32, f16, bf16, fp8, int8, int4, int4-asym, mopeq:BITS") \
     X(LAYERS, "layers", INT, 1, NULL, NULL, "truncate the model to N layers")                    \
     X(SEED, "seed", INT, 0, NULL, "0", "seed of the random weights and prompts")                 \
     X(KV_DTYPE, "kv-dtype", ENUM, 0, "f32,f16,bf16,fp8,int8", "f16", "KV-cache dtype")           \
@@ -32,6 +32,8 @@
     X(PATCH, "patch", INT, 1, NULL, NULL, "ViT patch size")                                       \
     X(LORA_RANK, "lora-rank", INT, 0, NULL, NULL, "ViT LoRA rank (0: none)")                      \
     X(LORA_MERGED, "lora-merged", ENUM, 0, "0,1", NULL, "1: fold the LoRA adapters into the weights") \
+    X(LORA_TARGETS, "lora-targets", ENUM, 0, "attn,attn+mlp", NULL, "ViT LoRA on q, k, v, o, or on fc1, fc2 too") \
+    X(LORA_RANK_MAP, "lora-rank-map", STR, 0, NULL, NULL, "ViT LoRA rank per layer from a file (README)") \
     X(BATCH, "batch", INT, 1, NULL, "1", "sequences (or images) per batch")                      \
     X(INPUT_LEN, "input-len", INT, 1, NULL, "128", "prompt tokens per sequence")                 \
     X(OUTPUT_LEN, "output-len", INT, 1, NULL, "32", "generated tokens per sequence")             \

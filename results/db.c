@@ -226,6 +226,10 @@ static const char *const added_columns[][3] = {
     { "points", "top_k_map", "TEXT" },
     { "points", "token_agreement", "REAL" },
     { "points", "kl_mean", "REAL" },
+    { "points", "lora_targets", "TEXT" },
+    { "points", "lora_rank_map", "TEXT" },
+    { "points", "expert_bits", "TEXT" },
+    { "points", "kv_budget_map", "TEXT" },
 };
 #define ADDED_COLUMN_COUNT (sizeof added_columns / sizeof added_columns[0])
 

@@ -73,6 +73,14 @@ struct dy_point {
     char top_k_map[512];     /* --top-k lexi:N: each layer's k, comma-separated */
     /* against the unquantized reference, teacher-forced (harness/fidelity.c) */
     double token_agreement, kl_mean;
+    /* ViT LoRA: attn or attn+mlp; --lora-rank-map's ranks (workloads/vit.h,
+     * dy_vit_lora_describe) */
+    char lora_targets[16];
+    char lora_rank_map[512];
+    /* --weight-dtype mopeq:BITS: each expert's bits (dy_llm_weights.expert_bits) */
+    char expert_bits[8192];
+    /* --kv-budget-alloc profile: each layer's KV budget in tokens, comma-separated */
+    char kv_budget_map[2048];
 };
 
 /* Fills every axis with NULL/empty and every metric with NAN, source "dyno". */

@@ -115,7 +115,11 @@ CREATE TABLE IF NOT EXISTS points (
     step_bytes       INTEGER,            -- bytes a decode step reads (what bw_util divides)
     top_k_map        TEXT,               -- --top-k lexi:N: each layer's k, comma-separated (top_k: their mean)
     token_agreement  REAL,               -- lossy KV (fp8, int8): share of next tokens equal to the reference's
-    kl_mean          REAL                -- mean KL(reference || this) of next-token distributions, teacher-forced
+    kl_mean          REAL,               -- mean KL(reference || this) of next-token distributions, teacher-forced
+    lora_targets     TEXT,               -- ViT LoRA on attn (q, k, v, o) or attn+mlp (fc1, fc2 too)
+    lora_rank_map    TEXT,               -- --lora-rank-map: each layer's rank, comma-separated (attn/mlp with attn+mlp)
+    expert_bits      TEXT,               -- --weight-dtype mopeq:BITS: each expert's bits, a digit each, layers comma-separated
+    kv_budget_map    TEXT                -- --kv-budget-alloc profile: each layer's KV budget in tokens, comma-separated (BaKlaVa)
 );
 CREATE INDEX IF NOT EXISTS points_run ON points (run_id);
 -- the dashboard looks points up by where they ran and on what; --resume by

@@ -53,6 +53,8 @@ static const struct point_column point_columns[] = {
     INT(lora_rank), INT(lora_merged),
     REAL(expert_load_max), REAL(expert_load_mean), REAL(expert_imbalance), REAL(experts_touched),
     INT(step_bytes), TEXT(top_k_map), REAL(token_agreement), REAL(kl_mean),
+    TEXT(lora_targets), TEXT(lora_rank_map), TEXT(expert_bits),
+    TEXT(kv_budget_map),
 };
 #define POINT_COLUMN_COUNT ((int)(sizeof point_columns / sizeof point_columns[0]))
 

@@ -43,7 +43,7 @@ sum=$(md5sum <"$tmp/foreign.db")
 "$DYNO" run $small --db "$tmp/foreign.db" 2>"$tmp/err"; rc=$?
 check "foreign file refused, named, unchanged" test $rc -ne 0 -a -n "$(grep foreign.db "$tmp/err")" -a "$(md5sum <"$tmp/foreign.db")" = "$sum"
 
-"$DYNO" run $small --workload llm,vit --weight-dtype bf16,int4 --db "$tmp/skip.db" >/dev/null 2>&1
+"$DYNO" run $small --workload llm,vit --weight-dtype bf16,mopeq:3 --db "$tmp/skip.db" >/dev/null 2>&1
 check "unsupported values become skipped rows with reasons" test "$(sql "$tmp/skip.db" "select count(*) from points where status='skipped' and reason <> ''")" = 3
 
 "$DYNO" run $small --backend cuda --db "$tmp/nocuda.db" >/dev/null 2>&1

@@ -172,6 +172,7 @@ static void test_module_has_every_kernel(void)
         "attention_decode_combine", "softmax_topk", "moe_sort_small", "moe_sort_count",
         "moe_sort_scan", "moe_sort_place", "gemv_grouped", "moe_tile_plan",
         "gemm_grouped_tiled", "scatter_add_rows", "kv_append_int8", "kv_block_scores",
+        "dequantize", "gemv_q", "gemv_q1", "gemv_grouped_q",
     };
     need_program();
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -704,6 +705,60 @@ static void test_gemv_grouped(void)
     clReleaseMemObject(om);
 }
 
+/* Quantized weights: dequantize bit for bit as backend.h's dy_dequant
+ * (fp8, int8, int4 with zero points), and gemv_q1 over the int4 matrix
+ * through its wide loads, as the plugin launches them. */
+static void test_quantized_weights(void)
+{
+    enum { N = 9, K = 64, GROUP = 32, SCALES = N * (K / GROUP) };
+    static const enum dy_dtype types[] = { DY_FP8, DY_I8, DY_I4 };
+    uint8_t q[N * K], zero[SCALES];
+    float scale[SCALES], a[K], c[N], out[N * K];
+    need_program();
+    for (int i = 0; i < N * K; i++) /* no fp8 NaN */
+        q[i] = (dy_mix64((uint64_t)i) & 0x7f) == 0x7f ? 0 : (uint8_t)dy_mix64((uint64_t)i);
+    for (int i = 0; i < SCALES; i++) {
+        scale[i] = 0.01f + 0.005f * host_random(20, (size_t)i);
+        zero[i] = (uint8_t)(dy_mix64((uint64_t)i + 1000) & 15);
+    }
+    for (int i = 0; i < K; i++)
+        a[i] = host_random(21, (size_t)i);
+    cl_mem qm = upload(q, sizeof q), sm = upload(scale, sizeof scale);
+    cl_mem zm = upload(zero, sizeof zero), om = upload(out, sizeof out);
+    cl_mem am = upload(a, sizeof a), cm = upload(c, sizeof c);
+    cl_mem none = NULL;
+    cl_ulong off = 0;
+    cl_int k = K, n = N, group = GROUP, f32 = DY_F32, i4 = DY_I4, a_vec = 1, m = 1, k_vec = K;
+    float beta = 0.0f;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        cl_int qt = types[t];
+        size_t global[2] = { K, N }, local[2] = { 64, 1 };
+        RUN("dequantize", 2, global, local, ARG(qm), ARG(off), ARG(qt), ARG(sm), ARG(off), ARG(zm),
+            ARG(off), ARG(group), ARG(om), ARG(off), ARG(k), ARG(f32), ARG(n), ARG(k));
+        download(om, out, sizeof out);
+        for (int i = 0; i < N * K; i++) {
+            float want =
+                dy_dequant(q, types[t], scale, zero, K, GROUP, (size_t)(i / K), (size_t)(i % K));
+            DY_CHECK(memcmp(&want, &out[i], sizeof want) == 0);
+        }
+    }
+    size_t global = (N + GEMV_ROWS - 1) / GEMV_ROWS * WG, local = WG;
+    RUN("gemv_q1", 1, &global, &local, ARG(am), ARG(off), ARG(k), ARG(a_vec), ARG(qm), ARG(off),
+        ARG(i4), ARG(sm), ARG(off), ARG(zm), ARG(off), ARG(group), ARG(none), ARG(off), ARG(f32),
+        ARG(cm), ARG(off), ARG(n), ARG(beta), ARG(m), ARG(n), ARG(k), ARG(k_vec));
+    download(cm, c, sizeof c);
+    for (int j = 0; j < N; j++) {
+        double want = 0;
+        for (int i = 0; i < K; i++)
+            want += a[i] * (double)dy_dequant(q, DY_I4, scale, zero, K, GROUP, (size_t)j,
+                                              (size_t)i);
+        DY_CHECK(close_to(c[j], want, 1e-5));
+    }
+    cl_mem bufs[] = { qm, sm, zm, om, am, cm };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        clReleaseMemObject(bufs[i]);
+}
+
 DY_TESTS(
     DY_TEST(test_plugin_fills_every_slot)
     DY_TEST(test_plugin_probe_names_zeinit)
@@ -718,4 +773,5 @@ DY_TESTS(
     DY_TEST(test_kv_block_scores)
     DY_TEST(test_moe_sort)
     DY_TEST(test_gemv_grouped)
+    DY_TEST(test_quantized_weights)
 )

@@ -1,11 +1,12 @@
 /* Workload correctness: the paged decode path against full prefills, block
- * sizes, batches, and cpu against cpu-ref on whole generations. */
+ * sizes, batches, and cpu against cpu-ref on whole generations; KV
+ * eviction's prefill choice and per-layer budgets. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../workloads/llm.h"
+#include "../workloads/llm_internal.h" /* the decoder's caches, read back */
 #include "dy_test.h"
 
 struct model {
@@ -278,9 +279,322 @@ static void test_kv_cache_blocks(void)
     close_model(&m);
 }
 
+/* ---- KV eviction: PagedEviction's prefill choice, BaKlaVa's budgets ---- */
+
+/* Bytes of one token's K and V rows (and int8 scales) in one layer. */
+static size_t layer_token_size(const struct dy_llm *m)
+{
+    size_t heads = (size_t)m->cfg->kv_heads;
+    return 2 * (dy_dtype_bytes(m->opt.kv_dtype, heads * m->cfg->head_dim) +
+                (m->opt.kv_dtype == DY_I8 ? heads * sizeof(float) : 0));
+}
+
+/* Layer `layer`'s K and V (then int8 scales) of the token at cache
+ * position `pos` of sequence `seq`, read back from the device. */
+static void read_layer_token(struct dy_llm *m, int layer, int seq, int pos, unsigned char *out)
+{
+    int index;
+    const struct dy_kv_cache *kv = dy_llm_layer_kv(m, layer, &index);
+    int block = kv->block_table[(size_t)seq * kv->max_blocks_per_seq + pos / kv->block_size];
+    DY_REQUIRE(block >= 0);
+    size_t slot = (size_t)block * kv->block_size + pos % kv->block_size;
+    size_t heads = (size_t)kv->kv_heads, row = dy_dtype_bytes(kv->dtype, heads * kv->head_dim);
+    DY_REQUIRE(dy_buf_read(m->ctx, dy_buf_at(dy_kv_cache_k(kv, index), slot * row), out, row) == DY_OK);
+    DY_REQUIRE(dy_buf_read(m->ctx, dy_buf_at(dy_kv_cache_v(kv, index), slot * row), out + row, row) == DY_OK);
+    if (kv->dtype == DY_I8) {
+        size_t scales = heads * sizeof(float);
+        DY_REQUIRE(dy_buf_read(m->ctx, dy_buf_at(dy_kv_cache_k_scale(kv, index), slot * scales), out + 2 * row,
+                               scales) == DY_OK);
+        DY_REQUIRE(dy_buf_read(m->ctx, dy_buf_at(dy_kv_cache_v_scale(kv, index), slot * scales),
+                               out + 2 * row + scales, scales) == DY_OK);
+    }
+}
+
+/* One layer's score of a token from its K and V (f32, f16 or bf16), in
+ * double: ||v|| / ||k|| (paged) or 1 / ||k||, the mean over KV heads. */
+static double host_score(const struct dy_llm *m, const unsigned char *token, enum dy_evict evict)
+{
+    int heads = m->cfg->kv_heads, hd = m->cfg->head_dim;
+    enum dy_dtype t = m->opt.kv_dtype;
+    const unsigned char *v = token + dy_dtype_bytes(t, (size_t)heads * hd);
+    double sum = 0;
+    for (int h = 0; h < heads; h++) {
+        double kk = 0, vv = 0;
+        for (int e = 0; e < hd; e++) {
+            double kx = dy_load_f32(token, t, (size_t)h * hd + e), vx = dy_load_f32(v, t, (size_t)h * hd + e);
+            kk += kx * kx;
+            vv += vx * vx;
+        }
+        double knorm = fmax(sqrt(kk), 1e-12);
+        sum += evict == DY_EVICT_PAGED ? sqrt(vv) / knorm : 1.0 / knorm;
+    }
+    return sum / heads;
+}
+
+/* PagedEviction's prefill on `backend`: a prompt longer than the budget
+ * leaves in each tier's cache, in order, the first block, the prompt's last
+ * block and the (budget_blocks - 2) * block middle tokens of highest score,
+ * bit for bit as a decoder without eviction stores them. Scores are
+ * computed here from a decoder without eviction whose cache is in the dtype
+ * the tested one scores in (f32 for int8), summed over the tier's layers. */
+static void prompt_selection(const char *backend, enum dy_evict evict, enum dy_dtype kv_dtype,
+                             const int *layer_budget)
+{
+    enum { BATCH = 2, PROMPT = 75, BLOCK = 16, BUDGET = 48 };
+    struct model m;
+    open_model(&m, backend, DY_BF16, 0);
+    int layers = m.cfg.layers;
+    int32_t prompt[BATCH * PROMPT];
+    for (int i = 0; i < BATCH * PROMPT; i++)
+        prompt[i] = (i * 7919 + 17) % m.cfg.vocab;
+    struct dy_llm_options o = { .weight_dtype = m.w.dtype, .kv_dtype = kv_dtype, .block_size = BLOCK,
+                                .max_batch = BATCH, .max_prompt = PROMPT, .max_tokens = PROMPT + 2 };
+    struct dy_llm_options scoring_o = o, tested_o = o;
+    scoring_o.kv_dtype = kv_dtype == DY_I8 || kv_dtype == DY_FP8 ? DY_F32 : kv_dtype;
+    tested_o.evict = evict;
+    tested_o.kv_budget = BUDGET;
+    tested_o.layer_kv_budget = layer_budget;
+    struct dy_llm *ref = NULL, *scoring = NULL, *tested = NULL;
+    DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &o, &ref) == DY_OK);
+    DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &scoring_o, &scoring) == DY_OK);
+    DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &tested_o, &tested) == DY_OK);
+    DY_REQUIRE(dy_llm_prefill(ref, prompt, BATCH, PROMPT) == DY_OK);
+    DY_REQUIRE(dy_llm_prefill(scoring, prompt, BATCH, PROMPT) == DY_OK);
+    DY_REQUIRE(dy_llm_prefill(tested, prompt, BATCH, PROMPT) == DY_OK);
+    /* each layer's cache holds its budget's blocks for every sequence, and a trash block */
+    uint64_t bytes = 0, slot_bytes = (uint64_t)layer_token_size(tested) * BLOCK;
+    for (int l = 0; l < layers; l++) {
+        int index, blocks = ((layer_budget ? layer_budget[l] : BUDGET) + BLOCK - 1) / BLOCK;
+        DY_CHECK(dy_llm_layer_kv(tested, l, &index)->budget_blocks == blocks);
+        bytes += (uint64_t)(blocks * BATCH + 1) * slot_bytes;
+    }
+    DY_CHECK(dy_llm_kv_bytes(tested) == bytes);
+    size_t size = layer_token_size(ref);
+    unsigned char *want = malloc((size_t)layers * PROMPT * size), *got = malloc((size_t)layers * size);
+    unsigned char *scored = malloc(layer_token_size(scoring));
+    double *score = malloc(sizeof(double) * layers * PROMPT);
+    DY_REQUIRE(want && got && scored && score);
+    for (int b = 0; b < BATCH; b++) {
+        for (int l = 0; l < layers; l++)
+            for (int t = 0; t < PROMPT; t++) {
+                read_layer_token(ref, l, b, t, want + ((size_t)l * PROMPT + t) * size);
+                read_layer_token(scoring, l, b, t, scored);
+                score[l * PROMPT + t] = host_score(scoring, scored, evict);
+            }
+        for (int tier = 0; tier < tested->kv_count; tier++) {
+            const struct dy_kv_cache *kv = &tested->kv[tier];
+            int tail = PROMPT - (PROMPT - 1) / BLOCK * BLOCK, held = kv->context_lens[b];
+            int kept[PROMPT], count = 0;
+            DY_CHECK(held == BLOCK + (kv->budget_blocks - 2) * BLOCK + tail);
+            DY_CHECK(kv->seq_tokens[b] == PROMPT);
+            /* the prompt token each cache position holds, by its bytes in
+             * every layer of the tier: found in order, or not at all */
+            for (int pos = 0, next = 0; pos < held && pos < PROMPT; pos++) {
+                for (int l = 0; l < layers; l++)
+                    if (tested->layer_tier[l] == tier)
+                        read_layer_token(tested, l, b, pos, got + (size_t)l * size);
+                int found = -1;
+                for (int t = next; t < PROMPT && found < 0; t++) {
+                    bool same = true;
+                    for (int l = 0; l < layers && same; l++)
+                        same = tested->layer_tier[l] != tier ||
+                               !memcmp(got + (size_t)l * size, want + ((size_t)l * PROMPT + t) * size, size);
+                    found = same ? t : -1;
+                }
+                DY_REQUIRE(found >= 0);
+                kept[count++] = found;
+                next = found + 1;
+            }
+            for (int i = 0; i < BLOCK; i++)
+                DY_CHECK(kept[i] == i);
+            for (int i = 0; i < tail; i++)
+                DY_CHECK(kept[count - tail + i] == PROMPT - tail + i);
+            /* every middle token kept scores at least as high as every one dropped */
+            bool is_kept[PROMPT] = { false };
+            for (int i = BLOCK; i < count - tail; i++)
+                is_kept[kept[i]] = true;
+            double lowest_kept = INFINITY, highest_dropped = -INFINITY, top = 0;
+            for (int t = BLOCK; t < PROMPT - tail; t++) {
+                double s = 0;
+                for (int l = 0; l < layers; l++)
+                    s += tested->layer_tier[l] == tier ? score[l * PROMPT + t] : 0;
+                top = fmax(top, fabs(s));
+                if (is_kept[t])
+                    lowest_kept = fmin(lowest_kept, s);
+                else
+                    highest_dropped = fmax(highest_dropped, s);
+            }
+            if (!(lowest_kept >= highest_dropped - 1e-5 * top))
+                printf("# %s tier %d seq %d: a kept token scores %.9g, a dropped one %.9g\n", backend, tier, b,
+                       lowest_kept, highest_dropped);
+            DY_CHECK(lowest_kept >= highest_dropped - 1e-5 * top);
+        }
+    }
+    /* decoding goes on from there */
+    DY_CHECK(dy_llm_decode(tested) == DY_OK);
+    DY_CHECK(dy_llm_decode(tested) == DY_OK);
+    free(want);
+    free(got);
+    free(scored);
+    free(score);
+    dy_llm_destroy(ref);
+    dy_llm_destroy(scoring);
+    dy_llm_destroy(tested);
+    close_model(&m);
+}
+
+static const char *const kv_backends[] = { "cpu-ref", "cpu", "opencl" };
+
+static void test_prompt_selection(void)
+{
+    static const int tiers[] = { 64, 48, 64, 48 }; /* tiny-llama's four layers in two tiers */
+    for (size_t i = 0; i < sizeof kv_backends / sizeof kv_backends[0]; i++) {
+        if (!dy_registry_find(kv_backends[i], NULL, 0)) {
+            printf("# %s unavailable\n", kv_backends[i]);
+            continue;
+        }
+        prompt_selection(kv_backends[i], DY_EVICT_PAGED, DY_F16, NULL);
+        prompt_selection(kv_backends[i], DY_EVICT_INV_KEY_NORM, DY_I8, NULL);
+        prompt_selection(kv_backends[i], DY_EVICT_PAGED, DY_BF16, tiers);
+    }
+}
+
+/* The prefill choice in passes of one sequence (the staging holds one
+ * pass) computes what one pass does. */
+static void test_selection_chunked(void)
+{
+    struct model m;
+    open_model(&m, "cpu-ref", DY_BF16, 2);
+    enum { BATCH = 3, PROMPT = 75, STEPS = 3 };
+    int32_t p[BATCH * PROMPT];
+    for (int i = 0; i < BATCH * PROMPT; i++)
+        p[i] = (i * 7919 + 17) % m.cfg.vocab;
+    size_t n = (size_t)BATCH * m.cfg.vocab;
+    float *whole = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
+    for (int chunked = 0; chunked <= 1; chunked++) {
+        struct dy_llm_options o = { .weight_dtype = m.w.dtype, .kv_dtype = DY_F16, .block_size = 16,
+                                    .max_batch = BATCH, .max_prompt = PROMPT, .max_tokens = PROMPT + STEPS + 1,
+                                    .prefill_seqs = chunked ? 1 : 0, .evict = DY_EVICT_PAGED, .kv_budget = 48 };
+        struct dy_llm *llm = NULL;
+        DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &o, &llm) == DY_OK);
+        DY_REQUIRE(dy_llm_prefill(llm, p, BATCH, PROMPT) == DY_OK);
+        for (int s = 0; s < STEPS; s++)
+            DY_REQUIRE(dy_llm_decode(llm) == DY_OK);
+        DY_REQUIRE(dy_llm_read_logits(llm, chunked ? parts : whole) == DY_OK);
+        dy_llm_destroy(llm);
+    }
+    DY_CHECK(memcmp(whole, parts, n * sizeof(float)) == 0);
+    free(whole);
+    free(parts);
+    close_model(&m);
+}
+
+/* A budget above the sequence evicts nothing: the logits of the prefill and
+ * of every step equal those without eviction, bit for bit, with one budget
+ * (paged) and with per-layer budgets in three tiers. */
+static void test_large_budget_changes_nothing(void)
+{
+    enum { BATCH = 2, PROMPT = 40, STEPS = 6 };
+    static const int tiers[] = { 96, 64, 128, 64 };
+    for (size_t i = 0; i < sizeof kv_backends / sizeof kv_backends[0]; i++) {
+        if (!dy_registry_find(kv_backends[i], NULL, 0))
+            continue;
+        struct model m;
+        open_model(&m, kv_backends[i], DY_BF16, 0);
+        int32_t prompt[BATCH * PROMPT];
+        for (int j = 0; j < BATCH * PROMPT; j++)
+            prompt[j] = (j * 7919 + 17) % m.cfg.vocab;
+        size_t n = (size_t)BATCH * m.cfg.vocab;
+        float *want = malloc((STEPS + 1) * n * sizeof(float)), *got = malloc(n * sizeof(float));
+        for (int variant = 0; variant < 3; variant++) {
+            struct dy_llm_options o = { .weight_dtype = m.w.dtype, .kv_dtype = DY_F16, .block_size = 16,
+                                        .max_batch = BATCH, .max_prompt = PROMPT,
+                                        .max_tokens = PROMPT + STEPS + 1 };
+            if (variant) {
+                o.evict = DY_EVICT_PAGED;
+                o.kv_budget = 64;
+                o.layer_kv_budget = variant == 2 ? tiers : NULL;
+            }
+            struct dy_llm *llm = NULL;
+            DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &o, &llm) == DY_OK);
+            DY_CHECK(llm->kv_count == (variant == 2 ? 3 : 1));
+            DY_REQUIRE(dy_llm_prefill(llm, prompt, BATCH, PROMPT) == DY_OK);
+            for (int s = 0; s <= STEPS; s++) {
+                if (s)
+                    DY_REQUIRE(dy_llm_decode(llm) == DY_OK);
+                DY_REQUIRE(dy_llm_read_logits(llm, variant ? got : want + s * n) == DY_OK);
+                if (variant && memcmp(got, want + s * n, n * sizeof(float))) {
+                    printf("# %s variant %d step %d: logits differ from no eviction\n", kv_backends[i], variant, s);
+                    DY_CHECK(0);
+                }
+            }
+            dy_llm_destroy(llm);
+        }
+        free(want);
+        free(got);
+        close_model(&m);
+    }
+}
+
+/* Tiers by importance: a third up, a third down by half the budget in
+ * whole blocks, cut to the policy's least; the sum stays. */
+static void test_tier_budgets(void)
+{
+    static const double importance[7] = { 0.3, 0.9, 0.1, 0.5, 0.9, 0.2, 0.4 };
+    static const int paged[7] = { 64, 80, 48, 64, 80, 48, 64 }, window[7] = { 64, 96, 32, 64, 96, 32, 64 };
+    int budget[7];
+    DY_REQUIRE(dy_kv_tier_budgets(importance, 7, 64, 16, DY_EVICT_PAGED, budget) == DY_OK);
+    DY_CHECK(memcmp(budget, paged, sizeof paged) == 0); /* 4 blocks, the step cut to 4 - 3 */
+    DY_REQUIRE(dy_kv_tier_budgets(importance, 7, 50, 16, DY_EVICT_WINDOW, budget) == DY_OK);
+    DY_CHECK(memcmp(budget, window, sizeof window) == 0); /* 50 tokens: 4 blocks */
+    DY_REQUIRE(dy_kv_tier_budgets(importance, 7, 48, 16, DY_EVICT_STREAMING, budget) == DY_OK);
+    for (int l = 0; l < 7; l++) /* at the least already: no room to move */
+        DY_CHECK(budget[l] == 48);
+    DY_CHECK(dy_kv_tier_budgets(importance, 7, 32, 16, DY_EVICT_PAGED, budget) == DY_E_INVALID);
+}
+
+/* BaKlaVa's profile: an importance per layer in [0, 2], not all alike, the
+ * same on a second run, cpu close to cpu-ref; its budgets sum to the
+ * uniform total, differ and keep the least. */
+static void test_kv_profile(void)
+{
+    struct model cpu, ref;
+    open_model(&cpu, "cpu", DY_BF16, 0);
+    open_model(&ref, "cpu-ref", DY_BF16, 0);
+    int layers = cpu.cfg.layers;
+    double a[8], again[8], r[8], top = 0;
+    DY_REQUIRE(layers <= 8);
+    DY_REQUIRE(dy_kv_profile(cpu.ctx, &cpu.cfg, &cpu.w, 0, a) == DY_OK);
+    DY_REQUIRE(dy_kv_profile(cpu.ctx, &cpu.cfg, &cpu.w, 0, again) == DY_OK);
+    DY_REQUIRE(dy_kv_profile(ref.ctx, &ref.cfg, &ref.w, 0, r) == DY_OK);
+    DY_CHECK(memcmp(a, again, (size_t)layers * sizeof(double)) == 0);
+    bool alike = true;
+    for (int l = 0; l < layers; l++) {
+        printf("# layer %d: importance %.6f (cpu-ref %.6f)\n", l, a[l], r[l]);
+        DY_CHECK(a[l] >= 0 && a[l] <= 2);
+        alike = alike && a[l] == a[0];
+        top = fmax(top, a[l]);
+    }
+    DY_CHECK(!alike);
+    for (int l = 0; l < layers; l++)
+        DY_CHECK(fabs(a[l] - r[l]) <= 1e-3 * top);
+    int budget[8], sum = 0, lowest = 1 << 30, highest = 0;
+    DY_REQUIRE(dy_kv_tier_budgets(a, layers, 64, 16, DY_EVICT_PAGED, budget) == DY_OK);
+    for (int l = 0; l < layers; l++) {
+        sum += budget[l];
+        lowest = budget[l] < lowest ? budget[l] : lowest;
+        highest = budget[l] > highest ? budget[l] : highest;
+    }
+    DY_CHECK(sum == layers * 64 && lowest >= 3 * 16 && highest > lowest);
+    close_model(&cpu);
+    close_model(&ref);
+}
+
 DY_TESTS(DY_TEST(test_decode_matches_prefill_ref) DY_TEST(test_moe_decode_matches_prefill)
          DY_TEST(test_decode_matches_prefill_cpu)
          DY_TEST(test_decode_matches_prefill_block4) DY_TEST(test_cpu_matches_ref)
          DY_TEST(test_block_size_invariant) DY_TEST(test_batch_invariant)
          DY_TEST(test_truncation_keeps_weights) DY_TEST(test_kv_cache_blocks)
-         DY_TEST(test_chunked_prefill))
+         DY_TEST(test_chunked_prefill) DY_TEST(test_prompt_selection) DY_TEST(test_selection_chunked)
+         DY_TEST(test_large_budget_changes_nothing) DY_TEST(test_tier_budgets)
+         DY_TEST(test_kv_profile))

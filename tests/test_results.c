@@ -332,7 +332,8 @@ static void test_points_columns_are_the_contract(void)
         "host_e2e_ms", "repeat", "warmup", "config_key", "uuid", "e2e_noise",
         "e2e_ms_p90", "e2e_ms_p99", "lora_rank", "lora_merged", "expert_load_max",
         "expert_load_mean", "expert_imbalance", "experts_touched", "step_bytes", "top_k_map",
-        "token_agreement", "kl_mean",
+        "token_agreement", "kl_mean", "lora_targets", "lora_rank_map", "expert_bits",
+        "kv_budget_map",
     };
     const int count = (int)(sizeof expected / sizeof expected[0]);
     struct scratch s;

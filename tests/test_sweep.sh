@@ -73,14 +73,14 @@ batch = 1-4*2
 ; a skipped row among ok ones
 [dtypes]
 batch = 2
-weight-dtype = f32,int4
+weight-dtype = f32,mopeq:3
 INI
 "$DYNO" sweep "$tmp/s.ini" --dry-run --db "$tmp/dry.db" >"$tmp/dry" 2>&1
 check "--dry-run prints one line per point" test "$(grep -c '^\[' "$tmp/dry")" = 5 -a "$(grep -c '^\[batches\] backend=cpu;.*input-len=8;output-len=2' "$tmp/dry")" = 3
 check "--dry-run stores nothing" test ! -e "$tmp/dry.db"
 db=$tmp/sweep.db
 "$DYNO" sweep "$tmp/s.ini" --db "$db" >"$tmp/out" 2>&1
-check "sweep runs every section in order" test "$(sql "$db" "select group_concat(batch || weight_dtype || status, ' ') from (select * from points order by id)")" = "1bf16ok 2bf16ok 4bf16ok 2f32ok 2int4skipped"
+check "sweep runs every section in order" test "$(sql "$db" "select group_concat(batch || weight_dtype || status, ' ') from (select * from points order by id)")" = "1bf16ok 2bf16ok 4bf16ok 2f32ok 2mopeq:3skipped"
 check "sweep's points match --dry-run" test "$(sql "$db" "select config_key from points order by id")" = "$(sed -n 's/^\[[a-z]*\] //p' "$tmp/dry")"
 check "sweep stores its command line" test -n "$(sql "$db" "select argv from runs where argv like '%sweep%s.ini%'")"
 "$DYNO" sweep "$tmp/s.ini" --db "$db" --resume >/dev/null 2>&1
@@ -106,7 +106,7 @@ check "the shipped example parses" test $? -eq 0 -a "$(tail -n 1 "$tmp/dry")" = 
 "$DYNO" run $tiny --batch 1,2,3 --db "$tmp/plain.db" >/dev/null 2>"$tmp/err"
 check "not a terminal: one log line per point" test "$(grep -c '^dyno: \[[1-3]/3\] cpu tiny-llama batch [1-3] in 8 out 2: ok' "$tmp/err")" = 3
 if script -qec true /dev/null >/dev/null 2>&1; then
-    script -qec "'$DYNO' run $tiny --batch 1,2,3 --weight-dtype bf16,int4 --db '$tmp/tty.db'" /dev/null >"$tmp/tty" 2>&1
+    script -qec "'$DYNO' run $tiny --batch 1,2,3 --weight-dtype bf16,mopeq:3 --db '$tmp/tty.db'" /dev/null >"$tmp/tty" 2>&1
     check "terminal: a bar redrawn in place with done/total and ETA" grep -qa $'\r.*\[#*\.*\] 1/6 ETA [0-9hms]*  cpu tiny-llama batch 2' "$tmp/tty"
     check "terminal: only points that need a look get a line" test "$(tr '\r' '\n' <"$tmp/tty" | grep -ac 'dyno: \[[0-9]/6\]')" = 3 -a "$(tr '\r' '\n' <"$tmp/tty" | grep -ac 'dyno: \[[0-9]/6\].*: skipped: ')" = 3
 else

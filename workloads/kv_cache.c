@@ -23,32 +23,38 @@ static bool scored(enum dy_evict e)
     return e == DY_EVICT_INV_KEY_NORM || e == DY_EVICT_PAGED;
 }
 
+int dy_evict_least_blocks(enum dy_evict evict)
+{
+    /* streaming and the scored policies evict after the first block and
+     * before the newest, so they need one between */
+    return evict == DY_EVICT_WINDOW ? 2 : 3;
+}
+
 int dy_kv_cache_create(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
                        int block_size, int batch, int max_tokens, struct dy_kv_cache *kv)
 {
-    return dy_kv_cache_create_evicting(ctx, cfg, dtype, block_size, batch, max_tokens, DY_EVICT_NONE,
-                                       0, kv);
+    return dy_kv_cache_create_evicting(ctx, cfg, cfg->layers, dtype, block_size, batch, max_tokens,
+                                       DY_EVICT_NONE, 0, kv);
 }
 
-int dy_kv_cache_create_evicting(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
-                                int block_size, int batch, int max_tokens, enum dy_evict evict,
-                                int budget, struct dy_kv_cache *kv)
+int dy_kv_cache_create_evicting(dy_ctx *ctx, const struct dy_model_config *cfg, int layers,
+                                enum dy_dtype dtype, int block_size, int batch, int max_tokens,
+                                enum dy_evict evict, int budget, struct dy_kv_cache *kv)
 {
     memset(kv, 0, sizeof *kv);
-    if (block_size < 1 || batch < 1 || max_tokens < 1)
+    if (block_size < 1 || batch < 1 || max_tokens < 1 || layers < 1)
         return DY_E_INVALID;
     int full_blocks = (max_tokens + block_size - 1) / block_size;
     kv->evict = evict;
     kv->budget_blocks = full_blocks;
     if (evict != DY_EVICT_NONE) {
-        int least = scored(evict) ? 3 : 2;
         kv->budget_blocks = (budget + block_size - 1) / block_size;
-        if (budget < 1 || kv->budget_blocks < least)
+        if (budget < 1 || kv->budget_blocks < dy_evict_least_blocks(evict))
             return DY_E_INVALID;
         if (kv->budget_blocks >= full_blocks) /* nothing will ever be evicted */
             kv->budget_blocks = full_blocks;
     }
-    kv->layers = cfg->layers;
+    kv->layers = layers;
     kv->kv_heads = cfg->kv_heads;
     kv->head_dim = cfg->head_dim;
     kv->block_size = block_size;
@@ -181,6 +187,60 @@ int dy_kv_cache_prompt(struct dy_kv_cache *kv, int seq, int count, int32_t *slot
         return st;
     for (int t = head; t < count - tail; t++)
         slots[t] = kv->trash_block * kv->block_size + t % kv->block_size;
+    kv->seq_tokens[seq] = count;
+    return DY_OK;
+}
+
+bool dy_kv_cache_selects(const struct dy_kv_cache *kv, int count)
+{
+    return scored(kv->evict) && count > kv->budget_blocks * kv->block_size;
+}
+
+struct ranked {
+    float score;
+    int token;
+};
+
+/* Highest score first, the earlier token first among equals; NaN last. */
+static int by_score(const void *a, const void *b)
+{
+    const struct ranked *x = a, *y = b;
+    float sx = isnan(x->score) ? -INFINITY : x->score, sy = isnan(y->score) ? -INFINITY : y->score;
+    if (sx != sy)
+        return sx > sy ? -1 : 1;
+    return (x->token > y->token) - (x->token < y->token);
+}
+
+int dy_kv_cache_prompt_scored(struct dy_kv_cache *kv, int seq, int count, const float *scores,
+                              int32_t *slots)
+{
+    if (!dy_kv_cache_selects(kv, count))
+        return dy_kv_cache_prompt(kv, seq, count, slots);
+    int block = kv->block_size;
+    int tail = count - (count - 1) / block * block; /* the prompt's last block, 1..block tokens */
+    int middle_end = count - tail, candidates = middle_end - block;
+    int keep = (kv->budget_blocks - 2) * block; /* < candidates, as count > budget_blocks * block */
+    struct ranked *rank = malloc((size_t)candidates * sizeof *rank);
+    if (!rank)
+        return DY_E_NOMEM;
+    for (int i = 0; i < candidates; i++)
+        rank[i] = (struct ranked){ scores[block + i], block + i };
+    qsort(rank, (size_t)candidates, sizeof *rank, by_score);
+    /* slots[t] >= 0 marks a kept token until it gets its slot */
+    for (int t = 0; t < count; t++)
+        slots[t] = t < block || t >= middle_end ? 0 : -1;
+    for (int i = 0; i < keep; i++)
+        slots[rank[i].token] = 0;
+    free(rank);
+    for (int t = 0; t < count; t++) {
+        if (slots[t] < 0) {
+            slots[t] = kv->trash_block * block + t % block;
+            continue;
+        }
+        int st = dy_kv_cache_extend(kv, seq, 1, slots + t);
+        if (st != DY_OK)
+            return st;
+    }
     kv->seq_tokens[seq] = count;
     return DY_OK;
 }

@@ -42,8 +42,7 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     size_t batch = (size_t)opt->max_batch;
     /* an MoE model's dense MLP buffers serve its shared expert, if any */
     size_t mlp_cols = cfg->experts ? (size_t)cfg->shared_ffn : (size_t)cfg->intermediate;
-    int st = dy_kv_cache_create_evicting(ctx, cfg, opt->kv_dtype, opt->block_size, opt->max_batch,
-                                         opt->max_tokens, opt->evict, opt->kv_budget, &m->kv);
+    int st = dy_llm_kv_create(m);
     if (st != DY_OK)
         goto fail;
     if ((st = dy_buf_alloc(ctx, rows * cfg->hidden * f, &m->x)) ||
@@ -57,27 +56,13 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
         (st = dy_buf_alloc(ctx, rows * i4, &m->ids)) ||
         (st = dy_buf_alloc(ctx, batch * i4, &m->next_ids)) ||
         (st = dy_buf_alloc(ctx, rows * i4, &m->positions)) ||
-        (st = dy_buf_alloc(ctx, rows * i4, &m->slots)) ||
         (st = dy_buf_alloc(ctx, batch * i4, &m->last_index)) ||
         (st = dy_buf_alloc(ctx, (size_t)cfg->head_dim / 2 * f, &m->inv_freq)) ||
         (cfg->experts && (st = dy_moe_create(m))))
         goto fail;
-    if (opt->evict >= DY_EVICT_INV_KEY_NORM) {
-        size_t most = (size_t)m->kv.num_blocks;
-        m->host_score_blocks = malloc(most * sizeof(int32_t));
-        m->host_scores = malloc(most * cfg->layers * sizeof(float));
-        if (!m->host_score_blocks || !m->host_scores) {
-            st = DY_E_NOMEM;
-            goto fail;
-        }
-        if ((st = dy_buf_alloc(ctx, most * sizeof(int32_t), &m->score_blocks)) ||
-            (st = dy_buf_alloc(ctx, most * cfg->layers * sizeof(float), &m->scores)))
-            goto fail;
-    }
-    m->host_slots = malloc(rows * i4);
     m->host_positions = malloc(rows * i4);
     float *inv_freq = malloc((size_t)cfg->head_dim / 2 * f);
-    if (!m->host_slots || !m->host_positions || !inv_freq) {
+    if (!m->host_positions || !inv_freq) {
         free(inv_freq);
         st = DY_E_NOMEM;
         goto fail;
@@ -99,18 +84,15 @@ void dy_llm_destroy(struct dy_llm *m)
     if (!m)
         return;
     dy_buf *bufs[] = { &m->x, &m->xn, &m->qkv, &m->attn, &m->gate_up, &m->mlp, &m->last,
-                       &m->logits, &m->ids, &m->next_ids, &m->positions, &m->slots,
-                       &m->last_index, &m->inv_freq, &m->score_blocks, &m->scores };
+                       &m->logits, &m->ids, &m->next_ids, &m->positions, &m->last_index,
+                       &m->inv_freq };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
-    dy_kv_cache_free(m->ctx, &m->kv);
+    dy_llm_kv_destroy(m);
     dy_moe_destroy(m);
     for (int i = 0; i < m->graph_count; i++)
         dy_graph_destroy(m->ctx, m->graphs[i].graph);
-    free(m->host_slots);
     free(m->host_positions);
-    free(m->host_score_blocks);
-    free(m->host_scores);
     free(m);
 }
 
@@ -126,14 +108,17 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt)
     return rows > opt->max_batch ? rows : opt->max_batch;
 }
 
-int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
-                  int rows, int n, int k, float beta)
+int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
+                  dy_buf c, int ldc, int rows, int n, int k, float beta)
 {
+    enum dy_dtype bt = wq ? m->w->mat_dtype : m->w->dtype;
     struct dy_gemm_desc d = {
         .a = a, .b = w, .c = c, .bias = bias, .m = rows, .n = n, .k = k,
         .lda = lda, .ldb = k, .ldc = ldc,
-        .a_dtype = DY_F32, .b_dtype = m->w->dtype, .c_dtype = DY_F32, .beta = beta,
+        .a_dtype = DY_F32, .b_dtype = bt, .c_dtype = DY_F32, .beta = beta,
     };
+    if (dy_dtype_quantized(bt))
+        d.bq = *wq;
     return dy_gemm(m->ctx, &d);
 }
 
@@ -167,6 +152,21 @@ static int rope(struct dy_llm *m, dy_buf x, int rows, int heads, int stride)
     return dy_rope(m->ctx, &d);
 }
 
+/* Rows [row0, ...) of a matrix with k columns in the weights' matrix
+ * format: where they start and where their scales do. */
+static void matrix_rows(const struct dy_llm_weights *w, dy_buf mat, const struct dy_quant *q, int row0,
+                        int k, dy_buf *rows, struct dy_quant *rows_q)
+{
+    *rows = dy_buf_at(mat, dy_dtype_bytes(w->mat_dtype, (size_t)row0 * k));
+    *rows_q = *q;
+    if (!dy_dtype_quantized(w->mat_dtype))
+        return;
+    size_t first = (size_t)row0 * dy_quant_row_scales(w->mat_dtype, k, q->group);
+    rows_q->scale = dy_buf_at(q->scale, first * sizeof(float));
+    if (q->zero.h)
+        rows_q->zero = dy_buf_at(q->zero, first);
+}
+
 /* q/k/v of `rows` tokens, normalised (qk_norm) and rotated; *q, *k, *v and
  * the strides say where they are in m->qkv. */
 static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows, dy_buf *q,
@@ -181,7 +181,7 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
         *k = dy_buf_at(m->qkv, (size_t)qd * f);
         *v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * f);
         *q_stride = *kv_stride = cols;
-        if ((st = dy_llm_linear(m, m->xn, h, l->qkv, l->qkv_bias, m->qkv, cols, rows, cols, h, 0.0f)))
+        if ((st = dy_llm_linear(m, m->xn, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, cols, rows, cols, h, 0.0f)))
             return st;
         if (c->qk_norm == DY_QK_NORM_WHOLE &&
             ((st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
@@ -195,13 +195,14 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
     *v = dy_buf_at(m->qkv, (size_t)rows * (qd + kvd) * f);
     *q_stride = qd;
     *kv_stride = kvd;
-    dy_buf none = { 0 }, bias = l->qkv_bias;
-    dy_buf wk = dy_buf_at(l->qkv, (size_t)qd * h * esize);
-    dy_buf wv = dy_buf_at(l->qkv, (size_t)(qd + kvd) * h * esize);
-    if ((st = dy_llm_linear(m, m->xn, h, l->qkv, bias, *q, qd, rows, qd, h, 0.0f)) ||
-        (st = dy_llm_linear(m, m->xn, h, wk, bias.h ? dy_buf_at(bias, (size_t)qd * esize) : none, *k,
-                            kvd, rows, kvd, h, 0.0f)) ||
-        (st = dy_llm_linear(m, m->xn, h, wv,
+    dy_buf none = { 0 }, bias = l->qkv_bias, wk, wv;
+    struct dy_quant wk_q, wv_q;
+    matrix_rows(m->w, l->qkv, &l->qkv_q, qd, h, &wk, &wk_q);
+    matrix_rows(m->w, l->qkv, &l->qkv_q, qd + kvd, h, &wv, &wv_q);
+    if ((st = dy_llm_linear(m, m->xn, h, l->qkv, &l->qkv_q, bias, *q, qd, rows, qd, h, 0.0f)) ||
+        (st = dy_llm_linear(m, m->xn, h, wk, &wk_q, bias.h ? dy_buf_at(bias, (size_t)qd * esize) : none,
+                            *k, kvd, rows, kvd, h, 0.0f)) ||
+        (st = dy_llm_linear(m, m->xn, h, wv, &wv_q,
                             bias.h ? dy_buf_at(bias, (size_t)(qd + kvd) * esize) : none, *v, kvd,
                             rows, kvd, h, 0.0f)) ||
         (st = qk_norm(m, *q, l->q_norm, rows * c->heads, hd, hd)) ||
@@ -220,16 +221,8 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
     float scale = 1.0f / sqrtf((float)c->head_dim);
     int st;
     if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, rows)) ||
-        (st = project_qkv(m, l, rows, &q, &k, &v, &q_stride, &kv_stride)))
-        return st;
-    struct dy_kv_append_desc ka = {
-        .k = k, .v = v, .src_stride = kv_stride, .slots = m->slots,
-        .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
-        .tokens = rows, .kv_heads = c->kv_heads, .head_dim = c->head_dim,
-        .src_dtype = DY_F32, .cache_dtype = m->kv.dtype,
-        .k_scale = dy_kv_cache_k_scale(&m->kv, layer), .v_scale = dy_kv_cache_v_scale(&m->kv, layer),
-    };
-    if ((st = dy_kv_append(m->ctx, &ka)))
+        (st = project_qkv(m, l, rows, &q, &k, &v, &q_stride, &kv_stride)) ||
+        (st = dy_llm_kv_append(m, layer, k, v, kv_stride, rows)))
         return st;
     if (prompt_len > 0) {
         struct dy_attention_prefill_desc a = {
@@ -241,21 +234,25 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
         };
         st = dy_attention_prefill(m->ctx, &a);
     } else {
+        int index;
+        const struct dy_kv_cache *kv = dy_llm_layer_kv(m, layer, &index);
+        int room = kv->max_blocks_per_seq * kv->block_size;
         struct dy_attention_decode_desc a = {
             .q = q, .out = m->attn, .q_stride = q_stride, .out_stride = qd,
-            .k_cache = dy_kv_cache_k(&m->kv, layer), .v_cache = dy_kv_cache_v(&m->kv, layer),
-            .block_table = m->kv.block_table_dev, .context_lens = m->kv.context_lens_dev,
+            .k_cache = dy_kv_cache_k(kv, index), .v_cache = dy_kv_cache_v(kv, index),
+            .block_table = kv->block_table_dev, .context_lens = kv->context_lens_dev,
             .batch = m->batch, .heads = c->heads, .kv_heads = c->kv_heads,
-            .head_dim = c->head_dim, .block_size = m->kv.block_size,
-            .max_blocks_per_seq = m->kv.max_blocks_per_seq, .max_context = m->context_bound,
-            .scale = scale, .dtype = DY_F32, .cache_dtype = m->kv.dtype,
-            .k_scale = dy_kv_cache_k_scale(&m->kv, layer), .v_scale = dy_kv_cache_v_scale(&m->kv, layer),
+            .head_dim = c->head_dim, .block_size = kv->block_size,
+            .max_blocks_per_seq = kv->max_blocks_per_seq,
+            .max_context = m->context_bound < room ? m->context_bound : room,
+            .scale = scale, .dtype = DY_F32, .cache_dtype = kv->dtype,
+            .k_scale = dy_kv_cache_k_scale(kv, index), .v_scale = dy_kv_cache_v_scale(kv, index),
         };
         st = dy_attention_decode(m->ctx, &a);
     }
     if (st != DY_OK)
         return st;
-    return dy_llm_linear(m, m->attn, qd, l->o, l->o_bias, m->x, c->hidden, rows, c->hidden, qd, 1.0f);
+    return dy_llm_linear(m, m->attn, qd, l->o, &l->o_q, l->o_bias, m->x, c->hidden, rows, c->hidden, qd, 1.0f);
 }
 
 static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
@@ -276,11 +273,11 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
     };
     int st;
     if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, rows)) ||
-        (st = dy_llm_linear(m, m->xn, c->hidden, l->gate_up, none, m->gate_up, 2 * inter, rows,
+        (st = dy_llm_linear(m, m->xn, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, 2 * inter, rows,
                      2 * inter, c->hidden, 0.0f)) ||
         (st = dy_eltwise(m->ctx, &act)))
         return st;
-    return dy_llm_linear(m, m->mlp, inter, l->down, none, m->x, c->hidden, rows, c->hidden, inter, 1.0f);
+    return dy_llm_linear(m, m->mlp, inter, l->down, &l->down_q, none, m->x, c->hidden, rows, c->hidden, inter, 1.0f);
 }
 
 /* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0
@@ -296,7 +293,11 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
     };
     int st = dy_gather_rows(m->ctx, &embed);
     for (int i = 0; i < c->layers && st == DY_OK; i++) {
+        if (m->profile && (st = dy_kv_profile_before(m, rows)))
+            break;
         st = attention_block(m, &m->w->layers[i], i, rows, prompt_len);
+        if (st == DY_OK && m->profile)
+            st = dy_kv_profile_after(m, i, rows);
         if (st == DY_OK)
             st = mlp_block(m, &m->w->layers[i], i, rows, prompt_len);
     }
@@ -320,7 +321,7 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
         .rows = m->fwd_seqs, .cols = c->vocab, .stride = c->vocab, .dtype = DY_F32,
     };
     if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, m->fwd_seqs)) ||
-        (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, none, logits, c->vocab, m->fwd_seqs,
+        (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, &m->w->lm_head_q, none, logits, c->vocab, m->fwd_seqs,
                             c->vocab, c->hidden, 0.0f)))
         return st;
     return dy_argmax(m->ctx, &am);
@@ -339,7 +340,7 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
         dy_graph_destroy(m->ctx, m->graphs[i].graph);
     m->graph_count = 0;
     m->use_graphs = dy_graph_available(m->ctx);
-    dy_kv_cache_reset(&m->kv);
+    dy_llm_kv_reset(m);
     for (size_t i = 0; i < (size_t)batch * prompt_len; i++)
         if (tokens[i] < 0 || tokens[i] >= m->cfg->vocab)
             return DY_E_INVALID;
@@ -348,10 +349,9 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
         int seqs = batch - seq0 < m->prefill_seqs ? batch - seq0 : m->prefill_seqs;
         int rows = seqs * prompt_len;
         int32_t last_index[seqs];
+        if ((st = dy_llm_kv_prompt(m, seq0, seqs, prompt_len)))
+            return st;
         for (int b = 0; b < seqs; b++) {
-            if ((st = dy_kv_cache_prompt(&m->kv, seq0 + b, prompt_len,
-                                         m->host_slots + (size_t)b * prompt_len)))
-                return st;
             for (int t = 0; t < prompt_len; t++)
                 m->host_positions[(size_t)b * prompt_len + t] = t;
             last_index[b] = b * prompt_len + prompt_len - 1;
@@ -360,68 +360,13 @@ int dy_llm_prefill(struct dy_llm *m, const int32_t *tokens, int batch, int promp
         m->fwd_seq0 = seq0;
         m->fwd_seqs = seqs;
         if ((st = dy_buf_write(m->ctx, m->ids, tokens + (size_t)seq0 * prompt_len, bytes)) ||
-            (st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
             (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
             (st = dy_buf_write(m->ctx, m->last_index, last_index, (size_t)seqs * sizeof(int32_t))) ||
-            (st = dy_kv_cache_sync(m->ctx, &m->kv)) || (st = forward(m, m->ids, rows, prompt_len)))
+            (st = forward(m, m->ids, rows, prompt_len)) ||
+            (st = dy_llm_kv_prompt_end(m, seq0, seqs, prompt_len)))
             return st;
     }
     return DY_OK;
-}
-
-/* Scores, summed over layers, of every block the scored policies may
- * evict from the sequences that must evict before this step, where not
- * scored yet: one kv_block_scores per layer over all of them, one read. */
-static int score_blocks(struct dy_llm *m)
-{
-    struct dy_kv_cache *kv = &m->kv;
-    int count = 0;
-    for (int b = 0; b < m->batch; b++) {
-        if (!dy_kv_cache_must_evict(kv, b))
-            continue;
-        int32_t candidates[kv->max_blocks_per_seq];
-        int n = dy_kv_cache_candidates(kv, b, candidates);
-        for (int i = 0; i < n; i++)
-            if (isnan(kv->block_scores[candidates[i]]))
-                m->host_score_blocks[count++] = candidates[i];
-    }
-    if (!count)
-        return DY_OK;
-    int st = dy_buf_write(m->ctx, m->score_blocks, m->host_score_blocks, (size_t)count * sizeof(int32_t));
-    for (int layer = 0; layer < m->cfg->layers && st == DY_OK; layer++) {
-        struct dy_kv_block_scores_desc d = {
-            .k_cache = dy_kv_cache_k(kv, layer), .v_cache = dy_kv_cache_v(kv, layer),
-            .k_scale = dy_kv_cache_k_scale(kv, layer), .v_scale = dy_kv_cache_v_scale(kv, layer),
-            .blocks = m->score_blocks, .scores = dy_buf_at(m->scores, (size_t)layer * count * sizeof(float)),
-            .count = count, .block_size = kv->block_size, .kv_heads = kv->kv_heads,
-            .head_dim = kv->head_dim,
-            .kind = kv->evict == DY_EVICT_PAGED ? DY_KV_SCORE_VK_RATIO : DY_KV_SCORE_INV_KEY_NORM,
-            .cache_dtype = kv->dtype,
-        };
-        st = dy_kv_block_scores(m->ctx, &d);
-    }
-    if (st == DY_OK)
-        st = dy_buf_read(m->ctx, m->scores, m->host_scores, (size_t)m->cfg->layers * count * sizeof(float));
-    for (int i = 0; i < count && st == DY_OK; i++) {
-        float sum = 0;
-        for (int layer = 0; layer < m->cfg->layers; layer++)
-            sum += m->host_scores[(size_t)layer * count + i];
-        kv->block_scores[m->host_score_blocks[i]] = sum;
-    }
-    return st;
-}
-
-/* Before a decode step: sequences whose newest block is full and that hold
- * their budget give up a block (decided once for all layers). */
-static int make_room(struct dy_llm *m)
-{
-    if (m->kv.evict == DY_EVICT_NONE)
-        return DY_OK;
-    int st = m->kv.evict >= DY_EVICT_INV_KEY_NORM ? score_blocks(m) : DY_OK;
-    for (int b = 0; b < m->batch && st == DY_OK; b++)
-        if (dy_kv_cache_must_evict(&m->kv, b))
-            st = dy_kv_cache_evict(&m->kv, b);
-    return st;
 }
 
 /* The decode step's bound on the context, rounded up so that a recorded
@@ -430,13 +375,16 @@ static int make_room(struct dy_llm *m)
 static int context_bound(const struct dy_llm *m)
 {
     enum { ROUND = 256 };
-    int max_context = 0;
-    for (int b = 0; b < m->batch; b++)
-        max_context = m->kv.context_lens[b] > max_context ? m->kv.context_lens[b] : max_context;
+    int max_context = 0, cap = 0;
+    for (int t = 0; t < m->kv_count; t++) { /* a tier's attention caps it at its room */
+        const struct dy_kv_cache *kv = &m->kv[t];
+        for (int b = 0; b < m->batch; b++)
+            max_context = kv->context_lens[b] > max_context ? kv->context_lens[b] : max_context;
+        cap = kv->max_blocks_per_seq * kv->block_size > cap ? kv->max_blocks_per_seq * kv->block_size : cap;
+    }
     if (!m->use_graphs)
         return max_context;
     int bound = (max_context + ROUND - 1) / ROUND * ROUND;
-    int cap = m->kv.max_blocks_per_seq * m->kv.block_size;
     return bound < cap ? bound : cap;
 }
 
@@ -478,18 +426,10 @@ static int decode_forward(struct dy_llm *m)
 
 int dy_llm_decode(struct dy_llm *m)
 {
-    int st = make_room(m);
-    for (int b = 0; b < m->batch && st == DY_OK; b++) {
-        m->host_positions[b] = m->kv.seq_tokens[b];
-        st = dy_kv_cache_extend(&m->kv, b, 1, m->host_slots + b);
-    }
+    int st = dy_llm_kv_step(m); /* evictions, the new tokens' slots and positions */
     if (st != DY_OK)
         return st;
     size_t bytes = (size_t)m->batch * sizeof(int32_t);
-    if ((st = dy_buf_write(m->ctx, m->slots, m->host_slots, bytes)) ||
-        (st = dy_buf_write(m->ctx, m->positions, m->host_positions, bytes)) ||
-        (st = dy_kv_cache_sync(m->ctx, &m->kv)))
-        return st;
     if (m->cfg->experts && m->step + 1 > m->opt.max_tokens - m->opt.max_prompt)
         return DY_E_INVALID; /* more steps than the routing tables hold */
     m->step++;
@@ -521,23 +461,24 @@ int dy_llm_read_logits(struct dy_llm *m, float *logits)
 
 uint64_t dy_llm_kv_bytes(const struct dy_llm *m)
 {
-    return dy_kv_cache_bytes(&m->kv);
+    uint64_t bytes = 0;
+    for (int t = 0; t < m->kv_count; t++)
+        bytes += dy_kv_cache_bytes(&m->kv[t]);
+    return bytes;
 }
 
 uint64_t dy_llm_decode_bytes(const struct dy_llm *m)
 {
     const struct dy_model_config *c = m->cfg;
-    uint64_t esize = dy_dtype_size(m->w->dtype);
-    uint64_t bytes = m->w->bytes;
-    if (!c->tie_embeddings) /* the embedding is gathered, not read whole */
-        bytes -= (uint64_t)c->vocab * c->hidden * esize;
+    const struct dy_llm_weights *w = m->w;
+    uint64_t bytes = w->bytes;
+    /* the embedding is gathered, not read whole (a tied lm_head in the
+     * weights' dtype reads it) */
+    if (!c->tie_embeddings || w->mat_dtype != w->dtype)
+        bytes -= (uint64_t)c->vocab * c->hidden * dy_dtype_size(w->dtype);
     if (c->experts) /* only the experts routed to are read: dy_moe_stats */
-        bytes -= (uint64_t)c->layers * c->experts * 3ull * c->hidden * c->moe_ffn * esize;
-    uint64_t kv_row = 2ull * c->kv_heads *
-                      (c->head_dim * dy_dtype_size(m->kv.dtype) + (m->kv.dtype == DY_I8 ? 4 : 0)) * c->layers;
-    for (int b = 0; b < m->batch; b++)
-        bytes += kv_row * (uint64_t)m->kv.context_lens[b];
-    return bytes;
+        bytes -= (uint64_t)c->layers * c->experts * dy_llm_expert_bytes(w, c);
+    return bytes + dy_llm_kv_read_bytes(m);
 }
 
 double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prompt_len,
@@ -560,13 +501,7 @@ double dy_llm_prefill_flops(const struct dy_model_config *c, int batch, int prom
 
 uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm_options *opt)
 {
-    uint64_t blocks_per_seq = ((uint64_t)opt->max_tokens + opt->block_size - 1) / opt->block_size;
-    uint64_t budget_blocks = ((uint64_t)opt->kv_budget + opt->block_size - 1) / opt->block_size;
-    if (opt->evict != DY_EVICT_NONE && budget_blocks < blocks_per_seq) /* and the trash block */
-        blocks_per_seq = budget_blocks + 1;
-    uint64_t kv = 2ull * c->layers * c->kv_heads *
-                  (c->head_dim * dy_dtype_size(opt->kv_dtype) + (opt->kv_dtype == DY_I8 ? 4 : 0)) *
-                  blocks_per_seq * opt->block_size * opt->max_batch;
+    uint64_t kv = dy_llm_kv_state_bytes(c, opt);
     uint64_t rows = (uint64_t)dy_llm_pass_rows(opt);
     uint64_t mlp_cols = c->experts ? (uint64_t)c->shared_ffn : (uint64_t)c->intermediate;
     uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +

@@ -5,6 +5,7 @@
 #define DY_LLM_H
 
 #include "model.h"
+#include "../backends/quant.h"
 
 /* ---- weights (workloads/weights.c) ----------------------------------- */
 
@@ -26,17 +27,50 @@ struct dy_llm_layer {
     dy_buf shared_gate_up; /* [2 * shared_ffn, hidden] (Qwen2-MoE) or none */
     dy_buf shared_down;   /* [hidden, shared_ffn] */
     dy_buf shared_gate;   /* [1, hidden]: sigmoid gate of the shared expert */
+    /* scales of the matrices above when they are quantized (see
+     * dy_llm_weights.mat_dtype); each expert has its own, one expert's
+     * after another's */
+    struct dy_quant qkv_q, o_q, gate_up_q, down_q, expert_gate_up_q, expert_down_q,
+        shared_gate_up_q, shared_down_q;
 };
 
 struct dy_llm_weights {
-    enum dy_dtype dtype;
+    enum dy_dtype dtype;  /* vectors, embedding, router; matrices unless quantized */
+    /* The matrices' dtype (q/k/v, o, MLP, shared expert, lm_head) and the
+     * experts': dtype, or fp8/int8/int4 with scales beside them */
+    enum dy_dtype mat_dtype, expert_dtype;
+    struct dy_qformat quant; /* group and symmetry of the quantized ones */
     dy_buf embed;         /* [vocab, hidden] */
     dy_buf final_norm;    /* [hidden] */
     dy_buf lm_head;       /* [vocab, hidden]; the embedding's view when tied */
+    struct dy_quant lm_head_q;
     struct dy_llm_layer *layers;
     int layer_count;
     uint64_t bytes;       /* device bytes of all weights */
+    /* quantized weights borrow the vectors, the embedding and the router
+     * from the weights they were made from, which must outlive them */
+    bool borrowed;
+    char *expert_bits;    /* MoPEQ: each expert's bits, a digit per expert,
+                           * layers comma-separated; NULL otherwise */
 };
+
+/* A --weight-dtype: every matrix in `dtype` (f32, f16, bf16); or quantized
+ * from bf16 weights, every matrix in quant (fp8, int8, int4, int4-asym);
+ * or MoPEQ (mopeq_bits > 0): each expert of an MoE model gets 2, 3 or 4
+ * bits (symmetric, group 128, in int4 storage) from its sensitivity, the
+ * mean being mopeq_bits, other matrices staying bf16. */
+struct dy_llm_format {
+    enum dy_dtype dtype;
+    struct dy_qformat quant;  /* quant.dtype == dtype: not quantized */
+    double mopeq_bits;
+};
+
+/* Parses a --weight-dtype value; false when it names no format. */
+bool dy_llm_format_parse(const char *name, struct dy_llm_format *out);
+static inline bool dy_llm_format_quantized(const struct dy_llm_format *f)
+{
+    return f->quant.dtype != f->dtype || f->mopeq_bits > 0;
+}
 
 /* Random weights from fill_random(seed): bit-identical on every backend.
  * The caller owns *w and frees it with dy_llm_weights_free. */
@@ -48,6 +82,18 @@ int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_
                         const struct dy_checkpoint *ck, struct dy_llm_weights *w, char *err,
                         size_t err_len);
 void dy_llm_weights_free(dy_ctx *ctx, struct dy_llm_weights *w);
+/* Quantizes base's matrices into *out (workloads/weights_quant.c): each
+ * read back, quantized on the host by backends/quant.c (the same bits for
+ * every backend), and uploaded. *out borrows the rest from base. On failure
+ * err says why. */
+int dy_llm_weights_quantize(dy_ctx *ctx, const struct dy_model_config *cfg,
+                            const struct dy_llm_weights *base, const struct dy_llm_format *f,
+                            struct dy_llm_weights *out, char *err, size_t err_len);
+/* Device bytes of one [rows, cols] matrix of `dtype` (scales included),
+ * as the weights' format stores it. */
+uint64_t dy_llm_mat_bytes(const struct dy_llm_weights *w, enum dy_dtype dtype, size_t rows, size_t cols);
+/* Device bytes of one expert (gate, up and down). */
+uint64_t dy_llm_expert_bytes(const struct dy_llm_weights *w, const struct dy_model_config *cfg);
 /* Checks that the checkpoint holds every tensor the model reads, with the
  * right shape, without reading any data: DY_E_FORMAT with the file and the
  * tensor in err otherwise. */
@@ -62,9 +108,11 @@ int dy_llm_checkpoint_check(const struct dy_model_config *cfg, const struct dy_c
  * full and another is needed, one goes: the oldest (window), the oldest
  * after the first, which holds the attention sinks (streaming), or the
  * middle block (not the first, not the newest) of lowest score summed over
- * layers: 1/||k|| (inv-key-norm) or ||v||/||k|| (paged). A prompt longer
- * than the budget keeps the first block (not for window) and its most
- * recent tokens; the others are written to a block no sequence reads. */
+ * the cache's layers: 1/||k|| (inv-key-norm) or ||v||/||k|| (paged). A
+ * prompt longer than the budget keeps the first block (not for window) and
+ * its most recent tokens (window, streaming) or, for the scored policies,
+ * PagedEviction's choice by token score (dy_kv_cache_prompt_scored); the
+ * others are written to a block no sequence reads. */
 enum dy_evict {
     DY_EVICT_NONE = 0,
     DY_EVICT_WINDOW,
@@ -75,6 +123,10 @@ enum dy_evict {
 
 /* Parses a --evict value; false when it is not one. */
 bool dy_evict_parse(const char *name, enum dy_evict *out);
+/* The fewest blocks a budget may hold under the policy: two for window
+ * (the oldest and the newest), three for the others, which evict neither
+ * the first block nor the newest. */
+int dy_evict_least_blocks(enum dy_evict evict);
 
 struct dy_kv_cache {
     int layers, kv_heads, head_dim, block_size;
@@ -101,15 +153,27 @@ struct dy_kv_cache {
 
 /* Room for `batch` sequences of up to `max_tokens` tokens each, or with
  * evict != none of budget tokens each (rounded up to whole blocks, at
- * least two; three for the scored policies). */
+ * least dy_evict_least_blocks), for every layer of cfg. */
 int dy_kv_cache_create(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
                        int block_size, int batch, int max_tokens, struct dy_kv_cache *kv);
-int dy_kv_cache_create_evicting(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_dtype dtype,
-                                int block_size, int batch, int max_tokens, enum dy_evict evict,
-                                int budget, struct dy_kv_cache *kv);
+/* The same for `layers` of the model's layers (a budget tier holds some). */
+int dy_kv_cache_create_evicting(dy_ctx *ctx, const struct dy_model_config *cfg, int layers,
+                                enum dy_dtype dtype, int block_size, int batch, int max_tokens,
+                                enum dy_evict evict, int budget, struct dy_kv_cache *kv);
 /* Slots of a whole prompt of `count` tokens for sequence `seq` (empty),
  * dropping what the budget cannot hold (those go to the trash block). */
 int dy_kv_cache_prompt(struct dy_kv_cache *kv, int seq, int count, int32_t *slots);
+/* True when a prompt of `count` tokens is chosen by token score: a scored
+ * policy and a prompt longer than the budget's whole blocks. */
+bool dy_kv_cache_selects(const struct dy_kv_cache *kv, int count);
+/* PagedEviction's prefill: of a prompt of `count` tokens, keeps the first
+ * block, the tokens of the prompt's last block (1 to block_size of them)
+ * and the budget_blocks * block_size - 2 * block_size middle tokens of
+ * highest scores[t] (ties: the earlier token), in their order, laid into
+ * blocks; the others go to the trash block. Without dy_kv_cache_selects,
+ * dy_kv_cache_prompt. */
+int dy_kv_cache_prompt_scored(struct dy_kv_cache *kv, int seq, int count, const float *scores,
+                              int32_t *slots);
 /* True when the next token of `seq` needs a block and the sequence holds
  * its budget: one of its blocks must go first. */
 bool dy_kv_cache_must_evict(const struct dy_kv_cache *kv, int seq);
@@ -135,6 +199,27 @@ dy_buf dy_kv_cache_v_scale(const struct dy_kv_cache *kv, int layer);
 /* Device bytes of the whole cache. */
 uint64_t dy_kv_cache_bytes(const struct dy_kv_cache *kv);
 
+/* BaKlaVa's per-layer budgets (workloads/kv_profile.c), per layer rather
+ * than per KV head: the attention kernels take one block table per call,
+ * so layers of one budget share a cache (a tier) and heads cannot differ.
+ * The profile prefills DY_KV_PROFILE_TOKENS seeded tokens (a KV cache in
+ * f32, nothing evicted) and gives each layer the importance 1 - cos(x, x')
+ * of the residual stream x before and x' after its attention block, the
+ * mean over the tokens. importance gets cfg->layers values. */
+enum { DY_KV_PROFILE_TOKENS = 128 };
+int dy_kv_profile(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *w,
+                  uint64_t seed, double *importance);
+/* Tiered budgets from importance[layers], in tokens: the most important
+ * third of the layers (ties to the lower layer) gets C (1 + a), the least
+ * important third C (1 - a), the rest C, with C the budget in whole blocks
+ * and a = DY_KV_TIER_STEP (BaKlaVa's alpha = beta, so that the sum stays
+ * layers * C), the step rounded to whole blocks and cut so that no layer
+ * holds fewer than dy_evict_least_blocks. DY_E_INVALID when C is below
+ * that least. */
+#define DY_KV_TIER_STEP 0.5
+int dy_kv_tier_budgets(const double *importance, int layers, int budget, int block_size,
+                       enum dy_evict evict, int *layer_budget);
+
 /* ---- the model (workloads/llm.c) -------------------------------------- */
 
 /* How an MoE layer picks its experts. Forced routings replace the router's
@@ -156,6 +241,7 @@ struct dy_llm_options {
     int prefill_seqs;     /* sequences per prefill pass (activations scale with it); 0: all */
     enum dy_evict evict;  /* KV eviction (DY_EVICT_NONE: none) */
     int kv_budget;        /* tokens kept per sequence when evicting */
+    const int *layer_kv_budget; /* [layers] per-layer budgets (BaKlaVa) when evicting; NULL: kv_budget */
     /* MoE only */
     int top_k;            /* experts per token; 0: the model's */
     const int *layer_top_k; /* [layers] per-layer k (LExI), overriding top_k; NULL: none */

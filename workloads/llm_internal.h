@@ -33,12 +33,19 @@ struct dy_step_graph {
 
 enum { DY_STEP_GRAPHS = 64 };
 
+struct dy_kv_profiler;
+
 struct dy_llm {
     dy_ctx *ctx;
     const struct dy_model_config *cfg;
     const struct dy_llm_weights *w;
     struct dy_llm_options opt;
-    struct dy_kv_cache kv;
+    /* one paged cache per budget tier (llm_kv.c): layer l lives in
+     * kv[layer_tier[l]] as its layer tier_layer[l]; one tier unless
+     * per-layer budgets differ */
+    struct dy_kv_cache *kv;
+    int kv_count;
+    int *layer_tier, *tier_layer;
     int max_rows;                 /* rows of one forward pass: a prefill chunk or a step */
     int prefill_seqs;             /* sequences per prefill pass */
     int batch;                    /* sequences in flight */
@@ -50,7 +57,7 @@ struct dy_llm {
     int graph_count;
     /* activations */
     dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
-    /* i32 inputs */
+    /* i32 inputs; slots: [kv_count, max_rows], each tier's own */
     dy_buf ids, next_ids, positions, slots, last_index;
     dy_buf inv_freq;
     int32_t *host_slots, *host_positions;
@@ -58,6 +65,15 @@ struct dy_llm {
     dy_buf score_blocks, scores;
     int32_t *host_score_blocks;
     float *host_scores;
+    /* PagedEviction's prefill (llm_kv.c): a pass's K and V of every layer
+     * ([layers][K, V][max_rows, kv_dim] in stage_dtype) wait here while
+     * their tokens are scored (stage_rows: 0, 1, ...; token_scores: f32
+     * [layers, rows]) and chosen; staging: the pass in flight writes here */
+    dy_buf stage, stage_rows, token_scores;
+    enum dy_dtype stage_dtype;
+    float *host_token_scores, *host_prompt_scores;
+    bool staging;
+    struct dy_kv_profiler *profile;   /* BaKlaVa's profile in progress (kv_profile.c) */
     struct dy_moe_state moe;
 };
 
@@ -66,9 +82,37 @@ struct dy_llm {
 int dy_llm_prefill_seqs(const struct dy_llm_options *opt);
 int dy_llm_pass_rows(const struct dy_llm_options *opt);
 
-/* c[rows, n] (+)= a[rows, k] . w[n, k]^T in the weights' dtype */
-int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, dy_buf bias, dy_buf c, int ldc,
-                  int rows, int n, int k, float beta);
+/* c[rows, n] (+)= a[rows, k] . w[n, k]^T: w in the weights' matrix format
+ * with its scales wq, or a vector-like matrix (the router) in their dtype
+ * when wq is NULL */
+int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
+                  dy_buf c, int ldc, int rows, int n, int k, float beta);
+
+/* llm_kv.c: the caches, created and freed with the decoder */
+int dy_llm_kv_create(struct dy_llm *m);
+void dy_llm_kv_destroy(struct dy_llm *m);
+void dy_llm_kv_reset(struct dy_llm *m);
+/* The cache that holds `layer`, and the layer's index in it. */
+struct dy_kv_cache *dy_llm_layer_kv(const struct dy_llm *m, int layer, int *index);
+/* Around the forward pass of prefill sequences [seq0, seq0 + seqs): the
+ * slots of their prompts in every tier (uploaded), or staging when a
+ * scored policy must choose tokens, which prompt_end does. */
+int dy_llm_kv_prompt(struct dy_llm *m, int seq0, int seqs, int prompt_len);
+int dy_llm_kv_prompt_end(struct dy_llm *m, int seq0, int seqs, int prompt_len);
+/* kv_append of `rows` tokens' k and v (f32, `stride` apart) of `layer`. */
+int dy_llm_kv_append(struct dy_llm *m, int layer, dy_buf k, dy_buf v, int stride, int rows);
+/* Before a decode step: evictions, then the new token's slot in every tier
+ * and its position, uploaded with the block tables. */
+int dy_llm_kv_step(struct dy_llm *m);
+/* KV bytes a decode step reads at the current lengths. */
+uint64_t dy_llm_kv_read_bytes(const struct dy_llm *m);
+/* Device bytes of the caches, the slots and the staging under opt. */
+uint64_t dy_llm_kv_state_bytes(const struct dy_model_config *cfg, const struct dy_llm_options *opt);
+
+/* kv_profile.c: called by the forward pass around each attention block
+ * while m->profile is set */
+int dy_kv_profile_before(struct dy_llm *m, int rows);
+int dy_kv_profile_after(struct dy_llm *m, int layer, int rows);
 
 /* moe.c */
 int dy_moe_create(struct dy_llm *m);

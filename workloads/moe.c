@@ -183,7 +183,7 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
     dy_buf none = { 0 };
-    int st = dy_llm_linear(m, m->xn, c->hidden, l->router, none, s->logits, c->experts, rows,
+    int st = dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
                            c->experts, c->hidden, 0.0f);
     if (st != DY_OK)
         return st;
@@ -222,11 +222,11 @@ static int shared_expert(struct dy_llm *m, const struct dy_llm_layer *l, int row
         .op = DY_ELT_GATED_ADD, .a = s->out, .b = s->logits, .out = m->x, .rows = rows,
         .cols = h, .a_stride = h, .b_stride = 1, .out_stride = h, .dtype = DY_F32,
     };
-    if ((st = dy_llm_linear(m, m->xn, h, l->shared_gate_up, none, m->gate_up, 2 * sf, rows, 2 * sf,
+    if ((st = dy_llm_linear(m, m->xn, h, l->shared_gate_up, &l->shared_gate_up_q, none, m->gate_up, 2 * sf, rows, 2 * sf,
                             h, 0.0f)) ||
         (st = dy_eltwise(m->ctx, &act)) ||
-        (st = dy_llm_linear(m, m->mlp, sf, l->shared_down, none, s->out, h, rows, h, sf, 0.0f)) ||
-        (st = dy_llm_linear(m, m->xn, h, l->shared_gate, none, s->logits, 1, rows, 1, h, 0.0f)))
+        (st = dy_llm_linear(m, m->mlp, sf, l->shared_down, &l->shared_down_q, none, s->out, h, rows, h, sf, 0.0f)) ||
+        (st = dy_llm_linear(m, m->xn, h, l->shared_gate, NULL, none, s->logits, 1, rows, 1, h, 0.0f)))
         return st;
     return dy_eltwise(m->ctx, &gate);
 }
@@ -249,7 +249,8 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     struct dy_gemm_grouped_desc gate_up = {
         .a = m->xn, .a_rows = s->sorted, .b = l->expert_gate_up, .c = s->gate_up,
         .offsets = offsets, .rows = pairs, .experts = e, .n = 2 * ffn, .k = h, .a_row_div = k,
-        .lda = h, .ldc = 2 * ffn, .b_expert_stride = (size_t)2 * ffn * h, .b_dtype = m->w->dtype,
+        .lda = h, .ldc = 2 * ffn, .b_expert_stride = (size_t)2 * ffn * h, .b_dtype = m->w->expert_dtype,
+        .bq = l->expert_gate_up_q,
     };
     struct dy_eltwise_desc act = {
         .op = DY_ELT_SILU_MUL, .a = s->gate_up, .b = dy_buf_at(s->gate_up, (size_t)ffn * 4),
@@ -259,7 +260,7 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     struct dy_gemm_grouped_desc down = {
         .a = s->act, .b = l->expert_down, .c = s->out, .offsets = offsets, .rows = pairs,
         .experts = e, .n = h, .k = ffn, .a_row_div = 1, .lda = ffn, .ldc = h,
-        .b_expert_stride = (size_t)h * ffn, .b_dtype = m->w->dtype,
+        .b_expert_stride = (size_t)h * ffn, .b_dtype = m->w->expert_dtype, .bq = l->expert_down_q,
     };
     struct dy_scatter_add_rows_desc add = {
         .src = s->out, .dst = m->x, .weights = weights, .position = s->position, .tokens = rows,
@@ -323,7 +324,7 @@ int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out)
         free(off);
         return st;
     }
-    uint64_t expert_bytes = 3ull * c->hidden * c->moe_ffn * dy_dtype_size(m->w->dtype);
+    uint64_t expert_bytes = dy_llm_expert_bytes(m->w, c);
     double touched = 0;
     for (int slot = 0; slot < slots; slot++)
         for (int layer = 0; layer < c->layers && slot != 1; layer++) {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vit.h"
+#include "vit_internal.h"
 
 int dy_vit_tokens(const struct dy_vit_config *c, int image_size)
 {
@@ -23,22 +23,35 @@ uint64_t dy_vit_param_count(const struct dy_vit_config *c)
            c->layers * layer + 2 * h + (c->labels ? (uint64_t)c->labels * (h + 1) : 0);
 }
 
-double dy_vit_flops(const struct dy_vit_config *c, int image_size)
+double dy_vit_flops(const struct dy_vit_config *c, const struct dy_vit_weights *w, int image_size)
 {
     double t = dy_vit_tokens(c, image_size), h = c->hidden, in = c->intermediate;
     double patches = t - 1, patch_in = (double)c->channels * c->patch * c->patch;
     /* q/k/v, o, the MLP; attention scores and the weighted sum over t keys */
     double layer = t * (2 * h * 3 * h + 2 * h * h + 4 * h * in) + 4 * t * t * h;
-    return 2 * patches * patch_in * h + c->layers * layer;
+    double adapters = 0;
+    /* A x then B (A x) per adapted projection: q, k, v and o take 2 (h r +
+     * r h) each, fc1 and fc2 2 (h r + r in) each */
+    for (int i = 0; i < w->layer_count; i++)
+        adapters += t * (16 * h * w->layers[i].lora_rank_attn +
+                         4 * (h + in) * w->layers[i].lora_rank_mlp);
+    return 2 * patches * patch_in * h + c->layers * layer + adapters;
 }
 
-static int alloc_tensor(dy_ctx *ctx, struct dy_vit_weights *w, size_t elements, dy_buf *out)
+int dy_vit_alloc_tensor(dy_ctx *ctx, struct dy_vit_weights *w, size_t elements, dy_buf *out)
 {
     size_t bytes = elements * dy_dtype_size(w->dtype);
     int st = dy_buf_alloc(ctx, bytes, out);
     if (st == DY_OK)
         w->bytes += bytes;
     return st;
+}
+
+void dy_vit_free_tensor(dy_ctx *ctx, struct dy_vit_weights *w, dy_buf *buf)
+{
+    if (buf->h)
+        w->bytes -= buf->h->bytes;
+    dy_buf_free(ctx, buf);
 }
 
 static int alloc_all(dy_ctx *ctx, const struct dy_vit_config *c, struct dy_vit_weights *w)
@@ -50,25 +63,26 @@ static int alloc_all(dy_ctx *ctx, const struct dy_vit_config *c, struct dy_vit_w
     if (!w->layers)
         return DY_E_NOMEM;
     w->layer_count = c->layers;
-    if ((st = alloc_tensor(ctx, w, h * patch_in, &w->patch_w)) ||
-        (st = alloc_tensor(ctx, w, h, &w->patch_b)) || (st = alloc_tensor(ctx, w, h, &w->cls)) ||
-        (st = alloc_tensor(ctx, w, (size_t)dy_vit_tokens(c, c->image_size) * h, &w->pos)) ||
-        (st = alloc_tensor(ctx, w, h, &w->final_w)) || (st = alloc_tensor(ctx, w, h, &w->final_b)))
+#define ALLOC(count, dst) dy_vit_alloc_tensor(ctx, w, count, dst)
+    if ((st = ALLOC(h * patch_in, &w->patch_w)) || (st = ALLOC(h, &w->patch_b)) ||
+        (st = ALLOC(h, &w->cls)) ||
+        (st = ALLOC((size_t)dy_vit_tokens(c, c->image_size) * h, &w->pos)) ||
+        (st = ALLOC(h, &w->final_w)) || (st = ALLOC(h, &w->final_b)))
         return st;
-    if (c->labels && ((st = alloc_tensor(ctx, w, (size_t)c->labels * h, &w->head_w)) ||
-                      (st = alloc_tensor(ctx, w, (size_t)c->labels, &w->head_b))))
+    if (c->labels && ((st = ALLOC((size_t)c->labels * h, &w->head_w)) ||
+                      (st = ALLOC((size_t)c->labels, &w->head_b))))
         return st;
     for (int i = 0; i < c->layers; i++) {
         struct dy_vit_layer *l = &w->layers[i];
-        if ((st = alloc_tensor(ctx, w, h, &l->ln1_w)) || (st = alloc_tensor(ctx, w, h, &l->ln1_b)) ||
-            (st = alloc_tensor(ctx, w, 3 * h * h, &l->qkv)) ||
-            (st = alloc_tensor(ctx, w, 3 * h, &l->qkv_b)) ||
-            (st = alloc_tensor(ctx, w, h * h, &l->o)) || (st = alloc_tensor(ctx, w, h, &l->o_b)) ||
-            (st = alloc_tensor(ctx, w, h, &l->ln2_w)) || (st = alloc_tensor(ctx, w, h, &l->ln2_b)) ||
-            (st = alloc_tensor(ctx, w, in * h, &l->fc1)) || (st = alloc_tensor(ctx, w, in, &l->fc1_b)) ||
-            (st = alloc_tensor(ctx, w, h * in, &l->fc2)) || (st = alloc_tensor(ctx, w, h, &l->fc2_b)))
+        if ((st = ALLOC(h, &l->ln1_w)) || (st = ALLOC(h, &l->ln1_b)) ||
+            (st = ALLOC(3 * h * h, &l->qkv)) || (st = ALLOC(3 * h, &l->qkv_b)) ||
+            (st = ALLOC(h * h, &l->o)) || (st = ALLOC(h, &l->o_b)) ||
+            (st = ALLOC(h, &l->ln2_w)) || (st = ALLOC(h, &l->ln2_b)) ||
+            (st = ALLOC(in * h, &l->fc1)) || (st = ALLOC(in, &l->fc1_b)) ||
+            (st = ALLOC(h * in, &l->fc2)) || (st = ALLOC(h, &l->fc2_b)))
             return st;
     }
+#undef ALLOC
     return DY_OK;
 }
 
@@ -83,7 +97,8 @@ void dy_vit_weights_free(dy_ctx *ctx, struct dy_vit_weights *w)
         dy_buf *bufs[] = { &l->ln1_w, &l->ln1_b, &l->qkv, &l->qkv_b, &l->o, &l->o_b,
                            &l->ln2_w, &l->ln2_b, &l->fc1, &l->fc1_b, &l->fc2, &l->fc2_b,
                            &l->lora_a_qkv, &l->lora_b_q, &l->lora_b_k, &l->lora_b_v,
-                           &l->lora_a_o, &l->lora_b_o };
+                           &l->lora_a_o, &l->lora_b_o, &l->lora_a_fc1, &l->lora_b_fc1,
+                           &l->lora_a_fc2, &l->lora_b_fc2 };
         for (size_t b = 0; b < sizeof bufs / sizeof bufs[0]; b++)
             dy_buf_free(ctx, bufs[b]);
     }
@@ -92,7 +107,7 @@ void dy_vit_weights_free(dy_ctx *ctx, struct dy_vit_weights *w)
 }
 
 /* Streams 0x7600.. keep ViT weights apart from the LLM's for the same seed. */
-static int fill(dy_ctx *ctx, const struct dy_vit_weights *w, dy_buf dst, uint64_t seed,
+int dy_vit_fill(dy_ctx *ctx, const struct dy_vit_weights *w, dy_buf dst, uint64_t seed,
                 uint64_t stream, float scale, float offset)
 {
     struct dy_fill_random_desc d = {
@@ -112,30 +127,30 @@ int dy_vit_weights_random(dy_ctx *ctx, const struct dy_vit_config *c, enum dy_dt
     int st = alloc_all(ctx, c, w);
     float h = (float)c->hidden, in = (float)c->intermediate;
     float patch_in = (float)(c->channels * c->patch * c->patch);
-    if (st || (st = fill(ctx, w, w->patch_w, seed, 1, sqrtf(3.0f / patch_in), 0.0f)) ||
-        (st = fill(ctx, w, w->patch_b, seed, 2, 0.1f, 0.0f)) ||
-        (st = fill(ctx, w, w->cls, seed, 3, 1.0f, 0.0f)) ||
-        (st = fill(ctx, w, w->pos, seed, 4, 0.5f, 0.0f)) ||
-        (st = fill(ctx, w, w->final_w, seed, 5, 0.1f, 1.0f)) ||
-        (st = fill(ctx, w, w->final_b, seed, 6, 0.1f, 0.0f)) ||
-        (c->labels && ((st = fill(ctx, w, w->head_w, seed, 7, sqrtf(3.0f / h), 0.0f)) ||
-                       (st = fill(ctx, w, w->head_b, seed, 8, 0.1f, 0.0f)))))
+    if (st || (st = dy_vit_fill(ctx, w, w->patch_w, seed, 1, sqrtf(3.0f / patch_in), 0.0f)) ||
+        (st = dy_vit_fill(ctx, w, w->patch_b, seed, 2, 0.1f, 0.0f)) ||
+        (st = dy_vit_fill(ctx, w, w->cls, seed, 3, 1.0f, 0.0f)) ||
+        (st = dy_vit_fill(ctx, w, w->pos, seed, 4, 0.5f, 0.0f)) ||
+        (st = dy_vit_fill(ctx, w, w->final_w, seed, 5, 0.1f, 1.0f)) ||
+        (st = dy_vit_fill(ctx, w, w->final_b, seed, 6, 0.1f, 0.0f)) ||
+        (c->labels && ((st = dy_vit_fill(ctx, w, w->head_w, seed, 7, sqrtf(3.0f / h), 0.0f)) ||
+                       (st = dy_vit_fill(ctx, w, w->head_b, seed, 8, 0.1f, 0.0f)))))
         goto fail;
     for (int i = 0; i < c->layers; i++) {
         struct dy_vit_layer *l = &w->layers[i];
         uint64_t s = 16 + 16 * (uint64_t)i;
-        if ((st = fill(ctx, w, l->ln1_w, seed, s, 0.1f, 1.0f)) ||
-            (st = fill(ctx, w, l->ln1_b, seed, s + 1, 0.1f, 0.0f)) ||
-            (st = fill(ctx, w, l->qkv, seed, s + 2, sqrtf(3.0f / h), 0.0f)) ||
-            (st = fill(ctx, w, l->qkv_b, seed, s + 3, 0.1f, 0.0f)) ||
-            (st = fill(ctx, w, l->o, seed, s + 4, sqrtf(3.0f / h), 0.0f)) ||
-            (st = fill(ctx, w, l->o_b, seed, s + 5, 0.1f, 0.0f)) ||
-            (st = fill(ctx, w, l->ln2_w, seed, s + 6, 0.1f, 1.0f)) ||
-            (st = fill(ctx, w, l->ln2_b, seed, s + 7, 0.1f, 0.0f)) ||
-            (st = fill(ctx, w, l->fc1, seed, s + 8, sqrtf(3.0f / h), 0.0f)) ||
-            (st = fill(ctx, w, l->fc1_b, seed, s + 9, 0.1f, 0.0f)) ||
-            (st = fill(ctx, w, l->fc2, seed, s + 10, sqrtf(3.0f / in), 0.0f)) ||
-            (st = fill(ctx, w, l->fc2_b, seed, s + 11, 0.1f, 0.0f)))
+        if ((st = dy_vit_fill(ctx, w, l->ln1_w, seed, s, 0.1f, 1.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->ln1_b, seed, s + 1, 0.1f, 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->qkv, seed, s + 2, sqrtf(3.0f / h), 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->qkv_b, seed, s + 3, 0.1f, 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->o, seed, s + 4, sqrtf(3.0f / h), 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->o_b, seed, s + 5, 0.1f, 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->ln2_w, seed, s + 6, 0.1f, 1.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->ln2_b, seed, s + 7, 0.1f, 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->fc1, seed, s + 8, sqrtf(3.0f / h), 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->fc1_b, seed, s + 9, 0.1f, 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->fc2, seed, s + 10, sqrtf(3.0f / in), 0.0f)) ||
+            (st = dy_vit_fill(ctx, w, l->fc2_b, seed, s + 11, 0.1f, 0.0f)))
             goto fail;
     }
     return DY_OK;
@@ -228,97 +243,5 @@ int dy_vit_weights_load(dy_ctx *ctx, const struct dy_vit_config *c, enum dy_dtyp
     return DY_OK;
 fail:
     dy_vit_weights_free(ctx, w);
-    return st;
-}
-
-/* W[row0 .. row0 + out, :] += B . A on the host: W [out, in] in the
- * weights' dtype, B [out, rank] and A [rank, in] in f32. */
-static int fold(dy_ctx *ctx, const struct dy_vit_weights *w, dy_buf weight, size_t row0, int out,
-                int in, const float *b, const float *a, int rank)
-{
-    size_t esize = dy_dtype_size(w->dtype), count = (size_t)out * in;
-    void *host = malloc(count * esize);
-    dy_buf at = dy_buf_at(weight, row0 * in * esize);
-    int st = host ? dy_buf_read(ctx, at, host, count * esize) : DY_E_NOMEM;
-    for (int o = 0; st == DY_OK && o < out; o++)
-        for (int i = 0; i < in; i++) {
-            double acc = dy_load_f32(host, w->dtype, (size_t)o * in + i);
-            for (int k = 0; k < rank; k++)
-                acc += (double)b[(size_t)o * rank + k] * a[(size_t)k * in + i];
-            dy_store_f32(host, w->dtype, (size_t)o * in + i, (float)acc);
-        }
-    if (st == DY_OK)
-        st = dy_buf_write(ctx, at, host, count * esize);
-    free(host);
-    return st;
-}
-
-/* Reads a device tensor of `count` values as f32. */
-static int read_f32(dy_ctx *ctx, const struct dy_vit_weights *w, dy_buf src, size_t count, float *out)
-{
-    size_t esize = dy_dtype_size(w->dtype);
-    void *host = malloc(count * esize);
-    int st = host ? dy_buf_read(ctx, src, host, count * esize) : DY_E_NOMEM;
-    for (size_t i = 0; st == DY_OK && i < count; i++)
-        out[i] = dy_load_f32(host, w->dtype, i);
-    free(host);
-    return st;
-}
-
-static int fold_layer(dy_ctx *ctx, const struct dy_vit_config *c, struct dy_vit_weights *w,
-                      struct dy_vit_layer *l, int rank)
-{
-    size_t h = (size_t)c->hidden, r = (size_t)rank;
-    float *a = malloc(3 * r * h * sizeof(float)), *b = malloc(h * r * sizeof(float));
-    dy_buf bs[3] = { l->lora_b_q, l->lora_b_k, l->lora_b_v };
-    int st = a && b ? read_f32(ctx, w, l->lora_a_qkv, 3 * r * h, a) : DY_E_NOMEM;
-    for (int j = 0; j < 3 && st == DY_OK; j++)
-        if ((st = read_f32(ctx, w, bs[j], h * r, b)) == DY_OK)
-            st = fold(ctx, w, l->qkv, (size_t)j * h, (int)h, (int)h, b, a + (size_t)j * r * h, rank);
-    if (st == DY_OK && (st = read_f32(ctx, w, l->lora_a_o, r * h, a)) == DY_OK &&
-        (st = read_f32(ctx, w, l->lora_b_o, h * r, b)) == DY_OK)
-        st = fold(ctx, w, l->o, 0, (int)h, (int)h, b, a, rank);
-    free(a);
-    free(b);
-    dy_buf *adapters[] = { &l->lora_a_qkv, &l->lora_b_q, &l->lora_b_k, &l->lora_b_v,
-                           &l->lora_a_o, &l->lora_b_o };
-    for (size_t i = 0; i < sizeof adapters / sizeof adapters[0]; i++)
-        dy_buf_free(ctx, adapters[i]);
-    return st;
-}
-
-int dy_vit_lora_add(dy_ctx *ctx, const struct dy_vit_config *c, struct dy_vit_weights *w,
-                    int rank, bool merged, uint64_t seed)
-{
-    if (rank <= 0 || rank > c->hidden)
-        return DY_E_INVALID;
-    size_t h = (size_t)c->hidden, r = (size_t)rank;
-    /* the scale alpha / rank = 2 goes into B's range */
-    float a_scale = sqrtf(3.0f / (float)h), b_scale = 2.0f * sqrtf(3.0f / (float)rank) * 0.1f;
-    int st = DY_OK;
-    for (int i = 0; i < c->layers && st == DY_OK; i++) {
-        struct dy_vit_layer *l = &w->layers[i];
-        uint64_t s = 0x4000 + 8 * (uint64_t)i;
-        if ((st = alloc_tensor(ctx, w, 3 * r * h, &l->lora_a_qkv)) ||
-            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_q)) ||
-            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_k)) ||
-            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_v)) ||
-            (st = alloc_tensor(ctx, w, r * h, &l->lora_a_o)) ||
-            (st = alloc_tensor(ctx, w, h * r, &l->lora_b_o)) ||
-            (st = fill(ctx, w, l->lora_a_qkv, seed, s, a_scale, 0.0f)) ||
-            (st = fill(ctx, w, l->lora_b_q, seed, s + 1, b_scale, 0.0f)) ||
-            (st = fill(ctx, w, l->lora_b_k, seed, s + 2, b_scale, 0.0f)) ||
-            (st = fill(ctx, w, l->lora_b_v, seed, s + 3, b_scale, 0.0f)) ||
-            (st = fill(ctx, w, l->lora_a_o, seed, s + 4, a_scale, 0.0f)) ||
-            (st = fill(ctx, w, l->lora_b_o, seed, s + 5, b_scale, 0.0f)))
-            break;
-        if (merged) {
-            uint64_t adapter_bytes = (4 * h * r + 4 * r * h) * dy_dtype_size(w->dtype);
-            st = fold_layer(ctx, c, w, l, rank);
-            w->bytes -= adapter_bytes;
-        }
-    }
-    w->lora_rank = rank;
-    w->lora_merged = merged;
     return st;
 }

@@ -35,23 +35,85 @@ void dy_vit_destroy(struct dy_vit *m)
     free(m);
 }
 
-/* The position table at this model's token count: the checkpoint's at its
- * own size; random weights draw a table of the right size (interpolating a
- * random table would be no more faithful). */
+/* PyTorch's bicubic kernel, cubic convolution with A = -0.75, for taps at
+ * distance |x| <= 1 and 1 < |x| < 2. */
+static double cubic_near(double x)
+{
+    const double a = -0.75;
+    return ((a + 2) * x - (a + 3)) * x * x + 1;
+}
+
+static double cubic_far(double x)
+{
+    const double a = -0.75;
+    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+}
+
+/* Patch rows of a position table [1 + from^2, h] resampled to [1 + to^2,
+ * h] as torch.nn.functional.interpolate(mode="bicubic", align_corners=False,
+ * size=(to, to)) does: the source of output index o is (o + 0.5) from/to -
+ * 0.5, taps outside the grid clamped to its edge. Row 0 (CLS) is kept. */
+static void resample_positions(const float *src, int from, float *dst, int to, int h)
+{
+    double scale = (double)from / to;
+    memcpy(dst, src, (size_t)h * sizeof(float));
+    for (int oy = 0; oy < to; oy++)
+        for (int ox = 0; ox < to; ox++) {
+            double sy = (oy + 0.5) * scale - 0.5, sx = (ox + 0.5) * scale - 0.5;
+            double fy = floor(sy), fx = floor(sx), ty = sy - fy, tx = sx - fx;
+            /* taps at floor - 1 .. floor + 2 */
+            double wy[4] = { cubic_far(ty + 1), cubic_near(ty), cubic_near(1 - ty),
+                             cubic_far(2 - ty) };
+            double wx[4] = { cubic_far(tx + 1), cubic_near(tx), cubic_near(1 - tx),
+                             cubic_far(2 - tx) };
+            float *out = dst + (1 + (size_t)oy * to + ox) * h;
+            for (int d = 0; d < h; d++) {
+                double acc = 0;
+                for (int i = 0; i < 4; i++) {
+                    int y = (int)fy - 1 + i;
+                    y = y < 0 ? 0 : y >= from ? from - 1 : y;
+                    for (int j = 0; j < 4; j++) {
+                        int x = (int)fx - 1 + j;
+                        x = x < 0 ? 0 : x >= from ? from - 1 : x;
+                        acc += wy[i] * wx[j] * src[(1 + (size_t)y * from + x) * h + d];
+                    }
+                }
+                out[d] = (float)acc;
+            }
+        }
+}
+
+/* The position table at this model's token count: the weights' own at the
+ * config's image size, else theirs interpolated on the host (once per
+ * model, so it stays out of the timed forward), for a checkpoint and for
+ * random weights alike, as Hugging Face's ViTEmbeddings does with
+ * interpolate_pos_encoding=True. */
 static int position_table(struct dy_vit *m, dy_buf *table)
 {
-    if (m->image_size == m->cfg->image_size) {
+    const struct dy_vit_config *c = m->cfg;
+    if (m->image_size == c->image_size) {
         *table = m->w->pos;
         return DY_OK;
     }
-    if (!m->w->random)
-        return DY_E_UNSUPPORTED;
-    size_t count = (size_t)m->tokens * m->cfg->hidden;
-    int st = dy_buf_alloc(m->ctx, count * dy_dtype_size(m->w->dtype), &m->pos_own);
-    struct dy_fill_random_desc d = { .dst = m->pos_own, .count = count, .dtype = m->w->dtype,
-                                     .seed = m->w->seed, .stream = 0x7604, .scale = 0.5f };
-    if (st == DY_OK)
-        st = dy_fill_random(m->ctx, &d);
+    enum dy_dtype dt = m->w->dtype;
+    int h = c->hidden, from = c->image_size / c->patch, to = m->image_size / c->patch;
+    size_t esize = dy_dtype_size(dt), n_from = (size_t)(1 + from * from) * h;
+    size_t n_to = (size_t)m->tokens * h;
+    void *raw = malloc((n_from > n_to ? n_from : n_to) * esize);
+    float *src = malloc(n_from * sizeof(float)), *dst = malloc(n_to * sizeof(float));
+    int st = raw && src && dst ? DY_OK : DY_E_NOMEM;
+    if (st == DY_OK && (st = dy_buf_read(m->ctx, m->w->pos, raw, n_from * esize)) == DY_OK) {
+        for (size_t i = 0; i < n_from; i++)
+            src[i] = dy_load_f32(raw, dt, i);
+        resample_positions(src, from, dst, to, h);
+        for (size_t i = 0; i < n_to; i++)
+            dy_store_f32(raw, dt, i, dst[i]);
+        if ((st = dy_buf_alloc(m->ctx, n_to * esize, &m->pos_own)) == DY_OK)
+            st = dy_buf_write(m->ctx, m->pos_own, raw, n_to * esize);
+    }
+    free(raw);
+    free(src);
+    free(dst);
     *table = m->pos_own;
     return st;
 }
@@ -89,8 +151,8 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
         (st = dy_buf_alloc(ctx, (size_t)max_batch * sizeof(int32_t), &m->ids_cls)) ||
         (cfg->labels && ((st = dy_buf_alloc(ctx, (size_t)max_batch * h * f, &m->cls_rows)) ||
                          (st = dy_buf_alloc(ctx, (size_t)max_batch * cfg->labels * f, &m->logits)))) ||
-        (w->lora_rank && !w->lora_merged &&
-         (st = dy_buf_alloc(ctx, rows * 3 * (size_t)w->lora_rank * f, &m->lora_t))) ||
+        (w->lora_rank_max &&
+         (st = dy_buf_alloc(ctx, rows * 3 * (size_t)w->lora_rank_max * f, &m->lora_t))) ||
         (st = position_table(m, &pos_table)))
         goto done;
     /* image b's rows: the CLS row (after every patch row), then its patches */
@@ -178,7 +240,7 @@ static int gemm_acc(struct dy_vit *m, dy_buf a, int lda, dy_buf b, dy_buf c, int
 /* Unmerged LoRA on q, k and v: qkv += B (A xn), one GEMM for the three A's. */
 static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
 {
-    int h = m->cfg->hidden, r = m->w->lora_rank, st;
+    int h = m->cfg->hidden, r = l->lora_rank_attn, st;
     size_t f = sizeof(float);
     dy_buf none = { 0 }, bs[3] = { l->lora_b_q, l->lora_b_k, l->lora_b_v };
     if ((st = linear(m, m->xn, h, l->lora_a_qkv, none, m->lora_t, 3 * r, rows, 0.0f)))
@@ -189,14 +251,15 @@ static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
     return st;
 }
 
-/* ... and on the output projection: x += B (A attn). */
-static int lora_o(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
+/* ... and on one other projection from k to n features: c += B (A a),
+ * into the projection's output (o and fc2: the residual stream; fc1: before
+ * the GELU). */
+static int lora_proj(struct dy_vit *m, dy_buf a, int k, dy_buf lora_a, dy_buf lora_b, int rank,
+                     dy_buf c, int n, int rows)
 {
-    int h = m->cfg->hidden, r = m->w->lora_rank, st;
     dy_buf none = { 0 };
-    if ((st = linear(m, m->attn, h, l->lora_a_o, none, m->lora_t, r, rows, 0.0f)))
-        return st;
-    return gemm_acc(m, m->lora_t, r, l->lora_b_o, m->x, h, rows, h, r);
+    int st = linear(m, a, k, lora_a, none, m->lora_t, rank, rows, 0.0f);
+    return st ? st : gemm_acc(m, m->lora_t, rank, lora_b, c, n, rows, n, rank);
 }
 
 static int layer_norm(struct dy_vit *m, dy_buf x, dy_buf w, dy_buf b, dy_buf out, int rows)
@@ -223,18 +286,21 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
     struct dy_eltwise_desc gelu = { .op = DY_ELT_GELU, .a = m->mlp, .out = m->mlp, .rows = rows,
                                     .cols = c->intermediate, .a_stride = c->intermediate,
                                     .out_stride = c->intermediate, .dtype = DY_F32 };
-    bool lora = m->w->lora_rank && !m->w->lora_merged;
+    int ra = l->lora_rank_attn, rm = l->lora_rank_mlp, in = c->intermediate;
     if ((st = layer_norm(m, m->x, l->ln1_w, l->ln1_b, m->xn, rows)) ||
         (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, 3 * h, rows, 0.0f)) ||
-        (lora && (st = lora_qkv(m, l, rows))) ||
+        (ra && (st = lora_qkv(m, l, rows))) ||
         (st = dy_attention_prefill(m->ctx, &att)) ||
         (st = linear(m, m->attn, h, l->o, l->o_b, m->x, h, rows, 1.0f)) ||
-        (lora && (st = lora_o(m, l, rows))) ||
+        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, h, rows))) ||
         (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, rows)) ||
-        (st = linear(m, m->xn, h, l->fc1, l->fc1_b, m->mlp, c->intermediate, rows, 0.0f)) ||
-        (st = dy_eltwise(m->ctx, &gelu)))
+        (st = linear(m, m->xn, h, l->fc1, l->fc1_b, m->mlp, in, rows, 0.0f)) ||
+        (rm &&
+         (st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, in, rows))) ||
+        (st = dy_eltwise(m->ctx, &gelu)) ||
+        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, h, rows, 1.0f)))
         return st;
-    return linear(m, m->mlp, c->intermediate, l->fc2, l->fc2_b, m->x, h, rows, 1.0f);
+    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, h, rows) : DY_OK;
 }
 
 int dy_vit_forward(struct dy_vit *m)

@@ -86,22 +86,44 @@ static int alloc_all(dy_ctx *ctx, const struct dy_model_config *cfg, struct dy_l
     return DY_OK;
 }
 
+static void free_quant(dy_ctx *ctx, struct dy_quant *q)
+{
+    dy_buf_free(ctx, &q->scale);
+    dy_buf_free(ctx, &q->zero);
+}
+
 void dy_llm_weights_free(dy_ctx *ctx, struct dy_llm_weights *w)
 {
-    if (w->lm_head.h != w->embed.h)
+    if (w->lm_head.h != w->embed.h && (!w->borrowed || w->mat_dtype != w->dtype))
         dy_buf_free(ctx, &w->lm_head);
-    dy_buf_free(ctx, &w->embed);
-    dy_buf_free(ctx, &w->final_norm);
+    free_quant(ctx, &w->lm_head_q);
+    if (!w->borrowed) {
+        dy_buf_free(ctx, &w->embed);
+        dy_buf_free(ctx, &w->final_norm);
+    }
     for (int i = 0; i < w->layer_count && w->layers; i++) {
         struct dy_llm_layer *l = &w->layers[i];
-        dy_buf *bufs[] = { &l->attn_norm, &l->qkv, &l->qkv_bias, &l->o, &l->o_bias,
-                           &l->q_norm, &l->k_norm, &l->mlp_norm, &l->gate_up, &l->down,
-                           &l->router, &l->expert_gate_up, &l->expert_down,
-                           &l->shared_gate_up, &l->shared_down, &l->shared_gate };
-        for (size_t b = 0; b < sizeof bufs / sizeof bufs[0]; b++)
-            dy_buf_free(ctx, bufs[b]);
+        dy_buf *mats[] = { &l->qkv, &l->o, &l->gate_up, &l->down, &l->expert_gate_up,
+                           &l->expert_down, &l->shared_gate_up, &l->shared_down };
+        dy_buf *vecs[] = { &l->attn_norm, &l->qkv_bias, &l->o_bias, &l->q_norm, &l->k_norm,
+                           &l->mlp_norm, &l->router, &l->shared_gate };
+        struct dy_quant *scales[] = { &l->qkv_q, &l->o_q, &l->gate_up_q, &l->down_q,
+                                      &l->expert_gate_up_q, &l->expert_down_q,
+                                      &l->shared_gate_up_q, &l->shared_down_q };
+        /* borrowed weights own only the matrices they quantized */
+        bool expert_owned = !w->borrowed || w->expert_dtype != w->dtype;
+        bool mat_owned = !w->borrowed || w->mat_dtype != w->dtype;
+        for (size_t b = 0; b < sizeof mats / sizeof mats[0]; b++) {
+            bool expert = mats[b] == &l->expert_gate_up || mats[b] == &l->expert_down;
+            if (expert ? expert_owned : mat_owned)
+                dy_buf_free(ctx, mats[b]);
+            free_quant(ctx, scales[b]);
+        }
+        for (size_t b = 0; b < sizeof vecs / sizeof vecs[0] && !w->borrowed; b++)
+            dy_buf_free(ctx, vecs[b]);
     }
     free(w->layers);
+    free(w->expert_bits);
     memset(w, 0, sizeof *w);
 }
 
@@ -152,7 +174,7 @@ int dy_llm_weights_random(dy_ctx *ctx, const struct dy_model_config *cfg, enum d
                           uint64_t seed, struct dy_llm_weights *w)
 {
     memset(w, 0, sizeof *w);
-    w->dtype = dtype;
+    w->dtype = w->mat_dtype = w->expert_dtype = dtype;
     int st = alloc_all(ctx, cfg, w);
     if (st != DY_OK)
         goto fail;
@@ -428,7 +450,7 @@ int dy_llm_weights_load(dy_ctx *ctx, const struct dy_model_config *cfg, enum dy_
                         size_t err_len)
 {
     memset(w, 0, sizeof *w);
-    w->dtype = dtype;
+    w->dtype = w->mat_dtype = w->expert_dtype = dtype;
     int st = alloc_all(ctx, cfg, w);
     if (st != DY_OK) {
         snprintf(err, err_len, "allocating %s weights: %s", cfg->name, dy_ctx_error(ctx));

@@ -341,4 +341,5 @@ const struct dy_backend dy_backend_cpu = {
     .gemm_grouped = dy_cpu_gemm_grouped,
     .scatter_add_rows = dy_cpu_scatter_add_rows,
     .kv_block_scores = dy_cpu_kv_block_scores,
+    .dequantize = dy_cpu_dequantize,
 };

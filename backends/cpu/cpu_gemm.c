@@ -8,9 +8,10 @@
  *
  * Prefill: compute-bound, so OpenBLAS's sgemm does the work, single-threaded
  * inside our OpenMP team, one block of C per thread (see cpu.c for why).
- * B that is not f32 is converted in panels of rows into per-thread scratch
- * that stays small whatever the weight's size; C that is not f32 goes
- * through scratch too. */
+ * B that is not f32 is converted (quantized B dequantized) in panels of
+ * rows into per-thread scratch that stays small whatever the weight's size;
+ * C that is not f32 goes through scratch too. Quantized B below that
+ * regime is cpu_quant.c's. */
 #include <omp.h>
 #include <string.h>
 
@@ -35,17 +36,22 @@
 /* Fewer columns than this per thread and the threads split rows instead. */
 #define MIN_SPLIT_N 128
 
-/* C[i, j0:j0+nb] = beta * C + tile[i, :] + bias[j0:j0+nb], rounded to C's
- * dtype, for nb <= TILE_N. */
-static void epilogue_rows(const struct dy_gemm_desc *d, const float *tile, size_t ldt,
-                          int i0, int rows, int j0, int nb)
+/* The bias's dtype: B's, or the one a quantized B names. */
+static enum dy_dtype bias_dtype(const struct dy_gemm_desc *d)
+{
+    return dy_dtype_quantized(d->b_dtype) ? d->bq.bias_dtype : d->b_dtype;
+}
+
+void dy_cpu_gemm_epilogue(const struct dy_gemm_desc *d, const float *tile, size_t ldt, int i0,
+                          int rows, int j0, int nb)
 {
     size_t cs = dy_cpu_esize(d->c_dtype);
     char *c = DY_CPU_PTR(d->c);
     float bias[TILE_N], row[TILE_N];
+    enum dy_dtype bt = bias_dtype(d);
     if (d->bias.h)
-        dy_cpu_load_row(bias, (const char *)DY_CPU_PTR(d->bias) + j0 * dy_cpu_esize(d->b_dtype),
-                        d->b_dtype, (size_t)nb);
+        dy_cpu_load_row(bias, (const char *)DY_CPU_PTR(d->bias) + j0 * dy_cpu_esize(bt), bt,
+                        (size_t)nb);
     for (int i = i0; i < i0 + rows; i++) {
         char *crow = c + ((size_t)i * d->ldc + j0) * cs;
         const float *t = tile + (size_t)(i - i0) * ldt;
@@ -122,7 +128,7 @@ static int gemm_small_m(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
         int nb = d->n - j0 < TILE_N ? d->n - j0 : TILE_N;
         dy_cpu_gemm_tile(d->m, nb, d->k, a, lda, b + (size_t)j0 * d->ldb * bs, (size_t)d->ldb,
                          d->b_dtype, c_tile);
-        epilogue_rows(d, c_tile, TILE_N, 0, d->m, j0, nb);
+        dy_cpu_gemm_epilogue(d, c_tile, TILE_N, 0, d->m, j0, nb);
     }
     return DY_OK;
 }
@@ -133,11 +139,11 @@ static void add_bias_f32(const struct dy_gemm_desc *d, int i0, int i1, int j0, i
 {
     float *c = DY_CPU_PTR(d->c);
     const char *bias = DY_CPU_PTR(d->bias);
-    size_t bs = dy_cpu_esize(d->b_dtype);
+    enum dy_dtype bt = bias_dtype(d);
     for (int jj = 0; jj < nb; jj += TILE_N) {
         float piece[TILE_N];
         int w = nb - jj < TILE_N ? nb - jj : TILE_N;
-        dy_cpu_load_row(piece, bias + (size_t)(j0 + jj) * bs, d->b_dtype, (size_t)w);
+        dy_cpu_load_row(piece, bias + (size_t)(j0 + jj) * dy_cpu_esize(bt), bt, (size_t)w);
         for (int i = i0; i < i1; i++) {
             float *crow = c + (size_t)i * d->ldc + j0 + jj;
             for (int j = 0; j < w; j++)
@@ -166,24 +172,38 @@ static struct block thread_block(const struct dy_gemm_desc *d, int t, int thread
     return blk;
 }
 
+/* Rows [j0, j0 + nb) of B as f32, k apart. */
+static void b_rows_f32(const struct dy_gemm_desc *d, int j0, int nb, float *out)
+{
+    if (dy_dtype_quantized(d->b_dtype)) {
+        struct dy_cpu_qmat w = dy_cpu_qmat_of(d->b, &d->bq, d->b_dtype, d->k);
+        w = dy_cpu_qmat_rows(w, (size_t)j0);
+        dy_cpu_dequant_rows(&w, nb, out, (size_t)d->k);
+        return;
+    }
+    const char *b = DY_CPU_PTR(d->b);
+    size_t bs = dy_cpu_esize(d->b_dtype);
+    for (int r = 0; r < nb; r++)
+        dy_cpu_load_row(out + (size_t)r * d->k, b + (size_t)(j0 + r) * d->ldb * bs, d->b_dtype,
+                        (size_t)d->k);
+}
+
 static void prefill_block(const struct dy_gemm_desc *d, const float *a, size_t lda,
                           struct block blk, int panel, float *b_panel, float *c_panel)
 {
-    const char *b = DY_CPU_PTR(d->b);
-    size_t bs = dy_cpu_esize(d->b_dtype);
     int rows = blk.i1 - blk.i0;
     if (rows <= 0)
         return;
     for (int j0 = blk.j0; j0 < blk.j1; j0 += panel) {
         int nb = blk.j1 - j0 < panel ? blk.j1 - j0 : panel;
-        const float *bp = (const float *)(b + (size_t)j0 * d->ldb * bs);
-        size_t ldbp = (size_t)d->ldb;
+        const float *bp;
+        size_t ldbp = (size_t)d->k;
         if (b_panel) {
-            for (int r = 0; r < nb; r++)
-                dy_cpu_load_row(b_panel + (size_t)r * d->k, b + (size_t)(j0 + r) * d->ldb * bs,
-                                d->b_dtype, (size_t)d->k);
+            b_rows_f32(d, j0, nb, b_panel);
             bp = b_panel;
-            ldbp = (size_t)d->k;
+        } else {
+            bp = (const float *)DY_CPU_PTR(d->b) + (size_t)j0 * d->ldb;
+            ldbp = (size_t)d->ldb;
         }
         const float *ai = a + (size_t)blk.i0 * lda;
         if (c_panel) {
@@ -191,7 +211,7 @@ static void prefill_block(const struct dy_gemm_desc *d, const float *a, size_t l
                         bp, ldbp, 0.0f, c_panel, nb);
             for (int jj = 0; jj < nb; jj += TILE_N) {
                 int w = nb - jj < TILE_N ? nb - jj : TILE_N;
-                epilogue_rows(d, c_panel + jj, (size_t)nb, blk.i0, rows, j0 + jj, w);
+                dy_cpu_gemm_epilogue(d, c_panel + jj, (size_t)nb, blk.i0, rows, j0 + jj, w);
             }
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, d->k, 1.0f, ai, lda,
@@ -203,7 +223,7 @@ static void prefill_block(const struct dy_gemm_desc *d, const float *a, size_t l
     }
 }
 
-static int gemm_prefill(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
+int dy_cpu_gemm_prefill(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
 {
     size_t lda;
     const float *a = a_as_f32(ctx, d, &lda);
@@ -230,17 +250,30 @@ static int gemm_prefill(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d)
     return DY_OK;
 }
 
+/* Quantized B takes f32 A only (backend.h) and a layout the kernels read. */
+static bool dtypes_ok(const struct dy_gemm_desc *d)
+{
+    if (!dy_cpu_float_dtype(d->c_dtype))
+        return false;
+    if (!dy_dtype_quantized(d->b_dtype))
+        return dy_cpu_float_dtype(d->a_dtype) && dy_cpu_float_dtype(d->b_dtype);
+    return d->a_dtype == DY_F32 && dy_cpu_quant_ok(d->b_dtype, &d->bq, d->k, d->ldb) &&
+           (!d->bias.h || dy_cpu_float_dtype(d->bq.bias_dtype));
+}
+
 int dy_cpu_gemm(void *opaque, const struct dy_gemm_desc *d)
 {
     struct dy_cpu_ctx *ctx = opaque;
-    if (!dy_cpu_float_dtype(d->a_dtype) || !dy_cpu_float_dtype(d->b_dtype) ||
-        !dy_cpu_float_dtype(d->c_dtype))
-        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu gemm: dtypes %d x %d -> %d",
-                           d->a_dtype, d->b_dtype, d->c_dtype);
+    if (!dtypes_ok(d))
+        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu gemm: dtypes %d x %d -> %d (ldb=%d k=%d)",
+                           d->a_dtype, d->b_dtype, d->c_dtype, d->ldb, d->k);
     if (d->m < 0 || d->n < 0 || d->k < 1 || d->lda < d->k || d->ldb < d->k || d->ldc < d->n)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu gemm: m=%d n=%d k=%d lda=%d ldb=%d ldc=%d",
                            d->m, d->n, d->k, d->lda, d->ldb, d->ldc);
     if (d->m == 0 || d->n == 0)
         return DY_OK;
-    return d->m <= SMALL_M_MAX ? gemm_small_m(ctx, d) : gemm_prefill(ctx, d);
+    if (d->m > SMALL_M_MAX)
+        return dy_cpu_gemm_prefill(ctx, d);
+    return dy_dtype_quantized(d->b_dtype) ? dy_cpu_gemm_quant_small_m(ctx, d)
+                                          : gemm_small_m(ctx, d);
 }

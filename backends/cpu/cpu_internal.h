@@ -16,7 +16,16 @@ struct dy_cpu_scratch {
     size_t bytes;
 };
 
-enum { DY_CPU_SCRATCH_A, DY_CPU_SCRATCH_B, DY_CPU_SCRATCH_C, DY_CPU_SCRATCH_COUNT };
+/* A: A's rows converted or gathered; B: f32 panels or tiles of B per
+ * thread; C: C's tiles or the grouped GEMM's task list; PACK: A's rows
+ * rearranged for the int4 GEMV (dy_cpu_q4_pack). */
+enum {
+    DY_CPU_SCRATCH_A,
+    DY_CPU_SCRATCH_B,
+    DY_CPU_SCRATCH_C,
+    DY_CPU_SCRATCH_PACK,
+    DY_CPU_SCRATCH_COUNT
+};
 
 struct dy_cpu_ctx {
     int threads;
@@ -108,6 +117,88 @@ void dy_cpu_gemm_tile(int m, int nb, int k, const float *a, size_t lda, const vo
 /* Rows of B per panel converted to f32 for sgemm: a few MiB whatever k. */
 int dy_cpu_panel_cols(int k);
 
+/* C[i, j0:j0+nb] = beta * C + tile[i - i0, :] + bias[j0:j0+nb] for rows
+ * [i0, i0 + rows), rounded to C's dtype, nb <= DY_CPU_TILE_N. */
+void dy_cpu_gemm_epilogue(const struct dy_gemm_desc *d, const float *tile, size_t ldt, int i0,
+                          int rows, int j0, int nb);
+
+/* sgemm on panels of B converted (or dequantized) to f32: the regime past
+ * the small-m tiles. */
+int dy_cpu_gemm_prefill(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d);
+
+/* ---- quantized weights (cpu_quant.c, cpu_qtiles.c) ---- */
+
+/* Up to this many rows of A a GEMM with quantized B reads the quantized
+ * bytes in registers (dy_cpu_qgemv_tile); past it, B is dequantized to f32
+ * tiles or panels first and the float kernels run. */
+enum { DY_CPU_QGEMV_M = 8 };
+
+/* A quantized matrix [rows, k] (backend.h's struct dy_quant) as host
+ * pointers to its row 0: bytes, scales, zero points (NULL: symmetric). */
+struct dy_cpu_qmat {
+    const uint8_t *q;
+    const float *scale;
+    const uint8_t *zero;
+    enum dy_dtype dtype;
+    int k, group;
+};
+
+static inline struct dy_cpu_qmat dy_cpu_qmat_of(dy_buf b, const struct dy_quant *qp,
+                                                enum dy_dtype t, int k)
+{
+    struct dy_cpu_qmat w = { DY_CPU_PTR(b), DY_CPU_PTR(qp->scale),
+                             qp->zero.h ? DY_CPU_PTR(qp->zero) : NULL, t, k, qp->group };
+    return w;
+}
+
+/* The same matrix from row r on (fp8 keeps its one scale). */
+static inline struct dy_cpu_qmat dy_cpu_qmat_rows(struct dy_cpu_qmat w, size_t r)
+{
+    size_t scales = r * dy_quant_row_scales(w.dtype, w.k, w.group);
+    w.q += dy_dtype_bytes(w.dtype, r * (size_t)w.k);
+    w.scale += scales;
+    if (w.zero)
+        w.zero += scales;
+    return w;
+}
+
+/* out[0:i1-i0] = elements [i0, i1) of row `row`, scale * (float)(q - zero)
+ * in f32: bit for bit dy_dequant(). i0 is a multiple of 8. */
+void dy_cpu_dequant_range(const struct dy_cpu_qmat *w, size_t row, int i0, int i1, float *out);
+/* Rows [0, rows) of w as f32, row r at out + r * ldo. */
+void dy_cpu_dequant_rows(const struct dy_cpu_qmat *w, int rows, float *out, size_t ldo);
+
+/* m <= DY_CPU_QGEMV_M rows of f32 A as the GEMV takes them: as they are,
+ * and for int4 B, when packed is set, also rearranged by dy_cpu_q4_pack. */
+struct dy_cpu_qa {
+    const float *a;
+    size_t lda;
+    const float *packed;
+    size_t packed_ld;          /* floats from one packed row to the next */
+    int m;
+};
+
+/* Floats of one packed row of A of length k, for int4 weights in groups of
+ * `group`; 0 when the int4 kernel takes A unpacked (no AVX2, or groups
+ * that are not whole multiples of 8). */
+size_t dy_cpu_q4_packed_floats(int k, int group);
+/* Packs rows [0, m) of A into packed, rows packed_ld floats apart. */
+void dy_cpu_q4_pack(const float *a, size_t lda, int m, int k, float *packed, size_t packed_ld);
+
+/* tile[i * DY_CPU_TILE_N + j] = A[i, :] . W[j, :] for i < a->m, j < nb <=
+ * DY_CPU_TILE_N, with W's scales: each byte of W read once from memory and
+ * dequantized in registers, f32 accumulation. */
+void dy_cpu_qgemv_tile(int nb, const struct dy_cpu_qa *a, const struct dy_cpu_qmat *w,
+                       float *tile);
+
+/* Whether a quantized B (struct dy_quant) has a layout the kernels take:
+ * ldb == k, scales present, int4 groups even and dividing k. */
+bool dy_cpu_quant_ok(enum dy_dtype t, const struct dy_quant *q, int k, int ldb);
+
+/* The quantized GEMM for m <= DY_CPU_TILE_M (cpu_quant.c); dy_cpu_gemm
+ * checks the descriptor first. */
+int dy_cpu_gemm_quant_small_m(struct dy_cpu_ctx *ctx, const struct dy_gemm_desc *d);
+
 /* ---- ops, one file per concern ---- */
 
 /* dst = src converted between dtypes, n elements (cpu_ops.c). */
@@ -129,5 +220,6 @@ int dy_cpu_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_cpu_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_cpu_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_cpu_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
+int dy_cpu_dequantize(void *ctx, const struct dy_dequantize_desc *d);
 
 #endif

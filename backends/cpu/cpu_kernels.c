@@ -1,6 +1,7 @@
 /* Single-threaded kernels of the cpu backend, in two versions: AVX2 + FMA +
  * F16C (x86-64-v3) chosen at run time, and portable C; the random generator
- * has an AVX-512 version too. The binary is built for baseline x86-64, so
+ * has an AVX-512 version too (as do the quantized GEMV tiles,
+ * cpu_qtiles512.c). The binary is built for baseline x86-64, so
  * only the functions with a target attribute use those instructions, and
  * only after dy_cpu_kernels_init has seen that the CPU has them. The matrix
  * tiles are in cpu_tiles.c. */
@@ -38,9 +39,15 @@ bool dy_cpu_avx2(void)
     return use_avx2;
 }
 
+bool dy_cpu_avx512(void)
+{
+    return use_avx512;
+}
+
 const char *dy_cpu_isa(void)
 {
-    return use_avx512 ? "avx2+fma+f16c, avx512 random" : use_avx2 ? "avx2+fma+f16c" : "generic";
+    return use_avx512 ? "avx2+fma+f16c, avx512 random and quantized GEMV"
+           : use_avx2 ? "avx2+fma+f16c" : "generic";
 }
 
 /* ---- the counter-based generator ------------------------------------------

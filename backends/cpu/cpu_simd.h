@@ -1,7 +1,8 @@
-/* Internal to the cpu backend's kernel files (cpu_kernels.c, cpu_tiles.c):
- * the AVX2 + FMA + F16C building blocks they share. The binary is built for
- * baseline x86-64, so only functions with these target attributes use those
- * instructions, and only when dy_cpu_avx2() says the CPU has them. */
+/* Internal to the cpu backend's kernel files (cpu_kernels.c, cpu_tiles.c,
+ * cpu_qtiles.c, cpu_qtiles512.c): the AVX2 + FMA + F16C building blocks
+ * they share. The binary is built for baseline x86-64, so only functions
+ * with these target attributes use those instructions, and only when
+ * dy_cpu_avx2() (or dy_cpu_avx512()) says the CPU has them. */
 #ifndef DY_CPU_SIMD_H
 #define DY_CPU_SIMD_H
 
@@ -12,6 +13,9 @@
 #include <immintrin.h>
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define AVX512_TARGET "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c"
+#define AVX512 __attribute__((target(AVX512_TARGET)))
+#define AVX512_INLINE static inline __attribute__((always_inline, target(AVX512_TARGET)))
 #else
 #define DY_CPU_X86 0
 #endif
@@ -19,6 +23,38 @@
 /* Whether the AVX2 versions run: the CPU has AVX2, FMA and F16C, and
  * DYNO_CPU_ISA does not ask for the portable ones (dy_cpu_kernels_init). */
 bool dy_cpu_avx2(void);
+/* Whether the AVX-512 (F, BW, DQ, VL) versions run: the CPU has them and
+ * DYNO_CPU_ISA is neither "generic" nor "avx2". */
+bool dy_cpu_avx512(void);
+
+/* ---- int4 weights (cpu_qtiles.c, cpu_qtiles512.c) ---- */
+
+/* Floats of A per packed block of 128 elements: eight rows of 16, then the
+ * 16 words' sums (dy_cpu_q4_pack). */
+#define DY_CPU_Q4_PACK_BLOCK 144
+
+/* Blocks of 128 elements of k per pass of the quantized GEMV over its
+ * tile of W: the pass's columns of A's m rows, at `row_bytes` per block,
+ * stay in L1 (half of its 32-48 KiB) while W streams past them. */
+static inline int dy_cpu_qgemv_chunk(int m, size_t row_bytes)
+{
+    size_t blocks = (24u << 10) / ((size_t)m * row_bytes);
+    return blocks > 0 ? (int)blocks : 1;
+}
+
+/* For `words` words of a row of int4 W from word w0 on (each word's eight
+ * elements share a group): s[w] its scale, sz[w] scale * zero. */
+void dy_cpu_q4_word_scales(const float *scale, const uint8_t *zero, int group, int w0, int words,
+                           float *s, float *sz);
+
+/* AVX-512 GEMV tiles (cpu_qtiles512.c), dy_cpu_avx512() only:
+ * tile[i * DY_CPU_TILE_N + j] = A[i, 0:done] . W[j, 0:done] for int4 W
+ * with A packed, done = k rounded down to 128, the rest left to the
+ * caller; and for fp8 and int8 W the whole dot product, scaled. */
+void dy_cpu_q4_tiles_avx512(int nb, const struct dy_cpu_qa *a, const struct dy_cpu_qmat *w,
+                            float *tile);
+void dy_cpu_q8_gemv_avx512(int nb, const struct dy_cpu_qa *a, const struct dy_cpu_qmat *w,
+                           float *tile);
 
 #if DY_CPU_X86
 

@@ -177,4 +177,5 @@ const struct dy_backend dy_backend_cpu_ref = {
     .gemm_grouped = dy_ref_gemm_grouped,
     .scatter_add_rows = dy_ref_scatter_add_rows,
     .kv_block_scores = dy_ref_kv_block_scores,
+    .dequantize = dy_ref_dequantize,
 };

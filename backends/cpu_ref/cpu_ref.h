@@ -29,5 +29,35 @@ int dy_ref_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_ref_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_ref_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_ref_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
+int dy_ref_dequantize(void *ctx, const struct dy_dequantize_desc *d);
+
+/* Reads element (j, i) of a weight matrix [n, k] of dtype t: quantized
+ * through qp (the matrix's own scales), else the value itself (row stride
+ * ld). */
+struct dy_ref_weights {
+    const void *b;
+    const float *scale;
+    const uint8_t *zero;
+    enum dy_dtype dtype;
+    int k, ld, group;
+};
+
+static inline struct dy_ref_weights dy_ref_weights_of(dy_buf b, enum dy_dtype t, const struct dy_quant *qp,
+                                                      int k, int ld)
+{
+    struct dy_ref_weights w = { dy_ref_ptr(b), NULL, NULL, t, k, ld, qp->group };
+    if (dy_dtype_quantized(t)) {
+        w.scale = dy_ref_ptr(qp->scale);
+        w.zero = qp->zero.h ? dy_ref_ptr(qp->zero) : NULL;
+    }
+    return w;
+}
+
+static inline double dy_ref_weight(const struct dy_ref_weights *w, size_t j, size_t i)
+{
+    if (dy_dtype_quantized(w->dtype))
+        return dy_dequant(w->b, w->dtype, w->scale, w->zero, w->k, w->group, j, i);
+    return dy_load_f32(w->b, w->dtype, j * (size_t)w->ld + i);
+}
 
 #endif

@@ -78,19 +78,26 @@ int dy_ref_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d)
     const float *a = dy_ref_ptr(d->a);
     const int32_t *a_rows = d->a_rows.h ? dy_ref_ptr(d->a_rows) : NULL;
     const int32_t *offsets = dy_ref_ptr(d->offsets);
-    const char *b = dy_ref_ptr(d->b);
     float *c = dy_ref_ptr(d->c);
-    size_t esize = dy_dtype_size(d->b_dtype);
-    if (d->a_row_div < 1 && a_rows)
-        return DY_E_INVALID;
+    bool quantized = dy_dtype_quantized(d->b_dtype);
+    if ((d->a_row_div < 1 && a_rows) ||
+        (quantized && (d->b_expert_stride != (size_t)d->n * d->k ||
+                       (d->b_dtype == DY_I4 && d->k % d->bq.group))))
+        return quantized ? DY_E_UNSUPPORTED : DY_E_INVALID;
+    size_t scales = quantized ? dy_quant_scales(d->b_dtype, d->n, d->k, d->bq.group) : 0;
     for (int e = 0; e < d->experts; e++) {
-        const void *be = b + (size_t)e * d->b_expert_stride * esize;
+        struct dy_quant qe = d->bq;
+        qe.scale = dy_buf_at(d->bq.scale, e * scales * sizeof(float));
+        if (qe.zero.h)
+            qe.zero = dy_buf_at(d->bq.zero, e * scales);
+        dy_buf be = dy_buf_at(d->b, dy_dtype_bytes(d->b_dtype, (size_t)e * d->b_expert_stride));
+        struct dy_ref_weights w = dy_ref_weights_of(be, d->b_dtype, &qe, d->k, d->k);
         for (int r = offsets[e]; r < offsets[e + 1] && r < d->rows; r++) {
             const float *ar = a + (size_t)(a_rows ? a_rows[r] / d->a_row_div : r) * d->lda;
             for (int j = 0; j < d->n; j++) {
                 double acc = 0.0;
                 for (int p = 0; p < d->k; p++)
-                    acc += (double)ar[p] * dy_load_f32(be, d->b_dtype, (size_t)j * d->k + p);
+                    acc += (double)ar[p] * dy_ref_weight(&w, (size_t)j, (size_t)p);
                 c[(size_t)r * d->ldc + j] = (float)acc;
             }
         }

@@ -19,23 +19,41 @@ int dy_ref_fill_random(void *ctx, const struct dy_fill_random_desc *d)
 
 int dy_ref_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
-    const void *a = dy_ref_ptr(d->a), *b = dy_ref_ptr(d->b);
+    const void *a = dy_ref_ptr(d->a);
+    struct dy_ref_weights w = dy_ref_weights_of(d->b, d->b_dtype, &d->bq, d->k, d->ldb);
     const void *bias = d->bias.h ? dy_ref_ptr(d->bias) : NULL;
+    enum dy_dtype bias_dtype = dy_dtype_quantized(d->b_dtype) ? d->bq.bias_dtype : d->b_dtype;
     void *c = dy_ref_ptr(d->c);
+    if (dy_dtype_quantized(d->b_dtype) &&
+        (d->a_dtype != DY_F32 || d->ldb != d->k || (d->b_dtype == DY_I4 && d->k % d->bq.group)))
+        return DY_E_UNSUPPORTED;
     for (int i = 0; i < d->m; i++) {
         for (int j = 0; j < d->n; j++) {
             double acc = 0.0;
             for (int p = 0; p < d->k; p++)
                 acc += (double)dy_load_f32(a, d->a_dtype, (size_t)i * d->lda + p) *
-                       (double)dy_load_f32(b, d->b_dtype, (size_t)j * d->ldb + p);
+                       dy_ref_weight(&w, (size_t)j, (size_t)p);
             if (bias)
-                acc += dy_load_f32(bias, d->b_dtype, (size_t)j);
+                acc += dy_load_f32(bias, bias_dtype, (size_t)j);
             size_t ci = (size_t)i * d->ldc + j;
             if (d->beta != 0.0f)
                 acc += (double)d->beta * dy_load_f32(c, d->c_dtype, ci);
             dy_store_f32(c, d->c_dtype, ci, (float)acc);
         }
     }
+    return DY_OK;
+}
+
+int dy_ref_dequantize(void *ctx, const struct dy_dequantize_desc *d)
+{
+    if (!dy_dtype_quantized(d->q_dtype) || (d->q_dtype == DY_I4 && d->k % d->qp.group))
+        return DY_E_UNSUPPORTED;
+    struct dy_ref_weights w = dy_ref_weights_of(d->q, d->q_dtype, &d->qp, d->k, d->k);
+    void *out = dy_ref_ptr(d->out);
+    for (int r = 0; r < d->rows; r++)
+        for (int i = 0; i < d->k; i++)
+            dy_store_f32(out, d->out_dtype, (size_t)r * d->out_stride + i,
+                         (float)dy_ref_weight(&w, (size_t)r, (size_t)i));
     return DY_OK;
 }
 

@@ -105,6 +105,7 @@ static void cuda_ctx_destroy(void *ctx)
     if (c->blas)
         cublasDestroy(c->blas);
 #endif
+    dy_cuda_quant_release(c);
     cudaFree(c->scratch);
     cudaFree(c->partials);
     cudaFree(c->argmax_scratch);
@@ -359,5 +360,6 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.graph_end = cuda_graph_end;
     table.graph_launch = cuda_graph_launch;
     table.graph_destroy = cuda_graph_destroy;
+    table.dequantize = dy_cuda_dequantize;
     return &table;
 }

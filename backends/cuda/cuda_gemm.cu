@@ -7,7 +7,7 @@
  * this); accumulation is f32.
  * Builds without a vendor BLAS (HIP on Debian; nvcc with -DDY_GPU_BLAS=0 to
  * check that path on an NVIDIA card) take a shared-memory tiled kernel
- * instead, A read in its own dtype. */
+ * instead, A read in its own dtype. Quantized B: cuda_quant_gemm.cu. */
 #include "cuda_internal.h"
 #include "cuda_tile.h"
 
@@ -206,6 +206,8 @@ static int gemm_tiled(struct cuda_ctx *c, const struct dy_gemm_desc *d, const vo
 int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    if (dy_dtype_quantized(d->b_dtype) && d->m > 0 && d->n > 0 && d->k > 0)
+        return dy_cuda_gemm_quant(c, d);
     bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;
     if (d->m <= 0 || d->n <= 0 || d->k <= 0 || d->c_dtype != DY_F32 || !a_ok || d->b_dtype == DY_I32) {
         snprintf(c->err, sizeof c->err, "gemm supports f32 C, f32/f16/bf16 B and A in f32 or B's dtype");

@@ -9,6 +9,14 @@
 
 #include "../backend.h"
 
+#if DY_GPU_BLAS
+#define DY_CUDA_FP8_ALGOS 8
+struct dy_cuda_fp8_algo {
+    int m, n, k, ld;
+    cublasLtMatmulAlgo_t algo;
+};
+#endif
+
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
@@ -31,6 +39,23 @@ struct cuda_ctx {
     /* moe_sort's per-tile expert counts */
     void *sort_scratch;
     size_t sort_scratch_size;
+    /* quantized weights (cuda_quant_gemm.cu): B dequantized for the
+     * matrix units (bf16) or for shapes the GEMV does not take (f32); the
+     * FP8 path's max|A| and A's scale, and cuBLASLt's workspace */
+    void *wscratch;
+    size_t wscratch_size;
+    void *fp8_scalars;
+    size_t fp8_scalars_size;
+    void *lt_workspace;
+    size_t lt_workspace_size;
+    int fp8_units; /* FP8 tensor cores: 0 not asked yet, 1 yes, -1 no */
+#if DY_GPU_BLAS
+    cublasLtHandle_t lt; /* created on first use */
+    /* cuBLASLt's FP8 algorithm for the last few shapes, so a prefill's
+     * GEMMs do not ask its heuristic again each call */
+    struct dy_cuda_fp8_algo fp8_algos[DY_CUDA_FP8_ALGOS];
+    int fp8_algos_added;
+#endif
     int sm_count;
     int smem_per_block; /* bytes of shared memory a block may have (opted in) */
     char err[512];
@@ -64,6 +89,35 @@ int dy_cuda_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_cuda_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_cuda_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
+int dy_cuda_dequantize(void *ctx, const struct dy_dequantize_desc *d);
+/* gemm and gemm_grouped with fp8, int8 or int4 B (cuda_quant_gemm.cu) */
+int dy_cuda_gemm_quant(struct cuda_ctx *c, const struct dy_gemm_desc *d);
+int dy_cuda_gemm_grouped_quant(struct cuda_ctx *c, const struct dy_gemm_grouped_desc *d);
+/* Frees what the quantized paths made for the context. */
+void dy_cuda_quant_release(struct cuda_ctx *c);
+
+/* The dequantizing GEMV's operands (cuda_qgemv.cu): C[r, :] = A[a_row(r), :]
+ * . w^T for up to 8 rows. Dense when offsets is NULL: one tile of `rows`
+ * rows, C = beta * C + ... + bias[n] (bias_dtype). Grouped otherwise, as
+ * gemm_grouped: expert e's bytes and scales (and zero points)
+ * expert_bytes and expert_scales after expert e - 1's, no beta or bias. */
+struct dy_qgemv_args {
+    const float *a;
+    const int32_t *a_rows;        /* NULL: row r of A */
+    const unsigned char *b;
+    const float *scale;
+    const unsigned char *zero;    /* int4; NULL: 8 */
+    float *c;
+    const void *bias;
+    const int32_t *offsets;
+    int rows, experts, n, k, group, a_row_div, lda, ldc;
+    enum dy_dtype bias_dtype;
+    float beta;
+    size_t expert_bytes, expert_scales;
+};
+/* DY_E_UNSUPPORTED when the operands are not laid out for its 16-byte
+ * loads (k, group, alignment) or there are more than 8 rows per tile. */
+int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dtype qt);
 /* The tensor-core prefill path; DY_E_UNSUPPORTED when the descriptor does
  * not allow it (the caller then takes the exact kernel). */
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);

@@ -19,11 +19,13 @@
  *   - tiled: everything else (f32 weights, rows not 16-byte aligned, the
  *     HIP build past decode): shared-memory tiles of 64 x 64, f32 FMA.
  * DYNO_CUDA_MOE_GEMM=gemv|mma|blas|tiled forces one path where it applies,
- * for benchmarks and for running the conformance cases through each. */
+ * for benchmarks and for running the conformance cases through each.
+ * Quantized experts: cuda_quant_gemm.cu. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "cuda_grouped.h"
 #include "cuda_tile.h"
 
 struct gg_args {
@@ -36,65 +38,6 @@ struct gg_args {
     size_t b_expert_stride; /* elements */
     bool a_vec;             /* A's rows are 16-byte aligned */
 };
-
-/* The block's tile: the slot-th run of at most bm consecutive rows of one
- * expert, experts in order, rows past `rows` ignored. False when the slot
- * is past the last tile. Block-wide: the first warp scans the offsets with
- * shuffles (one barrier, short ahead of the first weight load) and leaves
- * the tile in `tile` (3 ints of shared memory). */
-static __device__ bool grouped_tile(const int32_t *offsets, int experts, int rows, int bm, int slot,
-                                    int *tile, int *e_out, int *r0_out, int *end_out)
-{
-    if (threadIdx.x < DY_WARP) {
-        int lane = threadIdx.x, carry = 0, found = -1, found_r0 = 0, found_end = 0;
-        for (int base = 0; base < experts; base += DY_WARP) {
-            int e = base + lane, b0 = 0, b1 = 0, tiles = 0;
-            if (e < experts) {
-                b0 = min(offsets[e], rows);
-                b1 = min(offsets[e + 1], rows);
-                tiles = b1 > b0 ? (b1 - b0 + bm - 1) / bm : 0;
-            }
-            int incl = tiles;
-            for (int o = 1; o < DY_WARP; o <<= 1) {
-                int v = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o)
-                    incl += v;
-            }
-            incl += carry;
-            if (slot < incl && slot >= incl - tiles) {
-                found = e;
-                found_r0 = b0 + (slot - (incl - tiles)) * bm;
-                found_end = b1;
-            }
-            carry = __shfl_sync(0xffffffffu, incl, DY_WARP - 1);
-            if (carry > slot)
-                break;
-        }
-        int any = found;
-        for (int o = DY_WARP / 2; o > 0; o >>= 1)
-            any = max(any, __shfl_xor_sync(0xffffffffu, any, o));
-        if (found >= 0) {
-            tile[0] = found;
-            tile[1] = found_r0;
-            tile[2] = found_end;
-        } else if (any < 0 && lane == 0) {
-            tile[0] = -1;
-        }
-    }
-    __syncthreads();
-    *e_out = tile[0];
-    *r0_out = tile[1];
-    *end_out = tile[2];
-    return tile[0] >= 0;
-}
-
-/* Upper bound on the tiles of bm rows: every tile has a row, and each busy
- * expert adds at most one partial tile. */
-static int tile_slots(int rows, int experts, int bm)
-{
-    long long slots = (rows + (long long)bm - 1) / bm + (experts < rows ? experts : rows);
-    return (int)(slots < rows ? slots : rows);
-}
 
 /* ---- gemv ---- */
 #define GV_WARPS 8
@@ -651,6 +594,8 @@ int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d)
                  d->rows, d->experts, d->n, d->k, d->a_row_div);
         return DY_E_INVALID;
     }
+    if (dy_dtype_quantized(d->b_dtype))
+        return dy_cuda_gemm_grouped_quant(c, d);
     if (d->b_dtype != DY_F32 && d->b_dtype != DY_F16 && d->b_dtype != DY_BF16) {
         snprintf(c->err, sizeof c->err, "gemm_grouped: B must be f32, f16 or bf16");
         return DY_E_UNSUPPORTED;

@@ -1,6 +1,7 @@
 /* Device helpers for the one-byte KV caches (fp8 E4M3 and int8 with scales),
- * shared by the KV ops and the decode kernels. Every conversion is exact, so
- * caches written here match backend.h's helpers bit for bit. */
+ * shared by the KV ops and the decode kernels, and for quantized weights
+ * (int4 too). Every conversion is exact, so caches written here match
+ * backend.h's helpers bit for bit. */
 #ifndef DY_CUDA_QUANT_H
 #define DY_CUDA_QUANT_H
 
@@ -86,6 +87,20 @@ template <> __device__ __forceinline__ void dy_cuda_unpack4<DY_FP8>(uint32_t w, 
     for (int i = 0; i < 4; i++)
         out[i] = dy_fp8_to_f32((uint8_t)(w >> (8 * i)));
 #endif
+}
+
+/* The eight int4 weights of one 32-bit word (element 2b is byte b's low
+ * nibble, 2b + 1 its high one) as f32 q - zero, given zf = 2^23 + zero:
+ * a byte permute builds 2^23 + q in the mantissa and one subtraction
+ * takes 2^23 + zero away, exactly (no integer-to-float conversion). */
+__device__ __forceinline__ void dy_cuda_unpack8_i4(uint32_t w, float zf, float *out)
+{
+    uint32_t lo = w & 0x0f0f0f0fu, hi = (w >> 4) & 0x0f0f0f0fu;
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        out[2 * b] = __uint_as_float(__byte_perm(lo, 0x4b000000u, 0x7540u | b)) - zf;
+        out[2 * b + 1] = __uint_as_float(__byte_perm(hi, 0x4b000000u, 0x7540u | b)) - zf;
+    }
 }
 
 #endif

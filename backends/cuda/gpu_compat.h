@@ -118,6 +118,7 @@ __device__ static inline void __syncwarp()
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cublas_v2.h>
+#include <cublasLt.h>
 
 #define DY_HIP 0
 #define DY_GPU_NAME "cuda"

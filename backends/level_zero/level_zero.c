@@ -428,6 +428,7 @@ static const struct dy_backend level_zero_backend = {
     .gemm_grouped = dy_ze_gemm_grouped,
     .scatter_add_rows = dy_ze_scatter_add_rows,
     .kv_block_scores = dy_ze_kv_block_scores,
+    .dequantize = dy_ze_dequantize,
 };
 
 __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)

@@ -2,7 +2,8 @@
  * backends/opencl/kernels/gemm.cl: the GEMV kernel below GEMV_MAX_M rows of
  * A (memory-bound: each weight streamed once, f16/bf16 converted in
  * registers), the tiled kernel above (both in kernel_ops.inc). There is no
- * CLBlast on this path. */
+ * CLBlast on this path. Quantized B goes to kernel_quant.inc, which comes
+ * back here with f32 panels of B for many rows of A. */
 #include "level_zero_internal.h"
 
 /* Below this many rows of A, the GEMV kernel. */
@@ -11,6 +12,8 @@
 int dy_ze_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct dy_ze_ctx *c = ctx;
+    if (dy_dtype_quantized(d->b_dtype))
+        return dy_ze_gemm_quant(c, d);
     enum dy_dtype types[3] = { d->a_dtype, d->b_dtype, d->c_dtype };
     for (int i = 0; i < 3; i++)
         if (types[i] != DY_F32 && types[i] != DY_F16 && types[i] != DY_BF16)

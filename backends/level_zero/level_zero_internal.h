@@ -17,11 +17,12 @@
 /* Every kernel of the module, created once per context. */
 #define DY_ZE_KERNELS(X)                                                       \
     X(fill_random) X(convert) X(eltwise) X(gather_rows) X(kv_append) X(rope)   \
-    X(norm) X(argmax) X(gemv) X(gemv1) X(gemm_tiled)                            \
+    X(norm) X(argmax) X(gemv) X(gemv1) X(gemm_tiled) X(gemm_bias_beta)          \
     X(attention_prefill) X(attention_decode) X(attention_decode_combine)        \
     X(softmax_topk) X(moe_sort_small) X(moe_sort_count) X(moe_sort_scan)        \
     X(moe_sort_place) X(gemv_grouped) X(moe_tile_plan) X(gemm_grouped_tiled)    \
-    X(scatter_add_rows) X(kv_append_int8) X(kv_block_scores)
+    X(scatter_add_rows) X(kv_append_int8) X(kv_block_scores) X(dequantize)      \
+    X(gemv_q) X(gemv_q1) X(gemv_grouped_q)
 
 enum dy_ze_kernel {
 #define DY_ZE_KERNEL_ENUM(name) DY_ZE_K_##name,
@@ -46,7 +47,8 @@ struct dy_ze_ctx {
     uint64_t timer_ns;              /* timerResolution: nanoseconds per tick */
     uint32_t timestamp_bits;        /* timestampValidBits */
     uint64_t allocated;             /* bytes in buffers of this context, scratch too */
-    void *scratch;                  /* decode splits, MoE counts and tiles */
+    void *scratch;                  /* decode splits, MoE counts and tiles,
+                                     * dequantized panels of weights */
     size_t scratch_bytes;
     char err[512];
 };
@@ -91,7 +93,7 @@ static inline void *dy_ze_ptr(dy_buf b)
 /* The plugin links nothing of dyno's, so not backend.h's dy_dtype_name. */
 static inline const char *dy_ze_dtype_name(enum dy_dtype t)
 {
-    static const char *const names[] = { "f32", "f16", "bf16", "i32", "fp8", "int8" };
+    static const char *const names[] = { "f32", "f16", "bf16", "i32", "fp8", "int8", "int4" };
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 
@@ -146,9 +148,13 @@ int dy_ze_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_ze_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_ze_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_ze_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
+int dy_ze_dequantize(void *ctx, const struct dy_dequantize_desc *d);
 
 /* The portable GEMM kernels (kernel_ops.inc), shared with the OpenCL backend. */
 int dy_ze_gemv(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);
 int dy_ze_gemm_tiled(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);
+/* gemm with fp8, int8 or int4 B (kernel_quant.inc), which dy_ze_gemm
+ * hands over. */
+int dy_ze_gemm_quant(struct dy_ze_ctx *c, const struct dy_gemm_desc *d);
 
 #endif

@@ -1,6 +1,6 @@
-/* The Level Zero backend's ops other than GEMM: the OpenCL backend's
- * kernel_ops.inc and kernel_moe.inc over Level Zero's launch (the kernels
- * are the same). */
+/* The Level Zero backend's ops other than GEMM, and GEMM with quantized
+ * B: the OpenCL backend's kernel_ops.inc, kernel_quant.inc and
+ * kernel_moe.inc over Level Zero's launch (the kernels are the same). */
 #include "level_zero_internal.h"
 
 #define KO_FN(name) dy_ze_##name
@@ -19,4 +19,5 @@
 #define KO_SCRATCH dy_ze_scratch
 
 #include "../opencl/kernel_ops.inc"
+#include "../opencl/kernel_quant.inc"
 #include "../opencl/kernel_moe.inc"

@@ -567,6 +567,7 @@ static const struct dy_backend opencl_backend = {
     .gemm_grouped = dy_ocl_gemm_grouped,
     .scatter_add_rows = dy_ocl_scatter_add_rows,
     .kv_block_scores = dy_ocl_kv_block_scores,
+    .dequantize = dy_ocl_dequantize,
 };
 
 __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)

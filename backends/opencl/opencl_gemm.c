@@ -1,4 +1,5 @@
-/* C[m,n] = beta * C + A . B^T (+ bias) in two regimes.
+/* C[m,n] = beta * C + A . B^T (+ bias) in two regimes (quantized B goes
+ * to kernel_quant.inc, which comes back here with f32 panels of B).
  *
  * Decode (m < GEMV_MAX_M): memory-bound on B, so our own kernel streams
  * each weight from memory once, converting f16/bf16 in registers
@@ -151,6 +152,8 @@ void dy_ocl_gemm_release_cache(void)
 int dy_ocl_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct dy_ocl_ctx *c = ctx;
+    if (dy_dtype_quantized(d->b_dtype))
+        return dy_ocl_gemm_quant(c, d);
     enum dy_dtype types[3] = { d->a_dtype, d->b_dtype, d->c_dtype };
     for (int i = 0; i < 3; i++)
         if (types[i] != DY_F32 && types[i] != DY_F16 && types[i] != DY_BF16)

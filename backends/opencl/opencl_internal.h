@@ -19,7 +19,8 @@
     X(attention_decode_combine) X(softmax_topk) X(moe_sort_small)              \
     X(moe_sort_count) X(moe_sort_scan) X(moe_sort_place) X(gemv_grouped)       \
     X(moe_tile_plan) X(gemm_grouped_tiled) X(scatter_add_rows)                 \
-    X(kv_append_int8) X(kv_block_scores)
+    X(kv_append_int8) X(kv_block_scores) X(dequantize) X(gemv_q) X(gemv_q1)    \
+    X(gemv_grouped_q)
 
 enum dy_ocl_kernel {
 #define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
@@ -72,7 +73,7 @@ static inline cl_ulong dy_ocl_off(dy_buf b)
 /* The plugin links nothing of dyno's, so not backend.h's dy_dtype_name. */
 static inline const char *dy_ocl_dtype_name(enum dy_dtype t)
 {
-    static const char *const names[] = { "f32", "f16", "bf16", "i32", "fp8", "int8" };
+    static const char *const names[] = { "f32", "f16", "bf16", "i32", "fp8", "int8", "int4" };
     return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
 
@@ -113,9 +114,13 @@ int dy_ocl_moe_sort(void *ctx, const struct dy_moe_sort_desc *d);
 int dy_ocl_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_ocl_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_ocl_kv_block_scores(void *ctx, const struct dy_kv_block_scores_desc *d);
+int dy_ocl_dequantize(void *ctx, const struct dy_dequantize_desc *d);
 
 /* The portable GEMM kernels (kernel_ops.inc), shared with the Level Zero backend. */
 int dy_ocl_gemv(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d);
 int dy_ocl_gemm_tiled(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d);
+/* gemm with fp8, int8 or int4 B (kernel_quant.inc), which dy_ocl_gemm
+ * hands over. */
+int dy_ocl_gemm_quant(struct dy_ocl_ctx *c, const struct dy_gemm_desc *d);
 
 #endif

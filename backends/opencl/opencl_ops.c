@@ -1,5 +1,6 @@
-/* The OpenCL backend's ops other than GEMM: kernel_ops.inc and
- * kernel_moe.inc over OpenCL's launch. */
+/* The OpenCL backend's ops other than GEMM, and GEMM with quantized B:
+ * kernel_ops.inc, kernel_quant.inc and kernel_moe.inc over OpenCL's
+ * launch. */
 #include "opencl_internal.h"
 
 #define KO_FN(name) dy_ocl_##name
@@ -18,4 +19,5 @@
 #define KO_SCRATCH dy_ocl_scratch
 
 #include "kernel_ops.inc"
+#include "kernel_quant.inc"
 #include "kernel_moe.inc"

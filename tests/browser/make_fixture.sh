@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the dashboard tests' fixture database DB: small real points on cpu
-# and cpu-ref (two batches, two prompt lengths; int4 weights become skipped
-# rows), then, with python3's sqlite3, a device and tag made of markup, a
+# and cpu-ref (two batches, two prompt lengths; MoPEQ weights on a dense
+# model become skipped rows), then, with python3's sqlite3, a device and tag made of markup, a
 # failed point with a hostile reason, and a point imported from a study.
 # usage: make_fixture.sh DYNO DB
 set -eu
@@ -9,7 +9,7 @@ dyno=$1
 db=$2
 rm -f "$db"
 "$dyno" run --model tiny-llama --backend cpu,cpu-ref --batch 1,2 --input-len 16,32 --output-len 4 \
-    --weight-dtype bf16,int4 --warmup 0 --repeat 2 --tag fixture --db "$db" >/dev/null 2>&1
+    --weight-dtype bf16,mopeq:3 --warmup 0 --repeat 2 --tag fixture --db "$db" >/dev/null 2>&1
 python3 - "$db" <<'PY'
 import sqlite3, sys, uuid
 db = sqlite3.connect(sys.argv[1])

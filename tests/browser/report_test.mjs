@@ -86,7 +86,7 @@ try {
     check("imported results are drawn and named by source",
       views.some((v) => v.id === "imported" && v.state === "drawn" && v.text.includes("llm-inference-bench")));
     check("failed and skipped points listed with reasons",
-      views.some((v) => v.id === "failures" && v.text.includes("quantized weights") && v.text.includes("kernel said")));
+      views.some((v) => v.id === "failures" && v.text.includes("quantizes experts") && v.text.includes("kernel said")));
 
     const before = await drawing(page);
     await page.click("details[data-dim=device] summary");

@@ -2,9 +2,12 @@
 """A ViT checkpoint in Hugging Face's ViTModel layout, pixels, and the last
 hidden state computed independently in float64 with PyTorch.
 
-usage: vit_reference.py OUTDIR [--dtype f32|bf16] [--seed S]
+usage: vit_reference.py OUTDIR [--dtype f32|bf16] [--seed S] [--image-size PX]
 writes OUTDIR/config.json, OUTDIR/model.safetensors, OUTDIR/pixels.f32 and
-OUTDIR/expected.f32 (batch x tokens x hidden, float32)."""
+OUTDIR/expected.f32 (batch x tokens x hidden, float32). The checkpoint
+depends on the seed alone; with --image-size the pixels are of that size
+and the position embeddings are interpolated as transformers' ViTModel does
+with interpolate_pos_encoding=True."""
 import argparse
 import json
 import os
@@ -70,6 +73,18 @@ def layer_norm(x, w, b):
     return (x - mean) / torch.sqrt(var + CFG["layer_norm_eps"]) * w + b
 
 
+def interpolate_pos_encoding(pos, size):
+    """transformers' ViTEmbeddings.interpolate_pos_encoding for square images
+    of `size` pixels: the patch rows resampled bicubically to the new grid
+    with F.interpolate(size=...), align_corners=False; the CLS row kept."""
+    side, new = int((pos.shape[1] - 1) ** 0.5), size // CFG["patch_size"]
+    if new == side:
+        return pos
+    grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, -1)], 1)
+
+
 def forward(w, pixels):
     d = {k: v.to(torch.float64) for k, v in w.items()}
     h, heads, p = CFG["hidden_size"], CFG["num_attention_heads"], CFG["patch_size"]
@@ -77,7 +92,8 @@ def forward(w, pixels):
     patches = torch.nn.functional.conv2d(pixels, d["embeddings.patch_embeddings.projection.weight"],
                                          d["embeddings.patch_embeddings.projection.bias"], stride=p)
     x = patches.flatten(2).transpose(1, 2)
-    x = torch.cat([d["embeddings.cls_token"].expand(n, 1, h), x], 1) + d["embeddings.position_embeddings"]
+    pos = interpolate_pos_encoding(d["embeddings.position_embeddings"], pixels.shape[-1])
+    x = torch.cat([d["embeddings.cls_token"].expand(n, 1, h), x], 1) + pos
     hd = h // heads
     for l in range(CFG["num_hidden_layers"]):
         pre = "encoder.layer.%d." % l
@@ -101,6 +117,7 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--image-size", type=int, default=CFG["image_size"])
     args = ap.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
     g = torch.Generator().manual_seed(args.seed)
@@ -108,7 +125,7 @@ def main():
     save_safetensors(os.path.join(args.outdir, "model.safetensors"), w)
     with open(os.path.join(args.outdir, "config.json"), "w") as f:
         json.dump(dict(CFG, torch_dtype="float32" if args.dtype == "f32" else "bfloat16"), f, indent=1)
-    s, c = CFG["image_size"], CFG["num_channels"]
+    s, c = args.image_size, CFG["num_channels"]
     pixels = torch.rand(2, c, s, s, generator=g, dtype=torch.float64) * 2 - 1
     pixels.to(torch.float32).numpy().tofile(os.path.join(args.outdir, "pixels.f32"))
     out = forward(w, pixels.to(torch.float32).to(torch.float64))

@@ -6,8 +6,8 @@
  * element offsets from `base + off`. Arithmetic is f32: PoCL and NVIDIA's
  * OpenCL have no cl_khr_fp16, so f16 is read with vload_half and bf16 by
  * shifting its bits into the top of an f32. fp8 (E4M3) and int8 are
- * KV-cache dtypes, stored as bytes (byte stores are core since OpenCL
- * 1.1). */
+ * KV-cache and weight dtypes, stored as bytes (byte stores are core since
+ * OpenCL 1.1); int4 is a weight dtype, two to a byte. */
 
 /* backend.h's enum dy_dtype */
 #define DT_F32 0
@@ -16,6 +16,7 @@
 #define DT_I32 3
 #define DT_FP8 4
 #define DT_I8 5
+#define DT_I4 6
 
 /* Every kernel that reduces over a work-group uses this size; the host
  * launches with it (opencl_internal.h's DY_OCL_WG). */
@@ -93,6 +94,30 @@ float ld(__global const uchar *p, int t, size_t i)
     if (t == DT_I32)
         return (float)((__global const int *)p)[i];
     return ((__global const float *)p)[i];
+}
+
+/* Bytes of `count` elements of dtype t (int4: two to a byte), as
+ * backend.h's dy_dtype_bytes. */
+size_t dtype_bytes(int t, size_t count)
+{
+    return t == DT_I4 ? (count + 1) / 2 : count * dtype_size(t);
+}
+
+/* Element (j, i) of a weight matrix of dtype t, rows k elements apart: for
+ * fp8, int8 and int4 backend.h's dy_dequant (scale and zero the matrix's
+ * own, zero NULL for symmetric int4), one f32 product as the host's, so
+ * that the value is the same bits; the value itself for the other dtypes. */
+float ldw(__global const uchar *w, int t, __global const float *scale, __global const uchar *zero,
+          int k, int group, size_t j, int i)
+{
+    size_t e = j * k + i;
+    if (t < DT_FP8)
+        return ld(w, t, e);
+    if (t != DT_I4)
+        return scale[t == DT_I8 ? j : 0] * ld(w, t, e);
+    size_t g = j * (k / group) + i / group;
+    int nibble = (w[e / 2] >> (4 * (e & 1))) & 15;
+    return scale[g] * (float)(nibble - (zero ? zero[g] : 8));
 }
 
 /* backend.h's dy_f32_to_f16 in integer code, so that rounding, overflow to

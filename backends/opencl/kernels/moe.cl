@@ -253,7 +253,8 @@ void moe_sort_place(__global const uchar *ids, ulong ids_off, int pairs, int exp
 /* ---- gemm_grouped ----
  * Rows offsets[e] .. offsets[e + 1] of C (clipped to `rows`) are expert
  * e's: C[r, :] = A[a_row(r), :] . B_e^T with B_e b_expert_stride elements
- * after B_(e-1), row-major [n, k]. A and C are f32. */
+ * after B_(e-1), row-major [n, k]. A and C are f32. Quantized B_e has its
+ * scales (and zero points) expert_scales after B_(e-1)'s. */
 
 /* The last expert whose first entry in `starts` (offsets or tile starts)
  * is at or before `at`: the one that holds row or tile `at`, since an
@@ -316,11 +317,15 @@ void moe_tile_plan(__global const uchar *offsets, ulong offsets_off, int rows, i
 
 /* Many rows: gemm.cl's tiled GEMM with A's rows gathered, one work-group
  * per (block of TILE columns, tile of moe_tile_plan); the launch covers the
- * most tiles there can be, and groups past the real count return. */
+ * most tiles there can be, and groups past the real count return.
+ * Quantized B is dequantized as its tiles are loaded; scale and zero are
+ * NULL for the other dtypes. */
 __kernel __attribute__((reqd_work_group_size(TILE, TILE, 1)))
 void gemm_grouped_tiled(__global const uchar *a, ulong a_off, int lda,
                         __global const uchar *a_rows, ulong a_rows_off, int a_row_div,
                         __global const uchar *b, ulong b_off, ulong b_expert_stride, int b_dtype,
+                        __global const uchar *scale, ulong scale_off, __global const uchar *zero,
+                        ulong zero_off, int group, ulong expert_scales,
                         __global uchar *c, ulong c_off, int ldc, __global const uchar *offsets,
                         ulong offsets_off, __global const int *tile_start, int rows, int experts,
                         int n, int k)
@@ -337,14 +342,16 @@ void gemm_grouped_tiled(__global const uchar *a, ulong a_off, int lda,
     bool row_in = r < min(off[e + 1], rows);
     __global const int *gather = a_rows ? CINTS(a_rows, a_rows_off) : 0;
     size_t a_at = row_in ? a_row(gather, a_row_div, r) * lda : 0;
-    size_t b_esize = b_dtype == DT_F32 ? 4 : 2;
     __global const uchar *ap = CBYTES(a, a_off);
-    __global const uchar *bp = CBYTES(b, b_off) + e * b_expert_stride * b_esize;
+    __global const uchar *bp = CBYTES(b, b_off) + dtype_bytes(b_dtype, e * b_expert_stride);
+    __global const float *sp = scale ? (__global const float *)CBYTES(scale, scale_off) +
+                                           e * expert_scales : 0;
+    __global const uchar *zp = zero ? CBYTES(zero, zero_off) + e * expert_scales : 0;
     float acc = 0.0f;
     for (int p0 = 0; p0 < k; p0 += TILE) {
         int p = p0 + tx;
         as[ty][tx] = row_in && p < k ? ld(ap, DT_F32, a_at + p) : 0.0f;
-        bs[ty][tx] = n0 + ty < n && p < k ? ld(bp, b_dtype, (size_t)(n0 + ty) * k + p) : 0.0f;
+        bs[ty][tx] = n0 + ty < n && p < k ? ldw(bp, b_dtype, sp, zp, k, group, n0 + ty, p) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int q = 0; q < TILE; q++)
             acc += as[ty][q] * bs[tx][q];

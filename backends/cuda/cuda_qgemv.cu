@@ -1,0 +1,511 @@
+/* The dequantizing GEMV: C[r, j] = sum_i A[r, i] * w[j, i] for up to 8 rows
+ * of A, the weights w read straight from their quantized bytes (backend.h,
+ * struct dy_quant). It serves gemm at m <= 8 and gemm_grouped's decode
+ * steps; both are bandwidth bound, so the kernel is built around the loads.
+ *
+ * A block owns C consecutive columns (rows of B) and up to M rows of A; its
+ * KW warps split k. Each lane streams 16-byte loads of packed weights (32
+ * int4 or 16 int8/fp8 elements), U per column, and issues all U x C = 8 of
+ * them (128 bytes) before using the first. A (f32) comes through L1 and
+ * each of its loads serves the C columns. The weights become exact f32
+ * values without integer-to-float conversions: int4 as 2^23 + q built in
+ * the mantissa by one byte permute, 2^23 + zero taken away; int8 likewise
+ * (cuda_quant.h); fp8 through the f16x2 conversion. An int4 group's scale
+ * multiplies a lane's partial sum over its 32 elements (which lie in one
+ * group: groups are multiples of 32) for one or two rows of A; for more
+ * rows it multiplies each weight once, shared by the rows. int8's row
+ * scale and fp8's tensor scale multiply the finished sum. Partial sums
+ * meet through shuffles and shared memory; C x M threads write C (dense:
+ * beta and bias; grouped: the sorted rows of each expert's tile, found
+ * from the offsets on the device as the bf16 grouped GEMV does).
+ * int4 with more than two rows of A per tile (and groups of a multiple of
+ * 128) goes to the tensor-core kernel further down instead. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+#include "cuda_grouped.h"
+#include "cuda_quant.h"
+
+#define QG_MAX_WARPS 8
+#define QG_LOADS 8 /* 16-byte loads in flight per lane: U x C */
+
+/* elements per 16-byte load */
+template <enum dy_dtype QT> struct qg_traits {
+    static constexpr int EPL = QT == DY_I4 ? 32 : 16;
+};
+
+static __device__ __forceinline__ uint4 load_weights(const unsigned char *p)
+{
+#if DY_HIP
+    return *(const uint4 *)p;
+#else
+    return __ldcs((const uint4 *)p); /* read once: first out of the caches */
+#endif
+}
+
+static __device__ __forceinline__ uint32_t word_of(const uint4 &r, int w)
+{
+    return w == 0 ? r.x : w == 1 ? r.y : w == 2 ? r.z : r.w;
+}
+
+/* One 32-bit word of weights as f32: int4 q - zero (zf = 2^23 + zero),
+ * int8 and fp8 the values before their scale. */
+template <enum dy_dtype QT>
+static __device__ __forceinline__ void unpack_word(uint32_t w, float zf, float *v)
+{
+    if constexpr (QT == DY_I4)
+        dy_cuda_unpack8_i4(w, zf, v);
+    else
+        dy_cuda_unpack4<QT>(w, v);
+}
+
+template <int N>
+static __device__ __forceinline__ void load_a(const float *p, float *x)
+{
+#pragma unroll
+    for (int j = 0; j < N; j += 4) {
+        float4 f = __ldg((const float4 *)(p + j));
+        x[j] = f.x;
+        x[j + 1] = f.y;
+        x[j + 2] = f.z;
+        x[j + 3] = f.w;
+    }
+}
+
+template <enum dy_dtype QT, int M, int C>
+__global__ void __launch_bounds__(QG_MAX_WARPS * DY_WARP)
+qgemv_kernel(struct dy_qgemv_args g)
+{
+    constexpr int EPL = qg_traits<QT>::EPL, EPW = EPL / 4, U = QG_LOADS / C;
+    /* int4 with many rows: scale each weight once instead of each row's sum */
+    constexpr bool SCALE_EACH = QT == DY_I4 && M >= 4;
+    __shared__ int tile[3];
+    __shared__ float red[QG_MAX_WARPS][C * M];
+    int e = 0, r0 = 0, end = g.rows;
+    if (g.offsets && !grouped_tile(g.offsets, g.experts, g.rows, M, blockIdx.y, tile, &e, &r0, &end))
+        return;
+    int nr = min(M, end - r0);
+    int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP, warps = blockDim.x / DY_WARP;
+    int col0 = blockIdx.x * C, loads = g.k / EPL, groups = QT == DY_I4 ? g.k / g.group : 1;
+    const unsigned char *be = g.b + (size_t)e * g.expert_bytes;
+    const float *se = g.scale + (size_t)e * g.expert_scales;
+    const unsigned char *ze = g.zero ? g.zero + (size_t)e * g.expert_scales : NULL;
+    const unsigned char *brow[C];
+    size_t grow[C]; /* the column's first group */
+#pragma unroll
+    for (int c = 0; c < C; c++) {
+        int col = min(col0 + c, g.n - 1);
+        brow[c] = be + (size_t)col * loads * 16;
+        grow[c] = (size_t)col * groups;
+    }
+    const float *arow[M];
+#pragma unroll
+    for (int i = 0; i < M; i++) {
+        int r = r0 + min(i, nr - 1);
+        arow[i] = g.a + (size_t)(g.a_rows ? g.a_rows[r] / g.a_row_div : r) * g.lda;
+    }
+    float acc[C][M];
+#pragma unroll
+    for (int c = 0; c < C; c++)
+#pragma unroll
+        for (int i = 0; i < M; i++)
+            acc[c][i] = 0.0f;
+    for (int base = warp * U * DY_WARP; base < loads; base += warps * U * DY_WARP) {
+        uint4 raw[U][C];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int t = base + u * DY_WARP + lane;
+            if (t < loads)
+#pragma unroll
+                for (int c = 0; c < C; c++)
+                    raw[u][c] = load_weights(brow[c] + (size_t)t * 16);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int t = base + u * DY_WARP + lane;
+            if (t >= loads)
+                break;
+            int kk = t * EPL;
+            float s[C], zf[C], part[C][M];
+#pragma unroll
+            for (int c = 0; c < C; c++) {
+                s[c] = 1.0f;
+                zf[c] = 0.0f;
+                if constexpr (QT == DY_I4) {
+                    size_t gi = grow[c] + kk / g.group;
+                    s[c] = __ldg(se + gi);
+                    zf[c] = 8388608.0f + (ze ? (float)__ldg(ze + gi) : 8.0f);
+                }
+#pragma unroll
+                for (int i = 0; i < M; i++)
+                    part[c][i] = 0.0f;
+            }
+#pragma unroll
+            for (int w = 0; w < 4; w++) {
+                if constexpr (SCALE_EACH) {
+                    float v[C][EPW];
+#pragma unroll
+                    for (int c = 0; c < C; c++) {
+                        unpack_word<QT>(word_of(raw[u][c], w), zf[c], v[c]);
+#pragma unroll
+                        for (int j = 0; j < EPW; j++)
+                            v[c][j] *= s[c];
+                    }
+#pragma unroll
+                    for (int i = 0; i < M; i++) {
+                        if (i >= nr)
+                            break;
+                        float x[EPW];
+                        load_a<EPW>(arow[i] + kk + w * EPW, x);
+#pragma unroll
+                        for (int c = 0; c < C; c++)
+#pragma unroll
+                            for (int j = 0; j < EPW; j++)
+                                acc[c][i] = fmaf(v[c][j], x[j], acc[c][i]);
+                    }
+                } else {
+                    float x[M][EPW];
+#pragma unroll
+                    for (int i = 0; i < M; i++) {
+                        if (i >= nr)
+                            break;
+                        load_a<EPW>(arow[i] + kk + w * EPW, x[i]);
+                    }
+#pragma unroll
+                    for (int c = 0; c < C; c++) {
+                        float v[EPW];
+                        unpack_word<QT>(word_of(raw[u][c], w), zf[c], v);
+#pragma unroll
+                        for (int i = 0; i < M; i++) {
+                            if (i >= nr)
+                                break;
+#pragma unroll
+                            for (int j = 0; j < EPW; j++)
+                                part[c][i] = fmaf(v[j], x[i][j], part[c][i]);
+                        }
+                    }
+                }
+            }
+            if constexpr (!SCALE_EACH)
+#pragma unroll
+                for (int c = 0; c < C; c++)
+#pragma unroll
+                    for (int i = 0; i < M; i++)
+                        acc[c][i] = fmaf(s[c], part[c][i], acc[c][i]);
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < C; c++)
+#pragma unroll
+        for (int i = 0; i < M; i++)
+            for (int o = DY_WARP / 2; o > 0; o >>= 1)
+                acc[c][i] += __shfl_xor_sync(0xffffffffu, acc[c][i], o);
+    if (lane == 0)
+#pragma unroll
+        for (int c = 0; c < C; c++)
+#pragma unroll
+            for (int i = 0; i < M; i++)
+                red[warp][c * M + i] = acc[c][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < C * M; idx += blockDim.x) {
+        int c = idx / M, i = idx % M, col = col0 + c;
+        if (i >= nr || col >= g.n)
+            continue;
+        float sum = 0.0f;
+        for (int w = 0; w < warps; w++)
+            sum += red[w][idx];
+        if (QT == DY_I8)
+            sum *= se[col];
+        else if (QT == DY_FP8)
+            sum *= se[0];
+        float *out = g.c + (size_t)(r0 + i) * g.ldc + col;
+        if (!g.offsets) {
+            float add = g.bias ? dy_load_f32(g.bias, g.bias_dtype, col) : 0.0f;
+            sum = (g.beta != 0.0f ? g.beta * *out : 0.0f) + sum + add;
+        }
+        *out = sum;
+    }
+}
+
+typedef void (*qg_fn)(struct dy_qgemv_args);
+#define QG_BY_C(QT, M) { qgemv_kernel<QT, M, 2>, qgemv_kernel<QT, M, 4>, qgemv_kernel<QT, M, 8> }
+#define QG_BY_M(QT) { QG_BY_C(QT, 1), QG_BY_C(QT, 2), QG_BY_C(QT, 4), QG_BY_C(QT, 8) }
+/* [dtype - DY_FP8][log2 M][log2 C - 1] */
+static const qg_fn qg_kernels[3][4][3] = { QG_BY_M(DY_FP8), QG_BY_M(DY_I8), QG_BY_M(DY_I4) };
+
+#if !DY_HIP
+/* ---- int4 on the tensor cores ----
+ * The CUDA-core kernel spends about three instructions per int4 weight and
+ * row of A (permute, subtract, fma): at eight rows it is bound by its
+ * arithmetic, near 15 % of the copy bandwidth on an H100 (at one row its
+ * loads bound it, and this kernel is no faster).
+ * Here a warp owns R tiles of 16 weight rows and feeds mma.sync
+ * m16n8k16 (bf16 operands, f32 accumulators): the weights are the A
+ * operand, the (up to 8) rows of A the B operand, so m = 1 costs what
+ * m = 8 does. Lane (g, t) loads 16 bytes (32 weights) of rows g and
+ * g + 8 of each tile at k offset 32 t of a 128-wide chunk; the sum over k
+ * does not care which k a fragment slot stands for, so a word's nibbles
+ * j and j + 4 make one bf16 pair (one mask and or: 128 + q in the
+ * mantissa, then 128 + zero taken away by an exact fma) and the lane's
+ * activations are paired the same way. Activations go in as two bf16
+ * terms, hi + lo (16 bits of mantissa, f32's range), so the result is as
+ * exact as the CUDA-core path's. A chunk lies in one int4 group (groups
+ * are multiples of 128): its tile sums are scaled in f32 and added. The
+ * warps of a block split the chunks and meet in shared memory. */
+#define QM_MAX_WARPS 16
+#define QM_CHUNK 128
+
+static __device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* (x0, x1) as bf16 pairs hi and lo with x = hi + lo to 16 bits */
+static __device__ __forceinline__ void split_pair(float x0, float x1, uint32_t *hi, uint32_t *lo)
+{
+    uint32_t h, l;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(x1), "f"(x0));
+    float r0 = x0 - __uint_as_float(h << 16), r1 = x1 - __uint_as_float(h & 0xffff0000u);
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(l) : "f"(r1), "f"(r0));
+    *hi = h;
+    *lo = l;
+}
+
+/* nibbles j and j + 4 of w as the bf16 pair (q - zero), zneg = -(128 + zero)
+ * in both halves */
+static __device__ __forceinline__ uint32_t i4_pair(uint32_t w, int j, uint32_t zneg)
+{
+    uint32_t p = ((w >> (4 * j)) & 0x000f000fu) | 0x43004300u, r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(p), "r"(0x3f803f80u), "r"(zneg));
+    return r;
+}
+
+template <int R, int U>
+__global__ void __launch_bounds__(QM_MAX_WARPS * 32)
+qmma_i4_kernel(struct dy_qgemv_args g)
+{
+    extern __shared__ float red[]; /* [warp][16 R rows][8 rows of A] partial sums */
+    __shared__ int tile[3];
+    int e = 0, r0 = 0, end = g.rows;
+    if (g.offsets && !grouped_tile(g.offsets, g.experts, g.rows, 8, blockIdx.y, tile, &e, &r0, &end))
+        return;
+    int nr = min(8, end - r0);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    int g8 = lane >> 2, t4 = lane & 3;
+    int col0 = blockIdx.x * 16 * R, chunks = g.k / QM_CHUNK, groups = g.k / g.group;
+    const unsigned char *be = g.b + (size_t)e * g.expert_bytes + 16 * t4;
+    const float *se = g.scale + (size_t)e * g.expert_scales;
+    const unsigned char *ze = g.zero ? g.zero + (size_t)e * g.expert_scales : NULL;
+    uint32_t boff[R][2]; /* the host keeps a matrix under 4 GB here */
+    int gbase[R][2];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int col = min(col0 + 16 * r + g8 + 8 * h, g.n - 1);
+            boff[r][h] = (uint32_t)col * (uint32_t)(g.k / 2);
+            gbase[r][h] = col * groups;
+        }
+    const float *arow = NULL;
+    if (g8 < nr) {
+        int rr = r0 + g8;
+        arow = g.a + (size_t)(g.a_rows ? g.a_rows[rr] / g.a_row_div : rr) * g.lda + 32 * t4;
+    }
+    float acc[R][4];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
+    for (int base = warp * U; base < chunks; base += warps * U) {
+        uint4 raw[U][R][2];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (base + u < chunks)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++)
+                        raw[u][r][h] = load_weights(be + boff[r][h] + (size_t)(base + u) * (QM_CHUNK / 2));
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int kk = (base + u) * QM_CHUNK;
+            if (kk >= g.k)
+                break;
+            float s[R][2], t[R][4];
+            uint32_t zneg[R][2];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int gi = gbase[r][h] + kk / g.group;
+                    s[r][h] = __ldg(se + gi);
+                    zneg[r][h] = (0xc300u | (ze ? __ldg(ze + gi) : 8u)) * 0x00010001u;
+                }
+                t[r][0] = t[r][1] = t[r][2] = t[r][3] = 0.0f;
+            }
+#pragma unroll
+            for (int w = 0; w < 4; w++) {
+                float x[8];
+                if (arow)
+                    load_a<8>(arow + kk + 8 * w, x);
+                else
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+                        x[j] = 0.0f;
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    /* the step's k slots 2t, 2t + 1, 2t + 8, 2t + 9 are the
+                     * word's elements j, j + 4, j + 1, j + 5 */
+                    int j = 2 * half;
+                    uint32_t bh0, bl0, bh1, bl1;
+                    split_pair(x[j], x[j + 4], &bh0, &bl0);
+                    split_pair(x[j + 1], x[j + 5], &bh1, &bl1);
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        uint32_t lo_row = word_of(raw[u][r][0], w), hi_row = word_of(raw[u][r][1], w);
+                        uint32_t a[4] = { i4_pair(lo_row, j, zneg[r][0]), i4_pair(hi_row, j, zneg[r][1]),
+                                          i4_pair(lo_row, j + 1, zneg[r][0]), i4_pair(hi_row, j + 1, zneg[r][1]) };
+                        mma_bf16(t[r], a, bh0, bh1);
+                        mma_bf16(t[r], a, bl0, bl1);
+                    }
+                }
+            }
+            /* lane holds rows g, g + 8 (c0, c1 and c2, c3), A rows 2t, 2t + 1 */
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                acc[r][0] = fmaf(s[r][0], t[r][0], acc[r][0]);
+                acc[r][1] = fmaf(s[r][0], t[r][1], acc[r][1]);
+                acc[r][2] = fmaf(s[r][1], t[r][2], acc[r][2]);
+                acc[r][3] = fmaf(s[r][1], t[r][3], acc[r][3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+            red[(warp * 16 * R + 16 * r + g8 + 8 * (q >> 1)) * 8 + 2 * t4 + (q & 1)] = acc[r][q];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < 16 * R * 8; idx += blockDim.x) {
+        int row = idx / 8, i = idx % 8, col = col0 + row;
+        if (i >= nr || col >= g.n)
+            continue;
+        float sum = 0.0f;
+        for (int w = 0; w < warps; w++)
+            sum += red[w * 16 * R * 8 + idx];
+        float *out = g.c + (size_t)(r0 + i) * g.ldc + col;
+        if (!g.offsets) {
+            float add = g.bias ? dy_load_f32(g.bias, g.bias_dtype, col) : 0.0f;
+            sum = (g.beta != 0.0f ? g.beta * *out : 0.0f) + sum + add;
+        }
+        *out = sum;
+    }
+}
+
+/* [log2 R]: R tiles of 16 rows, U chunks per batch, 8 16-byte loads */
+static const qg_fn qm_kernels[3] = { qmma_i4_kernel<1, 4>, qmma_i4_kernel<2, 2>, qmma_i4_kernel<4, 1> };
+#endif
+
+static bool aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15u) == 0;
+}
+
+static int log2_ceil(int x)
+{
+    int l = 0;
+    while ((1 << l) < x)
+        l++;
+    return l;
+}
+
+/* "A,B" from the environment (tuning overrides); false when unset */
+static bool tuning(const char *name, int *a, int *b)
+{
+    const char *v = getenv(name);
+    return v && sscanf(v, "%d,%d", a, b) == 2;
+}
+
+static int clamp_int(long long x, int lo, int hi)
+{
+    return (int)(x < lo ? lo : x > hi ? hi : x);
+}
+
+#if !DY_HIP
+/* DYNO_CUDA_QMMA=R,KW forces the tiles per warp and the warps per block,
+ * DYNO_CUDA_QMMA=0 turns this path off, DYNO_CUDA_QMMA=1 takes it for one
+ * or two rows of A too (benchmarks, tests). */
+static int qmma_i4(struct cuda_ctx *c, const struct dy_qgemv_args *g, int log2m, int busy)
+{
+    int log2r = 2, warps = 0, fr = 0, fw = 0;
+    const char *force = getenv("DYNO_CUDA_QMMA");
+    if ((force && !strcmp(force, "0")) || (size_t)g->n * g->k / 2 >= ((size_t)1 << 32))
+        return DY_E_UNSUPPORTED;
+    /* one or two rows of A: the CUDA-core kernel is as fast (measured on an
+     * H100), its loads being the limit, not its arithmetic */
+    if (log2m <= 1 && !force)
+        return DY_E_UNSUPPORTED;
+    if (tuning("DYNO_CUDA_QMMA", &fr, &fw) && (fr == 1 || fr == 2 || fr == 4)) {
+        log2r = log2_ceil(fr);
+        warps = fw;
+    }
+    int rows = 16 << log2r, col_blocks = (g->n + rows - 1) / rows;
+    int slots = g->offsets ? tile_slots(g->rows, g->experts, 8) : 1, live = slots < busy ? slots : busy;
+    int batch = 4 >> log2r, batches = (g->k / QM_CHUNK + batch - 1) / batch;
+    if (warps < 1 || warps > QM_MAX_WARPS) {
+        /* split k until the grid has about 16 warps per SM */
+        long long blocks = (long long)col_blocks * live;
+        warps = clamp_int((c->sm_count * 16LL + blocks - 1) / blocks, 1,
+                          batches < QM_MAX_WARPS ? batches : QM_MAX_WARPS);
+    }
+    dim3 grid((unsigned)col_blocks, (unsigned)slots);
+    qm_kernels[log2r]<<<grid, warps * 32, (size_t)warps * rows * 8 * sizeof(float), c->stream>>>(*g);
+    return dy_cuda_check_launch(c, g->offsets ? "gemm_grouped (int4 mma)" : "gemv (int4 mma)");
+}
+#endif
+
+int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dtype qt)
+{
+    int epl = qt == DY_I4 ? 32 : 16;
+    bool laid_out = g->k % epl == 0 && aligned16(g->b) && aligned16(g->a) && g->lda % 4 == 0 &&
+                    g->expert_bytes % 16 == 0 && (qt != DY_I4 || (g->group % epl == 0 && g->k % g->group == 0));
+    if (!laid_out || !dy_dtype_quantized(qt))
+        return DY_E_UNSUPPORTED;
+    /* rows per block: the dense call's; for experts, one where the busy
+     * experts average a row (a decode step's top-k experts are distinct),
+     * else room for about twice the average, as the bf16 grouped GEMV */
+    int busy = g->offsets ? (g->rows < g->experts ? g->rows : g->experts) : 1;
+    int avg = (g->rows + busy - 1) / busy;
+    int log2m = g->offsets ? (avg <= 1 ? 0 : avg == 2 ? 2 : 3) : log2_ceil(g->rows);
+    if (log2m > 3)
+        return DY_E_UNSUPPORTED;
+#if !DY_HIP
+    if (qt == DY_I4 && g->group % QM_CHUNK == 0) {
+        int st = qmma_i4(c, g, log2m, busy);
+        if (st != DY_E_UNSUPPORTED)
+            return st;
+    }
+#endif
+    /* eight columns per block: each load of A serves eight rows of B */
+    int log2c = 3, warps = 0, fc = 0, fw = 0;
+    if (tuning("DYNO_CUDA_QGEMV", &fc, &fw) && (fc == 2 || fc == 4 || fc == 8)) {
+        log2c = log2_ceil(fc);
+        warps = fw;
+    }
+    int cols = 1 << log2c, col_blocks = (g->n + cols - 1) / cols;
+    int slots = g->offsets ? tile_slots(g->rows, g->experts, 1 << log2m) : 1;
+    if (warps < 1 || warps > QG_MAX_WARPS) {
+        /* k split four ways for one or two rows of A, two ways for more
+         * (measured on an H100 at Llama-3.1-8B's shapes), while every warp
+         * keeps a batch of loads */
+        int per_batch = QG_LOADS / cols * DY_WARP, batches = (g->k / epl + per_batch - 1) / per_batch;
+        warps = clamp_int(log2m <= 1 ? 4 : 2, 1, batches < 1 ? 1 : batches);
+    }
+    dim3 grid((unsigned)col_blocks, (unsigned)slots);
+    qg_kernels[qt - DY_FP8][log2m][log2c - 1]<<<grid, warps * DY_WARP, 0, c->stream>>>(*g);
+    return dy_cuda_check_launch(c, g->offsets ? "gemm_grouped (quantized gemv)" : "gemv (quantized)");
+}

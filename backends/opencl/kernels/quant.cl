@@ -1,0 +1,190 @@
+/* Quantized weights (backend.h's struct dy_quant): fp8 with one scale per
+ * matrix, int8 with one per row, int4 with one per group of `group`
+ * elements along a row and u8 zero points (or 8). Element (j, i) is
+ * common.cl's ldw. After gemm.cl and moe.cl, whose GEMV pieces and
+ * expert_at the kernels here reuse. */
+
+/* out[r, i] = B[r, i] for rows [0, rows), rounded to out_dtype: the f32
+ * value is the host's bit for bit (ldw), and st rounds as backend.h. */
+__kernel void dequantize(__global const uchar *q, ulong q_off, int q_dtype,
+                         __global const uchar *scale, ulong scale_off,
+                         __global const uchar *zero, ulong zero_off, int group,
+                         __global uchar *out, ulong out_off, int out_stride, int out_dtype,
+                         int rows, int k)
+{
+    int i = get_global_id(0), r = get_global_id(1);
+    if (i >= k || r >= rows)
+        return;
+    float w = ldw(CBYTES(q, q_off), q_dtype, (__global const float *)CBYTES(scale, scale_off),
+                  zero ? CBYTES(zero, zero_off) : 0, k, group, r, i);
+    st(BYTES(out, out_off), out_dtype, (size_t)r * out_stride + i, w);
+}
+
+/* Weights per item and load in the GEMV: 16 bytes of fp8 or int8, 8 of
+ * int4. */
+#define QCHUNK 16
+#define QSTEP (GEMV_LANES * QCHUNK)
+
+/* Eight nibbles of w, the lowest first, less `bias` - 2^23: each through
+ * the bits of 2^23 + nibble (as i8x4_to_f32), so that the zero point's
+ * subtraction is the conversion's. */
+float8 nibbles8(uint w, float bias)
+{
+    uint8 n = ((uint8)w >> (uint8)(0, 4, 8, 12, 16, 20, 24, 28)) & 15u;
+    return as_float8(n | 0x4b000000u) - bias;
+}
+
+/* The QCHUNK weights of a row from element p on (a multiple of QCHUNK; the
+ * row on 16 bytes, 8 for int4, and an int4 group a multiple of QCHUNK), as
+ * q - zero (fp8: the value); their scale goes to *s. srow and zrow are the
+ * row's scales and zero points (fp8: the matrix's one scale). */
+float16 ldq16(__global const uchar *brow, int t, int p, __global const float *srow,
+              __global const uchar *zrow, int group, float *s)
+{
+    if (t == DT_I4) {
+        int g = p / group;
+        *s = srow[g];
+        float bias = 8388608.0f + (float)(zrow ? zrow[g] : 8);
+        uint2 w = *(__global const uint2 *)(brow + p / 2);
+        return (float16)(nibbles8(w.x, bias), nibbles8(w.y, bias));
+    }
+    *s = srow[0];
+    return bytes16(brow + p, t);
+}
+
+float16 ld16_a(__global const uchar *a, int a_vec, size_t i)
+{
+    return (float16)(ld8_a(a, DT_F32, a_vec, i), ld8_a(a, DT_F32, a_vec, i + 8));
+}
+
+/* The dot products of `w` with up to four rows of A (element offsets a0 to
+ * a3, `live` of them real) from element p on. */
+float4 dot16_rows(__global const uchar *a, int a_vec, size_t a0, size_t a1, size_t a2, size_t a3,
+                  int live, int p, float16 w)
+{
+    return (float4)(dot16(ld16_a(a, a_vec, a0 + p), w),
+                    live > 1 ? dot16(ld16_a(a, a_vec, a1 + p), w) : 0.0f,
+                    live > 2 ? dot16(ld16_a(a, a_vec, a2 + p), w) : 0.0f,
+                    live > 3 ? dot16(ld16_a(a, a_vec, a3 + p), w) : 0.0f);
+}
+
+/* gemm.cl's gemv_rows over quantized B (q, scale, zero: the matrix's, or
+ * an expert's): GEMV_LANES items own row j of B and read its bytes QCHUNK
+ * weights at a time, two loads in flight, each chunk's dot products scaled
+ * once (one scale covers a chunk); `k_vec` weights go that way (0 when the
+ * rows are not aligned for it), the rest element by element. A and C are
+ * f32; bias is bias_dtype. Rows of A and C as in gemv_rows. */
+static inline void gemv_q_rows(__local float4 *red, __global const uchar *a, ulong a_off, int lda,
+                               int a_vec, __global const int *a_rows, int a_row_div, int row0,
+                               __global const uchar *q, int q_dtype, __global const float *scale,
+                               __global const uchar *zero, int group,
+                               __global const uchar *bias, int bias_dtype, __global uchar *c,
+                               ulong c_off, int ldc, float beta, int m, int n, int k, int k_vec)
+{
+    int lid = get_local_id(0), lane = lid % GEMV_LANES;
+    int j = get_group_id(0) * GEMV_ROWS + lid / GEMV_LANES;
+    /* items past the last row compute row n - 1 again (gemv_rows says why) */
+    int row = min(j, n - 1);
+    __global const uchar *ap = CBYTES(a, a_off);
+    int row_scales = q_dtype == DT_I4 ? k / group : q_dtype == DT_I8 ? 1 : 0;
+    __global const uchar *brow = q + dtype_bytes(q_dtype, (size_t)row * k);
+    __global const float *srow = scale + (size_t)row * row_scales;
+    __global const uchar *zrow = zero ? zero + (size_t)row * row_scales : 0;
+    for (int r0 = 0; r0 < m; r0 += 4) {
+        int live = m - r0;
+        size_t a0 = a_row(a_rows, a_row_div, row0 + r0) * lda;
+        size_t a1 = live > 1 ? a_row(a_rows, a_row_div, row0 + r0 + 1) * lda : a0;
+        size_t a2 = live > 2 ? a_row(a_rows, a_row_div, row0 + r0 + 2) * lda : a0;
+        size_t a3 = live > 3 ? a_row(a_rows, a_row_div, row0 + r0 + 3) * lda : a0;
+        float4 acc = 0.0f;
+        int p = lane * QCHUNK;
+        for (; p + QSTEP < k_vec; p += 2 * QSTEP) {
+            float s0, s1;
+            float16 w0 = ldq16(brow, q_dtype, p, srow, zrow, group, &s0);
+            float16 w1 = ldq16(brow, q_dtype, p + QSTEP, srow, zrow, group, &s1);
+            acc += s0 * dot16_rows(ap, a_vec, a0, a1, a2, a3, live, p, w0) +
+                   s1 * dot16_rows(ap, a_vec, a0, a1, a2, a3, live, p + QSTEP, w1);
+        }
+        for (; p < k_vec; p += QSTEP) {
+            float s;
+            float16 w = ldq16(brow, q_dtype, p, srow, zrow, group, &s);
+            acc += s * dot16_rows(ap, a_vec, a0, a1, a2, a3, live, p, w);
+        }
+        for (p = k_vec + lane; p < k; p += GEMV_LANES) {
+            float w = ldw(q, q_dtype, scale, zero, k, group, row, p);
+            acc += w * (float4)(ld(ap, DT_F32, a0 + p), live > 1 ? ld(ap, DT_F32, a1 + p) : 0.0f,
+                                live > 2 ? ld(ap, DT_F32, a2 + p) : 0.0f,
+                                live > 3 ? ld(ap, DT_F32, a3 + p) : 0.0f);
+        }
+        red[lid] = acc;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int s = GEMV_LANES / 2; s > 0; s >>= 1) {
+            if (lane < s)
+                red[lid] += red[lid + s];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (j < n && lane < 4 && lane < live) {
+            float4 sums = red[lid - lane];
+            float sum = lane == 0 ? sums.s0 : lane == 1 ? sums.s1 : lane == 2 ? sums.s2 : sums.s3;
+            size_t ci = (size_t)(row0 + r0 + lane) * ldc + j;
+            __global uchar *cp = BYTES(c, c_off);
+            st(cp, DT_F32, ci, epilogue(sum, bias, bias_dtype, j, cp, DT_F32, ci, beta));
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+#define GEMV_Q_PARAMS                                                                       \
+    __global const uchar *a, ulong a_off, int lda, int a_vec, __global const uchar *b,      \
+        ulong b_off, int b_dtype, __global const uchar *scale, ulong scale_off,             \
+        __global const uchar *zero, ulong zero_off, int group, __global const uchar *bias,  \
+        ulong bias_off, int bias_dtype, __global uchar *c, ulong c_off, int ldc, float beta, \
+        int m, int n, int k, int k_vec
+
+#define GEMV_Q_CALL(rows_of_a)                                                              \
+    gemv_q_rows(red, a, a_off, lda, a_vec, 0, 1, 0, CBYTES(b, b_off), b_dtype,              \
+                (__global const float *)CBYTES(scale, scale_off),                           \
+                zero ? CBYTES(zero, zero_off) : 0, group, bias ? CBYTES(bias, bias_off) : 0, \
+                bias_dtype, c, c_off, ldc, beta, rows_of_a, n, k, k_vec)
+
+/* The dense GEMV over quantized B; gemv_q1 for one row of A (as gemv1). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv_q(GEMV_Q_PARAMS)
+{
+    __local float4 red[WG];
+    GEMV_Q_CALL(m);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv_q1(GEMV_Q_PARAMS)
+{
+    __local float4 red[WG];
+    GEMV_Q_CALL(1);
+}
+
+/* moe.cl's gemv_grouped over quantized experts: expert e's bytes start
+ * e * expert_bytes after the first's, its scales and zero points
+ * e * expert_scales after theirs. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv_grouped_q(__global const uchar *a, ulong a_off, int lda, int a_vec,
+                    __global const uchar *a_rows, ulong a_rows_off, int a_row_div,
+                    __global const uchar *b, ulong b_off, int b_dtype, __global const uchar *scale,
+                    ulong scale_off, __global const uchar *zero, ulong zero_off, int group,
+                    ulong expert_bytes, ulong expert_scales, __global uchar *c, ulong c_off,
+                    int ldc, __global const uchar *offsets, ulong offsets_off, int rows,
+                    int experts, int by_row, int n, int k, int k_vec)
+{
+    __local float4 red[WG];
+    __global const int *off = CINTS(offsets, offsets_off);
+    int slot = get_group_id(1);
+    int e = by_row ? expert_at(off, experts, slot) : slot;
+    int row0 = min(off[e], rows), m = min(off[e + 1], rows) - row0;
+    if (m <= 0 || (by_row && row0 != slot))
+        return;
+    __global const float *sp = (__global const float *)CBYTES(scale, scale_off) +
+                               (size_t)e * expert_scales;
+    __global const uchar *zp = zero ? CBYTES(zero, zero_off) + (size_t)e * expert_scales : 0;
+    gemv_q_rows(red, a, a_off, lda, a_vec, a_rows ? CINTS(a_rows, a_rows_off) : 0, a_row_div,
+                row0, CBYTES(b, b_off) + (size_t)e * expert_bytes, b_dtype, sp, zp, group, 0,
+                DT_F32, c, c_off, ldc, 0.0f, m, n, k, k_vec);
+}

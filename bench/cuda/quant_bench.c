@@ -1,0 +1,441 @@
+/* Quantized weights on the CUDA backend, through the dy_* API.
+ *
+ * 1. The decode GEMV (gemm at m = 1 and 8) at Llama-3.1-8B's shapes for
+ *    bf16, fp8, int8, int4 and int4-asym weights (int4 groups of 128): the
+ *    per-call time of calls back to back over enough copies of the weights
+ *    that together they pass L2 (as a decode step walks its layers), median
+ *    of REPS, as GB/s over the bytes read (weights, scales, zero points)
+ *    beside the copy bandwidth measured in the same run (buf_copy, bytes
+ *    read + written), and a decode step's GEMMs summed over 32 layers and
+ *    the LM head.
+ * 2. Tuning tables: fp8's columns per block and warps per block
+ *    (DYNO_CUDA_QGEMV=C,KW), int4's 16-row tiles per warp and warps per
+ *    block on the tensor cores (DYNO_CUDA_QMMA=R,KW).
+ * 3. Prefill GEMMs at m = 1024: fp8 through cuBLASLt's FP8 path (A
+ *    quantized on the device included), the bf16 path over dequantized
+ *    weights (DYNO_CUDA_FP8_GEMM=0, and int4), and bf16 weights, in TFLOP/s
+ *    beside a square bf16 GEMM (the peak).
+ * First, each format's GEMV at m = 2 against cpu-ref at the o shape, and
+ * the fp8 GEMM against the bf16 path at m = 1024.
+ *
+ * Built by bench/cuda/pack_bench.sh quant_bench against a build tree's
+ * static libraries; on the device machine bench/cuda/quant_check.sh runs it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend.h"
+
+#define REPS 15
+#define MAX_SETS 48
+#define GROUP 128
+
+static dy_ctx *ctx;
+
+#define CHECK(call)                                                                         \
+    do {                                                                                    \
+        if ((call) != DY_OK) {                                                              \
+            fprintf(stderr, "quant_bench:%d: %s: %s\n", __LINE__, #call, dy_ctx_error(ctx)); \
+            exit(1);                                                                        \
+        }                                                                                   \
+    } while (0)
+
+static dy_buf alloc(size_t bytes)
+{
+    dy_buf b;
+    CHECK(dy_buf_alloc(ctx, bytes, &b));
+    return b;
+}
+
+static void fill(dy_buf b, size_t count, enum dy_dtype t, uint64_t stream, float scale, float offset)
+{
+    struct dy_fill_random_desc d = { .dst = b, .count = count, .dtype = t, .seed = 5,
+                                     .stream = stream, .scale = scale, .offset = offset };
+    CHECK(dy_fill_random(ctx, &d));
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef void (*op_fn)(void *arg, int i);
+
+/* median seconds per call of `calls` calls back to back */
+static double time_calls(op_fn op, void *arg, int calls)
+{
+    void *e0, *e1;
+    double s[REPS];
+    CHECK(dy_event_create(ctx, &e0));
+    CHECK(dy_event_create(ctx, &e1));
+    for (int r = -2; r < REPS; r++) {
+        uint64_t ns;
+        CHECK(dy_event_record(ctx, e0));
+        for (int i = 0; i < calls; i++)
+            op(arg, i);
+        CHECK(dy_event_record(ctx, e1));
+        CHECK(dy_event_elapsed_ns(ctx, e0, e1, &ns));
+        if (r >= 0)
+            s[r] = ns * 1e-9 / calls;
+    }
+    dy_event_destroy(ctx, e0);
+    dy_event_destroy(ctx, e1);
+    qsort(s, REPS, sizeof s[0], cmp_double);
+    return s[REPS / 2];
+}
+
+struct copy_arg { dy_buf src, dst; size_t bytes; };
+
+static void do_copy(void *arg, int i)
+{
+    struct copy_arg *a = arg;
+    CHECK(dy_buf_copy(ctx, a->dst, a->src, a->bytes));
+}
+
+struct shape { const char *name; int n, k; };
+static const struct shape shapes[] = {
+    { "qkv", 6144, 4096 }, { "o", 4096, 4096 }, { "gate_up", 28672, 4096 }, { "down", 4096, 14336 },
+    { "lm_head", 128256, 4096 },
+};
+#define SHAPES (int)(sizeof shapes / sizeof shapes[0])
+
+/* env: a path setting for the variants (cuda_qgemv.cu) */
+struct format { const char *name; enum dy_dtype t; bool asym; const char *env, *value; };
+static const struct format formats[] = {
+    { "bf16", DY_BF16, false, NULL, NULL }, { "fp8", DY_FP8, false, NULL, NULL },
+    { "int8", DY_I8, false, NULL, NULL }, { "int4", DY_I4, false, NULL, NULL },
+    { "int4-asym", DY_I4, true, NULL, NULL }, { "int4 (tensor cores)", DY_I4, false, "DYNO_CUDA_QMMA", "1" },
+    { "int4 (CUDA cores)", DY_I4, false, "DYNO_CUDA_QMMA", "0" },
+};
+#define FORMATS (int)(sizeof formats / sizeof formats[0])
+
+/* copies of one weight matrix, rotated by the calls */
+struct wset {
+    int sets;
+    size_t bytes; /* one copy: weights, scales, zero points */
+    struct dy_gemm_desc d[MAX_SETS];
+    dy_buf b[MAX_SETS], scale[MAX_SETS], zero[MAX_SETS];
+};
+
+static void wset_make(struct wset *w, const struct format *f, int n, int k, int copies_bytes)
+{
+    bool quant = dy_dtype_quantized(f->t);
+    size_t count = (size_t)n * k, qb = f->t == DY_BF16 ? count * 2 : dy_dtype_bytes(f->t, count);
+    size_t sc = quant ? dy_quant_scales(f->t, n, k, GROUP) : 0, zb = f->asym ? sc : 0;
+    w->bytes = qb + sc * 4 + zb;
+    w->sets = (int)ceil((double)copies_bytes * 1e6 / w->bytes);
+    w->sets = w->sets < 1 ? 1 : w->sets > MAX_SETS ? MAX_SETS : w->sets;
+    for (int s = 0; s < w->sets; s++) {
+        w->b[s] = alloc(qb);
+        w->scale[s] = (dy_buf){ 0 };
+        w->zero[s] = (dy_buf){ 0 };
+        uint64_t stream = 1000 + 8 * s;
+        if (f->t == DY_BF16)
+            fill(w->b[s], count, DY_BF16, stream, 0.05f, 0.0f);
+        else if (f->t == DY_FP8)
+            fill(w->b[s], count, DY_FP8, stream, 300.0f, 0.0f);
+        else /* int8 values, or any bytes: two int4 nibbles */
+            fill(w->b[s], qb, DY_I8, stream, 127.0f, 0.0f);
+        if (quant) {
+            w->scale[s] = alloc(sc * 4);
+            fill(w->scale[s], sc, DY_F32, stream + 1, 0.001f, 0.002f);
+        }
+        if (zb) {
+            w->zero[s] = alloc(zb);
+            fill(w->zero[s], zb, DY_I8, stream + 2, 7.0f, 8.0f);
+        }
+    }
+}
+
+static void wset_free(struct wset *w)
+{
+    for (int s = 0; s < w->sets; s++) {
+        dy_buf_free(ctx, &w->b[s]);
+        dy_buf_free(ctx, &w->scale[s]);
+        dy_buf_free(ctx, &w->zero[s]);
+    }
+}
+
+/* descriptors C[m, n] = A[m, k] . B^T over each copy */
+static void wset_descs(struct wset *w, const struct format *f, int m, int n, int k, dy_buf a, dy_buf c)
+{
+    for (int s = 0; s < w->sets; s++) {
+        w->d[s] = (struct dy_gemm_desc){
+            .a = a, .b = w->b[s], .c = c, .m = m, .n = n, .k = k, .lda = k, .ldb = k, .ldc = n,
+            .a_dtype = DY_F32, .b_dtype = f->t, .c_dtype = DY_F32, .beta = 0.0f,
+            .bq = { .scale = w->scale[s], .zero = w->zero[s], .group = GROUP, .bias_dtype = DY_BF16 },
+        };
+    }
+}
+
+static void do_gemm(void *arg, int i)
+{
+    struct wset *w = arg;
+    CHECK(dy_gemm(ctx, &w->d[i % w->sets]));
+}
+
+static double time_wset(struct wset *w)
+{
+    int calls = w->sets * ((20 + w->sets - 1) / w->sets);
+    return time_calls(do_gemm, w, calls);
+}
+
+/* ---- checks ---- */
+static double max_rel_err(const float *want, const float *got, size_t count)
+{
+    double max_ref = 1e-30, max_err = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        max_ref = fmax(max_ref, fabs(want[i]));
+        double e = fabs((double)want[i] - got[i]);
+        max_err = isnan(e) ? INFINITY : fmax(max_err, e);
+    }
+    return max_err / max_ref;
+}
+
+/* one GEMV per format on the device and on cpu-ref, same bytes */
+static void check_gemv(void)
+{
+    char why[256];
+    const struct dy_backend *ref_be = dy_registry_find("cpu-ref", why, sizeof why);
+    dy_ctx *ref;
+    if (!ref_be || dy_ctx_create(ref_be, 0, &ref) != DY_OK) {
+        printf("no cpu-ref: %s\n", why);
+        return;
+    }
+    int n = 4096, k = 4096;
+    printf("| check | weights | m x n x k | max rel err vs cpu-ref |\n|---|---|---|--:|\n");
+    for (int m = 1; m <= 8; m *= 8)
+    for (int f = 1; f < FORMATS; f++) {
+        struct wset w;
+        wset_make(&w, &formats[f], n, k, 0);
+        dy_buf a = alloc((size_t)m * k * 4), c = alloc((size_t)m * n * 4);
+        fill(a, (size_t)m * k, DY_F32, 7, 1.0f, 0.0f);
+        fill(c, (size_t)m * n, DY_F32, 8, 1.0f, 0.0f);
+        wset_descs(&w, &formats[f], m, n, k, a, c);
+        w.d[0].beta = 1.0f;
+        size_t qb = dy_dtype_bytes(formats[f].t, (size_t)n * k), sc = dy_quant_scales(formats[f].t, n, k, GROUP);
+        void *hq = malloc(qb), *hs = malloc(sc * 4), *hz = malloc(sc), *ha = malloc((size_t)m * k * 4);
+        float *c0 = malloc((size_t)m * n * 4), *got = malloc((size_t)m * n * 4), *want = malloc((size_t)m * n * 4);
+        CHECK(dy_buf_read(ctx, w.b[0], hq, qb));
+        CHECK(dy_buf_read(ctx, w.scale[0], hs, sc * 4));
+        if (formats[f].asym)
+            CHECK(dy_buf_read(ctx, w.zero[0], hz, sc));
+        CHECK(dy_buf_read(ctx, a, ha, (size_t)m * k * 4));
+        CHECK(dy_buf_read(ctx, c, c0, (size_t)m * n * 4));
+        if (formats[f].env)
+            setenv(formats[f].env, formats[f].value, 1);
+        CHECK(dy_gemm(ctx, &w.d[0]));
+        if (formats[f].env)
+            unsetenv(formats[f].env);
+        CHECK(dy_buf_read(ctx, c, got, (size_t)m * n * 4));
+        dy_ctx *saved = ctx;
+        ctx = ref;
+        struct dy_gemm_desc r = w.d[0];
+        r.a = alloc((size_t)m * k * 4);
+        r.b = alloc(qb);
+        r.c = alloc((size_t)m * n * 4);
+        r.bq.scale = alloc(sc * 4);
+        r.bq.zero = formats[f].asym ? alloc(sc) : (dy_buf){ 0 };
+        CHECK(dy_buf_write(ctx, r.a, ha, (size_t)m * k * 4));
+        CHECK(dy_buf_write(ctx, r.b, hq, qb));
+        CHECK(dy_buf_write(ctx, r.c, c0, (size_t)m * n * 4));
+        CHECK(dy_buf_write(ctx, r.bq.scale, hs, sc * 4));
+        if (formats[f].asym)
+            CHECK(dy_buf_write(ctx, r.bq.zero, hz, sc));
+        CHECK(dy_gemm(ctx, &r));
+        CHECK(dy_buf_read(ctx, r.c, want, (size_t)m * n * 4));
+        dy_buf *rb[] = { &r.a, &r.b, &r.c, &r.bq.scale, &r.bq.zero };
+        for (int i = 0; i < 5; i++)
+            dy_buf_free(ctx, rb[i]);
+        ctx = saved;
+        double err = max_rel_err(want, got, (size_t)m * n);
+        printf("| %s | %s | %d x %d x %d | %.2g |\n", err <= 1e-4 ? "ok" : "FAILED", formats[f].name, m, n, k, err);
+        free(hq), free(hs), free(hz), free(ha), free(c0), free(got), free(want);
+        dy_buf_free(ctx, &a);
+        dy_buf_free(ctx, &c);
+        wset_free(&w);
+    }
+    dy_ctx_destroy(ref);
+}
+
+/* ---- 1. decode GEMV ---- */
+static double gemv_time[2][FORMATS][SHAPES];
+
+static void bench_gemv(double copy)
+{
+    static const int ms[] = { 1, 8 };
+    for (int mi = 0; mi < 2; mi++) {
+        int m = ms[mi];
+        printf("\n### GEMV, m = %d (int4 groups of %d)\n\n| shape | n x k | weights | MB | us | GB/s | of copy |"
+               " vs bf16 time |\n|---|---|---|--:|--:|--:|--:|--:|\n", m, GROUP);
+        for (int s = 0; s < SHAPES; s++) {
+            int n = shapes[s].n, k = shapes[s].k;
+            dy_buf a = alloc((size_t)m * k * 4), c = alloc((size_t)m * n * 4);
+            fill(a, (size_t)m * k, DY_F32, 3, 1.0f, 0.0f);
+            for (int f = 0; f < FORMATS; f++) {
+                struct wset *w = calloc(1, sizeof *w);
+                wset_make(w, &formats[f], n, k, 400);
+                wset_descs(w, &formats[f], m, n, k, a, c);
+                if (formats[f].env)
+                    setenv(formats[f].env, formats[f].value, 1);
+                double t = time_wset(w);
+                if (formats[f].env)
+                    unsetenv(formats[f].env);
+                gemv_time[mi][f][s] = t;
+                printf("| %s | %d x %d | %s | %.1f | %.1f | %.0f | %.2f | %.2f |\n", shapes[s].name, n, k,
+                       formats[f].name, w->bytes / 1e6, t * 1e6, w->bytes / t * 1e-9, w->bytes / t * 1e-9 / copy,
+                       t / gemv_time[mi][0][s]);
+                wset_free(w);
+                free(w);
+            }
+            dy_buf_free(ctx, &a);
+            dy_buf_free(ctx, &c);
+        }
+        /* Llama-3.1-8B: 32 layers of qkv, o, gate_up, down, then the LM head */
+        printf("\nm = %d, a decode step's GEMMs (32 layers + LM head):\n\n| weights | ms | vs bf16 |\n|---|--:|--:|\n", m);
+        double bf16_step = 0.0;
+        for (int f = 0; f < FORMATS; f++) {
+            double step = gemv_time[mi][f][4];
+            for (int s = 0; s < 4; s++)
+                step += 32 * gemv_time[mi][f][s];
+            if (f == 0)
+                bf16_step = step;
+            printf("| %s | %.3f | %.2fx |\n", formats[f].name, step * 1e3, bf16_step / step);
+        }
+    }
+}
+
+/* ---- 2. tuning ---- */
+/* one row: the default, then each value of `var` */
+static void tune_row(const struct format *f, int m, const struct shape *sh, const char *var, const char *const *vals,
+                     int count)
+{
+    dy_buf a = alloc((size_t)m * sh->k * 4), c = alloc((size_t)m * sh->n * 4);
+    fill(a, (size_t)m * sh->k, DY_F32, 3, 1.0f, 0.0f);
+    struct wset *w = calloc(1, sizeof *w);
+    wset_make(w, f, sh->n, sh->k, 200);
+    wset_descs(w, f, m, sh->n, sh->k, a, c);
+    unsetenv(var);
+    printf("| %s | %d | %s | %.1f |", f->name, m, sh->name, time_wset(w) * 1e6);
+    for (int i = 0; i < count; i++) {
+        setenv(var, vals[i], 1);
+        printf(" %.1f |", time_wset(w) * 1e6);
+    }
+    printf("\n");
+    unsetenv(var);
+    wset_free(w);
+    free(w);
+    dy_buf_free(ctx, &a);
+    dy_buf_free(ctx, &c);
+}
+
+static void bench_tuning(void)
+{
+    static const char *const core_vals[] = { "8,1", "8,2", "8,4", "8,8" };
+    static const char *const mma_vals[] = { "1,2", "1,4", "1,8", "2,2", "2,4", "2,8", "4,1", "4,2", "4,4", "4,8" };
+    printf("\n### GEMV tuning, us per call: fp8 by DYNO_CUDA_QGEMV=C,KW (default first)\n\n"
+           "| weights | m | shape | default |");
+    for (int i = 0; i < 4; i++)
+        printf(" %s |", core_vals[i]);
+    printf("\n|---|--:|---|--:|--:|--:|--:|--:|\n");
+    for (int m = 1; m <= 8; m *= 8)
+        for (int s = 0; s < 4; s++)
+            tune_row(&formats[1], m, &shapes[s], "DYNO_CUDA_QGEMV", core_vals, 4);
+    printf("\n### int4 on the tensor cores by DYNO_CUDA_QMMA=R,KW (default first)\n\n| weights | m | shape | default |");
+    for (int i = 0; i < 10; i++)
+        printf(" %s |", mma_vals[i]);
+    printf("\n|---|--:|---|--:|");
+    for (int i = 0; i < 10; i++)
+        printf("--:|");
+    printf("\n");
+    for (int m = 1; m <= 8; m *= 8)
+        for (int s = 0; s < SHAPES; s++)
+            tune_row(&formats[3], m, &shapes[s], "DYNO_CUDA_QMMA", mma_vals, 10);
+}
+
+/* ---- 3. prefill GEMM ---- */
+static double square_bf16(void)
+{
+    int s = 8192;
+    struct wset w = { .sets = 1 };
+    dy_buf a = alloc((size_t)s * s * 2), b = alloc((size_t)s * s * 2), c = alloc((size_t)s * s * 4);
+    fill(a, (size_t)s * s, DY_BF16, 1, 1.0f, 0.0f);
+    fill(b, (size_t)s * s, DY_BF16, 2, 1.0f, 0.0f);
+    w.d[0] = (struct dy_gemm_desc){ .a = a, .b = b, .c = c, .m = s, .n = s, .k = s, .lda = s, .ldb = s, .ldc = s,
+                                    .a_dtype = DY_BF16, .b_dtype = DY_BF16, .c_dtype = DY_F32 };
+    double t = time_calls(do_gemm, &w, 3);
+    dy_buf_free(ctx, &a);
+    dy_buf_free(ctx, &b);
+    dy_buf_free(ctx, &c);
+    return 2.0 * s * s * (double)s / t * 1e-12;
+}
+
+static void bench_prefill(void)
+{
+    int m = 1024;
+    double peak = square_bf16();
+    printf("\n### prefill GEMM, m = %d, A f32 (bf16 peak: 8192^3 bf16 x bf16 at %.0f TFLOP/s)\n\n", m, peak);
+    printf("| shape | bf16 | fp8 (cuBLASLt FP8) | fp8 (dequant + bf16) | int4 (dequant + bf16) | fp8 vs bf16 |"
+           " fp8 err vs bf16 path |\n|---|--:|--:|--:|--:|--:|--:|\n");
+    static const int fs[] = { 0, 1, 1, 3 };
+    for (int s = 0; s < 4; s++) {
+        int n = shapes[s].n, k = shapes[s].k;
+        dy_buf a = alloc((size_t)m * k * 4), c = alloc((size_t)m * n * 4);
+        fill(a, (size_t)m * k, DY_F32, 3, 1.0f, 0.0f);
+        double tf[4];
+        float *out[2] = { NULL, NULL };
+        for (int i = 0; i < 4; i++) {
+            struct wset *w = calloc(1, sizeof *w);
+            wset_make(w, &formats[fs[i]], n, k, 0);
+            wset_descs(w, &formats[fs[i]], m, n, k, a, c);
+            setenv("DYNO_CUDA_FP8_GEMM", i == 2 ? "0" : "require", 1);
+            tf[i] = 0.0;
+            if (dy_gemm(ctx, &w->d[0]) != DY_OK)
+                printf("%s %s: %s\n", shapes[s].name, i == 1 ? "fp8" : formats[fs[i]].name, dy_ctx_error(ctx));
+            else
+                tf[i] = 2.0 * m * n * (double)k / time_calls(do_gemm, w, 5) * 1e-12;
+            if ((i == 1 || i == 2) && tf[i] > 0.0) {
+                out[i - 1] = calloc((size_t)m * n, 4);
+                CHECK(dy_gemm(ctx, &w->d[0]));
+                CHECK(dy_buf_read(ctx, c, out[i - 1], (size_t)m * n * 4));
+            }
+            unsetenv("DYNO_CUDA_FP8_GEMM");
+            wset_free(w);
+            free(w);
+        }
+        printf("| %s %dx%d | %.0f | %.0f | %.0f | %.0f | %.2fx | %.2g |\n", shapes[s].name, n, k, tf[0], tf[1], tf[2],
+               tf[3], tf[1] / tf[0], out[0] && out[1] ? max_rel_err(out[1], out[0], (size_t)m * n) : NAN);
+        free(out[0]);
+        free(out[1]);
+        dy_buf_free(ctx, &a);
+        dy_buf_free(ctx, &c);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    char why[256];
+    const struct dy_backend *be = dy_registry_find("cuda", why, sizeof why);
+    struct dy_device_info info;
+    if (!be || be->device_info(0, &info) != DY_OK || dy_ctx_create(be, 0, &ctx) != DY_OK) {
+        fprintf(stderr, "quant_bench: no cuda backend: %s\n", why);
+        return 77;
+    }
+    printf("## %s (%s), %d SMs\n\n", info.name, info.driver_version, info.compute_units);
+    struct copy_arg ca = { alloc((size_t)1 << 30), alloc((size_t)1 << 30), (size_t)1 << 30 };
+    fill(ca.src, ca.bytes / 4, DY_F32, 1, 1.0f, 0.0f);
+    double copy = 2.0 * ca.bytes / time_calls(do_copy, &ca, 1) * 1e-9;
+    dy_buf_free(ctx, &ca.src);
+    dy_buf_free(ctx, &ca.dst);
+    check_gemv();
+    printf("\ncopy %.0f GB/s (read + written)\n", copy);
+    bool tune = argc > 1 && !strcmp(argv[1], "--tune");
+    bench_gemv(copy);
+    if (tune)
+        bench_tuning();
+    bench_prefill();
+    dy_ctx_destroy(ctx);
+    return 0;
+}

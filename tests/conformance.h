@@ -1,0 +1,174 @@
+/* Shared by the conformance tests: the backends under test, host data,
+ * device buffers with guard bytes, and comparison against cpu-ref. Static
+ * functions in a header: each test executable includes it once. */
+#ifndef DY_TEST_CONFORMANCE_H
+#define DY_TEST_CONFORMANCE_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backends/backend.h"
+#include "dy_test.h"
+
+#define GUARD 64
+#define GUARD_BYTE 0xA5
+
+struct dut {
+    const char *name;
+    dy_ctx *ctx;
+};
+
+static dy_ctx *ref_ctx;
+static struct dut duts[16];
+static int dut_count;
+
+/* Backends under test: every available one except the oracle itself and the
+ * fault-injection plugin of the test tree. */
+static void open_backends(void)
+{
+    if (ref_ctx)
+        return;
+    const struct dy_backend_entry *list;
+    int count;
+    dy_registry_list(&list, &count);
+    for (int i = 0; i < count; i++) {
+        if (!list[i].be)
+            continue;
+        dy_ctx *ctx;
+        if (dy_ctx_create(list[i].be, 0, &ctx) != DY_OK)
+            continue;
+        if (!strcmp(list[i].name, "cpu-ref"))
+            ref_ctx = ctx;
+        else if (strcmp(list[i].name, "faulty") && dut_count < 16)
+            duts[dut_count++] = (struct dut){ list[i].name, ctx };
+        else
+            dy_ctx_destroy(ctx);
+    }
+    printf("# backends under test against cpu-ref:");
+    for (int i = 0; i < dut_count; i++)
+        printf(" %s", duts[i].name);
+    printf("\n");
+}
+
+static uint64_t rng_state = 0x12345678;
+
+static float frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}
+
+/* Host array of `count` values of dtype t, uniform in [-scale, scale). */
+static void *host_random(enum dy_dtype t, size_t count, float scale)
+{
+    void *p = malloc(count * dy_dtype_size(t) + 1);
+    for (size_t i = 0; i < count; i++)
+        dy_store_f32(p, t, i, frand() * scale);
+    return p;
+}
+
+static dy_buf upload(dy_ctx *ctx, const void *host, size_t bytes)
+{
+    dy_buf b;
+    DY_REQUIRE(dy_buf_alloc(ctx, bytes + GUARD, &b) == DY_OK);
+    DY_REQUIRE(dy_buf_fill(ctx, b, GUARD_BYTE, bytes + GUARD) == DY_OK);
+    if (host)
+        DY_REQUIRE(dy_buf_write(ctx, b, host, bytes) == DY_OK);
+    return b;
+}
+
+/* Reads `bytes` back and checks the guard after them. */
+static void *download(dy_ctx *ctx, dy_buf b, size_t bytes)
+{
+    unsigned char *p = malloc(bytes + GUARD);
+    DY_REQUIRE(dy_buf_read(ctx, b, p, bytes + GUARD) == DY_OK);
+    for (int i = 0; i < GUARD; i++) {
+        if (p[bytes + i] != GUARD_BYTE) {
+            printf("# %s wrote past its output (guard byte %d)\n", dy_ctx_backend(ctx)->name, i);
+            DY_CHECK(p[bytes + i] == GUARD_BYTE);
+            break;
+        }
+    }
+    return p;
+}
+
+/* max |a - b| / max |ref| over count values of dtype t; prints on failure. */
+static bool close_enough(const char *what, const char *backend, const void *ref, const void *got,
+                         enum dy_dtype t, size_t count, double tol)
+{
+    double max_ref = 1e-6, max_err = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < count; i++) {
+        double r = dy_load_f32(ref, t, i), g = dy_load_f32(got, t, i);
+        if (fabs(r) > max_ref)
+            max_ref = fabs(r);
+        double e = fabs(r - g);
+        if (!(e <= max_err)) { /* NaN counts as the worst */
+            max_err = isnan(e) ? INFINITY : e;
+            worst = i;
+        }
+    }
+    double rel = max_err / max_ref;
+    if (!(rel <= tol)) {
+        printf("# %s on %s: relative error %.3g > %.3g at %zu (ref %g, got %g)\n", what, backend,
+               rel, tol, worst, dy_load_f32(ref, t, worst), dy_load_f32(got, t, worst));
+        return false;
+    }
+    return true;
+}
+
+
+static void require_backends(void)
+{
+    open_backends();
+    DY_REQUIRE(ref_ctx != NULL);
+    if (dut_count == 0)
+        DY_SKIP("no backend besides cpu-ref");
+}
+
+/* Compares one output of the reference run (u < 0) with each backend's. */
+static void *compare_or_keep(int u, void *want, void *got, const char *what, enum dy_dtype t,
+                             size_t count, double tol)
+{
+    if (u < 0)
+        return got;
+    DY_CHECK(close_enough(what, duts[u].name, want, got, t, count, tol));
+    free(got);
+    return want;
+}
+
+#define CTX_OF(u) ((u) < 0 ? ref_ctx : duts[u].ctx)
+
+static int32_t *random_ids(int pairs, int experts, bool skewed)
+{
+    int32_t *ids = malloc(sizeof *ids * (size_t)pairs + 1);
+    for (int p = 0; p < pairs; p++) {
+        int e = (int)((frand() + 1.0f) * 0.5f * experts) % experts;
+        ids[p] = skewed && p % 4 ? 1 % experts : e;
+    }
+    return ids;
+}
+
+/* A host-side stable grouping, to give gemm_grouped and scatter_add_rows
+ * their inputs without depending on moe_sort. */
+static void host_sort(const int32_t *ids, int pairs, int experts, int32_t *offsets, int32_t *sorted,
+                      int32_t *position)
+{
+    memset(offsets, 0, ((size_t)experts + 1) * 4);
+    for (int p = 0; p < pairs; p++)
+        offsets[ids[p] + 1]++;
+    for (int e = 0; e < experts; e++)
+        offsets[e + 1] += offsets[e];
+    int32_t *next = malloc(((size_t)experts + 1) * 4);
+    memcpy(next, offsets, ((size_t)experts + 1) * 4);
+    for (int p = 0; p < pairs; p++) {
+        int r = next[ids[p]]++;
+        sorted[r] = p;
+        position[p] = r;
+    }
+    free(next);
+}
+
+#endif

@@ -1,0 +1,298 @@
+/* Quantized weights: the host quantizer's formats (backends/quant.c), and
+ * dequantize, gemm and gemm_grouped with fp8, int8 and int4 weights on every
+ * backend against cpu-ref. */
+#include "conformance.h"
+#include "../backends/quant.h"
+
+/* A quantized matrix on the host, made by the one quantizer. */
+struct qmat {
+    struct dy_qformat f;
+    int rows, cols;
+    void *q;
+    float *scale;
+    uint8_t *zero;
+    size_t q_bytes, scales, zero_bytes;
+};
+
+static struct qmat qmat_make(const struct dy_qformat *f, const float *w, int rows, int cols)
+{
+    struct qmat m = { .f = *f, .rows = rows, .cols = cols };
+    m.q_bytes = dy_quant_q_bytes(f, (size_t)rows, (size_t)cols);
+    m.scales = dy_quant_scale_count(f, (size_t)rows, (size_t)cols);
+    m.zero_bytes = dy_quant_zero_bytes(f, (size_t)rows, (size_t)cols);
+    m.q = calloc(m.q_bytes + 1, 1);
+    m.scale = malloc(m.scales * sizeof(float));
+    m.zero = m.zero_bytes ? malloc(m.zero_bytes) : NULL;
+    dy_quantize(f, w, (size_t)rows, (size_t)cols, m.q, m.scale, m.zero);
+    return m;
+}
+
+static void qmat_free(struct qmat *m)
+{
+    free(m->q);
+    free(m->scale);
+    free(m->zero);
+}
+
+/* The matrix's buffers on ctx; b and *bq for a descriptor. */
+static void qmat_upload(dy_ctx *ctx, const struct qmat *m, dy_buf *b, struct dy_quant *bq)
+{
+    *b = upload(ctx, m->q, m->q_bytes);
+    *bq = (struct dy_quant){ .group = m->f.group, .bias_dtype = DY_BF16 };
+    bq->scale = upload(ctx, m->scale, m->scales * sizeof(float));
+    if (m->zero)
+        bq->zero = upload(ctx, m->zero, m->zero_bytes);
+}
+
+static void quant_free(dy_ctx *ctx, dy_buf *b, struct dy_quant *bq)
+{
+    dy_buf_free(ctx, b);
+    dy_buf_free(ctx, &bq->scale);
+    dy_buf_free(ctx, &bq->zero);
+}
+
+static float *random_f32(size_t count, float scale)
+{
+    return host_random(DY_F32, count, scale);
+}
+
+static const char *format_name(const struct dy_qformat *f)
+{
+    static char name[32];
+    snprintf(name, sizeof name, "%s%s/%d", dy_dtype_name(f->dtype), f->asym ? "-asym" : "", f->bits);
+    return name;
+}
+
+static const struct dy_qformat formats[] = {
+    { DY_FP8, 8, 0, false }, { DY_I8, 8, 0, false }, { DY_I4, 4, 128, false },
+    { DY_I4, 4, 128, true }, { DY_I4, 3, 128, false }, { DY_I4, 2, 64, false },
+};
+#define FORMAT_COUNT (int)(sizeof formats / sizeof formats[0])
+
+/* ---- the host quantizer: each element within half a step of its value,
+ * and the levels the format allows ---- */
+static void test_quantize_host(void)
+{
+    int rows = 7, cols = 256;
+    float *w = random_f32((size_t)rows * cols, 2.0f);
+    w[5] = 0.0f; /* an exact zero stays zero in symmetric formats */
+    for (int f = 0; f < FORMAT_COUNT; f++) {
+        const struct dy_qformat *fmt = &formats[f];
+        struct qmat m = qmat_make(fmt, w, rows, cols);
+        double worst = 0.0;
+        for (int r = 0; r < rows; r++) {
+            for (int i = 0; i < cols; i++) {
+                double got = dy_dequant(m.q, fmt->dtype, m.scale, m.zero, cols, fmt->group, (size_t)r, (size_t)i);
+                double want = w[(size_t)r * cols + i];
+                /* the step is the element's scale; fp8 has 3 mantissa bits */
+                double step = fmt->dtype == DY_FP8 ? fabs(want) / 8 + m.scale[0] / 512
+                              : fmt->dtype == DY_I8 ? m.scale[r]
+                              : m.scale[(size_t)r * (cols / fmt->group) + i / fmt->group];
+                double err = fabs(got - want) / (step * 0.5 + 1e-30);
+                worst = err > worst ? err : worst;
+                if (fmt->dtype == DY_I4) {
+                    size_t e = (size_t)r * cols + i;
+                    int nib = (((uint8_t *)m.q)[e / 2] >> (4 * (e & 1))) & 15;
+                    int side = (1 << (fmt->bits - 1)) - 1;
+                    DY_CHECK(fmt->asym ? nib <= (1 << fmt->bits) - 1 : nib >= 8 - side && nib <= 8 + side);
+                }
+            }
+        }
+        if (!fmt->asym)
+            DY_CHECK(dy_dequant(m.q, fmt->dtype, m.scale, m.zero, cols, fmt->group, 0, 5) == 0.0);
+        if (!(worst <= 1.0 + 1e-5)) {
+            printf("# quantize %s: an element is %.3g half-steps from its value\n", format_name(fmt), worst);
+            DY_CHECK(!"within half a step");
+        }
+        qmat_free(&m);
+    }
+    /* a worked example: int4 symmetric, one group of 4 */
+    struct dy_qformat tiny = { DY_I4, 4, 4, false };
+    float v[4] = { 0.7f, -0.35f, 0.1f, 0.0f };
+    uint8_t q[2];
+    float s;
+    dy_quantize(&tiny, v, 1, 4, q, &s, NULL);
+    DY_CHECK(s == 0.7f / 7.0f);
+    DY_CHECK(q[0] == (uint8_t)(15 | (4 << 4)) && q[1] == (uint8_t)(9 | (8 << 4)));
+    /* -0.35 / 0.1 = -3.5 rounds to even, -4: off by 0.05 */
+    DY_CHECK(fabs(dy_quant_error(&tiny, v, 1, 4) - 0.0025) < 1e-6);
+    free(w);
+}
+
+/* ---- dequantize: the same values everywhere ---- */
+static void test_dequantize(void)
+{
+    require_backends();
+    int rows = 33, cols = 384;
+    float *w = random_f32((size_t)rows * cols, 0.5f);
+    for (int f = 0; f < FORMAT_COUNT; f++) {
+        struct qmat m = qmat_make(&formats[f], w, rows, cols);
+        for (enum dy_dtype out = DY_F32; out <= DY_BF16; out++) {
+            int stride = cols + 8;
+            size_t out_bytes = (size_t)rows * stride * dy_dtype_size(out);
+            void *want = NULL;
+            for (int u = -1; u < dut_count; u++) {
+                dy_ctx *ctx = CTX_OF(u);
+                struct dy_dequantize_desc d = { .rows = rows, .k = cols, .out_stride = stride,
+                                                .q_dtype = m.f.dtype, .out_dtype = out };
+                qmat_upload(ctx, &m, &d.q, &d.qp);
+                void *zeros = calloc(out_bytes, 1);
+                d.out = upload(ctx, zeros, out_bytes);
+                free(zeros);
+                DY_CHECK(dy_dequantize(ctx, &d) == DY_OK);
+                char what[96];
+                snprintf(what, sizeof what, "dequantize %s to %s", format_name(&m.f), dy_dtype_name(out));
+                want = compare_or_keep(u, want, download(ctx, d.out, out_bytes), what, out,
+                                       (size_t)rows * stride, 0.0);
+                quant_free(ctx, &d.q, &d.qp);
+                dy_buf_free(ctx, &d.out);
+            }
+            free(want);
+        }
+        qmat_free(&m);
+    }
+    free(w);
+}
+
+/* Tolerance of a quantized GEMM: backends may take bf16 matrix units (and
+ * fp8 ones for fp8 weights) on large calls; a decode-sized call reads the
+ * weights as they are. */
+static double quant_tol(const struct dy_qformat *f, int m)
+{
+    return m <= 8 ? 1e-3 : f->dtype == DY_FP8 ? 8e-2 : 1.6e-2;
+}
+
+/* C = A . B^T over rows [r0, r0 + n) of a quantized [r0 + n + 5, k] matrix. */
+static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat *f, bool bias, float beta)
+{
+    int rows = r0 + n + 5, lda = k + 4, ldc = n + 3;
+    float *w = random_f32((size_t)rows * k, 0.5f), *a = random_f32((size_t)m * lda, 1.0f);
+    float *c0 = random_f32((size_t)m * ldc, 1.0f);
+    void *bi = host_random(DY_BF16, (size_t)n, 1.0f), *want = NULL;
+    struct qmat q = qmat_make(f, w, rows, k);
+    size_t row_scales = dy_quant_row_scales(f->dtype, k, f->group);
+    char what[128];
+    snprintf(what, sizeof what, "gemm m%d n%d k%d rows %d.. %s bias%d beta%g", m, n, k, r0, format_name(f),
+             bias, beta);
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = lda, .ldb = k, .ldc = ldc,
+                                  .a_dtype = DY_F32, .b_dtype = f->dtype, .c_dtype = DY_F32, .beta = beta };
+        dy_buf whole;
+        struct dy_quant whole_q;
+        qmat_upload(ctx, &q, &whole, &whole_q);
+        d.b = dy_buf_at(whole, dy_dtype_bytes(f->dtype, (size_t)r0 * k));
+        d.bq = whole_q;
+        d.bq.scale = dy_buf_at(whole_q.scale, (size_t)r0 * row_scales * sizeof(float));
+        if (whole_q.zero.h)
+            d.bq.zero = dy_buf_at(whole_q.zero, (size_t)r0 * row_scales);
+        d.a = upload(ctx, a, (size_t)m * lda * 4);
+        d.c = upload(ctx, c0, (size_t)m * ldc * 4);
+        if (bias)
+            d.bias = upload(ctx, bi, (size_t)n * 2);
+        DY_CHECK(dy_gemm(ctx, &d) == DY_OK);
+        want = compare_or_keep(u, want, download(ctx, d.c, (size_t)m * ldc * 4), what, DY_F32,
+                               (size_t)m * ldc, quant_tol(f, m));
+        quant_free(ctx, &whole, &whole_q);
+        dy_buf_free(ctx, &d.a);
+        dy_buf_free(ctx, &d.c);
+        dy_buf_free(ctx, &d.bias);
+    }
+    free(want);
+    qmat_free(&q);
+    free(w);
+    free(a);
+    free(c0);
+    free(bi);
+}
+
+static void test_gemm_quant(void)
+{
+    require_backends();
+    /* m, n, k, first row */
+    static const int shapes[][4] = {
+        { 1, 64, 128, 0 }, { 1, 300, 512, 7 }, { 3, 96, 256, 0 }, { 8, 130, 384, 2 },
+        { 17, 64, 256, 0 }, { 64, 192, 512, 5 }, { 200, 256, 1024, 0 },
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int f = 0; f < FORMAT_COUNT; f++)
+            gemm_quant_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], &formats[f],
+                            (s + f) % 2 == 0, s % 3 == 1 ? 1.0f : 0.0f);
+}
+
+static void gemm_grouped_quant_case(int tokens, int topk, int experts, int n, int k,
+                                    const struct dy_qformat *f)
+{
+    int pairs = tokens * topk, lda = k + 3, ldc = n + 5;
+    int32_t *ids = random_ids(pairs, experts, false);
+    int32_t *offsets = malloc(((size_t)experts + 1) * 4), *sorted = malloc((size_t)pairs * 4 + 4);
+    int32_t *position = malloc((size_t)pairs * 4 + 4);
+    host_sort(ids, pairs, experts, offsets, sorted, position);
+    /* each expert quantized on its own, laid out one after another */
+    float *w = random_f32((size_t)experts * n * k, 0.5f), *a = random_f32((size_t)tokens * lda, 1.0f);
+    struct qmat all = qmat_make(f, w, n, k);
+    size_t qb = all.q_bytes, sc = all.scales, zb = all.zero_bytes;
+    qmat_free(&all);
+    all = (struct qmat){ *f, experts * n, k, calloc(qb * experts + 1, 1), malloc(sc * experts * 4),
+                         zb ? malloc(zb * experts) : NULL, qb * experts, sc * experts, zb * experts };
+    for (int e = 0; e < experts; e++) {
+        struct qmat one = qmat_make(f, w + (size_t)e * n * k, n, k);
+        memcpy((char *)all.q + e * qb, one.q, qb);
+        memcpy(all.scale + e * sc, one.scale, sc * 4);
+        if (zb)
+            memcpy(all.zero + e * zb, one.zero, zb);
+        qmat_free(&one);
+    }
+    size_t c_n = (size_t)pairs * ldc;
+    void *want = NULL;
+    char what[128];
+    snprintf(what, sizeof what, "gemm_grouped t%d k%d e%d n%d k%d %s", tokens, topk, experts, n, k,
+             format_name(f));
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_gemm_grouped_desc d = { .rows = pairs, .experts = experts, .n = n, .k = k,
+                                          .a_row_div = topk, .lda = lda, .ldc = ldc,
+                                          .b_expert_stride = (size_t)n * k, .b_dtype = f->dtype };
+        qmat_upload(ctx, &all, &d.b, &d.bq);
+        d.a = upload(ctx, a, (size_t)tokens * lda * 4);
+        d.offsets = upload(ctx, offsets, ((size_t)experts + 1) * 4);
+        d.a_rows = upload(ctx, sorted, (size_t)pairs * 4);
+        void *zeros = calloc(c_n, 4);
+        d.c = upload(ctx, zeros, c_n * 4);
+        free(zeros);
+        DY_CHECK(dy_gemm_grouped(ctx, &d) == DY_OK);
+        float *got = download(ctx, d.c, c_n * 4);
+        for (int r = 0; r < pairs; r++) /* the padding columns are undefined */
+            memset(got + (size_t)r * ldc + n, 0, (size_t)(ldc - n) * 4);
+        want = compare_or_keep(u, want, got, what, DY_F32, c_n, quant_tol(f, pairs > 4 * experts ? 64 : 1));
+        quant_free(ctx, &d.b, &d.bq);
+        dy_buf_free(ctx, &d.a);
+        dy_buf_free(ctx, &d.offsets);
+        dy_buf_free(ctx, &d.a_rows);
+        dy_buf_free(ctx, &d.c);
+    }
+    free(want);
+    qmat_free(&all);
+    free(w);
+    free(a);
+    free(ids);
+    free(offsets);
+    free(sorted);
+    free(position);
+}
+
+static void test_gemm_grouped_quant(void)
+{
+    require_backends();
+    /* tokens, top-k, experts, n, k */
+    static const int shapes[][5] = {
+        { 1, 2, 8, 64, 128 }, { 1, 8, 64, 256, 256 }, { 4, 4, 16, 96, 384 }, { 128, 4, 8, 128, 256 },
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int f = 0; f < FORMAT_COUNT; f++)
+            gemm_grouped_quant_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
+                                    &formats[f]);
+}
+
+DY_TESTS(DY_TEST(test_quantize_host) DY_TEST(test_dequantize) DY_TEST(test_gemm_quant)
+         DY_TEST(test_gemm_grouped_quant))
