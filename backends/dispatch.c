@@ -322,33 +322,25 @@ void dy_graph_destroy(dy_ctx *ctx, void *graph)
         ctx->be->graph_destroy(ctx->impl, graph);
 }
 
-/* Each op: NULL slot -> unsupported, else the backend's status with text. */
-#define DY_OP_WRAPPER(op, index)                                               \
+/* Each op: NULL slot (or `refused`, a condition on d) -> unsupported, else
+ * the backend's status with text. */
+#define DY_OP_WRAPPER_IF(op, index, refused)                                   \
     static int call_##op(dy_ctx *ctx, const void *d)                           \
     {                                                                          \
         return ctx->be->op(ctx->impl, (const struct dy_##op##_desc *)d);       \
     }                                                                          \
     int dy_##op(dy_ctx *ctx, const struct dy_##op##_desc *d)                   \
     {                                                                          \
-        if (!ctx->be->op)                                                      \
+        if (!ctx->be->op || (refused))                                         \
             return fail(ctx, DY_E_UNSUPPORTED, #op);                           \
         return checked(ctx, run_op(ctx, index, call_##op, d), #op);            \
     }
-
+#define DY_OP_WRAPPER(op, index) DY_OP_WRAPPER_IF(op, index, false)
 /* A backend takes quantized weights in gemm and gemm_grouped when it has
  * the dequantize slot: without it, such a call is unsupported rather than
  * read as plain integers. */
-#define DY_OP_WRAPPER_QUANT(op, index)                                         \
-    static int call_##op(dy_ctx *ctx, const void *d)                           \
-    {                                                                          \
-        return ctx->be->op(ctx->impl, (const struct dy_##op##_desc *)d);       \
-    }                                                                          \
-    int dy_##op(dy_ctx *ctx, const struct dy_##op##_desc *d)                   \
-    {                                                                          \
-        if (!ctx->be->op || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize)) \
-            return fail(ctx, DY_E_UNSUPPORTED, #op);                           \
-        return checked(ctx, run_op(ctx, index, call_##op, d), #op);            \
-    }
+#define DY_OP_WRAPPER_QUANT(op, index) \
+    DY_OP_WRAPPER_IF(op, index, dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize)
 
 DY_OP_WRAPPER(fill_random, 0)
 DY_OP_WRAPPER_QUANT(gemm, 1)

@@ -211,24 +211,27 @@ static void test_batch_invariant(void)
     DY_CHECK(memcmp(batched, alone, sizeof alone) == 0);
 }
 
-/* A prefill in passes of fewer sequences computes what one pass does. */
-static void test_chunked_prefill(void)
+/* A prefill in passes of one sequence computes what one pass does: the
+ * logits after a few steps are the same bits (cpu-ref; o's batch and
+ * prompt, prefill_seqs set here). */
+static void check_chunked_equals_whole(struct dy_llm_options o)
 {
     struct model m;
     open_model(&m, "cpu-ref", DY_BF16, 2);
-    enum { BATCH = 3, PROMPT = 10, STEPS = 3 };
-    int32_t p[BATCH * PROMPT];
-    for (int i = 0; i < BATCH * PROMPT; i++)
+    enum { STEPS = 3 };
+    int batch = o.max_batch, prompt = o.max_prompt;
+    o.weight_dtype = m.w.dtype;
+    o.max_tokens = prompt + STEPS + 1;
+    int32_t *p = malloc((size_t)batch * prompt * sizeof *p);
+    for (int i = 0; i < batch * prompt; i++)
         p[i] = (i * 7919 + 17) % m.cfg.vocab;
-    size_t n = (size_t)BATCH * m.cfg.vocab;
+    size_t n = (size_t)batch * m.cfg.vocab;
     float *whole = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
     for (int chunked = 0; chunked <= 1; chunked++) {
-        struct dy_llm_options o = { .weight_dtype = m.w.dtype, .kv_dtype = DY_F32, .block_size = 4,
-                                    .max_batch = BATCH, .max_prompt = PROMPT,
-                                    .max_tokens = PROMPT + STEPS + 1, .prefill_seqs = chunked ? 1 : 0 };
+        o.prefill_seqs = chunked ? 1 : 0;
         struct dy_llm *llm = NULL;
         DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &o, &llm) == DY_OK);
-        DY_REQUIRE(dy_llm_prefill(llm, p, BATCH, PROMPT) == DY_OK);
+        DY_REQUIRE(dy_llm_prefill(llm, p, batch, prompt) == DY_OK);
         for (int s = 0; s < STEPS; s++)
             DY_REQUIRE(dy_llm_decode(llm) == DY_OK);
         DY_REQUIRE(dy_llm_read_logits(llm, chunked ? parts : whole) == DY_OK);
@@ -237,7 +240,14 @@ static void test_chunked_prefill(void)
     DY_CHECK(memcmp(whole, parts, n * sizeof(float)) == 0);
     free(whole);
     free(parts);
+    free(p);
     close_model(&m);
+}
+
+static void test_chunked_prefill(void)
+{
+    check_chunked_equals_whole((struct dy_llm_options){ .kv_dtype = DY_F32, .block_size = 4,
+                                                        .max_batch = 3, .max_prompt = 10 });
 }
 
 /* --layers keeps the weights of the layers that remain. */
@@ -463,30 +473,9 @@ static void test_prompt_selection(void)
  * pass) computes what one pass does. */
 static void test_selection_chunked(void)
 {
-    struct model m;
-    open_model(&m, "cpu-ref", DY_BF16, 2);
-    enum { BATCH = 3, PROMPT = 75, STEPS = 3 };
-    int32_t p[BATCH * PROMPT];
-    for (int i = 0; i < BATCH * PROMPT; i++)
-        p[i] = (i * 7919 + 17) % m.cfg.vocab;
-    size_t n = (size_t)BATCH * m.cfg.vocab;
-    float *whole = malloc(n * sizeof(float)), *parts = malloc(n * sizeof(float));
-    for (int chunked = 0; chunked <= 1; chunked++) {
-        struct dy_llm_options o = { .weight_dtype = m.w.dtype, .kv_dtype = DY_F16, .block_size = 16,
-                                    .max_batch = BATCH, .max_prompt = PROMPT, .max_tokens = PROMPT + STEPS + 1,
-                                    .prefill_seqs = chunked ? 1 : 0, .evict = DY_EVICT_PAGED, .kv_budget = 48 };
-        struct dy_llm *llm = NULL;
-        DY_REQUIRE(dy_llm_create(m.ctx, &m.cfg, &m.w, &o, &llm) == DY_OK);
-        DY_REQUIRE(dy_llm_prefill(llm, p, BATCH, PROMPT) == DY_OK);
-        for (int s = 0; s < STEPS; s++)
-            DY_REQUIRE(dy_llm_decode(llm) == DY_OK);
-        DY_REQUIRE(dy_llm_read_logits(llm, chunked ? parts : whole) == DY_OK);
-        dy_llm_destroy(llm);
-    }
-    DY_CHECK(memcmp(whole, parts, n * sizeof(float)) == 0);
-    free(whole);
-    free(parts);
-    close_model(&m);
+    check_chunked_equals_whole((struct dy_llm_options){ .kv_dtype = DY_F16, .block_size = 16,
+                                                        .max_batch = 3, .max_prompt = 75,
+                                                        .evict = DY_EVICT_PAGED, .kv_budget = 48 });
 }
 
 /* A budget above the sequence evicts nothing: the logits of the prefill and
