@@ -453,7 +453,7 @@ static void prompt_selection(const char *backend, enum dy_evict evict, enum dy_d
     close_model(&m);
 }
 
-static const char *const kv_backends[] = { "cpu-ref", "cpu", "opencl" };
+static const char *const kv_backends[] = { "cpu-ref", "cpu", "opencl", "cuda" };
 
 static void test_prompt_selection(void)
 {

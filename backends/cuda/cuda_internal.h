@@ -4,6 +4,7 @@
 #define DY_CUDA_INTERNAL_H
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "gpu_compat.h"
 
@@ -118,6 +119,23 @@ struct dy_qgemv_args {
 /* DY_E_UNSUPPORTED when the operands are not laid out for its 16-byte
  * loads (k, group, alignment) or there are more than 8 rows per tile. */
 int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dtype qt);
+/* Dense int4 calls of one or two rows on the integer tensor cores
+ * (cuda_qi4.cu); DY_E_UNSUPPORTED when shared memory or DYNO_CUDA_QI4=0
+ * rules it out. */
+int dy_cuda_qi4_small(struct cuda_ctx *c, const struct dy_qgemv_args *g);
+
+/* "A,B" from the environment (tuning overrides of benchmarks and tests);
+ * false when unset. */
+static inline bool dy_cuda_tuning(const char *name, int *a, int *b)
+{
+    const char *v = getenv(name);
+    return v && sscanf(v, "%d,%d", a, b) == 2;
+}
+
+static inline int dy_cuda_clamp(long long x, int lo, int hi)
+{
+    return (int)(x < lo ? lo : x > hi ? hi : x);
+}
 /* The tensor-core prefill path; DY_E_UNSUPPORTED when the descriptor does
  * not allow it (the caller then takes the exact kernel). */
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);

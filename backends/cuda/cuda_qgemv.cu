@@ -18,8 +18,9 @@
  * meet through shuffles and shared memory; C x M threads write C (dense:
  * beta and bias; grouped: the sorted rows of each expert's tile, found
  * from the offsets on the device as the bf16 grouped GEMV does).
- * int4 with more than two rows of A per tile (and groups of a multiple of
- * 128) goes to the tensor-core kernel further down instead. */
+ * int4 in groups of a multiple of 128 goes to the tensor-core kernels
+ * further down instead: dense calls of one or two rows to the integer one,
+ * more rows per tile to the bf16 one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,11 +44,6 @@ static __device__ __forceinline__ uint4 load_weights(const unsigned char *p)
 #else
     return __ldcs((const uint4 *)p); /* read once: first out of the caches */
 #endif
-}
-
-static __device__ __forceinline__ uint32_t word_of(const uint4 &r, int w)
-{
-    return w == 0 ? r.x : w == 1 ? r.y : w == 2 ? r.z : r.w;
 }
 
 /* One 32-bit word of weights as f32: int4 q - zero (zf = 2^23 + zero),
@@ -410,6 +406,7 @@ qmma_i4_kernel(struct dy_qgemv_args g)
 static const qg_fn qm_kernels[3] = { qmma_i4_kernel<1, 4>, qmma_i4_kernel<2, 2>, qmma_i4_kernel<4, 1> };
 #endif
 
+
 static bool aligned16(const void *p)
 {
     return ((uintptr_t)p & 15u) == 0;
@@ -421,18 +418,6 @@ static int log2_ceil(int x)
     while ((1 << l) < x)
         l++;
     return l;
-}
-
-/* "A,B" from the environment (tuning overrides); false when unset */
-static bool tuning(const char *name, int *a, int *b)
-{
-    const char *v = getenv(name);
-    return v && sscanf(v, "%d,%d", a, b) == 2;
-}
-
-static int clamp_int(long long x, int lo, int hi)
-{
-    return (int)(x < lo ? lo : x > hi ? hi : x);
 }
 
 #if !DY_HIP
@@ -449,7 +434,7 @@ static int qmma_i4(struct cuda_ctx *c, const struct dy_qgemv_args *g, int log2m,
      * H100), its loads being the limit, not its arithmetic */
     if (log2m <= 1 && !force)
         return DY_E_UNSUPPORTED;
-    if (tuning("DYNO_CUDA_QMMA", &fr, &fw) && (fr == 1 || fr == 2 || fr == 4)) {
+    if (dy_cuda_tuning("DYNO_CUDA_QMMA", &fr, &fw) && (fr == 1 || fr == 2 || fr == 4)) {
         log2r = log2_ceil(fr);
         warps = fw;
     }
@@ -459,13 +444,14 @@ static int qmma_i4(struct cuda_ctx *c, const struct dy_qgemv_args *g, int log2m,
     if (warps < 1 || warps > QM_MAX_WARPS) {
         /* split k until the grid has about 16 warps per SM */
         long long blocks = (long long)col_blocks * live;
-        warps = clamp_int((c->sm_count * 16LL + blocks - 1) / blocks, 1,
+        warps = dy_cuda_clamp((c->sm_count * 16LL + blocks - 1) / blocks, 1,
                           batches < QM_MAX_WARPS ? batches : QM_MAX_WARPS);
     }
     dim3 grid((unsigned)col_blocks, (unsigned)slots);
     qm_kernels[log2r]<<<grid, warps * 32, (size_t)warps * rows * 8 * sizeof(float), c->stream>>>(*g);
     return dy_cuda_check_launch(c, g->offsets ? "gemm_grouped (int4 mma)" : "gemv (int4 mma)");
 }
+
 #endif
 
 int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dtype qt)
@@ -485,14 +471,19 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dty
         return DY_E_UNSUPPORTED;
 #if !DY_HIP
     if (qt == DY_I4 && g->group % QM_CHUNK == 0) {
-        int st = qmma_i4(c, g, log2m, busy);
+        const char *mma = getenv("DYNO_CUDA_QMMA");
+        int st = DY_E_UNSUPPORTED;
+        if (!g->offsets && g->rows >= 1 && g->rows <= 2 && (!mma || !strcmp(mma, "0")))
+            st = dy_cuda_qi4_small(c, g);
+        if (st == DY_E_UNSUPPORTED)
+            st = qmma_i4(c, g, log2m, busy);
         if (st != DY_E_UNSUPPORTED)
             return st;
     }
 #endif
     /* eight columns per block: each load of A serves eight rows of B */
     int log2c = 3, warps = 0, fc = 0, fw = 0;
-    if (tuning("DYNO_CUDA_QGEMV", &fc, &fw) && (fc == 2 || fc == 4 || fc == 8)) {
+    if (dy_cuda_tuning("DYNO_CUDA_QGEMV", &fc, &fw) && (fc == 2 || fc == 4 || fc == 8)) {
         log2c = log2_ceil(fc);
         warps = fw;
     }
@@ -503,7 +494,7 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dty
          * (measured on an H100 at Llama-3.1-8B's shapes), while every warp
          * keeps a batch of loads */
         int per_batch = QG_LOADS / cols * DY_WARP, batches = (g->k / epl + per_batch - 1) / per_batch;
-        warps = clamp_int(log2m <= 1 ? 4 : 2, 1, batches < 1 ? 1 : batches);
+        warps = dy_cuda_clamp(log2m <= 1 ? 4 : 2, 1, batches < 1 ? 1 : batches);
     }
     dim3 grid((unsigned)col_blocks, (unsigned)slots);
     qg_kernels[qt - DY_FP8][log2m][log2c - 1]<<<grid, warps * DY_WARP, 0, c->stream>>>(*g);

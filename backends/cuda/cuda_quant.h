@@ -103,4 +103,10 @@ __device__ __forceinline__ void dy_cuda_unpack8_i4(uint32_t w, float zf, float *
     }
 }
 
+/* Word w of a 16-byte load. */
+static __device__ __forceinline__ uint32_t word_of(const uint4 &r, int w)
+{
+    return w == 0 ? r.x : w == 1 ? r.y : w == 2 ? r.z : r.w;
+}
+
 #endif

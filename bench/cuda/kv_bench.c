@@ -26,69 +26,8 @@
 #define HEAD_DIM 128
 #define BLOCK 16
 #define MAX_LAYERS 32
-
-static dy_ctx *ctx;
-
-#define CHECK(call)                                                                      \
-    do {                                                                                 \
-        if ((call) != DY_OK) {                                                           \
-            fprintf(stderr, "kv_bench:%d: %s: %s\n", __LINE__, #call, dy_ctx_error(ctx)); \
-            exit(1);                                                                     \
-        }                                                                                \
-    } while (0)
-
-static dy_buf alloc(size_t bytes)
-{
-    dy_buf b;
-    CHECK(dy_buf_alloc(ctx, bytes, &b));
-    return b;
-}
-
-static void fill(dy_buf b, size_t count, enum dy_dtype t, uint64_t stream, float scale, float offset)
-{
-    struct dy_fill_random_desc d = { .dst = b, .count = count, .dtype = t, .seed = 11,
-                                     .stream = stream, .scale = scale, .offset = offset };
-    CHECK(dy_fill_random(ctx, &d));
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* op(arg, i) enqueues call i of `calls` back to back; median seconds per call */
-typedef void (*op_fn)(void *arg, int i);
-
-static double time_calls(op_fn op, void *arg, int calls)
-{
-    void *e0, *e1;
-    double s[REPS];
-    CHECK(dy_event_create(ctx, &e0));
-    CHECK(dy_event_create(ctx, &e1));
-    for (int r = -2; r < REPS; r++) {
-        uint64_t ns;
-        CHECK(dy_event_record(ctx, e0));
-        for (int i = 0; i < calls; i++)
-            op(arg, i);
-        CHECK(dy_event_record(ctx, e1));
-        CHECK(dy_event_elapsed_ns(ctx, e0, e1, &ns));
-        if (r >= 0)
-            s[r] = ns * 1e-9 / calls;
-    }
-    dy_event_destroy(ctx, e0);
-    dy_event_destroy(ctx, e1);
-    qsort(s, REPS, sizeof s[0], cmp_double);
-    return s[REPS / 2];
-}
-
-struct copy_arg { dy_buf src, dst; size_t bytes; };
-
-static void do_copy(void *arg, int i)
-{
-    struct copy_arg *a = arg;
-    CHECK(dy_buf_copy(ctx, a->dst, a->src, a->bytes));
-}
+#define BENCH_SEED 11
+#include "bench/cuda/bench_util.h"
 
 /* LAYERS caches of one dtype and the decode descriptors over them */
 struct kv_set {

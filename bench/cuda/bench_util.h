@@ -1,0 +1,79 @@
+/* Shared by the device-machine micro-benchmarks (kv_bench.c, quant_bench.c):
+ * the context, a failing call's exit, allocation, seeded fills, and the
+ * median time of a run of calls between two device events. Define REPS
+ * (timed repetitions) and BENCH_SEED before including it; one benchmark
+ * per executable, so the statics are its own. */
+#ifndef DY_BENCH_UTIL_H
+#define DY_BENCH_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backends/backend.h"
+
+static dy_ctx *ctx;
+
+#define CHECK(call)                                                                        \
+    do {                                                                                   \
+        if ((call) != DY_OK) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, dy_ctx_error(ctx)); \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static dy_buf alloc(size_t bytes)
+{
+    dy_buf b;
+    CHECK(dy_buf_alloc(ctx, bytes, &b));
+    return b;
+}
+
+static void fill(dy_buf b, size_t count, enum dy_dtype t, uint64_t stream, float scale, float offset)
+{
+    struct dy_fill_random_desc d = { .dst = b, .count = count, .dtype = t, .seed = BENCH_SEED,
+                                     .stream = stream, .scale = scale, .offset = offset };
+    CHECK(dy_fill_random(ctx, &d));
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* op(arg, i) enqueues call i of `calls` back to back; median seconds per call */
+typedef void (*op_fn)(void *arg, int i);
+
+static double time_calls(op_fn op, void *arg, int calls)
+{
+    void *e0, *e1;
+    double s[REPS];
+    CHECK(dy_event_create(ctx, &e0));
+    CHECK(dy_event_create(ctx, &e1));
+    for (int r = -2; r < REPS; r++) {
+        uint64_t ns;
+        CHECK(dy_event_record(ctx, e0));
+        for (int i = 0; i < calls; i++)
+            op(arg, i);
+        CHECK(dy_event_record(ctx, e1));
+        CHECK(dy_event_elapsed_ns(ctx, e0, e1, &ns));
+        if (r >= 0)
+            s[r] = ns * 1e-9 / calls;
+    }
+    dy_event_destroy(ctx, e0);
+    dy_event_destroy(ctx, e1);
+    qsort(s, REPS, sizeof s[0], cmp_double);
+    return s[REPS / 2];
+}
+
+/* the copy-bandwidth ceiling: buf_copy of `bytes` */
+struct copy_arg { dy_buf src, dst; size_t bytes; };
+
+static void do_copy(void *arg, int i)
+{
+    struct copy_arg *a = arg;
+    (void)i;
+    CHECK(dy_buf_copy(ctx, a->dst, a->src, a->bytes));
+}
+
+#endif
