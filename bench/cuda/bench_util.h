@@ -76,4 +76,30 @@ static void do_copy(void *arg, int i)
     CHECK(dy_buf_copy(ctx, a->dst, a->src, a->bytes));
 }
 
+/* Opens cuda device 0 into ctx and prints its header line; false (the
+ * caller exits 77, "skipped") when there is none. */
+static bool open_cuda(const char *bench)
+{
+    char why[256];
+    const struct dy_backend *be = dy_registry_find("cuda", why, sizeof why);
+    struct dy_device_info info;
+    if (!be || be->device_info(0, &info) != DY_OK || dy_ctx_create(be, 0, &ctx) != DY_OK) {
+        fprintf(stderr, "%s: no cuda backend: %s\n", bench, why);
+        return false;
+    }
+    printf("## %s (%s), %d SMs\n\n", info.name, info.driver_version, info.compute_units);
+    return true;
+}
+
+/* GB/s read + written by a 1 GiB buf_copy: the bandwidth ceiling */
+static double copy_gbps(void)
+{
+    struct copy_arg ca = { alloc((size_t)1 << 30), alloc((size_t)1 << 30), (size_t)1 << 30 };
+    fill(ca.src, ca.bytes / 4, DY_F32, 1, 1.0f, 0.0f);
+    double gbps = 2.0 * ca.bytes / time_calls(do_copy, &ca, 1) * 1e-9;
+    dy_buf_free(ctx, &ca.src);
+    dy_buf_free(ctx, &ca.dst);
+    return gbps;
+}
+
 #endif

@@ -248,19 +248,9 @@ static void bench_shape(int batch, int context, double copy)
 
 int main(void)
 {
-    char why[256];
-    const struct dy_backend *be = dy_registry_find("cuda", why, sizeof why);
-    struct dy_device_info info;
-    if (!be || be->device_info(0, &info) != DY_OK || dy_ctx_create(be, 0, &ctx) != DY_OK) {
-        fprintf(stderr, "kv_bench: no cuda backend: %s\n", why);
+    if (!open_cuda("kv_bench"))
         return 77;
-    }
-    printf("## %s (%s), %d SMs\n\n", info.name, info.driver_version, info.compute_units);
-    struct copy_arg ca = { alloc((size_t)1 << 30), alloc((size_t)1 << 30), (size_t)1 << 30 };
-    fill(ca.src, ca.bytes / 4, DY_F32, 1, 1.0f, 0.0f);
-    double copy = 2.0 * ca.bytes / time_calls(do_copy, &ca, 1) * 1e-9;
-    dy_buf_free(ctx, &ca.src);
-    dy_buf_free(ctx, &ca.dst);
+    double copy = copy_gbps();
     check_generic_paths();
     printf("\ncopy %.0f GB/s (read + written)\n", copy);
     bench_shape(64, 2048, copy);
