@@ -107,7 +107,9 @@ static int quantize_planes(struct qwork *qw, dy_buf src, enum dy_dtype t, int pl
         snprintf(qw->err, qw->err_len, "allocating quantized weights: %s", dy_ctx_error(qw->ctx));
         return st;
     }
+    /* the quantized matrices take the place of the base's in the count */
     qw->w->bytes += (qb + ns * sizeof(float) + zb) * (uint64_t)planes;
+    qw->w->bytes -= (uint64_t)planes * count * dy_dtype_size(t);
     for (int p = 0; p < planes; p++) {
         struct dy_qformat f = *base_fmt;
         if (bits)
@@ -265,7 +267,7 @@ int dy_llm_weights_quantize(dy_ctx *ctx, const struct dy_model_config *cfg,
     }
     if (out->mat_dtype != base->dtype)
         out->lm_head = (dy_buf){ 0 };
-    out->bytes = 0; /* counted below: what the quantized model reads */
+    out->bytes = base->bytes; /* each quantized matrix replaces its base one below */
     size_t h = (size_t)cfg->hidden, qd = (size_t)cfg->heads * cfg->head_dim;
     size_t kvd = (size_t)cfg->kv_heads * cfg->head_dim, ffn = (size_t)cfg->moe_ffn;
     size_t inter = (size_t)cfg->intermediate, shared = (size_t)cfg->shared_ffn;
@@ -284,8 +286,6 @@ int dy_llm_weights_quantize(dy_ctx *ctx, const struct dy_model_config *cfg,
         (st = grow((void **)&qw.zero, &caps[4], biggest + 1)))
         goto out;
     enum dy_dtype bt = base->dtype;
-    /* bytes a plain (unquantized, borrowed) matrix adds */
-    uint64_t plain = 0;
     if (f->mopeq_bits > 0) {
         if (!cfg->experts) {
             snprintf(err, err_len, "--weight-dtype mopeq:%g quantizes experts: %s is a dense model",
@@ -302,22 +302,13 @@ int dy_llm_weights_quantize(dy_ctx *ctx, const struct dy_model_config *cfg,
             st = DY_E_NOMEM;
             goto out;
         }
-        plain = base->bytes - (uint64_t)cfg->layers * cfg->experts * 3 * h * ffn * dy_dtype_size(bt);
     } else {
-        /* vectors, embedding, router stay: the base's bytes less its matrices */
-        plain = (uint64_t)cfg->vocab * h * dy_dtype_size(bt) + h * dy_dtype_size(bt);
-        for (int l = 0; l < cfg->layers; l++) {
-            const struct dy_llm_layer *ly = &base->layers[l];
-            dy_buf vecs[] = { ly->attn_norm, ly->qkv_bias, ly->o_bias, ly->q_norm, ly->k_norm,
-                              ly->mlp_norm, ly->router, ly->shared_gate };
-            for (size_t v = 0; v < sizeof vecs / sizeof vecs[0]; v++)
-                plain += vecs[v].h ? vecs[v].h->bytes - vecs[v].off : 0;
-        }
         if ((st = quantize_planes(&qw, base->lm_head, bt, 1, (size_t)cfg->vocab, h, &f->quant, NULL,
                                   &out->lm_head, &out->lm_head_q)))
             goto out;
+        if (cfg->tie_embeddings) /* its base is the embedding, which stays */
+            out->bytes += (uint64_t)cfg->vocab * h * dy_dtype_size(bt);
     }
-    out->bytes += plain;
     for (int l = 0; l < cfg->layers; l++) {
         const struct dy_llm_layer *b = &base->layers[l];
         struct dy_llm_layer *q = &out->layers[l];
