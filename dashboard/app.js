@@ -38,15 +38,19 @@
       peak_mem_bytes: g.peak_mem_bytes(i), weight_bytes: g.weight_bytes(i), kv_bytes: g.kv_bytes(i),
       energy_j: g.energy_j(i), avg_power_w: g.avg_power_w(i), bw_util: g.bw_util(i),
       flop_util: g.flop_util(i), kl_mean: g.kl_mean(i), token_agreement: g.token_agreement(i),
+      lora_rank: g.lora_rank(i), lora_merged: g.lora_merged(i), lora_targets: g.lora_targets(i),
+      lora_rank_map: g.lora_rank_map(i), kv_budget_map: g.kv_budget_map(i), expert_bits: g.expert_bits(i),
       label: "", imported: false, config: 0, thr: null,
     };
     r.imported = r.source !== "dyno";
     // a device as the views name it: the same chip under two backends is two
     // contenders, and an imported figure says where it came from
     r.label = (r.device ?? NONE) + " · " + (r.backend ?? NONE) + (r.imported ? " [" + r.source + "]" : "");
+    // LoRA axes as dyno compare matches them: unset is the flag's default
     const config = [r.workload, r.model, r.batch, r.input_len, r.output_len, r.experts, r.top_k,
       r.moe_ffn_dim, r.routing, r.weight_dtype, r.kv_dtype, r.evict, r.kv_budget, r.block_size,
-      r.image_size, r.patch, r.layers].join("\u0001");
+      r.image_size, r.patch, r.layers, r.lora_rank ?? 0, r.lora_merged ?? 0, r.lora_targets ?? "attn",
+      r.lora_rank_map].join("\u0001");
     // a small number is a cheaper grouping key than the long string
     if (!configIds.has(config)) configIds.set(config, configIds.size);
     r.config = configIds.get(config);
@@ -203,6 +207,70 @@
   const labelsOf = (rows) => [...new Set(rows.map((r) => r.label))].sort();
   const colorBy = (rows) => ({ legend: true, domain: labelsOf(rows) });
 
+  // ---- the per-layer maps some points store as text: LoRA ranks "16/16,8/4"
+  // (attn/mlp) or "16,8", KV budgets in tokens "32,16", MoPEQ expert bits
+  // "2433,3342" (a digit per expert, a group per layer) ----
+  const hasLora = (r) => r.lora_rank_map != null || r.lora_rank > 0;
+  const loraText = (r) => (!hasLora(r) ? "no LoRA"
+    : `${r.lora_rank_map != null ? "rank map " + r.lora_rank_map : "rank " + r.lora_rank} · ` +
+      `${r.lora_targets ?? "attn"} · ${r.lora_merged === 1 ? "merged" : "unmerged"}`);
+  const layersOf = (map) => map.split(",");
+  const spread = (v) => `${d3.min(v)}–${d3.max(v)}, mean ${fmt(d3.mean(v))}`;
+  const kvBudgetText = (map) => `per-layer budgets ${spread(layersOf(map).map(Number))} tokens over ${layersOf(map).length} layers`;
+  const expertBits = (map) => [...map.replace(/,/g, "")].map(Number);
+  const expertBitsText = (map) => `expert bits ${spread(expertBits(map))} over ${expertBits(map).length} experts`;
+  const shorten = (text) => (text.length > 40 ? text.slice(0, 39) + "…" : text);
+
+  // One stored map drawn by DRAW, for the configuration picked from the
+  // distinct ones among ROWS; a new pick redraws this chart alone.
+  function mapDetail(rows, field, title, describe, draw) {
+    const distinct = new Map();
+    for (const r of rows) {
+      if (r[field] == null) continue;
+      const name = describe(r) + ": " + shorten(r[field]);
+      const id = name + "\u0001" + r[field];
+      if (!distinct.has(id)) distinct.set(id, [name, r]);
+    }
+    if (distinct.size === 0) return null;
+    const choices = [...distinct.values()].sort((a, b) => d3.ascending(a[0], b[0]));
+    const pick = el("select", { "aria-label": title });
+    choices.forEach(([name], i) => pick.append(el("option", { value: String(i), text: name })));
+    const chart = el("div");
+    const show = () => chart.replaceChildren(draw(choices[Number(pick.value)][1]));
+    pick.addEventListener("change", show);
+    show();
+    return el("div", { class: "map-detail", "data-map": field }, el("p", {}, title + ": ", pick), chart);
+  }
+
+  const kvBudgetChart = (r) => plot({
+    title: "KV budget per layer (dashed: the uniform budget)", width: 480, height: 220,
+    x: { label: "layer", type: "band" }, y: { label: "tokens kept", grid: true },
+    marks: [Plot.barY(layersOf(r.kv_budget_map).map((v, layer) => ({ layer, tokens: Number(v) })),
+      { x: "layer", y: "tokens", fill: "#4e79a7", title: (b) => `layer ${b.layer}: ${b.tokens} tokens` }),
+    Plot.ruleY(r.kv_budget == null ? [] : [r.kv_budget], { stroke: "#c00", strokeDasharray: "4 3" })],
+  });
+
+  function expertBitsChart(r) {
+    const layers = layersOf(r.expert_bits);
+    const cells = layers.flatMap((experts, layer) => [...experts].map((b, expert) => ({ layer, expert, bits: Number(b) })));
+    const experts = d3.max(layers, (l) => l.length);
+    return plot({
+      title: "bits of each expert's weights, by layer", width: Math.min(960, 140 + 16 * experts), height: 70 + 16 * layers.length,
+      x: { label: "expert", type: "band", tickFormat: (e) => (experts > 16 && e % 8 ? "" : e) },
+      y: { label: "layer", type: "band" }, color: { legend: true, type: "ordinal", scheme: "blues", label: "bits" },
+      marks: [Plot.cell(cells, { x: "expert", y: "layer", fill: "bits", inset: 0.5,
+        title: (c) => `layer ${c.layer}, expert ${c.expert}: ${c.bits} bits` })],
+    });
+  }
+
+  const rankMapChart = (r) => plot({
+    title: "LoRA rank per layer", width: 480, height: 220,
+    fx: { label: "layer" }, x: { axis: null }, y: { label: "rank", grid: true }, color: { legend: true, domain: ["attn", "mlp"] },
+    marks: [Plot.barY(layersOf(r.lora_rank_map).flatMap((v, layer) => v.split("/")
+      .map((rank, i) => ({ layer, part: i ? "mlp" : "attn", rank: Number(rank) }))),
+    { fx: "layer", x: "part", y: "rank", fill: "part", title: (b) => `layer ${b.layer} ${b.part}: rank ${b.rank}` })],
+  });
+
   // ---- the views: each returns [state, ...elements]; "empty" explains why ----
   function deviceComparison(ok, state) {
     const labels = labelsOf(ok.filter((r) => r.thr != null));
@@ -222,7 +290,8 @@
       writeState(state);
     });
     const byConfig = d3.group(aggregate(ok, ["config", "label"], ["thr", "ttft_ms", "tpot_ms_p50"],
-      ["model", "batch", "input_len", "output_len", "weight_dtype", "kv_dtype"]), (a) => a.config);
+      ["model", "batch", "input_len", "output_len", "weight_dtype", "kv_dtype", "lora_rank", "lora_merged",
+        "lora_targets", "lora_rank_map"]), (a) => a.config);
     const ratios = [];
     for (const members of byConfig.values()) {
       const b = members.find((a) => a.label === base);
@@ -231,7 +300,8 @@
         if (a.label === base || a.thr == null) continue;
         ratios.push({
           label: a.label, model: a.model, batch: a.batch,
-          what: `batch ${key(a.batch)} · in ${key(a.input_len)} · out ${key(a.output_len)} · ${key(a.weight_dtype)}/${key(a.kv_dtype)}`,
+          what: `batch ${key(a.batch)} · in ${key(a.input_len)} · out ${key(a.output_len)} · ${key(a.weight_dtype)}/${key(a.kv_dtype)}` +
+            (hasLora(a) ? " · LoRA " + loraText(a) : ""),
           thr: a.thr / b.thr,
           ttft: a.ttft_ms && b.ttft_ms ? b.ttft_ms / a.ttft_ms : null,
           tpot: a.tpot_ms_p50 && b.tpot_ms_p50 ? b.tpot_ms_p50 / a.tpot_ms_p50 : null,
@@ -379,7 +449,7 @@
   function quantization(ok) {
     const rows = ok.filter((r) => r.weight_dtype != null && r.thr != null);
     if (rows.length === 0) return ["empty", "no data yet: no points with a weight dtype in the filtered results"];
-    const agg = aggregate(rows, ["label", "model", "weight_dtype", "kv_dtype"], ["thr", "weight_bytes"]);
+    const agg = aggregate(rows, ["label", "model", "weight_dtype", "kv_dtype"], ["thr", "weight_bytes"], ["expert_bits"]);
     // relative to the device's fastest dtypes for the model: models differ by
     // orders of magnitude, and the question is what a dtype buys on a device
     const best = d3.rollup(agg, (v) => d3.max(v, (a) => a.thr), (a) => a.label, (a) => a.model);
@@ -392,7 +462,8 @@
       x: { label: null }, y: { label: "throughput ÷ fastest dtypes", grid: true, domain: [0, 1] },
       marginRight: 120, color: { legend: true },
       marks: [Plot.barY(agg, { x: "dtypes", y: "rel", fill: "dtypes", fx: "label", fy: "model",
-        title: (a) => `${a.label}, ${a.model}\n${a.dtypes}: ${fmt(a.thr)} tok/s, weights ${fmtBytes(a.weight_bytes)}` })],
+        title: (a) => `${a.label}, ${a.model}\n${a.dtypes}: ${fmt(a.thr)} tok/s, weights ${fmtBytes(a.weight_bytes)}` +
+          (a.expert_bits == null ? "" : "\n" + expertBitsText(a.expert_bits)) })],
     })];
     // what a format costs: KL against the unquantized weights and f32 cache,
     // against the bytes it keeps (eviction points are the other view's)
@@ -407,17 +478,23 @@
           title: (a) => `${a.dtypes}: KL ${fmt(a.kl_mean)}, ${fmt(100 * a.token_agreement)} % tokens agree, ` +
             `weights ${fmtBytes(a.weight_bytes)}, decode step ${fmt(a.tpot_ms_p50)} ms` })],
       }));
-    return ["drawn", ...charts];
+    return ["drawn", ...charts, mapDetail(rows, "expert_bits", "MoPEQ bits per expert of",
+      (a) => `${a.label} · ${a.model} · ${a.weight_dtype}`, expertBitsChart)];
   }
 
   function eviction(ok) {
     const rows = ok.filter((r) => r.evict != null && r.evict !== "none" && r.thr != null);
     if (rows.length === 0) return ["empty", "no data yet: no points with a KV eviction policy other than none in the filtered results"];
-    const agg = aggregate(rows, ["label", "model", "evict", "kv_budget"], ["thr", "kv_bytes", "kl_mean", "token_agreement"]);
+    // per-layer budgets (--kv-budget-alloc profile) are a policy of their own
+    const agg = aggregate(rows, ["label", "model", "evict", "kv_budget", "kv_budget_map"], ["thr", "kv_bytes", "kl_mean", "token_agreement"]);
+    for (const a of agg) {
+      a.policy = a.kv_budget_map == null ? a.evict : a.evict + " · per-layer budgets";
+      a.what = `${a.evict}, budget ${a.kv_budget}` + (a.kv_budget_map == null ? "" : `\n${kvBudgetText(a.kv_budget_map)}`);
+    }
     const charts = [plot({
       title: "KV memory vs throughput per eviction policy",
       x: { label: "KV bytes", tickFormat: "~s" }, y: { label: "total tok/s", grid: true }, color: { legend: true },
-      marks: [Plot.dot(agg, { x: "kv_bytes", y: "thr", fill: "evict", fx: "label", title: (a) => `${a.evict}, budget ${a.kv_budget}` })],
+      marks: [Plot.dot(agg, { x: "kv_bytes", y: "thr", fill: "policy", fx: "label", title: "what" })],
     })];
     // what each setting costs: KL against the unevicted f32 reference
     const lossy = agg.filter((a) => a.kl_mean != null);
@@ -425,11 +502,65 @@
       charts.push(plot({
         title: "fidelity lost: mean KL vs the unevicted reference (teacher-forced), by KV budget",
         x: { label: "KV budget (tokens)", type: "log" }, y: { label: "mean KL (nats)", grid: true }, color: { legend: true },
-        marks: [Plot.line(lossy, { x: "kv_budget", y: "kl_mean", stroke: "evict", fx: "label", sort: "kv_budget" }),
-          Plot.dot(lossy, { x: "kv_budget", y: "kl_mean", fill: "evict", fx: "label",
-            title: (a) => `${a.evict}, budget ${a.kv_budget}: KL ${fmt(a.kl_mean)}, ${fmt(100 * a.token_agreement)} % tokens agree` })],
+        marks: [Plot.line(lossy, { x: "kv_budget", y: "kl_mean", stroke: "policy", fx: "label", sort: "kv_budget" }),
+          Plot.dot(lossy, { x: "kv_budget", y: "kl_mean", fill: "policy", fx: "label",
+            title: (a) => `${a.what}\nKL ${fmt(a.kl_mean)}, ${fmt(100 * a.token_agreement)} % tokens agree` })],
       }));
-    return ["drawn", ...charts];
+    return ["drawn", ...charts, mapDetail(rows, "kv_budget_map", "per-layer KV budgets of",
+      (a) => `${a.label} · ${a.model} · ${a.evict} · budget ${a.kv_budget}`, kvBudgetChart)];
+  }
+
+  // What adapters cost a ViT: images/s and flop_util against the LoRA rank,
+  // one series per model, targets and merged or not, each starting from the
+  // same configuration without adapters at rank 0. A rank map is a series
+  // of its own, drawn at its mean rank.
+  function lora(ok) {
+    const vit = ok.filter((r) => r.workload === "vit" && r.images_s != null);
+    if (!vit.some(hasLora)) return ["empty", "no data yet: no ViT points with LoRA adapters (--lora-rank, --lora-rank-map) in the filtered results"];
+    const agg = aggregate(vit, ["label", "model", "batch", "image_size", "weight_dtype", "lora_targets", "lora_merged",
+      "lora_rank_map", "lora_rank"], ["images_s", "flop_util"]);
+    const shared = (a) => [a.label, a.model, a.batch, a.image_size, a.weight_dtype].join("\u0001");
+    const bare = new Map(agg.filter((a) => !hasLora(a)).map((a) => [shared(a), a]));
+    const marks = [];
+    const anchored = new Set();
+    for (const a of agg.filter(hasLora)) {
+      const b = bare.get(shared(a));
+      const series = `${a.model} · ${a.lora_targets ?? "attn"} · ${a.lora_merged === 1 ? "merged" : "unmerged"}` +
+        (a.lora_rank_map != null ? " · map " + shorten(a.lora_rank_map) : "");
+      const line = series + "\u0001" + shared(a);
+      const rank = a.lora_rank_map != null ? d3.mean(a.lora_rank_map.split(/[,/]/), Number) : a.lora_rank;
+      marks.push({ ...a, series, line, rank, vsBare: b && b.images_s ? a.images_s / b.images_s : null });
+      if (b && !anchored.has(line)) {
+        anchored.add(line);
+        marks.push({ ...b, series, line, rank: 0, vsBare: 1 });
+      }
+    }
+    marks.sort((a, b) => a.rank - b.rank);
+    const what = (a) => `${a.label}\n${a.model} batch ${a.batch}, ${key(a.image_size)} px, ${key(a.weight_dtype)}\n${loraText(a)}`;
+    const devices = new Set(marks.map((a) => a.label)).size;
+    const chart = (y, label, type, tip) => plot({
+      title: `${label} against LoRA rank (rank 0: no adapters; squares: rank maps at their mean rank)`,
+      height: 80 + 220 * devices, marginRight: LABEL_MARGIN,
+      x: { label: "LoRA rank", grid: true }, y: { label, grid: true, type },
+      color: { legend: true, domain: [...new Set(marks.map((a) => a.series))].sort() },
+      marks: [Plot.line(marks, { x: "rank", y, stroke: "series", z: "line", fy: "label" }),
+        Plot.dot(marks, { x: "rank", y, stroke: "series", fill: "white", fy: "label", r: 3.5,
+          symbol: (a) => (a.lora_rank_map != null ? "square" : "circle"), title: (a) => `${what(a)}\n${tip(a)}` })],
+    });
+    const notes = [];
+    let rows = marks.filter(hasLora);
+    if (rows.length > 60) {
+      notes.push(`table: the 60 configurations of ${rows.length} with the largest adapter overhead`);
+      rows = rows.sort((a, b) => (a.vsBare ?? 1) - (b.vsBare ?? 1)).slice(0, 60);
+    }
+    return ["drawn",
+      chart("images_s", "images/s", "log", (a) => `${fmt(a.images_s)} images/s` + (a.vsBare == null ? "" : `, ${fmt(a.vsBare)}× those without adapters`)),
+      chart("flop_util", "flop_util", "linear", (a) => `flop_util ${fmt(a.flop_util)}`),
+      ...notes.map((t) => el("p", { class: "note", text: t })),
+      table(["device", "model", "batch", "image px", "weights", "adapters", "images/s", "÷ without adapters", "flop_util"],
+        rows.map((a) => [a.label, a.model, a.batch, a.image_size, a.weight_dtype, loraText(a), a.images_s, a.vsBare, a.flop_util])),
+      mapDetail(marks, "lora_rank_map", "ranks of the rank map",
+        (a) => `${a.label} · ${a.model} · ${a.lora_targets ?? "attn"}`, rankMapChart)];
   }
 
 
@@ -490,7 +621,8 @@
     });
     const shown = bad.slice(0, 300);
     const rows = shown.map((r) => [r.status, r.label, r.model, r.workload,
-      `b${key(r.batch)} in ${key(r.input_len)} out ${key(r.output_len)} ${key(r.weight_dtype)}/${key(r.kv_dtype)}`, r.tag, r.reason]);
+      `b${key(r.batch)} in ${key(r.input_len)} out ${key(r.output_len)} ${key(r.weight_dtype)}/${key(r.kv_dtype)}` +
+        (hasLora(r) ? " LoRA " + loraText(r) : ""), r.tag, r.reason]);
     return ["drawn", chart, bad.length > shown.length ? el("p", { class: "note", text: `first ${shown.length} of ${bad.length} shown` }) : null,
       table(["status", "device", "model", "workload", "configuration", "tag", "reason"], rows)];
   }
@@ -503,6 +635,7 @@
     ["moe", "MoE: experts and top-k", "Mixture-of-experts points by expert count and routing width.", moe],
     ["quant", "Quantization", "Weight and KV-cache dtypes.", quantization],
     ["eviction", "KV-cache eviction", "Memory saved against throughput per eviction policy, and the fidelity it costs.", eviction],
+    ["lora", "ViT LoRA adapters", "Images/s and flop_util against the adapters' rank, per model, targets and merged or not; the cost over the same ViT without adapters.", lora],
     ["efficiency", "Efficiency against each device's ceilings", "bw_util: bytes a decode step reads over the measured copy bandwidth; flop_util: prefill FLOPs over the measured GEMM rate.", efficiency],
     ["imported", "Imported results", "Results of external studies (source ≠ dyno), marked, beside dyno's own.", imported],
     ["failures", "Failed and skipped points", "Every point that did not run, with its reason.", failures],

@@ -15,23 +15,32 @@
 #define MATCH_AXES(X)                                                        \
     X(workload) X(model) X(batch) X(input_len) X(output_len) X(experts)      \
     X(top_k) X(moe_ffn_dim) X(routing) X(weight_dtype) X(kv_dtype) X(evict)  \
-    X(kv_budget) X(block_size) X(image_size) X(patch) X(layers)
+    X(kv_budget) X(block_size) X(image_size) X(patch) X(layers) X(lora_rank_map)
+
+/* Axes stored as NULL where the flag was not given, which means the same as
+ * its default: a ViT point without --lora-rank is one with --lora-rank 0. */
+#define MATCH_DEFAULTED(X) X(lora_rank, "0") X(lora_merged, "0") X(lora_targets, "'attn'")
 
 #define AS_LIST(c) #c ","
 #define AS_JOIN(c) " AND b." #c " IS v." #c
+#define AS_LIST_DEFAULTED(c, d) "ifnull(" #c ", " d "),"
+#define AS_JOIN_DEFAULTED(c, d) " AND ifnull(b." #c ", " d ") = ifnull(v." #c ", " d ")"
 
 /* The newest ok point of each configuration on each device, so repeated
  * runs of one sweep do not multiply the rows. */
 static const char compare_sql[] =
     "WITH latest AS (SELECT * FROM points WHERE id IN (SELECT max(id) FROM points"
-    " WHERE status = 'ok' GROUP BY " MATCH_AXES(AS_LIST) " backend, device, source))"
+    " WHERE status = 'ok' GROUP BY " MATCH_AXES(AS_LIST) MATCH_DEFAULTED(AS_LIST_DEFAULTED)
+    " backend, device, source))"
     " SELECT b.model, b.workload, b.batch, b.input_len, b.output_len, b.weight_dtype,"
     " b.kv_dtype, b.experts, b.top_k, b.evict,"
-    " b.total_tok_s, v.total_tok_s, b.ttft_ms, v.ttft_ms, b.tpot_ms_p50, v.tpot_ms_p50"
-    " FROM latest b JOIN latest v ON 1" MATCH_AXES(AS_JOIN)
+    " ifnull(b.total_tok_s, b.images_s), ifnull(v.total_tok_s, v.images_s),"
+    " b.ttft_ms, v.ttft_ms, b.tpot_ms_p50, v.tpot_ms_p50,"
+    " b.lora_rank, b.lora_targets, b.lora_merged, b.lora_rank_map, b.total_tok_s IS NULL"
+    " FROM latest b JOIN latest v ON 1" MATCH_AXES(AS_JOIN) MATCH_DEFAULTED(AS_JOIN_DEFAULTED)
     " WHERE b.backend = ?1 AND b.device = ?2 AND v.backend = ?3 AND v.device = ?4"
     " ORDER BY b.model, b.workload, b.batch, b.input_len, b.output_len, b.weight_dtype,"
-    " b.kv_dtype";
+    " b.kv_dtype, b.lora_rank_map, b.lora_rank, b.lora_targets, b.lora_merged";
 
 struct dev {
     char *backend, *device;
@@ -51,13 +60,14 @@ static void put_cell(const unsigned char *s)
     }
 }
 
-static void put_num(sqlite3_stmt *st, int i)
+/* A figure, with UNIT after it where the column's header does not say it. */
+static void put_num(sqlite3_stmt *st, int i, const char *unit)
 {
     if (sqlite3_column_type(st, i) == SQLITE_NULL)
         fputs(" — |", stdout);
     else
-        printf(fabs(sqlite3_column_double(st, i)) >= 1000 ? " %.0f |" : " %.4g |",
-               sqlite3_column_double(st, i));
+        printf(fabs(sqlite3_column_double(st, i)) >= 1000 ? " %.0f%s |" : " %.4g%s |",
+               sqlite3_column_double(st, i), unit);
 }
 
 /* Prints "×R" where R > 1 means the compared device is faster; returns R,
@@ -127,6 +137,28 @@ static int all_other_devices(sqlite3 *conn, const struct dev *base, struct dev *
     return DY_OK;
 }
 
+/* The LoRA adapters of a ViT point, which tell its rows apart: " lora r8
+ * attn+mlp merged", " lora map 8/8,0/4 attn+mlp", nothing without any. */
+static void put_lora(sqlite3_stmt *st)
+{
+    const unsigned char *map = sqlite3_column_text(st, 19);
+
+    if (!map && sqlite3_column_int64(st, 16) <= 0)
+        return;
+    if (map) {
+        fputs(" lora map ", stdout);
+        put_cell(map);
+    } else {
+        printf(" lora r%lld", (long long)sqlite3_column_int64(st, 16));
+    }
+    if (sqlite3_column_type(st, 17) != SQLITE_NULL) {
+        fputc(' ', stdout);
+        put_cell(sqlite3_column_text(st, 17));
+    }
+    if (sqlite3_column_int(st, 18) == 1)
+        fputs(" merged", stdout);
+}
+
 static void put_config(sqlite3_stmt *st)
 {
     fputs("| ", stdout);
@@ -146,6 +178,7 @@ static void put_config(sqlite3_stmt *st)
         fputs(" evict ", stdout);
         put_cell(sqlite3_column_text(st, 9));
     }
+    put_lora(st);
     fputs(" |", stdout);
 }
 
@@ -175,19 +208,21 @@ static int compare_pair(sqlite3_stmt *st, const struct dev *base, const struct d
             puts("| model | workload | batch | in | out | weights/kv | base tok/s | tok/s | × |"
                  " base TTFT ms | TTFT ms | × | base tpot p50 ms | tpot p50 ms | × |\n"
                  "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        /* a ViT point's throughput is images/s */
+        const char *unit = sqlite3_column_int(st, 20) ? " img/s" : "";
         put_config(st);
-        put_num(st, 10);
-        put_num(st, 11);
+        put_num(st, 10, unit);
+        put_num(st, 11, unit);
         r = put_ratio(st, 10, 11, 1);
         if (isfinite(r)) {
             log_sum += log(r);
             ratios++;
         }
-        put_num(st, 12);
-        put_num(st, 13);
+        put_num(st, 12, "");
+        put_num(st, 13, "");
         put_ratio(st, 12, 13, 0);
-        put_num(st, 14);
-        put_num(st, 15);
+        put_num(st, 14, "");
+        put_num(st, 15, "");
         put_ratio(st, 14, 15, 0);
         fputc('\n', stdout);
     }

@@ -43,7 +43,10 @@ static const struct {
     { "weight_bytes", COL_NUM }, { "kv_bytes", COL_NUM }, { "energy_j", COL_NUM },
     { "avg_power_w", COL_NUM }, { "bw_util", COL_NUM }, { "flop_util", COL_NUM },
     { "expert_imbalance", COL_NUM }, { "experts_touched", COL_NUM },
-    { "token_agreement", COL_NUM }, { "kl_mean", COL_NUM },
+    { "token_agreement", COL_NUM }, { "kl_mean", COL_NUM }, { "lora_rank", COL_NUM },
+    { "lora_merged", COL_NUM }, { "lora_targets", COL_TEXT }, { "lora_rank_map", COL_TEXT },
+    /* per-layer maps: few distinct values, so the dictionaries stay short */
+    { "kv_budget_map", COL_TEXT }, { "expert_bits", COL_TEXT },
 };
 
 /* The hot writers below use the _unlocked stdio calls: the output is one

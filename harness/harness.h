@@ -42,14 +42,28 @@ int dy_moe_layer_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const struct
                        const struct dy_llm_weights *w, const struct dy_llm_options *opt,
                        struct dy_point *p, struct dy_sample **samples_out, int *sample_count);
 /* ---- fidelity.c ---- */
-/* Runs `tested` (weights w) beside a reference decoder (weights ref_w, f32
- * KV cache, nothing evicted) on the same prompts: the prefill and `steps` decode steps, the tested
- * one fed the reference's greedy tokens. *agreement: share of steps (and
- * sequences) whose argmax equals the reference's token; *kl_mean: mean
- * KL(reference || tested) of the next-token distributions. NAN on failure. */
-int dy_fidelity(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *ref_w,
-                const struct dy_llm_weights *w, const struct dy_llm_options *tested, const int32_t *prompts, int batch, int prompt_len,
-                int steps, double *agreement, double *kl_mean);
+/* A lossy point's cost in output (a KV cache in fp8 or int8, eviction, or
+ * quantized weights: w is not ref_w; nothing to do otherwise), untimed,
+ * over its first sequences of `prompts` and first decode steps: a
+ * reference decoder (weights ref_w, f32 KV cache, nothing evicted) prefills
+ * and generates greedily, then the point's (opt, weights w) prefills the
+ * same prompts and is fed the reference's tokens; one decoder on the
+ * device at a time, each prefill in as many passes as it needs to fit.
+ * Fills p->token_agreement (share of steps and sequences whose argmax is
+ * the reference's token) and p->kl_mean (mean KL(reference || tested) of
+ * the next-token distributions), or leaves them NAN and says why in
+ * p->reason, starting "fidelity not measured:", and returns the failure
+ * (the point keeps its timing either way). Destroy the point's own decoder
+ * first: its memory is the room the pass has. */
+int dy_fidelity_point(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_llm_weights *ref_w,
+                      const struct dy_llm_weights *w, const struct dy_llm_options *opt, const int32_t *prompts,
+                      struct dy_point *p);
+/* ---- run.c ---- */
+/* Halves opt->prefill_seqs (0: all max_batch sequences in one pass) until
+ * the decoder's device state (dy_llm_state_bytes) fits nine tenths of
+ * free_bytes or one sequence per pass is left; returns the bytes it needs
+ * then (which may still exceed free_bytes). */
+uint64_t dy_fit_prefill_seqs(const struct dy_model_config *cfg, struct dy_llm_options *opt, uint64_t free_bytes);
 /* ---- encode.c ---- */
 int dy_cmd_encode(int argc, char **argv);
 

@@ -391,6 +391,25 @@ static int ensure_model(struct dy_runner *r, struct device_state *dev, const cha
     return ensure_quantized(r, dev, format, p);
 }
 
+uint64_t dy_fit_prefill_seqs(const struct dy_model_config *cfg, struct dy_llm_options *opt, uint64_t free_bytes)
+{
+    /* The tenth left is headroom for what dy_llm_state_bytes does not
+     * count: backend scratch allocated during the first prefill, such as
+     * CUDA's bf16 copy of a GEMM's f32 activations (it grows with the
+     * pass's rows) or a quantized matrix dequantized whole for a prefill
+     * GEMM. It no longer makes room for the fidelity pass: that runs after
+     * the point's decoder is gone, one decoder at a time, and fits its own
+     * passes through this function. */
+    uint64_t need = dy_llm_state_bytes(cfg, opt);
+    while (need > free_bytes * 0.9 && opt->prefill_seqs != 1) {
+        opt->prefill_seqs = (opt->prefill_seqs ? opt->prefill_seqs : opt->max_batch) / 2;
+        if (opt->prefill_seqs < 1)
+            opt->prefill_seqs = 1;
+        need = dy_llm_state_bytes(cfg, opt);
+    }
+    return need;
+}
+
 /* Deterministic prompts: the same token ids on every backend for a seed. */
 static void make_prompts(int32_t *tokens, size_t count, uint64_t seed, int vocab)
 {
@@ -527,21 +546,11 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     if (dev->ceil.gemm_tflops > 0)
         p->flop_util = dy_llm_prefill_flops(cfg, batch, in, &opt) / (p->ttft_ms / 1e3) /
                        (dev->ceil.gemm_tflops * 1e12);
-    /* a lossy cache: what it costs against the f32 reference, untimed, over
-     * the first FIDELITY_SEQS sequences and FIDELITY_STEPS decode steps; a
-     * reference that does not fit leaves the columns empty, not the point */
-    if (opt.kv_dtype == DY_FP8 || opt.kv_dtype == DY_I8 || opt.evict != DY_EVICT_NONE ||
-        r->model.qformat[0]) {
-        enum { FIDELITY_SEQS = 8, FIDELITY_STEPS = 64 };
-        dy_llm_destroy(m);
-        m = NULL;
-        struct dy_llm_options fid = opt;
-        fid.max_batch = batch < FIDELITY_SEQS ? batch : FIDELITY_SEQS;
-        if (dy_fidelity(ctx, cfg, &r->model.w, model_weights(r), &fid, prompts, fid.max_batch, in,
-                        steps < FIDELITY_STEPS ? steps : FIDELITY_STEPS, &p->token_agreement,
-                        &p->kl_mean) != DY_OK)
-            snprintf(p->reason, sizeof p->reason, "fidelity not measured: %s", dy_ctx_error(ctx));
-    }
+    /* a lossy setting's cost in output, untimed; a reference that does not
+     * fit leaves the fidelity columns empty, not the point */
+    dy_llm_destroy(m);
+    m = NULL;
+    dy_fidelity_point(ctx, cfg, &r->model.w, model_weights(r), &opt, prompts, p);
     st = DY_OK;
 done:
     /* a timed-out point may still have work queued that uses its buffers */
@@ -702,14 +711,8 @@ enum dy_point_outcome dy_runner_point(dy_runner *r, const char *v[DY_AX_COUNT],
     struct dy_mem_info mem;
     uint64_t need = dy_llm_state_bytes(cfg, &llm_opt);
     bool known = dy_mem_info(dev->ctx, &mem) == DY_OK && mem.free_bytes;
-    /* activations too large for one prefill: fewer sequences per pass (the
-     * fidelity pass, if any, needs room for two decoders: keep a tenth) */
-    while (!one_layer && known && need > mem.free_bytes * 0.9 && llm_opt.prefill_seqs != 1) {
-        llm_opt.prefill_seqs = (llm_opt.prefill_seqs ? llm_opt.prefill_seqs : (int)p->batch) / 2;
-        if (llm_opt.prefill_seqs < 1)
-            llm_opt.prefill_seqs = 1;
-        need = dy_llm_state_bytes(cfg, &llm_opt);
-    }
+    if (!one_layer && known) /* activations too large for one prefill: fewer sequences per pass */
+        need = dy_fit_prefill_seqs(cfg, &llm_opt, mem.free_bytes);
     if (known && need > mem.free_bytes) {
         set_status(p, "oom", "KV cache and activations need %.2f GiB, %s:%d has %.2f GiB free",
                    need / 1073741824.0, dev->backend, dev->index, mem.free_bytes / 1073741824.0);

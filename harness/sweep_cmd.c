@@ -21,6 +21,15 @@ static void fmt_num(char *buf, size_t len, double v, const char *fmt)
         snprintf(buf, len, fmt, v);
 }
 
+/* An integer axis, "-" where the point stores none (NULL). */
+static void fmt_int(char *buf, size_t len, int64_t v)
+{
+    if (v == DY_NULL_INT)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%lld", (long long)v);
+}
+
 static void status_text(const struct dy_point *p, char *status, size_t len)
 {
     if (p->reason[0])
@@ -42,15 +51,17 @@ static void print_image_summary(const struct dy_point *done, int done_count, FIL
         const struct dy_point *p = &done[i];
         if (strcmp(p->workload, "vit"))
             continue;
-        char p50[32], p99[32], ips[32], fl[32], status[600];
+        char size[32], p50[32], p99[32], ips[32], fl[32], status[600];
+        /* a point skipped before its model's default size was read has none */
+        fmt_int(size, sizeof size, p->image_size);
         fmt_num(p50, sizeof p50, p->e2e_ms, "%.2f");
         fmt_num(p99, sizeof p99, p->e2e_ms_p99, "%.2f");
         fmt_num(ips, sizeof ips, p->images_s, "%.1f");
         fmt_num(fl, sizeof fl, p->flop_util * 100, "%.0f%%");
         status_text(p, status, sizeof status);
-        fprintf(out, "| %s | %s | %s | %lld | %lld | %s | %s | %s | %s | %s | %s |\n", p->backend,
-                p->device, p->model, (long long)p->batch, (long long)p->image_size, p->weight_dtype,
-                status, p50, p99, ips, fl);
+        fprintf(out, "| %s | %s | %s | %lld | %s | %s | %s | %s | %s | %s | %s |\n", p->backend,
+                p->device, p->model, (long long)p->batch, size, p->weight_dtype, status, p50, p99,
+                ips, fl);
     }
 }
 

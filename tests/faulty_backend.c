@@ -3,7 +3,11 @@
  *   DYNO_FAULT_OP=NAME:N        the Nth call of op NAME fails with a device error
  *   DYNO_FAULT_ALLOC_ABOVE=B    allocations of more than B bytes fail with
  *                               out-of-memory
+ *   DYNO_FAULT_MEM=B            a device of B bytes: mem_info says B less
+ *                               what is allocated is free (allocations
+ *                               beyond it still succeed)
  * Counts are per process, from 1. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +16,7 @@
 
 static struct dy_backend table;
 static long alloc_fault_above;
+static uint64_t mem_bytes, mem_in_use;
 static char fault_text[128];
 
 
@@ -27,7 +32,26 @@ static int faulty_alloc(void *ctx, size_t bytes, void **impl)
                  alloc_fault_above);
         return DY_E_NOMEM;
     }
-    return dy_backend_cpu_ref.buf_alloc(ctx, bytes, impl);
+    int st = dy_backend_cpu_ref.buf_alloc(ctx, bytes, impl);
+    if (st == DY_OK) /* cpu-ref's buffers come from aligned_alloc */
+        mem_in_use += malloc_usable_size(*impl);
+    return st;
+}
+
+static void faulty_free(void *ctx, void *impl)
+{
+    mem_in_use -= malloc_usable_size(impl);
+    dy_backend_cpu_ref.buf_free(ctx, impl);
+}
+
+static int faulty_mem_info(void *ctx, struct dy_mem_info *info)
+{
+    int st = dy_backend_cpu_ref.mem_info(ctx, info);
+    if (st == DY_OK && mem_bytes) {
+        info->total_bytes = mem_bytes;
+        info->free_bytes = mem_in_use < mem_bytes ? mem_bytes - mem_in_use : 0;
+    }
+    return st;
 }
 
 /* True when this call of `op` is the one DYNO_FAULT_OP names. */
@@ -71,6 +95,8 @@ const struct dy_backend *dy_backend_entry(void)
     table.description = "cpu-ref as a plugin with injected faults (tests only)";
     table.last_error = faulty_last_error;
     table.buf_alloc = faulty_alloc;
+    table.buf_free = faulty_free;
+    table.mem_info = faulty_mem_info;
     table.fill_random = faulty_fill_random;
     table.gemm = faulty_gemm;
     table.norm = faulty_norm;
@@ -88,5 +114,7 @@ const struct dy_backend *dy_backend_entry(void)
     table.scatter_add_rows = faulty_scatter_add_rows;
     const char *above = getenv("DYNO_FAULT_ALLOC_ABOVE");
     alloc_fault_above = above ? atol(above) : 0;
+    const char *mem = getenv("DYNO_FAULT_MEM");
+    mem_bytes = mem ? strtoull(mem, NULL, 10) : 0;
     return &table;
 }

@@ -7,7 +7,7 @@ source "$(dirname "$0")/tap.sh"
 root=${DYNO_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 case $DYNO in /*) ;; *) DYNO=$PWD/$DYNO ;; esac
 
-echo "1..14"
+echo "1..16"
 db=$tmp/fixture.db
 "$root/tests/browser/make_fixture.sh" "$DYNO" "$db"
 check "fixture database built" test -s "$db"
@@ -62,6 +62,25 @@ for l in rows:
     f = [float(x) for x in c[6:15]]
     good &= close(f[2], f[1], f[0]) and close(f[5], f[3], f[4]) and close(f[8], f[6], f[7])
 sys.exit(0 if rows and good else 1)"
+# the fixture's ViT points on both: one without adapters, ranks 4 and 16 on
+# attn and attn+mlp, merged or not, and a rank map merged or not; paired
+# only with their own configuration, their throughput in images/s
+check "compare: ViT points apart only in their LoRA axes are rows of their own" python3 -c "
+rows = [l.split('|') for l in open('$tmp/cmp') if l.startswith('| tiny-vit | vit |')]
+configs = [r[6].strip() for r in rows]
+want = ['bf16/', 'bf16/ lora map 16/16,8/8,4/0,0/4 attn+mlp', 'bf16/ lora map 16/16,8/8,4/0,0/4 attn+mlp merged']
+want += ['bf16/ lora r%d %s%s' % (k, t, m) for k in (4, 16) for t in ('attn', 'attn+mlp') for m in ('', ' merged')]
+assert sorted(configs) == sorted(want), configs
+assert all(r[7].endswith(' img/s ') and r[9].strip().startswith('**') for r in rows), rows"
+# LoRA flags left out are stored as NULL and mean rank 0 on attn, unmerged
+python3 -c "
+import shutil, sqlite3
+shutil.copy('$db', '$tmp/unset.db')
+db = sqlite3.connect('$tmp/unset.db')
+db.execute(\"UPDATE points SET lora_rank = NULL, lora_targets = NULL, lora_merged = NULL WHERE backend = 'cpu-ref' AND workload = 'vit' AND lora_rank = 0\")
+db.commit()"
+"$DYNO" compare --db "$tmp/unset.db" --baseline cpu-ref --vs "cpu:AMD EPYC" >"$tmp/unset" 2>&1
+check "compare: a ViT point without LoRA flags pairs with one at rank 0" grep -q '^| tiny-vit | vit | 1 | — | — | bf16/ | .* img/s |' "$tmp/unset"
 "$DYNO" compare --db "$db" --baseline "cpu-ref" >"$tmp/all" 2>&1
 check "compare without --vs: every other device, imported ones too" bash -c \
     "grep -q '^## cpu:AMD EPYC vs' '$tmp/all' && grep -q '^## cpu:<img src=x onerror=alert(1)> vs' '$tmp/all' && grep -q '^## vllm:A100-SXM4-80GB vs' '$tmp/all'"

@@ -8,7 +8,7 @@
 source "$(dirname "$0")/tap.sh"
 backends="cpu-ref cpu"
 "$DYNO" devices 2>/dev/null | grep -qE '^opencl +OpenCL' && backends="$backends opencl"
-echo "1..$((6 * $(echo $backends | wc -w) + 7))"
+echo "1..$((6 * $(echo $backends | wc -w) + 11))"
 for be in $backends; do
     db=$tmp/kv-$be.db
     "$DYNO" run --backend $be --model tiny-llama,tiny-moe --kv-dtype f16,fp8,int8 --batch 2 --input-len 24 \
@@ -46,6 +46,28 @@ ev=$tmp/evict.db
     --kv-dtype f32 --batch 2 --input-len 160 --output-len 48 --warmup 0 --repeat 1 --db "$ev" >/dev/null 2>&1
 check "a budget above the sequence changes nothing: every token agrees, KL 0" \
     test "$(sql "$ev" "select count(*) from points where kv_budget = 4096 and status = 'ok' and token_agreement = 1 and kl_mean = 0")" = 4
+"$DYNO" run --backend cpu --model tiny-llama,tiny-moe --evict paged --kv-budget 4096 --kv-dtype f32 --batch 10 \
+    --input-len 24 --output-len 70 --warmup 0 --repeat 1 --db "$tmp/long.db" >/dev/null 2>&1
+check "over more sequences and steps than fidelity compares (8 of 10, 64 of 69), the reference's logits and tokens meet the tested decoder's step for step" \
+    test "$(sql "$tmp/long.db" "select count(*) from points where status = 'ok' and token_agreement = 1 and kl_mean = 0")" = 2
+# faulty is cpu-ref on a device of DYNO_FAULT_MEM bytes, 10,490,368 of them
+# tiny-llama's bf16 weights; the reference of 8 prompts of 100 tokens needs
+# 15.8 MB in one prefill pass, 10.1 MB in passes of 4, 5.8 MB in passes of 1
+small="--backend faulty --model tiny-llama --evict paged --kv-budget 64 --kv-dtype f32 --batch 8 --input-len 100 --output-len 16 --warmup 0 --repeat 1"
+"$DYNO" run $small --db "$tmp/fit.db" >/dev/null 2>&1
+DYNO_FAULT_MEM=$((10490368 + 12000000)) "$DYNO" run $small --db "$tmp/fit.db" >/dev/null 2>&1
+DYNO_FAULT_MEM=$((10490368 + 5000000)) "$DYNO" run $small --db "$tmp/fit.db" >/dev/null 2>&1
+check "fidelity on a small device: prefill passes of fewer sequences, the same figures (cpu-ref)" \
+    test "$(sql "$tmp/fit.db" "select count(distinct token_agreement || ' ' || kl_mean) || ' ' || count(*) from points where id <= 2 and status = 'ok' and kl_mean > 0")" = "1 2"
+check "a reference too large for the device: the point keeps its timing, the reason gives the sizes" \
+    test "$(sql "$tmp/fit.db" "select count(*) from points where id = 3 and status = 'ok' and e2e_ms > 0 and token_agreement is null and kl_mean is null and reason like 'fidelity not measured: % reference decoder (f32 KV cache) needs 0.01 GiB%free%'")" = 1
+# the point's 15 decode steps of 4 layers call attention_decode 60 times, the reference's the next 60
+for call in 100 150; do
+    DYNO_FAULT_OP=attention_decode:$call "$DYNO" run $small --db "$tmp/fault.db" >/dev/null 2>&1
+done
+check "a device fault in the fidelity pass: the point keeps its timing, the reason names the decoder" \
+    test "$(sql "$tmp/fault.db" "select group_concat(status || ' ' || (e2e_ms > 0) || ' ' || coalesce(kl_mean, '-') || ' ' || substr(reason, 1, instr(reason, 'decoder:') + 7), '|') from (select * from points order by id)")" \
+    = "ok 1 - fidelity not measured: the reference decoder:|ok 1 - fidelity not measured: the tested decoder:"
 # 6 blocks of 16 per sequence and the trash block, against 13 per sequence
 check "a budget of 96 tokens holds 6 blocks per sequence (and one to drop a prompt's tokens into)" \
     test "$(sql "$ev" "select group_concat(distinct kv_bytes) from points where kv_budget = 96")" = \

@@ -240,16 +240,19 @@ static void test_gemv_f16_weights(void)
     cl_int lda = K, ldb = K, ldc = N, f32 = DY_F32, f16 = DY_F16, a_vec = 1, m = 1, n = N, k = K;
     cl_int k_vec = K / 8 * 8;
     float beta = 0.0f;
-    size_t global = (N + GEMV_ROWS - 1) / GEMV_ROWS * WG, local = WG;
-    RUN("gemv1", 1, &global, &local, ARG(am), ARG(zero), ARG(lda), ARG(f32), ARG(a_vec), ARG(bm),
-        ARG(zero), ARG(ldb), ARG(f16), ARG(biasm), ARG(zero), ARG(cm), ARG(zero), ARG(ldc),
-        ARG(f32), ARG(beta), ARG(m), ARG(n), ARG(k), ARG(k_vec));
-    download(cm, c, sizeof c);
-    for (int j = 0; j < N; j++) {
-        double want = bias_f[j];
-        for (int i = 0; i < K; i++)
-            want += (double)a[i] * dy_f16_to_f32(b[j * K + i]);
-        DY_CHECK(close_to(c[j], want, 1e-5));
+    /* 32 items per row of B as Level Zero launches it, 1 as on CPUs */
+    for (cl_int lanes = 32; lanes >= 1; lanes /= 32) {
+        size_t global = (N + WG / lanes - 1) / (WG / lanes) * WG, local = WG;
+        RUN("gemv1", 1, &global, &local, ARG(am), ARG(zero), ARG(lda), ARG(f32), ARG(a_vec),
+            ARG(bm), ARG(zero), ARG(ldb), ARG(f16), ARG(biasm), ARG(zero), ARG(cm), ARG(zero),
+            ARG(ldc), ARG(f32), ARG(beta), ARG(m), ARG(n), ARG(k), ARG(k_vec), ARG(lanes));
+        download(cm, c, sizeof c);
+        for (int j = 0; j < N; j++) {
+            double want = bias_f[j];
+            for (int i = 0; i < K; i++)
+                want += (double)a[i] * dy_f16_to_f32(b[j * K + i]);
+            DY_CHECK(close_to(c[j], want, 1e-5));
+        }
     }
     clReleaseMemObject(am);
     clReleaseMemObject(bm);
@@ -742,17 +745,20 @@ static void test_quantized_weights(void)
             DY_CHECK(memcmp(&want, &out[i], sizeof want) == 0);
         }
     }
-    size_t global = (N + GEMV_ROWS - 1) / GEMV_ROWS * WG, local = WG;
-    RUN("gemv_q1", 1, &global, &local, ARG(am), ARG(off), ARG(k), ARG(a_vec), ARG(qm), ARG(off),
-        ARG(i4), ARG(sm), ARG(off), ARG(zm), ARG(off), ARG(group), ARG(none), ARG(off), ARG(f32),
-        ARG(cm), ARG(off), ARG(n), ARG(beta), ARG(m), ARG(n), ARG(k), ARG(k_vec));
-    download(cm, c, sizeof c);
-    for (int j = 0; j < N; j++) {
-        double want = 0;
-        for (int i = 0; i < K; i++)
-            want += a[i] * (double)dy_dequant(q, DY_I4, scale, zero, K, GROUP, (size_t)j,
-                                              (size_t)i);
-        DY_CHECK(close_to(c[j], want, 1e-5));
+    for (cl_int lanes = 32; lanes >= 1; lanes /= 32) {
+        size_t global = (N + WG / lanes - 1) / (WG / lanes) * WG, local = WG;
+        RUN("gemv_q1", 1, &global, &local, ARG(am), ARG(off), ARG(k), ARG(a_vec), ARG(qm),
+            ARG(off), ARG(i4), ARG(sm), ARG(off), ARG(zm), ARG(off), ARG(group), ARG(none),
+            ARG(off), ARG(f32), ARG(cm), ARG(off), ARG(n), ARG(beta), ARG(m), ARG(n), ARG(k),
+            ARG(k_vec), ARG(lanes));
+        download(cm, c, sizeof c);
+        for (int j = 0; j < N; j++) {
+            double want = 0;
+            for (int i = 0; i < K; i++)
+                want += a[i] * (double)dy_dequant(q, DY_I4, scale, zero, K, GROUP, (size_t)j,
+                                                  (size_t)i);
+            DY_CHECK(close_to(c[j], want, 1e-5));
+        }
     }
     cl_mem bufs[] = { qm, sm, zm, om, am, cm };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)

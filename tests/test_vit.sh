@@ -13,7 +13,7 @@ fi
 backends="cpu-ref cpu"
 "$DYNO" devices 2>/dev/null | grep -qE '^opencl +OpenCL' && backends="$backends opencl"
 nb=$(echo $backends | wc -w)
-echo "1..$((5 * nb + 21))"
+echo "1..$((5 * nb + 22))"
 # max |got - want| / max |want| over two float32 files
 rel_err() { python3 - "$1" "$2" <<'PY'
 import struct, sys
@@ -43,10 +43,16 @@ for be in $backends; do
 done
 n_ok=$(sql "$tmp/vit.db" "select count(*) from points where status='ok' and images_s > 0 and e2e_ms > 0 and e2e_ms_p99 >= e2e_ms and flop_util > 0 and image_size = 64")
 check "run --workload vit stores ok points with images_s" test "$n_ok" = "$((2 * nb))"
-"$DYNO" run --workload vit --model tiny-vit --image-size 100 --repeat 1 --db "$tmp/vit2.db" >/dev/null 2>&1
-"$DYNO" run --workload vit --model tiny-vit --lora-merged 1 --repeat 1 --db "$tmp/vit2.db" >/dev/null 2>&1
+"$DYNO" run --workload vit --model tiny-vit --image-size 100 --repeat 1 --db "$tmp/vit2.db" >"$tmp/size.out" 2>&1
+"$DYNO" run --workload vit --model tiny-vit --lora-merged 1 --repeat 1 --db "$tmp/vit2.db" >"$tmp/merged.out" 2>&1
 check "a size that is no multiple of the patch, and merging without a rank, are skipped rows" \
     test "$(sql "$tmp/vit2.db" "select count(*) from points where status='skipped' and reason <> ''")" = 2
+# the summary's image px: the size asked for, or "-" where none was (the
+# model's own was never read)
+check "the summary of skipped rows shows the requested image size or -" \
+    test -n "$(grep -E '\| tiny-vit \| 1 \| 100 \| bf16 \| skipped' "$tmp/size.out")" \
+    -a -n "$(grep -E '\| tiny-vit \| 1 \| - \| bf16 \| skipped' "$tmp/merged.out")" \
+    -a -z "$(grep -e -9223372036854775808 "$tmp/size.out" "$tmp/merged.out")"
 "$DYNO" run --workload vit --model tiny-vit --lora-rank 0,8 --lora-merged 0,1 --repeat 1 \
     --db "$tmp/lora.db" >/dev/null 2>&1
 check "LoRA points: rank 8 unmerged and merged run and are stored with their axes" \

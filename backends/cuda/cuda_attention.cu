@@ -16,7 +16,14 @@
 #include "cuda_quant.h"
 
 #define PREFILL_WARPS 4
-#define SPLIT_MIN_TOKENS 32
+/* Splits of a sequence's context: blocks for about SPLIT_BLOCKS_PER_SM per
+ * multiprocessor, each at least SPLIT_MIN_TOKENS keys (measured on an H100
+ * with bench/cuda/kv_bench.c at Llama-3.1-8B's shape: against 8 blocks of
+ * 32 keys, batch 1 x 4,096 took 19.5 instead of 28.8 us a layer, batch
+ * 64 x 2,048 197 instead of 211; DYNO_CUDA_DECODE_SPLIT=BLOCKS,KEYS
+ * overrides them) */
+#define SPLIT_BLOCKS_PER_SM 2
+#define SPLIT_MIN_TOKENS 64
 
 /* G: query heads per pass, a compile-time bound so the state stays in
  * registers; `group` <= G of them are live. */
@@ -183,6 +190,7 @@ decode_kernel(struct dy_attention_decode_desc d, const void *q, const void *kc, 
               const float *ks, const float *vs, const int32_t *table, const int32_t *lens, void *out,
               float *partials, int splits, int tokens_per_split, int head0, int group)
 {
+    DY_GRID_ENTER();
     __shared__ float sm_m[DECODE_WARPS][MAX_GROUP], sm_l[DECODE_WARPS][MAX_GROUP];
     extern __shared__ float sm_acc[]; /* [DECODE_WARPS][MAX_GROUP][head_dim] */
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
@@ -276,6 +284,7 @@ __device__ float block_reduce(float v, bool take_max, float *shared)
 __global__ void merge_splits_kernel(struct dy_attention_decode_desc d, const float *partials,
                                     int splits, void *out)
 {
+    DY_GRID_ENTER();
     extern __shared__ float merge_space[];
     __shared__ float reduce_space[1024 / DY_WARP];
     float *weights = merge_space, *shares_sum = merge_space + splits;
@@ -323,11 +332,14 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     }
     if (d->batch <= 0)
         return DY_OK;
-    /* enough blocks to fill the chip several times over (each warp walks its
-     * keys one after another, so short walks hide latency), each with a
-     * useful stretch of keys */
-    int want = (8 * c->sm_count + d->batch * d->kv_heads - 1) / (d->batch * d->kv_heads);
-    int by_len = (d->max_context + SPLIT_MIN_TOKENS - 1) / SPLIT_MIN_TOKENS;
+    /* enough blocks to fill the chip, each with a useful stretch of keys */
+    int per_sm = SPLIT_BLOCKS_PER_SM, min_tokens = SPLIT_MIN_TOKENS;
+    if (dy_cuda_tuning("DYNO_CUDA_DECODE_SPLIT", &per_sm, &min_tokens)) {
+        per_sm = per_sm < 1 ? 1 : per_sm;
+        min_tokens = min_tokens < 1 ? 1 : min_tokens;
+    }
+    int want = (per_sm * c->sm_count + d->batch * d->kv_heads - 1) / (d->batch * d->kv_heads);
+    int by_len = (d->max_context + min_tokens - 1) / min_tokens;
     int splits = want < by_len ? want : by_len;
     if (splits < 1)
         splits = 1;
@@ -355,8 +367,8 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     for (int head0 = 0; head0 < per_kv; head0 += MAX_GROUP) {
         int group = per_kv - head0 < MAX_GROUP ? per_kv - head0 : MAX_GROUP;
 #define DY_DECODE(E, G)                                                                           \
-    decode_kernel<E, G><<<grid, DECODE_WARPS * DY_WARP, shared, c->stream>>>(                     \
-        *d, q, kc, vc, ks, vs, table, lens, out, c->partials, splits, tokens_per_split, head0, group)
+    dy_launch(c, decode_kernel<E, G>, grid, DECODE_WARPS * DY_WARP, shared, *d, q, kc, vc, ks, vs, table, lens, \
+              out, c->partials, splits, tokens_per_split, head0, group)
         /* the vectorised kernel, unless its tiles do not fit the device's
          * shared memory (f32 on a 64 KB part) */
         int st = fast ? dy_cuda_decode_fast(c, d, grid, splits, tokens_per_split, head0, group)
@@ -375,7 +387,7 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     shares = shares < 1 ? 1 : shares > most ? most : shares;
     /* whole warps: the reductions shuffle across every lane */
     unsigned threads = (unsigned)((shares * d->head_dim + DY_WARP - 1) / DY_WARP * DY_WARP);
-    merge_splits_kernel<<<dim3((unsigned)d->batch, (unsigned)d->heads), threads,
-                          (splits + threads) * sizeof(float), c->stream>>>(*d, c->partials, splits, out);
+    dy_launch(c, merge_splits_kernel, dim3((unsigned)d->batch, (unsigned)d->heads), threads,
+              (splits + threads) * sizeof(float), *d, c->partials, splits, out);
     return dy_cuda_check_launch(c, "attention_decode merge");
 }

@@ -137,6 +137,16 @@ static int cuda_ctx_create(int device, void **out)
         goto fail;
     }
     c->staging_size = STAGING_BYTES;
+#if !DY_HIP
+    {
+        int major = 0;
+        const char *pdl = getenv("DYNO_CUDA_PDL");
+        c->pdl = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                 major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+        const char *prefetch = getenv("DYNO_CUDA_PREFETCH");
+        c->prefetch = c->pdl && !(prefetch && strcmp(prefetch, "0") == 0);
+    }
+#endif
 #if DY_GPU_BLAS
     if (cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS ||
         cublasSetStream(c->blas, c->stream) != CUBLAS_STATUS_SUCCESS)

@@ -340,6 +340,7 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
                    float *partials, int splits, int tokens_per_split, int head0, int group, int block_shift,
                    int stages)
 {
+    DY_GRID_ENTER();
     typedef fast_layout<HD, LPT, CT> layout;
     constexpr int TPW = DY_WARP / LPT, EPL = HD / LPT, EPW = cache_type<CT>::per_word, WORDS = EPL / EPW;
     constexpr int LANE_BYTES = EPL * layout::bytes, CHUNK = LANE_BYTES < 16 ? LANE_BYTES : 16;
@@ -442,11 +443,10 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, 
     if (e != cudaSuccess)
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(attention_decode)");
     bool int8 = CT == DY_I8;
-    kernel<<<grid, DECODE_WARPS * DY_WARP, bytes, c->stream>>>(
-        *d, dy_cuda_ptr(d->q), (const uint8_t *)dy_cuda_ptr(d->k_cache), (const uint8_t *)dy_cuda_ptr(d->v_cache),
-        int8 ? (const float *)dy_cuda_ptr(d->k_scale) : NULL, int8 ? (const float *)dy_cuda_ptr(d->v_scale) : NULL,
-        (const int32_t *)dy_cuda_ptr(d->block_table), (const int32_t *)dy_cuda_ptr(d->context_lens),
-        dy_cuda_ptr(d->out), c->partials, splits, tokens_per_split, head0, group, block_shift, stages);
+    dy_launch(c, kernel, grid, DECODE_WARPS * DY_WARP, bytes, *d, dy_cuda_ptr(d->q), dy_cuda_ptr(d->k_cache),
+              dy_cuda_ptr(d->v_cache), int8 ? dy_cuda_ptr(d->k_scale) : NULL, int8 ? dy_cuda_ptr(d->v_scale) : NULL,
+              dy_cuda_ptr(d->block_table), dy_cuda_ptr(d->context_lens), dy_cuda_ptr(d->out), c->partials, splits,
+              tokens_per_split, head0, group, block_shift, stages);
     return dy_cuda_check_launch(c, "attention_decode");
 }
 

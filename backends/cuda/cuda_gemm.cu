@@ -1,13 +1,18 @@
 /* GEMM on CUDA: C[m,n] = beta*C + A[m,k] . B[n,k]^T (+bias).
  *
- * Decode (m <= 8): our own kernel reads each weight once with 16-byte loads,
- * one warp per output column, A in f32 as given: bandwidth bound.
+ * Decode (m <= 8): our own kernels read each weight once with 16-byte loads,
+ * A in f32 as given: bandwidth bound. bf16/f16 rows go to the streaming
+ * GEMV of the quantized formats (cuda_qgemv.cu: eight columns per block,
+ * eight loads in flight per lane), anything else to one warp per output
+ * column here.
  * Otherwise cuBLAS. With f16/bf16 weights the tensor cores take operands of
  * one type, so A is rounded to the weights' dtype first (backend.h allows
  * this); accumulation is f32.
  * Builds without a vendor BLAS (HIP on Debian; nvcc with -DDY_GPU_BLAS=0 to
  * check that path on an NVIDIA card) take a shared-memory tiled kernel
  * instead, A read in its own dtype. Quantized B: cuda_quant_gemm.cu. */
+#include <string.h>
+
 #include "cuda_internal.h"
 #include "cuda_tile.h"
 
@@ -33,10 +38,15 @@ __device__ __forceinline__ void load8(const void *b, enum dy_dtype t, size_t i, 
 template <int M>
 __global__ void __launch_bounds__(GEMV_WARPS * DY_WARP)
 gemv_kernel(const float *a, int lda, const void *b, int ldb, enum dy_dtype bt, const void *bias,
-            float *c, int ldc, int n, int k, float beta)
+            float *c, int ldc, int n, int k, float beta, bool prefetch)
 {
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP;
     int col = blockIdx.x * GEMV_WARPS + warp;
+    size_t esize = bt == DY_F32 ? 4 : 2;
+    if (prefetch && lane == 0 && col < n)
+        dy_prefetch_weights((const char *)b + (size_t)col * ldb * esize, k * esize,
+                            DY_PREFETCH_BYTES / GEMV_WARPS);
+    DY_GRID_ENTER();
     if (col >= n)
         return;
     float acc[M];
@@ -71,7 +81,7 @@ gemv_kernel(const float *a, int lda, const void *b, int ldb, enum dy_dtype bt, c
 }
 
 typedef void (*gemv_fn)(const float *, int, const void *, int, enum dy_dtype, const void *, float *,
-                        int, int, int, float);
+                        int, int, int, float, bool);
 static const gemv_fn gemv_kernels[GEMV_MAX_M + 1] = {
     NULL, gemv_kernel<1>, gemv_kernel<2>, gemv_kernel<3>, gemv_kernel<4>,
     gemv_kernel<5>, gemv_kernel<6>, gemv_kernel<7>, gemv_kernel<8>,
@@ -217,9 +227,30 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
     const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
     float *cp = (float *)dy_cuda_ptr(d->c);
     if (gemv_fits(d, a, b)) {
+        /* the streaming GEMV of the quantized formats reads bf16/f16 rows
+         * too, with more loads in flight per lane than the kernel here
+         * (DYNO_CUDA_GEMV=warp keeps the one-warp-per-column kernel) */
+        const char *pick = getenv("DYNO_CUDA_GEMV");
+        if (d->b_dtype != DY_F32 && d->ldb == d->k && !(pick && !strcmp(pick, "warp"))) {
+            struct dy_qgemv_args g = {};
+            g.a = (const float *)a;
+            g.b = (const unsigned char *)b;
+            g.c = cp;
+            g.bias = bias;
+            g.bias_dtype = d->b_dtype;
+            g.rows = d->m;
+            g.n = d->n;
+            g.k = d->k;
+            g.lda = d->lda;
+            g.ldc = d->ldc;
+            g.beta = d->beta;
+            int st = dy_cuda_qgemv(c, &g, d->b_dtype);
+            if (st != DY_E_UNSUPPORTED)
+                return st;
+        }
         unsigned blocks = (unsigned)((d->n + GEMV_WARPS - 1) / GEMV_WARPS);
-        gemv_kernels[d->m]<<<blocks, GEMV_WARPS * DY_WARP, 0, c->stream>>>(
-            (const float *)a, d->lda, b, d->ldb, d->b_dtype, bias, cp, d->ldc, d->n, d->k, d->beta);
+        dy_launch(c, gemv_kernels[d->m], blocks, GEMV_WARPS * DY_WARP, 0, a, d->lda, b, d->ldb, d->b_dtype, bias,
+                  cp, d->ldc, d->n, d->k, d->beta, c->prefetch);
         return dy_cuda_check_launch(c, "gemv");
     }
 #if DY_GPU_BLAS

@@ -59,12 +59,45 @@ struct cuda_ctx {
 #endif
     int sm_count;
     int smem_per_block; /* bytes of shared memory a block may have (opted in) */
+    /* kernels of dy_launch start before their predecessor ends (Hopper's
+     * programmatic dependent launch; DYNO_CUDA_PDL=0 turns it off) */
+    bool pdl;
+    /* decode GEMVs fetch their first weights into L2 before they wait for
+     * the kernel before them (with pdl; DYNO_CUDA_PREFETCH=0 turns it off) */
+    bool prefetch;
     char err[512];
 };
 
 static inline void *dy_cuda_ptr(dy_buf b)
 {
     return (char *)b.h->impl + b.off;
+}
+
+/* Launches kernel<<<grid, block, smem>>>(args) on the context's stream,
+ * allowed to overlap the end of the kernel before it when c->pdl is set:
+ * the kernel must then call DY_GRID_WAIT() before touching what earlier
+ * work writes (gpu_compat.h). Errors surface through dy_cuda_check_launch. */
+template <typename... Params, typename... Args>
+static inline void dy_launch(struct cuda_ctx *c, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                             Args... args)
+{
+#if !DY_HIP
+    if (c->pdl) {
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = grid;
+        cfg.blockDim = block;
+        cfg.dynamicSmemBytes = smem;
+        cfg.stream = c->stream;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+        cudaLaunchKernelEx(&cfg, kernel, ((Params)args)...);
+        return;
+    }
+#endif
+    kernel<<<grid, block, smem, c->stream>>>(((Params)args)...);
 }
 
 /* Records a CUDA runtime failure in ctx->err; returns the dyno status. */
@@ -115,6 +148,7 @@ struct dy_qgemv_args {
     enum dy_dtype bias_dtype;
     float beta;
     size_t expert_bytes, expert_scales;
+    bool prefetch; /* dense calls: fetch the block's first weights before waiting */
 };
 /* DY_E_UNSUPPORTED when the operands are not laid out for its 16-byte
  * loads (k, group, alignment) or there are more than 8 rows per tile. */

@@ -33,6 +33,7 @@ __device__ __forceinline__ float warp_sum(float v)
 __global__ void kv_append_kernel(struct dy_kv_append_desc d, const void *k, const void *v,
                                  const int32_t *slots, void *kc, void *vc)
 {
+    DY_GRID_ENTER();
     size_t row = (size_t)d.kv_heads * d.head_dim, n = (size_t)d.tokens * row;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -49,6 +50,7 @@ __global__ void kv_append_int8_kernel(struct dy_kv_append_desc d, const void *k,
                                       const int32_t *slots, int8_t *kc, int8_t *vc, float *ks,
                                       float *vs)
 {
+    DY_GRID_ENTER();
     size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / DY_WARP;
     int lane = threadIdx.x % DY_WARP;
     if (warp >= (size_t)d.tokens * d.kv_heads * 2)
@@ -90,12 +92,12 @@ int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
     const int32_t *slots = (const int32_t *)dy_cuda_ptr(d->slots);
     if (d->cache_dtype == DY_I8) {
         size_t threads = (size_t)d->tokens * d->kv_heads * 2 * DY_WARP;
-        kv_append_int8_kernel<<<(unsigned)((threads + THREADS - 1) / THREADS), THREADS, 0, c->stream>>>(
-            *d, k, v, slots, (int8_t *)dy_cuda_ptr(d->k_cache), (int8_t *)dy_cuda_ptr(d->v_cache),
-            (float *)dy_cuda_ptr(d->k_scale), (float *)dy_cuda_ptr(d->v_scale));
+        dy_launch(c, kv_append_int8_kernel, (unsigned)((threads + THREADS - 1) / THREADS), THREADS, 0, *d, k, v,
+                  slots, dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache), dy_cuda_ptr(d->k_scale),
+                  dy_cuda_ptr(d->v_scale));
     } else {
-        kv_append_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(
-            *d, k, v, slots, dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache));
+        dy_launch(c, kv_append_kernel, blocks_for(n), THREADS, 0, *d, k, v, slots, dy_cuda_ptr(d->k_cache),
+                  dy_cuda_ptr(d->v_cache));
     }
     return dy_cuda_check_launch(c, "kv_append");
 }

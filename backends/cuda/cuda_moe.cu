@@ -17,6 +17,7 @@
 __global__ void __launch_bounds__(TOPK_WARPS * DY_WARP)
 softmax_topk_kernel(struct dy_softmax_topk_desc d, const float *logits, int32_t *ids, float *weights)
 {
+    DY_GRID_ENTER();
     int lane = threadIdx.x % DY_WARP;
     int t = blockIdx.x * TOPK_WARPS + threadIdx.x / DY_WARP;
     if (t >= d.tokens)
@@ -82,9 +83,8 @@ int dy_cuda_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d)
     if (d->tokens == 0)
         return DY_OK;
     unsigned blocks = (unsigned)((d->tokens + TOPK_WARPS - 1) / TOPK_WARPS);
-    softmax_topk_kernel<<<blocks, TOPK_WARPS * DY_WARP, 0, c->stream>>>(
-        *d, (const float *)dy_cuda_ptr(d->logits), (int32_t *)dy_cuda_ptr(d->ids),
-        (float *)dy_cuda_ptr(d->weights));
+    dy_launch(c, softmax_topk_kernel, blocks, TOPK_WARPS * DY_WARP, 0, *d, dy_cuda_ptr(d->logits), dy_cuda_ptr(d->ids),
+              dy_cuda_ptr(d->weights));
     return dy_cuda_check_launch(c, "softmax_topk");
 }
 
@@ -168,6 +168,7 @@ __global__ void __launch_bounds__(SORT_THREADS)
 moe_sort_one_block_kernel(const int32_t *ids, int pairs, int experts, int32_t *offsets,
                           int32_t *sorted, int32_t *position)
 {
+    DY_GRID_ENTER();
     extern __shared__ int cursor[];
     __shared__ __align__(16) int chunk[SORT_THREADS];
     __shared__ int scan[SORT_THREADS];
@@ -268,8 +269,8 @@ int dy_cuda_moe_sort(void *ctx, const struct dy_moe_sort_desc *d)
     int32_t *position = (int32_t *)dy_cuda_ptr(d->position);
     size_t shared = (size_t)d->experts * sizeof(int);
     if (d->pairs <= SORT_ONE_BLOCK_MAX) {
-        moe_sort_one_block_kernel<<<1, SORT_THREADS, shared, c->stream>>>(ids, d->pairs, d->experts,
-                                                                          offsets, sorted, position);
+        dy_launch(c, moe_sort_one_block_kernel, 1, SORT_THREADS, shared, ids, d->pairs, d->experts, offsets, sorted,
+                  position);
         return dy_cuda_check_launch(c, "moe_sort");
     }
     int tiles = (d->pairs + SORT_TILE - 1) / SORT_TILE;
@@ -293,6 +294,7 @@ __global__ void __launch_bounds__(SCATTER_THREADS)
 scatter_add_rows_kernel(struct dy_scatter_add_rows_desc d, const float *src, float *dst,
                         const float *weights, const int32_t *position)
 {
+    DY_GRID_ENTER();
     int t = blockIdx.x, i = blockIdx.y * SCATTER_THREADS + threadIdx.x;
     if (i >= d.cols)
         return;
@@ -313,8 +315,7 @@ int dy_cuda_scatter_add_rows(void *ctx, const struct dy_scatter_add_rows_desc *d
     if (!d->tokens || !d->cols || !d->k)
         return DY_OK;
     dim3 grid((unsigned)d->tokens, (unsigned)((d->cols + SCATTER_THREADS - 1) / SCATTER_THREADS));
-    scatter_add_rows_kernel<<<grid, SCATTER_THREADS, 0, c->stream>>>(
-        *d, (const float *)dy_cuda_ptr(d->src), (float *)dy_cuda_ptr(d->dst),
-        (const float *)dy_cuda_ptr(d->weights), (const int32_t *)dy_cuda_ptr(d->position));
+    dy_launch(c, scatter_add_rows_kernel, grid, SCATTER_THREADS, 0, *d, dy_cuda_ptr(d->src), dy_cuda_ptr(d->dst),
+              dy_cuda_ptr(d->weights), dy_cuda_ptr(d->position));
     return dy_cuda_check_launch(c, "scatter_add_rows");
 }

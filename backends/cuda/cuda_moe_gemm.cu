@@ -108,6 +108,7 @@ __device__ __forceinline__ void load_a8(const float *p, bool vec, float *x)
 template <int M, int BT, bool VEC>
 __global__ void GV_BOUNDS(M) grouped_gemv_kernel(struct gg_args g)
 {
+    DY_GRID_ENTER();
     __shared__ int tile[3];
     int e, r0, end;
     if (!grouped_tile(g.offsets, g.experts, g.rows, M, blockIdx.y, tile, &e, &r0, &end))
@@ -236,7 +237,7 @@ static int grouped_gemv(struct cuda_ctx *c, const struct gg_args *g, enum dy_dty
         log2m = avg == 2 ? 2 : 3;
     int m = 1 << log2m, cols = GV_WARPS * (m <= 2 ? gv_shape<1, DY_BF16>::C : gv_shape<8, DY_BF16>::C);
     dim3 grid((unsigned)((g->n + cols - 1) / cols), (unsigned)tile_slots(g->rows, g->experts, m));
-    gv_kernels[log2m][bt][vec_b]<<<grid, GV_WARPS * DY_WARP, 0, c->stream>>>(*g);
+    dy_launch(c, gv_kernels[log2m][bt][vec_b], grid, GV_WARPS * DY_WARP, 0, *g);
     return dy_cuda_check_launch(c, "gemm_grouped (gemv)");
 }
 

@@ -77,6 +77,7 @@ __device__ float block_sum(float v, float *shared)
 __global__ void norm_kernel(struct dy_norm_desc d, const void *x, const void *w, const void *bias,
                             void *out)
 {
+    DY_GRID_ENTER();
     __shared__ float shared[THREADS / DY_WARP];
     size_t xr = (size_t)blockIdx.x * d.x_stride, orow = (size_t)blockIdx.x * d.out_stride;
     float mean = 0.0f;
@@ -100,19 +101,115 @@ __global__ void norm_kernel(struct dy_norm_desc d, const void *x, const void *w,
     }
 }
 
+/* f32 rows held in registers: one read of x, NORM_VEC float4s a thread, so
+ * a row of up to 16,384 elements costs one round trip to memory where the
+ * loop above makes one per element a thread holds, three times over (a
+ * batch-1 decode step's norms took about 19 us each on an H100 that way).
+ * The weights (and bias) are read before waiting for the kernel before. */
+#define NORM_VEC 4
+#define NORM_MAX_THREADS 1024
+
+template <enum dy_dtype WT> __device__ __forceinline__ float4 load_vec4(const void *p, int i4)
+{
+    if constexpr (WT == DY_F32) {
+        return ((const float4 *)p)[i4];
+    } else {
+        uint2 raw = ((const uint2 *)p)[i4];
+        const uint16_t *h = (const uint16_t *)&raw;
+        float f[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            f[j] = WT == DY_BF16 ? dy_bf16_to_f32(h[j]) : __half2float(*(const __half *)&h[j]);
+        return make_float4(f[0], f[1], f[2], f[3]);
+    }
+}
+
+template <bool LAYER, enum dy_dtype WT>
+__global__ void __launch_bounds__(NORM_MAX_THREADS)
+norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const void *bias, float *out)
+{
+    __shared__ float shared[NORM_MAX_THREADS / DY_WARP];
+    int n4 = d.dim / 4;
+    float4 wv[NORM_VEC], bv[NORM_VEC], xv[NORM_VEC];
+#pragma unroll
+    for (int v = 0; v < NORM_VEC; v++) {
+        int i = threadIdx.x + v * blockDim.x;
+        if (i < n4) {
+            wv[v] = load_vec4<WT>(w, i);
+            bv[v] = bias ? load_vec4<WT>(bias, i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+    }
+    DY_GRID_ENTER();
+    const float4 *xr = (const float4 *)(x + (size_t)blockIdx.x * d.x_stride);
+    float s = 0.0f;
+#pragma unroll
+    for (int v = 0; v < NORM_VEC; v++) {
+        int i = threadIdx.x + v * blockDim.x;
+        xv[v] = i < n4 ? xr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        s += xv[v].x + xv[v].y + xv[v].z + xv[v].w;
+    }
+    float mean = LAYER ? block_sum(s, shared) / d.dim : 0.0f;
+    float sq = 0.0f;
+#pragma unroll
+    for (int v = 0; v < NORM_VEC; v++) {
+        if (threadIdx.x + v * blockDim.x < n4) {
+            float a = xv[v].x - mean, b = xv[v].y - mean, c = xv[v].z - mean, e = xv[v].w - mean;
+            sq += a * a + b * b + c * c + e * e;
+        }
+    }
+    float inv = rsqrtf(block_sum(sq, shared) / d.dim + d.eps);
+    float4 *orow = (float4 *)(out + (size_t)blockIdx.x * d.out_stride);
+#pragma unroll
+    for (int v = 0; v < NORM_VEC; v++) {
+        int i = threadIdx.x + v * blockDim.x;
+        if (i < n4)
+            orow[i] = make_float4((xv[v].x - mean) * inv * wv[v].x + bv[v].x, (xv[v].y - mean) * inv * wv[v].y + bv[v].y,
+                                  (xv[v].z - mean) * inv * wv[v].z + bv[v].z, (xv[v].w - mean) * inv * wv[v].w + bv[v].w);
+    }
+}
+
+typedef void (*norm_rows_fn)(struct dy_norm_desc, const float *, const void *, const void *, float *);
+
+/* The register-held path when the rows are f32 on 16 bytes and short
+ * enough; DY_E_UNSUPPORTED otherwise. */
+static int norm_rows(struct cuda_ctx *c, const struct dy_norm_desc *d)
+{
+    static const norm_rows_fn kernels[2][3] = {
+        { norm_rows_kernel<false, DY_F32>, norm_rows_kernel<false, DY_F16>, norm_rows_kernel<false, DY_BF16> },
+        { norm_rows_kernel<true, DY_F32>, norm_rows_kernel<true, DY_F16>, norm_rows_kernel<true, DY_BF16> },
+    };
+    const void *x = dy_cuda_ptr(d->x), *w = dy_cuda_ptr(d->weight), *out = dy_cuda_ptr(d->out);
+    const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
+    int n4 = d->dim / 4, wt = d->weight_dtype == DY_F32 ? 0 : d->weight_dtype == DY_F16 ? 1 : 2;
+    size_t walign = d->weight_dtype == DY_F32 ? 16 : 8;
+    bool fits = d->dtype == DY_F32 && d->dim % 4 == 0 && n4 <= NORM_VEC * NORM_MAX_THREADS &&
+                d->x_stride % 4 == 0 && d->out_stride % 4 == 0 && (uintptr_t)x % 16 == 0 &&
+                (uintptr_t)out % 16 == 0 && (uintptr_t)w % walign == 0 && (uintptr_t)bias % walign == 0 &&
+                (d->weight_dtype == DY_F32 || d->weight_dtype == DY_F16 || d->weight_dtype == DY_BF16);
+    if (!fits)
+        return DY_E_UNSUPPORTED;
+    int threads = (n4 + NORM_VEC - 1) / NORM_VEC;
+    threads = (threads + DY_WARP - 1) / DY_WARP * DY_WARP;
+    dy_launch(c, kernels[d->kind == DY_NORM_LAYER][wt], d->rows, threads, 0, *d, x, w, bias, out);
+    return dy_cuda_check_launch(c, "norm");
+}
+
 int dy_cuda_norm(void *ctx, const struct dy_norm_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (d->rows <= 0)
         return DY_OK;
-    norm_kernel<<<d->rows, THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->x), dy_cuda_ptr(d->weight),
-                                                    d->bias.h ? dy_cuda_ptr(d->bias) : NULL,
-                                                    dy_cuda_ptr(d->out));
+    int st = norm_rows(c, d);
+    if (st != DY_E_UNSUPPORTED)
+        return st;
+    dy_launch(c, norm_kernel, d->rows, THREADS, 0, *d, dy_cuda_ptr(d->x), dy_cuda_ptr(d->weight),
+              d->bias.h ? dy_cuda_ptr(d->bias) : NULL, dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "norm");
 }
 
 __global__ void rope_kernel(struct dy_rope_desc d, void *x, const int32_t *pos, const float *inv_freq)
 {
+    DY_GRID_ENTER();
     int half = d.head_dim / 2;
     size_t n = (size_t)d.tokens * d.heads * half;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
@@ -136,14 +233,14 @@ int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
     size_t n = (size_t)d->tokens * d->heads * (d->head_dim / 2);
     if (!n)
         return DY_OK;
-    rope_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->x),
-                                                          (const int32_t *)dy_cuda_ptr(d->positions),
-                                                          (const float *)dy_cuda_ptr(d->inv_freq));
+    dy_launch(c, rope_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->x), dy_cuda_ptr(d->positions),
+              dy_cuda_ptr(d->inv_freq));
     return dy_cuda_check_launch(c, "rope");
 }
 
 __global__ void eltwise_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
 {
+    DY_GRID_ENTER();
     size_t n = (size_t)d.rows * d.cols;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -170,15 +267,15 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
         return DY_E_INVALID;
     if (!n)
         return DY_OK;
-    eltwise_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->a),
-                                                             d->b.h ? dy_cuda_ptr(d->b) : NULL,
-                                                             dy_cuda_ptr(d->out));
+    dy_launch(c, eltwise_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->a),
+              d->b.h ? dy_cuda_ptr(d->b) : NULL, dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "eltwise");
 }
 
 __global__ void gather_kernel(struct dy_gather_rows_desc d, const void *table, const int32_t *ids,
                               void *out)
 {
+    DY_GRID_ENTER();
     size_t n = (size_t)d.rows * d.cols;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
          idx += (size_t)gridDim.x * blockDim.x) {
@@ -194,9 +291,8 @@ int dy_cuda_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
     size_t n = (size_t)d->rows * d->cols;
     if (!n)
         return DY_OK;
-    gather_kernel<<<blocks_for(n), THREADS, 0, c->stream>>>(*d, dy_cuda_ptr(d->table),
-                                                            (const int32_t *)dy_cuda_ptr(d->ids),
-                                                            dy_cuda_ptr(d->out));
+    dy_launch(c, gather_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->table), dy_cuda_ptr(d->ids),
+              dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "gather_rows");
 }
 
@@ -223,6 +319,7 @@ __device__ void argmax_reduce(float *best_v, int *best_i)
 __global__ void argmax_chunks_kernel(struct dy_argmax_desc d, const void *x, float *part_v,
                                      int *part_i, int chunks)
 {
+    DY_GRID_ENTER();
     __shared__ float best_v[THREADS];
     __shared__ int best_i[THREADS];
     int row = blockIdx.y, chunk = blockIdx.x;
@@ -249,6 +346,7 @@ __global__ void argmax_chunks_kernel(struct dy_argmax_desc d, const void *x, flo
 
 __global__ void argmax_final_kernel(const float *part_v, const int *part_i, int chunks, int32_t *out)
 {
+    DY_GRID_ENTER();
     __shared__ float best_v[THREADS];
     __shared__ int best_i[THREADS];
     int row = blockIdx.x;
@@ -282,9 +380,8 @@ int dy_cuda_argmax(void *ctx, const struct dy_argmax_desc *d)
         return st;
     float *part_v = (float *)c->argmax_scratch;
     int *part_i = (int *)(part_v + (size_t)d->rows * chunks);
-    argmax_chunks_kernel<<<dim3((unsigned)chunks, (unsigned)d->rows), THREADS, 0, c->stream>>>(
-        *d, dy_cuda_ptr(d->x), part_v, part_i, chunks);
-    argmax_final_kernel<<<d->rows, THREADS, 0, c->stream>>>(part_v, part_i, chunks,
-                                                            (int32_t *)dy_cuda_ptr(d->out));
+    dy_launch(c, argmax_chunks_kernel, dim3((unsigned)chunks, (unsigned)d->rows), THREADS, 0, *d,
+              dy_cuda_ptr(d->x), part_v, part_i, chunks);
+    dy_launch(c, argmax_final_kernel, d->rows, THREADS, 0, part_v, part_i, chunks, dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "argmax");
 }

@@ -1,7 +1,8 @@
 /* The dequantizing GEMV: C[r, j] = sum_i A[r, i] * w[j, i] for up to 8 rows
  * of A, the weights w read straight from their quantized bytes (backend.h,
- * struct dy_quant). It serves gemm at m <= 8 and gemm_grouped's decode
- * steps; both are bandwidth bound, so the kernel is built around the loads.
+ * struct dy_quant), or plain bf16/f16 rows. It serves gemm at m <= 8 and
+ * gemm_grouped's decode steps; both are bandwidth bound, so the kernel is
+ * built around the loads.
  *
  * A block owns C consecutive columns (rows of B) and up to M rows of A; its
  * KW warps split k. Each lane streams 16-byte loads of packed weights (32
@@ -34,7 +35,7 @@
 
 /* elements per 16-byte load */
 template <enum dy_dtype QT> struct qg_traits {
-    static constexpr int EPL = QT == DY_I4 ? 32 : 16;
+    static constexpr int EPL = QT == DY_I4 ? 32 : QT == DY_BF16 || QT == DY_F16 ? 8 : 16;
 };
 
 static __device__ __forceinline__ uint4 load_weights(const unsigned char *p)
@@ -51,22 +52,39 @@ static __device__ __forceinline__ uint4 load_weights(const unsigned char *p)
 template <enum dy_dtype QT>
 static __device__ __forceinline__ void unpack_word(uint32_t w, float zf, float *v)
 {
-    if constexpr (QT == DY_I4)
+    if constexpr (QT == DY_I4) {
         dy_cuda_unpack8_i4(w, zf, v);
-    else
+    } else if constexpr (QT == DY_BF16) {
+        v[0] = __uint_as_float(w << 16);
+        v[1] = __uint_as_float(w & 0xffff0000u);
+    } else if constexpr (QT == DY_F16) {
+        float2 f = __half22float2(*(const __half2 *)&w);
+        v[0] = f.x;
+        v[1] = f.y;
+    } else {
         dy_cuda_unpack4<QT>(w, v);
+    }
 }
 
+/* N floats of A on 4 N bytes: float4 loads, or float2 for bf16/f16's two
+ * elements a word */
 template <int N>
 static __device__ __forceinline__ void load_a(const float *p, float *x)
 {
+    if constexpr (N % 4 == 0) {
 #pragma unroll
-    for (int j = 0; j < N; j += 4) {
-        float4 f = __ldg((const float4 *)(p + j));
-        x[j] = f.x;
-        x[j + 1] = f.y;
-        x[j + 2] = f.z;
-        x[j + 3] = f.w;
+        for (int j = 0; j < N; j += 4) {
+            float4 f = __ldg((const float4 *)(p + j));
+            x[j] = f.x;
+            x[j + 1] = f.y;
+            x[j + 2] = f.z;
+            x[j + 3] = f.w;
+        }
+    } else {
+        static_assert(N == 2, "two or a multiple of four");
+        float2 f = __ldg((const float2 *)p);
+        x[0] = f.x;
+        x[1] = f.y;
     }
 }
 
@@ -79,6 +97,10 @@ qgemv_kernel(struct dy_qgemv_args g)
     constexpr bool SCALE_EACH = QT == DY_I4 && M >= 4;
     __shared__ int tile[3];
     __shared__ float red[QG_MAX_WARPS][C * M];
+    if (g.prefetch && threadIdx.x == 0 && (int)blockIdx.x * C < g.n)
+        dy_prefetch_weights(g.b + (size_t)blockIdx.x * C * (g.k / EPL) * 16,
+                            (size_t)min(C, g.n - (int)blockIdx.x * C) * (g.k / EPL) * 16, DY_PREFETCH_BYTES);
+    DY_GRID_ENTER();
     int e = 0, r0 = 0, end = g.rows;
     if (g.offsets && !grouped_tile(g.offsets, g.experts, g.rows, M, blockIdx.y, tile, &e, &r0, &end))
         return;
@@ -228,8 +250,23 @@ qgemv_kernel(struct dy_qgemv_args g)
 typedef void (*qg_fn)(struct dy_qgemv_args);
 #define QG_BY_C(QT, M) { qgemv_kernel<QT, M, 2>, qgemv_kernel<QT, M, 4>, qgemv_kernel<QT, M, 8> }
 #define QG_BY_M(QT) { QG_BY_C(QT, 1), QG_BY_C(QT, 2), QG_BY_C(QT, 4), QG_BY_C(QT, 8) }
-/* [dtype - DY_FP8][log2 M][log2 C - 1] */
-static const qg_fn qg_kernels[3][4][3] = { QG_BY_M(DY_FP8), QG_BY_M(DY_I8), QG_BY_M(DY_I4) };
+/* [qg_slot(dtype)][log2 M][log2 C - 1] */
+static const qg_fn qg_kernels[5][4][3] = {
+    QG_BY_M(DY_FP8), QG_BY_M(DY_I8), QG_BY_M(DY_I4), QG_BY_M(DY_BF16), QG_BY_M(DY_F16),
+};
+
+/* The weight dtypes this kernel reads, in qg_kernels' order; -1 others. */
+static int qg_slot(enum dy_dtype t)
+{
+    switch (t) {
+    case DY_FP8: return 0;
+    case DY_I8: return 1;
+    case DY_I4: return 2;
+    case DY_BF16: return 3;
+    case DY_F16: return 4;
+    default: return -1;
+    }
+}
 
 #if !DY_HIP
 /* ---- int4 on the tensor cores ----
@@ -287,6 +324,10 @@ qmma_i4_kernel(struct dy_qgemv_args g)
 {
     extern __shared__ float red[]; /* [warp][16 R rows][8 rows of A] partial sums */
     __shared__ int tile[3];
+    if (g.prefetch && threadIdx.x == 0 && (int)blockIdx.x * 16 * R < g.n)
+        dy_prefetch_weights(g.b + (size_t)blockIdx.x * 16 * R * (g.k / 2),
+                            (size_t)min(16 * R, g.n - (int)blockIdx.x * 16 * R) * (g.k / 2), DY_PREFETCH_BYTES);
+    DY_GRID_ENTER();
     int e = 0, r0 = 0, end = g.rows;
     if (g.offsets && !grouped_tile(g.offsets, g.experts, g.rows, 8, blockIdx.y, tile, &e, &r0, &end))
         return;
@@ -448,18 +489,21 @@ static int qmma_i4(struct cuda_ctx *c, const struct dy_qgemv_args *g, int log2m,
                           batches < QM_MAX_WARPS ? batches : QM_MAX_WARPS);
     }
     dim3 grid((unsigned)col_blocks, (unsigned)slots);
-    qm_kernels[log2r]<<<grid, warps * 32, (size_t)warps * rows * 8 * sizeof(float), c->stream>>>(*g);
+    dy_launch(c, qm_kernels[log2r], grid, warps * 32, (size_t)warps * rows * 8 * sizeof(float), *g);
     return dy_cuda_check_launch(c, g->offsets ? "gemm_grouped (int4 mma)" : "gemv (int4 mma)");
 }
 
 #endif
 
-int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dtype qt)
+int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_dtype qt)
 {
-    int epl = qt == DY_I4 ? 32 : 16;
+    struct dy_qgemv_args with = *args;
+    with.prefetch = c->prefetch && !args->offsets;
+    const struct dy_qgemv_args *g = &with;
+    int epl = qt == DY_I4 ? 32 : qt == DY_BF16 || qt == DY_F16 ? 8 : 16;
     bool laid_out = g->k % epl == 0 && aligned16(g->b) && aligned16(g->a) && g->lda % 4 == 0 &&
                     g->expert_bytes % 16 == 0 && (qt != DY_I4 || (g->group % epl == 0 && g->k % g->group == 0));
-    if (!laid_out || !dy_dtype_quantized(qt))
+    if (!laid_out || qg_slot(qt) < 0)
         return DY_E_UNSUPPORTED;
     /* rows per block: the dense call's; for experts, one where the busy
      * experts average a row (a decode step's top-k experts are distinct),
@@ -497,6 +541,6 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dty
         warps = dy_cuda_clamp(log2m <= 1 ? 4 : 2, 1, batches < 1 ? 1 : batches);
     }
     dim3 grid((unsigned)col_blocks, (unsigned)slots);
-    qg_kernels[qt - DY_FP8][log2m][log2c - 1]<<<grid, warps * DY_WARP, 0, c->stream>>>(*g);
+    dy_launch(c, qg_kernels[qg_slot(qt)][log2m][log2c - 1], grid, warps * DY_WARP, 0, *g);
     return dy_cuda_check_launch(c, g->offsets ? "gemm_grouped (quantized gemv)" : "gemv (quantized)");
 }

@@ -157,6 +157,10 @@ qi4_kernel(struct dy_qgemv_args g)
     int groups = g.k / g.group, chunks_per_group = g.group / QI_CHUNK;
     size_t row_bytes = (size_t)g.k / 2;
     const unsigned char *bl = g.b + 16 * t4 + (size_t)c_begin * (QI_CHUNK / 2);
+    if (g.prefetch && threadIdx.x == 0 && t_end > t_begin)
+        dy_prefetch_weights(g.b + (size_t)16 * t_begin * row_bytes,
+                            (size_t)(min(16 * t_end, g.n) - 16 * t_begin) * row_bytes, DY_PREFETCH_BYTES);
+    DY_GRID_ENTER();
 
     uint4 raw[U][2];
     /* lane t4 of a quad holds the scale of row g8 (t4 0) or g8 + 8 (1),
@@ -337,7 +341,7 @@ int dy_cuda_qi4_small(struct cuda_ctx *c, const struct dy_qgemv_args *g)
         if (e != cudaSuccess)
             return dy_cuda_fail(c, e, "cudaFuncSetAttribute(gemv int4)");
     }
-    kernel<<<grid, warps * 32, smem, c->stream>>>(*g);
+    dy_launch(c, kernel, grid, warps * 32, smem, *g);
     return dy_cuda_check_launch(c, "gemv (int4 integer mma)");
 }
 #endif

@@ -134,4 +134,43 @@ __device__ static inline void __syncwarp()
 
 #endif
 
+/* Programmatic dependent launch (Hopper and later). A kernel launched with
+ * dy_launch may start while the kernel before it in the stream is still
+ * running: DY_GRID_WAIT() blocks until that kernel has finished and its
+ * writes are visible, so every such kernel calls it before it touches
+ * memory another kernel writes or reads (weights, which no kernel of a
+ * step writes, may be fetched before it). DY_GRID_RELEASE() lets the next
+ * kernel's blocks be scheduled; a kernel that never calls it releases them
+ * when it ends. No-ops where the instructions do not exist (HIP, older
+ * NVIDIA targets), where launches keep the stream's plain order. */
+#if !DY_HIP && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define DY_GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define DY_GRID_RELEASE() asm volatile("griddepcontrol.launch_dependents;" :::)
+/* Starts bringing `bytes` (a multiple of 16, 16-byte aligned) at p into L2. */
+#define DY_PREFETCH_L2(p, bytes) \
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)(bytes)) : "memory")
+#else
+#define DY_GRID_WAIT() ((void)0)
+#define DY_GRID_RELEASE() ((void)0)
+#define DY_PREFETCH_L2(p, bytes) ((void)0)
+#endif
+/* Before DY_GRID_WAIT(): starts bringing the first `bytes` of weights at p,
+ * at most `cap`, into L2, so that the block's first loads find them there
+ * while the kernel before it is still finishing. One thread asks for a
+ * block's (or a warp's) share; a p not on 16 bytes asks for nothing. */
+#define DY_PREFETCH_BYTES 32768 /* a block's share */
+static __device__ __forceinline__ void dy_prefetch_weights(const void *p, size_t bytes, size_t cap)
+{
+    bytes = (bytes < cap ? bytes : cap) & ~(size_t)15;
+    if (bytes && ((size_t)p & 15) == 0)
+        DY_PREFETCH_L2(p, bytes);
+}
+/* The usual start of a dy_launch kernel: wait for the one before, then let
+ * the one after begin. */
+#define DY_GRID_ENTER() \
+    do {                \
+        DY_GRID_WAIT(); \
+        DY_GRID_RELEASE(); \
+    } while (0)
+
 #endif

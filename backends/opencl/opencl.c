@@ -303,6 +303,16 @@ static int ocl_ctx_create(int index, void **ctx)
     c->max_alloc = device_u64(c->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
     c->local_mem = device_u64(c->device, CL_DEVICE_LOCAL_MEM_SIZE);
     c->compute_units = device_uint(c->device, CL_DEVICE_MAX_COMPUTE_UNITS);
+    /* a CPU runs a work-group's items one after another: one item per row
+     * of B reads it front to back (kernels/gemm.cl's gemv_lanes) */
+    cl_device_type type = 0;
+    clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    c->gemv_lanes = type & CL_DEVICE_TYPE_CPU ? 1 : 32;
+    /* GPUs keep the kernels before gemv_lanes: on an H100 through NVIDIA's
+     * OpenCL they were as fast at one row of A and up to 1.5x faster at
+     * 4-8 rows; DYNO_OCL_GEMV=old or new picks either anywhere */
+    const char *gemv = getenv("DYNO_OCL_GEMV");
+    c->gemv_old = gemv ? strcmp(gemv, "old") == 0 : !(type & CL_DEVICE_TYPE_CPU);
     *ctx = c;
     return DY_OK;
 fail:

@@ -20,7 +20,7 @@
     X(moe_sort_count) X(moe_sort_scan) X(moe_sort_place) X(gemv_grouped)       \
     X(moe_tile_plan) X(gemm_grouped_tiled) X(scatter_add_rows)                 \
     X(kv_append_int8) X(kv_block_scores) X(dequantize) X(gemv_q) X(gemv_q1)    \
-    X(gemv_grouped_q)
+    X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv_q_old) X(gemv_q1_old)
 
 enum dy_ocl_kernel {
 #define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
@@ -39,6 +39,8 @@ struct dy_ocl_ctx {
     uint64_t max_alloc;     /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
     uint64_t local_mem;     /* CL_DEVICE_LOCAL_MEM_SIZE */
     int compute_units;      /* CL_DEVICE_MAX_COMPUTE_UNITS */
+    int gemv_lanes;         /* items per row of B in the GEMV: 1 on CPUs, 32 else */
+    bool gemv_old;          /* the GEMV kernels before gemv_lanes (GPUs; DYNO_OCL_GEMV) */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
     size_t scratch_bytes;

@@ -17,6 +17,8 @@
 #define KO_FAILF dy_ocl_failf
 #define KO_DTYPE_NAME dy_ocl_dtype_name
 #define KO_SCRATCH dy_ocl_scratch
+#define KO_GEMV_LANES(c) ((c)->gemv_lanes)
+#define KO_GEMV_OLD(c) ((c)->gemv_old)
 
 #include "kernel_ops.inc"
 #include "kernel_quant.inc"

@@ -66,6 +66,32 @@ static double time_calls(op_fn op, void *arg, int calls)
     return s[REPS / 2];
 }
 
+static void do_graph_launch(void *graph, int i)
+{
+    (void)i;
+    CHECK(dy_graph_launch(ctx, graph));
+}
+
+/* The same calls recorded as one graph, as a decode step runs them: median
+ * seconds per call of its replays (NAN without graphs). */
+static double time_calls_graph(op_fn op, void *arg, int calls)
+{
+    void *graph;
+    if (!dy_graph_available(ctx))
+        return NAN;
+    /* once outside the graph: scratch the ops grow is not allocated
+     * while a graph records */
+    for (int i = 0; i < calls; i++)
+        op(arg, i);
+    CHECK(dy_graph_begin(ctx));
+    for (int i = 0; i < calls; i++)
+        op(arg, i);
+    CHECK(dy_graph_end(ctx, &graph));
+    double t = time_calls(do_graph_launch, graph, 1) / calls;
+    dy_graph_destroy(ctx, graph);
+    return t;
+}
+
 /* the copy-bandwidth ceiling: buf_copy of `bytes` */
 struct copy_arg { dy_buf src, dst; size_t bytes; };
 

@@ -149,26 +149,10 @@ static double time_wset(struct wset *w)
     return time_calls(do_gemm, w, wset_calls(w));
 }
 
-static void do_graph(void *arg, int i)
-{
-    CHECK(dy_graph_launch(ctx, arg));
-}
-
-/* the same calls recorded as one graph, as a decode step runs them: median
- * seconds per call of its replays (NAN without graphs) */
+/* the same calls replayed as one graph, as a decode step runs them */
 static double time_wset_graph(struct wset *w)
 {
-    void *graph;
-    int calls = wset_calls(w);
-    if (!dy_graph_available(ctx))
-        return NAN;
-    CHECK(dy_graph_begin(ctx));
-    for (int i = 0; i < calls; i++)
-        do_gemm(w, i);
-    CHECK(dy_graph_end(ctx, &graph));
-    double t = time_calls(do_graph, graph, 1) / calls;
-    dy_graph_destroy(ctx, graph);
-    return t;
+    return time_calls_graph(do_gemm, w, wset_calls(w));
 }
 
 /* ---- checks ---- */

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the dashboard tests' fixture database DB: small real points on cpu
 # and cpu-ref (two batches, two prompt lengths; MoPEQ weights on a dense
-# model become skipped rows), then, with python3's sqlite3, a device and tag made of markup, a
+# model become skipped rows), a ViT LoRA sweep on both (ranks, targets,
+# merged or not, a rank map), MoPEQ expert bits and per-layer KV budgets on
+# cpu, then, with python3's sqlite3, a device and tag made of markup, a
 # failed point with a hostile reason, and a point imported from a study.
 # usage: make_fixture.sh DYNO DB
 set -eu
@@ -10,6 +12,17 @@ db=$2
 rm -f "$db"
 "$dyno" run --model tiny-llama --backend cpu,cpu-ref --batch 1,2 --input-len 16,32 --output-len 4 \
     --weight-dtype bf16,mopeq:3 --warmup 0 --repeat 2 --tag fixture --db "$db" >/dev/null 2>&1
+map=$(mktemp)
+trap 'rm -f "$map"' EXIT
+printf '16 16\n8 8\n4 0\n0 4\n' >"$map"
+"$dyno" run --workload vit --model tiny-vit --backend cpu,cpu-ref --lora-rank 0,4,16 \
+    --lora-targets attn,attn+mlp --lora-merged 0,1 --warmup 0 --repeat 1 --tag fixture --db "$db" >/dev/null 2>&1
+"$dyno" run --workload vit --model tiny-vit --backend cpu,cpu-ref --lora-rank-map "$map" \
+    --lora-targets attn+mlp --lora-merged 0,1 --warmup 0 --repeat 1 --tag fixture --db "$db" >/dev/null 2>&1
+"$dyno" run --workload moe --model tiny-moe --backend cpu --weight-dtype mopeq:3 --input-len 16 --output-len 4 \
+    --warmup 0 --repeat 1 --tag fixture --db "$db" >/dev/null 2>&1
+"$dyno" run --model tiny-llama --backend cpu --evict window --kv-budget 32 --kv-budget-alloc uniform,profile \
+    --input-len 64 --output-len 4 --warmup 0 --repeat 1 --tag fixture --db "$db" >/dev/null 2>&1
 python3 - "$db" <<'PY'
 import sqlite3, sys, uuid
 db = sqlite3.connect(sys.argv[1])

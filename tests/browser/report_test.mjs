@@ -75,10 +75,10 @@ try {
     console.log(`interactive_ms ${interactiveMs}`);
     console.log(`points ${await page.$eval("#summary", (s) => s.textContent)}`);
   } else {
-    console.log("1..10");
+    console.log("1..13");
     console.log(`# interactive after ${interactiveMs} ms`);
     const views = await viewsOf(page);
-    check("ten views", views.length === 10, views.map((v) => v.id));
+    check("eleven views", views.length === 11, views.map((v) => v.id));
     const bad = views.filter((v) => v.stray || (!(v.state === "drawn" && v.marks > 0) &&
       !(MAY_BE_EMPTY.has(v.id) && v.state === "empty" && v.text.includes("no data yet"))));
     check("every view draws (or says no data yet where no workload exists), no stray null", bad.length === 0,
@@ -87,6 +87,44 @@ try {
       views.some((v) => v.id === "imported" && v.state === "drawn" && v.text.includes("llm-inference-bench")));
     check("failed and skipped points listed with reasons",
       views.some((v) => v.id === "failures" && v.text.includes("quantizes experts") && v.text.includes("kernel said")));
+
+    // the fixture's ViT sweep: per device (three), the configuration without
+    // adapters anchoring each of six series (four of ranks 4 and 16, two of a
+    // rank map), one dot per rank
+    const lora = await page.$eval("section[data-view=lora]", (s) => ({
+      state: s.dataset.state,
+      dots: [...s.querySelectorAll("figure")].map((f) => f.querySelectorAll("g[aria-label=dot] circle, g[aria-label=dot] path").length),
+      lines: s.querySelectorAll("figure g[aria-label=line] path").length,
+      legend: ["tiny-vit · attn · unmerged", "tiny-vit · attn+mlp · merged", "tiny-vit · attn+mlp · unmerged · map 16/16,8/8,4/0,0/4"]
+        .filter((t) => !s.textContent.includes(t)),
+      rows: s.querySelectorAll("table tbody tr").length,
+      bars: s.querySelectorAll(".map-detail[data-map=lora_rank_map] g[aria-label=bar] rect").length,
+    }));
+    // 8 bars: attn and mlp of 4 layers, rank 0 ones included
+    check("LoRA view: images/s and flop_util dots per rank, a line per series, the rank map its own series and bars",
+      lora.state === "drawn" && lora.dots[0] === 48 && lora.dots[1] === 48 && lora.lines === 36 &&
+      lora.legend.length === 0 && lora.rows === 30 && lora.bars === 8, lora);
+    // per-layer maps: in the tooltips, and drawn for the configuration picked
+    const maps = await page.evaluate(() => {
+      const detail = (m) => document.querySelector(`.map-detail[data-map=${m}]`);
+      const titles = (v) => [...document.querySelectorAll(`section[data-view=${v}] svg title`)].map((t) => t.textContent).join("\n");
+      return {
+        kvTip: titles("eviction").includes("per-layer budgets 32–32, mean 32 tokens over 4 layers"),
+        kvBars: detail("kv_budget_map")?.querySelectorAll("g[aria-label=bar] rect").length,
+        bitsTip: titles("quant").includes("over 64 experts"),
+        bitsCells: detail("expert_bits")?.querySelectorAll("g[aria-label=cell] rect").length,
+        bitsOptions: detail("expert_bits")?.querySelectorAll("option").length,
+      };
+    });
+    check("KV budget maps and MoPEQ expert bits: in the tooltips, and drawn per layer / per expert",
+      maps.kvTip && maps.kvBars === 4 && maps.bitsTip && maps.bitsCells === 64 && maps.bitsOptions === 2, maps);
+    await page.$eval(".map-detail[data-map=lora_rank_map] svg", (s) => s.setAttribute("data-old", ""));
+    const options = await page.$$eval(".map-detail[data-map=lora_rank_map] option", (o) => o.map((x) => x.textContent));
+    await page.selectOption(".map-detail[data-map=lora_rank_map] select", "1");
+    const picked = await page.$eval(".map-detail[data-map=lora_rank_map]", (d) => ({
+      bars: d.querySelectorAll("g[aria-label=bar] rect").length, old: d.querySelectorAll("svg[data-old]").length }));
+    check("picking another configuration redraws its map; the choices are named as text", options.length === 3 &&
+      options.some((o) => o.startsWith(HOSTILE)) && picked.bars === 8 && picked.old === 0, { options, ...picked });
 
     const before = await drawing(page);
     await page.click("details[data-dim=device] summary");
@@ -124,7 +162,7 @@ try {
     await empty.goto(pathToFileURL(resolve(emptyPath)).href, { waitUntil: "load" });
     const emptyViews = await viewsOf(empty);
     check("a database with no points: every view says so, no errors",
-      emptyViews.length === 10 && emptyViews.every((v) => v.state === "empty") && emptyErrors.length === 0,
+      emptyViews.length === 11 && emptyViews.every((v) => v.state === "empty") && emptyErrors.length === 0,
       { emptyErrors, states: emptyViews.map((v) => v.state) });
     await empty.close();
 

@@ -133,8 +133,10 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
         __global const uchar *bias, ulong bias_off, __global uchar *c, ulong c_off, int ldc, \
         int c_dtype, float beta, int m, int n, int k, int k_vec
 
+/* The GEMV as it was before gemv_lanes (issue 4), kept while the two are
+ * compared on NVIDIA's OpenCL: the host runs these with DYNO_OCL_GEMV=old. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv(GEMV_PARAMS)
+void gemv_old(GEMV_PARAMS)
 {
     __local float4 red[WG];
     gemv_rows(red, a, a_off, lda, a_dtype, a_vec, 0, 1, 0, b, b_off, ldb, b_dtype, bias,
@@ -142,11 +144,124 @@ void gemv(GEMV_PARAMS)
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv1(GEMV_PARAMS)
+void gemv1_old(GEMV_PARAMS)
 {
     __local float4 red[WG];
     gemv_rows(red, a, a_off, lda, a_dtype, a_vec, 0, 1, 0, b, b_off, ldb, b_dtype, bias,
               bias_off, c, c_off, ldc, c_dtype, beta, 1, n, k, k_vec);
+}
+
+/* Rows of A per pass of gemv_lanes over B: their sums are one float8. */
+#define GEMV_PASS 8
+
+float sum8(float8 v)
+{
+    float4 h = v.lo + v.hi;
+    return h.x + h.y + h.z + h.w;
+}
+
+/* The decode GEMV, C[i, j] = A[i, :] . B[j, :] for few rows i of A:
+ * memory-bound on B, which is streamed from memory once. `lanes` items
+ * own one row j of B (WG / lanes rows per work-group) and stride k eight
+ * elements (one 16-byte load of f16/bf16) at a time, four loads in flight:
+ * 32 lanes on GPUs, where neighbouring items read neighbouring 16 bytes;
+ * 1 on CPUs (PoCL), where each item then walks its row from start to end
+ * with vector instructions, as a CPU's prefetchers and caches want. Up to
+ * GEMV_PASS rows of A per pass over B, each in a float8 of products summed
+ * across once per pass (not a dot() per load: on CPUs each is a chain of
+ * shuffles); the pass's sums meet in local memory after one barrier, and
+ * lane r of the row adds up row r's. A pass past the first reads B again
+ * from the cache. `k_vec` elements go through aligned wide loads (0 when
+ * rows of B are not on 16 bytes), the rest element by element. Inlined
+ * with m = 1 (gemv1), the tests on m fold away. */
+static inline void gemv_lanes(__local float8 *red, __global const uchar *a, ulong a_off, int lda,
+                              int a_dtype, int a_vec, __global const uchar *b, ulong b_off,
+                              int ldb, int b_dtype, __global const uchar *bias, ulong bias_off,
+                              __global uchar *c, ulong c_off, int ldc, int c_dtype, float beta,
+                              int m, int n, int k, int k_vec, int lanes)
+{
+    int lid = get_local_id(0), lane = lid % lanes;
+    int j = get_group_id(0) * (WG / lanes) + lid / lanes;
+    /* items past the last row compute row n - 1 again: they must reach the
+     * barriers, and their sums are never stored */
+    int row = min(j, n - 1);
+    __global const uchar *ap = CBYTES(a, a_off);
+    size_t b_esize = b_dtype == DT_F32 ? 4 : 2;
+    __global const uchar *brow = CBYTES(b, b_off) + (size_t)row * ldb * b_esize;
+    const int step = lanes * 8;
+    for (int r0 = 0; r0 < m; r0 += GEMV_PASS) {
+        int live = min(m - r0, GEMV_PASS);
+        size_t ar[GEMV_PASS];
+        float8 acc[GEMV_PASS];
+#pragma unroll
+        for (int r = 0; r < GEMV_PASS; r++) {
+            /* a row past m repeats the first; it is never read */
+            ar[r] = (size_t)(r < live ? r0 + r : r0) * lda;
+            acc[r] = 0.0f;
+        }
+        int p = lane * 8;
+        for (; p + 3 * step < k_vec; p += 4 * step) {
+            float8 w0 = ld8_aligned(brow + (size_t)p * b_esize, b_dtype);
+            float8 w1 = ld8_aligned(brow + (size_t)(p + step) * b_esize, b_dtype);
+            float8 w2 = ld8_aligned(brow + (size_t)(p + 2 * step) * b_esize, b_dtype);
+            float8 w3 = ld8_aligned(brow + (size_t)(p + 3 * step) * b_esize, b_dtype);
+#pragma unroll
+            for (int r = 0; r < GEMV_PASS; r++)
+                if (r < live)
+                    acc[r] += ld8_a(ap, a_dtype, a_vec, ar[r] + p) * w0 +
+                              ld8_a(ap, a_dtype, a_vec, ar[r] + p + step) * w1 +
+                              ld8_a(ap, a_dtype, a_vec, ar[r] + p + 2 * step) * w2 +
+                              ld8_a(ap, a_dtype, a_vec, ar[r] + p + 3 * step) * w3;
+        }
+        for (; p < k_vec; p += step) {
+            float8 w = ld8_aligned(brow + (size_t)p * b_esize, b_dtype);
+#pragma unroll
+            for (int r = 0; r < GEMV_PASS; r++)
+                if (r < live)
+                    acc[r] += ld8_a(ap, a_dtype, a_vec, ar[r] + p) * w;
+        }
+        for (p = k_vec + lane; p < k; p += lanes) {
+            float w = ld(brow, b_dtype, p);
+#pragma unroll
+            for (int r = 0; r < GEMV_PASS; r++)
+                if (r < live)
+                    acc[r].s0 += w * ld(ap, a_dtype, ar[r] + p);
+        }
+        /* rows past `live` summed nothing: 0 */
+        red[lid] = (float8)(sum8(acc[0]), sum8(acc[1]), sum8(acc[2]), sum8(acc[3]), sum8(acc[4]),
+                            sum8(acc[5]), sum8(acc[6]), sum8(acc[7]));
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __local const float *parts = (__local const float *)(red + (lid - lane));
+        for (int r = lane; r < live && j < n; r += lanes) {
+            float sum = 0.0f;
+            for (int l = 0; l < lanes; l++)
+                sum += parts[l * 8 + r];
+            size_t ci = (size_t)(r0 + r) * ldc + j;
+            __global uchar *cp = BYTES(c, c_off);
+            st(cp, c_dtype, ci, epilogue(sum, bias ? CBYTES(bias, bias_off) : 0, b_dtype, j, cp,
+                                         c_dtype, ci, beta));
+        }
+        /* the next pass overwrites red */
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+#define GEMV_LANES_CALL(rows_of_a)                                                           \
+    gemv_lanes(red, a, a_off, lda, a_dtype, a_vec, b, b_off, ldb, b_dtype, bias, bias_off, c, \
+               c_off, ldc, c_dtype, beta, rows_of_a, n, k, k_vec, lanes)
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv(GEMV_PARAMS, int lanes)
+{
+    __local float8 red[WG];
+    GEMV_LANES_CALL(m);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv1(GEMV_PARAMS, int lanes)
+{
+    __local float8 red[WG];
+    GEMV_LANES_CALL(1);
 }
 
 #define TILE 16

@@ -147,19 +147,124 @@ static inline void gemv_q_rows(__local float4 *red, __global const uchar *a, ulo
                 zero ? CBYTES(zero, zero_off) : 0, group, bias ? CBYTES(bias, bias_off) : 0, \
                 bias_dtype, c, c_off, ldc, beta, rows_of_a, n, k, k_vec)
 
-/* The dense GEMV over quantized B; gemv_q1 for one row of A (as gemv1). */
+/* The dense GEMV over quantized B as it was before gemv_q_lanes, kept
+ * while the two are compared (gemm.cl's gemv_old says why). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv_q(GEMV_Q_PARAMS)
+void gemv_q_old(GEMV_Q_PARAMS)
 {
     __local float4 red[WG];
     GEMV_Q_CALL(m);
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv_q1(GEMV_Q_PARAMS)
+void gemv_q1_old(GEMV_Q_PARAMS)
 {
     __local float4 red[WG];
     GEMV_Q_CALL(1);
+}
+
+/* The products of sixteen weights with sixteen elements of A, folded to
+ * eight lanes (summed across once per pass, gemv_lanes says why). */
+float8 mul16(float16 x, float16 w)
+{
+    return x.lo * w.lo + x.hi * w.hi;
+}
+
+/* gemm.cl's gemv_lanes over quantized B (q, scale, zero: the matrix's):
+ * `lanes` items own row j of B and read its bytes QCHUNK weights at a
+ * time, two chunks in flight, each chunk's products scaled once (one scale
+ * covers a chunk); `k_vec` weights go that way (0 when the rows are not
+ * aligned for it), the rest element by element. A and C are f32; bias is
+ * bias_dtype. */
+static inline void gemv_q_lanes(__local float8 *red, __global const uchar *a, ulong a_off, int lda,
+                                int a_vec, __global const uchar *q, int q_dtype,
+                                __global const float *scale, __global const uchar *zero,
+                                int group, __global const uchar *bias, int bias_dtype,
+                                __global uchar *c, ulong c_off, int ldc, float beta, int m, int n,
+                                int k, int k_vec, int lanes)
+{
+    int lid = get_local_id(0), lane = lid % lanes;
+    int j = get_group_id(0) * (WG / lanes) + lid / lanes;
+    /* items past the last row compute row n - 1 again (gemv_lanes says why) */
+    int row = min(j, n - 1);
+    __global const uchar *ap = CBYTES(a, a_off);
+    int row_scales = q_dtype == DT_I4 ? k / group : q_dtype == DT_I8 ? 1 : 0;
+    __global const uchar *brow = q + dtype_bytes(q_dtype, (size_t)row * k);
+    __global const float *srow = scale + (size_t)row * row_scales;
+    __global const uchar *zrow = zero ? zero + (size_t)row * row_scales : 0;
+    const int step = lanes * QCHUNK;
+    for (int r0 = 0; r0 < m; r0 += GEMV_PASS) {
+        int live = min(m - r0, GEMV_PASS);
+        size_t ar[GEMV_PASS];
+        float8 acc[GEMV_PASS];
+#pragma unroll
+        for (int r = 0; r < GEMV_PASS; r++) {
+            ar[r] = (size_t)(r < live ? r0 + r : r0) * lda;
+            acc[r] = 0.0f;
+        }
+        int p = lane * QCHUNK;
+        for (; p + step < k_vec; p += 2 * step) {
+            float s0, s1;
+            float16 w0 = ldq16(brow, q_dtype, p, srow, zrow, group, &s0);
+            float16 w1 = ldq16(brow, q_dtype, p + step, srow, zrow, group, &s1);
+#pragma unroll
+            for (int r = 0; r < GEMV_PASS; r++)
+                if (r < live)
+                    acc[r] += s0 * mul16(ld16_a(ap, a_vec, ar[r] + p), w0) +
+                              s1 * mul16(ld16_a(ap, a_vec, ar[r] + p + step), w1);
+        }
+        for (; p < k_vec; p += step) {
+            float s;
+            float16 w = ldq16(brow, q_dtype, p, srow, zrow, group, &s);
+#pragma unroll
+            for (int r = 0; r < GEMV_PASS; r++)
+                if (r < live)
+                    acc[r] += s * mul16(ld16_a(ap, a_vec, ar[r] + p), w);
+        }
+        for (p = k_vec + lane; p < k; p += lanes) {
+            float w = ldw(q, q_dtype, scale, zero, k, group, row, p);
+#pragma unroll
+            for (int r = 0; r < GEMV_PASS; r++)
+                if (r < live)
+                    acc[r].s0 += w * ld(ap, DT_F32, ar[r] + p);
+        }
+        /* the sums meet as in gemv_lanes (a function of their own there
+         * breaks the SPIR-V module: spirv-val rejects its entry points) */
+        red[lid] = (float8)(sum8(acc[0]), sum8(acc[1]), sum8(acc[2]), sum8(acc[3]), sum8(acc[4]),
+                            sum8(acc[5]), sum8(acc[6]), sum8(acc[7]));
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __local const float *parts = (__local const float *)(red + (lid - lane));
+        for (int r = lane; r < live && j < n; r += lanes) {
+            float sum = 0.0f;
+            for (int l = 0; l < lanes; l++)
+                sum += parts[l * 8 + r];
+            size_t ci = (size_t)(r0 + r) * ldc + j;
+            __global uchar *cp = BYTES(c, c_off);
+            st(cp, DT_F32, ci, epilogue(sum, bias, bias_dtype, j, cp, DT_F32, ci, beta));
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+#define GEMV_Q_LANES_CALL(rows_of_a)                                                          \
+    gemv_q_lanes(red, a, a_off, lda, a_vec, CBYTES(b, b_off), b_dtype,                        \
+                 (__global const float *)CBYTES(scale, scale_off),                            \
+                 zero ? CBYTES(zero, zero_off) : 0, group, bias ? CBYTES(bias, bias_off) : 0, \
+                 bias_dtype, c, c_off, ldc, beta, rows_of_a, n, k, k_vec, lanes)
+
+/* The dense GEMV over quantized B; gemv_q1 for one row of A (as gemv1). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv_q(GEMV_Q_PARAMS, int lanes)
+{
+    __local float8 red[WG];
+    GEMV_Q_LANES_CALL(m);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv_q1(GEMV_Q_PARAMS, int lanes)
+{
+    __local float8 red[WG];
+    GEMV_Q_LANES_CALL(1);
 }
 
 /* moe.cl's gemv_grouped over quantized experts: expert e's bytes start
