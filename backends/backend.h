@@ -404,6 +404,10 @@ struct dy_backend {
     /* quantized weights (may be NULL: points with quantized weights are
      * then skipped; gemm and gemm_grouped take quantized B when it is set) */
     int (*dequantize)(void *ctx, const struct dy_dequantize_desc *d);
+    /* telemetry (may be NULL, or DY_E_UNSUPPORTED where the device or its
+     * driver has no counter): the device's energy counter in joules since
+     * some fixed origin; callers take differences */
+    int (*energy_read)(void *ctx, double *joules);
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */
@@ -640,6 +644,9 @@ int dy_buf_read(dy_ctx *ctx, dy_buf src, void *dst, size_t bytes);
 int dy_buf_copy(dy_ctx *ctx, dy_buf dst, dy_buf src, size_t bytes);
 int dy_buf_fill(dy_ctx *ctx, dy_buf dst, uint8_t byte, size_t bytes);
 int dy_mem_info(dy_ctx *ctx, struct dy_mem_info *info);
+/* The device's energy counter (backend slot energy_read), joules from a
+ * fixed origin; DY_E_UNSUPPORTED without telemetry. */
+int dy_energy_read(dy_ctx *ctx, double *joules);
 
 int dy_sync(dy_ctx *ctx);
 int dy_event_create(dy_ctx *ctx, void **event);

@@ -238,6 +238,14 @@ int dy_mem_info(dy_ctx *ctx, struct dy_mem_info *info)
     return checked(ctx, ctx->be->mem_info(ctx->impl, info), "mem_info");
 }
 
+int dy_energy_read(dy_ctx *ctx, double *joules)
+{
+    *joules = 0.0;
+    if (!ctx->be->energy_read)
+        return DY_E_UNSUPPORTED; /* no telemetry is not an error to record */
+    return ctx->be->energy_read(ctx->impl, joules);
+}
+
 int dy_sync(dy_ctx *ctx)
 {
     if (!ctx->be->sync)

@@ -436,7 +436,8 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     int32_t *prompts = malloc(sizeof(int32_t) * (size_t)batch * in);
     void **events = calloc((size_t)steps + 2, sizeof(void *));
     int st = dy_timings_init(&t, steps, (int)p->repeat);
-    double timed0 = 0;
+    double timed0 = 0, energy0 = 0;
+    bool energy_ok = false;
     rule.min_reps = (int)p->repeat;
     if (!prompts || !events || st != DY_OK) {
         st = DY_E_NOMEM;
@@ -455,6 +456,7 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
         if (rep == 0) {
             dy_profile_reset(ctx);
             timed0 = now_ms();
+            energy_ok = dy_energy_read(ctx, &energy0) == DY_OK;
         }
         double host0 = now_ms();
         if ((st = dy_event_record(ctx, events[0])) || (st = dy_llm_prefill(m, prompts, batch, in)) ||
@@ -502,6 +504,13 @@ static int measure_llm(struct dy_runner *r, struct device_state *dev, struct dy_
     }
     int reps = t.reps;
     p->repeat = reps;
+    /* the device's energy over the timed repetitions (the queue is drained
+     * at the end of each): per repetition, and its mean power */
+    double energy1, wall_s = (now_ms() - timed0) / 1e3;
+    if (energy_ok && reps > 0 && dy_energy_read(ctx, &energy1) == DY_OK && energy1 > energy0 && wall_s > 0) {
+        p->energy_j = (energy1 - energy0) / reps;
+        p->avg_power_w = (energy1 - energy0) / wall_s;
+    }
     p->e2e_noise = dy_rel_stddev(t.e2e_ms, reps);
     char title[256];
     snprintf(title, sizeof title, "%s batch %d in %d out %d, %d repetitions", p->model, batch, in,

@@ -6,11 +6,15 @@
  *   DYNO_FAULT_MEM=B            a device of B bytes: mem_info says B less
  *                               what is allocated is free (allocations
  *                               beyond it still succeed)
+ *   DYNO_FAULT_POWER=W          an energy counter (energy_read) of a device
+ *                               drawing W watts all the time: joules are W
+ *                               times the seconds since the first read
  * Counts are per process, from 1. */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../backends/cpu_ref/cpu_ref.h"
 
@@ -19,6 +23,25 @@ static long alloc_fault_above;
 static uint64_t mem_bytes, mem_in_use;
 static char fault_text[128];
 
+
+static double power_w;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int faulty_energy_read(void *ctx, double *joules)
+{
+    static double t0;
+    (void)ctx;
+    if (t0 == 0)
+        t0 = now_s();
+    *joules = power_w * (now_s() - t0);
+    return DY_OK;
+}
 
 static const char *faulty_last_error(void *ctx)
 {
@@ -116,5 +139,9 @@ const struct dy_backend *dy_backend_entry(void)
     alloc_fault_above = above ? atol(above) : 0;
     const char *mem = getenv("DYNO_FAULT_MEM");
     mem_bytes = mem ? strtoull(mem, NULL, 10) : 0;
+    const char *power = getenv("DYNO_FAULT_POWER");
+    power_w = power ? atof(power) : 0.0;
+    if (power_w > 0)
+        table.energy_read = faulty_energy_read;
     return &table;
 }

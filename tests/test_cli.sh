@@ -5,7 +5,7 @@ set -u
 source "$(dirname "$0")/tap.sh"
 small="--model tiny-llama --input-len 16 --output-len 4 --warmup 0 --repeat 2"
 
-echo "1..25"
+echo "1..27"
 
 check "help exits 0" "$DYNO" --help
 "$DYNO" frobnicate >"$tmp/out" 2>&1; rc=$?
@@ -51,6 +51,14 @@ check "missing backend: skipped row saying why" test -n "$(sql "$tmp/nocuda.db" 
 
 DYNO_FAULT_OP=attention_decode:2 "$DYNO" run $small --backend faulty --batch 1,2 --db "$tmp/fault.db" >/dev/null 2>&1
 check "device fault: failed row with the vendor text, sweep goes on" test "$(sql "$tmp/fault.db" "select status from points order by id")" = "$(printf 'failed\nok')" -a -n "$(sql "$tmp/fault.db" "select reason from points where reason like '%injected device fault%'")"
+
+DYNO_FAULT_POWER=250 "$DYNO" run $small --backend faulty --repeat 3 --db "$tmp/energy.db" >/dev/null 2>&1
+# the timed repetitions' wall time the figures imply is about 3 of them
+check "energy: a 250 W counter gives avg_power_w 250 and energy_j per repetition" \
+    test "$(sql "$tmp/energy.db" "select avg_power_w between 245 and 255 and energy_j * "repeat" / avg_power_w * 1e3 between 1.5 * host_e2e_ms and 6 * host_e2e_ms from points")" = 1
+"$DYNO" run $small --backend faulty --repeat 1 --db "$tmp/noenergy.db" >/dev/null 2>&1
+check "energy: no counter leaves energy_j and avg_power_w empty" \
+    test "$(sql "$tmp/noenergy.db" "select count(*) from points where energy_j is null and avg_power_w is null and status = 'ok'")" = 1
 
 DYNO_FAULT_ALLOC_ABOVE=4000000 "$DYNO" run $small --backend faulty --batch 1,8 --input-len 16,512 --db "$tmp/oom.db" >/dev/null 2>&1
 check "allocation failure: oom row, the rest ok" test "$(sql "$tmp/oom.db" "select group_concat(status) from (select status from points order by id)")" = "ok,ok,ok,oom"

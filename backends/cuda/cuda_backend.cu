@@ -1,5 +1,6 @@
 /* The CUDA backend: table, devices, memory, events. libdyno-cuda.so, and
  * libdyno-hip.so when hipcc builds it through gpu_compat.h. */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,8 @@ static void cuda_ctx_destroy(void *ctx)
     cudaFree(c->argmax_scratch);
     cudaFree(c->sort_scratch);
     cudaFreeHost(c->staging);
+    if (c->nvml_lib)
+        dlclose(c->nvml_lib); /* NVML stays initialised: other contexts may use it */
     if (c->stream)
         cudaStreamDestroy(c->stream);
     free(c);
@@ -321,6 +324,53 @@ static void cuda_graph_destroy(void *ctx, void *graph)
     cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
 
+#if !DY_HIP
+/* ---- telemetry: NVML, loaded with dlopen so that the plugin needs no
+ * NVML at build time or on a machine without the driver ---- */
+typedef int (*nvml_init_fn)(void);
+typedef int (*nvml_by_bus_fn)(const char *bus_id, void **device);
+typedef int (*nvml_energy_fn)(void *device, unsigned long long *millijoules);
+
+/* The device's NVML handle and energy query, found on first use; false
+ * (and never asked again) where NVML, the device or its counter (Volta and
+ * later) is missing. */
+static bool nvml_open(struct cuda_ctx *c)
+{
+    if (c->nvml_state)
+        return c->nvml_state > 0;
+    c->nvml_state = -1;
+    char bus[32];
+    void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+        return false;
+    nvml_init_fn init = (nvml_init_fn)dlsym(lib, "nvmlInit_v2");
+    nvml_by_bus_fn by_bus = (nvml_by_bus_fn)dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2");
+    nvml_energy_fn energy = (nvml_energy_fn)dlsym(lib, "nvmlDeviceGetTotalEnergyConsumption");
+    unsigned long long mj;
+    if (!init || !by_bus || !energy || init() != 0 ||
+        cudaDeviceGetPCIBusId(bus, sizeof bus, c->device) != cudaSuccess || by_bus(bus, &c->nvml_device) != 0 ||
+        energy(c->nvml_device, &mj) != 0) {
+        dlclose(lib);
+        return false;
+    }
+    c->nvml_lib = lib;
+    c->nvml_energy = (void *)energy;
+    c->nvml_state = 1;
+    return true;
+}
+
+static int cuda_energy_read(void *ctx, double *joules)
+{
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    unsigned long long mj;
+    *joules = 0.0;
+    if (!nvml_open(c) || ((nvml_energy_fn)c->nvml_energy)(c->nvml_device, &mj) != 0)
+        return DY_E_UNSUPPORTED;
+    *joules = mj / 1e3;
+    return DY_OK;
+}
+#endif
+
 static struct dy_backend table;
 
 extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)
@@ -371,5 +421,8 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.graph_launch = cuda_graph_launch;
     table.graph_destroy = cuda_graph_destroy;
     table.dequantize = dy_cuda_dequantize;
+#if !DY_HIP
+    table.energy_read = cuda_energy_read;
+#endif
     return &table;
 }

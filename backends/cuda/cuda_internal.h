@@ -57,6 +57,10 @@ struct cuda_ctx {
     struct dy_cuda_fp8_algo fp8_algos[DY_CUDA_FP8_ALGOS];
     int fp8_algos_added;
 #endif
+    /* NVML for the energy counter (cuda_backend.cu): 0 not asked yet,
+     * 1 open, -1 unavailable */
+    int nvml_state;
+    void *nvml_lib, *nvml_device, *nvml_energy;
     int sm_count;
     int smem_per_block; /* bytes of shared memory a block may have (opted in) */
     /* kernels of dy_launch start before their predecessor ends (Hopper's

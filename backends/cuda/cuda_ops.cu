@@ -152,7 +152,7 @@ norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const voi
     float sq = 0.0f;
 #pragma unroll
     for (int v = 0; v < NORM_VEC; v++) {
-        if (threadIdx.x + v * blockDim.x < n4) {
+        if ((int)(threadIdx.x + v * blockDim.x) < n4) {
             float a = xv[v].x - mean, b = xv[v].y - mean, c = xv[v].z - mean, e = xv[v].w - mean;
             sq += a * a + b * b + c * c + e * e;
         }

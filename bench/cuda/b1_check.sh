@@ -34,14 +34,14 @@ done
 python3 - "$OUT/b1.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
-rows = db.execute("select model, input_len, weight_dtype, tag, status, tpot_ms_p50, bw_util, kl_mean"
-                  " from points order by model, input_len, weight_dtype, id").fetchall()
+rows = db.execute("select model, input_len, weight_dtype, tag, status, tpot_ms_p50, bw_util, kl_mean, energy_j,"
+                  " avg_power_w from points order by model, input_len, weight_dtype, id").fetchall()
 bf16 = {(r[0], r[1], r[3]): r[5] for r in rows if r[2] in ("bf16", None, "") and r[5]}
-print("| model | context | weights | mode | tpot p50 ms | tok/s | × bf16 (same mode) | bw_util | KL |")
-print("|---|--:|---|---|--:|--:|--:|--:|--:|")
-for m, n, w, tag, st, tpot, bw, kl in rows:
+print("| model | context | weights | mode | tpot p50 ms | tok/s | × bf16 (same mode) | bw_util | KL | J a run | W |")
+print("|---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|")
+for m, n, w, tag, st, tpot, bw, kl, joules, watts in rows:
     f = lambda x, p=3: "" if x is None else f"{x:.{p}g}"
     base = bf16.get((m, n, tag))
     print(f"| {m} | {n} | {w} | {tag} {'' if st == 'ok' else st} | {f(tpot, 4)} | {f(1e3 / tpot if tpot else None, 4)} |"
-          f" {f(base / tpot if base and tpot else None)} | {f(bw)} | {f(kl)} |")
+          f" {f(base / tpot if base and tpot else None)} | {f(bw)} | {f(kl)} | {f(joules)} | {f(watts)} |")
 PY

@@ -100,10 +100,72 @@ __kernel void rope(__global uchar *x, ulong x_off, __global const int *positions
 /* backend.h's enum dy_norm_kind */
 #define NORM_LAYER 1
 
+/* float4s of a row each item holds in the register path: rows of up to
+ * 32 * WG f32 values (4,096 at WG 128, Llama-3.1-8B's hidden size). */
+#define NORM_VECS 8
+
+/* Four weights from a float4 index of a row on 4 elements: one 16-byte
+ * load for f32, one 8-byte load for the 16-bit dtypes. f16 goes through a
+ * private copy, as ld8_aligned's does. */
+float4 ld4_aligned(__global const uchar *p, int t, int i4)
+{
+    if (t == DT_F32)
+        return ((__global const float4 *)p)[i4];
+    uint2 w = ((__global const uint2 *)p)[i4];
+    if (t == DT_F16) {
+        uint bits[2] = { w.x, w.y };
+        return vload_half4(0, (const half *)bits);
+    }
+    return as_float4((uint4)(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u));
+}
+
+/* norm for an f32 row on 16 bytes, dim a multiple of 4 up to NORM_VECS
+ * float4s an item: the row is read once into registers, all loads of an
+ * item issued before the first reduction, where the general loop waits on
+ * memory for each element, three times. Each item writes only the values
+ * it read, so x may be out. */
+void norm_row_vec(__local float *red, int kind, __global const float4 *xr,
+                  __global const uchar *w, __global const uchar *bias, int weight_dtype,
+                  __global float4 *out, int dim, float eps)
+{
+    int lid = get_local_id(0), vecs = dim / 4;
+    float4 v[NORM_VECS];
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NORM_VECS; k++) {
+        int j = lid + k * WG;
+        v[k] = j < vecs ? xr[j] : 0.0f;
+        sum += v[k].x + v[k].y + v[k].z + v[k].w;
+    }
+    float mean = kind == NORM_LAYER ? group_sum(red, sum) / dim : 0.0f;
+    float sq = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NORM_VECS; k++) {
+        /* masked: a missing value less the mean is not 0 */
+        float4 c = lid + k * WG < vecs ? v[k] - mean : 0.0f;
+        sq += c.x * c.x + c.y * c.y + c.z * c.z + c.w * c.w;
+    }
+    float inv = 1.0f / sqrt(group_sum(red, sq) / dim + eps);
+#pragma unroll
+    for (int k = 0; k < NORM_VECS; k++) {
+        int j = lid + k * WG;
+        if (j < vecs) {
+            float4 y = (v[k] - mean) * inv * ld4_aligned(w, weight_dtype, j);
+            if (bias)
+                y += ld4_aligned(bias, weight_dtype, j);
+            out[j] = y;
+        }
+    }
+}
+
 /* One work-group per row. LayerNorm takes the mean first and the variance
  * of the centred values after, which loses less than E[x^2] - mean^2.
- * x may be out (in place, as OLMoE's q and k norms inside the qkv rows):
- * after the last barrier each item reads only the elements it writes. */
+ * f32 rows on 16 bytes of up to NORM_VECS float4s an item, weights on 4
+ * elements, take norm_row_vec; the loops below serve every other row. The
+ * choice is made here, not by the host, so that the kernel's arguments are
+ * the same for every caller. x may be out (in place, as OLMoE's q and k
+ * norms inside the qkv rows): after the last barrier each item reads only
+ * the elements it writes. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
           __global const uchar *weight, ulong w_off, __global const uchar *bias, ulong bias_off,
@@ -112,8 +174,19 @@ void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
 {
     __local float red[WG];
     int lid = get_local_id(0);
-    __global const uchar *xr = CBYTES(x, x_off);
+    __global const uchar *xr = CBYTES(x, x_off), *w = CBYTES(weight, w_off);
+    __global const uchar *b = bias ? CBYTES(bias, bias_off) : 0;
+    __global uchar *o = BYTES(out, out_off);
     size_t row = (size_t)get_group_id(0) * x_stride;
+    size_t orow = (size_t)get_group_id(0) * out_stride;
+    size_t w_align = 4 * dtype_size(weight_dtype);
+    if (dtype == DT_F32 && dim % 4 == 0 && dim <= NORM_VECS * 4 * WG && x_stride % 4 == 0 &&
+        out_stride % 4 == 0 && ((size_t)xr | (size_t)o) % 16 == 0 &&
+        ((size_t)w | (size_t)b) % w_align == 0) {
+        norm_row_vec(red, kind, (__global const float4 *)((__global const float *)xr + row), w, b,
+                     weight_dtype, (__global float4 *)((__global float *)o + orow), dim, eps);
+        return;
+    }
     float mean = 0.0f;
     if (kind == NORM_LAYER) {
         float sum = 0.0f;
@@ -127,13 +200,11 @@ void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
         sq += v * v;
     }
     float inv = 1.0f / sqrt(group_sum(red, sq) / dim + eps);
-    __global const uchar *w = CBYTES(weight, w_off);
-    size_t orow = (size_t)get_group_id(0) * out_stride;
     for (int i = lid; i < dim; i += WG) {
         float v = (ld(xr, dtype, row + i) - mean) * inv * ld(w, weight_dtype, i);
-        if (bias)
-            v += ld(CBYTES(bias, bias_off), weight_dtype, i);
-        st(BYTES(out, out_off), dtype, orow + i, v);
+        if (b)
+            v += ld(b, weight_dtype, i);
+        st(o, dtype, orow + i, v);
     }
 }
 
