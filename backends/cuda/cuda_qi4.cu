@@ -314,11 +314,13 @@ int dy_cuda_qi4_small(struct cuda_ctx *c, const struct dy_qgemv_args *g)
     const char *force = getenv("DYNO_CUDA_QI4");
     if (force && !strcmp(force, "0"))
         return DY_E_UNSUPPORTED;
-    /* one block of 16 warps per SM: measured on an H100 at Llama-3.1-8B's
-     * shapes against 8 x 2, 8 x 1, 12 x 1, 4 x 4, 4 x 2 and 16 x 2, the
-     * fastest or within 4 % (8 x 2 at gate_up and the LM head), where the
-     * others lose 5 to 10 % at qkv, o and down */
-    int warps = QI_MAX_WARPS, per_sm = 1, fw = 0, fb = 0;
+    /* two blocks of 8 warps per SM. Alone (graph replay, no programmatic
+     * dependent launch) one block of 16 was the fastest at Llama-3.1-8B's
+     * shapes or within 4 %, 8 x 2 the best at gate_up and the LM head; in
+     * the decode step with PDL, 8 x 2 made the step 1.2 % faster than
+     * 16 x 1 (3.13 against 3.17 ms after 4,096 tokens on an H100), 12 x 1
+     * and 16 x 2 3 and 11 % slower */
+    int warps = 8, per_sm = 2, fw = 0, fb = 0;
     if (dy_cuda_tuning("DYNO_CUDA_QI4", &fw, &fb)) {
         warps = fw;
         per_sm = fb < 1 ? 1 : fb;

@@ -26,7 +26,7 @@ done
 for mode in ${MODES:-default}; do
     settings=()
     [[ $mode != default ]] && IFS=+ read -ra settings <<<"$mode"
-    run() { env "${settings[@]}" timeout 240 /tmp/dy/dyno run --backend cuda --repeat 2 --tag "$mode" \
+    run() { env "${settings[@]}" timeout 240 /tmp/dy/dyno run --backend cuda --repeat 2 --tag "${mode//,/;}" \
                 --db "$OUT/b1.db" "$@" 2>&1 | grep -E '^\| cuda'; }
     run --model llama-3.1-8b --batch 1 --input-len 4096 --output-len 64 --weight-dtype ${FORMATS:-bf16,fp8,int8,int4}
     run --kv-dtype bf16 --model llama-3.1-8b,llama-3.2-1b,olmoe-1b-7b --batch 1 --input-len 1024 --output-len 128
