@@ -30,7 +30,7 @@
  * The slot-to-element map is the bf16 kernel's idea: k slot 4t + b of a
  * step is element 2b of word w of lane t's 16 bytes, slot 16 + 4t + b
  * element 2b + 1, so a lane's loads feed its own fragments unpermuted.
- * A block is persistent (one of 16 warps per SM): it owns a contiguous run
+ * A block is persistent (two of 8 warps per SM): it owns a contiguous run
  * of 16-row tiles, and its warps split k, each warp a fixed run of chunks
  * of every tile. A warp loads its chunks of A, then its first weights,
  * writes the digits of those chunks to shared memory laid out as the B
