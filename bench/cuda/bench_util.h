@@ -1,4 +1,5 @@
-/* Shared by the device-machine micro-benchmarks (kv_bench.c, quant_bench.c):
+/* Shared by the device-machine micro-benchmarks (kv_bench.c, quant_bench.c,
+ * moe_ops_bench.c):
  * the context, a failing call's exit, allocation, seeded fills, and the
  * median time of a run of calls between two device events. Define REPS
  * (timed repetitions) and BENCH_SEED before including it; one benchmark
@@ -41,6 +42,10 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Called before each repetition's first event when set (moe_ops_bench:
+ * evicting the weights from L2). */
+static void (*before_rep)(void);
+
 /* op(arg, i) enqueues call i of `calls` back to back; median seconds per call */
 typedef void (*op_fn)(void *arg, int i);
 
@@ -52,6 +57,8 @@ static double time_calls(op_fn op, void *arg, int calls)
     CHECK(dy_event_create(ctx, &e1));
     for (int r = -2; r < REPS; r++) {
         uint64_t ns;
+        if (before_rep)
+            before_rep();
         CHECK(dy_event_record(ctx, e0));
         for (int i = 0; i < calls; i++)
             op(arg, i);
@@ -74,7 +81,7 @@ static void do_graph_launch(void *graph, int i)
 
 /* The same calls recorded as one graph, as a decode step runs them: median
  * seconds per call of its replays (NAN without graphs). */
-static double time_calls_graph(op_fn op, void *arg, int calls)
+__attribute__((unused)) static double time_calls_graph(op_fn op, void *arg, int calls)
 {
     void *graph;
     if (!dy_graph_available(ctx))
@@ -102,18 +109,20 @@ static void do_copy(void *arg, int i)
     CHECK(dy_buf_copy(ctx, a->dst, a->src, a->bytes));
 }
 
+/* the device open_cuda opened */
+static struct dy_device_info device;
+
 /* Opens cuda device 0 into ctx and prints its header line; false (the
  * caller exits 77, "skipped") when there is none. */
 static bool open_cuda(const char *bench)
 {
     char why[256];
     const struct dy_backend *be = dy_registry_find("cuda", why, sizeof why);
-    struct dy_device_info info;
-    if (!be || be->device_info(0, &info) != DY_OK || dy_ctx_create(be, 0, &ctx) != DY_OK) {
+    if (!be || be->device_info(0, &device) != DY_OK || dy_ctx_create(be, 0, &ctx) != DY_OK) {
         fprintf(stderr, "%s: no cuda backend: %s\n", bench, why);
         return false;
     }
-    printf("## %s (%s), %d SMs\n\n", info.name, info.driver_version, info.compute_units);
+    printf("## %s (%s), %d SMs\n\n", device.name, device.driver_version, device.compute_units);
     return true;
 }
 

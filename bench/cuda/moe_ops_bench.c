@@ -28,31 +28,10 @@
 #define TOPK 8
 #define HIDDEN 2048
 #define FFN 1024
+#define BENCH_SEED 7
+#include "bench/cuda/bench_util.h"
 
-static dy_ctx *ctx;
 static struct dy_argmax_desc flush; /* reads 128 MB, writes 32 ints */
-
-#define CHECK(call)                                                                       \
-    do {                                                                                  \
-        if ((call) != DY_OK) {                                                            \
-            fprintf(stderr, "moe_ops_bench:%d: %s: %s\n", __LINE__, #call, dy_ctx_error(ctx)); \
-            exit(1);                                                                      \
-        }                                                                                 \
-    } while (0)
-
-static dy_buf alloc(size_t bytes)
-{
-    dy_buf b;
-    CHECK(dy_buf_alloc(ctx, bytes, &b));
-    return b;
-}
-
-static void fill(dy_buf b, size_t count, enum dy_dtype t, uint64_t stream, float scale)
-{
-    struct dy_fill_random_desc d = { .dst = b, .count = count, .dtype = t, .seed = 7,
-                                     .stream = stream, .scale = scale };
-    CHECK(dy_fill_random(ctx, &d));
-}
 
 static dy_buf upload(const void *host, size_t bytes)
 {
@@ -61,15 +40,8 @@ static dy_buf upload(const void *host, size_t bytes)
     return b;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* op(arg, set) enqueues one run on input set `set`; median seconds */
-typedef void (*op_fn)(void *arg, int set);
-
+/* One run of op(arg, set) after the flush, the sets rotating; median
+ * seconds */
 static double time_op(op_fn op, void *arg)
 {
     void *e0, *e1;
@@ -92,30 +64,20 @@ static double time_op(op_fn op, void *arg)
     return s[REPS / 2];
 }
 
+static void flush_l2(void)
+{
+    CHECK(dy_argmax(ctx, &flush));
+}
+
 /* Per-call seconds with SETS calls back to back on the SETS input sets,
  * as a decode step's kernels follow each other in the queue: launches
  * overlap the previous call, kernel boundaries remain. Median of REPS. */
 static double time_op_stream(op_fn op, void *arg)
 {
-    void *e0, *e1;
-    double s[REPS];
-    CHECK(dy_event_create(ctx, &e0));
-    CHECK(dy_event_create(ctx, &e1));
-    for (int r = -2; r < REPS; r++) {
-        uint64_t ns;
-        CHECK(dy_argmax(ctx, &flush));
-        CHECK(dy_event_record(ctx, e0));
-        for (int set = 0; set < SETS; set++)
-            op(arg, set);
-        CHECK(dy_event_record(ctx, e1));
-        CHECK(dy_event_elapsed_ns(ctx, e0, e1, &ns));
-        if (r >= 0)
-            s[r] = ns * 1e-9 / SETS;
-    }
-    dy_event_destroy(ctx, e0);
-    dy_event_destroy(ctx, e1);
-    qsort(s, REPS, sizeof s[0], cmp_double);
-    return s[REPS / 2];
+    before_rep = flush_l2;
+    double t = time_calls(op, arg, SETS);
+    before_rep = NULL;
+    return t;
 }
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -127,14 +89,6 @@ static int rand_below(int n)
 }
 
 /* ---- ceilings ---- */
-struct copy_arg { dy_buf src, dst; size_t bytes; };
-
-static void do_copy(void *arg, int set)
-{
-    struct copy_arg *a = arg;
-    CHECK(dy_buf_copy(ctx, a->dst, a->src, a->bytes));
-}
-
 static void do_gemm(void *arg, int set)
 {
     CHECK(dy_gemm(ctx, arg));
@@ -148,8 +102,8 @@ static double dense_tflops(int m, int n, int k)
     d.a = alloc((size_t)m * k * 2);
     d.b = alloc((size_t)n * k * 2);
     d.c = alloc((size_t)m * n * 4);
-    fill(d.a, (size_t)m * k, DY_BF16, 100, 1.0f);
-    fill(d.b, (size_t)n * k, DY_BF16, 101, 0.05f);
+    fill(d.a, (size_t)m * k, DY_BF16, 100, 1.0f, 0.0f);
+    fill(d.b, (size_t)n * k, DY_BF16, 101, 0.05f, 0.0f);
     double t = time_op(do_gemm, &d);
     dy_buf_free(ctx, &d.a);
     dy_buf_free(ctx, &d.b);
@@ -308,8 +262,8 @@ static void bench_decode(dy_buf w1, dy_buf w2, double copy)
         touched /= SETS;
         dy_buf x = alloc(sizeof(float) * rt.tokens * HIDDEN), h = alloc(sizeof(float) * rt.rows * FFN);
         dy_buf c1 = alloc(sizeof(float) * rt.rows * 2 * FFN), c2 = alloc(sizeof(float) * rt.rows * HIDDEN);
-        fill(x, (size_t)rt.tokens * HIDDEN, DY_F32, 10, 1.0f);
-        fill(h, (size_t)rt.rows * FFN, DY_F32, 11, 1.0f);
+        fill(x, (size_t)rt.tokens * HIDDEN, DY_F32, 10, 1.0f, 0.0f);
+        fill(h, (size_t)rt.rows * FFN, DY_F32, 11, 1.0f, 0.0f);
         struct proj projs[2] = {
             { &rt, { .a = x, .b = w1, .c = c1, .rows = rt.rows, .experts = EXPERTS, .n = 2 * FFN,
                      .k = HIDDEN, .a_row_div = TOPK, .lda = HIDDEN, .ldc = 2 * FFN,
@@ -364,8 +318,8 @@ static void bench_prefill(dy_buf w1, dy_buf w2, double copy)
         make_routing(&rt, token_counts[tc]);
         dy_buf x = alloc(sizeof(float) * rt.tokens * HIDDEN), h = alloc(sizeof(float) * rt.rows * FFN);
         dy_buf c1 = alloc(sizeof(float) * rt.rows * 2 * FFN), c2 = alloc(sizeof(float) * rt.rows * HIDDEN);
-        fill(x, (size_t)rt.tokens * HIDDEN, DY_F32, 20, 1.0f);
-        fill(h, (size_t)rt.rows * FFN, DY_F32, 21, 1.0f);
+        fill(x, (size_t)rt.tokens * HIDDEN, DY_F32, 20, 1.0f, 0.0f);
+        fill(h, (size_t)rt.rows * FFN, DY_F32, 21, 1.0f, 0.0f);
         struct proj projs[2] = {
             { &rt, { .a = x, .b = w1, .c = c1, .rows = rt.rows, .experts = EXPERTS, .n = 2 * FFN,
                      .k = HIDDEN, .a_row_div = TOPK, .lda = HIDDEN, .ldc = 2 * FFN,
@@ -455,7 +409,7 @@ static void bench_routing(dy_buf w1, dy_buf w2)
         int tokens = token_counts[tc], pairs = tokens * TOPK;
         struct route_arg r = { 0 };
         dy_buf logits = alloc(sizeof(float) * SETS * tokens * EXPERTS);
-        fill(logits, (size_t)SETS * tokens * EXPERTS, DY_F32, 30, 3.0f);
+        fill(logits, (size_t)SETS * tokens * EXPERTS, DY_F32, 30, 3.0f, 0.0f);
         r.topk = (struct dy_softmax_topk_desc){ .logits = logits, .ids = alloc(4 * pairs),
                                                 .weights = alloc(4 * pairs), .tokens = tokens,
                                                 .experts = EXPERTS, .k = TOPK, .stride = EXPERTS };
@@ -465,8 +419,8 @@ static void bench_routing(dy_buf w1, dy_buf w2)
         dy_buf x = alloc(sizeof(float) * tokens * HIDDEN), gu = alloc(sizeof(float) * pairs * 2 * FFN);
         dy_buf act = alloc(sizeof(float) * pairs * FFN), y = alloc(sizeof(float) * pairs * HIDDEN);
         dy_buf out = alloc(sizeof(float) * tokens * HIDDEN);
-        fill(x, (size_t)tokens * HIDDEN, DY_F32, 31, 1.0f);
-        fill(out, (size_t)tokens * HIDDEN, DY_F32, 32, 1.0f);
+        fill(x, (size_t)tokens * HIDDEN, DY_F32, 31, 1.0f, 0.0f);
+        fill(out, (size_t)tokens * HIDDEN, DY_F32, 32, 1.0f, 0.0f);
         r.scatter = (struct dy_scatter_add_rows_desc){ .src = y, .dst = out, .weights = r.topk.weights,
                                                        .position = r.sort.position, .tokens = tokens,
                                                        .k = TOPK, .cols = HIDDEN, .src_stride = HIDDEN,
@@ -501,22 +455,12 @@ static void bench_routing(dy_buf w1, dy_buf w2)
 
 int main(void)
 {
-    char why[256];
-    const struct dy_backend *be = dy_registry_find("cuda", why, sizeof why);
-    struct dy_device_info info;
-    if (!be || be->device_info(0, &info) != DY_OK || dy_ctx_create(be, 0, &ctx) != DY_OK) {
-        fprintf(stderr, "moe_ops_bench: no cuda backend: %s\n", why);
+    if (!open_cuda("moe_ops_bench"))
         return 77;
-    }
-    printf("## %s (%s), %d SMs\n\n", info.name, info.driver_version, info.compute_units);
     flush = (struct dy_argmax_desc){ .x = alloc((size_t)128 << 20), .out = alloc(32 * 4), .rows = 32,
                                      .cols = 1 << 20, .stride = 1 << 20, .dtype = DY_F32 };
-    fill(flush.x, (size_t)32 << 20, DY_F32, 99, 1.0f);
-    struct copy_arg ca = { alloc((size_t)1 << 30), alloc((size_t)1 << 30), (size_t)1 << 30 };
-    fill(ca.src, ca.bytes / 4, DY_F32, 1, 1.0f);
-    double copy = 2.0 * ca.bytes / time_op(do_copy, &ca) * 1e-9;
-    dy_buf_free(ctx, &ca.src);
-    dy_buf_free(ctx, &ca.dst);
+    fill(flush.x, (size_t)32 << 20, DY_F32, 99, 1.0f, 0.0f);
+    double copy = copy_gbps();
     double dense = dense_tflops(8192, 8192, 8192), dense2k = dense_tflops(2048, 2048, 2048);
     printf("copy %.0f GB/s (read + written); dense bf16 GEMM 8192^3 %.0f TFLOP/s, 2048^3 %.0f TFLOP/s\n",
            copy, dense, dense2k);
@@ -524,12 +468,12 @@ int main(void)
             dense2k);
     size_t w1_n = (size_t)EXPERTS * 2 * FFN * HIDDEN, w2_n = (size_t)EXPERTS * HIDDEN * FFN;
     dy_buf w1 = alloc(w1_n * 2), w2 = alloc(w2_n * 2);
-    fill(w1, w1_n, DY_BF16, 2, 0.03f);
-    fill(w2, w2_n, DY_BF16, 3, 0.03f);
+    fill(w1, w1_n, DY_BF16, 2, 0.03f, 0.0f);
+    fill(w2, w2_n, DY_BF16, 3, 0.03f, 0.0f);
     bench_decode(w1, w2, copy);
     bench_prefill(w1, w2, copy);
     bench_routing(w1, w2);
-    printf("\n## summary (%s)\n", info.name);
+    printf("\n## summary (%s)\n", device.name);
     for (int i = 0; i < sum.count; i++)
         printf("%s\n", sum.line[i]);
     dy_ctx_destroy(ctx);
