@@ -100,6 +100,10 @@ static void test_gemm(void)
         for (int t = DY_F32; t <= DY_BF16; t++)
             gemm_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], (enum dy_dtype)t,
                       s % 2 == 0, s % 3 == 0 ? 1.0f : 0.0f);
+    /* bias and accumulation together past the GEMV's rows (a bias in the
+     * vendor GEMM's epilogue), A's rows strided */
+    gemm_case(40, 72, 64, 0, DY_BF16, true, 1.0f);
+    gemm_case(40, 72, 64, 4, DY_F16, true, 1.0f);
 }
 
 
@@ -208,10 +212,12 @@ static void test_rope(void)
 static void test_eltwise(void)
 {
     require_backends();
+    /* an output stride of 301 and one of 304 (rows of whole 16-byte
+     * vectors, which GPU backends may take four at a time) */
     for (int op = DY_ELT_ADD; op <= DY_ELT_GATED_ADD; op++)
-        for (int t = DY_F32; t <= DY_BF16; t++) {
-            enum dy_dtype dt = (enum dy_dtype)t;
-            int rows = 9, cols = 300, as = 700, bs = 700, os = 301;
+        for (int t = DY_F32; t <= DY_BF16 * 2; t++) {
+            enum dy_dtype dt = (enum dy_dtype)(t % (DY_BF16 + 1));
+            int rows = 9, cols = 300, as = 700, bs = 700, os = t > DY_BF16 ? 304 : 301;
             void *a = host_random(dt, (size_t)rows * as, 6.0f), *b = host_random(dt, (size_t)rows * bs, 2.0f);
             void *want = NULL;
             size_t on = (size_t)rows * os, esz = dy_dtype_size(dt);
@@ -416,6 +422,11 @@ static void test_attention_prefill(void)
         prefill_case(3, 70, 4, 1, 128, true, c);
         prefill_case(2, 50, 4, 4, 64, false, c);
         prefill_case(1, 300, 8, 2, 128, true, c);
+        /* the tensor-core kernel's block shapes: 2 and 8 query heads per
+         * KV head, several row blocks and key tiles, ViT's 197 tokens */
+        prefill_case(1, 90, 4, 2, 64, true, c);
+        prefill_case(1, 129, 8, 1, 128, true, c);
+        prefill_case(2, 197, 4, 4, 64, false, c);
     }
 }
 

@@ -1,11 +1,17 @@
 /* Causal or bidirectional prefill attention on the tensor cores (mma.sync,
- * bf16 operands, f32 accumulation), FlashAttention-2 style: a block owns 64
- * query rows of one head (16 per warp) and walks 64-key tiles of K and V
- * through shared memory with an online softmax held in registers, so the
- * scores never reach memory. Taken when the descriptor allows bf16 operands
- * (compute_dtype), the head dim is 64 or 128 and the rows are 16-byte
- * aligned. CUDA only: the inline mma.sync has no HIP spelling, so the HIP
- * build declines and the exact kernel in cuda_attention.cu runs. */
+ * bf16 operands, f32 accumulation), FlashAttention-2 style. A block of 8
+ * warps owns 128 query rows: 16 per warp, and when query heads share a KV
+ * head (GQA) up to 4 of those heads at once, so each K/V tile brought into
+ * shared memory serves all of them. The block walks 64-key tiles of K and V
+ * with an online softmax held in registers, so scores never reach memory.
+ * K and V arrive as f32 (the workload's activations): each thread loads its
+ * share of the next tile into registers while the warps multiply the
+ * current one, then rounds it to bf16 into the other half of a double
+ * buffer; fragments come out of shared memory through ldmatrix (.trans for
+ * V). Taken when the descriptor allows bf16 operands (compute_dtype), the
+ * head dim is 64 or 128 and the rows are 16-byte aligned. CUDA only: the
+ * inline PTX has no HIP spelling, so the HIP build declines and the exact
+ * kernel in cuda_attention.cu runs. */
 #include "cuda_internal.h"
 
 #if DY_HIP
@@ -16,43 +22,24 @@ int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_
 #else
 #include <cuda_bf16.h>
 
-#define FA_ROWS 64  /* query rows per block */
-#define FA_KEYS 64  /* keys per tile */
-#define FA_WARPS 4
+#define FA_WARPS 8
+#define FA_THREADS (FA_WARPS * 32)
+#define FA_KEYS 64      /* keys per tile */
+#define FA_MAX_HEADS 4  /* query heads of one KV head per block */
 
-/* Shared-memory tiles: bf16 rows padded by 8 elements so that the 32-bit
- * fragment loads of a warp spread over the banks. */
+/* Shared-memory tiles: bf16 rows padded by 8 elements, so the eight 16-byte
+ * rows an ldmatrix reads fall in different banks. */
 template <int HD> struct fa_layout {
     static constexpr int LD = HD + 8;
-    static constexpr size_t bytes = (size_t)(FA_ROWS + 2 * FA_KEYS) * LD * 2;
+    static constexpr int TILE = FA_KEYS * LD;                 /* elements */
+    static constexpr size_t bytes = (size_t)2 * 2 * TILE * 2; /* K, V x 2 stages */
+    static constexpr int LOADS = FA_KEYS * HD / 4 / FA_THREADS; /* float4 per thread */
 };
-
-/* rows [row0, row0 + 64) of an f32 matrix into a bf16 tile; rows past
- * `limit` are zero */
-template <int HD>
-__device__ void load_tile(__nv_bfloat16 *tile, const float *src, size_t stride, int row0, int limit)
-{
-    constexpr int LD = fa_layout<HD>::LD, VEC = HD / 4;
-    for (int idx = threadIdx.x; idx < FA_ROWS * VEC; idx += blockDim.x) {
-        int r = idx / VEC, c = (idx % VEC) * 4;
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row0 + r < limit)
-            x = *(const float4 *)(src + (size_t)(row0 + r) * stride + c);
-        __nv_bfloat162 *dst = (__nv_bfloat162 *)(tile + r * LD + c);
-        dst[0] = __floats2bfloat162_rn(x.x, x.y);
-        dst[1] = __floats2bfloat162_rn(x.z, x.w);
-    }
-}
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
-}
-
-__device__ __forceinline__ uint32_t ld32(const __nv_bfloat16 *p)
-{
-    return *(const uint32_t *)p;
 }
 
 /* d += a . b for one m16n8k16 tile: bf16 operands, f32 accumulators */
@@ -64,138 +51,215 @@ __device__ __forceinline__ void mma16816(float *d, const uint32_t *a, uint32_t b
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* FlashAttention-2 order with everything in registers: each warp owns 16
- * query rows; lane l holds rows g = l/4 and g + 8 of every accumulator tile,
- * columns 2(l%4) and 2(l%4)+1 (the mma.sync m16n8 layout). The score tile's
- * layout is the A operand's, so probabilities feed P.V without shared memory. */
+/* four 8x8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8 */
+__device__ __forceinline__ void ldsm4(uint32_t *r, const __nv_bfloat16 *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+__device__ __forceinline__ void ldsm4_t(uint32_t *r, const __nv_bfloat16 *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+/* this thread's share of keys [k0, k0 + 64) of an f32 matrix; rows past
+ * `limit` read as zero (their scores are masked, and 0 * V stays 0) */
 template <int HD>
-__global__ void __launch_bounds__(FA_WARPS * 32)
-flash_prefill_kernel(struct dy_attention_prefill_desc d, const float *q, const float *k,
+__device__ __forceinline__ void fetch_tile(float4 *regs, const float *src, size_t stride, int k0, int limit)
+{
+    constexpr int VEC = HD / 4;
+#pragma unroll
+    for (int i = 0; i < fa_layout<HD>::LOADS; i++) {
+        int idx = threadIdx.x + i * FA_THREADS, r = idx / VEC, c = (idx % VEC) * 4;
+        regs[i] = k0 + r < limit ? __ldg((const float4 *)(src + (size_t)(k0 + r) * stride + c))
+                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+}
+
+template <int HD>
+__device__ __forceinline__ void store_tile(__nv_bfloat16 *tile, const float4 *regs)
+{
+    constexpr int VEC = HD / 4, LD = fa_layout<HD>::LD;
+#pragma unroll
+    for (int i = 0; i < fa_layout<HD>::LOADS; i++) {
+        int idx = threadIdx.x + i * FA_THREADS, r = idx / VEC, c = (idx % VEC) * 4;
+        uint2 v = make_uint2(pack_bf16(regs[i].x, regs[i].y), pack_bf16(regs[i].z, regs[i].w));
+        *(uint2 *)(tile + r * LD + c) = v;
+    }
+}
+
+/* FlashAttention-2 order with everything in registers: lane l of a warp
+ * holds rows g = l/4 and g + 8 of its 16, columns 2(l%4) and 2(l%4)+1 of
+ * every accumulator tile (the mma.sync m16n8 layout). The score tile's
+ * layout is the A operand's, so probabilities feed P.V without shared
+ * memory. `hpb` query heads share the block, 128 / hpb rows each. */
+template <int HD>
+__global__ void __launch_bounds__(FA_THREADS, 1)
+flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q, const float *k,
                      const float *v, float *out)
 {
-    constexpr int LD = fa_layout<HD>::LD, NT = FA_KEYS / 8, OT = HD / 8;
+    constexpr int LD = fa_layout<HD>::LD, TILE = fa_layout<HD>::TILE, NT = FA_KEYS / 8, OT = HD / 8;
     extern __shared__ __align__(16) unsigned char smem[];
-    __nv_bfloat16 *qs = (__nv_bfloat16 *)smem, *ks = qs + FA_ROWS * LD, *vs = ks + FA_KEYS * LD;
+    __nv_bfloat16 *ks = (__nv_bfloat16 *)smem, *vs = ks + 2 * TILE;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    int q0 = blockIdx.x * FA_ROWS, h = blockIdx.y, b = blockIdx.z;
-    int kvh = h / (d.heads / d.kv_heads);
+    int group = d.heads / d.kv_heads, wph = FA_WARPS / hpb, rows = wph * 16;
+    int blocks_x = gridDim.x;
+    /* causal: the longest rows first, so the short ones fill the tail */
+    int q0 = (d.causal ? blocks_x - 1 - (int)blockIdx.x : (int)blockIdx.x) * rows;
+    int kvh = blockIdx.y / (group / hpb);
+    int h = kvh * group + (blockIdx.y % (group / hpb)) * hpb + warp / wph;
+    int b = blockIdx.z;
     size_t seq0 = (size_t)b * d.seq_len;
-    load_tile<HD>(qs, q + seq0 * d.q_stride + (size_t)h * HD, d.q_stride, q0, d.seq_len);
-    __syncthreads();
-    /* the warp's Q rows as A fragments, one per 16 of the head dim */
-    uint32_t qa[HD / 16][4];
-    const __nv_bfloat16 *qw = qs + warp * 16 * LD;
-#pragma unroll
-    for (int ks16 = 0; ks16 < HD / 16; ks16++) {
-        int c = ks16 * 16 + 2 * t;
-        qa[ks16][0] = ld32(qw + g * LD + c);
-        qa[ks16][1] = ld32(qw + (g + 8) * LD + c);
-        qa[ks16][2] = ld32(qw + g * LD + c + 8);
-        qa[ks16][3] = ld32(qw + (g + 8) * LD + c + 8);
-    }
+    int wrow = q0 + (warp % wph) * 16, row0 = wrow + g, row1 = row0 + 8;
+
     float o[OT][4];
 #pragma unroll
     for (int j = 0; j < OT; j++)
         o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
     const float scale = d.scale * 1.4426950408889634f; /* base 2 */
-    int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
-    int key_end = d.causal ? min(d.seq_len, q0 + FA_ROWS) : d.seq_len;
-    for (int k0 = 0; k0 < key_end; k0 += FA_KEYS) {
-        __syncthreads();
-        load_tile<HD>(ks, k + seq0 * d.kv_stride + (size_t)kvh * HD, d.kv_stride, k0, d.seq_len);
-        load_tile<HD>(vs, v + seq0 * d.kv_stride + (size_t)kvh * HD, d.kv_stride, k0, d.seq_len);
-        __syncthreads();
-        float s[NT][4];
+    int key_end = d.causal ? min(d.seq_len, q0 + rows) : d.seq_len;
+    int warp_last = min(wrow + 15, d.seq_len - 1);
+    const float *kb = k + seq0 * d.kv_stride + (size_t)kvh * HD;
+    const float *vb = v + seq0 * d.kv_stride + (size_t)kvh * HD;
+    /* the first tiles' loads and the Q rows' go out together */
+    float4 pre[fa_layout<HD>::LOADS], pre_v[fa_layout<HD>::LOADS];
+    fetch_tile<HD>(pre, kb, d.kv_stride, 0, d.seq_len);
+    fetch_tile<HD>(pre_v, vb, d.kv_stride, 0, d.seq_len);
+    /* the warp's Q rows as A fragments, one per 16 of the head dim */
+    uint32_t qa[HD / 16][4];
+    {
+        const float *qr0 = q + (seq0 + row0) * d.q_stride + (size_t)h * HD + 2 * t;
+        const float *qr1 = qr0 + (size_t)8 * d.q_stride;
+        bool in0 = row0 < d.seq_len, in1 = row1 < d.seq_len;
+        float2 z = make_float2(0.0f, 0.0f);
 #pragma unroll
-        for (int n = 0; n < NT; n++) {
-            s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const __nv_bfloat16 *kr = ks + (n * 8 + g) * LD + 2 * t;
-#pragma unroll
-            for (int ks16 = 0; ks16 < HD / 16; ks16++)
-                mma16816(s[n], qa[ks16], ld32(kr + ks16 * 16), ld32(kr + ks16 * 16 + 8));
-        }
-        /* mask, scale, and the rows' running maxima */
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < NT; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int key = k0 + n * 8 + 2 * t + (e & 1), row = e < 2 ? row0 : row1;
-                bool masked = key >= d.seq_len || (d.causal && key > row);
-                float x = masked ? -INFINITY : s[n][e] * scale;
-                s[n][e] = x;
-                if (e < 2)
-                    mx0 = fmaxf(mx0, x);
-                else
-                    mx1 = fmaxf(mx1, x);
-            }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        float c0 = n0 == -INFINITY ? 1.0f : exp2f(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : exp2f(m1 - n1);
-        float sum0 = 0.0f, sum1 = 0.0f;
-        uint32_t pa[NT / 2][4];
-#pragma unroll
-        for (int n = 0; n < NT; n++) {
-            float p[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float ref = e < 2 ? n0 : n1;
-                p[e] = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - ref);
-            }
-            /* round once: the sums and P.V see the same probabilities */
-            uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
-            __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
-            sum0 += __low2float(blo) + __high2float(blo);
-            sum1 += __low2float(bhi) + __high2float(bhi);
-            pa[n / 2][(n & 1) * 2 + 0] = lo;
-            pa[n / 2][(n & 1) * 2 + 1] = hi;
-        }
-        sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
-        sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
-        sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
-        sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
-        l0 = l0 * c0 + sum0;
-        l1 = l1 * c1 + sum1;
-        m0 = n0;
-        m1 = n1;
-#pragma unroll
-        for (int j = 0; j < OT; j++) {
-            o[j][0] *= c0;
-            o[j][1] *= c0;
-            o[j][2] *= c1;
-            o[j][3] *= c1;
-        }
-        /* O += P V: B fragments are V[key][dim] pairs along the key */
-#pragma unroll
-        for (int kk = 0; kk < NT / 2; kk++) {
-            const __nv_bfloat16 *vr = vs + (kk * 16 + 2 * t) * LD + g;
-#pragma unroll
-            for (int j = 0; j < OT; j++) {
-                const __nv_bfloat16 *vc = vr + j * 8;
-                __nv_bfloat162 b0 = __halves2bfloat162(vc[0], vc[LD]);
-                __nv_bfloat162 b1 = __halves2bfloat162(vc[8 * LD], vc[9 * LD]);
-                mma16816(o[j], pa[kk], *(uint32_t *)&b0, *(uint32_t *)&b1);
-            }
+        for (int c = 0; c < HD / 16; c++) {
+            float2 a0 = in0 ? *(const float2 *)(qr0 + c * 16) : z, a2 = in0 ? *(const float2 *)(qr0 + c * 16 + 8) : z;
+            float2 a1 = in1 ? *(const float2 *)(qr1 + c * 16) : z, a3 = in1 ? *(const float2 *)(qr1 + c * 16 + 8) : z;
+            qa[c][0] = pack_bf16(a0.x, a0.y);
+            qa[c][1] = pack_bf16(a1.x, a1.y);
+            qa[c][2] = pack_bf16(a2.x, a2.y);
+            qa[c][3] = pack_bf16(a3.x, a3.y);
         }
     }
-    float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+    store_tile<HD>(ks, pre);
+    store_tile<HD>(vs, pre_v);
+    __syncthreads();
+    /* ldmatrix row addresses: matrix lane / 8, row lane % 8 */
+    int mi = lane / 8, mr = lane % 8;
+    for (int k0 = 0, stage = 0; k0 < key_end; k0 += FA_KEYS, stage ^= 1) {
+        const __nv_bfloat16 *kt = ks + stage * TILE, *vt = vs + stage * TILE;
+        bool next = k0 + FA_KEYS < key_end;
+        /* a warp whose rows all precede the tile only helps load */
+        bool live = !d.causal || k0 <= warp_last;
+        if (next)
+            fetch_tile<HD>(pre, kb, d.kv_stride, k0 + FA_KEYS, d.seq_len);
+        float s[NT][4];
+        if (live) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+                for (int c = 0; c < HD / 16; c += 2) {
+                    uint32_t kf[4];
+                    ldsm4(kf, kt + (n * 8 + mr) * LD + c * 16 + mi * 8);
+                    mma16816(s[n], qa[c], kf[0], kf[1]);
+                    mma16816(s[n], qa[c + 1], kf[2], kf[3]);
+                }
+            }
+        }
+        if (next)
+            store_tile<HD>(ks + (stage ^ 1) * TILE, pre);
+        if (next)
+            fetch_tile<HD>(pre, vb, d.kv_stride, k0 + FA_KEYS, d.seq_len);
+        if (live) {
+            /* mask (only where the tile crosses the diagonal or the end),
+             * scale, and the rows' running maxima */
+            bool mask = k0 + FA_KEYS > d.seq_len || (d.causal && k0 + FA_KEYS - 1 > wrow);
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int key = k0 + n * 8 + 2 * t + (e & 1), row = e < 2 ? row0 : row1;
+                    bool masked = mask && (key >= d.seq_len || (d.causal && key > row));
+                    float x = masked ? -INFINITY : s[n][e] * scale;
+                    s[n][e] = x;
+                    if (e < 2)
+                        mx0 = fmaxf(mx0, x);
+                    else
+                        mx1 = fmaxf(mx1, x);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            float c0 = n0 == -INFINITY ? 1.0f : exp2f(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : exp2f(m1 - n1);
+            float sum0 = 0.0f, sum1 = 0.0f;
+            uint32_t pa[NT / 2][4];
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float ref = e < 2 ? n0 : n1;
+                    p[e] = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - ref);
+                }
+                /* round once: the sums and P.V see the same probabilities */
+                uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
+                __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
+                sum0 += __low2float(blo) + __high2float(blo);
+                sum1 += __low2float(bhi) + __high2float(bhi);
+                pa[n / 2][(n & 1) * 2 + 0] = lo;
+                pa[n / 2][(n & 1) * 2 + 1] = hi;
+            }
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
+            l0 = l0 * c0 + sum0;
+            l1 = l1 * c1 + sum1;
+            m0 = n0;
+            m1 = n1;
+#pragma unroll
+            for (int j = 0; j < OT; j++) {
+                o[j][0] *= c0;
+                o[j][1] *= c0;
+                o[j][2] *= c1;
+                o[j][3] *= c1;
+            }
+            /* O += P V: V's B fragments are pairs along the key, read
+             * transposed: matrices (keys +0/+8) x (dims j, j + 1) */
+#pragma unroll
+            for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+                for (int j = 0; j < OT; j += 2) {
+                    uint32_t vf[4];
+                    ldsm4_t(vf, vt + (kk * 16 + (mi & 1) * 8 + mr) * LD + (j + (mi >> 1)) * 8);
+                    mma16816(o[j], pa[kk], vf[0], vf[1]);
+                    mma16816(o[j + 1], pa[kk], vf[2], vf[3]);
+                }
+        }
+        if (next)
+            store_tile<HD>(vs + (stage ^ 1) * TILE, pre);
+        __syncthreads();
+    }
+    float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
 #pragma unroll
     for (int j = 0; j < OT; j++) {
         int c = j * 8 + 2 * t;
-        if (row0 < d.seq_len) {
-            float *dst = out + (seq0 + row0) * d.out_stride + (size_t)h * HD + c;
-            dst[0] = o[j][0] * inv0;
-            dst[1] = o[j][1] * inv0;
-        }
-        if (row1 < d.seq_len) {
-            float *dst = out + (seq0 + row1) * d.out_stride + (size_t)h * HD + c;
-            dst[0] = o[j][2] * inv1;
-            dst[1] = o[j][3] * inv1;
-        }
+        if (row0 < d.seq_len)
+            *(float2 *)(out + (seq0 + row0) * d.out_stride + (size_t)h * HD + c) =
+                make_float2(o[j][0] * inv0, o[j][1] * inv0);
+        if (row1 < d.seq_len)
+            *(float2 *)(out + (seq0 + row1) * d.out_stride + (size_t)h * HD + c) =
+                make_float2(o[j][2] * inv1, o[j][3] * inv1);
     }
 }
 
@@ -213,8 +277,13 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess)
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(flash prefill)");
-    dim3 grid((unsigned)((d->seq_len + FA_ROWS - 1) / FA_ROWS), (unsigned)d->heads, (unsigned)d->batch);
-    flash_prefill_kernel<HD><<<grid, FA_WARPS * 32, bytes, c->stream>>>(*d, q, k, v, out);
+    int group = d->heads / d->kv_heads, hpb = 1;
+    while (hpb * 2 <= FA_MAX_HEADS && group % (hpb * 2) == 0)
+        hpb *= 2;
+    int rows = FA_WARPS / hpb * 16;
+    dim3 grid((unsigned)((d->seq_len + rows - 1) / rows), (unsigned)(d->kv_heads * (group / hpb)),
+              (unsigned)d->batch);
+    flash_prefill_kernel<HD><<<grid, FA_THREADS, bytes, c->stream>>>(*d, hpb, q, k, v, out);
     return dy_cuda_check_launch(c, "flash attention prefill");
 }
 
@@ -224,8 +293,9 @@ int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_
     const float *v = (const float *)dy_cuda_ptr(d->v);
     float *out = (float *)dy_cuda_ptr(d->out);
     bool fits = d->compute_dtype == DY_BF16 && d->dtype == DY_F32 &&
-                (d->head_dim == 64 || d->head_dim == 128) && d->q_stride % 4 == 0 &&
-                d->kv_stride % 4 == 0 && aligned16(q) && aligned16(k) && aligned16(v);
+                (d->head_dim == 64 || d->head_dim == 128) && d->heads % d->kv_heads == 0 &&
+                d->q_stride % 4 == 0 && d->kv_stride % 4 == 0 && d->out_stride % 2 == 0 &&
+                aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
     if (!fits)
         return DY_E_UNSUPPORTED;
     return d->head_dim == 64 ? launch<64>(c, d, q, k, v, out) : launch<128>(c, d, q, k, v, out);

@@ -101,14 +101,24 @@ static bool gemv_fits(const struct dy_gemm_desc *d, const void *a, const void *b
 }
 
 #if DY_GPU_BLAS
+#include <cuda_bf16.h>
+
+/* c[i, :] += bias for rows of a 2-D grid (y strides over the rows) */
 __global__ void add_bias_kernel(float *c, int ldc, int m, int n, const void *bias, enum dy_dtype bt)
 {
-    size_t total = (size_t)m * n;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
-         idx += (size_t)gridDim.x * blockDim.x) {
-        size_t i = idx / n, j = idx % n;
-        c[i * ldc + j] += dy_load_f32(bias, bt, j);
-    }
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n)
+        return;
+    float add = dy_load_f32(bias, bt, j);
+    for (int i = blockIdx.y; i < m; i += gridDim.y)
+        c[(size_t)i * ldc + j] += add;
+}
+
+__global__ void bias_f32_kernel(const void *bias, enum dy_dtype bt, int n, float *out)
+{
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n)
+        out[j] = dy_load_f32(bias, bt, j);
 }
 
 /* A[m, k] with leading dimension lda into a compact [m, k] of dtype t. */
@@ -118,6 +128,34 @@ __global__ void pack_a_kernel(const float *a, int lda, int m, int k, void *out, 
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x)
         dy_store_f32(out, t, idx, a[(idx / k) * lda + idx % k]);
+}
+
+/* The same with eight elements a thread (k % 8 == 0, 16-byte rows): two
+ * float4 loads, one 16-byte store; y strides over the rows. */
+template <bool BF16>
+__global__ void pack_a8_kernel(const float *a, int lda, int m, int k, uint16_t *out)
+{
+    int c = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (c >= k)
+        return;
+    for (int i = blockIdx.y; i < m; i += gridDim.y) {
+        const float4 *src = (const float4 *)(a + (size_t)i * lda + c);
+        float4 lo = src[0], hi = src[1];
+        float x[8] = { lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w };
+        uint4 v;
+        uint32_t *w = (uint32_t *)&v;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            if (BF16) {
+                __nv_bfloat162 p = __floats2bfloat162_rn(x[2 * e], x[2 * e + 1]);
+                w[e] = *(uint32_t *)&p;
+            } else {
+                __half2 p = __floats2half2_rn(x[2 * e], x[2 * e + 1]);
+                w[e] = *(uint32_t *)&p;
+            }
+        }
+        *(uint4 *)(out + (size_t)i * k + c) = v;
+    }
 }
 
 static cudaDataType_t cuda_type(enum dy_dtype t)
@@ -131,22 +169,111 @@ static unsigned grid_for(size_t n)
     return (unsigned)(b < 65535u * 16 ? b : 65535u * 16);
 }
 
+/* blocks of 256 over n columns by up to 65,535 rows */
+static dim3 grid_2d(int n, int m)
+{
+    return dim3((unsigned)((n + 255) / 256), (unsigned)(m < 65535 ? m : 65535));
+}
+
+static int pack_a(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, void *out)
+{
+    bool wide = d->k % 8 == 0 && d->lda % 4 == 0 && aligned16(a);
+    if (!wide)
+        pack_a_kernel<<<grid_for((size_t)d->m * d->k), 256, 0, c->stream>>>((const float *)a, d->lda, d->m,
+                                                                           d->k, out, d->b_dtype);
+    else if (d->b_dtype == DY_BF16)
+        pack_a8_kernel<true><<<grid_2d(d->k / 8, d->m), 256, 0, c->stream>>>((const float *)a, d->lda, d->m,
+                                                                           d->k, (uint16_t *)out);
+    else
+        pack_a8_kernel<false><<<grid_2d(d->k / 8, d->m), 256, 0, c->stream>>>((const float *)a, d->lda, d->m,
+                                                                            d->k, (uint16_t *)out);
+    return dy_cuda_check_launch(c, "gemm pack");
+}
+
+/* C = A B^T + beta C + bias through cuBLASLt, the bias added by its
+ * epilogue (as f32: the epilogue's bias has C's type) instead of a pass of
+ * its own over C. DY_E_UNSUPPORTED when cuBLASLt offers no algorithm. */
+static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a_op, int lda,
+                        const void *b, const float *bias32, float *cp)
+{
+    int st = dy_cuda_lt_ready(c);
+    if (st != DY_OK)
+        return st;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t lb = NULL, la = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t algos[4];
+    int found = 0;
+    cublasOperation_t trans = CUBLAS_OP_T, none = CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    size_t ws = c->lt_workspace_size;
+    cudaDataType_t t = cuda_type(d->b_dtype);
+    /* cuBLASLt's A is our B ([k, n] column-major, transposed), its B our A */
+    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias32, sizeof bias32);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&lb, t, d->k, d->n, d->ldb);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&la, t, d->k, d->m, lda);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, d->n, d->m, d->ldc);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceCreate(&pref);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (s == CUBLAS_STATUS_SUCCESS &&
+        cublasLtMatmulAlgoGetHeuristic(c->lt, op, lb, la, lc, lc, pref, 4, algos, &found) != CUBLAS_STATUS_SUCCESS)
+        found = 0;
+    float alpha = 1.0f, beta = d->beta;
+    st = DY_E_UNSUPPORTED;
+    for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < found && st == DY_E_UNSUPPORTED; i++) {
+        if (algos[i].state != CUBLAS_STATUS_SUCCESS || algos[i].workspaceSize > ws)
+            continue;
+        cublasStatus_t r = cublasLtMatmul(c->lt, op, &alpha, b, lb, a_op, la, &beta, cp, lc, cp, lc,
+                                          &algos[i].algo, c->lt_workspace, ws, c->stream);
+        if (r == CUBLAS_STATUS_SUCCESS)
+            st = DY_OK;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatmulDescDestroy(op);
+    return st;
+}
+
 static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, const void *b,
                      const void *bias, float *cp)
 {
     const void *a_op = a;
-    int lda = d->lda;
-    if (d->a_dtype != d->b_dtype) {
-        size_t bytes = (size_t)d->m * d->k * 2;
-        int st = dy_cuda_reserve(c, &c->scratch, &c->scratch_size, bytes);
-        if (st != DY_OK)
-            return st;
-        pack_a_kernel<<<grid_for((size_t)d->m * d->k), 256, 0, c->stream>>>(
-            (const float *)a, d->lda, d->m, d->k, c->scratch, d->b_dtype);
-        if ((st = dy_cuda_check_launch(c, "gemm pack")) != DY_OK)
+    int lda = d->lda, st;
+    bool pack = d->a_dtype != d->b_dtype;
+    /* scratch: A in B's dtype, then the bias in f32 */
+    size_t a_bytes = pack ? ((size_t)d->m * d->k * 2 + 255) / 256 * 256 : 0;
+    bool lt = bias && d->b_dtype != DY_F32;
+    if ((st = dy_cuda_reserve(c, &c->scratch, &c->scratch_size, a_bytes + (lt ? (size_t)d->n * 4 : 0))))
+        return st;
+    if (pack) {
+        if ((st = pack_a(c, d, a, c->scratch)) != DY_OK)
             return st;
         a_op = c->scratch;
         lda = d->k;
+    }
+    if (lt) {
+        float *bias32 = (float *)((char *)c->scratch + a_bytes);
+        bias_f32_kernel<<<(d->n + 255) / 256, 256, 0, c->stream>>>(bias, d->b_dtype, d->n, bias32);
+        if ((st = dy_cuda_check_launch(c, "gemm bias")) != DY_OK)
+            return st;
+        st = gemm_lt_bias(c, d, a_op, lda, b, bias32, cp);
+        if (st != DY_E_UNSUPPORTED)
+            return st;
     }
     float alpha = 1.0f, beta = d->beta;
     /* row-major C = A B^T is column-major C^T = B A^T */
@@ -159,8 +286,7 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
         return s == CUBLAS_STATUS_ALLOC_FAILED ? DY_E_NOMEM : DY_E_DEVICE;
     }
     if (bias) {
-        add_bias_kernel<<<grid_for((size_t)d->m * d->n), 256, 0, c->stream>>>(cp, d->ldc, d->m, d->n,
-                                                                             bias, d->b_dtype);
+        add_bias_kernel<<<grid_2d(d->n, d->m), 256, 0, c->stream>>>(cp, d->ldc, d->m, d->n, bias, d->b_dtype);
         return dy_cuda_check_launch(c, "gemm bias");
     }
     return DY_OK;

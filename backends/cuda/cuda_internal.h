@@ -133,6 +133,13 @@ int dy_cuda_gemm_quant(struct cuda_ctx *c, const struct dy_gemm_desc *d);
 int dy_cuda_gemm_grouped_quant(struct cuda_ctx *c, const struct dy_gemm_grouped_desc *d);
 /* Frees what the quantized paths made for the context. */
 void dy_cuda_quant_release(struct cuda_ctx *c);
+/* Element-wise ops over at least this many tokens (prefill) take kernels
+ * that walk rows; decode steps keep the flat kernels they were timed with. */
+#define ROWS_MIN_TOKENS 64
+#if DY_GPU_BLAS
+/* cuBLASLt's handle and workspace, made on first use */
+int dy_cuda_lt_ready(struct cuda_ctx *c);
+#endif
 
 /* The dequantizing GEMV's operands (cuda_qgemv.cu): C[r, :] = A[a_row(r), :]
  * . w^T for up to 8 rows. Dense when offsets is NULL: one tile of `rows`

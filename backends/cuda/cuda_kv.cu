@@ -44,6 +44,28 @@ __global__ void kv_append_kernel(struct dy_kv_append_desc d, const void *k, cons
     }
 }
 
+/* The same for many tokens of f32 rows 4-aligned: a float4 of K and of V a
+ * thread, x over the row, y striding over the tokens (no 64-bit index
+ * division per element, which bounded the kernel above at prefill). */
+__global__ void kv_append_rows_kernel(struct dy_kv_append_desc d, const float *k, const float *v,
+                                      const int32_t *slots, void *kc, void *vc)
+{
+    DY_GRID_ENTER();
+    int row = d.kv_heads * d.head_dim, i = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i >= row)
+        return;
+    for (int t = blockIdx.y; t < d.tokens; t += gridDim.y) {
+        size_t src = (size_t)t * d.src_stride + i, dst = (size_t)slots[t] * row + i;
+        float4 kx = *(const float4 *)(k + src), vx = *(const float4 *)(v + src);
+        const float kf[4] = { kx.x, kx.y, kx.z, kx.w }, vf[4] = { vx.x, vx.y, vx.z, vx.w };
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            dy_cuda_store_f32(kc, d.cache_dtype, dst + e, kf[e]);
+            dy_cuda_store_f32(vc, d.cache_dtype, dst + e, vf[e]);
+        }
+    }
+}
+
 /* int8: one warp per (token, KV head, K or V) row; the row's max |x| sets
  * its scale (backend.h's rule, divisions as the reference writes them). */
 __global__ void kv_append_int8_kernel(struct dy_kv_append_desc d, const void *k, const void *v,
@@ -95,6 +117,12 @@ int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
         dy_launch(c, kv_append_int8_kernel, (unsigned)((threads + THREADS - 1) / THREADS), THREADS, 0, *d, k, v,
                   slots, dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache), dy_cuda_ptr(d->k_scale),
                   dy_cuda_ptr(d->v_scale));
+    } else if (d->tokens >= ROWS_MIN_TOKENS && d->src_dtype == DY_F32 && (d->kv_heads * d->head_dim) % 4 == 0 &&
+               d->src_stride % 4 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0) {
+        int row = d->kv_heads * d->head_dim;
+        dim3 grid((unsigned)((row / 4 + THREADS - 1) / THREADS), (unsigned)(d->tokens < 65535 ? d->tokens : 65535));
+        dy_launch(c, kv_append_rows_kernel, grid, THREADS, 0, *d, (const float *)k, (const float *)v, slots,
+                  dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache));
     } else {
         dy_launch(c, kv_append_kernel, blocks_for(n), THREADS, 0, *d, k, v, slots, dy_cuda_ptr(d->k_cache),
                   dy_cuda_ptr(d->v_cache));

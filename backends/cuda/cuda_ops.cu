@@ -207,6 +207,8 @@ int dy_cuda_norm(void *ctx, const struct dy_norm_desc *d)
     return dy_cuda_check_launch(c, "norm");
 }
 
+#define ROPE_MAX_HALF 256
+
 __global__ void rope_kernel(struct dy_rope_desc d, void *x, const int32_t *pos, const float *inv_freq)
 {
     DY_GRID_ENTER();
@@ -227,12 +229,43 @@ __global__ void rope_kernel(struct dy_rope_desc d, void *x, const int32_t *pos, 
     }
 }
 
+/* Many tokens of f32 rows: a block per token at a time, its angles'
+ * sines and cosines computed once into shared memory for every head (the
+ * kernel above computes them again for each head and divides a 64-bit
+ * index per element); the same arithmetic, so the same bits. */
+__global__ void rope_rows_kernel(struct dy_rope_desc d, float *x, const int32_t *pos, const float *inv_freq)
+{
+    DY_GRID_ENTER();
+    __shared__ float sn[ROPE_MAX_HALF], cs[ROPE_MAX_HALF];
+    int half = d.head_dim / 2;
+    for (int t = blockIdx.x; t < d.tokens; t += gridDim.x) {
+        __syncthreads(); /* the last token's angles are no longer read */
+        for (int i = threadIdx.x; i < half; i += blockDim.x)
+            sincosf(__fmul_rn((float)pos[t], inv_freq[i]), &sn[i], &cs[i]);
+        __syncthreads();
+        float *row = x + (size_t)t * d.row_stride;
+        for (int p = threadIdx.x; p < d.heads * half; p += blockDim.x) {
+            int h = p / half, i = p - h * half;
+            float *e = row + h * d.head_dim + i;
+            float x0 = e[0], x1 = e[half];
+            e[0] = x0 * cs[i] - x1 * sn[i];
+            e[half] = x1 * cs[i] + x0 * sn[i];
+        }
+    }
+}
+
 int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     size_t n = (size_t)d->tokens * d->heads * (d->head_dim / 2);
     if (!n)
         return DY_OK;
+    if (d->tokens >= ROWS_MIN_TOKENS && d->dtype == DY_F32 && d->head_dim / 2 <= ROPE_MAX_HALF) {
+        unsigned blocks = (unsigned)(d->tokens < 65535 ? d->tokens : 65535);
+        dy_launch(c, rope_rows_kernel, blocks, THREADS, 0, *d, (float *)dy_cuda_ptr(d->x),
+                  (const int32_t *)dy_cuda_ptr(d->positions), (const float *)dy_cuda_ptr(d->inv_freq));
+        return dy_cuda_check_launch(c, "rope");
+    }
     dy_launch(c, rope_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->x), dy_cuda_ptr(d->positions),
               dy_cuda_ptr(d->inv_freq));
     return dy_cuda_check_launch(c, "rope");
@@ -259,6 +292,48 @@ __global__ void eltwise_kernel(struct dy_eltwise_desc d, const void *a, const vo
     }
 }
 
+__device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, float y, float prev)
+{
+    if (op == DY_ELT_ADD)
+        return x + y;
+    if (op == DY_ELT_SILU_MUL)
+        return x / (1.0f + expf(-x)) * y;
+    if (op == DY_ELT_GATED_ADD) /* y: the gate's 1 + exp(-b) */
+        return prev + x / y;
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+/* f32 rows of 4-aligned width: a float4 a thread, x over the columns, y
+ * striding over the rows (no index division, one op branch per block) */
+template <enum dy_eltwise_op OP>
+__global__ void eltwise4_kernel(struct dy_eltwise_desc d, const float *a, const float *b, float *out)
+{
+    DY_GRID_ENTER();
+    int c = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (c >= d.cols)
+        return;
+    for (int r = blockIdx.y; r < d.rows; r += gridDim.y) {
+        float4 x = *(const float4 *)(a + (size_t)r * d.a_stride + c), y = x, p = x;
+        float4 *o = (float4 *)(out + (size_t)r * d.out_stride + c);
+        if (OP == DY_ELT_ADD || OP == DY_ELT_SILU_MUL)
+            y = *(const float4 *)(b + (size_t)r * d.b_stride + c);
+        if (OP == DY_ELT_GATED_ADD) {
+            float g = 1.0f + expf(-b[(size_t)r * d.b_stride]);
+            y = make_float4(g, g, g, g);
+            p = *o;
+        }
+        *o = make_float4(eltwise_one(OP, x.x, y.x, p.x), eltwise_one(OP, x.y, y.y, p.y),
+                         eltwise_one(OP, x.z, y.z, p.z), eltwise_one(OP, x.w, y.w, p.w));
+    }
+}
+
+static bool eltwise4_fits(const struct dy_eltwise_desc *d, const void *a, const void *b, const void *out)
+{
+    bool strides = d->cols % 4 == 0 && d->a_stride % 4 == 0 && d->out_stride % 4 == 0 &&
+                   ((d->op != DY_ELT_ADD && d->op != DY_ELT_SILU_MUL) || d->b_stride % 4 == 0);
+    return d->dtype == DY_F32 && strides && ((uintptr_t)a | (uintptr_t)out | (b ? (uintptr_t)b : 0)) % 16 == 0;
+}
+
 int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
@@ -267,6 +342,22 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
         return DY_E_INVALID;
     if (!n)
         return DY_OK;
+    const void *a = dy_cuda_ptr(d->a), *b = d->b.h ? dy_cuda_ptr(d->b) : NULL;
+    void *out = dy_cuda_ptr(d->out);
+    if (eltwise4_fits(d, a, b, out)) {
+        dim3 grid((unsigned)((d->cols / 4 + THREADS - 1) / THREADS), (unsigned)(d->rows < 65535 ? d->rows : 65535));
+        const float *fa = (const float *)a, *fb = (const float *)b;
+        float *fo = (float *)out;
+        if (d->op == DY_ELT_ADD)
+            dy_launch(c, eltwise4_kernel<DY_ELT_ADD>, grid, THREADS, 0, *d, fa, fb, fo);
+        else if (d->op == DY_ELT_SILU_MUL)
+            dy_launch(c, eltwise4_kernel<DY_ELT_SILU_MUL>, grid, THREADS, 0, *d, fa, fb, fo);
+        else if (d->op == DY_ELT_GATED_ADD)
+            dy_launch(c, eltwise4_kernel<DY_ELT_GATED_ADD>, grid, THREADS, 0, *d, fa, fb, fo);
+        else
+            dy_launch(c, eltwise4_kernel<DY_ELT_GELU>, grid, THREADS, 0, *d, fa, fb, fo);
+        return dy_cuda_check_launch(c, "eltwise");
+    }
     dy_launch(c, eltwise_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->a),
               d->b.h ? dy_cuda_ptr(d->b) : NULL, dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "eltwise");

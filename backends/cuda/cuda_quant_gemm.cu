@@ -345,6 +345,16 @@ __global__ void fp8_epilogue_kernel(float *c, int ldc, const float *d, int m, in
     }
 }
 
+int dy_cuda_lt_ready(struct cuda_ctx *c)
+{
+    if (!c->lt) {
+        cublasStatus_t s = cublasLtCreate(&c->lt);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return lt_fail(c, s, "cublasLtCreate");
+    }
+    return dy_cuda_reserve(c, &c->lt_workspace, &c->lt_workspace_size, LT_WORKSPACE);
+}
+
 /* Scales live 256 bytes apart in fp8_scalars: max|A| bits, A's scale, B's. */
 #define FP8_SCALARS 3
 #define FP8_SCALAR_STRIDE 64
@@ -355,12 +365,7 @@ static int gemm_fp8(struct cuda_ctx *c, const struct dy_gemm_desc *d, const stru
 {
     if (!fp8_units(c) || d->k % 16 || !aligned(w->q, 16))
         return DY_E_UNSUPPORTED;
-    if (!c->lt) {
-        cublasStatus_t s = cublasLtCreate(&c->lt);
-        if (s != CUBLAS_STATUS_SUCCESS)
-            return lt_fail(c, s, "cublasLtCreate");
-    }
-    int st = dy_cuda_reserve(c, &c->lt_workspace, &c->lt_workspace_size, LT_WORKSPACE);
+    int st = dy_cuda_lt_ready(c);
     if (st == DY_OK)
         st = dy_cuda_reserve(c, &c->fp8_scalars, &c->fp8_scalars_size,
                              FP8_SCALARS * FP8_SCALAR_STRIDE * sizeof(float));
