@@ -268,6 +268,13 @@ static const int gemv_shapes[][2] = {
     { 3072, 2048 }, { 2048, 2048 }, { 16384, 2048 }, { 2048, 8192 }, { 128256, 2048 },
 };
 
+/* An environment variable's value for a heading ("" when unset). */
+static const char *env_or_empty(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? v : "";
+}
+
 static void bench_gemv(const struct ceilings *cl, bool quantized)
 {
     static const struct { enum dy_dtype dtype; int m; } dense[] = {
@@ -275,9 +282,10 @@ static void bench_gemv(const struct ceilings *cl, bool quantized)
     }, quant[] = {
         { DY_BF16, 1 }, { DY_FP8, 1 }, { DY_I8, 1 }, { DY_I4, 1 },
     };
-    const char *env = getenv("DYNO_OCL_GEMV");
-    printf("\n%s GEMV (weights read once; GB/s of weights and scales; DYNO_OCL_GEMV=%s)\n",
-           quantized ? "Quantized" : "Decode", env ? env : "");
+    printf("\n%s GEMV (weights read once; GB/s of weights and scales; DYNO_OCL_GEMV=%s, "
+           "DYNO_OCL_OPS=%s)\n",
+           quantized ? "Quantized" : "Decode", env_or_empty("DYNO_OCL_GEMV"),
+           env_or_empty("DYNO_OCL_OPS"));
     print_header("weights, m, n x k", cl->host_ctx);
     for (size_t t = 0; t < 4; t++) {
         enum dy_dtype wt = quantized ? quant[t].dtype : dense[t].dtype;
@@ -352,7 +360,8 @@ static void bench_attention(const struct ceilings *cl)
 {
     static const int shapes[][2] = { { 1, 4096 }, { 1, 32768 }, { 16, 4096 } };
     printf("\nDecode attention (32 / 8 heads of 128; GB/s of K and V read; batch 1 x 4096 "
-           "is 16 MiB of KV, cache-sized)\n");
+           "is 16 MiB of KV, cache-sized; DYNO_OCL_OPS=%s)\n",
+           env_or_empty("DYNO_OCL_OPS"));
     print_header("cache, batch x context", cl->host_ctx);
     for (int t = DY_F16; t <= DY_BF16; t++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -454,8 +463,8 @@ static void bench_small(const struct ceilings *cl)
     };
     bool ok = setup_small(cl->ctx, &big, tokens) && setup_small(cl->ctx, &one, 1);
     printf("\nSmall ops, f32 activations: %d tokens (GB/s of bytes read + written), and "
-           "the time of one token\n",
-           tokens);
+           "the time of one token; DYNO_OCL_OPS=%s\n",
+           tokens, env_or_empty("DYNO_OCL_OPS"));
     printf("\n| op | time us | GB/s | of copy |%s one token us |\n|---|--:|--:|--:|%s--:|\n",
            cl->host_ctx ? " of host copy |" : "", cl->host_ctx ? "--:|" : "");
     for (size_t i = 0; ok && i < sizeof ops / sizeof ops[0]; i++) {

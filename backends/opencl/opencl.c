@@ -19,8 +19,11 @@
 extern const char dy_opencl_kernels[];
 
 /* No -cl-fast-relaxed-math or -cl-mad-enable: fill_random must round like
- * the host, and conformance compares against double-precision results. */
+ * the host, and conformance compares against double-precision results.
+ * CPU devices get DY_OCL_CPU too: kernels/common.cl's prefetch_bytes is
+ * a hint to them and nothing elsewhere. */
 static const char build_options[] = "-cl-std=CL1.2";
+static const char cpu_build_options[] = "-cl-std=CL1.2 -DDY_OCL_CPU";
 
 #define DY_OCL_ERRORS(X)                                                       \
     X(CL_DEVICE_NOT_FOUND) X(CL_DEVICE_NOT_AVAILABLE) X(CL_COMPILER_NOT_AVAILABLE) \
@@ -286,7 +289,11 @@ static int ocl_ctx_create(int index, void **ctx)
         st = dy_ocl_fail(c, err, "clCreateProgramWithSource");
         goto fail;
     }
-    err = clBuildProgram(c->program, 1, &c->device, build_options, NULL, NULL);
+    cl_device_type type = 0;
+    clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    bool cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
+    err = clBuildProgram(c->program, 1, &c->device, cpu ? cpu_build_options : build_options, NULL,
+                         NULL);
     if (err != CL_SUCCESS) {
         report_build_log(c);
         st = dy_ocl_fail(c, err, "clBuildProgram");
@@ -305,14 +312,17 @@ static int ocl_ctx_create(int index, void **ctx)
     c->compute_units = device_uint(c->device, CL_DEVICE_MAX_COMPUTE_UNITS);
     /* a CPU runs a work-group's items one after another: one item per row
      * of B reads it front to back (kernels/gemm.cl's gemv_lanes) */
-    cl_device_type type = 0;
-    clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
-    c->gemv_lanes = type & CL_DEVICE_TYPE_CPU ? 1 : 32;
+    c->gemv_lanes = cpu ? 1 : 32;
     /* GPUs keep the kernels before gemv_lanes: on an H100 through NVIDIA's
      * OpenCL they were as fast at one row of A and up to 1.5x faster at
      * 4-8 rows; DYNO_OCL_GEMV=old or new picks either anywhere */
     const char *gemv = getenv("DYNO_OCL_GEMV");
-    c->gemv_old = gemv ? strcmp(gemv, "old") == 0 : !(type & CL_DEVICE_TYPE_CPU);
+    c->gemv_old = gemv ? strcmp(gemv, "old") == 0 : !cpu;
+    /* the same for the element-wise ops and norms: an item per element
+     * (GPUs) or per span of a row (kernels/ops.cl's span layout, CPUs);
+     * DYNO_OCL_OPS=item or span picks either anywhere */
+    const char *ops = getenv("DYNO_OCL_OPS");
+    c->spans = ops ? strcmp(ops, "span") == 0 : cpu;
     *ctx = c;
     return DY_OK;
 fail:

@@ -20,7 +20,9 @@
     X(moe_sort_count) X(moe_sort_scan) X(moe_sort_place) X(gemv_grouped)       \
     X(moe_tile_plan) X(gemm_grouped_tiled) X(scatter_add_rows)                 \
     X(kv_append_int8) X(kv_block_scores) X(dequantize) X(gemv_q) X(gemv_q1)    \
-    X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv_q_old) X(gemv_q1_old)
+    X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv_q_old) X(gemv_q1_old)    \
+    X(eltwise_span) X(rope_span) X(norm_span) X(kv_append_span)              \
+    X(attention_decode_span) X(gemv_q_span) X(gemv_q1_span)
 
 enum dy_ocl_kernel {
 #define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
@@ -41,6 +43,7 @@ struct dy_ocl_ctx {
     int compute_units;      /* CL_DEVICE_MAX_COMPUTE_UNITS */
     int gemv_lanes;         /* items per row of B in the GEMV: 1 on CPUs, 32 else */
     bool gemv_old;          /* the GEMV kernels before gemv_lanes (GPUs; DYNO_OCL_GEMV) */
+    bool spans;             /* the span kernels (kernels/ops.cl; CPUs; DYNO_OCL_OPS) */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
     size_t scratch_bytes;

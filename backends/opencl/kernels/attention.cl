@@ -114,6 +114,46 @@ void attention_prefill(__global const uchar *q, ulong q_off, int q_stride,
     }
 }
 
+/* The arguments of both decode kernels (attention_decode's comment says
+ * what they are). */
+#define DECODE_PARAMS                                                                        \
+    __global const uchar *q, ulong q_off, int q_stride, __global uchar *out, ulong out_off,   \
+        int out_stride, __global const uchar *k_cache, ulong kc_off,                         \
+        __global const uchar *v_cache, ulong vc_off, __global const uchar *k_scale,          \
+        ulong ks_off, __global const uchar *v_scale, ulong vs_off,                           \
+        __global const int *block_table, ulong table_off, __global const int *context_lens,  \
+        ulong lens_off, int heads, int kv_heads, int head_dim, int block_size,               \
+        int max_blocks_per_seq, float scale, int dtype, int cache_dtype, int vec,            \
+        int split_len, __global float *partial, __local float *qs
+
+/* What both make of them: the scales, the caches and q as pointers, and
+ * sequence b's split `split` of `splits`: its keys [begin, end) and its
+ * row of the block table (decode_split). */
+#define DECODE_POINTERS(b, split, splits)                                                    \
+    __global const float *ks = (__global const float *)CBYTES(k_scale, ks_off);             \
+    __global const float *vs = (__global const float *)CBYTES(v_scale, vs_off);             \
+    __global const uchar *kc = CBYTES(k_cache, kc_off), *vc = CBYTES(v_cache, vc_off);      \
+    __global const uchar *qp = CBYTES(q, q_off);                                             \
+    int begin, end;                                                                          \
+    __global const int *table =                                                              \
+        decode_split((__global const int *)CBYTES(block_table, table_off),                   \
+                     (__global const int *)CBYTES(context_lens, lens_off), b, split, splits, \
+                     split_len, block_size, max_blocks_per_seq, &begin, &end)
+
+/* Sequence b's split `split` of `splits` in decode: its keys [*begin,
+ * *end) and its row of the block table. The host cannot see the lengths
+ * without a round trip: they are clamped. */
+__global const int *decode_split(__global const int *block_table,
+                                 __global const int *context_lens, int b, int split, int splits,
+                                 int split_len, int block_size, int max_blocks_per_seq,
+                                 int *begin, int *end)
+{
+    int len = clamp(context_lens[b], 0, block_size * max_blocks_per_seq);
+    *begin = split * split_len;
+    *end = split == splits - 1 ? len : min(len, *begin + split_len);
+    return block_table + (size_t)b * max_blocks_per_seq;
+}
+
 /* Decode: one work-group per (head, sequence, split of the context); a
  * single sequence has too few heads to fill a GPU, so the context is split
  * and attention_decode_combine merges the splits' softmax states (with one
@@ -129,17 +169,7 @@ void attention_prefill(__global const uchar *q, ulong q_off, int q_stride,
  * scale the key's weight. `qs` holds head_dim floats; `partial` holds per
  * (sequence, head, split) the maximum, the sum and head_dim accumulators. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
-                      __global uchar *out, ulong out_off, int out_stride,
-                      __global const uchar *k_cache, ulong kc_off,
-                      __global const uchar *v_cache, ulong vc_off,
-                      __global const uchar *k_scale, ulong ks_off,
-                      __global const uchar *v_scale, ulong vs_off,
-                      __global const int *block_table, ulong table_off,
-                      __global const int *context_lens, ulong lens_off,
-                      int heads, int kv_heads, int head_dim, int block_size,
-                      int max_blocks_per_seq, float scale, int dtype, int cache_dtype, int vec,
-                      int split_len, __global float *partial, __local float *qs)
+void attention_decode(DECODE_PARAMS)
 {
     __local float red[WG], weight[WG], fold[WG * 8];
     __local uint slot_of[WG];
@@ -149,17 +179,7 @@ void attention_decode(__global const uchar *q, ulong q_off, int q_stride,
     size_t kv_row = (size_t)kv_heads * head_dim, head_col = (size_t)kvh * head_dim;
     size_t cache_esize = dtype_size(cache_dtype);
     bool scaled = cache_dtype == DT_I8, bytes_wide = cache_esize == 1 && head_dim % 16 == 0;
-    __global const float *ks = (__global const float *)CBYTES(k_scale, ks_off);
-    __global const float *vs = (__global const float *)CBYTES(v_scale, vs_off);
-    __global const int *table = (__global const int *)CBYTES(block_table, table_off) +
-                                (size_t)b * max_blocks_per_seq;
-    /* the host cannot see the lengths without a round trip: clamp them */
-    int len = clamp(((__global const int *)CBYTES(context_lens, lens_off))[b], 0,
-                    block_size * max_blocks_per_seq);
-    int begin = split * split_len;
-    int end = split == splits - 1 ? len : min(len, begin + split_len);
-    __global const uchar *kc = CBYTES(k_cache, kc_off), *vc = CBYTES(v_cache, vc_off);
-    __global const uchar *qp = CBYTES(q, q_off);
+    DECODE_POINTERS(b, split, splits);
     /* the host keeps head_dim / width <= WG */
     int width = vec ? 8 : 1, lanes = head_dim / width, groups = WG / lanes;
     int group = lid / lanes, d0 = lid % lanes * width;
@@ -288,5 +308,258 @@ void attention_decode_combine(__global const float *partial, int splits, int hea
         for (int s = 0; s < splits; s++)
             o += exp(part[s * (head_dim + 2)] - max) * part[s * (head_dim + 2) + 2 + d];
         st(BYTES(out, out_off), dtype, (size_t)b * out_stride + (size_t)h * head_dim + d, o / sum);
+    }
+}
+
+/* Decode attention in ops.cl's span layout, for CPU devices: one item per
+ * (sequence, split), the work-group's only item, takes every head, so that
+ * it streams the cache's rows (every KV head of a slot) front to back as a
+ * CPU's prefetchers like; an item per head would read 256 bytes of every
+ * 2 KiB and wait on memory for each. Keys go in tiles of DECODE_KEYS: the
+ * tile's K and V rows are converted to f32 in local memory first (one
+ * dtype branch a row, not one a vector), then, while the next tile's rows
+ * are prefetched, each key's K against the q of every head of its KV
+ * head, up to four heads at a time in registers;
+ * the tile's scores one float16 per head for the softmax; then V's rows
+ * accumulated sixteen dimensions at a time for those heads. head_dim is a
+ * multiple of 16. Takes attention_decode's arguments, with the geometry
+ * (global (1, batch, splits)) and `qs`'s size its own: the item's working
+ * memory, laid out below, kernel_ops.inc's decode_span_floats floats;
+ * writes what attention_decode writes. */
+#define DECODE_KEYS 16
+
+/* n values (a multiple of 8) of a KV cache from element i on, as f32. */
+void cache_to_f32(__local float *dst, __global const uchar *cache, int t, size_t i, int n)
+{
+    if (t == DT_F16) {
+        for (int e = 0; e < n; e += 8)
+            vstore8(vload_half8(0, (__global const half *)cache + i + e), 0, dst + e);
+    } else if (t == DT_BF16) {
+        for (int e = 0; e < n; e += 8)
+            vstore8(as_float8(convert_uint8(vload8(0, (__global const ushort *)cache + i + e))
+                              << 16),
+                    0, dst + e);
+    } else if (t == DT_FP8) {
+        for (int e = 0; e < n; e += 8) {
+            uchar8 b = vload8(0, cache + i + e);
+            vstore8((float8)(fp8x4_to_f32(b.lo), fp8x4_to_f32(b.hi)), 0, dst + e);
+        }
+    } else if (t == DT_I8) {
+        for (int e = 0; e < n; e += 8) {
+            uchar8 b = vload8(0, cache + i + e);
+            vstore8((float8)(i8x4_to_f32(b.lo), i8x4_to_f32(b.hi)), 0, dst + e);
+        }
+    } else {
+        for (int e = 0; e < n; e += 8)
+            vstore8(vload8(0, (__global const float *)cache + i + e), 0, dst + e);
+    }
+}
+
+float max16(float16 v)
+{
+    float8 m8 = fmax(v.lo, v.hi);
+    float4 m4 = fmax(m8.lo, m8.hi);
+    return fmax(fmax(m4.x, m4.y), fmax(m4.z, m4.w));
+}
+
+/* Scores of heads h0 to h0 + nh - 1 (nh 1, 2 or 4) against one key's K
+ * row `k` (one KV head's), times `mul`, to w[head][j]. nh is a constant
+ * where this is inlined, so the heads' sums stay in registers with no test
+ * per head; each head sums alternate sixteens apart, so that eight chains
+ * of multiply-adds, not four, hide their latency. */
+__attribute__((always_inline)) static inline void
+decode_scores(__local const float *qh, __local const float *k, __local float *w, int h0, int nh,
+              int j, int head_dim, float mul)
+{
+    __local const float *q0 = qh + (size_t)h0 * head_dim, *q1 = q0 + head_dim;
+    __local const float *q2 = q1 + head_dim, *q3 = q2 + head_dim;
+    float16 d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+    float16 e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f;
+    int d = 0;
+    for (; d + 32 <= head_dim; d += 32) {
+        float16 k0 = vload16(0, k + d), k1 = vload16(0, k + d + 16);
+        d0 += vload16(0, q0 + d) * k0;
+        e0 += vload16(0, q0 + d + 16) * k1;
+        if (nh > 1) {
+            d1 += vload16(0, q1 + d) * k0;
+            e1 += vload16(0, q1 + d + 16) * k1;
+        }
+        if (nh > 2) {
+            d2 += vload16(0, q2 + d) * k0;
+            e2 += vload16(0, q2 + d + 16) * k1;
+            d3 += vload16(0, q3 + d) * k0;
+            e3 += vload16(0, q3 + d + 16) * k1;
+        }
+    }
+    if (d < head_dim) {
+        float16 k0 = vload16(0, k + d);
+        d0 += vload16(0, q0 + d) * k0;
+        if (nh > 1)
+            d1 += vload16(0, q1 + d) * k0;
+        if (nh > 2) {
+            d2 += vload16(0, q2 + d) * k0;
+            d3 += vload16(0, q3 + d) * k0;
+        }
+    }
+    __local float *wj = w + h0 * DECODE_KEYS + j;
+    wj[0] = sum16(d0 + e0) * mul;
+    if (nh > 1)
+        wj[DECODE_KEYS] = sum16(d1 + e1) * mul;
+    if (nh > 2) {
+        wj[2 * DECODE_KEYS] = sum16(d2 + e2) * mul;
+        wj[3 * DECODE_KEYS] = sum16(d3 + e3) * mul;
+    }
+}
+
+/* The tile's weighted V rows (v: DECODE_KEYS rows `row` floats apart, one
+ * KV head's) into the accumulators of heads h0 to h0 + nh - 1, as above:
+ * the tile's two halves of keys summed apart. */
+__attribute__((always_inline)) static inline void
+decode_values(__local float *acc, __local const float *v, __local const float *w, int h0, int nh,
+              int head_dim, int row)
+{
+    __local float *a = acc + (size_t)h0 * head_dim;
+    __local const float *w0 = w + h0 * DECODE_KEYS, *w1 = w0 + DECODE_KEYS;
+    __local const float *w2 = w1 + DECODE_KEYS, *w3 = w2 + DECODE_KEYS;
+    const int halfway = DECODE_KEYS / 2;
+    for (int d = 0; d < head_dim; d += 16) {
+        float16 a0 = vload16(0, a + d), a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        float16 b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
+        if (nh > 1)
+            a1 = vload16(0, a + head_dim + d);
+        if (nh > 2) {
+            a2 = vload16(0, a + 2 * head_dim + d);
+            a3 = vload16(0, a + 3 * head_dim + d);
+        }
+        for (int j = 0; j < halfway; j++) {
+            float16 v0 = vload16(0, v + j * row + d), v1 = vload16(0, v + (j + halfway) * row + d);
+            a0 += w0[j] * v0;
+            b0 += w0[j + halfway] * v1;
+            if (nh > 1) {
+                a1 += w1[j] * v0;
+                b1 += w1[j + halfway] * v1;
+            }
+            if (nh > 2) {
+                a2 += w2[j] * v0;
+                b2 += w2[j + halfway] * v1;
+                a3 += w3[j] * v0;
+                b3 += w3[j + halfway] * v1;
+            }
+        }
+        vstore16(a0 + b0, 0, a + d);
+        if (nh > 1)
+            vstore16(a1 + b1, 0, a + head_dim + d);
+        if (nh > 2) {
+            vstore16(a2 + b2, 0, a + 2 * head_dim + d);
+            vstore16(a3 + b3, 0, a + 3 * head_dim + d);
+        }
+    }
+}
+
+__kernel void attention_decode_span(DECODE_PARAMS)
+{
+    int b = get_global_id(1), split = get_global_id(2), splits = get_global_size(2);
+    int group = heads / kv_heads, row = kv_heads * head_dim;
+    bool scaled = cache_dtype == DT_I8;
+    /* the working memory: the tile's K and V rows in f32; per KV head and
+     * key the V scale; per head and key the score, then the weight; per
+     * head q, the accumulators, the running maximum and sum */
+    __local float *kt = qs, *vt = kt + DECODE_KEYS * row;
+    __local float *v_mul = vt + DECODE_KEYS * row, *w = v_mul + kv_heads * DECODE_KEYS;
+    __local float *qh = w + heads * DECODE_KEYS, *acc = qh + heads * head_dim;
+    __local float *run_max = acc + heads * head_dim, *run_sum = run_max + heads;
+    DECODE_POINTERS(b, split, splits);
+    for (int h = 0; h < heads; h++) {
+        run_max[h] = -INFINITY;
+        run_sum[h] = 0.0f;
+    }
+    for (int i = 0; i < heads * head_dim; i += 8) {
+        vstore8(ld8(qp, dtype, (size_t)b * q_stride + i), 0, qh + i);
+        vstore8((float8)0.0f, 0, acc + i);
+    }
+    for (int c0 = begin; c0 < end; c0 += DECODE_KEYS) {
+        int keys = min(DECODE_KEYS, end - c0);
+        for (int j = 0; j < keys; j++) {
+            int key = c0 + j;
+            size_t slot = (size_t)table[key / block_size] * block_size + key % block_size;
+            cache_to_f32(kt + j * row, kc, cache_dtype, slot * row, row);
+            cache_to_f32(vt + j * row, vc, cache_dtype, slot * row, row);
+        }
+        for (int j = 0; j < keys; j++) {
+            int key = c0 + j;
+            size_t slot = (size_t)table[key / block_size] * block_size + key % block_size;
+            /* the next tile's row, while this one's is computed on */
+            if (key + DECODE_KEYS < end) {
+                int next = key + DECODE_KEYS;
+                size_t bytes = (size_t)row * dtype_size(cache_dtype);
+                size_t at = ((size_t)table[next / block_size] * block_size + next % block_size) *
+                            bytes;
+                prefetch_bytes(kc + at, bytes);
+                prefetch_bytes(vc + at, bytes);
+            }
+            for (int kvh = 0; kvh < kv_heads; kvh++) {
+                float k_mul = scaled ? ks[slot * kv_heads + kvh] : 1.0f;
+                v_mul[kvh * DECODE_KEYS + j] = scaled ? vs[slot * kv_heads + kvh] : 1.0f;
+                __local const float *k = kt + j * row + kvh * head_dim;
+                /* in fours, then a two and a one: each a constant count */
+                int h0 = kvh * group, h2 = h0 + group / 4 * 4, h1 = h2 + group % 4 / 2 * 2;
+                for (int h = h0; h < h2; h += 4)
+                    decode_scores(qh, k, w, h, 4, j, head_dim, k_mul * scale);
+                if (h1 > h2)
+                    decode_scores(qh, k, w, h2, 2, j, head_dim, k_mul * scale);
+                if (group % 2)
+                    decode_scores(qh, k, w, h1, 1, j, head_dim, k_mul * scale);
+            }
+        }
+        /* past the end: weight 0 on V rows of zeros */
+        for (int j = keys; j < DECODE_KEYS; j++) {
+            for (int h = 0; h < heads; h++)
+                w[h * DECODE_KEYS + j] = -INFINITY;
+            for (int kvh = 0; kvh < kv_heads; kvh++)
+                v_mul[kvh * DECODE_KEYS + j] = 0.0f;
+            for (int e = 0; e < row; e += 8)
+                vstore8((float8)0.0f, 0, vt + j * row + e);
+        }
+        /* the tile's first key is valid, so every maximum is finite */
+        for (int h = 0; h < heads; h++) {
+            __local float *wh = w + h * DECODE_KEYS;
+            float16 s = vload16(0, wh);
+            float new_max = fmax(run_max[h], max16(s));
+            float16 p = exp(s - new_max);
+            float alpha = exp(run_max[h] - new_max);
+            run_sum[h] = run_sum[h] * alpha + sum8(p.lo + p.hi);
+            run_max[h] = new_max;
+            vstore16(scaled ? p * vload16(0, v_mul + h / group * DECODE_KEYS) : p, 0, wh);
+            for (int d = 0; d < head_dim; d += 8) {
+                __local float *a = acc + (size_t)h * head_dim + d;
+                vstore8(vload8(0, a) * alpha, 0, a);
+            }
+        }
+        for (int kvh = 0; kvh < kv_heads; kvh++) {
+            __local const float *v = vt + kvh * head_dim;
+            int h0 = kvh * group, h2 = h0 + group / 4 * 4, h1 = h2 + group % 4 / 2 * 2;
+            for (int h = h0; h < h2; h += 4)
+                decode_values(acc, v, w, h, 4, head_dim, row);
+            if (h1 > h2)
+                decode_values(acc, v, w, h2, 2, head_dim, row);
+            if (group % 2)
+                decode_values(acc, v, w, h1, 1, head_dim, row);
+        }
+    }
+    __global uchar *op = BYTES(out, out_off);
+    for (int h = 0; h < heads; h++) {
+        __local const float *ah = acc + (size_t)h * head_dim;
+        if (splits > 1) {
+            __global float *part =
+                partial + (((size_t)b * heads + h) * splits + split) * (head_dim + 2);
+            part[0] = run_max[h];
+            part[1] = run_sum[h];
+            for (int d = 0; d < head_dim; d += 8)
+                vstore8(vload8(0, ah + d), 0, part + 2 + d);
+        } else {
+            for (int d = 0; d < head_dim; d += 8)
+                st8(op, dtype, (size_t)b * out_stride + (size_t)h * head_dim + d,
+                    vload8(0, ah + d) / run_sum[h]);
+        }
     }
 }

@@ -33,19 +33,24 @@ size_t dtype_size(int t)
     return t >= DT_FP8 ? 1 : t == DT_F16 || t == DT_BF16 ? 2 : 4;
 }
 
-/* backend.h's dy_fp8_to_f32, four at a time, in integer operations and
- * one subtraction (no f32 subnormals, which a device may flush): exponent
- * and mantissa move into an f32's with the bias 7 made 127. A subnormal
- * (exponent 0) is m * 2^-9, read as 2^-6 * 1.m less 2^-6, exactly. */
-float4 fp8x4_to_f32(uchar4 b)
-{
-    uint4 u = convert_uint4(b);
-    uint4 sign = (u & 0x80u) << 24, mag = (u & 0x7fu) << 20;
-    float4 normal = as_float4(mag + (120u << 23));
-    float4 subnormal = as_float4(mag | 0x3c800000u) - 0x1p-6f;
-    float4 v = as_float4(as_uint4(select(normal, subnormal, (u & 0x78u) == 0)) | sign);
-    return select(v, (float4)NAN, (u & 0x7fu) == 0x7fu);
-}
+/* backend.h's dy_fp8_to_f32, N at a time, in integer operations and one
+ * subtraction (no f32 subnormals, which a device may flush): exponent and
+ * mantissa move into an f32's with the bias 7 made 127. A subnormal
+ * (exponent 0) is m * 2^-9, read as 2^-6 * 1.m less 2^-6, exactly. Four
+ * at a time for GPUs, sixteen (a CPU's vector) for the span kernels. */
+#define FP8_TO_F32(N)                                                                  \
+    float##N fp8x##N##_to_f32(uchar##N b)                                              \
+    {                                                                                  \
+        uint##N u = convert_uint##N(b);                                                \
+        uint##N sign = (u & 0x80u) << 24, mag = (u & 0x7fu) << 20;                    \
+        float##N normal = as_float##N(mag + (120u << 23));                             \
+        float##N subnormal = as_float##N(mag | 0x3c800000u) - 0x1p-6f;                \
+        float##N v = as_float##N(as_uint##N(select(normal, subnormal, (u & 0x78u) == 0)) | \
+                                 sign);                                                \
+        return select(v, (float##N)NAN, (u & 0x7fu) == 0x7fu);                         \
+    }
+FP8_TO_F32(4)
+FP8_TO_F32(16)
 
 /* int8 to f32 through the bits of 2^23 + 128 + x: conversion instructions
  * run at a fraction of the rate of integer and float ones on GPUs. */
@@ -167,6 +172,42 @@ void st(__global uchar *p, int t, size_t i, float x)
         ((__global float *)p)[i] = x;
 }
 
+/* f32_to_f16 and f32_to_bf16 on eight values at once, their branches made
+ * selects, so that a CPU converts a vector in a handful of instructions. */
+ushort8 f32x8_to_f16(float8 f)
+{
+    uint8 u = as_uint8(f);
+    uint8 sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    uint8 h = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+    h = select(h, as_uint8(as_float8(a) + 0.5f) - 0x3f000000u, a < 0x38800000u);
+    h = select(h, (uint8)0x7c00u, a >= 0x477ff000u);
+    h = select(h, (uint8)0x7e00u, a > 0x7f800000u);
+    return convert_ushort8(h | sign);
+}
+
+ushort8 f32x8_to_bf16(float8 f)
+{
+    uint8 u = as_uint8(f);
+    uint8 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return convert_ushort8(select(r, (u >> 16) | 0x40u, (u & 0x7fffffffu) > 0x7f800000u));
+}
+
+/* Eight values to elements i to i + 7 of a float dtype or fp8, any
+ * alignment of the element: st() eight times over. */
+void st8(__global uchar *p, int t, size_t i, float8 x)
+{
+    if (t == DT_F16)
+        vstore8(f32x8_to_f16(x), 0, (__global ushort *)p + i);
+    else if (t == DT_BF16)
+        vstore8(f32x8_to_bf16(x), 0, (__global ushort *)p + i);
+    else if (t == DT_FP8)
+        vstore8((uchar8)(f32_to_fp8(x.s0), f32_to_fp8(x.s1), f32_to_fp8(x.s2), f32_to_fp8(x.s3),
+                         f32_to_fp8(x.s4), f32_to_fp8(x.s5), f32_to_fp8(x.s6), f32_to_fp8(x.s7)),
+                0, p + i);
+    else
+        vstore8(x, 0, (__global float *)p + i);
+}
+
 /* Eight consecutive elements from i on, any alignment of the element. */
 float8 ld8(__global const uchar *p, int t, size_t i)
 {
@@ -230,6 +271,29 @@ float dot16(float16 x, float16 w)
 float dot8(float8 x, float8 w)
 {
     return dot(x.lo, w.lo) + dot(x.hi, w.hi);
+}
+
+float sum8(float8 v)
+{
+    float4 h = v.lo + v.hi;
+    return h.x + h.y + h.z + h.w;
+}
+
+float sum16(float16 v)
+{
+    return sum8(v.lo + v.hi);
+}
+
+/* Asks a CPU to fetch n bytes from p into its caches ahead of their use:
+ * clang's prefetch builtin where the host says the device is a CPU
+ * (DY_OCL_CPU; OpenCL's own prefetch() does nothing in PoCL), nothing on
+ * other devices, whose compilers need not know the builtin. */
+void prefetch_bytes(__global const uchar *p, size_t n)
+{
+#ifdef DY_OCL_CPU
+    for (size_t o = 0; o < n; o += 64)
+        __builtin_prefetch(p + o);
+#endif
 }
 
 /* Sum and maximum of one value per work-item over a work-group of WG

@@ -154,12 +154,6 @@ void gemv1_old(GEMV_PARAMS)
 /* Rows of A per pass of gemv_lanes over B: their sums are one float8. */
 #define GEMV_PASS 8
 
-float sum8(float8 v)
-{
-    float4 h = v.lo + v.hi;
-    return h.x + h.y + h.z + h.w;
-}
-
 /* The decode GEMV, C[i, j] = A[i, :] . B[j, :] for few rows i of A:
  * memory-bound on B, which is streamed from memory once. `lanes` items
  * own one row j of B (WG / lanes rows per work-group) and stride k eight

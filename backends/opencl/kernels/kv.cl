@@ -19,6 +19,33 @@ __kernel void kv_append(__global const uchar *k, ulong k_off, __global const uch
     st(BYTES(v_cache, vc_off), cache_dtype, dst, ld(CBYTES(v, v_off), src_dtype, src));
 }
 
+/* kv_append in ops.cl's span layout, for CPU devices: one item per SPAN
+ * elements of a token's K and V rows, global (spans, tokens). */
+__kernel void kv_append_span(__global const uchar *k, ulong k_off, __global const uchar *v,
+                             ulong v_off, int src_stride, int src_dtype,
+                             __global const int *slots, ulong slots_off,
+                             __global uchar *k_cache, ulong kc_off, __global uchar *v_cache,
+                             ulong vc_off, int cache_dtype, int tokens, int row)
+{
+    int i0 = get_global_id(0) * SPAN, t = get_global_id(1);
+    if (i0 >= row || t >= tokens)
+        return;
+    int n = min(SPAN, row - i0);
+    size_t slot = (size_t)((__global const int *)CBYTES(slots, slots_off))[t];
+    size_t src = (size_t)t * src_stride + i0, dst = slot * row + i0;
+    __global const uchar *kp = CBYTES(k, k_off), *vp = CBYTES(v, v_off);
+    __global uchar *kc = BYTES(k_cache, kc_off), *vc = BYTES(v_cache, vc_off);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        st8(kc, cache_dtype, dst + i, ld8(kp, src_dtype, src + i));
+        st8(vc, cache_dtype, dst + i, ld8(vp, src_dtype, src + i));
+    }
+    for (; i < n; i++) {
+        st(kc, cache_dtype, dst + i, ld(kp, src_dtype, src + i));
+        st(vc, cache_dtype, dst + i, ld(vp, src_dtype, src + i));
+    }
+}
+
 /* a / b rounded to nearest, as the host divides. OpenCL's `/` may be 2.5
  * ulp off (NVIDIA's is, short of -cl-fp32-correctly-rounded-divide-sqrt
  * for the whole program); the residual a - q * b is exact in one fma, and

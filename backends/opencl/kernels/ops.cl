@@ -245,3 +245,137 @@ void argmax(__global const uchar *x, ulong x_off, int stride, int dtype,
     if (lid == 0)
         ((__global int *)BYTES(out, out_off))[r] = best_i[0];
 }
+
+/* ---- The span layout, for CPU devices ----
+ *
+ * PoCL runs a work-group's items one after another on a CPU, so an item
+ * per element pays a work-item's overhead for each element and leaves the
+ * vector units idle. The `_span` kernels take their item-per-element
+ * kernels' arguments, but each item streams SPAN consecutive elements of a
+ * row (norm_span a whole row, rope_span a token's row) in float8s, dtype
+ * branches once a vector at most. kv.cl's kv_append_span,
+ * attention.cl's attention_decode_span and quant.cl's gemv_q_span follow
+ * the same rule. The host launches them on CPU devices (kernel_ops.inc's
+ * KO_SPANS). */
+#define SPAN 1024
+
+float8 eltwise8(int op, float8 x, float8 other, float8 prev, float gate)
+{
+    if (op == ELT_GELU)
+        return 0.5f * x * (1.0f + erf(x * M_SQRT1_2_F));
+    if (op == ELT_GATED_ADD)
+        return prev + gate * x;
+    return op == ELT_ADD ? x + other : x / (1.0f + exp(-x)) * other;
+}
+
+/* eltwise, one item per SPAN elements of a row: global (spans, rows) */
+__kernel void eltwise_span(int op, __global const uchar *a, ulong a_off, int a_stride,
+                           __global const uchar *b, ulong b_off, int b_stride,
+                           __global uchar *out, ulong out_off, int out_stride,
+                           int rows, int cols, int dtype)
+{
+    int i0 = get_global_id(0) * SPAN, r = get_global_id(1);
+    if (i0 >= cols || r >= rows)
+        return;
+    int n = min(SPAN, cols - i0);
+    __global const uchar *ap = CBYTES(a, a_off), *bp = CBYTES(b, b_off);
+    __global uchar *o = BYTES(out, out_off);
+    size_t ai = (size_t)r * a_stride + i0, bi = (size_t)r * b_stride + i0;
+    size_t oi = (size_t)r * out_stride + i0;
+    bool reads_b = op == ELT_ADD || op == ELT_SILU_MUL, reads_out = op == ELT_GATED_ADD;
+    /* b holds one gate logit per row */
+    float gate = reads_out ? 1.0f / (1.0f + exp(-ld(bp, dtype, (size_t)r * b_stride))) : 0.0f;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float8 other = reads_b ? ld8(bp, dtype, bi + i) : 0.0f;
+        float8 prev = reads_out ? ld8(o, dtype, oi + i) : 0.0f;
+        st8(o, dtype, oi + i, eltwise8(op, ld8(ap, dtype, ai + i), other, prev, gate));
+    }
+    for (; i < n; i++) {
+        float other = reads_b ? ld(bp, dtype, bi + i) : 0.0f;
+        float prev = reads_out ? ld(o, dtype, oi + i) : 0.0f;
+        st(o, dtype, oi + i, eltwise8(op, ld(ap, dtype, ai + i), other, prev, gate).s0);
+    }
+}
+
+/* rope, one item per token (global (1, tokens)): each angle's cosine and
+ * sine, computed once for eight pairs, turn those pairs of every head. */
+__kernel void rope_span(__global uchar *x, ulong x_off, __global const int *positions,
+                        ulong pos_off, __global const float *inv_freq, ulong freq_off,
+                        int tokens, int heads, int head_dim, int row_stride, int dtype)
+{
+    int t = get_global_id(1), half_dim = head_dim / 2;
+    if (get_global_id(0) > 0 || t >= tokens)
+        return;
+    float pos = (float)((__global const int *)CBYTES(positions, pos_off))[t];
+    __global const float *freq = (__global const float *)CBYTES(inv_freq, freq_off);
+    __global uchar *p = BYTES(x, x_off);
+    size_t row = (size_t)t * row_stride;
+    int i = 0;
+    for (; i + 8 <= half_dim; i += 8) {
+        float8 angle = pos * vload8(0, freq + i), c = cos(angle), s = sin(angle);
+        for (int h = 0; h < heads; h++) {
+            size_t base = row + (size_t)h * head_dim + i;
+            float8 x0 = ld8(p, dtype, base), x1 = ld8(p, dtype, base + half_dim);
+            st8(p, dtype, base, x0 * c - x1 * s);
+            st8(p, dtype, base + half_dim, x1 * c + x0 * s);
+        }
+    }
+    for (; i < half_dim; i++) {
+        float angle = pos * freq[i], c = cos(angle), s = sin(angle);
+        for (int h = 0; h < heads; h++) {
+            size_t base = row + (size_t)h * head_dim + i;
+            float x0 = ld(p, dtype, base), x1 = ld(p, dtype, base + half_dim);
+            st(p, dtype, base, x0 * c - x1 * s);
+            st(p, dtype, base + half_dim, x1 * c + x0 * s);
+        }
+    }
+}
+
+/* The sum of a row's dim elements less `mean`, squared where `square`. */
+float row_sum(__global const uchar *x, int dtype, size_t row, int dim, float mean, bool square)
+{
+    float8 acc = 0.0f;
+    int i = 0;
+    for (; i + 8 <= dim; i += 8) {
+        float8 v = ld8(x, dtype, row + i) - mean;
+        acc += square ? v * v : v;
+    }
+    float sum = sum8(acc);
+    for (; i < dim; i++) {
+        float v = ld(x, dtype, row + i) - mean;
+        sum += square ? v * v : v;
+    }
+    return sum;
+}
+
+/* norm, one item per row (global (1, rows), which the host makes a
+ * multiple of the work-group: there is no row count to check against):
+ * the row is read three times (twice for RMSNorm), from the cache after
+ * the first. Each element is read before it is written, so x may be out. */
+__kernel void norm_span(int kind, __global const uchar *x, ulong x_off, int x_stride,
+                        __global const uchar *weight, ulong w_off, __global const uchar *bias,
+                        ulong bias_off, int weight_dtype, __global uchar *out, ulong out_off,
+                        int out_stride, int dim, float eps, int dtype)
+{
+    __global const uchar *xr = CBYTES(x, x_off), *w = CBYTES(weight, w_off);
+    __global const uchar *b = bias ? CBYTES(bias, bias_off) : 0;
+    __global uchar *o = BYTES(out, out_off);
+    size_t row = (size_t)get_global_id(1) * x_stride;
+    size_t orow = (size_t)get_global_id(1) * out_stride;
+    float mean = kind == NORM_LAYER ? row_sum(xr, dtype, row, dim, 0.0f, false) / dim : 0.0f;
+    float inv = 1.0f / sqrt(row_sum(xr, dtype, row, dim, mean, true) / dim + eps);
+    int i = 0;
+    for (; i + 8 <= dim; i += 8) {
+        float8 v = (ld8(xr, dtype, row + i) - mean) * inv * ld8(w, weight_dtype, i);
+        if (b)
+            v += ld8(b, weight_dtype, i);
+        st8(o, dtype, orow + i, v);
+    }
+    for (; i < dim; i++) {
+        float v = (ld(xr, dtype, row + i) - mean) * inv * ld(w, weight_dtype, i);
+        if (b)
+            v += ld(b, weight_dtype, i);
+        st(o, dtype, orow + i, v);
+    }
+}

@@ -267,6 +267,164 @@ void gemv_q1(GEMV_Q_PARAMS, int lanes)
     GEMV_Q_LANES_CALL(1);
 }
 
+/* The dense GEMV over quantized B in ops.cl's span layout, for CPU
+ * devices: gemv_q's arguments and geometry (`lanes` 1), but each item
+ * streams its row of B with one loop per dtype, sixteen weights a step
+ * converted with a CPU's own conversions (int8) or sixteen-wide integer
+ * code (fp8); int4 a group at a time, its scale and zero point read once.
+ * fp8 and int8 rows have one scale, applied to the sum; int4's scale each
+ * group's sum. Up to QPASS rows of A share each step's weights. */
+#define QPASS 4
+
+/* nibbles8 of w.x, then of w.y, in one sixteen-wide shift. */
+float16 nibbles16(uint2 w, float bias)
+{
+    uint16 n = ((uint16)((uint8)w.x, (uint8)w.y) >>
+                (uint16)(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28)) & 15u;
+    return as_float16(n | 0x4b000000u) - bias;
+}
+
+/* Sixteen fp8 or int8 weights as f32 (int8 without its scale). */
+float16 q8x16_to_f32(uchar16 b, bool fp8)
+{
+    return fp8 ? fp8x16_to_f32(b) : convert_float16(as_char16(b));
+}
+
+/* The sums of an fp8 or int8 row (k_vec weights, a multiple of 16) with
+ * `live` rows of A into acc and acc2, two multiply-add chains a row. fp8
+ * is a constant where this is inlined: no dtype test in the loop. */
+__attribute__((always_inline)) static inline void
+gemv_q8_span(float16 *acc, float16 *acc2, __global const float *const *ar, int live,
+             __global const uchar *brow, int k_vec, bool fp8)
+{
+    int p = 0;
+    for (; p + 32 <= k_vec; p += 32) {
+        float16 w0 = q8x16_to_f32(vload16(0, brow + p), fp8);
+        float16 w1 = q8x16_to_f32(vload16(0, brow + p + 16), fp8);
+#pragma unroll
+        for (int r = 0; r < QPASS; r++) {
+            if (r < live) {
+                acc[r] += vload16(0, ar[r] + p) * w0;
+                acc2[r] += vload16(0, ar[r] + p + 16) * w1;
+            }
+        }
+    }
+    if (p < k_vec) {
+        float16 w0 = q8x16_to_f32(vload16(0, brow + p), fp8);
+#pragma unroll
+        for (int r = 0; r < QPASS; r++)
+            if (r < live)
+                acc[r] += vload16(0, ar[r] + p) * w0;
+    }
+}
+
+static inline void gemv_q_span_rows(__global const uchar *a, ulong a_off, int lda,
+                                    __global const uchar *q, int q_dtype,
+                                    __global const float *scale, __global const uchar *zero,
+                                    int group, __global const uchar *bias, int bias_dtype,
+                                    __global uchar *c, ulong c_off, int ldc, float beta, int m,
+                                    int n, int k, int k_vec)
+{
+    int j = get_global_id(0);
+    if (j >= n)
+        return;
+    __global const float *ap = (__global const float *)CBYTES(a, a_off);
+    int row_scales = q_dtype == DT_I4 ? k / group : q_dtype == DT_I8 ? 1 : 0;
+    __global const uchar *brow = q + dtype_bytes(q_dtype, (size_t)j * k);
+    __global const float *srow = scale + (size_t)j * row_scales;
+    __global const uchar *zrow = zero ? zero + (size_t)j * row_scales : 0;
+    for (int r0 = 0; r0 < m; r0 += QPASS) {
+        int live = min(m - r0, QPASS);
+        __global const float *ar[QPASS];
+        float16 acc[QPASS];
+#pragma unroll
+        for (int r = 0; r < QPASS; r++) {
+            ar[r] = ap + (size_t)(r < live ? r0 + r : r0) * lda;
+            acc[r] = 0.0f;
+        }
+        /* two sums a row, added apart, so that two multiply-add chains,
+         * not one, wait on their latency */
+        float16 acc2[QPASS];
+#pragma unroll
+        for (int r = 0; r < QPASS; r++)
+            acc2[r] = 0.0f;
+        if (q_dtype == DT_I4) {
+            for (int g0 = 0; g0 < k_vec; g0 += group) {
+                float zero_point = (float)(zrow ? zrow[g0 / group] : 8);
+                float16 lo_sums[QPASS], hi_sums[QPASS];
+#pragma unroll
+                for (int r = 0; r < QPASS; r++)
+                    lo_sums[r] = hi_sums[r] = 0.0f;
+                int p = g0;
+                /* 32 weights from 16 bytes: the low nibbles are the even
+                 * elements, the high ones the odd */
+                for (; p + 32 <= g0 + group; p += 32) {
+                    uchar16 b = vload16(0, brow + p / 2);
+                    float16 lo = convert_float16(b & (uchar)15) - zero_point;
+                    float16 hi = convert_float16(b >> (uchar)4) - zero_point;
+#pragma unroll
+                    for (int r = 0; r < QPASS; r++) {
+                        if (r < live) {
+                            float16 x0 = vload16(0, ar[r] + p), x1 = vload16(0, ar[r] + p + 16);
+                            lo_sums[r] += (float16)(x0.even, x1.even) * lo;
+                            hi_sums[r] += (float16)(x0.odd, x1.odd) * hi;
+                        }
+                    }
+                }
+                if (p < g0 + group) {
+                    float16 w16 = nibbles16(vload2(0, (__global const uint *)(brow + p / 2)),
+                                            8388608.0f + zero_point);
+#pragma unroll
+                    for (int r = 0; r < QPASS; r++)
+                        if (r < live)
+                            lo_sums[r] += vload16(0, ar[r] + p) * w16;
+                }
+                float s = srow[g0 / group];
+#pragma unroll
+                for (int r = 0; r < QPASS; r++) {
+                    acc[r] += s * lo_sums[r];
+                    acc2[r] += s * hi_sums[r];
+                }
+            }
+        } else if (q_dtype == DT_FP8) {
+            gemv_q8_span(acc, acc2, ar, live, brow, k_vec, true);
+        } else {
+            gemv_q8_span(acc, acc2, ar, live, brow, k_vec, false);
+        }
+        float row_scale = q_dtype == DT_I4 ? 1.0f : srow[0];
+        /* unrolled, as every loop over acc and ar: an array indexed by a
+         * variable stays in memory, and its zeroing becomes a copy from a
+         * constant that the SPIR-V module cannot list */
+#pragma unroll
+        for (int r = 0; r < QPASS; r++) {
+            if (r < live) {
+                float sum = sum16(acc[r] + acc2[r]) * row_scale;
+                for (int p = k_vec; p < k; p++)
+                    sum += ldw(q, q_dtype, scale, zero, k, group, j, p) * ar[r][p];
+                size_t ci = (size_t)(r0 + r) * ldc + j;
+                __global uchar *cp = BYTES(c, c_off);
+                st(cp, DT_F32, ci, epilogue(sum, bias, bias_dtype, j, cp, DT_F32, ci, beta));
+            }
+        }
+    }
+}
+
+#define GEMV_Q_SPAN_CALL(rows_of_a)                                                           \
+    gemv_q_span_rows(a, a_off, lda, CBYTES(b, b_off), b_dtype,                                \
+                     (__global const float *)CBYTES(scale, scale_off),                        \
+                     zero ? CBYTES(zero, zero_off) : 0, group, bias ? CBYTES(bias, bias_off) : 0, \
+                     bias_dtype, c, c_off, ldc, beta, rows_of_a, n, k, k_vec)
+
+__kernel void gemv_q_span(GEMV_Q_PARAMS, int lanes)
+{
+    GEMV_Q_SPAN_CALL(m);
+}
+
+__kernel void gemv_q1_span(GEMV_Q_PARAMS, int lanes)
+{
+    GEMV_Q_SPAN_CALL(1);
+}
+
 /* moe.cl's gemv_grouped over quantized experts: expert e's bytes start
  * e * expert_bytes after the first's, its scales and zero points
  * e * expert_scales after theirs. */
