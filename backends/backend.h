@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 1
+#define DY_BACKEND_ABI 2
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -124,9 +124,11 @@ struct dy_quant {
 
 /* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
  * B is stored as Hugging Face stores weights: [out_features, in_features].
- * A is f32 or B's dtype; C is f32. Matrix units take operands of one type, so
- * a backend may round an f32 A to B's f16/bf16 before multiplying (the
- * conformance tolerance for such B is that dtype's); accumulation is f32.
+ * A is f32 or B's dtype; C is f32, or B's f16/bf16 (beta 0 or 1: the sum,
+ * bias and beta * C formed in f32, then rounded once; reduced-precision
+ * activations). Matrix units take operands of one type, so a backend may
+ * round an f32 A to B's f16/bf16 before multiplying (the conformance
+ * tolerance for such B is that dtype's); accumulation is f32.
  * Quantized B (fp8, int8, int4; see struct dy_quant): A is f32. A backend
  * may dequantize B to bf16 and round A to bf16 to use its matrix units, and
  * with fp8 B it may round A to fp8 with one scale over A (max|A| / 448), as
@@ -153,15 +155,18 @@ struct dy_dequantize_desc {
 
 enum dy_norm_kind { DY_NORM_RMS = 0, DY_NORM_LAYER = 1 };
 
-/* out[r,:] = norm(x[r,:]) * weight (+ bias for LayerNorm) */
+/* out[r,:] = norm(x[r,:]) * weight (+ bias for LayerNorm), computed in f32
+ * and rounded once to out_dtype: an f32 residual stream normalised into
+ * the f16/bf16 rows the next GEMM reads (reduced-precision activations). */
 struct dy_norm_desc {
     enum dy_norm_kind kind;
     dy_buf x, weight, bias, out;
     int rows, dim;
     int x_stride, out_stride;
     float eps;
-    enum dy_dtype dtype;        /* x and out */
+    enum dy_dtype dtype;        /* x */
     enum dy_dtype weight_dtype; /* weight and bias */
+    enum dy_dtype out_dtype;    /* out: f32, f16 or bf16 */
 };
 
 /* In-place rotary embedding, rotate-half convention (pairs i and i + d/2), on

@@ -426,7 +426,7 @@ static bool setup_small(dy_ctx *ctx, struct small_arg *s, int tokens)
     s->norm = (struct dy_norm_desc){ .kind = DY_NORM_RMS, .x = x, .weight = s->bufs[3], .out = out,
                                      .rows = tokens, .dim = HIDDEN, .x_stride = HIDDEN,
                                      .out_stride = HIDDEN, .eps = 1e-5f, .dtype = DY_F32,
-                                     .weight_dtype = DY_F32 };
+                                     .weight_dtype = DY_F32, .out_dtype = DY_F32 };
     s->silu = (struct dy_eltwise_desc){ .op = DY_ELT_SILU_MUL, .a = x, .b = y, .out = out,
                                         .rows = tokens, .cols = FFN, .a_stride = FFN,
                                         .b_stride = FFN, .out_stride = FFN, .dtype = DY_F32 };

@@ -48,33 +48,35 @@ static void test_fill_random(void)
 }
 
 /* ---- gemm ---- */
-static void gemm_case(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta)
+/* act: A and C in B's dtype (reduced-precision activations) instead of f32 */
+static void gemm_case_as(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta, bool act)
 {
     int lda = k + pad, ldb = k + pad, ldc = n + pad;
-    size_t a_n = (size_t)m * lda, b_n = (size_t)n * ldb, c_n = (size_t)m * ldc;
-    void *a = host_random(DY_F32, a_n, 1.0f), *b = host_random(bt, b_n, 0.5f);
-    void *bi = host_random(bt, (size_t)n, 1.0f), *c0 = host_random(DY_F32, c_n, 1.0f);
+    enum dy_dtype at = act ? bt : DY_F32;
+    size_t a_n = (size_t)m * lda, b_n = (size_t)n * ldb, c_n = (size_t)m * ldc, ae = dy_dtype_size(at);
+    void *a = host_random(at, a_n, 1.0f), *b = host_random(bt, b_n, 0.5f);
+    void *bi = host_random(bt, (size_t)n, 1.0f), *c0 = host_random(at, c_n, 1.0f);
     void *want = NULL;
     for (int u = -1; u < dut_count; u++) {
         dy_ctx *ctx = u < 0 ? ref_ctx : duts[u].ctx;
         struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                                  .a_dtype = DY_F32, .b_dtype = bt, .c_dtype = DY_F32, .beta = beta };
-        d.a = upload(ctx, a, a_n * 4);
+                                  .a_dtype = at, .b_dtype = bt, .c_dtype = at, .beta = beta };
+        d.a = upload(ctx, a, a_n * ae);
         d.b = upload(ctx, b, b_n * dy_dtype_size(bt));
-        d.c = upload(ctx, c0, c_n * 4);
+        d.c = upload(ctx, c0, c_n * ae);
         if (bias)
             d.bias = upload(ctx, bi, (size_t)n * dy_dtype_size(bt));
         DY_CHECK(dy_gemm(ctx, &d) == DY_OK);
-        void *got = download(ctx, d.c, c_n * 4);
+        void *got = download(ctx, d.c, c_n * ae);
         if (u < 0) {
             want = got;
         } else {
             char what[128];
-            snprintf(what, sizeof what, "gemm m%d n%d k%d %s bias%d beta%g", m, n, k,
-                     dy_dtype_name(bt), bias, beta);
+            snprintf(what, sizeof what, "gemm m%d n%d k%d %s bias%d beta%g%s", m, n, k,
+                     dy_dtype_name(bt), bias, beta, act ? " A, C in B's dtype" : "");
             /* A may be rounded to B's dtype (backend.h) */
             double tol = bt == DY_F32 ? 1e-4 : bt == DY_F16 ? 3e-3 : 1.6e-2;
-            DY_CHECK(close_enough(what, duts[u].name, want, got, DY_F32, c_n, tol));
+            DY_CHECK(close_enough(what, duts[u].name, want, got, at, c_n, tol));
             free(got);
         }
         dy_buf_free(ctx, &d.a);
@@ -87,6 +89,11 @@ static void gemm_case(int m, int n, int k, int pad, enum dy_dtype bt, bool bias,
     free(b);
     free(bi);
     free(c0);
+}
+
+static void gemm_case(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta)
+{
+    gemm_case_as(m, n, k, pad, bt, bias, beta, false);
 }
 
 static void test_gemm(void)
@@ -104,6 +111,14 @@ static void test_gemm(void)
      * vendor GEMM's epilogue), A's rows strided */
     gemm_case(40, 72, 64, 0, DY_BF16, true, 1.0f);
     gemm_case(40, 72, 64, 4, DY_F16, true, 1.0f);
+    /* reduced-precision activations: A and C in B's dtype, with and
+     * without bias and accumulation, decode- and prefill-sized */
+    for (int t = DY_F16; t <= DY_BF16; t++) {
+        gemm_case_as(3, 50, 64, 0, (enum dy_dtype)t, true, 0.0f, true);
+        gemm_case_as(40, 72, 64, 4, (enum dy_dtype)t, true, 1.0f, true);
+        gemm_case_as(130, 256, 320, 0, (enum dy_dtype)t, false, 0.0f, true);
+        gemm_case_as(64, 96, 128, 0, (enum dy_dtype)t, false, 1.0f, true);
+    }
 }
 
 
@@ -118,7 +133,7 @@ static void norm_in_place(void)
         dy_ctx *ctx = CTX_OF(u);
         struct dy_norm_desc d = { .kind = DY_NORM_RMS, .rows = rows, .dim = dim, .x_stride = stride,
                                   .out_stride = stride, .eps = 1e-6f, .dtype = DY_F32,
-                                  .weight_dtype = DY_BF16 };
+                                  .weight_dtype = DY_BF16, .out_dtype = DY_F32 };
         d.x = d.out = upload(ctx, x, xn * 4);
         d.weight = upload(ctx, w, (size_t)dim * 2);
         DY_CHECK(dy_norm(ctx, &d) == DY_OK);
@@ -131,6 +146,49 @@ static void norm_in_place(void)
     free(w);
 }
 
+/* rows of dim values, x's and out's rows x_pad and out_pad elements longer */
+static void norm_case(enum dy_norm_kind kind, int rows, int dim, int x_pad, int out_pad,
+                      enum dy_dtype xt, enum dy_dtype wt, enum dy_dtype ot)
+{
+    int x_stride = dim + x_pad, out_stride = dim + out_pad;
+    size_t xn = (size_t)rows * x_stride, on = (size_t)rows * out_stride;
+    size_t xb = xn * dy_dtype_size(xt), wb = (size_t)dim * dy_dtype_size(wt);
+    size_t oes = dy_dtype_size(ot), ob = on * oes;
+    void *x = host_random(xt, xn, 3.0f), *w = host_random(wt, dim, 1.0f);
+    void *bias = host_random(wt, dim, 0.5f), *want = NULL;
+    char what[128];
+    snprintf(what, sizeof what, "%s %dx%d strides %d %d x %s weight %s out %s",
+             kind ? "layernorm" : "rmsnorm", rows, dim, x_stride, out_stride, dy_dtype_name(xt),
+             dy_dtype_name(wt), dy_dtype_name(ot));
+    /* computed in f32 everywhere: backends differ by out's one rounding */
+    double tol = ot == DY_F32 ? 1e-5 : tol_for(ot);
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_norm_desc d = { .kind = kind, .rows = rows, .dim = dim, .x_stride = x_stride,
+                                  .out_stride = out_stride, .eps = 1e-5f, .dtype = xt,
+                                  .weight_dtype = wt, .out_dtype = ot };
+        d.x = upload(ctx, x, xb);
+        d.weight = upload(ctx, w, wb);
+        if (kind == DY_NORM_LAYER)
+            d.bias = upload(ctx, bias, wb);
+        d.out = upload(ctx, NULL, ob);
+        DY_CHECK(dy_norm(ctx, &d) == DY_OK);
+        /* only the rows' first dim values are defined */
+        char *got = download(ctx, d.out, ob);
+        for (int r = 0; r < rows; r++)
+            memset(got + ((size_t)r * out_stride + dim) * oes, 0, (size_t)out_pad * oes);
+        want = compare_or_keep(u, want, got, what, ot, on, tol);
+        dy_buf_free(ctx, &d.x);
+        dy_buf_free(ctx, &d.weight);
+        dy_buf_free(ctx, &d.bias);
+        dy_buf_free(ctx, &d.out);
+    }
+    free(want);
+    free(x);
+    free(w);
+    free(bias);
+}
+
 static void test_norm(void)
 {
     require_backends();
@@ -138,38 +196,24 @@ static void test_norm(void)
     static const int shapes[][3] = { { 1, 64, 0 }, { 7, 256, 16 }, { 33, 2048, 0 } };
     for (int kind = DY_NORM_RMS; kind <= DY_NORM_LAYER; kind++)
         for (size_t s = 0; s < 3; s++)
-            for (int wt = DY_F32; wt <= DY_BF16; wt++) {
-                int rows = shapes[s][0], dim = shapes[s][1], stride = dim + shapes[s][2];
-                size_t xn = (size_t)rows * stride;
-                void *x = host_random(DY_F32, xn, 3.0f), *w = host_random((enum dy_dtype)wt, dim, 1.0f);
-                void *bias = host_random((enum dy_dtype)wt, dim, 0.5f), *want = NULL;
-                for (int u = -1; u < dut_count; u++) {
-                    dy_ctx *ctx = CTX_OF(u);
-                    struct dy_norm_desc d = { .kind = kind, .rows = rows, .dim = dim, .x_stride = stride,
-                                              .out_stride = stride, .eps = 1e-5f, .dtype = DY_F32,
-                                              .weight_dtype = (enum dy_dtype)wt };
-                    size_t wb = (size_t)dim * dy_dtype_size((enum dy_dtype)wt);
-                    d.x = upload(ctx, x, xn * 4);
-                    d.weight = upload(ctx, w, wb);
-                    if (kind == DY_NORM_LAYER)
-                        d.bias = upload(ctx, bias, wb);
-                    d.out = upload(ctx, NULL, xn * 4);
-                    DY_CHECK(dy_norm(ctx, &d) == DY_OK);
-                    /* only the rows' first dim values are defined */
-                    float *got = download(ctx, d.out, xn * 4);
-                    for (int r = 0; r < rows; r++)
-                        memset(got + (size_t)r * stride + dim, 0, (size_t)(stride - dim) * 4);
-                    want = compare_or_keep(u, want, got, kind ? "layernorm" : "rmsnorm", DY_F32, xn, 1e-5);
-                    dy_buf_free(ctx, &d.x);
-                    dy_buf_free(ctx, &d.weight);
-                    dy_buf_free(ctx, &d.bias);
-                    dy_buf_free(ctx, &d.out);
-                }
-                free(want);
-                free(x);
-                free(w);
-                free(bias);
-            }
+            for (int wt = DY_F32; wt <= DY_BF16; wt++)
+                norm_case((enum dy_norm_kind)kind, shapes[s][0], shapes[s][1], shapes[s][2],
+                          shapes[s][2], DY_F32, (enum dy_dtype)wt, DY_F32);
+    /* reduced-precision activations: an f32 residual stream into f16 and
+     * bf16 rows, and bf16 rows into f32. Rows, dim, x's and out's padding:
+     * odd dims and strides take the kernels' scalar tails and unaligned
+     * rows, 4,100 is past the GPU norm's register path; the weights' dtype
+     * cycles through f32, f16 and bf16 with the shape. */
+    static const int mixed[][4] = {
+        { 1, 64, 0, 0 }, { 7, 256, 16, 4 }, { 3, 67, 5, 3 }, { 5, 4100, 1, 7 }, { 33, 2048, 0, 0 },
+    };
+    static const enum dy_dtype x_out[][2] = { { DY_F32, DY_BF16 }, { DY_F32, DY_F16 },
+                                              { DY_BF16, DY_F32 } };
+    for (int kind = DY_NORM_RMS; kind <= DY_NORM_LAYER; kind++)
+        for (size_t s = 0; s < sizeof mixed / sizeof mixed[0]; s++)
+            for (size_t p = 0; p < sizeof x_out / sizeof x_out[0]; p++)
+                norm_case((enum dy_norm_kind)kind, mixed[s][0], mixed[s][1], mixed[s][2],
+                          mixed[s][3], x_out[p][0], (enum dy_dtype)(s % 3), x_out[p][1]);
 }
 
 /* ---- rope ---- */
@@ -377,37 +421,44 @@ static void test_kv_append(void)
 }
 
 /* ---- attention ---- */
-static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool causal,
-                         enum dy_dtype compute)
+/* q, k, v and out in dtype (f32, or bf16 activations), products in compute */
+static void prefill_case_as(int batch, int seq, int heads, int kvh, int hd, bool causal, enum dy_dtype compute,
+                            enum dy_dtype dtype)
 {
     int q_stride = (heads + 2 * kvh) * hd, kv_stride = q_stride, out_stride = heads * hd + 8;
     size_t rows = (size_t)batch * seq, qkv_n = rows * q_stride, out_n = rows * out_stride;
-    void *qkv = host_random(DY_F32, qkv_n, 2.0f), *want = NULL;
+    size_t e = dy_dtype_size(dtype);
+    void *qkv = host_random(dtype, qkv_n, 2.0f), *want = NULL;
     for (int u = -1; u < dut_count; u++) {
         dy_ctx *ctx = CTX_OF(u);
-        dy_buf qkv_b = upload(ctx, qkv, qkv_n * 4);
-        void *zeros = calloc(out_n, 4);
+        dy_buf qkv_b = upload(ctx, qkv, qkv_n * e);
+        void *zeros = calloc(out_n, e);
         struct dy_attention_prefill_desc d = {
-            .q = qkv_b, .k = dy_buf_at(qkv_b, (size_t)heads * hd * 4),
-            .v = dy_buf_at(qkv_b, (size_t)(heads + kvh) * hd * 4), .out = upload(ctx, zeros, out_n * 4),
+            .q = qkv_b, .k = dy_buf_at(qkv_b, (size_t)heads * hd * e),
+            .v = dy_buf_at(qkv_b, (size_t)(heads + kvh) * hd * e), .out = upload(ctx, zeros, out_n * e),
             .batch = batch, .seq_len = seq, .heads = heads, .kv_heads = kvh, .head_dim = hd,
             .q_stride = q_stride, .kv_stride = kv_stride, .out_stride = out_stride,
-            .scale = 1.0f / sqrtf((float)hd), .causal = causal, .dtype = DY_F32,
+            .scale = 1.0f / sqrtf((float)hd), .causal = causal, .dtype = dtype,
             .compute_dtype = compute,
         };
         free(zeros);
         DY_CHECK(dy_attention_prefill(ctx, &d) == DY_OK);
         char what[96];
-        snprintf(what, sizeof what, "attention_prefill b%d s%d h%d/%d d%d causal%d %s", batch, seq,
-                 heads, kvh, hd, causal, dy_dtype_name(compute));
+        snprintf(what, sizeof what, "attention_prefill b%d s%d h%d/%d d%d causal%d %s in %s", batch, seq,
+                 heads, kvh, hd, causal, dy_dtype_name(compute), dy_dtype_name(dtype));
         /* bf16 operands: q, k, v and probabilities rounded (backend.h) */
-        double tol = compute == DY_F32 ? 1e-5 : 2e-2;
-        want = compare_or_keep(u, want, download(ctx, d.out, out_n * 4), what, DY_F32, out_n, tol);
+        double tol = compute == DY_F32 && dtype == DY_F32 ? 1e-5 : 2e-2;
+        want = compare_or_keep(u, want, download(ctx, d.out, out_n * e), what, dtype, out_n, tol);
         dy_buf_free(ctx, &qkv_b);
         dy_buf_free(ctx, &d.out);
     }
     free(want);
     free(qkv);
+}
+
+static void prefill_case(int batch, int seq, int heads, int kvh, int hd, bool causal, enum dy_dtype compute)
+{
+    prefill_case_as(batch, seq, heads, kvh, hd, causal, compute, DY_F32);
 }
 
 static void test_attention_prefill(void)
@@ -428,6 +479,10 @@ static void test_attention_prefill(void)
         prefill_case(1, 129, 8, 1, 128, true, c);
         prefill_case(2, 197, 4, 4, 64, false, c);
     }
+    /* bf16 activations in and out (the tensor-core kernel reads them as they are) */
+    prefill_case_as(1, 129, 8, 2, 128, true, DY_BF16, DY_BF16);
+    prefill_case_as(2, 197, 4, 4, 64, false, DY_BF16, DY_BF16);
+    prefill_case_as(2, 33, 4, 2, 16, true, DY_BF16, DY_BF16);
 }
 
 static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, int block,

@@ -260,9 +260,12 @@ static void test_gemv_f16_weights(void)
     clReleaseMemObject(cm);
 }
 
+/* f32 rows normalised into f32 and into bf16 (reduced-precision
+ * activations): the register path, whose store depends on out's dtype. */
 static void test_rmsnorm(void)
 {
     enum { ROWS = 3, DIM = 200 };
+    static const enum dy_dtype out_dtypes[] = { DY_F32, DY_BF16 };
     float x[ROWS * DIM], w[DIM], out[ROWS * DIM];
     need_program();
     for (int i = 0; i < ROWS * DIM; i++)
@@ -275,17 +278,22 @@ static void test_rmsnorm(void)
     cl_int kind = DY_NORM_RMS, stride = DIM, dim = DIM, f32 = DY_F32;
     float eps = 1e-5f;
     size_t global = ROWS * WG, local = WG;
-    RUN("norm", 1, &global, &local, ARG(kind), ARG(xm), ARG(zero), ARG(stride), ARG(wm),
-        ARG(zero), ARG(no_bias), ARG(zero), ARG(f32), ARG(om), ARG(zero), ARG(stride), ARG(dim),
-        ARG(eps), ARG(f32));
-    download(om, out, sizeof out);
-    for (int r = 0; r < ROWS; r++) {
-        double sq = 0;
-        for (int i = 0; i < DIM; i++)
-            sq += (double)x[r * DIM + i] * x[r * DIM + i];
-        double inv = 1.0 / sqrt(sq / DIM + eps);
-        for (int i = 0; i < DIM; i++)
-            DY_CHECK(close_to(out[r * DIM + i], x[r * DIM + i] * inv * w[i], 1e-5));
+    for (size_t t = 0; t < sizeof out_dtypes / sizeof out_dtypes[0]; t++) {
+        cl_int out_dtype = out_dtypes[t];
+        RUN("norm", 1, &global, &local, ARG(kind), ARG(xm), ARG(zero), ARG(stride), ARG(wm),
+            ARG(zero), ARG(no_bias), ARG(zero), ARG(f32), ARG(om), ARG(zero), ARG(stride),
+            ARG(dim), ARG(eps), ARG(f32), ARG(out_dtype));
+        download(om, out, sizeof out);
+        double tol = out_dtype == DY_F32 ? 1e-5 : 4e-3;
+        for (int r = 0; r < ROWS; r++) {
+            double sq = 0;
+            for (int i = 0; i < DIM; i++)
+                sq += (double)x[r * DIM + i] * x[r * DIM + i];
+            double inv = 1.0 / sqrt(sq / DIM + eps);
+            for (int i = 0; i < DIM; i++)
+                DY_CHECK(close_to(dy_load_f32(out, out_dtypes[t], (size_t)r * DIM + i),
+                                  x[r * DIM + i] * inv * w[i], tol));
+        }
     }
     clReleaseMemObject(xm);
     clReleaseMemObject(wm);

@@ -177,7 +177,9 @@ static void cpu_matches_ref(void)
     DY_CHECK(memcmp(a, b, sizeof a) == 0);
     double e = rel_err(la, lb, (size_t)BATCH * vocab);
     printf("# %s: cpu vs cpu-ref final logits rel err %.3g\n", preset, e);
-    DY_CHECK(e < 1e-3);
+    /* the prefill's activations are bf16 (bf16 weights): one rounding
+     * step, 2^-8, bounds how far the backends may drift apart */
+    DY_CHECK(e < 4e-3);
     free(la);
     free(lb);
 }

@@ -108,27 +108,47 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt)
     return rows > opt->max_batch ? rows : opt->max_batch;
 }
 
-int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
-                  dy_buf c, int ldc, int rows, int n, int k, float beta)
+/* dy_llm_linear with A of dtype at and C of dtype ct */
+static int linear_as(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
+                     dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
 {
     enum dy_dtype bt = wq ? m->w->mat_dtype : m->w->dtype;
     struct dy_gemm_desc d = {
         .a = a, .b = w, .c = c, .bias = bias, .m = rows, .n = n, .k = k,
         .lda = lda, .ldb = k, .ldc = ldc,
-        .a_dtype = DY_F32, .b_dtype = bt, .c_dtype = DY_F32, .beta = beta,
+        .a_dtype = at, .b_dtype = bt, .c_dtype = ct, .beta = beta,
     };
     if (dy_dtype_quantized(bt))
         d.bq = *wq;
     return dy_gemm(m->ctx, &d);
 }
 
-static int rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, int rows)
+int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
+                  dy_buf c, int ldc, int rows, int n, int k, float beta)
+{
+    return linear_as(m, a, DY_F32, lda, w, wq, bias, c, DY_F32, ldc, rows, n, k, beta);
+}
+
+/* The pass's activation dtype: a prefill with f16/bf16 weights keeps the
+ * rows between the residual stream and the GEMMs in the weights' dtype, as
+ * the frameworks run such models, so no backend spends a pass rounding f32
+ * rows for its matrix units; decode steps (GEMVs that read f32 rows as
+ * they stream the weights) and quantized or f32 weights stay f32. */
+static enum dy_dtype pass_act(const struct dy_llm *m, int prompt_len)
+{
+    enum dy_dtype t = m->w->dtype;
+    bool half = (t == DY_F16 || t == DY_BF16) && m->w->mat_dtype == t;
+    return prompt_len > 0 && half ? t : DY_F32;
+}
+
+/* RMSNorm of f32 rows into rows of out_dtype */
+static int rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, enum dy_dtype out_dtype, int rows)
 {
     struct dy_norm_desc d = {
         .kind = DY_NORM_RMS, .x = x, .weight = weight, .out = out,
         .rows = rows, .dim = m->cfg->hidden, .x_stride = m->cfg->hidden,
         .out_stride = m->cfg->hidden, .eps = m->cfg->norm_eps,
-        .dtype = DY_F32, .weight_dtype = m->w->dtype,
+        .dtype = DY_F32, .weight_dtype = m->w->dtype, .out_dtype = out_dtype,
     };
     return dy_norm(m->ctx, &d);
 }
@@ -138,7 +158,7 @@ static int qk_norm(struct dy_llm *m, dy_buf x, dy_buf weight, int rows, int dim,
     struct dy_norm_desc d = {
         .kind = DY_NORM_RMS, .x = x, .weight = weight, .out = x, .rows = rows, .dim = dim,
         .x_stride = stride, .out_stride = stride, .eps = m->cfg->norm_eps,
-        .dtype = DY_F32, .weight_dtype = m->w->dtype,
+        .dtype = m->act, .weight_dtype = m->w->dtype, .out_dtype = m->act,
     };
     return dy_norm(m->ctx, &d);
 }
@@ -147,7 +167,7 @@ static int rope(struct dy_llm *m, dy_buf x, int rows, int heads, int stride)
 {
     struct dy_rope_desc d = {
         .x = x, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
-        .heads = heads, .head_dim = m->cfg->head_dim, .row_stride = stride, .dtype = DY_F32,
+        .heads = heads, .head_dim = m->cfg->head_dim, .row_stride = stride, .dtype = m->act,
     };
     return dy_rope(m->ctx, &d);
 }
@@ -174,14 +194,16 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
 {
     const struct dy_model_config *c = m->cfg;
     int qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, hd = c->head_dim, st;
-    size_t f = sizeof(float), esize = dy_dtype_size(m->w->dtype);
+    enum dy_dtype act = m->act;
+    size_t f = dy_dtype_size(act), esize = dy_dtype_size(m->w->dtype);
     if (c->qk_norm != DY_QK_NORM_HEAD) {
         int cols = qd + 2 * kvd;
         *q = m->qkv;
         *k = dy_buf_at(m->qkv, (size_t)qd * f);
         *v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * f);
         *q_stride = *kv_stride = cols;
-        if ((st = dy_llm_linear(m, m->xn, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, cols, rows, cols, h, 0.0f)))
+        if ((st = linear_as(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
+                            0.0f)))
             return st;
         if (c->qk_norm == DY_QK_NORM_WHOLE &&
             ((st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
@@ -199,12 +221,11 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
     struct dy_quant wk_q, wv_q;
     matrix_rows(m->w, l->qkv, &l->qkv_q, qd, h, &wk, &wk_q);
     matrix_rows(m->w, l->qkv, &l->qkv_q, qd + kvd, h, &wv, &wv_q);
-    if ((st = dy_llm_linear(m, m->xn, h, l->qkv, &l->qkv_q, bias, *q, qd, rows, qd, h, 0.0f)) ||
-        (st = dy_llm_linear(m, m->xn, h, wk, &wk_q, bias.h ? dy_buf_at(bias, (size_t)qd * esize) : none,
-                            *k, kvd, rows, kvd, h, 0.0f)) ||
-        (st = dy_llm_linear(m, m->xn, h, wv, &wv_q,
-                            bias.h ? dy_buf_at(bias, (size_t)(qd + kvd) * esize) : none, *v, kvd,
-                            rows, kvd, h, 0.0f)) ||
+    if ((st = linear_as(m, m->xn, act, h, l->qkv, &l->qkv_q, bias, *q, act, qd, rows, qd, h, 0.0f)) ||
+        (st = linear_as(m, m->xn, act, h, wk, &wk_q, bias.h ? dy_buf_at(bias, (size_t)qd * esize) : none, *k,
+                        act, kvd, rows, kvd, h, 0.0f)) ||
+        (st = linear_as(m, m->xn, act, h, wv, &wv_q, bias.h ? dy_buf_at(bias, (size_t)(qd + kvd) * esize) : none,
+                        *v, act, kvd, rows, kvd, h, 0.0f)) ||
         (st = qk_norm(m, *q, l->q_norm, rows * c->heads, hd, hd)) ||
         (st = qk_norm(m, *k, l->k_norm, rows * c->kv_heads, hd, hd)) ||
         (st = rope(m, *q, rows, c->heads, qd)))
@@ -220,7 +241,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
     dy_buf q, k, v;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     int st;
-    if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, rows)) ||
+    if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, m->act, rows)) ||
         (st = project_qkv(m, l, rows, &q, &k, &v, &q_stride, &kv_stride)) ||
         (st = dy_llm_kv_append(m, layer, k, v, kv_stride, rows)))
         return st;
@@ -229,7 +250,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
             .q = q, .k = k, .v = v, .out = m->attn, .batch = m->fwd_seqs,
             .seq_len = prompt_len, .heads = c->heads, .kv_heads = c->kv_heads,
             .head_dim = c->head_dim, .q_stride = q_stride, .kv_stride = kv_stride,
-            .out_stride = qd, .scale = scale, .causal = true, .dtype = DY_F32,
+            .out_stride = qd, .scale = scale, .causal = true, .dtype = m->act,
             .compute_dtype = m->w->dtype,
         };
         st = dy_attention_prefill(m->ctx, &a);
@@ -252,7 +273,8 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
     }
     if (st != DY_OK)
         return st;
-    return dy_llm_linear(m, m->attn, qd, l->o, &l->o_q, l->o_bias, m->x, c->hidden, rows, c->hidden, qd, 1.0f);
+    return linear_as(m, m->attn, m->act, qd, l->o, &l->o_q, l->o_bias, m->x, DY_F32, c->hidden, rows, c->hidden,
+                     qd, 1.0f);
 }
 
 static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
@@ -261,23 +283,25 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
     const struct dy_model_config *c = m->cfg;
     int inter = c->intermediate;
     if (c->experts) {
-        int st = rms_norm(m, m->x, l->mlp_norm, m->xn, rows);
+        int st = rms_norm(m, m->x, l->mlp_norm, m->xn, DY_F32, rows);
         return st ? st : dy_moe_block(m, l, layer, rows, prompt_len);
     }
     dy_buf none = { 0 };
+    enum dy_dtype at = m->act;
     struct dy_eltwise_desc act = {
         .op = DY_ELT_SILU_MUL, .a = m->gate_up,
-        .b = dy_buf_at(m->gate_up, (size_t)inter * sizeof(float)), .out = m->mlp,
+        .b = dy_buf_at(m->gate_up, (size_t)inter * dy_dtype_size(at)), .out = m->mlp,
         .rows = rows, .cols = inter, .a_stride = 2 * inter, .b_stride = 2 * inter,
-        .out_stride = inter, .dtype = DY_F32,
+        .out_stride = inter, .dtype = at,
     };
     int st;
-    if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, rows)) ||
-        (st = dy_llm_linear(m, m->xn, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, 2 * inter, rows,
-                     2 * inter, c->hidden, 0.0f)) ||
+    if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, at, rows)) ||
+        (st = linear_as(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter, rows,
+                        2 * inter, c->hidden, 0.0f)) ||
         (st = dy_eltwise(m->ctx, &act)))
         return st;
-    return dy_llm_linear(m, m->mlp, inter, l->down, &l->down_q, none, m->x, c->hidden, rows, c->hidden, inter, 1.0f);
+    return linear_as(m, m->mlp, at, inter, l->down, &l->down_q, none, m->x, DY_F32, c->hidden, rows, c->hidden,
+                     inter, 1.0f);
 }
 
 /* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0
@@ -292,6 +316,7 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
         .table_dtype = m->w->dtype, .out_dtype = DY_F32,
     };
     int st = dy_gather_rows(m->ctx, &embed);
+    m->act = pass_act(m, prompt_len);
     for (int i = 0; i < c->layers && st == DY_OK; i++) {
         if (m->profile && (st = dy_kv_profile_before(m, rows)))
             break;
@@ -320,7 +345,7 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
         .x = logits, .out = dy_buf_at(m->next_ids, (size_t)m->fwd_seq0 * sizeof(int32_t)),
         .rows = m->fwd_seqs, .cols = c->vocab, .stride = c->vocab, .dtype = DY_F32,
     };
-    if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, m->fwd_seqs)) ||
+    if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, DY_F32, m->fwd_seqs)) ||
         (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, &m->w->lm_head_q, none, logits, c->vocab, m->fwd_seqs,
                             c->vocab, c->hidden, 0.0f)))
         return st;

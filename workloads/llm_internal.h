@@ -55,8 +55,10 @@ struct dy_llm {
     bool use_graphs;
     struct dy_step_graph graphs[DY_STEP_GRAPHS];
     int graph_count;
-    /* activations */
+    /* activations: x (the residual stream), last and logits f32; xn, qkv,
+     * attn, gate_up and mlp in `act`, the pass's activation dtype */
     dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
+    enum dy_dtype act;
     /* i32 inputs; slots: [kv_count, max_rows], each tier's own */
     dy_buf ids, next_ids, positions, slots, last_index;
     dy_buf inv_freq;

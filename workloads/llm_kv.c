@@ -225,7 +225,7 @@ int dy_llm_kv_append(struct dy_llm *m, int layer, dy_buf k, dy_buf v, int stride
         .k = k, .v = v, .src_stride = stride, .slots = tier_slots(m, m->layer_tier[layer]),
         .k_cache = dy_kv_cache_k(kv, index), .v_cache = dy_kv_cache_v(kv, index),
         .tokens = rows, .kv_heads = m->cfg->kv_heads, .head_dim = m->cfg->head_dim,
-        .src_dtype = DY_F32, .cache_dtype = kv->dtype,
+        .src_dtype = m->act, .cache_dtype = kv->dtype,
         .k_scale = dy_kv_cache_k_scale(kv, index), .v_scale = dy_kv_cache_v_scale(kv, index),
     };
     if (m->staging) {

@@ -1,7 +1,11 @@
-/* The ViT encoder's forward pass from backend ops. Activations f32. The
- * embedding rows are assembled with one gather: patch embeddings for every
- * image, then one CLS row after them; position embeddings are added from a
- * table gathered once per model. */
+/* The ViT encoder's forward pass from backend ops. The residual stream is
+ * f32; with f16/bf16 weights the rows between it and the next GEMM (the
+ * LayerNorms' outputs, q/k/v, attention, the MLP) are in the weights' dtype,
+ * as the frameworks run such models, so no backend spends a pass rounding
+ * f32 activations for its matrix units (f32 weights: f32 throughout). The
+ * final LayerNorm writes f32. The embedding rows are assembled with one
+ * gather: patch embeddings for every image, then one CLS row after them;
+ * position embeddings are added from a table gathered once per model. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,7 @@ struct dy_vit {
     const struct dy_vit_config *cfg;
     const struct dy_vit_weights *w;
     int max_batch, image_size, tokens, patches, batch;
+    enum dy_dtype act;          /* xn (but the final norm's), qkv, attn, mlp, lora_t */
     dy_buf patch_in, emb, x, xn, qkv, attn, mlp, pos_full, pos_own, ids_x, ids_pos, ids_cls,
         cls_rows, logits;
     dy_buf lora_t;              /* [rows, 3 rank]: A x of the unmerged adapters */
@@ -134,7 +139,9 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
     m->image_size = image_size;
     m->tokens = dy_vit_tokens(cfg, image_size);
     m->patches = m->tokens - 1;
+    m->act = w->dtype == DY_F16 || w->dtype == DY_BF16 ? w->dtype : DY_F32;
     size_t rows = (size_t)max_batch * m->tokens, h = (size_t)cfg->hidden, f = sizeof(float);
+    size_t e = dy_dtype_size(m->act);
     size_t patch_in = (size_t)cfg->channels * cfg->patch * cfg->patch, np = (size_t)max_batch * m->patches;
     int32_t *ids = malloc(rows * 2 * sizeof(int32_t));
     int st = ids ? DY_OK : DY_E_NOMEM;
@@ -142,9 +149,9 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
     if (st || (st = dy_buf_alloc(ctx, np * patch_in * f, &m->patch_in)) ||
         (st = dy_buf_alloc(ctx, (np + 1) * h * f, &m->emb)) ||
         (st = dy_buf_alloc(ctx, rows * h * f, &m->x)) || (st = dy_buf_alloc(ctx, rows * h * f, &m->xn)) ||
-        (st = dy_buf_alloc(ctx, rows * 3 * h * f, &m->qkv)) ||
-        (st = dy_buf_alloc(ctx, rows * h * f, &m->attn)) ||
-        (st = dy_buf_alloc(ctx, rows * cfg->intermediate * f, &m->mlp)) ||
+        (st = dy_buf_alloc(ctx, rows * 3 * h * e, &m->qkv)) ||
+        (st = dy_buf_alloc(ctx, rows * h * e, &m->attn)) ||
+        (st = dy_buf_alloc(ctx, rows * cfg->intermediate * e, &m->mlp)) ||
         (st = dy_buf_alloc(ctx, rows * h * f, &m->pos_full)) ||
         (st = dy_buf_alloc(ctx, rows * sizeof(int32_t), &m->ids_x)) ||
         (st = dy_buf_alloc(ctx, rows * sizeof(int32_t), &m->ids_pos)) ||
@@ -152,7 +159,7 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
         (cfg->labels && ((st = dy_buf_alloc(ctx, (size_t)max_batch * h * f, &m->cls_rows)) ||
                          (st = dy_buf_alloc(ctx, (size_t)max_batch * cfg->labels * f, &m->logits)))) ||
         (w->lora_rank_max &&
-         (st = dy_buf_alloc(ctx, rows * 3 * (size_t)w->lora_rank_max * f, &m->lora_t))) ||
+         (st = dy_buf_alloc(ctx, rows * 3 * (size_t)w->lora_rank_max * e, &m->lora_t))) ||
         (st = position_table(m, &pos_table)))
         goto done;
     /* image b's rows: the CLS row (after every patch row), then its patches */
@@ -216,38 +223,45 @@ int dy_vit_set_images(struct dy_vit *m, const float *pixels, int batch)
     return st;
 }
 
-static int linear(struct dy_vit *m, dy_buf a, int k, dy_buf w, dy_buf bias, dy_buf c, int n,
-                  int rows, float beta)
+/* c[rows, n] (ldc) = beta c + a[rows, k] (lda) . b[n, k]^T (+ bias); A
+ * and C in the activation dtype (at, ct) given */
+static int gemm(struct dy_vit *m, dy_buf a, enum dy_dtype at, int lda, dy_buf b, dy_buf bias, dy_buf c,
+                enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
 {
     struct dy_gemm_desc d = {
-        .a = a, .b = w, .c = c, .bias = bias, .m = rows, .n = n, .k = k, .lda = k, .ldb = k,
-        .ldc = n, .a_dtype = DY_F32, .b_dtype = m->w->dtype, .c_dtype = DY_F32, .beta = beta,
+        .a = a, .b = b, .c = c, .bias = bias, .m = rows, .n = n, .k = k, .lda = lda, .ldb = k,
+        .ldc = ldc, .a_dtype = at, .b_dtype = m->w->dtype, .c_dtype = ct, .beta = beta,
     };
     return dy_gemm(m->ctx, &d);
 }
 
-/* c[rows, n] (ldc) += a[rows, k] (lda) . b[n, k]^T, for the adapters */
-static int gemm_acc(struct dy_vit *m, dy_buf a, int lda, dy_buf b, dy_buf c, int ldc, int rows,
-                    int n, int k)
+/* A layer's projection: A in the activation dtype, into C of dtype ct
+ * (f32: the residual stream, beta 1) */
+static int linear(struct dy_vit *m, dy_buf a, int k, dy_buf w, dy_buf bias, dy_buf c, enum dy_dtype ct,
+                  int n, int rows, float beta)
 {
-    struct dy_gemm_desc d = {
-        .a = a, .b = b, .c = c, .m = rows, .n = n, .k = k, .lda = lda, .ldb = k, .ldc = ldc,
-        .a_dtype = DY_F32, .b_dtype = m->w->dtype, .c_dtype = DY_F32, .beta = 1.0f,
-    };
-    return dy_gemm(m->ctx, &d);
+    return gemm(m, a, m->act, k, w, bias, c, ct, n, rows, n, k, beta);
+}
+
+/* c[rows, n] (ldc) += a[rows, k] (lda) . b[n, k]^T, for the adapters */
+static int gemm_acc(struct dy_vit *m, dy_buf a, int lda, dy_buf b, dy_buf c, enum dy_dtype ct, int ldc,
+                    int rows, int n, int k)
+{
+    dy_buf none = { 0 };
+    return gemm(m, a, m->act, lda, b, none, c, ct, ldc, rows, n, k, 1.0f);
 }
 
 /* Unmerged LoRA on q, k and v: qkv += B (A xn), one GEMM for the three A's. */
 static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
 {
     int h = m->cfg->hidden, r = l->lora_rank_attn, st;
-    size_t f = sizeof(float);
+    size_t e = dy_dtype_size(m->act);
     dy_buf none = { 0 }, bs[3] = { l->lora_b_q, l->lora_b_k, l->lora_b_v };
-    if ((st = linear(m, m->xn, h, l->lora_a_qkv, none, m->lora_t, 3 * r, rows, 0.0f)))
+    if ((st = linear(m, m->xn, h, l->lora_a_qkv, none, m->lora_t, m->act, 3 * r, rows, 0.0f)))
         return st;
     for (int j = 0; j < 3 && st == DY_OK; j++)
-        st = gemm_acc(m, dy_buf_at(m->lora_t, (size_t)j * r * f), 3 * r, bs[j],
-                      dy_buf_at(m->qkv, (size_t)j * h * f), 3 * h, rows, h, r);
+        st = gemm_acc(m, dy_buf_at(m->lora_t, (size_t)j * r * e), 3 * r, bs[j],
+                      dy_buf_at(m->qkv, (size_t)j * h * e), m->act, 3 * h, rows, h, r);
     return st;
 }
 
@@ -255,19 +269,22 @@ static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
  * into the projection's output (o and fc2: the residual stream; fc1: before
  * the GELU). */
 static int lora_proj(struct dy_vit *m, dy_buf a, int k, dy_buf lora_a, dy_buf lora_b, int rank,
-                     dy_buf c, int n, int rows)
+                     dy_buf c, enum dy_dtype ct, int n, int rows)
 {
     dy_buf none = { 0 };
-    int st = linear(m, a, k, lora_a, none, m->lora_t, rank, rows, 0.0f);
-    return st ? st : gemm_acc(m, m->lora_t, rank, lora_b, c, n, rows, n, rank);
+    int st = linear(m, a, k, lora_a, none, m->lora_t, m->act, rank, rows, 0.0f);
+    return st ? st : gemm_acc(m, m->lora_t, rank, lora_b, c, ct, n, rows, n, rank);
 }
 
-static int layer_norm(struct dy_vit *m, dy_buf x, dy_buf w, dy_buf b, dy_buf out, int rows)
+/* LayerNorm of the f32 residual stream into out, rounded to out_dtype */
+static int layer_norm(struct dy_vit *m, dy_buf x, dy_buf w, dy_buf b, dy_buf out, enum dy_dtype out_dtype,
+                      int rows)
 {
     int h = m->cfg->hidden;
     struct dy_norm_desc d = { .kind = DY_NORM_LAYER, .x = x, .weight = w, .bias = b, .out = out,
                               .rows = rows, .dim = h, .x_stride = h, .out_stride = h,
-                              .eps = m->cfg->norm_eps, .dtype = DY_F32, .weight_dtype = m->w->dtype };
+                              .eps = m->cfg->norm_eps, .dtype = DY_F32, .weight_dtype = m->w->dtype,
+                              .out_dtype = out_dtype };
     return dy_norm(m->ctx, &d);
 }
 
@@ -275,32 +292,32 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
 {
     const struct dy_vit_config *c = m->cfg;
     int h = c->hidden, hd = h / c->heads, st;
+    enum dy_dtype act = m->act;
+    size_t e = dy_dtype_size(act);
     struct dy_attention_prefill_desc att = {
-        .q = m->qkv, .k = dy_buf_at(m->qkv, (size_t)h * sizeof(float)),
-        .v = dy_buf_at(m->qkv, (size_t)2 * h * sizeof(float)), .out = m->attn,
-        .batch = m->batch, .seq_len = m->tokens, .heads = c->heads, .kv_heads = c->heads,
+        .q = m->qkv, .k = dy_buf_at(m->qkv, (size_t)h * e), .v = dy_buf_at(m->qkv, (size_t)2 * h * e),
+        .out = m->attn, .batch = m->batch, .seq_len = m->tokens, .heads = c->heads, .kv_heads = c->heads,
         .head_dim = hd, .q_stride = 3 * h, .kv_stride = 3 * h, .out_stride = h,
-        .scale = 1.0f / sqrtf((float)hd), .causal = false, .dtype = DY_F32,
-        .compute_dtype = m->w->dtype,
+        .scale = 1.0f / sqrtf((float)hd), .causal = false, .dtype = act, .compute_dtype = m->w->dtype,
     };
     struct dy_eltwise_desc gelu = { .op = DY_ELT_GELU, .a = m->mlp, .out = m->mlp, .rows = rows,
                                     .cols = c->intermediate, .a_stride = c->intermediate,
-                                    .out_stride = c->intermediate, .dtype = DY_F32 };
+                                    .out_stride = c->intermediate, .dtype = act };
     int ra = l->lora_rank_attn, rm = l->lora_rank_mlp, in = c->intermediate;
-    if ((st = layer_norm(m, m->x, l->ln1_w, l->ln1_b, m->xn, rows)) ||
-        (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, 3 * h, rows, 0.0f)) ||
+    if ((st = layer_norm(m, m->x, l->ln1_w, l->ln1_b, m->xn, act, rows)) ||
+        (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, act, 3 * h, rows, 0.0f)) ||
         (ra && (st = lora_qkv(m, l, rows))) ||
         (st = dy_attention_prefill(m->ctx, &att)) ||
-        (st = linear(m, m->attn, h, l->o, l->o_b, m->x, h, rows, 1.0f)) ||
-        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, h, rows))) ||
-        (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, rows)) ||
-        (st = linear(m, m->xn, h, l->fc1, l->fc1_b, m->mlp, in, rows, 0.0f)) ||
+        (st = linear(m, m->attn, h, l->o, l->o_b, m->x, DY_F32, h, rows, 1.0f)) ||
+        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, DY_F32, h, rows))) ||
+        (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, act, rows)) ||
+        (st = linear(m, m->xn, h, l->fc1, l->fc1_b, m->mlp, act, in, rows, 0.0f)) ||
         (rm &&
-         (st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, in, rows))) ||
+         (st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, act, in, rows))) ||
         (st = dy_eltwise(m->ctx, &gelu)) ||
-        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, h, rows, 1.0f)))
+        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, DY_F32, h, rows, 1.0f)))
         return st;
-    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, h, rows) : DY_OK;
+    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, DY_F32, h, rows) : DY_OK;
 }
 
 int dy_vit_forward(struct dy_vit *m)
@@ -317,13 +334,13 @@ int dy_vit_forward(struct dy_vit *m)
     struct dy_eltwise_desc add_pos = { .op = DY_ELT_ADD, .a = m->x, .b = m->pos_full, .out = m->x,
                                        .rows = rows, .cols = h, .a_stride = h, .b_stride = h,
                                        .out_stride = h, .dtype = DY_F32 };
-    if ((st = linear(m, m->patch_in, patch_in, m->w->patch_w, m->w->patch_b, m->emb, h,
-                     m->batch * m->patches, 0.0f)) ||
+    if ((st = gemm(m, m->patch_in, DY_F32, patch_in, m->w->patch_w, m->w->patch_b, m->emb, DY_F32, h,
+                   m->batch * m->patches, h, patch_in, 0.0f)) ||
         (st = dy_gather_rows(m->ctx, &assemble)) || (st = dy_eltwise(m->ctx, &add_pos)))
         return st;
     for (int i = 0; i < c->layers && st == DY_OK; i++)
         st = encoder_layer(m, &m->w->layers[i], rows);
-    if (st || (st = layer_norm(m, m->x, m->w->final_w, m->w->final_b, m->xn, rows)) || !c->labels)
+    if (st || (st = layer_norm(m, m->x, m->w->final_w, m->w->final_b, m->xn, DY_F32, rows)) || !c->labels)
         return st;
     struct dy_gather_rows_desc cls = {
         .table = m->xn, .ids = m->ids_cls, .out = m->cls_rows, .rows = m->batch, .cols = h,
@@ -331,7 +348,8 @@ int dy_vit_forward(struct dy_vit *m)
     };
     if ((st = dy_gather_rows(m->ctx, &cls)))
         return st;
-    return linear(m, m->cls_rows, h, m->w->head_w, m->w->head_b, m->logits, c->labels, m->batch, 0.0f);
+    return gemm(m, m->cls_rows, DY_F32, h, m->w->head_w, m->w->head_b, m->logits, DY_F32, c->labels, m->batch,
+                c->labels, h, 0.0f);
 }
 
 int dy_vit_read_hidden(struct dy_vit *m, float *out)

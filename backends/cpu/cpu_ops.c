@@ -96,20 +96,21 @@ static double lane_sum(const float *x, int n, float center, int power)
 
 int dy_cpu_norm(void *ctx, const struct dy_norm_desc *d)
 {
-    if (!dy_cpu_float_dtype(d->dtype) || !dy_cpu_float_dtype(d->weight_dtype))
-        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu norm: dtype %d, weight %d", d->dtype,
-                           d->weight_dtype);
+    if (!dy_cpu_float_dtype(d->dtype) || !dy_cpu_float_dtype(d->weight_dtype) ||
+        !dy_cpu_float_dtype(d->out_dtype))
+        return dy_cpu_fail(ctx, DY_E_UNSUPPORTED, "cpu norm: dtype %d, weight %d, out %d",
+                           d->dtype, d->weight_dtype, d->out_dtype);
     if (d->kind != DY_NORM_RMS && d->kind != DY_NORM_LAYER)
         return dy_cpu_fail(ctx, DY_E_INVALID, "cpu norm: kind %d", d->kind);
     const char *x = DY_CPU_PTR(d->x), *w = DY_CPU_PTR(d->weight);
     const char *bias = d->bias.h && d->kind == DY_NORM_LAYER ? DY_CPU_PTR(d->bias) : NULL;
     char *out = DY_CPU_PTR(d->out);
-    size_t es = dy_cpu_esize(d->dtype);
+    size_t x_es = dy_cpu_esize(d->dtype), out_es = dy_cpu_esize(d->out_dtype);
 #pragma omp parallel for schedule(static) if ((size_t)d->rows * d->dim > SERIAL_ELEMS)
     for (int r = 0; r < d->rows; r++) {
         float xs[PIECE], ws[PIECE], bs[PIECE], ys[PIECE];
-        const char *xr = x + (size_t)r * d->x_stride * es;
-        char *outr = out + (size_t)r * d->out_stride * es;
+        const char *xr = x + (size_t)r * d->x_stride * x_es;
+        char *outr = out + (size_t)r * d->out_stride * out_es;
         /* LayerNorm's variance around the mean, in a second pass: E[x^2] -
          * mean^2 cancels badly when the mean is large */
         float mean = 0.0f;
@@ -138,7 +139,7 @@ int dy_cpu_norm(void *ctx, const struct dy_norm_desc *d)
                 for (int j = 0; j < len; j++)
                     ys[j] += bp[j];
             }
-            dy_cpu_store_row(outr + (size_t)c * es, d->dtype, ys, (size_t)len);
+            dy_cpu_store_row(outr + (size_t)c * out_es, d->out_dtype, ys, (size_t)len);
         }
     }
     return DY_OK;

@@ -79,7 +79,7 @@ int dy_ref_norm(void *ctx, const struct dy_norm_desc *d)
                        dy_load_f32(w, d->weight_dtype, (size_t)i);
             if (bias)
                 v += dy_load_f32(bias, d->weight_dtype, (size_t)i);
-            dy_store_f32(out, d->dtype, orow + i, (float)v);
+            dy_store_f32(out, d->out_dtype, orow + i, (float)v);
         }
     }
     return DY_OK;

@@ -4,9 +4,10 @@
  * head (GQA) up to 4 of those heads at once, so each K/V tile brought into
  * shared memory serves all of them. The block walks 64-key tiles of K and V
  * with an online softmax held in registers, so scores never reach memory.
- * K and V arrive as f32 (the workload's activations): each thread loads its
- * share of the next tile into registers while the warps multiply the
- * current one, then rounds it to bf16 into the other half of a double
+ * Q, K and V arrive as f32 or as bf16 (reduced-precision activations;
+ * the output has their dtype): each thread loads its share of the next
+ * tile into registers while the warps multiply the current one, then
+ * stores it (rounded to bf16 from f32) into the other half of a double
  * buffer; fragments come out of shared memory through ldmatrix (.trans for
  * V). Taken when the descriptor allows bf16 operands (compute_dtype), the
  * head dim is 64 or 128 and the rows are 16-byte aligned. CUDA only: the
@@ -33,8 +34,22 @@ template <int HD> struct fa_layout {
     static constexpr int LD = HD + 8;
     static constexpr int TILE = FA_KEYS * LD;                 /* elements */
     static constexpr size_t bytes = (size_t)2 * 2 * TILE * 2; /* K, V x 2 stages */
-    static constexpr int LOADS = FA_KEYS * HD / 4 / FA_THREADS; /* float4 per thread */
 };
+
+/* Global-memory operands: f32 read a float4 at a time, bf16 eight at a time */
+template <typename T> struct fa_io {
+    typedef float4 vec;
+    static constexpr int E = 4;
+};
+template <> struct fa_io<__nv_bfloat16> {
+    typedef uint4 vec;
+    static constexpr int E = 8;
+};
+/* 16-byte loads per thread for one K or V tile */
+template <int HD, typename T> __host__ __device__ constexpr int fa_loads()
+{
+    return FA_KEYS * HD / fa_io<T>::E / FA_THREADS;
+}
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
@@ -66,30 +81,74 @@ __device__ __forceinline__ void ldsm4_t(uint32_t *r, const __nv_bfloat16 *p)
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 
-/* this thread's share of keys [k0, k0 + 64) of an f32 matrix; rows past
- * `limit` read as zero (their scores are masked, and 0 * V stays 0) */
-template <int HD>
-__device__ __forceinline__ void fetch_tile(float4 *regs, const float *src, size_t stride, int k0, int limit)
+__device__ __forceinline__ float4 keep_if(bool in, float4 x)
 {
-    constexpr int VEC = HD / 4;
+    return make_float4(in ? x.x : 0.0f, in ? x.y : 0.0f, in ? x.z : 0.0f, in ? x.w : 0.0f);
+}
+
+__device__ __forceinline__ uint4 keep_if(bool in, uint4 x)
+{
+    return make_uint4(in ? x.x : 0u, in ? x.y : 0u, in ? x.z : 0u, in ? x.w : 0u);
+}
+
+/* this thread's share of keys [k0, k0 + 64) of a matrix; rows past
+ * `limit` read as zero (their scores are masked, and 0 * V stays 0) */
+template <int HD, typename T>
+__device__ __forceinline__ void fetch_tile(typename fa_io<T>::vec *regs, const T *src, size_t stride, int k0,
+                                           int limit)
+{
+    constexpr int E = fa_io<T>::E, VEC = HD / E;
 #pragma unroll
-    for (int i = 0; i < fa_layout<HD>::LOADS; i++) {
-        int idx = threadIdx.x + i * FA_THREADS, r = idx / VEC, c = (idx % VEC) * 4;
-        regs[i] = k0 + r < limit ? __ldg((const float4 *)(src + (size_t)(k0 + r) * stride + c))
-                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int i = 0; i < fa_loads<HD, T>(); i++) {
+        int idx = threadIdx.x + i * FA_THREADS, r = idx / VEC, c = (idx % VEC) * E;
+        /* rows past the end read the last row (no branch) and become zeros */
+        typename fa_io<T>::vec x =
+            __ldg((const typename fa_io<T>::vec *)(src + (size_t)min(k0 + r, limit - 1) * stride + c));
+        regs[i] = keep_if(k0 + r < limit, x);
     }
 }
 
-template <int HD>
-__device__ __forceinline__ void store_tile(__nv_bfloat16 *tile, const float4 *regs)
+__device__ __forceinline__ void store_vec(__nv_bfloat16 *p, float4 x)
 {
-    constexpr int VEC = HD / 4, LD = fa_layout<HD>::LD;
+    *(uint2 *)p = make_uint2(pack_bf16(x.x, x.y), pack_bf16(x.z, x.w));
+}
+
+__device__ __forceinline__ void store_vec(__nv_bfloat16 *p, uint4 x)
+{
+    *(uint4 *)p = x;
+}
+
+template <int HD, typename T>
+__device__ __forceinline__ void store_tile(__nv_bfloat16 *tile, const typename fa_io<T>::vec *regs)
+{
+    constexpr int E = fa_io<T>::E, VEC = HD / E, LD = fa_layout<HD>::LD;
 #pragma unroll
-    for (int i = 0; i < fa_layout<HD>::LOADS; i++) {
-        int idx = threadIdx.x + i * FA_THREADS, r = idx / VEC, c = (idx % VEC) * 4;
-        uint2 v = make_uint2(pack_bf16(regs[i].x, regs[i].y), pack_bf16(regs[i].z, regs[i].w));
-        *(uint2 *)(tile + r * LD + c) = v;
+    for (int i = 0; i < fa_loads<HD, T>(); i++) {
+        int idx = threadIdx.x + i * FA_THREADS, r = idx / VEC, c = (idx % VEC) * E;
+        store_vec(tile + r * LD + c, regs[i]);
     }
+}
+
+/* two consecutive elements of Q as a bf16 pair (zero when !in) */
+__device__ __forceinline__ uint32_t load_pair(const float *p, bool in)
+{
+    float2 x = in ? *(const float2 *)p : make_float2(0.0f, 0.0f);
+    return pack_bf16(x.x, x.y);
+}
+
+__device__ __forceinline__ uint32_t load_pair(const __nv_bfloat16 *p, bool in)
+{
+    return in ? *(const uint32_t *)p : 0u;
+}
+
+__device__ __forceinline__ void store_pair(float *p, float a, float b)
+{
+    *(float2 *)p = make_float2(a, b);
+}
+
+__device__ __forceinline__ void store_pair(__nv_bfloat16 *p, float a, float b)
+{
+    *(uint32_t *)p = pack_bf16(a, b);
 }
 
 /* FlashAttention-2 order with everything in registers: lane l of a warp
@@ -97,10 +156,9 @@ __device__ __forceinline__ void store_tile(__nv_bfloat16 *tile, const float4 *re
  * every accumulator tile (the mma.sync m16n8 layout). The score tile's
  * layout is the A operand's, so probabilities feed P.V without shared
  * memory. `hpb` query heads share the block, 128 / hpb rows each. */
-template <int HD>
+template <int HD, typename T>
 __global__ void __launch_bounds__(FA_THREADS, 1)
-flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q, const float *k,
-                     const float *v, float *out)
+flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const T *q, const T *k, const T *v, T *out)
 {
     constexpr int LD = fa_layout<HD>::LD, TILE = fa_layout<HD>::TILE, NT = FA_KEYS / 8, OT = HD / 8;
     extern __shared__ __align__(16) unsigned char smem[];
@@ -124,31 +182,28 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q
     const float scale = d.scale * 1.4426950408889634f; /* base 2 */
     int key_end = d.causal ? min(d.seq_len, q0 + rows) : d.seq_len;
     int warp_last = min(wrow + 15, d.seq_len - 1);
-    const float *kb = k + seq0 * d.kv_stride + (size_t)kvh * HD;
-    const float *vb = v + seq0 * d.kv_stride + (size_t)kvh * HD;
+    const T *kb = k + seq0 * d.kv_stride + (size_t)kvh * HD;
+    const T *vb = v + seq0 * d.kv_stride + (size_t)kvh * HD;
     /* the first tiles' loads and the Q rows' go out together */
-    float4 pre[fa_layout<HD>::LOADS], pre_v[fa_layout<HD>::LOADS];
+    typename fa_io<T>::vec pre[fa_loads<HD, T>()], pre_v[fa_loads<HD, T>()];
     fetch_tile<HD>(pre, kb, d.kv_stride, 0, d.seq_len);
     fetch_tile<HD>(pre_v, vb, d.kv_stride, 0, d.seq_len);
     /* the warp's Q rows as A fragments, one per 16 of the head dim */
     uint32_t qa[HD / 16][4];
     {
-        const float *qr0 = q + (seq0 + row0) * d.q_stride + (size_t)h * HD + 2 * t;
-        const float *qr1 = qr0 + (size_t)8 * d.q_stride;
+        const T *qr0 = q + (seq0 + row0) * d.q_stride + (size_t)h * HD + 2 * t;
+        const T *qr1 = qr0 + (size_t)8 * d.q_stride;
         bool in0 = row0 < d.seq_len, in1 = row1 < d.seq_len;
-        float2 z = make_float2(0.0f, 0.0f);
 #pragma unroll
         for (int c = 0; c < HD / 16; c++) {
-            float2 a0 = in0 ? *(const float2 *)(qr0 + c * 16) : z, a2 = in0 ? *(const float2 *)(qr0 + c * 16 + 8) : z;
-            float2 a1 = in1 ? *(const float2 *)(qr1 + c * 16) : z, a3 = in1 ? *(const float2 *)(qr1 + c * 16 + 8) : z;
-            qa[c][0] = pack_bf16(a0.x, a0.y);
-            qa[c][1] = pack_bf16(a1.x, a1.y);
-            qa[c][2] = pack_bf16(a2.x, a2.y);
-            qa[c][3] = pack_bf16(a3.x, a3.y);
+            qa[c][0] = load_pair(qr0 + c * 16, in0);
+            qa[c][1] = load_pair(qr1 + c * 16, in1);
+            qa[c][2] = load_pair(qr0 + c * 16 + 8, in0);
+            qa[c][3] = load_pair(qr1 + c * 16 + 8, in1);
         }
     }
-    store_tile<HD>(ks, pre);
-    store_tile<HD>(vs, pre_v);
+    store_tile<HD, T>(ks, pre);
+    store_tile<HD, T>(vs, pre_v);
     __syncthreads();
     /* ldmatrix row addresses: matrix lane / 8, row lane % 8 */
     int mi = lane / 8, mr = lane % 8;
@@ -162,60 +217,62 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q
         float s[NT][4];
         if (live) {
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
+            for (int n = 0; n < NT; n++)
                 s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            /* key tiles innermost: consecutive mma.syncs feed different
+             * accumulators instead of waiting on one another */
 #pragma unroll
-                for (int c = 0; c < HD / 16; c += 2) {
+            for (int c = 0; c < HD / 16; c += 2)
+#pragma unroll
+                for (int n = 0; n < NT; n++) {
                     uint32_t kf[4];
                     ldsm4(kf, kt + (n * 8 + mr) * LD + c * 16 + mi * 8);
                     mma16816(s[n], qa[c], kf[0], kf[1]);
                     mma16816(s[n], qa[c + 1], kf[2], kf[3]);
                 }
-            }
         }
         if (next)
-            store_tile<HD>(ks + (stage ^ 1) * TILE, pre);
+            store_tile<HD, T>(ks + (stage ^ 1) * TILE, pre);
         if (next)
             fetch_tile<HD>(pre, vb, d.kv_stride, k0 + FA_KEYS, d.seq_len);
         if (live) {
-            /* mask (only where the tile crosses the diagonal or the end),
-             * scale, and the rows' running maxima */
-            bool mask = k0 + FA_KEYS > d.seq_len || (d.causal && k0 + FA_KEYS - 1 > wrow);
+            /* mask (only where the tile crosses the diagonal or the end) */
+            if (k0 + FA_KEYS > d.seq_len || (d.causal && k0 + FA_KEYS - 1 > wrow)) {
+#pragma unroll
+                for (int n = 0; n < NT; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int key = k0 + n * 8 + 2 * t + (e & 1), row = e < 2 ? row0 : row1;
+                        if (key >= d.seq_len || (d.causal && key > row))
+                            s[n][e] = -INFINITY;
+                    }
+            }
+            /* the rows' running maxima, in log2 units of the scaled score
+             * (the scale is positive, so the raw maximum is the one) */
             float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-            for (int n = 0; n < NT; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int key = k0 + n * 8 + 2 * t + (e & 1), row = e < 2 ? row0 : row1;
-                    bool masked = mask && (key >= d.seq_len || (d.causal && key > row));
-                    float x = masked ? -INFINITY : s[n][e] * scale;
-                    s[n][e] = x;
-                    if (e < 2)
-                        mx0 = fmaxf(mx0, x);
-                    else
-                        mx1 = fmaxf(mx1, x);
-                }
+            for (int n = 0; n < NT; n++) {
+                mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+            }
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-            float c0 = n0 == -INFINITY ? 1.0f : exp2f(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : exp2f(m1 - n1);
+            /* every row has a key in a live warp's first tile (key 0), so
+             * the new maxima are finite and exp2(-inf - n) is 0 */
+            float n0 = fmaxf(m0, mx0 * scale), n1 = fmaxf(m1, mx1 * scale);
+            float c0 = exp2f(m0 - n0), c1 = exp2f(m1 - n1);
             float sum0 = 0.0f, sum1 = 0.0f;
             uint32_t pa[NT / 2][4];
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                float p[4];
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float ref = e < 2 ? n0 : n1;
-                    p[e] = s[n][e] == -INFINITY ? 0.0f : exp2f(s[n][e] - ref);
-                }
+                float p0 = exp2f(fmaf(s[n][0], scale, -n0)), p1 = exp2f(fmaf(s[n][1], scale, -n0));
+                float p2 = exp2f(fmaf(s[n][2], scale, -n1)), p3 = exp2f(fmaf(s[n][3], scale, -n1));
                 /* round once: the sums and P.V see the same probabilities */
-                uint32_t lo = pack_bf16(p[0], p[1]), hi = pack_bf16(p[2], p[3]);
-                __nv_bfloat162 blo = *(__nv_bfloat162 *)&lo, bhi = *(__nv_bfloat162 *)&hi;
-                sum0 += __low2float(blo) + __high2float(blo);
-                sum1 += __low2float(bhi) + __high2float(bhi);
+                uint32_t lo = pack_bf16(p0, p1), hi = pack_bf16(p2, p3);
+                sum0 += __uint_as_float(lo << 16) + __uint_as_float(lo & 0xffff0000u);
+                sum1 += __uint_as_float(hi << 16) + __uint_as_float(hi & 0xffff0000u);
                 pa[n / 2][(n & 1) * 2 + 0] = lo;
                 pa[n / 2][(n & 1) * 2 + 1] = hi;
             }
@@ -227,12 +284,16 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q
             l1 = l1 * c1 + sum1;
             m0 = n0;
             m1 = n1;
+            /* rescale only when some row's maximum grew (after the first
+             * tiles it seldom does) */
+            if (__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f)) {
 #pragma unroll
-            for (int j = 0; j < OT; j++) {
-                o[j][0] *= c0;
-                o[j][1] *= c0;
-                o[j][2] *= c1;
-                o[j][3] *= c1;
+                for (int j = 0; j < OT; j++) {
+                    o[j][0] *= c0;
+                    o[j][1] *= c0;
+                    o[j][2] *= c1;
+                    o[j][3] *= c1;
+                }
             }
             /* O += P V: V's B fragments are pairs along the key, read
              * transposed: matrices (keys +0/+8) x (dims j, j + 1) */
@@ -247,7 +308,7 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q
                 }
         }
         if (next)
-            store_tile<HD>(vs + (stage ^ 1) * TILE, pre);
+            store_tile<HD, T>(vs + (stage ^ 1) * TILE, pre);
         __syncthreads();
     }
     float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
@@ -255,11 +316,9 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const float *q
     for (int j = 0; j < OT; j++) {
         int c = j * 8 + 2 * t;
         if (row0 < d.seq_len)
-            *(float2 *)(out + (seq0 + row0) * d.out_stride + (size_t)h * HD + c) =
-                make_float2(o[j][0] * inv0, o[j][1] * inv0);
+            store_pair(out + (seq0 + row0) * d.out_stride + (size_t)h * HD + c, o[j][0] * inv0, o[j][1] * inv0);
         if (row1 < d.seq_len)
-            *(float2 *)(out + (seq0 + row1) * d.out_stride + (size_t)h * HD + c) =
-                make_float2(o[j][2] * inv1, o[j][3] * inv1);
+            store_pair(out + (seq0 + row1) * d.out_stride + (size_t)h * HD + c, o[j][2] * inv1, o[j][3] * inv1);
     }
 }
 
@@ -268,12 +327,14 @@ static bool aligned16(const void *p)
     return ((uintptr_t)p & 15u) == 0;
 }
 
-template <int HD>
-static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d, const float *q,
-                  const float *k, const float *v, float *out)
+template <int HD, typename T>
+static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
+    const T *q = (const T *)dy_cuda_ptr(d->q), *k = (const T *)dy_cuda_ptr(d->k);
+    const T *v = (const T *)dy_cuda_ptr(d->v);
+    T *out = (T *)dy_cuda_ptr(d->out);
     size_t bytes = fa_layout<HD>::bytes;
-    cudaError_t e = cudaFuncSetAttribute(flash_prefill_kernel<HD>,
+    cudaError_t e = cudaFuncSetAttribute(flash_prefill_kernel<HD, T>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess)
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(flash prefill)");
@@ -283,21 +344,23 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d,
     int rows = FA_WARPS / hpb * 16;
     dim3 grid((unsigned)((d->seq_len + rows - 1) / rows), (unsigned)(d->kv_heads * (group / hpb)),
               (unsigned)d->batch);
-    flash_prefill_kernel<HD><<<grid, FA_THREADS, bytes, c->stream>>>(*d, hpb, q, k, v, out);
+    flash_prefill_kernel<HD, T><<<grid, FA_THREADS, bytes, c->stream>>>(*d, hpb, q, k, v, out);
     return dy_cuda_check_launch(c, "flash attention prefill");
 }
 
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
-    const float *q = (const float *)dy_cuda_ptr(d->q), *k = (const float *)dy_cuda_ptr(d->k);
-    const float *v = (const float *)dy_cuda_ptr(d->v);
-    float *out = (float *)dy_cuda_ptr(d->out);
-    bool fits = d->compute_dtype == DY_BF16 && d->dtype == DY_F32 &&
+    const void *q = dy_cuda_ptr(d->q), *k = dy_cuda_ptr(d->k), *v = dy_cuda_ptr(d->v), *out = dy_cuda_ptr(d->out);
+    /* 16-byte rows: 4 f32 or 8 bf16 elements */
+    int vec = d->dtype == DY_BF16 ? 8 : 4;
+    bool fits = d->compute_dtype == DY_BF16 && (d->dtype == DY_F32 || d->dtype == DY_BF16) &&
                 (d->head_dim == 64 || d->head_dim == 128) && d->heads % d->kv_heads == 0 &&
-                d->q_stride % 4 == 0 && d->kv_stride % 4 == 0 && d->out_stride % 2 == 0 &&
+                d->q_stride % 2 == 0 && d->kv_stride % vec == 0 && d->out_stride % 2 == 0 &&
                 aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
     if (!fits)
         return DY_E_UNSUPPORTED;
-    return d->head_dim == 64 ? launch<64>(c, d, q, k, v, out) : launch<128>(c, d, q, k, v, out);
+    if (d->dtype == DY_BF16)
+        return d->head_dim == 64 ? launch<64, __nv_bfloat16>(c, d) : launch<128, __nv_bfloat16>(c, d);
+    return d->head_dim == 64 ? launch<64, float>(c, d) : launch<128, float>(c, d);
 }
 #endif

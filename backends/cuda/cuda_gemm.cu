@@ -7,7 +7,8 @@
  * column here.
  * Otherwise cuBLAS. With f16/bf16 weights the tensor cores take operands of
  * one type, so A is rounded to the weights' dtype first (backend.h allows
- * this); accumulation is f32.
+ * this); accumulation is f32. C in B's f16/bf16 (reduced-precision
+ * activations) always takes this path, rounded once by cuBLASLt's epilogue.
  * Builds without a vendor BLAS (HIP on Debian; nvcc with -DDY_GPU_BLAS=0 to
  * check that path on an NVIDIA card) take a shared-memory tiled kernel
  * instead, A read in its own dtype. Quantized B: cuda_quant_gemm.cu. */
@@ -104,14 +105,17 @@ static bool gemv_fits(const struct dy_gemm_desc *d, const void *a, const void *b
 #include <cuda_bf16.h>
 
 /* c[i, :] += bias for rows of a 2-D grid (y strides over the rows) */
-__global__ void add_bias_kernel(float *c, int ldc, int m, int n, const void *bias, enum dy_dtype bt)
+__global__ void add_bias_kernel(void *c, enum dy_dtype ct, int ldc, int m, int n, const void *bias,
+                                enum dy_dtype bt)
 {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= n)
         return;
     float add = dy_load_f32(bias, bt, j);
-    for (int i = blockIdx.y; i < m; i += gridDim.y)
-        c[(size_t)i * ldc + j] += add;
+    for (int i = blockIdx.y; i < m; i += gridDim.y) {
+        size_t at = (size_t)i * ldc + j;
+        dy_store_f32(c, ct, at, dy_load_f32(c, ct, at) + add);
+    }
 }
 
 __global__ void bias_f32_kernel(const void *bias, enum dy_dtype bt, int n, float *out)
@@ -191,10 +195,11 @@ static int pack_a(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *
 }
 
 /* C = A B^T + beta C + bias through cuBLASLt, the bias added by its
- * epilogue (as f32: the epilogue's bias has C's type) instead of a pass of
- * its own over C. DY_E_UNSUPPORTED when cuBLASLt offers no algorithm. */
+ * epilogue instead of a pass of its own over C. The epilogue's bias has C's
+ * type: f32 C takes the bias converted to f32, an f16/bf16 C B's own.
+ * DY_E_UNSUPPORTED when cuBLASLt offers no algorithm. */
 static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a_op, int lda,
-                        const void *b, const float *bias32, float *cp)
+                        const void *b, const void *bias_c, void *cp)
 {
     int st = dy_cuda_lt_ready(c);
     if (st != DY_OK)
@@ -217,13 +222,13 @@ static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const 
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias32, sizeof bias32);
+        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_c, sizeof bias_c);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatrixLayoutCreate(&lb, t, d->k, d->n, d->ldb);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatrixLayoutCreate(&la, t, d->k, d->m, lda);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, d->n, d->m, d->ldc);
+        s = cublasLtMatrixLayoutCreate(&lc, cuda_type(d->c_dtype), d->n, d->m, d->ldc);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulPreferenceCreate(&pref);
     if (s == CUBLAS_STATUS_SUCCESS)
@@ -250,15 +255,15 @@ static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const 
 }
 
 static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, const void *b,
-                     const void *bias, float *cp)
+                     const void *bias, void *cp)
 {
     const void *a_op = a;
     int lda = d->lda, st;
     bool pack = d->a_dtype != d->b_dtype;
-    /* scratch: A in B's dtype, then the bias in f32 */
+    /* scratch: A in B's dtype, then the bias in f32 for an f32 C */
     size_t a_bytes = pack ? ((size_t)d->m * d->k * 2 + 255) / 256 * 256 : 0;
-    bool lt = bias && d->b_dtype != DY_F32;
-    if ((st = dy_cuda_reserve(c, &c->scratch, &c->scratch_size, a_bytes + (lt ? (size_t)d->n * 4 : 0))))
+    bool lt = bias && d->b_dtype != DY_F32, bias32 = lt && d->c_dtype == DY_F32;
+    if ((st = dy_cuda_reserve(c, &c->scratch, &c->scratch_size, a_bytes + (bias32 ? (size_t)d->n * 4 : 0))))
         return st;
     if (pack) {
         if ((st = pack_a(c, d, a, c->scratch)) != DY_OK)
@@ -267,11 +272,15 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
         lda = d->k;
     }
     if (lt) {
-        float *bias32 = (float *)((char *)c->scratch + a_bytes);
-        bias_f32_kernel<<<(d->n + 255) / 256, 256, 0, c->stream>>>(bias, d->b_dtype, d->n, bias32);
-        if ((st = dy_cuda_check_launch(c, "gemm bias")) != DY_OK)
-            return st;
-        st = gemm_lt_bias(c, d, a_op, lda, b, bias32, cp);
+        const void *bias_c = bias;
+        if (bias32) {
+            float *f = (float *)((char *)c->scratch + a_bytes);
+            bias_f32_kernel<<<(d->n + 255) / 256, 256, 0, c->stream>>>(bias, d->b_dtype, d->n, f);
+            if ((st = dy_cuda_check_launch(c, "gemm bias")) != DY_OK)
+                return st;
+            bias_c = f;
+        }
+        st = gemm_lt_bias(c, d, a_op, lda, b, bias_c, cp);
         if (st != DY_E_UNSUPPORTED)
             return st;
     }
@@ -279,14 +288,15 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
     /* row-major C = A B^T is column-major C^T = B A^T */
     cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, d->n, d->m, d->k, &alpha, b,
                                     cuda_type(d->b_dtype), d->ldb, a_op, cuda_type(d->b_dtype), lda,
-                                    &beta, cp, CUDA_R_32F, d->ldc, CUBLAS_COMPUTE_32F,
+                                    &beta, cp, cuda_type(d->c_dtype), d->ldc, CUBLAS_COMPUTE_32F,
                                     CUBLAS_GEMM_DEFAULT);
     if (s != CUBLAS_STATUS_SUCCESS) {
         snprintf(c->err, sizeof c->err, "cublasGemmEx: %s", cublasGetStatusString(s));
         return s == CUBLAS_STATUS_ALLOC_FAILED ? DY_E_NOMEM : DY_E_DEVICE;
     }
     if (bias) {
-        add_bias_kernel<<<grid_2d(d->n, d->m), 256, 0, c->stream>>>(cp, d->ldc, d->m, d->n, bias, d->b_dtype);
+        add_bias_kernel<<<grid_2d(d->n, d->m), 256, 0, c->stream>>>(cp, d->c_dtype, d->ldc, d->m, d->n, bias,
+                                                                    d->b_dtype);
         return dy_cuda_check_launch(c, "gemm bias");
     }
     return DY_OK;
@@ -296,7 +306,7 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
  * and walks k in TILE_K slices (cuda_tile.h). */
 __global__ void __launch_bounds__(TILE_THREADS)
 gemm_tiled_kernel(const void *a, enum dy_dtype at, int lda, const void *b, enum dy_dtype bt, int ldb,
-                  const void *bias, float *c, int ldc, int m, int n, int k, float beta)
+                  const void *bias, void *c, enum dy_dtype ct, int ldc, int m, int n, int k, float beta)
 {
     __shared__ float as[TILE_K][TILE_M + 1], bs[TILE_K][TILE_N + 1];
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -321,20 +331,21 @@ gemm_tiled_kernel(const void *a, enum dy_dtype at, int lda, const void *b, enum 
         for (int j = 0; j < 4; j++) {
             int col = col0 + tx + 16 * j;
             if (row < m && col < n) {
-                float *out = c + (size_t)row * ldc + col;
+                size_t at = (size_t)row * ldc + col;
                 float add = bias ? dy_load_f32(bias, bt, col) : 0.0f;
-                *out = (beta != 0.0f ? beta * *out : 0.0f) + acc[i][j] + add;
+                dy_store_f32(c, ct, at, (beta != 0.0f ? beta * dy_load_f32(c, ct, at) : 0.0f) + acc[i][j] + add);
             }
         }
     }
 }
 
 static int gemm_tiled(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, const void *b,
-                      const void *bias, float *cp)
+                      const void *bias, void *cp)
 {
     dim3 grid((unsigned)((d->n + TILE_N - 1) / TILE_N), (unsigned)((d->m + TILE_M - 1) / TILE_M));
     gemm_tiled_kernel<<<grid, TILE_THREADS, 0, c->stream>>>(a, d->a_dtype, d->lda, b, d->b_dtype, d->ldb,
-                                                          bias, cp, d->ldc, d->m, d->n, d->k, d->beta);
+                                                          bias, cp, d->c_dtype, d->ldc, d->m, d->n, d->k,
+                                                          d->beta);
     return dy_cuda_check_launch(c, "gemm");
 }
 #endif
@@ -345,38 +356,30 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
     if (dy_dtype_quantized(d->b_dtype) && d->m > 0 && d->n > 0 && d->k > 0)
         return dy_cuda_gemm_quant(c, d);
     bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;
-    if (d->m <= 0 || d->n <= 0 || d->k <= 0 || d->c_dtype != DY_F32 || !a_ok || d->b_dtype == DY_I32) {
-        snprintf(c->err, sizeof c->err, "gemm supports f32 C, f32/f16/bf16 B and A in f32 or B's dtype");
+    bool c_ok = d->c_dtype == DY_F32 || (d->c_dtype == d->b_dtype && d->b_dtype != DY_F32);
+    bool beta_ok = d->c_dtype == DY_F32 || d->beta == 0.0f || d->beta == 1.0f;
+    if (d->m <= 0 || d->n <= 0 || d->k <= 0 || !c_ok || !beta_ok || !a_ok || d->b_dtype == DY_I32) {
+        snprintf(c->err, sizeof c->err,
+                 "gemm supports f32/f16/bf16 B, A in f32 or B's dtype, C in f32 or B's dtype");
         return d->m <= 0 || d->n <= 0 || d->k <= 0 ? DY_E_INVALID : DY_E_UNSUPPORTED;
     }
     const void *a = dy_cuda_ptr(d->a), *b = dy_cuda_ptr(d->b);
     const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
-    float *cp = (float *)dy_cuda_ptr(d->c);
+    void *cp = dy_cuda_ptr(d->c);
     if (gemv_fits(d, a, b)) {
         /* the streaming GEMV of the quantized formats reads bf16/f16 rows
          * too, with more loads in flight per lane than the kernel here
          * (DYNO_CUDA_GEMV=warp keeps the one-warp-per-column kernel) */
         const char *pick = getenv("DYNO_CUDA_GEMV");
         if (d->b_dtype != DY_F32 && d->ldb == d->k && !(pick && !strcmp(pick, "warp"))) {
-            struct dy_qgemv_args g = {};
-            g.a = (const float *)a;
-            g.b = (const unsigned char *)b;
-            g.c = cp;
-            g.bias = bias;
-            g.bias_dtype = d->b_dtype;
-            g.rows = d->m;
-            g.n = d->n;
-            g.k = d->k;
-            g.lda = d->lda;
-            g.ldc = d->ldc;
-            g.beta = d->beta;
+            struct dy_qgemv_args g = dy_cuda_gemv_args(d);
             int st = dy_cuda_qgemv(c, &g, d->b_dtype);
             if (st != DY_E_UNSUPPORTED)
                 return st;
         }
         unsigned blocks = (unsigned)((d->n + GEMV_WARPS - 1) / GEMV_WARPS);
         dy_launch(c, gemv_kernels[d->m], blocks, GEMV_WARPS * DY_WARP, 0, a, d->lda, b, d->ldb, d->b_dtype, bias,
-                  cp, d->ldc, d->n, d->k, d->beta, c->prefetch);
+                  (float *)cp, d->ldc, d->n, d->k, d->beta, c->prefetch);
         return dy_cuda_check_launch(c, "gemv");
     }
 #if DY_GPU_BLAS

@@ -161,6 +161,9 @@ struct dy_qgemv_args {
     size_t expert_bytes, expert_scales;
     bool prefetch; /* dense calls: fetch the block's first weights before waiting */
 };
+/* The GEMV's arguments for a dense gemm of at most 8 rows (plain bf16/f16
+ * or quantized B) */
+struct dy_qgemv_args dy_cuda_gemv_args(const struct dy_gemm_desc *d);
 /* DY_E_UNSUPPORTED when the operands are not laid out for its 16-byte
  * loads (k, group, alignment) or there are more than 8 rows per tile. */
 int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *g, enum dy_dtype qt);

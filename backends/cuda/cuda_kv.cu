@@ -44,10 +44,12 @@ __global__ void kv_append_kernel(struct dy_kv_append_desc d, const void *k, cons
     }
 }
 
-/* The same for many tokens of f32 rows 4-aligned: a float4 of K and of V a
- * thread, x over the row, y striding over the tokens (no 64-bit index
- * division per element, which bounded the kernel above at prefill). */
-__global__ void kv_append_rows_kernel(struct dy_kv_append_desc d, const float *k, const float *v,
+/* The same for many tokens of rows 4-aligned (f32, or f16/bf16
+ * activations): four elements of K and of V a thread, x over the row, y
+ * striding over the tokens (no 64-bit index division per element, which
+ * bounded the kernel above at prefill). */
+template <enum dy_dtype ST>
+__global__ void kv_append_rows_kernel(struct dy_kv_append_desc d, const void *k, const void *v,
                                       const int32_t *slots, void *kc, void *vc)
 {
     DY_GRID_ENTER();
@@ -56,8 +58,19 @@ __global__ void kv_append_rows_kernel(struct dy_kv_append_desc d, const float *k
         return;
     for (int t = blockIdx.y; t < d.tokens; t += gridDim.y) {
         size_t src = (size_t)t * d.src_stride + i, dst = (size_t)slots[t] * row + i;
-        float4 kx = *(const float4 *)(k + src), vx = *(const float4 *)(v + src);
-        const float kf[4] = { kx.x, kx.y, kx.z, kx.w }, vf[4] = { vx.x, vx.y, vx.z, vx.w };
+        float kf[4], vf[4];
+        if constexpr (ST == DY_F32) {
+            float4 kx = *(const float4 *)((const float *)k + src), vx = *(const float4 *)((const float *)v + src);
+            kf[0] = kx.x, kf[1] = kx.y, kf[2] = kx.z, kf[3] = kx.w;
+            vf[0] = vx.x, vf[1] = vx.y, vf[2] = vx.z, vf[3] = vx.w;
+        } else {
+            uint2 kx = *(const uint2 *)((const uint16_t *)k + src), vx = *(const uint2 *)((const uint16_t *)v + src);
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                kf[e] = dy_load_f32(&kx, ST, e);
+                vf[e] = dy_load_f32(&vx, ST, e);
+            }
+        }
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             dy_cuda_store_f32(kc, d.cache_dtype, dst + e, kf[e]);
@@ -117,12 +130,15 @@ int dy_cuda_kv_append(void *ctx, const struct dy_kv_append_desc *d)
         dy_launch(c, kv_append_int8_kernel, (unsigned)((threads + THREADS - 1) / THREADS), THREADS, 0, *d, k, v,
                   slots, dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache), dy_cuda_ptr(d->k_scale),
                   dy_cuda_ptr(d->v_scale));
-    } else if (d->tokens >= ROWS_MIN_TOKENS && d->src_dtype == DY_F32 && (d->kv_heads * d->head_dim) % 4 == 0 &&
-               d->src_stride % 4 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0) {
+    } else if (d->tokens >= ROWS_MIN_TOKENS && (d->kv_heads * d->head_dim) % 4 == 0 && d->src_stride % 4 == 0 &&
+               ((uintptr_t)k | (uintptr_t)v) % (d->src_dtype == DY_F32 ? 16 : 8) == 0) {
         int row = d->kv_heads * d->head_dim;
         dim3 grid((unsigned)((row / 4 + THREADS - 1) / THREADS), (unsigned)(d->tokens < 65535 ? d->tokens : 65535));
-        dy_launch(c, kv_append_rows_kernel, grid, THREADS, 0, *d, (const float *)k, (const float *)v, slots,
-                  dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache));
+        void (*kernel)(struct dy_kv_append_desc, const void *, const void *, const int32_t *, void *, void *) =
+            d->src_dtype == DY_F32   ? kv_append_rows_kernel<DY_F32>
+            : d->src_dtype == DY_F16 ? kv_append_rows_kernel<DY_F16>
+                                     : kv_append_rows_kernel<DY_BF16>;
+        dy_launch(c, kernel, grid, THREADS, 0, *d, k, v, slots, dy_cuda_ptr(d->k_cache), dy_cuda_ptr(d->v_cache));
     } else {
         dy_launch(c, kv_append_kernel, blocks_for(n), THREADS, 0, *d, k, v, slots, dy_cuda_ptr(d->k_cache),
                   dy_cuda_ptr(d->v_cache));

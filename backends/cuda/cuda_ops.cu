@@ -97,7 +97,7 @@ __global__ void norm_kernel(struct dy_norm_desc d, const void *x, const void *w,
         float v = (dy_load_f32(x, d.dtype, xr + i) - mean) * inv * dy_load_f32(w, d.weight_dtype, i);
         if (bias)
             v += dy_load_f32(bias, d.weight_dtype, i);
-        dy_store_f32(out, d.dtype, orow + i, v);
+        dy_store_f32(out, d.out_dtype, orow + i, v);
     }
 }
 
@@ -124,9 +124,24 @@ template <enum dy_dtype WT> __device__ __forceinline__ float4 load_vec4(const vo
     }
 }
 
-template <bool LAYER, enum dy_dtype WT>
+template <enum dy_dtype OT> __device__ __forceinline__ void store_vec4(void *p, int i4, float4 v)
+{
+    if constexpr (OT == DY_F32) {
+        ((float4 *)p)[i4] = v;
+    } else {
+        float f[4] = { v.x, v.y, v.z, v.w };
+        uint2 raw;
+        uint16_t *h = (uint16_t *)&raw;
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            h[j] = OT == DY_BF16 ? dy_f32_to_bf16(f[j]) : dy_f32_to_f16(f[j]);
+        ((uint2 *)p)[i4] = raw;
+    }
+}
+
+template <bool LAYER, enum dy_dtype WT, enum dy_dtype OT>
 __global__ void __launch_bounds__(NORM_MAX_THREADS)
-norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const void *bias, float *out)
+norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const void *bias, void *out)
 {
     __shared__ float shared[NORM_MAX_THREADS / DY_WARP];
     int n4 = d.dim / 4;
@@ -158,39 +173,45 @@ norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const voi
         }
     }
     float inv = rsqrtf(block_sum(sq, shared) / d.dim + d.eps);
-    float4 *orow = (float4 *)(out + (size_t)blockIdx.x * d.out_stride);
+    char *orow = (char *)out + (size_t)blockIdx.x * d.out_stride * (OT == DY_F32 ? 4 : 2);
 #pragma unroll
     for (int v = 0; v < NORM_VEC; v++) {
         int i = threadIdx.x + v * blockDim.x;
         if (i < n4)
-            orow[i] = make_float4((xv[v].x - mean) * inv * wv[v].x + bv[v].x, (xv[v].y - mean) * inv * wv[v].y + bv[v].y,
-                                  (xv[v].z - mean) * inv * wv[v].z + bv[v].z, (xv[v].w - mean) * inv * wv[v].w + bv[v].w);
+            store_vec4<OT>(orow, i, make_float4((xv[v].x - mean) * inv * wv[v].x + bv[v].x, (xv[v].y - mean) * inv * wv[v].y + bv[v].y,
+                                  (xv[v].z - mean) * inv * wv[v].z + bv[v].z, (xv[v].w - mean) * inv * wv[v].w + bv[v].w));
     }
 }
 
-typedef void (*norm_rows_fn)(struct dy_norm_desc, const float *, const void *, const void *, float *);
+typedef void (*norm_rows_fn)(struct dy_norm_desc, const float *, const void *, const void *, void *);
+
+#define NORM_ROWS_OUT(L, WT) \
+    { norm_rows_kernel<L, WT, DY_F32>, norm_rows_kernel<L, WT, DY_F16>, norm_rows_kernel<L, WT, DY_BF16> }
 
 /* The register-held path when the rows are f32 on 16 bytes and short
  * enough; DY_E_UNSUPPORTED otherwise. */
 static int norm_rows(struct cuda_ctx *c, const struct dy_norm_desc *d)
 {
-    static const norm_rows_fn kernels[2][3] = {
-        { norm_rows_kernel<false, DY_F32>, norm_rows_kernel<false, DY_F16>, norm_rows_kernel<false, DY_BF16> },
-        { norm_rows_kernel<true, DY_F32>, norm_rows_kernel<true, DY_F16>, norm_rows_kernel<true, DY_BF16> },
+    /* [layer][weight dtype][out dtype] */
+    static const norm_rows_fn kernels[2][3][3] = {
+        { NORM_ROWS_OUT(false, DY_F32), NORM_ROWS_OUT(false, DY_F16), NORM_ROWS_OUT(false, DY_BF16) },
+        { NORM_ROWS_OUT(true, DY_F32), NORM_ROWS_OUT(true, DY_F16), NORM_ROWS_OUT(true, DY_BF16) },
     };
     const void *x = dy_cuda_ptr(d->x), *w = dy_cuda_ptr(d->weight), *out = dy_cuda_ptr(d->out);
     const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
     int n4 = d->dim / 4, wt = d->weight_dtype == DY_F32 ? 0 : d->weight_dtype == DY_F16 ? 1 : 2;
-    size_t walign = d->weight_dtype == DY_F32 ? 16 : 8;
+    int ot = d->out_dtype == DY_F32 ? 0 : d->out_dtype == DY_F16 ? 1 : 2;
+    size_t walign = d->weight_dtype == DY_F32 ? 16 : 8, oalign = d->out_dtype == DY_F32 ? 16 : 8;
     bool fits = d->dtype == DY_F32 && d->dim % 4 == 0 && n4 <= NORM_VEC * NORM_MAX_THREADS &&
                 d->x_stride % 4 == 0 && d->out_stride % 4 == 0 && (uintptr_t)x % 16 == 0 &&
-                (uintptr_t)out % 16 == 0 && (uintptr_t)w % walign == 0 && (uintptr_t)bias % walign == 0 &&
-                (d->weight_dtype == DY_F32 || d->weight_dtype == DY_F16 || d->weight_dtype == DY_BF16);
+                (uintptr_t)out % oalign == 0 && (uintptr_t)w % walign == 0 && (uintptr_t)bias % walign == 0 &&
+                (d->weight_dtype == DY_F32 || d->weight_dtype == DY_F16 || d->weight_dtype == DY_BF16) &&
+                (d->out_dtype == DY_F32 || d->out_dtype == DY_F16 || d->out_dtype == DY_BF16);
     if (!fits)
         return DY_E_UNSUPPORTED;
     int threads = (n4 + NORM_VEC - 1) / NORM_VEC;
     threads = (threads + DY_WARP - 1) / DY_WARP * DY_WARP;
-    dy_launch(c, kernels[d->kind == DY_NORM_LAYER][wt], d->rows, threads, 0, *d, x, w, bias, out);
+    dy_launch(c, kernels[d->kind == DY_NORM_LAYER][wt][ot], d->rows, threads, 0, *d, x, w, bias, out);
     return dy_cuda_check_launch(c, "norm");
 }
 
@@ -233,7 +254,8 @@ __global__ void rope_kernel(struct dy_rope_desc d, void *x, const int32_t *pos, 
  * sines and cosines computed once into shared memory for every head (the
  * kernel above computes them again for each head and divides a 64-bit
  * index per element); the same arithmetic, so the same bits. */
-__global__ void rope_rows_kernel(struct dy_rope_desc d, float *x, const int32_t *pos, const float *inv_freq)
+template <enum dy_dtype T>
+__global__ void rope_rows_kernel(struct dy_rope_desc d, void *x, const int32_t *pos, const float *inv_freq)
 {
     DY_GRID_ENTER();
     __shared__ float sn[ROPE_MAX_HALF], cs[ROPE_MAX_HALF];
@@ -243,13 +265,13 @@ __global__ void rope_rows_kernel(struct dy_rope_desc d, float *x, const int32_t 
         for (int i = threadIdx.x; i < half; i += blockDim.x)
             sincosf(__fmul_rn((float)pos[t], inv_freq[i]), &sn[i], &cs[i]);
         __syncthreads();
-        float *row = x + (size_t)t * d.row_stride;
+        size_t row = (size_t)t * d.row_stride;
         for (int p = threadIdx.x; p < d.heads * half; p += blockDim.x) {
             int h = p / half, i = p - h * half;
-            float *e = row + h * d.head_dim + i;
-            float x0 = e[0], x1 = e[half];
-            e[0] = x0 * cs[i] - x1 * sn[i];
-            e[half] = x1 * cs[i] + x0 * sn[i];
+            size_t e = row + h * d.head_dim + i;
+            float x0 = dy_load_f32(x, T, e), x1 = dy_load_f32(x, T, e + half);
+            dy_store_f32(x, T, e, x0 * cs[i] - x1 * sn[i]);
+            dy_store_f32(x, T, e + half, x1 * cs[i] + x0 * sn[i]);
         }
     }
 }
@@ -260,9 +282,13 @@ int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
     size_t n = (size_t)d->tokens * d->heads * (d->head_dim / 2);
     if (!n)
         return DY_OK;
-    if (d->tokens >= ROWS_MIN_TOKENS && d->dtype == DY_F32 && d->head_dim / 2 <= ROPE_MAX_HALF) {
+    bool act = d->dtype == DY_F32 || d->dtype == DY_F16 || d->dtype == DY_BF16;
+    if (d->tokens >= ROWS_MIN_TOKENS && act && d->head_dim / 2 <= ROPE_MAX_HALF) {
         unsigned blocks = (unsigned)(d->tokens < 65535 ? d->tokens : 65535);
-        dy_launch(c, rope_rows_kernel, blocks, THREADS, 0, *d, (float *)dy_cuda_ptr(d->x),
+        void (*kernel)(struct dy_rope_desc, void *, const int32_t *, const float *) =
+            d->dtype == DY_F32 ? rope_rows_kernel<DY_F32>
+            : d->dtype == DY_F16 ? rope_rows_kernel<DY_F16> : rope_rows_kernel<DY_BF16>;
+        dy_launch(c, kernel, blocks, THREADS, 0, *d, dy_cuda_ptr(d->x),
                   (const int32_t *)dy_cuda_ptr(d->positions), (const float *)dy_cuda_ptr(d->inv_freq));
         return dy_cuda_check_launch(c, "rope");
     }
@@ -303,27 +329,29 @@ __device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, flo
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-/* f32 rows of 4-aligned width: a float4 a thread, x over the columns, y
- * striding over the rows (no index division, one op branch per block) */
-template <enum dy_eltwise_op OP>
-__global__ void eltwise4_kernel(struct dy_eltwise_desc d, const float *a, const float *b, float *out)
+/* Rows of 4-aligned width: four elements a thread (a float4, or four
+ * f16/bf16 in 8 bytes), x over the columns, y striding over the rows (no
+ * index division, one op branch per block) */
+template <enum dy_eltwise_op OP, enum dy_dtype T>
+__global__ void eltwise4_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
 {
     DY_GRID_ENTER();
+    constexpr size_t ES = T == DY_F32 ? 4 : 2;
     int c = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
     if (c >= d.cols)
         return;
     for (int r = blockIdx.y; r < d.rows; r += gridDim.y) {
-        float4 x = *(const float4 *)(a + (size_t)r * d.a_stride + c), y = x, p = x;
-        float4 *o = (float4 *)(out + (size_t)r * d.out_stride + c);
+        float4 x = load_vec4<T>((const char *)a + (size_t)r * d.a_stride * ES, c / 4), y = x, p = x;
+        char *o = (char *)out + (size_t)r * d.out_stride * ES;
         if (OP == DY_ELT_ADD || OP == DY_ELT_SILU_MUL)
-            y = *(const float4 *)(b + (size_t)r * d.b_stride + c);
+            y = load_vec4<T>((const char *)b + (size_t)r * d.b_stride * ES, c / 4);
         if (OP == DY_ELT_GATED_ADD) {
-            float g = 1.0f + expf(-b[(size_t)r * d.b_stride]);
+            float g = 1.0f + expf(-dy_load_f32(b, T, (size_t)r * d.b_stride));
             y = make_float4(g, g, g, g);
-            p = *o;
+            p = load_vec4<T>(o, c / 4);
         }
-        *o = make_float4(eltwise_one(OP, x.x, y.x, p.x), eltwise_one(OP, x.y, y.y, p.y),
-                         eltwise_one(OP, x.z, y.z, p.z), eltwise_one(OP, x.w, y.w, p.w));
+        store_vec4<T>(o, c / 4, make_float4(eltwise_one(OP, x.x, y.x, p.x), eltwise_one(OP, x.y, y.y, p.y),
+                                            eltwise_one(OP, x.z, y.z, p.z), eltwise_one(OP, x.w, y.w, p.w)));
     }
 }
 
@@ -331,8 +359,16 @@ static bool eltwise4_fits(const struct dy_eltwise_desc *d, const void *a, const 
 {
     bool strides = d->cols % 4 == 0 && d->a_stride % 4 == 0 && d->out_stride % 4 == 0 &&
                    ((d->op != DY_ELT_ADD && d->op != DY_ELT_SILU_MUL) || d->b_stride % 4 == 0);
-    return d->dtype == DY_F32 && strides && ((uintptr_t)a | (uintptr_t)out | (b ? (uintptr_t)b : 0)) % 16 == 0;
+    bool dtype = d->dtype == DY_F32 || d->dtype == DY_F16 || d->dtype == DY_BF16;
+    uintptr_t align = d->dtype == DY_F32 ? 16 : 8;
+    bool b_vec = d->op == DY_ELT_ADD || d->op == DY_ELT_SILU_MUL;
+    return dtype && strides && ((uintptr_t)a | (uintptr_t)out | (b_vec ? (uintptr_t)b : 0)) % align == 0;
 }
+
+typedef void (*eltwise4_fn)(struct dy_eltwise_desc, const void *, const void *, void *);
+#define ELTWISE4_OPS(T) \
+    { eltwise4_kernel<DY_ELT_ADD, T>, eltwise4_kernel<DY_ELT_SILU_MUL, T>, eltwise4_kernel<DY_ELT_GELU, T>, \
+      eltwise4_kernel<DY_ELT_GATED_ADD, T> }
 
 int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
 {
@@ -346,16 +382,11 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
     void *out = dy_cuda_ptr(d->out);
     if (eltwise4_fits(d, a, b, out)) {
         dim3 grid((unsigned)((d->cols / 4 + THREADS - 1) / THREADS), (unsigned)(d->rows < 65535 ? d->rows : 65535));
-        const float *fa = (const float *)a, *fb = (const float *)b;
-        float *fo = (float *)out;
-        if (d->op == DY_ELT_ADD)
-            dy_launch(c, eltwise4_kernel<DY_ELT_ADD>, grid, THREADS, 0, *d, fa, fb, fo);
-        else if (d->op == DY_ELT_SILU_MUL)
-            dy_launch(c, eltwise4_kernel<DY_ELT_SILU_MUL>, grid, THREADS, 0, *d, fa, fb, fo);
-        else if (d->op == DY_ELT_GATED_ADD)
-            dy_launch(c, eltwise4_kernel<DY_ELT_GATED_ADD>, grid, THREADS, 0, *d, fa, fb, fo);
-        else
-            dy_launch(c, eltwise4_kernel<DY_ELT_GELU>, grid, THREADS, 0, *d, fa, fb, fo);
+        /* [dtype][op] */
+        static const eltwise4_fn kernels[3][4] = { ELTWISE4_OPS(DY_F32), ELTWISE4_OPS(DY_F16),
+                                                   ELTWISE4_OPS(DY_BF16) };
+        int t = d->dtype == DY_F32 ? 0 : d->dtype == DY_F16 ? 1 : 2;
+        dy_launch(c, kernels[t][d->op], grid, THREADS, 0, *d, a, b, out);
         return dy_cuda_check_launch(c, "eltwise");
     }
     dy_launch(c, eltwise_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->a),

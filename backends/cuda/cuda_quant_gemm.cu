@@ -410,6 +410,29 @@ static int gemm_fp8(struct cuda_ctx *c, const struct dy_gemm_desc *d, const stru
 }
 #endif
 
+struct dy_qgemv_args dy_cuda_gemv_args(const struct dy_gemm_desc *d)
+{
+    struct dy_qgemv_args g = {};
+    bool quant = dy_dtype_quantized(d->b_dtype);
+    struct qmat w = quant ? qmat_of(d->b, d->b_dtype, &d->bq) : qmat{};
+    g.a = (const float *)dy_cuda_ptr(d->a);
+    g.b = quant ? w.q : (const unsigned char *)dy_cuda_ptr(d->b);
+    g.scale = w.scale;
+    g.zero = w.zero;
+    g.c = (float *)dy_cuda_ptr(d->c);
+    g.bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
+    g.bias_dtype = quant ? d->bq.bias_dtype : d->b_dtype;
+    g.rows = d->m;
+    g.experts = 1;
+    g.n = d->n;
+    g.k = d->k;
+    g.group = d->bq.group;
+    g.lda = d->lda;
+    g.ldc = d->ldc;
+    g.beta = d->beta;
+    return g;
+}
+
 int dy_cuda_gemm_quant(struct cuda_ctx *c, const struct dy_gemm_desc *d)
 {
     enum dy_dtype bias_t = d->bq.bias_dtype;
@@ -421,22 +444,7 @@ int dy_cuda_gemm_quant(struct cuda_ctx *c, const struct dy_gemm_desc *d)
     }
     struct qmat w = qmat_of(d->b, d->b_dtype, &d->bq);
     if (d->m <= 8) {
-        struct dy_qgemv_args g = {};
-        g.a = (const float *)dy_cuda_ptr(d->a);
-        g.b = w.q;
-        g.scale = w.scale;
-        g.zero = w.zero;
-        g.c = (float *)dy_cuda_ptr(d->c);
-        g.bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
-        g.rows = d->m;
-        g.experts = 1;
-        g.n = d->n;
-        g.k = d->k;
-        g.group = d->bq.group;
-        g.lda = d->lda;
-        g.ldc = d->ldc;
-        g.bias_dtype = bias_t;
-        g.beta = d->beta;
+        struct dy_qgemv_args g = dy_cuda_gemv_args(d);
         int st = dy_cuda_qgemv(c, &g, d->b_dtype);
         return st == DY_E_UNSUPPORTED ? gemm_dequantized(c, d, &w, DY_F32) : st;
     }

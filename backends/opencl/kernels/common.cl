@@ -172,25 +172,29 @@ void st(__global uchar *p, int t, size_t i, float x)
         ((__global float *)p)[i] = x;
 }
 
-/* f32_to_f16 and f32_to_bf16 on eight values at once, their branches made
- * selects, so that a CPU converts a vector in a handful of instructions. */
-ushort8 f32x8_to_f16(float8 f)
-{
-    uint8 u = as_uint8(f);
-    uint8 sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-    uint8 h = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
-    h = select(h, as_uint8(as_float8(a) + 0.5f) - 0x3f000000u, a < 0x38800000u);
-    h = select(h, (uint8)0x7c00u, a >= 0x477ff000u);
-    h = select(h, (uint8)0x7e00u, a > 0x7f800000u);
-    return convert_ushort8(h | sign);
-}
-
-ushort8 f32x8_to_bf16(float8 f)
-{
-    uint8 u = as_uint8(f);
-    uint8 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return convert_ushort8(select(r, (u >> 16) | 0x40u, (u & 0x7fffffffu) > 0x7f800000u));
-}
+/* f32_to_f16 and f32_to_bf16 on N values at once, their branches made
+ * selects, so that a CPU converts a vector in a handful of instructions:
+ * eight for the span kernels, four for norm's register path. */
+#define F32_TO_16BIT(N)                                                                \
+    ushort##N f32x##N##_to_f16(float##N f)                                             \
+    {                                                                                  \
+        uint##N u = as_uint##N(f);                                                     \
+        uint##N sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;                       \
+        uint##N h = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;                        \
+        h = select(h, as_uint##N(as_float##N(a) + 0.5f) - 0x3f000000u, a < 0x38800000u); \
+        h = select(h, (uint##N)0x7c00u, a >= 0x477ff000u);                             \
+        h = select(h, (uint##N)0x7e00u, a > 0x7f800000u);                              \
+        return convert_ushort##N(h | sign);                                            \
+    }                                                                                  \
+    ushort##N f32x##N##_to_bf16(float##N f)                                            \
+    {                                                                                  \
+        uint##N u = as_uint##N(f);                                                     \
+        uint##N r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;                            \
+        return convert_ushort##N(select(r, (u >> 16) | 0x40u,                          \
+                                        (u & 0x7fffffffu) > 0x7f800000u));             \
+    }
+F32_TO_16BIT(4)
+F32_TO_16BIT(8)
 
 /* Eight values to elements i to i + 7 of a float dtype or fp8, any
  * alignment of the element: st() eight times over. */

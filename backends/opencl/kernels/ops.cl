@@ -119,14 +119,26 @@ float4 ld4_aligned(__global const uchar *p, int t, int i4)
     return as_float4((uint4)(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u));
 }
 
+/* Four values to a float4 index of a row on 4 elements of a float dtype:
+ * one 16-byte store for f32, one 8-byte store for the 16-bit dtypes. */
+void st4_aligned(__global uchar *p, int t, int i4, float4 y)
+{
+    if (t == DT_F32)
+        ((__global float4 *)p)[i4] = y;
+    else if (t == DT_F16)
+        ((__global ushort4 *)p)[i4] = f32x4_to_f16(y);
+    else
+        ((__global ushort4 *)p)[i4] = f32x4_to_bf16(y);
+}
+
 /* norm for an f32 row on 16 bytes, dim a multiple of 4 up to NORM_VECS
- * float4s an item: the row is read once into registers, all loads of an
- * item issued before the first reduction, where the general loop waits on
- * memory for each element, three times. Each item writes only the values
- * it read, so x may be out. */
+ * float4s an item, out a row of any float dtype on 4 elements: the row is
+ * read once into registers, all loads of an item issued before the first
+ * reduction, where the general loop waits on memory for each element,
+ * three times. Each item writes only the values it read, so x may be out. */
 void norm_row_vec(__local float *red, int kind, __global const float4 *xr,
                   __global const uchar *w, __global const uchar *bias, int weight_dtype,
-                  __global float4 *out, int dim, float eps)
+                  __global uchar *out, int out_dtype, int dim, float eps)
 {
     int lid = get_local_id(0), vecs = dim / 4;
     float4 v[NORM_VECS];
@@ -153,24 +165,24 @@ void norm_row_vec(__local float *red, int kind, __global const float4 *xr,
             float4 y = (v[k] - mean) * inv * ld4_aligned(w, weight_dtype, j);
             if (bias)
                 y += ld4_aligned(bias, weight_dtype, j);
-            out[j] = y;
+            st4_aligned(out, out_dtype, j, y);
         }
     }
 }
 
 /* One work-group per row. LayerNorm takes the mean first and the variance
  * of the centred values after, which loses less than E[x^2] - mean^2.
- * f32 rows on 16 bytes of up to NORM_VECS float4s an item, weights on 4
- * elements, take norm_row_vec; the loops below serve every other row. The
- * choice is made here, not by the host, so that the kernel's arguments are
- * the same for every caller. x may be out (in place, as OLMoE's q and k
- * norms inside the qkv rows): after the last barrier each item reads only
- * the elements it writes. */
+ * f32 rows on 16 bytes of up to NORM_VECS float4s an item, weights and
+ * out on 4 elements, take norm_row_vec; the loops below serve every other
+ * row. The choice is made here, not by the host, so that the kernel's
+ * arguments are the same for every caller. x may be out where dtype is
+ * out_dtype (in place, as OLMoE's q and k norms inside the qkv rows):
+ * after the last barrier each item reads only the elements it writes. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
           __global const uchar *weight, ulong w_off, __global const uchar *bias, ulong bias_off,
           int weight_dtype, __global uchar *out, ulong out_off, int out_stride, int dim,
-          float eps, int dtype)
+          float eps, int dtype, int out_dtype)
 {
     __local float red[WG];
     int lid = get_local_id(0);
@@ -179,12 +191,12 @@ void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
     __global uchar *o = BYTES(out, out_off);
     size_t row = (size_t)get_group_id(0) * x_stride;
     size_t orow = (size_t)get_group_id(0) * out_stride;
-    size_t w_align = 4 * dtype_size(weight_dtype);
+    size_t w_align = 4 * dtype_size(weight_dtype), o_esize = dtype_size(out_dtype);
     if (dtype == DT_F32 && dim % 4 == 0 && dim <= NORM_VECS * 4 * WG && x_stride % 4 == 0 &&
-        out_stride % 4 == 0 && ((size_t)xr | (size_t)o) % 16 == 0 &&
+        out_stride % 4 == 0 && (size_t)xr % 16 == 0 && (size_t)o % (4 * o_esize) == 0 &&
         ((size_t)w | (size_t)b) % w_align == 0) {
         norm_row_vec(red, kind, (__global const float4 *)((__global const float *)xr + row), w, b,
-                     weight_dtype, (__global float4 *)((__global float *)o + orow), dim, eps);
+                     weight_dtype, o + orow * o_esize, out_dtype, dim, eps);
         return;
     }
     float mean = 0.0f;
@@ -204,7 +216,7 @@ void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
         float v = (ld(xr, dtype, row + i) - mean) * inv * ld(w, weight_dtype, i);
         if (b)
             v += ld(b, weight_dtype, i);
-        st(o, dtype, orow + i, v);
+        st(o, out_dtype, orow + i, v);
     }
 }
 
@@ -352,11 +364,12 @@ float row_sum(__global const uchar *x, int dtype, size_t row, int dim, float mea
 /* norm, one item per row (global (1, rows), which the host makes a
  * multiple of the work-group: there is no row count to check against):
  * the row is read three times (twice for RMSNorm), from the cache after
- * the first. Each element is read before it is written, so x may be out. */
+ * the first. Each element is read before it is written, so x may be out
+ * where dtype is out_dtype. */
 __kernel void norm_span(int kind, __global const uchar *x, ulong x_off, int x_stride,
                         __global const uchar *weight, ulong w_off, __global const uchar *bias,
                         ulong bias_off, int weight_dtype, __global uchar *out, ulong out_off,
-                        int out_stride, int dim, float eps, int dtype)
+                        int out_stride, int dim, float eps, int dtype, int out_dtype)
 {
     __global const uchar *xr = CBYTES(x, x_off), *w = CBYTES(weight, w_off);
     __global const uchar *b = bias ? CBYTES(bias, bias_off) : 0;
@@ -370,12 +383,12 @@ __kernel void norm_span(int kind, __global const uchar *x, ulong x_off, int x_st
         float8 v = (ld8(xr, dtype, row + i) - mean) * inv * ld8(w, weight_dtype, i);
         if (b)
             v += ld8(b, weight_dtype, i);
-        st8(o, dtype, orow + i, v);
+        st8(o, out_dtype, orow + i, v);
     }
     for (; i < dim; i++) {
         float v = (ld(xr, dtype, row + i) - mean) * inv * ld(w, weight_dtype, i);
         if (b)
             v += ld(b, weight_dtype, i);
-        st(o, dtype, orow + i, v);
+        st(o, out_dtype, orow + i, v);
     }
 }
