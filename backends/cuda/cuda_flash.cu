@@ -10,9 +10,9 @@
  * stores it (rounded to bf16 from f32) into the other half of a double
  * buffer; fragments come out of shared memory through ldmatrix (.trans for
  * V). Taken when the descriptor allows bf16 operands (compute_dtype), the
- * head dim is 64 or 128 and the rows are 16-byte aligned. CUDA only: the
- * inline PTX has no HIP spelling, so the HIP build declines and the exact
- * kernel in cuda_attention.cu runs. */
+ * head dim is 64 or 128 (64: two blocks an SM) and the rows are 16-byte
+ * aligned. CUDA only: the inline PTX has no HIP spelling, so the HIP build
+ * declines and the exact kernel in cuda_attention.cu runs. */
 #include "cuda_internal.h"
 
 #if DY_HIP
@@ -157,7 +157,7 @@ __device__ __forceinline__ void store_pair(__nv_bfloat16 *p, float a, float b)
  * layout is the A operand's, so probabilities feed P.V without shared
  * memory. `hpb` query heads share the block, 128 / hpb rows each. */
 template <int HD, typename T>
-__global__ void __launch_bounds__(FA_THREADS, 1)
+__global__ void __launch_bounds__(FA_THREADS, HD == 64 ? 2 : 1)
 flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const T *q, const T *k, const T *v, T *out)
 {
     constexpr int LD = fa_layout<HD>::LD, TILE = fa_layout<HD>::TILE, NT = FA_KEYS / 8, OT = HD / 8;

@@ -329,46 +329,90 @@ __device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, flo
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-/* Rows of 4-aligned width: four elements a thread (a float4, or four
- * f16/bf16 in 8 bytes), x over the columns, y striding over the rows (no
- * index division, one op branch per block) */
-template <enum dy_eltwise_op OP, enum dy_dtype T>
-__global__ void eltwise4_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
+/* 16 bytes of a row (4 f32 or 8 f16/bf16 elements) from element c on */
+template <enum dy_dtype T> struct vec16 {
+    static constexpr int N = T == DY_F32 ? 4 : 8;
+};
+
+template <enum dy_dtype T> __device__ __forceinline__ void load16(const void *row, int c, float *f)
 {
-    DY_GRID_ENTER();
-    constexpr size_t ES = T == DY_F32 ? 4 : 2;
-    int c = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
-    if (c >= d.cols)
-        return;
-    for (int r = blockIdx.y; r < d.rows; r += gridDim.y) {
-        float4 x = load_vec4<T>((const char *)a + (size_t)r * d.a_stride * ES, c / 4), y = x, p = x;
-        char *o = (char *)out + (size_t)r * d.out_stride * ES;
-        if (OP == DY_ELT_ADD || OP == DY_ELT_SILU_MUL)
-            y = load_vec4<T>((const char *)b + (size_t)r * d.b_stride * ES, c / 4);
-        if (OP == DY_ELT_GATED_ADD) {
-            float g = 1.0f + expf(-dy_load_f32(b, T, (size_t)r * d.b_stride));
-            y = make_float4(g, g, g, g);
-            p = load_vec4<T>(o, c / 4);
-        }
-        store_vec4<T>(o, c / 4, make_float4(eltwise_one(OP, x.x, y.x, p.x), eltwise_one(OP, x.y, y.y, p.y),
-                                            eltwise_one(OP, x.z, y.z, p.z), eltwise_one(OP, x.w, y.w, p.w)));
+    if constexpr (T == DY_F32) {
+        float4 x = *(const float4 *)((const float *)row + c);
+        f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
+    } else {
+        uint4 raw = *(const uint4 *)((const uint16_t *)row + c);
+        const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            f[e] = T == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
     }
 }
 
-static bool eltwise4_fits(const struct dy_eltwise_desc *d, const void *a, const void *b, const void *out)
+template <enum dy_dtype T> __device__ __forceinline__ void store16(void *row, int c, const float *f)
 {
-    bool strides = d->cols % 4 == 0 && d->a_stride % 4 == 0 && d->out_stride % 4 == 0 &&
-                   ((d->op != DY_ELT_ADD && d->op != DY_ELT_SILU_MUL) || d->b_stride % 4 == 0);
-    bool dtype = d->dtype == DY_F32 || d->dtype == DY_F16 || d->dtype == DY_BF16;
-    uintptr_t align = d->dtype == DY_F32 ? 16 : 8;
-    bool b_vec = d->op == DY_ELT_ADD || d->op == DY_ELT_SILU_MUL;
-    return dtype && strides && ((uintptr_t)a | (uintptr_t)out | (b_vec ? (uintptr_t)b : 0)) % align == 0;
+    if constexpr (T == DY_F32) {
+        *(float4 *)((float *)row + c) = make_float4(f[0], f[1], f[2], f[3]);
+    } else {
+        uint4 raw;
+        uint16_t *h = (uint16_t *)&raw;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            h[e] = T == DY_BF16 ? dy_f32_to_bf16(f[e]) : dy_f32_to_f16(f[e]);
+        *(uint4 *)((uint16_t *)row + c) = raw;
+    }
 }
 
-typedef void (*eltwise4_fn)(struct dy_eltwise_desc, const void *, const void *, void *);
-#define ELTWISE4_OPS(T) \
-    { eltwise4_kernel<DY_ELT_ADD, T>, eltwise4_kernel<DY_ELT_SILU_MUL, T>, eltwise4_kernel<DY_ELT_GELU, T>, \
-      eltwise4_kernel<DY_ELT_GATED_ADD, T> }
+/* Rows whose width and strides are whole 16-byte vectors: one vector a
+ * thread, x over the columns, y striding over the rows (no index division,
+ * one op branch per block) */
+template <enum dy_eltwise_op OP, enum dy_dtype T>
+__global__ void eltwise16_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
+{
+    DY_GRID_ENTER();
+    constexpr int N = vec16<T>::N;
+    constexpr size_t ES = T == DY_F32 ? 4 : 2;
+    int c = (blockIdx.x * blockDim.x + threadIdx.x) * N;
+    if (c >= d.cols)
+        return;
+    for (int r = blockIdx.y; r < d.rows; r += gridDim.y) {
+        float x[N], y[N] = {}, p[N] = {};
+        char *o = (char *)out + (size_t)r * d.out_stride * ES;
+        load16<T>((const char *)a + (size_t)r * d.a_stride * ES, c, x);
+        if (OP == DY_ELT_ADD || OP == DY_ELT_SILU_MUL)
+            load16<T>((const char *)b + (size_t)r * d.b_stride * ES, c, y);
+        if (OP == DY_ELT_GATED_ADD) {
+            float g = 1.0f + expf(-dy_load_f32(b, T, (size_t)r * d.b_stride));
+#pragma unroll
+            for (int e = 0; e < N; e++)
+                y[e] = g;
+            load16<T>(o, c, p);
+        }
+#pragma unroll
+        for (int e = 0; e < N; e++)
+            x[e] = eltwise_one(OP, x[e], y[e], p[e]);
+        store16<T>(o, c, x);
+    }
+}
+
+/* elements per 16-byte vector; 0 for a dtype the kernel does not take */
+static int eltwise_vec(const struct dy_eltwise_desc *d)
+{
+    return d->dtype == DY_F32 ? 4 : d->dtype == DY_F16 || d->dtype == DY_BF16 ? 8 : 0;
+}
+
+static bool eltwise16_fits(const struct dy_eltwise_desc *d, const void *a, const void *b, const void *out)
+{
+    int n = eltwise_vec(d);
+    bool b_vec = d->op == DY_ELT_ADD || d->op == DY_ELT_SILU_MUL;
+    bool strides = n && d->cols % n == 0 && d->a_stride % n == 0 && d->out_stride % n == 0 &&
+                   (!b_vec || d->b_stride % n == 0);
+    return strides && ((uintptr_t)a | (uintptr_t)out | (b_vec ? (uintptr_t)b : 0)) % 16 == 0;
+}
+
+typedef void (*eltwise16_fn)(struct dy_eltwise_desc, const void *, const void *, void *);
+#define ELTWISE16_OPS(T) \
+    { eltwise16_kernel<DY_ELT_ADD, T>, eltwise16_kernel<DY_ELT_SILU_MUL, T>, eltwise16_kernel<DY_ELT_GELU, T>, \
+      eltwise16_kernel<DY_ELT_GATED_ADD, T> }
 
 int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
 {
@@ -380,11 +424,12 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
         return DY_OK;
     const void *a = dy_cuda_ptr(d->a), *b = d->b.h ? dy_cuda_ptr(d->b) : NULL;
     void *out = dy_cuda_ptr(d->out);
-    if (eltwise4_fits(d, a, b, out)) {
-        dim3 grid((unsigned)((d->cols / 4 + THREADS - 1) / THREADS), (unsigned)(d->rows < 65535 ? d->rows : 65535));
+    if (eltwise16_fits(d, a, b, out)) {
+        int vecs = d->cols / eltwise_vec(d);
+        dim3 grid((unsigned)((vecs + THREADS - 1) / THREADS), (unsigned)(d->rows < 65535 ? d->rows : 65535));
         /* [dtype][op] */
-        static const eltwise4_fn kernels[3][4] = { ELTWISE4_OPS(DY_F32), ELTWISE4_OPS(DY_F16),
-                                                   ELTWISE4_OPS(DY_BF16) };
+        static const eltwise16_fn kernels[3][4] = { ELTWISE16_OPS(DY_F32), ELTWISE16_OPS(DY_F16),
+                                                    ELTWISE16_OPS(DY_BF16) };
         int t = d->dtype == DY_F32 ? 0 : d->dtype == DY_F16 ? 1 : 2;
         dy_launch(c, kernels[t][d->op], grid, THREADS, 0, *d, a, b, out);
         return dy_cuda_check_launch(c, "eltwise");
