@@ -204,53 +204,32 @@ static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const 
     int st = dy_cuda_lt_ready(c);
     if (st != DY_OK)
         return st;
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t lb = NULL, la = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
+    struct dy_cuda_lt l;
     cublasLtMatmulHeuristicResult_t algos[4];
     int found = 0;
-    cublasOperation_t trans = CUBLAS_OP_T, none = CUBLAS_OP_N;
     cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     size_t ws = c->lt_workspace_size;
     cudaDataType_t t = cuda_type(d->b_dtype);
-    /* cuBLASLt's A is our B ([k, n] column-major, transposed), its B our A */
-    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasStatus_t s = dy_cuda_lt_begin(c, &l, t, d->ldb, t, lda, cuda_type(d->c_dtype), d->ldc, d->m, d->n, d->k);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans);
+        s = cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_c, sizeof bias_c);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&lb, t, d->k, d->n, d->ldb);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&la, t, d->k, d->m, lda);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&lc, cuda_type(d->c_dtype), d->n, d->m, d->ldc);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulPreferenceCreate(&pref);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        s = cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_c, sizeof bias_c);
     if (s == CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulAlgoGetHeuristic(c->lt, op, lb, la, lc, lc, pref, 4, algos, &found) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatmulAlgoGetHeuristic(c->lt, l.op, l.lb, l.la, l.lc, l.lc, l.pref, 4, algos, &found) !=
+            CUBLAS_STATUS_SUCCESS)
         found = 0;
     float alpha = 1.0f, beta = d->beta;
     st = DY_E_UNSUPPORTED;
     for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < found && st == DY_E_UNSUPPORTED; i++) {
         if (algos[i].state != CUBLAS_STATUS_SUCCESS || algos[i].workspaceSize > ws)
             continue;
-        cublasStatus_t r = cublasLtMatmul(c->lt, op, &alpha, b, lb, a_op, la, &beta, cp, lc, cp, lc,
+        cublasStatus_t r = cublasLtMatmul(c->lt, l.op, &alpha, b, l.lb, a_op, l.la, &beta, cp, l.lc, cp, l.lc,
                                           &algos[i].algo, c->lt_workspace, ws, c->stream);
         if (r == CUBLAS_STATUS_SUCCESS)
             st = DY_OK;
     }
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatmulDescDestroy(op);
+    dy_cuda_lt_end(&l);
     return st;
 }
 

@@ -139,6 +139,20 @@ void dy_cuda_quant_release(struct cuda_ctx *c);
 #if DY_GPU_BLAS
 /* cuBLASLt's handle and workspace, made on first use */
 int dy_cuda_lt_ready(struct cuda_ctx *c);
+/* The descriptors of one cuBLASLt call C[m, n] (ldc) = A[m, k] (lda) .
+ * B[n, k]^T (ldb): cuBLASLt's A is our B ([k, n] column-major, transposed),
+ * its B our A; f32 compute and scale; the preference holds the workspace
+ * limit. dy_cuda_lt_begin returns the first status that failed (the caller
+ * then sets its own attributes: epilogue, scales); dy_cuda_lt_end frees
+ * whatever was made. */
+struct dy_cuda_lt {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t lb, la, lc;
+    cublasLtMatmulPreference_t pref;
+};
+cublasStatus_t dy_cuda_lt_begin(struct cuda_ctx *c, struct dy_cuda_lt *l, cudaDataType_t bt, int ldb,
+                                cudaDataType_t at, int lda, cudaDataType_t ct, int ldc, int m, int n, int k);
+void dy_cuda_lt_end(struct dy_cuda_lt *l);
 #endif
 
 /* The dequantizing GEMV's operands (cuda_qgemv.cu): C[r, :] = A[a_row(r), :]

@@ -258,33 +258,16 @@ static bool fp8_units(struct cuda_ctx *c)
 static int lt_fp8(struct cuda_ctx *c, const struct dy_gemm_desc *d, const unsigned char *b, const void *b_scale,
                   const unsigned char *a8, const void *a_scale, float *out, int ldo, float beta)
 {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t lb = NULL, la = NULL, lc = NULL;
-    cublasLtMatmulPreference_t pref = NULL;
+    struct dy_cuda_lt l;
     cublasLtMatmulHeuristicResult_t algos[4];
     int found = 0, st = DY_E_UNSUPPORTED;
-    cublasOperation_t trans = CUBLAS_OP_T, none = CUBLAS_OP_N;
     size_t ws = c->lt_workspace_size;
-    /* cuBLASLt's A is our B ([k, n] column-major, transposed), its B our A */
-    cublasStatus_t s = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    cublasStatus_t s = dy_cuda_lt_begin(c, &l, CUDA_R_8F_E4M3, d->k, CUDA_R_8F_E4M3, d->k, CUDA_R_32F, ldo, d->m,
+                                        d->n, d->k);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans);
+        s = cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &b_scale, sizeof b_scale);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &b_scale, sizeof b_scale);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof a_scale);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, d->k, d->n, d->k);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, d->k, d->m, d->k);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, d->n, d->m, ldo);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulPreferenceCreate(&pref);
-    if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+        s = cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &a_scale, sizeof a_scale);
     float alpha = 1.0f;
     struct dy_cuda_fp8_algo *cached = NULL;
     int used = c->fp8_algos_added < DY_CUDA_FP8_ALGOS ? c->fp8_algos_added : DY_CUDA_FP8_ALGOS;
@@ -294,11 +277,12 @@ static int lt_fp8(struct cuda_ctx *c, const struct dy_gemm_desc *d, const unsign
             cached = f;
     }
     if (s == CUBLAS_STATUS_SUCCESS && cached &&
-        cublasLtMatmul(c->lt, op, &alpha, b, lb, a8, la, &beta, out, lc, out, lc, &cached->algo, c->lt_workspace, ws,
-                       c->stream) == CUBLAS_STATUS_SUCCESS)
+        cublasLtMatmul(c->lt, l.op, &alpha, b, l.lb, a8, l.la, &beta, out, l.lc, out, l.lc, &cached->algo,
+                       c->lt_workspace, ws, c->stream) == CUBLAS_STATUS_SUCCESS)
         st = DY_OK;
     if (s == CUBLAS_STATUS_SUCCESS && st != DY_OK &&
-        cublasLtMatmulAlgoGetHeuristic(c->lt, op, lb, la, lc, lc, pref, 4, algos, &found) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatmulAlgoGetHeuristic(c->lt, l.op, l.lb, l.la, l.lc, l.lc, l.pref, 4, algos, &found) !=
+            CUBLAS_STATUS_SUCCESS)
         found = 0;
     if (s != CUBLAS_STATUS_SUCCESS)
         st = lt_fail(c, s, "cublasLt (fp8 setup)");
@@ -307,8 +291,8 @@ static int lt_fp8(struct cuda_ctx *c, const struct dy_gemm_desc *d, const unsign
     for (int i = 0; i < found && st == DY_E_UNSUPPORTED; i++) {
         if (algos[i].state != CUBLAS_STATUS_SUCCESS || algos[i].workspaceSize > ws)
             continue;
-        s = cublasLtMatmul(c->lt, op, &alpha, b, lb, a8, la, &beta, out, lc, out, lc, &algos[i].algo, c->lt_workspace,
-                           ws, c->stream);
+        s = cublasLtMatmul(c->lt, l.op, &alpha, b, l.lb, a8, l.la, &beta, out, l.lc, out, l.lc, &algos[i].algo,
+                           c->lt_workspace, ws, c->stream);
         if (s == CUBLAS_STATUS_SUCCESS) {
             st = DY_OK;
             if (!cached) /* the oldest entry goes once all are used */
@@ -325,11 +309,7 @@ static int lt_fp8(struct cuda_ctx *c, const struct dy_gemm_desc *d, const unsign
                      found, ldo);
         }
     }
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatmulDescDestroy(op);
+    dy_cuda_lt_end(&l);
     return st;
 }
 
@@ -353,6 +333,39 @@ int dy_cuda_lt_ready(struct cuda_ctx *c)
             return lt_fail(c, s, "cublasLtCreate");
     }
     return dy_cuda_reserve(c, &c->lt_workspace, &c->lt_workspace_size, LT_WORKSPACE);
+}
+
+cublasStatus_t dy_cuda_lt_begin(struct cuda_ctx *c, struct dy_cuda_lt *l, cudaDataType_t bt, int ldb,
+                                cudaDataType_t at, int lda, cudaDataType_t ct, int ldc, int m, int n, int k)
+{
+    cublasOperation_t trans = CUBLAS_OP_T, none = CUBLAS_OP_N;
+    size_t ws = c->lt_workspace_size;
+    memset(l, 0, sizeof *l);
+    cublasStatus_t s = cublasLtMatmulDescCreate(&l->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute(l->op, CUBLASLT_MATMUL_DESC_TRANSB, &none, sizeof none);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&l->lb, bt, k, n, ldb);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&l->la, at, k, m, lda);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate(&l->lc, ct, n, m, ldc);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceCreate(&l->pref);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute(l->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    return s;
+}
+
+void dy_cuda_lt_end(struct dy_cuda_lt *l)
+{
+    cublasLtMatmulPreferenceDestroy(l->pref);
+    cublasLtMatrixLayoutDestroy(l->lc);
+    cublasLtMatrixLayoutDestroy(l->la);
+    cublasLtMatrixLayoutDestroy(l->lb);
+    cublasLtMatmulDescDestroy(l->op);
 }
 
 /* Scales live 256 bytes apart in fp8_scalars: max|A| bits, A's scale, B's. */
