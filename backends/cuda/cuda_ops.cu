@@ -362,9 +362,10 @@ template <enum dy_dtype T> __device__ __forceinline__ void store16(void *row, in
     }
 }
 
-/* Rows whose width and strides are whole 16-byte vectors: one vector a
- * thread, x over the columns, y striding over the rows (no index division,
- * one op branch per block) */
+/* Rows whose width and strides are whole 16-byte vectors: one vector of
+ * each of two rows a thread (both rows' loads in flight before either is
+ * computed on), x over the columns, y striding over the rows (no index
+ * division, one op branch per block) */
 template <enum dy_eltwise_op OP, enum dy_dtype T>
 __global__ void eltwise16_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
 {
@@ -374,23 +375,33 @@ __global__ void eltwise16_kernel(struct dy_eltwise_desc d, const void *a, const 
     int c = (blockIdx.x * blockDim.x + threadIdx.x) * N;
     if (c >= d.cols)
         return;
-    for (int r = blockIdx.y; r < d.rows; r += gridDim.y) {
-        float x[N], y[N] = {}, p[N] = {};
-        char *o = (char *)out + (size_t)r * d.out_stride * ES;
-        load16<T>((const char *)a + (size_t)r * d.a_stride * ES, c, x);
-        if (OP == DY_ELT_ADD || OP == DY_ELT_SILU_MUL)
-            load16<T>((const char *)b + (size_t)r * d.b_stride * ES, c, y);
-        if (OP == DY_ELT_GATED_ADD) {
-            float g = 1.0f + expf(-dy_load_f32(b, T, (size_t)r * d.b_stride));
+    for (int r0 = blockIdx.y; r0 < d.rows; r0 += 2 * gridDim.y) {
+        /* the second row, or the first again where there is none */
+        int rows[2] = { r0, r0 + (int)gridDim.y < d.rows ? r0 + (int)gridDim.y : r0 };
+        float x[2][N], y[2][N] = {}, p[2][N] = {};
 #pragma unroll
-            for (int e = 0; e < N; e++)
-                y[e] = g;
-            load16<T>(o, c, p);
+        for (int j = 0; j < 2; j++) {
+            size_t r = (size_t)rows[j];
+            load16<T>((const char *)a + r * d.a_stride * ES, c, x[j]);
+            if (OP == DY_ELT_ADD || OP == DY_ELT_SILU_MUL)
+                load16<T>((const char *)b + r * d.b_stride * ES, c, y[j]);
+            if (OP == DY_ELT_GATED_ADD) {
+                float g = 1.0f + expf(-dy_load_f32(b, T, r * d.b_stride));
+#pragma unroll
+                for (int e = 0; e < N; e++)
+                    y[j][e] = g;
+                load16<T>((const char *)out + r * d.out_stride * ES, c, p[j]);
+            }
         }
 #pragma unroll
-        for (int e = 0; e < N; e++)
-            x[e] = eltwise_one(OP, x[e], y[e], p[e]);
-        store16<T>(o, c, x);
+        for (int j = 0; j < 2; j++) {
+            if (j == 1 && rows[1] == rows[0])
+                break;
+#pragma unroll
+            for (int e = 0; e < N; e++)
+                x[j][e] = eltwise_one(OP, x[j][e], y[j][e], p[j][e]);
+            store16<T>((char *)out + (size_t)rows[j] * d.out_stride * ES, c, x[j]);
+        }
     }
 }
 
@@ -426,7 +437,8 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
     void *out = dy_cuda_ptr(d->out);
     if (eltwise16_fits(d, a, b, out)) {
         int vecs = d->cols / eltwise_vec(d);
-        dim3 grid((unsigned)((vecs + THREADS - 1) / THREADS), (unsigned)(d->rows < 65535 ? d->rows : 65535));
+        int pairs = (d->rows + 1) / 2;
+        dim3 grid((unsigned)((vecs + THREADS - 1) / THREADS), (unsigned)(pairs < 65535 ? pairs : 65535));
         /* [dtype][op] */
         static const eltwise16_fn kernels[3][4] = { ELTWISE16_OPS(DY_F32), ELTWISE16_OPS(DY_F16),
                                                     ELTWISE16_OPS(DY_BF16) };
