@@ -218,6 +218,11 @@ static void ocl_ctx_destroy(void *ctx)
         return;
     if (c->queue)
         clFinish(c->queue);
+    for (int i = 0; i < DY_OCL_STAGE_SLOTS; i++) {
+        if (c->stage[i].done)
+            clReleaseEvent(c->stage[i].done);
+        free(c->stage[i].host);
+    }
     if (c->scratch)
         clReleaseMemObject(c->scratch);
     for (int i = 0; i < DY_OCL_KERNEL_COUNT; i++)
@@ -398,14 +403,33 @@ int dy_ocl_scratch(struct dy_ocl_ctx *c, size_t bytes, cl_mem *out)
     return DY_OK;
 }
 
+/* The caller may reuse `src` as soon as we return: a small write leaves
+ * from a copy in the staging ring without blocking (a blocking write first
+ * waits for everything queued before it, so a decode step's inputs would
+ * drain the queue between steps); a large one blocks. */
 static int ocl_buf_write(void *ctx, dy_buf dst, const void *src, size_t bytes)
 {
     struct dy_ocl_ctx *c = ctx;
     if (bytes == 0)
         return DY_OK;
-    /* blocking: the caller may reuse `src` as soon as we return */
-    cl_int err = clEnqueueWriteBuffer(c->queue, dy_ocl_mem(dst), CL_TRUE, dst.off, bytes, src, 0,
-                                      NULL, NULL);
+    cl_int err;
+    if (bytes <= DY_OCL_STAGE_BYTES) {
+        struct dy_ocl_stage *s = &c->stage[c->stage_next++ % DY_OCL_STAGE_SLOTS];
+        if (s->done) {
+            err = clWaitForEvents(1, &s->done);
+            clReleaseEvent(s->done);
+            s->done = NULL;
+            if (err != CL_SUCCESS)
+                return dy_ocl_fail(c, err, "clWaitForEvents (staged write)");
+        }
+        if (!s->host && !(s->host = malloc(DY_OCL_STAGE_BYTES)))
+            return dy_ocl_failf(c, DY_E_NOMEM, "staging buffer of %d bytes", DY_OCL_STAGE_BYTES);
+        memcpy(s->host, src, bytes);
+        err = clEnqueueWriteBuffer(c->queue, dy_ocl_mem(dst), CL_FALSE, dst.off, bytes, s->host, 0, NULL,
+                                   &s->done);
+    } else {
+        err = clEnqueueWriteBuffer(c->queue, dy_ocl_mem(dst), CL_TRUE, dst.off, bytes, src, 0, NULL, NULL);
+    }
     return err == CL_SUCCESS ? DY_OK : dy_ocl_fail(c, err, "clEnqueueWriteBuffer");
 }
 

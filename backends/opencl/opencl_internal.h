@@ -31,6 +31,9 @@ enum dy_ocl_kernel {
     DY_OCL_KERNEL_COUNT
 };
 
+#define DY_OCL_STAGE_SLOTS 16
+#define DY_OCL_STAGE_BYTES 65536
+
 struct dy_ocl_ctx {
     cl_device_id device;
     cl_context context;
@@ -47,6 +50,14 @@ struct dy_ocl_ctx {
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
     size_t scratch_bytes;
+    /* small buf_writes (a step's positions, slots, block tables) leave
+     * from host copies here, without waiting for the queue to drain; a
+     * slot is reused once its write has completed */
+    struct dy_ocl_stage {
+        void *host;
+        cl_event done;
+    } stage[DY_OCL_STAGE_SLOTS];
+    unsigned stage_next;
     char err[512];
 };
 
