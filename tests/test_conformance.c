@@ -637,6 +637,9 @@ static void test_argmax(void)
             x[5] = 7.0f;
             x[9] = 7.0f;
             x[(size_t)stride + cols - 1] = 9.0f;
+            /* and a tie far apart (a long row may be split into chunks) */
+            x[2 * (size_t)stride + 3] = 8.0f;
+            x[2 * (size_t)stride + cols - 2] = 8.0f;
         }
         int32_t want[4];
         for (int u = -1; u < dut_count; u++) {
@@ -658,7 +661,7 @@ static void test_argmax(void)
             dy_buf_free(ctx, &d.out);
         }
         if (cols > 10)
-            DY_CHECK(want[0] == 5 && want[1] == cols - 1);
+            DY_CHECK(want[0] == 5 && want[1] == cols - 1 && want[2] == 3);
         free(x);
     }
 }

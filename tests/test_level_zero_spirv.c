@@ -168,7 +168,7 @@ static void test_module_has_every_kernel(void)
 {
     static const char *const names[] = {
         "fill_random", "convert", "eltwise", "gather_rows", "kv_append", "rope", "norm",
-        "argmax", "gemv", "gemv1", "gemm_tiled", "attention_prefill", "attention_decode",
+        "argmax", "argmax_merge", "gemv", "gemv1", "gemm_tiled", "attention_prefill", "attention_decode",
         "attention_decode_combine", "softmax_topk", "moe_sort_small", "moe_sort_count",
         "moe_sort_scan", "moe_sort_place", "gemv_grouped", "moe_tile_plan",
         "gemm_grouped_tiled", "scatter_add_rows", "kv_append_int8", "kv_block_scores",
@@ -300,7 +300,8 @@ static void test_rmsnorm(void)
     clReleaseMemObject(om);
 }
 
-/* The first maximum wins: row 1 holds its maximum twice. */
+/* The first maximum wins: row 1 holds its maximum twice, in different
+ * chunks of the two-kernel path (4 chunks a row, then the merge). */
 static void test_argmax(void)
 {
     enum { ROWS = 4, COLS = 1000 };
@@ -317,17 +318,20 @@ static void test_argmax(void)
             if (x[r * COLS + i] > x[r * COLS + want[r]])
                 want[r] = i;
     }
-    cl_mem xm = upload(x, sizeof x), om = upload(got, sizeof got);
+    int32_t part[ROWS * 4 * 2] = { 0 };
+    cl_mem xm = upload(x, sizeof x), om = upload(got, sizeof got), pm = upload(part, sizeof part);
     cl_ulong zero = 0;
-    cl_int stride = COLS, cols = COLS, f32 = DY_F32;
-    size_t global = ROWS * WG, local = WG;
+    cl_int stride = COLS, cols = COLS, f32 = DY_F32, chunks = 4;
+    size_t global = ROWS * 4 * WG, merge_global = ROWS * WG, local = WG;
     RUN("argmax", 1, &global, &local, ARG(xm), ARG(zero), ARG(stride), ARG(f32), ARG(om),
-        ARG(zero), ARG(cols));
+        ARG(zero), ARG(cols), ARG(chunks), ARG(pm));
+    RUN("argmax_merge", 1, &merge_global, &local, ARG(pm), ARG(chunks), ARG(om), ARG(zero));
     download(om, got, sizeof got);
     DY_CHECK(want[1] == 300);
     DY_CHECK(memcmp(got, want, sizeof got) == 0);
     clReleaseMemObject(xm);
     clReleaseMemObject(om);
+    clReleaseMemObject(pm);
 }
 
 /* Every fp8 byte through the convert kernel's load, and f32 values around

@@ -17,7 +17,7 @@
 /* Every kernel of the module, created once per context. */
 #define DY_ZE_KERNELS(X)                                                       \
     X(fill_random) X(convert) X(eltwise) X(gather_rows) X(kv_append) X(rope)   \
-    X(norm) X(argmax) X(gemv) X(gemv1) X(gemm_tiled) X(gemm_bias_beta)          \
+    X(norm) X(argmax) X(argmax_merge) X(gemv) X(gemv1) X(gemm_tiled) X(gemm_bias_beta)          \
     X(attention_prefill) X(attention_decode) X(attention_decode_combine)        \
     X(softmax_topk) X(moe_sort_small) X(moe_sort_count) X(moe_sort_scan)        \
     X(moe_sort_place) X(gemv_grouped) X(moe_tile_plan) X(gemm_grouped_tiled)    \

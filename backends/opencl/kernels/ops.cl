@@ -220,28 +220,10 @@ void norm(int kind, __global const uchar *x, ulong x_off, int x_stride,
     }
 }
 
-/* One work-group per row: each item keeps the first maximum of its strided
- * share, then the tree keeps the larger value, the lower index on ties. */
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void argmax(__global const uchar *x, ulong x_off, int stride, int dtype,
-            __global int *out, ulong out_off, int cols)
+/* The work-group's (value, index) pairs in best_v/best_i into element 0:
+ * the larger value, the lower index on ties; INT_MAX marks no candidate. */
+static void argmax_tree(__local float *best_v, __local int *best_i, int lid)
 {
-    __local float best_v[WG];
-    __local int best_i[WG];
-    int lid = get_local_id(0), r = get_group_id(0);
-    __global const uchar *xr = CBYTES(x, x_off);
-    size_t row = (size_t)r * stride;
-    float bv = -INFINITY;
-    int bi = INT_MAX;
-    for (int i = lid; i < cols; i += WG) {
-        float v = ld(xr, dtype, row + i);
-        if (bi == INT_MAX || v > bv) {
-            bv = v;
-            bi = i;
-        }
-    }
-    best_v[lid] = bv;
-    best_i[lid] = bi;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int s = WG / 2; s > 0; s >>= 1) {
         if (lid < s) {
@@ -254,6 +236,55 @@ void argmax(__global const uchar *x, ulong x_off, int stride, int dtype,
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+}
+
+/* `chunks` work-groups per row, each over its share of the columns: each
+ * item keeps the first maximum of its strided part, the tree the first of
+ * the group's. One chunk writes the row's answer; more write (value,
+ * index) pairs to `part` (the value's bits, then the index) for
+ * argmax_merge (a row of one token's 128k logits is too long for one
+ * work-group). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void argmax(__global const uchar *x, ulong x_off, int stride, int dtype,
+            __global int *out, ulong out_off, int cols, int chunks, __global int *part)
+{
+    __local float best_v[WG];
+    __local int best_i[WG];
+    int lid = get_local_id(0), g = get_group_id(0), r = g / chunks, k = g % chunks;
+    int len = (cols + chunks - 1) / chunks, end = min(cols, (k + 1) * len);
+    __global const uchar *xr = CBYTES(x, x_off);
+    size_t row = (size_t)r * stride;
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+    for (int i = k * len + lid; i < end; i += WG) {
+        float v = ld(xr, dtype, row + i);
+        if (bi == INT_MAX || v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[lid] = bv;
+    best_i[lid] = bi;
+    argmax_tree(best_v, best_i, lid);
+    if (lid == 0 && chunks == 1) {
+        ((__global int *)BYTES(out, out_off))[r] = best_i[0];
+    } else if (lid == 0) {
+        part[2 * g] = as_int(best_v[0]);
+        part[2 * g + 1] = best_i[0];
+    }
+}
+
+/* One work-group per row: the first maximum over its chunks' pairs */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void argmax_merge(__global const int *part, int chunks, __global int *out, ulong out_off)
+{
+    __local float best_v[WG];
+    __local int best_i[WG];
+    int lid = get_local_id(0), r = get_group_id(0);
+    size_t p = 2 * ((size_t)r * chunks + lid);
+    best_v[lid] = lid < chunks ? as_float(part[p]) : -INFINITY;
+    best_i[lid] = lid < chunks ? part[p + 1] : INT_MAX;
+    argmax_tree(best_v, best_i, lid);
     if (lid == 0)
         ((__global int *)BYTES(out, out_off))[r] = best_i[0];
 }
