@@ -315,44 +315,39 @@ void attention_decode_combine(__global const float *partial, int splits, int hea
  * (sequence, split), the work-group's only item, takes every head, so that
  * it streams the cache's rows (every KV head of a slot) front to back as a
  * CPU's prefetchers like; an item per head would read 256 bytes of every
- * 2 KiB and wait on memory for each. Keys go in tiles of DECODE_KEYS: the
- * tile's K and V rows are converted to f32 in local memory first (one
- * dtype branch a row, not one a vector), then, while the next tile's rows
- * are prefetched, each key's K against the q of every head of its KV
- * head, up to four heads at a time in registers;
- * the tile's scores one float16 per head for the softmax; then V's rows
- * accumulated sixteen dimensions at a time for those heads. head_dim is a
- * multiple of 16. Takes attention_decode's arguments, with the geometry
- * (global (1, batch, splits)) and `qs`'s size its own: the item's working
- * memory, laid out below, kernel_ops.inc's decode_span_floats floats;
- * writes what attention_decode writes. */
+ * 2 KiB and wait on memory for each. Keys go in tiles of DECODE_KEYS: while
+ * the next tile's rows are prefetched, each key's K against the q of every
+ * head of its KV head, up to four heads at a time in registers; the tile's
+ * scores one float16 per head for the softmax; then V's rows accumulated
+ * sixteen dimensions at a time for those heads. K and V are converted to
+ * f32 in registers where they are used, the body compiled once per cache
+ * dtype: staging a tile's rows in f32 in local memory (128 KiB at
+ * Llama-3-8B's heads, past L1) cost a store and a load more per sixteen
+ * values and took a quarter longer. head_dim is a multiple of 16. Takes
+ * attention_decode's arguments, with the geometry (global (1, batch,
+ * splits)) and `qs`'s size its own: the item's working memory, laid out
+ * below, kernel_ops.inc's decode_span_floats floats; writes what
+ * attention_decode writes. */
 #define DECODE_KEYS 16
 
-/* n values (a multiple of 8) of a KV cache from element i on, as f32. */
-void cache_to_f32(__local float *dst, __global const uchar *cache, int t, size_t i, int n)
+/* 16 values of a KV cache of dtype t from element i on, as f32; t is a
+ * constant where this is inlined, so no test is left. */
+__attribute__((always_inline)) static inline float16 cache16(__global const uchar *cache, int t,
+                                                             size_t i)
 {
-    if (t == DT_F16) {
-        for (int e = 0; e < n; e += 8)
-            vstore8(vload_half8(0, (__global const half *)cache + i + e), 0, dst + e);
-    } else if (t == DT_BF16) {
-        for (int e = 0; e < n; e += 8)
-            vstore8(as_float8(convert_uint8(vload8(0, (__global const ushort *)cache + i + e))
-                              << 16),
-                    0, dst + e);
-    } else if (t == DT_FP8) {
-        for (int e = 0; e < n; e += 8) {
-            uchar8 b = vload8(0, cache + i + e);
-            vstore8((float8)(fp8x4_to_f32(b.lo), fp8x4_to_f32(b.hi)), 0, dst + e);
-        }
-    } else if (t == DT_I8) {
-        for (int e = 0; e < n; e += 8) {
-            uchar8 b = vload8(0, cache + i + e);
-            vstore8((float8)(i8x4_to_f32(b.lo), i8x4_to_f32(b.hi)), 0, dst + e);
-        }
-    } else {
-        for (int e = 0; e < n; e += 8)
-            vstore8(vload8(0, (__global const float *)cache + i + e), 0, dst + e);
+    if (t == DT_F16)
+        return vload_half16(0, (__global const half *)cache + i);
+    if (t == DT_BF16)
+        return as_float16(convert_uint16(vload16(0, (__global const ushort *)cache + i)) << 16);
+    if (t == DT_FP8 || t == DT_I8) {
+        uchar16 b = vload16(0, cache + i);
+        if (t == DT_FP8)
+            return (float16)(fp8x4_to_f32(b.s0123), fp8x4_to_f32(b.s4567),
+                             fp8x4_to_f32(b.s89ab), fp8x4_to_f32(b.scdef));
+        return (float16)(i8x4_to_f32(b.s0123), i8x4_to_f32(b.s4567), i8x4_to_f32(b.s89ab),
+                         i8x4_to_f32(b.scdef));
     }
+    return vload16(0, (__global const float *)cache + i);
 }
 
 float max16(float16 v)
@@ -363,13 +358,14 @@ float max16(float16 v)
 }
 
 /* Scores of heads h0 to h0 + nh - 1 (nh 1, 2 or 4) against one key's K
- * row `k` (one KV head's), times `mul`, to w[head][j]. nh is a constant
- * where this is inlined, so the heads' sums stay in registers with no test
- * per head; each head sums alternate sixteens apart, so that eight chains
- * of multiply-adds, not four, hide their latency. */
+ * row (one KV head's, element k of the cache kc of dtype t), times `mul`,
+ * to w[head][j]. nh and t are constants where this is inlined, so the
+ * heads' sums stay in registers with no test per head; each head sums
+ * alternate sixteens apart, so that eight chains of multiply-adds, not
+ * four, hide their latency. */
 __attribute__((always_inline)) static inline void
-decode_scores(__local const float *qh, __local const float *k, __local float *w, int h0, int nh,
-              int j, int head_dim, float mul)
+decode_scores(__local const float *qh, __global const uchar *kc, int t, size_t k,
+              __local float *w, int h0, int nh, int j, int head_dim, float mul)
 {
     __local const float *q0 = qh + (size_t)h0 * head_dim, *q1 = q0 + head_dim;
     __local const float *q2 = q1 + head_dim, *q3 = q2 + head_dim;
@@ -377,7 +373,7 @@ decode_scores(__local const float *qh, __local const float *k, __local float *w,
     float16 e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f;
     int d = 0;
     for (; d + 32 <= head_dim; d += 32) {
-        float16 k0 = vload16(0, k + d), k1 = vload16(0, k + d + 16);
+        float16 k0 = cache16(kc, t, k + d), k1 = cache16(kc, t, k + d + 16);
         d0 += vload16(0, q0 + d) * k0;
         e0 += vload16(0, q0 + d + 16) * k1;
         if (nh > 1) {
@@ -392,7 +388,7 @@ decode_scores(__local const float *qh, __local const float *k, __local float *w,
         }
     }
     if (d < head_dim) {
-        float16 k0 = vload16(0, k + d);
+        float16 k0 = cache16(kc, t, k + d);
         d0 += vload16(0, q0 + d) * k0;
         if (nh > 1)
             d1 += vload16(0, q1 + d) * k0;
@@ -411,12 +407,12 @@ decode_scores(__local const float *qh, __local const float *k, __local float *w,
     }
 }
 
-/* The tile's weighted V rows (v: DECODE_KEYS rows `row` floats apart, one
- * KV head's) into the accumulators of heads h0 to h0 + nh - 1, as above:
- * the tile's two halves of keys summed apart. */
+/* The tile's weighted V rows (key j's one KV head's at element at[j] + col
+ * of the cache vc of dtype t) into the accumulators of heads h0 to
+ * h0 + nh - 1, as above: the tile's two halves of keys summed apart. */
 __attribute__((always_inline)) static inline void
-decode_values(__local float *acc, __local const float *v, __local const float *w, int h0, int nh,
-              int head_dim, int row)
+decode_values(__local float *acc, __global const uchar *vc, int t, const size_t *at, size_t col,
+              __local const float *w, int h0, int nh, int head_dim)
 {
     __local float *a = acc + (size_t)h0 * head_dim;
     __local const float *w0 = w + h0 * DECODE_KEYS, *w1 = w0 + DECODE_KEYS;
@@ -432,7 +428,8 @@ decode_values(__local float *acc, __local const float *v, __local const float *w
             a3 = vload16(0, a + 3 * head_dim + d);
         }
         for (int j = 0; j < halfway; j++) {
-            float16 v0 = vload16(0, v + j * row + d), v1 = vload16(0, v + (j + halfway) * row + d);
+            float16 v0 = cache16(vc, t, at[j] + col + d);
+            float16 v1 = cache16(vc, t, at[j + halfway] + col + d);
             a0 += w0[j] * v0;
             b0 += w0[j + halfway] * v1;
             if (nh > 1) {
@@ -456,69 +453,61 @@ decode_values(__local float *acc, __local const float *v, __local const float *w
     }
 }
 
-__kernel void attention_decode_span(DECODE_PARAMS)
+/* attention_decode_span's keys [begin, end) for a cache of dtype t (a
+ * constant where this is inlined) into the running softmax and the
+ * accumulators. */
+__attribute__((always_inline)) static inline void
+decode_span_keys(__global const uchar *kc, __global const uchar *vc, __global const float *ks,
+                 __global const float *vs, int t, __global const int *table, int begin, int end,
+                 int block_size, int heads, int kv_heads, int head_dim, float scale,
+                 __local float *v_mul, __local float *w, __local const float *qh,
+                 __local float *acc, __local float *run_max, __local float *run_sum)
 {
-    int b = get_global_id(1), split = get_global_id(2), splits = get_global_size(2);
     int group = heads / kv_heads, row = kv_heads * head_dim;
-    bool scaled = cache_dtype == DT_I8;
-    /* the working memory: the tile's K and V rows in f32; per KV head and
-     * key the V scale; per head and key the score, then the weight; per
-     * head q, the accumulators, the running maximum and sum */
-    __local float *kt = qs, *vt = kt + DECODE_KEYS * row;
-    __local float *v_mul = vt + DECODE_KEYS * row, *w = v_mul + kv_heads * DECODE_KEYS;
-    __local float *qh = w + heads * DECODE_KEYS, *acc = qh + heads * head_dim;
-    __local float *run_max = acc + heads * head_dim, *run_sum = run_max + heads;
-    DECODE_POINTERS(b, split, splits);
-    for (int h = 0; h < heads; h++) {
-        run_max[h] = -INFINITY;
-        run_sum[h] = 0.0f;
-    }
-    for (int i = 0; i < heads * head_dim; i += 8) {
-        vstore8(ld8(qp, dtype, (size_t)b * q_stride + i), 0, qh + i);
-        vstore8((float8)0.0f, 0, acc + i);
-    }
+    bool scaled = t == DT_I8;
+    size_t row_bytes = (size_t)row * dtype_size(t);
+    /* the h-th head's KV head's heads in fours, then a two and a one: each
+     * a constant count */
+    int fours = group / 4 * 4, two = group % 4 / 2 * 2;
+    /* the tile's slots, and the elements their rows start at */
+    size_t slot[DECODE_KEYS], at[DECODE_KEYS];
     for (int c0 = begin; c0 < end; c0 += DECODE_KEYS) {
         int keys = min(DECODE_KEYS, end - c0);
         for (int j = 0; j < keys; j++) {
             int key = c0 + j;
-            size_t slot = (size_t)table[key / block_size] * block_size + key % block_size;
-            cache_to_f32(kt + j * row, kc, cache_dtype, slot * row, row);
-            cache_to_f32(vt + j * row, vc, cache_dtype, slot * row, row);
+            slot[j] = (size_t)table[key / block_size] * block_size + key % block_size;
+            at[j] = slot[j] * row;
         }
         for (int j = 0; j < keys; j++) {
             int key = c0 + j;
-            size_t slot = (size_t)table[key / block_size] * block_size + key % block_size;
             /* the next tile's row, while this one's is computed on */
             if (key + DECODE_KEYS < end) {
                 int next = key + DECODE_KEYS;
-                size_t bytes = (size_t)row * dtype_size(cache_dtype);
-                size_t at = ((size_t)table[next / block_size] * block_size + next % block_size) *
-                            bytes;
-                prefetch_bytes(kc + at, bytes);
-                prefetch_bytes(vc + at, bytes);
+                size_t slot = (size_t)table[next / block_size] * block_size + next % block_size;
+                prefetch_bytes(kc + slot * row_bytes, row_bytes);
+                prefetch_bytes(vc + slot * row_bytes, row_bytes);
             }
             for (int kvh = 0; kvh < kv_heads; kvh++) {
-                float k_mul = scaled ? ks[slot * kv_heads + kvh] : 1.0f;
-                v_mul[kvh * DECODE_KEYS + j] = scaled ? vs[slot * kv_heads + kvh] : 1.0f;
-                __local const float *k = kt + j * row + kvh * head_dim;
-                /* in fours, then a two and a one: each a constant count */
-                int h0 = kvh * group, h2 = h0 + group / 4 * 4, h1 = h2 + group % 4 / 2 * 2;
+                float k_mul = scaled ? ks[slot[j] * kv_heads + kvh] : 1.0f;
+                v_mul[kvh * DECODE_KEYS + j] = scaled ? vs[slot[j] * kv_heads + kvh] : 1.0f;
+                size_t k = at[j] + (size_t)kvh * head_dim;
+                int h0 = kvh * group, h2 = h0 + fours, h1 = h2 + two;
                 for (int h = h0; h < h2; h += 4)
-                    decode_scores(qh, k, w, h, 4, j, head_dim, k_mul * scale);
+                    decode_scores(qh, kc, t, k, w, h, 4, j, head_dim, k_mul * scale);
                 if (h1 > h2)
-                    decode_scores(qh, k, w, h2, 2, j, head_dim, k_mul * scale);
+                    decode_scores(qh, kc, t, k, w, h2, 2, j, head_dim, k_mul * scale);
                 if (group % 2)
-                    decode_scores(qh, k, w, h1, 1, j, head_dim, k_mul * scale);
+                    decode_scores(qh, kc, t, k, w, h1, 1, j, head_dim, k_mul * scale);
             }
         }
-        /* past the end: weight 0 on V rows of zeros */
+        /* past the end: weight 0 on the first key's V rows, which are
+         * finite where the result is */
         for (int j = keys; j < DECODE_KEYS; j++) {
+            at[j] = at[0];
             for (int h = 0; h < heads; h++)
                 w[h * DECODE_KEYS + j] = -INFINITY;
             for (int kvh = 0; kvh < kv_heads; kvh++)
                 v_mul[kvh * DECODE_KEYS + j] = 0.0f;
-            for (int e = 0; e < row; e += 8)
-                vstore8((float8)0.0f, 0, vt + j * row + e);
         }
         /* the tile's first key is valid, so every maximum is finite */
         for (int h = 0; h < heads; h++) {
@@ -536,16 +525,50 @@ __kernel void attention_decode_span(DECODE_PARAMS)
             }
         }
         for (int kvh = 0; kvh < kv_heads; kvh++) {
-            __local const float *v = vt + kvh * head_dim;
-            int h0 = kvh * group, h2 = h0 + group / 4 * 4, h1 = h2 + group % 4 / 2 * 2;
+            size_t col = (size_t)kvh * head_dim;
+            int h0 = kvh * group, h2 = h0 + fours, h1 = h2 + two;
             for (int h = h0; h < h2; h += 4)
-                decode_values(acc, v, w, h, 4, head_dim, row);
+                decode_values(acc, vc, t, at, col, w, h, 4, head_dim);
             if (h1 > h2)
-                decode_values(acc, v, w, h2, 2, head_dim, row);
+                decode_values(acc, vc, t, at, col, w, h2, 2, head_dim);
             if (group % 2)
-                decode_values(acc, v, w, h1, 1, head_dim, row);
+                decode_values(acc, vc, t, at, col, w, h1, 1, head_dim);
         }
     }
+}
+
+__kernel void attention_decode_span(DECODE_PARAMS)
+{
+    int b = get_global_id(1), split = get_global_id(2), splits = get_global_size(2);
+    /* the working memory: per KV head and key the V scale; per head and
+     * key the score, then the weight; per head q, the accumulators, the
+     * running maximum and sum */
+    __local float *v_mul = qs, *w = v_mul + kv_heads * DECODE_KEYS;
+    __local float *qh = w + heads * DECODE_KEYS, *acc = qh + heads * head_dim;
+    __local float *run_max = acc + heads * head_dim, *run_sum = run_max + heads;
+    DECODE_POINTERS(b, split, splits);
+    for (int h = 0; h < heads; h++) {
+        run_max[h] = -INFINITY;
+        run_sum[h] = 0.0f;
+    }
+    for (int i = 0; i < heads * head_dim; i += 8) {
+        vstore8(ld8(qp, dtype, (size_t)b * q_stride + i), 0, qh + i);
+        vstore8((float8)0.0f, 0, acc + i);
+    }
+#define DECODE_SPAN_KEYS(t)                                                                   \
+    decode_span_keys(kc, vc, ks, vs, t, table, begin, end, block_size, heads, kv_heads,       \
+                     head_dim, scale, v_mul, w, qh, acc, run_max, run_sum)
+    if (cache_dtype == DT_F16)
+        DECODE_SPAN_KEYS(DT_F16);
+    else if (cache_dtype == DT_BF16)
+        DECODE_SPAN_KEYS(DT_BF16);
+    else if (cache_dtype == DT_FP8)
+        DECODE_SPAN_KEYS(DT_FP8);
+    else if (cache_dtype == DT_I8)
+        DECODE_SPAN_KEYS(DT_I8);
+    else
+        DECODE_SPAN_KEYS(DT_F32);
+#undef DECODE_SPAN_KEYS
     __global uchar *op = BYTES(out, out_off);
     for (int h = 0; h < heads; h++) {
         __local const float *ah = acc + (size_t)h * head_dim;
