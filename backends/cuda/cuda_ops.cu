@@ -57,6 +57,13 @@ int dy_cuda_convert(void *ctx, const struct dy_convert_desc *d)
                                dy_cuda_ptr(d->dst), d->dst_dtype, d->count);
 }
 
+/* Index of an f32, f16 or bf16 dtype in the kernel tables below (their
+ * order); -1 for any other. */
+static int float_index(enum dy_dtype t)
+{
+    return t == DY_F32 ? 0 : t == DY_F16 ? 1 : t == DY_BF16 ? 2 : -1;
+}
+
 /* Sum over the block; every thread gets the result. `shared` holds one
  * float per warp. */
 __device__ float block_sum(float v, float *shared)
@@ -199,14 +206,12 @@ static int norm_rows(struct cuda_ctx *c, const struct dy_norm_desc *d)
     };
     const void *x = dy_cuda_ptr(d->x), *w = dy_cuda_ptr(d->weight), *out = dy_cuda_ptr(d->out);
     const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
-    int n4 = d->dim / 4, wt = d->weight_dtype == DY_F32 ? 0 : d->weight_dtype == DY_F16 ? 1 : 2;
-    int ot = d->out_dtype == DY_F32 ? 0 : d->out_dtype == DY_F16 ? 1 : 2;
+    int n4 = d->dim / 4, wt = float_index(d->weight_dtype), ot = float_index(d->out_dtype);
     size_t walign = d->weight_dtype == DY_F32 ? 16 : 8, oalign = d->out_dtype == DY_F32 ? 16 : 8;
     bool fits = d->dtype == DY_F32 && d->dim % 4 == 0 && n4 <= NORM_VEC * NORM_MAX_THREADS &&
                 d->x_stride % 4 == 0 && d->out_stride % 4 == 0 && (uintptr_t)x % 16 == 0 &&
                 (uintptr_t)out % oalign == 0 && (uintptr_t)w % walign == 0 && (uintptr_t)bias % walign == 0 &&
-                (d->weight_dtype == DY_F32 || d->weight_dtype == DY_F16 || d->weight_dtype == DY_BF16) &&
-                (d->out_dtype == DY_F32 || d->out_dtype == DY_F16 || d->out_dtype == DY_BF16);
+                wt >= 0 && ot >= 0;
     if (!fits)
         return DY_E_UNSUPPORTED;
     int threads = (n4 + NORM_VEC - 1) / NORM_VEC;
@@ -282,13 +287,12 @@ int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
     size_t n = (size_t)d->tokens * d->heads * (d->head_dim / 2);
     if (!n)
         return DY_OK;
-    bool act = d->dtype == DY_F32 || d->dtype == DY_F16 || d->dtype == DY_BF16;
-    if (d->tokens >= ROWS_MIN_TOKENS && act && d->head_dim / 2 <= ROPE_MAX_HALF) {
+    static void (*const kernels[3])(struct dy_rope_desc, void *, const int32_t *, const float *) = {
+        rope_rows_kernel<DY_F32>, rope_rows_kernel<DY_F16>, rope_rows_kernel<DY_BF16>,
+    };
+    if (d->tokens >= ROWS_MIN_TOKENS && float_index(d->dtype) >= 0 && d->head_dim / 2 <= ROPE_MAX_HALF) {
         unsigned blocks = (unsigned)(d->tokens < 65535 ? d->tokens : 65535);
-        void (*kernel)(struct dy_rope_desc, void *, const int32_t *, const float *) =
-            d->dtype == DY_F32 ? rope_rows_kernel<DY_F32>
-            : d->dtype == DY_F16 ? rope_rows_kernel<DY_F16> : rope_rows_kernel<DY_BF16>;
-        dy_launch(c, kernel, blocks, THREADS, 0, *d, dy_cuda_ptr(d->x),
+        dy_launch(c, kernels[float_index(d->dtype)], blocks, THREADS, 0, *d, dy_cuda_ptr(d->x),
                   (const int32_t *)dy_cuda_ptr(d->positions), (const float *)dy_cuda_ptr(d->inv_freq));
         return dy_cuda_check_launch(c, "rope");
     }
@@ -330,10 +334,6 @@ __device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, flo
 }
 
 /* 16 bytes of a row (4 f32 or 8 f16/bf16 elements) from element c on */
-template <enum dy_dtype T> struct vec16 {
-    static constexpr int N = T == DY_F32 ? 4 : 8;
-};
-
 template <enum dy_dtype T> __device__ __forceinline__ void load16(const void *row, int c, float *f)
 {
     if constexpr (T == DY_F32) {
@@ -370,8 +370,8 @@ template <enum dy_eltwise_op OP, enum dy_dtype T>
 __global__ void eltwise16_kernel(struct dy_eltwise_desc d, const void *a, const void *b, void *out)
 {
     DY_GRID_ENTER();
-    constexpr int N = vec16<T>::N;
     constexpr size_t ES = T == DY_F32 ? 4 : 2;
+    constexpr int N = 16 / ES;
     int c = (blockIdx.x * blockDim.x + threadIdx.x) * N;
     if (c >= d.cols)
         return;
@@ -405,15 +405,9 @@ __global__ void eltwise16_kernel(struct dy_eltwise_desc d, const void *a, const 
     }
 }
 
-/* elements per 16-byte vector; 0 for a dtype the kernel does not take */
-static int eltwise_vec(const struct dy_eltwise_desc *d)
-{
-    return d->dtype == DY_F32 ? 4 : d->dtype == DY_F16 || d->dtype == DY_BF16 ? 8 : 0;
-}
-
 static bool eltwise16_fits(const struct dy_eltwise_desc *d, const void *a, const void *b, const void *out)
 {
-    int n = eltwise_vec(d);
+    int n = float_index(d->dtype) < 0 ? 0 : 16 / (int)dy_dtype_size(d->dtype);
     bool b_vec = d->op == DY_ELT_ADD || d->op == DY_ELT_SILU_MUL;
     bool strides = n && d->cols % n == 0 && d->a_stride % n == 0 && d->out_stride % n == 0 &&
                    (!b_vec || d->b_stride % n == 0);
@@ -436,14 +430,13 @@ int dy_cuda_eltwise(void *ctx, const struct dy_eltwise_desc *d)
     const void *a = dy_cuda_ptr(d->a), *b = d->b.h ? dy_cuda_ptr(d->b) : NULL;
     void *out = dy_cuda_ptr(d->out);
     if (eltwise16_fits(d, a, b, out)) {
-        int vecs = d->cols / eltwise_vec(d);
+        int vecs = d->cols / (16 / (int)dy_dtype_size(d->dtype));
         int pairs = (d->rows + 1) / 2;
         dim3 grid((unsigned)((vecs + THREADS - 1) / THREADS), (unsigned)(pairs < 65535 ? pairs : 65535));
         /* [dtype][op] */
         static const eltwise16_fn kernels[3][4] = { ELTWISE16_OPS(DY_F32), ELTWISE16_OPS(DY_F16),
                                                     ELTWISE16_OPS(DY_BF16) };
-        int t = d->dtype == DY_F32 ? 0 : d->dtype == DY_F16 ? 1 : 2;
-        dy_launch(c, kernels[t][d->op], grid, THREADS, 0, *d, a, b, out);
+        dy_launch(c, kernels[float_index(d->dtype)][d->op], grid, THREADS, 0, *d, a, b, out);
         return dy_cuda_check_launch(c, "eltwise");
     }
     dy_launch(c, eltwise_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->a),
