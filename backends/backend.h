@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 2
+#define DY_BACKEND_ABI 3
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -134,6 +134,18 @@ struct dy_quant {
  * with fp8 B it may round A to fp8 with one scale over A (max|A| / 448), as
  * FP8 inference does; decode-sized calls (m <= 8) should read the
  * quantized bytes directly, the point of quantizing. */
+/* An activation applied to a GEMM's output (after the bias), so that a
+ * backend with a fused epilogue writes C once. A backend that does not set
+ * the act's bit in dy_backend.gemm_acts, or that returns DY_E_UNSUPPORTED
+ * for a call having done nothing, gets the GEMM and then the element-wise
+ * op over C (dy_gemm composes them). */
+enum dy_gemm_act {
+    DY_ACT_NONE = 0,
+    DY_ACT_GELU = 1, /* gelu, erf form; a fused epilogue may compute the
+                      * tanh form (cuBLASLt's does), which is within
+                      * 4.8e-4 of it: below the rounding of f16/bf16 C */
+};
+
 struct dy_gemm_desc {
     dy_buf a, b, c, bias;     /* bias.h == NULL: no bias; bias is b_dtype
                                * (bq.bias_dtype when B is quantized) */
@@ -142,6 +154,7 @@ struct dy_gemm_desc {
     enum dy_dtype a_dtype, b_dtype, c_dtype;
     float beta;               /* 0: overwrite C, 1: accumulate into C */
     struct dy_quant bq;       /* B's scales when b_dtype is fp8, int8, int4 */
+    enum dy_gemm_act act;     /* C = act(A . B^T + bias); beta 0 only */
 };
 
 /* out[r, i] = w[r, i] for rows [0, rows) of a quantized matrix [rows, k]
@@ -413,6 +426,8 @@ struct dy_backend {
      * driver has no counter): the device's energy counter in joules since
      * some fixed origin; callers take differences */
     int (*energy_read)(void *ctx, double *joules);
+    /* bit (1 << act) set where gemm may apply that dy_gemm_act itself */
+    unsigned gemm_acts;
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */

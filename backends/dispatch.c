@@ -351,7 +351,6 @@ void dy_graph_destroy(dy_ctx *ctx, void *graph)
     DY_OP_WRAPPER_IF(op, index, dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize)
 
 DY_OP_WRAPPER(fill_random, 0)
-DY_OP_WRAPPER_QUANT(gemm, 1)
 DY_OP_WRAPPER(norm, 2)
 DY_OP_WRAPPER(rope, 3)
 DY_OP_WRAPPER(eltwise, 4)
@@ -367,3 +366,33 @@ DY_OP_WRAPPER_QUANT(gemm_grouped, 13)
 DY_OP_WRAPPER(scatter_add_rows, 14)
 DY_OP_WRAPPER(kv_block_scores, 15)
 DY_OP_WRAPPER(dequantize, 16)
+
+static int call_gemm(dy_ctx *ctx, const void *d)
+{
+    return ctx->be->gemm(ctx->impl, (const struct dy_gemm_desc *)d);
+}
+
+/* A GEMM with an activation: the backend's fused epilogue where it offers
+ * one for this call, else the plain GEMM and the element-wise op over C. */
+int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
+{
+    if (!ctx->be->gemm || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize))
+        return fail(ctx, DY_E_UNSUPPORTED, "gemm");
+    if ((unsigned)d->act > DY_ACT_GELU || (d->act != DY_ACT_NONE && d->beta != 0.0f))
+        return fail(ctx, DY_E_INVALID, "gemm (an activation needs beta 0)");
+    if (d->act == DY_ACT_NONE)
+        return checked(ctx, run_op(ctx, 1, call_gemm, d), "gemm");
+    if (ctx->be->gemm_acts & (1u << d->act)) {
+        int st = run_op(ctx, 1, call_gemm, d);
+        if (st != DY_E_UNSUPPORTED)
+            return checked(ctx, st, "gemm");
+    }
+    struct dy_gemm_desc plain = *d;
+    plain.act = DY_ACT_NONE;
+    int st = dy_gemm(ctx, &plain);
+    if (st != DY_OK)
+        return st;
+    struct dy_eltwise_desc gelu = { .op = DY_ELT_GELU, .a = d->c, .out = d->c, .rows = d->m, .cols = d->n,
+                                    .a_stride = d->ldc, .out_stride = d->ldc, .dtype = d->c_dtype };
+    return dy_eltwise(ctx, &gelu);
+}

@@ -48,8 +48,10 @@ static void test_fill_random(void)
 }
 
 /* ---- gemm ---- */
-/* act: A and C in B's dtype (reduced-precision activations) instead of f32 */
-static void gemm_case_as(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta, bool act)
+/* act: A and C in B's dtype (reduced-precision activations) instead of f32;
+ * fn: the activation applied to C */
+static void gemm_case_fn(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta, bool act,
+                         enum dy_gemm_act fn)
 {
     int lda = k + pad, ldb = k + pad, ldc = n + pad;
     enum dy_dtype at = act ? bt : DY_F32;
@@ -60,7 +62,7 @@ static void gemm_case_as(int m, int n, int k, int pad, enum dy_dtype bt, bool bi
     for (int u = -1; u < dut_count; u++) {
         dy_ctx *ctx = u < 0 ? ref_ctx : duts[u].ctx;
         struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                                  .a_dtype = at, .b_dtype = bt, .c_dtype = at, .beta = beta };
+                                  .a_dtype = at, .b_dtype = bt, .c_dtype = at, .beta = beta, .act = fn };
         d.a = upload(ctx, a, a_n * ae);
         d.b = upload(ctx, b, b_n * dy_dtype_size(bt));
         d.c = upload(ctx, c0, c_n * ae);
@@ -72,8 +74,9 @@ static void gemm_case_as(int m, int n, int k, int pad, enum dy_dtype bt, bool bi
             want = got;
         } else {
             char what[128];
-            snprintf(what, sizeof what, "gemm m%d n%d k%d %s bias%d beta%g%s", m, n, k,
-                     dy_dtype_name(bt), bias, beta, act ? " A, C in B's dtype" : "");
+            snprintf(what, sizeof what, "gemm m%d n%d k%d %s bias%d beta%g%s%s", m, n, k,
+                     dy_dtype_name(bt), bias, beta, act ? " A, C in B's dtype" : "",
+                     fn == DY_ACT_GELU ? " gelu" : "");
             /* A may be rounded to B's dtype (backend.h) */
             double tol = bt == DY_F32 ? 1e-4 : bt == DY_F16 ? 3e-3 : 1.6e-2;
             DY_CHECK(close_enough(what, duts[u].name, want, got, at, c_n, tol));
@@ -89,6 +92,11 @@ static void gemm_case_as(int m, int n, int k, int pad, enum dy_dtype bt, bool bi
     free(b);
     free(bi);
     free(c0);
+}
+
+static void gemm_case_as(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta, bool act)
+{
+    gemm_case_fn(m, n, k, pad, bt, bias, beta, act, DY_ACT_NONE);
 }
 
 static void gemm_case(int m, int n, int k, int pad, enum dy_dtype bt, bool bias, float beta)
@@ -118,6 +126,19 @@ static void test_gemm(void)
         gemm_case_as(40, 72, 64, 4, (enum dy_dtype)t, true, 1.0f, true);
         gemm_case_as(130, 256, 320, 0, (enum dy_dtype)t, false, 0.0f, true);
         gemm_case_as(64, 96, 128, 0, (enum dy_dtype)t, false, 1.0f, true);
+    }
+    /* GELU on the output (a fused epilogue, or composed), with and without
+     * bias, in every dtype */
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        gemm_case_fn(3, 50, 64, 0, (enum dy_dtype)t, true, 0.0f, t != DY_F32, DY_ACT_GELU);
+        gemm_case_fn(130, 256, 320, 4, (enum dy_dtype)t, true, 0.0f, t != DY_F32, DY_ACT_GELU);
+        gemm_case_fn(64, 96, 128, 0, (enum dy_dtype)t, false, 0.0f, t != DY_F32, DY_ACT_GELU);
+    }
+    /* an activation with accumulation is refused everywhere */
+    for (int u = 0; u < dut_count; u++) {
+        struct dy_gemm_desc d = { .m = 1, .n = 1, .k = 1, .lda = 1, .ldb = 1, .ldc = 1, .beta = 1.0f,
+                                  .act = DY_ACT_GELU };
+        DY_CHECK(dy_gemm(duts[u].ctx, &d) == DY_E_INVALID);
     }
 }
 

@@ -225,13 +225,20 @@ int dy_vit_set_images(struct dy_vit *m, const float *pixels, int batch)
 
 /* c[rows, n] (ldc) = beta c + a[rows, k] (lda) . b[n, k]^T (+ bias); A
  * and C in the activation dtype (at, ct) given */
-static int gemm(struct dy_vit *m, dy_buf a, enum dy_dtype at, int lda, dy_buf b, dy_buf bias, dy_buf c,
-                enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
+static struct dy_gemm_desc gemm_desc(struct dy_vit *m, dy_buf a, enum dy_dtype at, int lda, dy_buf b,
+                                     dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k,
+                                     float beta)
 {
-    struct dy_gemm_desc d = {
+    return (struct dy_gemm_desc){
         .a = a, .b = b, .c = c, .bias = bias, .m = rows, .n = n, .k = k, .lda = lda, .ldb = k,
         .ldc = ldc, .a_dtype = at, .b_dtype = m->w->dtype, .c_dtype = ct, .beta = beta,
     };
+}
+
+static int gemm(struct dy_vit *m, dy_buf a, enum dy_dtype at, int lda, dy_buf b, dy_buf bias, dy_buf c,
+                enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
+{
+    struct dy_gemm_desc d = gemm_desc(m, a, at, lda, b, bias, c, ct, ldc, rows, n, k, beta);
     return dy_gemm(m->ctx, &d);
 }
 
@@ -304,6 +311,10 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
                                     .cols = c->intermediate, .a_stride = c->intermediate,
                                     .out_stride = c->intermediate, .dtype = act };
     int ra = l->lora_rank_attn, rm = l->lora_rank_mlp, in = c->intermediate;
+    /* fc1 with its GELU in one op (a fused epilogue where the backend has
+     * one), unless an adapter must add to fc1's output before the GELU */
+    struct dy_gemm_desc fc1 = gemm_desc(m, m->xn, act, h, l->fc1, l->fc1_b, m->mlp, act, in, rows, in, h, 0.0f);
+    fc1.act = rm ? DY_ACT_NONE : DY_ACT_GELU;
     if ((st = layer_norm(m, m->x, l->ln1_w, l->ln1_b, m->xn, act, rows)) ||
         (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, act, 3 * h, rows, 0.0f)) ||
         (ra && (st = lora_qkv(m, l, rows))) ||
@@ -311,10 +322,9 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
         (st = linear(m, m->attn, h, l->o, l->o_b, m->x, DY_F32, h, rows, 1.0f)) ||
         (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, DY_F32, h, rows))) ||
         (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, act, rows)) ||
-        (st = linear(m, m->xn, h, l->fc1, l->fc1_b, m->mlp, act, in, rows, 0.0f)) ||
-        (rm &&
-         (st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, act, in, rows))) ||
-        (st = dy_eltwise(m->ctx, &gelu)) ||
+        (st = dy_gemm(m->ctx, &fc1)) ||
+        (rm && ((st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, act, in, rows)) ||
+                (st = dy_eltwise(m->ctx, &gelu)))) ||
         (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, DY_F32, h, rows, 1.0f)))
         return st;
     return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, DY_F32, h, rows) : DY_OK;

@@ -140,6 +140,10 @@ static int cuda_ctx_create(int device, void **out)
         goto fail;
     }
     c->staging_size = STAGING_BYTES;
+    {
+        const char *gelu = getenv("DYNO_CUDA_GELU_EPILOGUE");
+        c->gelu_epilogue = !(gelu && strcmp(gelu, "0") == 0);
+    }
 #if !DY_HIP
     {
         int major = 0;
@@ -402,6 +406,7 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.event_elapsed_ns = cuda_event_elapsed_ns;
     table.fill_random = dy_cuda_fill_random;
     table.gemm = dy_cuda_gemm;
+    table.gemm_acts = 1u << DY_ACT_GELU; /* cuBLASLt's epilogue; declined elsewhere */
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

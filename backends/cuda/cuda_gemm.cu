@@ -194,10 +194,10 @@ static int pack_a(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *
     return dy_cuda_check_launch(c, "gemm pack");
 }
 
-/* C = A B^T + beta C + bias through cuBLASLt, the bias added by its
- * epilogue instead of a pass of its own over C. The epilogue's bias has C's
- * type: f32 C takes the bias converted to f32, an f16/bf16 C B's own.
- * DY_E_UNSUPPORTED when cuBLASLt offers no algorithm. */
+/* C = act(A B^T + beta C + bias) through cuBLASLt, the bias and the GELU
+ * applied by its epilogue instead of passes of their own over C. The
+ * epilogue's bias has C's type: f32 C takes the bias converted to f32, an
+ * f16/bf16 C B's own. DY_E_UNSUPPORTED when cuBLASLt offers no algorithm. */
 static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a_op, int lda,
                         const void *b, const void *bias_c, void *cp)
 {
@@ -207,13 +207,15 @@ static int gemm_lt_bias(struct cuda_ctx *c, const struct dy_gemm_desc *d, const 
     struct dy_cuda_lt l;
     cublasLtMatmulHeuristicResult_t algos[4];
     int found = 0;
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    bool gelu = d->act == DY_ACT_GELU;
+    cublasLtEpilogue_t epi = bias_c ? (gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                                    : CUBLASLT_EPILOGUE_GELU;
     size_t ws = c->lt_workspace_size;
     cudaDataType_t t = cuda_type(d->b_dtype);
     cublasStatus_t s = dy_cuda_lt_begin(c, &l, t, d->ldb, t, lda, cuda_type(d->c_dtype), d->ldc, d->m, d->n, d->k);
     if (s == CUBLAS_STATUS_SUCCESS)
         s = cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-    if (s == CUBLAS_STATUS_SUCCESS)
+    if (s == CUBLAS_STATUS_SUCCESS && bias_c)
         s = cublasLtMatmulDescSetAttribute(l.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_c, sizeof bias_c);
     if (s == CUBLAS_STATUS_SUCCESS &&
         cublasLtMatmulAlgoGetHeuristic(c->lt, l.op, l.lb, l.la, l.lc, l.lc, l.pref, 4, algos, &found) !=
@@ -241,7 +243,7 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
     bool pack = d->a_dtype != d->b_dtype;
     /* scratch: A in B's dtype, then the bias in f32 for an f32 C */
     size_t a_bytes = pack ? ((size_t)d->m * d->k * 2 + 255) / 256 * 256 : 0;
-    bool lt = bias && d->b_dtype != DY_F32, bias32 = lt && d->c_dtype == DY_F32;
+    bool lt = (bias || d->act != DY_ACT_NONE) && d->b_dtype != DY_F32, bias32 = bias && lt && d->c_dtype == DY_F32;
     if ((st = dy_cuda_reserve(c, &c->scratch, &c->scratch_size, a_bytes + (bias32 ? (size_t)d->n * 4 : 0))))
         return st;
     if (pack) {
@@ -260,8 +262,8 @@ static int gemm_blas(struct cuda_ctx *c, const struct dy_gemm_desc *d, const voi
             bias_c = f;
         }
         st = gemm_lt_bias(c, d, a_op, lda, b, bias_c, cp);
-        if (st != DY_E_UNSUPPORTED)
-            return st;
+        if (st != DY_E_UNSUPPORTED || d->act != DY_ACT_NONE)
+            return st; /* an activation without an algorithm: dy_gemm composes */
     }
     float alpha = 1.0f, beta = d->beta;
     /* row-major C = A B^T is column-major C^T = B A^T */
@@ -332,6 +334,11 @@ static int gemm_tiled(struct cuda_ctx *c, const struct dy_gemm_desc *d, const vo
 int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
+    /* an activation only in cuBLASLt's epilogue, on an f16/bf16 C (where
+     * rounding hides its GELU's form); elsewhere dy_gemm composes */
+    if (d->act != DY_ACT_NONE &&
+        (!DY_GPU_BLAS || !c->gelu_epilogue || (d->b_dtype != DY_F16 && d->b_dtype != DY_BF16) || d->c_dtype != d->b_dtype))
+        return DY_E_UNSUPPORTED;
     if (dy_dtype_quantized(d->b_dtype) && d->m > 0 && d->n > 0 && d->k > 0)
         return dy_cuda_gemm_quant(c, d);
     bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;

@@ -69,6 +69,9 @@ struct cuda_ctx {
     /* decode GEMVs fetch their first weights into L2 before they wait for
      * the kernel before them (with pdl; DYNO_CUDA_PREFETCH=0 turns it off) */
     bool prefetch;
+    /* the GEMM's GELU in cuBLASLt's epilogue (DYNO_CUDA_GELU_EPILOGUE=0:
+     * a pass of its own, to measure the fusion against) */
+    bool gelu_epilogue;
     char err[512];
 };
 
