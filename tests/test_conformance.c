@@ -221,15 +221,16 @@ static void test_norm(void)
                 norm_case((enum dy_norm_kind)kind, shapes[s][0], shapes[s][1], shapes[s][2],
                           shapes[s][2], DY_F32, (enum dy_dtype)wt, DY_F32);
     /* reduced-precision activations: an f32 residual stream into f16 and
-     * bf16 rows, and bf16 rows into f32. Rows, dim, x's and out's padding:
+     * bf16 rows, bf16 rows into f32, and f16/bf16 rows into their own
+     * dtype (a ViT's bf16 residual stream). Rows, dim, x's and out's padding:
      * odd dims and strides take the kernels' scalar tails and unaligned
      * rows, 4,100 is past the GPU norm's register path; the weights' dtype
      * cycles through f32, f16 and bf16 with the shape. */
     static const int mixed[][4] = {
         { 1, 64, 0, 0 }, { 7, 256, 16, 4 }, { 3, 67, 5, 3 }, { 5, 4100, 1, 7 }, { 33, 2048, 0, 0 },
     };
-    static const enum dy_dtype x_out[][2] = { { DY_F32, DY_BF16 }, { DY_F32, DY_F16 },
-                                              { DY_BF16, DY_F32 } };
+    static const enum dy_dtype x_out[][2] = { { DY_F32, DY_BF16 }, { DY_F32, DY_F16 }, { DY_BF16, DY_F32 },
+                                              { DY_BF16, DY_BF16 }, { DY_F16, DY_F16 } };
     for (int kind = DY_NORM_RMS; kind <= DY_NORM_LAYER; kind++)
         for (size_t s = 0; s < sizeof mixed / sizeof mixed[0]; s++)
             for (size_t p = 0; p < sizeof x_out / sizeof x_out[0]; p++)

@@ -1,9 +1,10 @@
-/* The ViT encoder's forward pass from backend ops. The residual stream is
- * f32; with f16/bf16 weights the rows between it and the next GEMM (the
- * LayerNorms' outputs, q/k/v, attention, the MLP) are in the weights' dtype,
- * as the frameworks run such models, so no backend spends a pass rounding
- * f32 activations for its matrix units (f32 weights: f32 throughout). The
- * final LayerNorm writes f32. The embedding rows are assembled with one
+/* The ViT encoder's forward pass from backend ops. With f16/bf16 weights
+ * every activation is in the weights' dtype: the residual stream, the
+ * LayerNorms' outputs, q/k/v, attention, the MLP, as timm and transformers
+ * run a model cast to bf16 (GEMMs accumulate in f32 and round once, the
+ * LayerNorm computes in f32), so no backend spends passes moving f32 rows
+ * its matrix units do not read; f32 weights: f32 throughout. The final
+ * LayerNorm writes f32. The embedding rows are assembled with one
  * gather: patch embeddings for every image, then one CLS row after them;
  * position embeddings are added from a table gathered once per model. */
 #include <math.h>
@@ -17,7 +18,7 @@ struct dy_vit {
     const struct dy_vit_config *cfg;
     const struct dy_vit_weights *w;
     int max_batch, image_size, tokens, patches, batch;
-    enum dy_dtype act;          /* xn (but the final norm's), qkv, attn, mlp, lora_t */
+    enum dy_dtype act;          /* x, pos_full, xn (but the final norm's), qkv, attn, mlp, lora_t */
     dy_buf patch_in, emb, x, xn, qkv, attn, mlp, pos_full, pos_own, ids_x, ids_pos, ids_cls,
         cls_rows, logits;
     dy_buf lora_t;              /* [rows, 3 rank]: A x of the unmerged adapters */
@@ -148,11 +149,11 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
     dy_buf pos_table;
     if (st || (st = dy_buf_alloc(ctx, np * patch_in * f, &m->patch_in)) ||
         (st = dy_buf_alloc(ctx, (np + 1) * h * f, &m->emb)) ||
-        (st = dy_buf_alloc(ctx, rows * h * f, &m->x)) || (st = dy_buf_alloc(ctx, rows * h * f, &m->xn)) ||
+        (st = dy_buf_alloc(ctx, rows * h * e, &m->x)) || (st = dy_buf_alloc(ctx, rows * h * f, &m->xn)) ||
         (st = dy_buf_alloc(ctx, rows * 3 * h * e, &m->qkv)) ||
         (st = dy_buf_alloc(ctx, rows * h * e, &m->attn)) ||
         (st = dy_buf_alloc(ctx, rows * cfg->intermediate * e, &m->mlp)) ||
-        (st = dy_buf_alloc(ctx, rows * h * f, &m->pos_full)) ||
+        (st = dy_buf_alloc(ctx, rows * h * e, &m->pos_full)) ||
         (st = dy_buf_alloc(ctx, rows * sizeof(int32_t), &m->ids_x)) ||
         (st = dy_buf_alloc(ctx, rows * sizeof(int32_t), &m->ids_pos)) ||
         (st = dy_buf_alloc(ctx, (size_t)max_batch * sizeof(int32_t), &m->ids_cls)) ||
@@ -175,7 +176,7 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
     struct dy_gather_rows_desc pos = {
         .table = pos_table, .ids = m->ids_pos, .out = m->pos_full, .rows = (int)rows,
         .cols = (int)h, .table_stride = (int)h, .out_stride = (int)h,
-        .table_dtype = w->dtype, .out_dtype = DY_F32,
+        .table_dtype = w->dtype, .out_dtype = m->act,
     };
     if ((st = dy_buf_write(ctx, m->ids_x, ids_x, rows * sizeof(int32_t))) ||
         (st = dy_buf_write(ctx, m->ids_pos, ids_pos, rows * sizeof(int32_t))) ||
@@ -243,7 +244,7 @@ static int gemm(struct dy_vit *m, dy_buf a, enum dy_dtype at, int lda, dy_buf b,
 }
 
 /* A layer's projection: A in the activation dtype, into C of dtype ct
- * (f32: the residual stream, beta 1) */
+ * (beta 1: into the residual stream) */
 static int linear(struct dy_vit *m, dy_buf a, int k, dy_buf w, dy_buf bias, dy_buf c, enum dy_dtype ct,
                   int n, int rows, float beta)
 {
@@ -283,14 +284,14 @@ static int lora_proj(struct dy_vit *m, dy_buf a, int k, dy_buf lora_a, dy_buf lo
     return st ? st : gemm_acc(m, m->lora_t, rank, lora_b, c, ct, n, rows, n, rank);
 }
 
-/* LayerNorm of the f32 residual stream into out, rounded to out_dtype */
+/* LayerNorm of the residual stream into out, rounded to out_dtype */
 static int layer_norm(struct dy_vit *m, dy_buf x, dy_buf w, dy_buf b, dy_buf out, enum dy_dtype out_dtype,
                       int rows)
 {
     int h = m->cfg->hidden;
     struct dy_norm_desc d = { .kind = DY_NORM_LAYER, .x = x, .weight = w, .bias = b, .out = out,
                               .rows = rows, .dim = h, .x_stride = h, .out_stride = h,
-                              .eps = m->cfg->norm_eps, .dtype = DY_F32, .weight_dtype = m->w->dtype,
+                              .eps = m->cfg->norm_eps, .dtype = m->act, .weight_dtype = m->w->dtype,
                               .out_dtype = out_dtype };
     return dy_norm(m->ctx, &d);
 }
@@ -319,15 +320,15 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
         (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, act, 3 * h, rows, 0.0f)) ||
         (ra && (st = lora_qkv(m, l, rows))) ||
         (st = dy_attention_prefill(m->ctx, &att)) ||
-        (st = linear(m, m->attn, h, l->o, l->o_b, m->x, DY_F32, h, rows, 1.0f)) ||
-        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, DY_F32, h, rows))) ||
+        (st = linear(m, m->attn, h, l->o, l->o_b, m->x, act, h, rows, 1.0f)) ||
+        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, act, h, rows))) ||
         (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, act, rows)) ||
         (st = dy_gemm(m->ctx, &fc1)) ||
         (rm && ((st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, act, in, rows)) ||
                 (st = dy_eltwise(m->ctx, &gelu)))) ||
-        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, DY_F32, h, rows, 1.0f)))
+        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, act, h, rows, 1.0f)))
         return st;
-    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, DY_F32, h, rows) : DY_OK;
+    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, act, h, rows) : DY_OK;
 }
 
 int dy_vit_forward(struct dy_vit *m)
@@ -339,11 +340,11 @@ int dy_vit_forward(struct dy_vit *m)
         return DY_E_INVALID;
     struct dy_gather_rows_desc assemble = {
         .table = m->emb, .ids = m->ids_x, .out = m->x, .rows = rows, .cols = h,
-        .table_stride = h, .out_stride = h, .table_dtype = DY_F32, .out_dtype = DY_F32,
+        .table_stride = h, .out_stride = h, .table_dtype = DY_F32, .out_dtype = m->act,
     };
     struct dy_eltwise_desc add_pos = { .op = DY_ELT_ADD, .a = m->x, .b = m->pos_full, .out = m->x,
                                        .rows = rows, .cols = h, .a_stride = h, .b_stride = h,
-                                       .out_stride = h, .dtype = DY_F32 };
+                                       .out_stride = h, .dtype = m->act };
     if ((st = gemm(m, m->patch_in, DY_F32, patch_in, m->w->patch_w, m->w->patch_b, m->emb, DY_F32, h,
                    m->batch * m->patches, h, patch_in, 0.0f)) ||
         (st = dy_gather_rows(m->ctx, &assemble)) || (st = dy_eltwise(m->ctx, &add_pos)))

@@ -108,11 +108,12 @@ __global__ void norm_kernel(struct dy_norm_desc d, const void *x, const void *w,
     }
 }
 
-/* f32 rows held in registers: one read of x, NORM_VEC float4s a thread, so
- * a row of up to 16,384 elements costs one round trip to memory where the
+/* Rows held in registers: one read of x, NORM_VEC vectors of 4 a thread,
+ * so a row of up to 16,384 elements costs one round trip to memory where the
  * loop above makes one per element a thread holds, three times over (a
- * batch-1 decode step's norms took about 19 us each on an H100 that way).
- * The weights (and bias) are read before waiting for the kernel before. */
+ * batch-1 decode step's norms took about 19 us each on an H100 that way;
+ * ViT-L/16's LayerNorms of bf16 rows 390 us instead of about 70). The
+ * weights (and bias) are read before waiting for the kernel before. */
 #define NORM_VEC 4
 #define NORM_MAX_THREADS 1024
 
@@ -146,9 +147,9 @@ template <enum dy_dtype OT> __device__ __forceinline__ void store_vec4(void *p, 
     }
 }
 
-template <bool LAYER, enum dy_dtype WT, enum dy_dtype OT>
+template <bool LAYER, enum dy_dtype XT, enum dy_dtype WT, enum dy_dtype OT>
 __global__ void __launch_bounds__(NORM_MAX_THREADS)
-norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const void *bias, void *out)
+norm_rows_kernel(struct dy_norm_desc d, const void *x, const void *w, const void *bias, void *out)
 {
     __shared__ float shared[NORM_MAX_THREADS / DY_WARP];
     int n4 = d.dim / 4;
@@ -162,12 +163,12 @@ norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const voi
         }
     }
     DY_GRID_ENTER();
-    const float4 *xr = (const float4 *)(x + (size_t)blockIdx.x * d.x_stride);
+    const char *xr = (const char *)x + (size_t)blockIdx.x * d.x_stride * (XT == DY_F32 ? 4 : 2);
     float s = 0.0f;
 #pragma unroll
     for (int v = 0; v < NORM_VEC; v++) {
         int i = threadIdx.x + v * blockDim.x;
-        xv[v] = i < n4 ? xr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        xv[v] = i < n4 ? load_vec4<XT>(xr, i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         s += xv[v].x + xv[v].y + xv[v].z + xv[v].w;
     }
     float mean = LAYER ? block_sum(s, shared) / d.dim : 0.0f;
@@ -190,33 +191,35 @@ norm_rows_kernel(struct dy_norm_desc d, const float *x, const void *w, const voi
     }
 }
 
-typedef void (*norm_rows_fn)(struct dy_norm_desc, const float *, const void *, const void *, void *);
+typedef void (*norm_rows_fn)(struct dy_norm_desc, const void *, const void *, const void *, void *);
 
-#define NORM_ROWS_OUT(L, WT) \
-    { norm_rows_kernel<L, WT, DY_F32>, norm_rows_kernel<L, WT, DY_F16>, norm_rows_kernel<L, WT, DY_BF16> }
+#define NORM_ROWS_OUT(L, XT, WT) \
+    { norm_rows_kernel<L, XT, WT, DY_F32>, norm_rows_kernel<L, XT, WT, DY_F16>, norm_rows_kernel<L, XT, WT, DY_BF16> }
+#define NORM_ROWS_W(L, XT) \
+    { NORM_ROWS_OUT(L, XT, DY_F32), NORM_ROWS_OUT(L, XT, DY_F16), NORM_ROWS_OUT(L, XT, DY_BF16) }
+#define NORM_ROWS_X(L) { NORM_ROWS_W(L, DY_F32), NORM_ROWS_W(L, DY_F16), NORM_ROWS_W(L, DY_BF16) }
 
-/* The register-held path when the rows are f32 on 16 bytes and short
- * enough; DY_E_UNSUPPORTED otherwise. */
+/* The register-held path when the rows are on 16 bytes (f32) or 8 (f16,
+ * bf16) and short enough; DY_E_UNSUPPORTED otherwise. */
 static int norm_rows(struct cuda_ctx *c, const struct dy_norm_desc *d)
 {
-    /* [layer][weight dtype][out dtype] */
-    static const norm_rows_fn kernels[2][3][3] = {
-        { NORM_ROWS_OUT(false, DY_F32), NORM_ROWS_OUT(false, DY_F16), NORM_ROWS_OUT(false, DY_BF16) },
-        { NORM_ROWS_OUT(true, DY_F32), NORM_ROWS_OUT(true, DY_F16), NORM_ROWS_OUT(true, DY_BF16) },
-    };
+    /* [layer][x dtype][weight dtype][out dtype] */
+    static const norm_rows_fn kernels[2][3][3][3] = { NORM_ROWS_X(false), NORM_ROWS_X(true) };
     const void *x = dy_cuda_ptr(d->x), *w = dy_cuda_ptr(d->weight), *out = dy_cuda_ptr(d->out);
     const void *bias = d->bias.h ? dy_cuda_ptr(d->bias) : NULL;
-    int n4 = d->dim / 4, wt = float_index(d->weight_dtype), ot = float_index(d->out_dtype);
+    int n4 = d->dim / 4, xt = float_index(d->dtype), wt = float_index(d->weight_dtype);
+    int ot = float_index(d->out_dtype);
     size_t walign = d->weight_dtype == DY_F32 ? 16 : 8, oalign = d->out_dtype == DY_F32 ? 16 : 8;
-    bool fits = d->dtype == DY_F32 && d->dim % 4 == 0 && n4 <= NORM_VEC * NORM_MAX_THREADS &&
-                d->x_stride % 4 == 0 && d->out_stride % 4 == 0 && (uintptr_t)x % 16 == 0 &&
+    size_t xalign = d->dtype == DY_F32 ? 16 : 8;
+    bool fits = xt >= 0 && d->dim % 4 == 0 && n4 <= NORM_VEC * NORM_MAX_THREADS &&
+                d->x_stride % 4 == 0 && d->out_stride % 4 == 0 && (uintptr_t)x % xalign == 0 &&
                 (uintptr_t)out % oalign == 0 && (uintptr_t)w % walign == 0 && (uintptr_t)bias % walign == 0 &&
                 wt >= 0 && ot >= 0;
     if (!fits)
         return DY_E_UNSUPPORTED;
     int threads = (n4 + NORM_VEC - 1) / NORM_VEC;
     threads = (threads + DY_WARP - 1) / DY_WARP * DY_WARP;
-    dy_launch(c, kernels[d->kind == DY_NORM_LAYER][wt][ot], d->rows, threads, 0, *d, x, w, bias, out);
+    dy_launch(c, kernels[d->kind == DY_NORM_LAYER][xt][wt][ot], d->rows, threads, 0, *d, x, w, bias, out);
     return dy_cuda_check_launch(c, "norm");
 }
 
