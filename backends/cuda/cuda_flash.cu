@@ -210,9 +210,10 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const T *q, co
     for (int k0 = 0, stage = 0; k0 < key_end; k0 += FA_KEYS, stage ^= 1) {
         const __nv_bfloat16 *kt = ks + stage * TILE, *vt = vs + stage * TILE;
         bool next = k0 + FA_KEYS < key_end;
-        /* a warp whose rows all precede the tile, or all lie past the
-         * sequence's end (a short sequence's last block), only helps load */
-        bool live = wrow < d.seq_len && (!d.causal || k0 <= warp_last);
+        /* a warp whose rows all precede the tile (causal), or all lie
+         * past the sequence's end (bidirectional: a short sequence's last
+         * block, as a ViT's 197 tokens), only helps load */
+        bool live = d.causal ? k0 <= warp_last : wrow < d.seq_len;
         if (next)
             fetch_tile<HD>(pre, kb, d.kv_stride, k0 + FA_KEYS, d.seq_len);
         float s[NT][4];
