@@ -144,6 +144,11 @@ enum dy_gemm_act {
     DY_ACT_GELU = 1, /* gelu, erf form; a fused epilogue may compute the
                       * tanh form (cuBLASLt's does), which is within
                       * 4.8e-4 of it: below the rounding of f16/bf16 C */
+    DY_ACT_SWIGLU = 2, /* with P = A . B^T + bias of n (even) columns:
+                        * C[:, j] = silu(P[:, j]) * P[:, n/2 + j] for
+                        * j < n/2; ldc >= n, and C's columns n/2.. are
+                        * scratch, left undefined (a gate/up projection
+                        * and its SiLU-mul as one op) */
 };
 
 struct dy_gemm_desc {

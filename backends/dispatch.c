@@ -373,13 +373,16 @@ static int call_gemm(dy_ctx *ctx, const void *d)
 }
 
 /* A GEMM with an activation: the backend's fused epilogue where it offers
- * one for this call, else the plain GEMM and the element-wise op over C. */
+ * one for this call, else the plain GEMM and the element-wise op over C
+ * (SwiGLU: over C's first half, the gate, with its second, the up). */
 int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
 {
     if (!ctx->be->gemm || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize))
         return fail(ctx, DY_E_UNSUPPORTED, "gemm");
-    if ((unsigned)d->act > DY_ACT_GELU || (d->act != DY_ACT_NONE && d->beta != 0.0f))
+    if ((unsigned)d->act > DY_ACT_SWIGLU || (d->act != DY_ACT_NONE && d->beta != 0.0f))
         return fail(ctx, DY_E_INVALID, "gemm (an activation needs beta 0)");
+    if (d->act == DY_ACT_SWIGLU && (d->n % 2 || d->ldc < d->n))
+        return fail(ctx, DY_E_INVALID, "gemm (SwiGLU needs an even n and ldc >= n)");
     if (d->act == DY_ACT_NONE)
         return checked(ctx, run_op(ctx, 1, call_gemm, d), "gemm");
     if (ctx->be->gemm_acts & (1u << d->act)) {
@@ -392,7 +395,13 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
     int st = dy_gemm(ctx, &plain);
     if (st != DY_OK)
         return st;
-    struct dy_eltwise_desc gelu = { .op = DY_ELT_GELU, .a = d->c, .out = d->c, .rows = d->m, .cols = d->n,
-                                    .a_stride = d->ldc, .out_stride = d->ldc, .dtype = d->c_dtype };
-    return dy_eltwise(ctx, &gelu);
+    struct dy_eltwise_desc e = { .op = DY_ELT_GELU, .a = d->c, .out = d->c, .rows = d->m, .cols = d->n,
+                                 .a_stride = d->ldc, .out_stride = d->ldc, .dtype = d->c_dtype };
+    if (d->act == DY_ACT_SWIGLU) { /* silu(gate) * up over the first half, in place */
+        e.op = DY_ELT_SILU_MUL;
+        e.cols = d->n / 2;
+        e.b = dy_buf_at(d->c, (size_t)(d->n / 2) * dy_dtype_size(d->c_dtype));
+        e.b_stride = d->ldc;
+    }
+    return dy_eltwise(ctx, &e);
 }

@@ -40,7 +40,8 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
     size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
     size_t batch = (size_t)opt->max_batch;
-    /* an MoE model's dense MLP buffers serve its shared expert, if any */
+    /* an MoE model's dense MLP buffers serve its shared expert, if any;
+     * mlp (the SiLU product) only there: a dense MLP's lands in gate_up */
     size_t mlp_cols = cfg->experts ? (size_t)cfg->shared_ffn : (size_t)cfg->intermediate;
     int st = dy_llm_kv_create(m);
     if (st != DY_OK)
@@ -50,7 +51,7 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
         (st = dy_buf_alloc(ctx, rows * qkv_cols * f, &m->qkv)) ||
         (st = dy_buf_alloc(ctx, rows * q_dim(cfg) * f, &m->attn)) ||
         (mlp_cols && (st = dy_buf_alloc(ctx, rows * 2 * mlp_cols * f, &m->gate_up))) ||
-        (mlp_cols && (st = dy_buf_alloc(ctx, rows * mlp_cols * f, &m->mlp))) ||
+        (mlp_cols && cfg->experts && (st = dy_buf_alloc(ctx, rows * mlp_cols * f, &m->mlp))) ||
         (st = dy_buf_alloc(ctx, batch * cfg->hidden * f, &m->last)) ||
         (st = dy_buf_alloc(ctx, batch * cfg->vocab * f, &m->logits)) ||
         (st = dy_buf_alloc(ctx, rows * i4, &m->ids)) ||
@@ -109,18 +110,25 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt)
 }
 
 /* dy_llm_linear with A of dtype at and C of dtype ct */
-static int linear_as(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
-                     dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
+static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
+                      dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta,
+                      enum dy_gemm_act act)
 {
     enum dy_dtype bt = wq ? m->w->mat_dtype : m->w->dtype;
     struct dy_gemm_desc d = {
         .a = a, .b = w, .c = c, .bias = bias, .m = rows, .n = n, .k = k,
         .lda = lda, .ldb = k, .ldc = ldc,
-        .a_dtype = at, .b_dtype = bt, .c_dtype = ct, .beta = beta,
+        .a_dtype = at, .b_dtype = bt, .c_dtype = ct, .beta = beta, .act = act,
     };
     if (dy_dtype_quantized(bt))
         d.bq = *wq;
     return dy_gemm(m->ctx, &d);
+}
+
+static int linear_as(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
+                     dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
+{
+    return linear_act(m, a, at, lda, w, wq, bias, c, ct, ldc, rows, n, k, beta, DY_ACT_NONE);
 }
 
 int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
@@ -288,20 +296,16 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
     }
     dy_buf none = { 0 };
     enum dy_dtype at = m->act;
-    struct dy_eltwise_desc act = {
-        .op = DY_ELT_SILU_MUL, .a = m->gate_up,
-        .b = dy_buf_at(m->gate_up, (size_t)inter * dy_dtype_size(at)), .out = m->mlp,
-        .rows = rows, .cols = inter, .a_stride = 2 * inter, .b_stride = 2 * inter,
-        .out_stride = inter, .dtype = at,
-    };
+    /* gate/up and SiLU·mul as one op (the decode GEMV pairs the rows on
+     * CUDA; elsewhere the GEMM, then the element-wise op in place): the
+     * product lands in gate_up's first half, which down reads */
     int st;
     if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, at, rows)) ||
-        (st = linear_as(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter, rows,
-                        2 * inter, c->hidden, 0.0f)) ||
-        (st = dy_eltwise(m->ctx, &act)))
+        (st = linear_act(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter,
+                         rows, 2 * inter, c->hidden, 0.0f, DY_ACT_SWIGLU)))
         return st;
-    return linear_as(m, m->mlp, at, inter, l->down, &l->down_q, none, m->x, DY_F32, c->hidden, rows, c->hidden,
-                     inter, 1.0f);
+    return linear_as(m, m->gate_up, at, 2 * inter, l->down, &l->down_q, none, m->x, DY_F32, c->hidden, rows,
+                     c->hidden, inter, 1.0f);
 }
 
 /* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0

@@ -56,7 +56,9 @@ struct dy_llm {
     struct dy_step_graph graphs[DY_STEP_GRAPHS];
     int graph_count;
     /* activations: x (the residual stream), last and logits f32; xn, qkv,
-     * attn, gate_up and mlp in `act`, the pass's activation dtype */
+     * attn, gate_up (whose first half takes the SiLU product) and mlp (an
+     * MoE shared expert's SiLU product) in `act`, the pass's activation
+     * dtype */
     dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
     enum dy_dtype act;
     /* i32 inputs; slots: [kv_count, max_rows], each tier's own */

@@ -141,8 +141,9 @@ static int cuda_ctx_create(int device, void **out)
     }
     c->staging_size = STAGING_BYTES;
     {
-        const char *gelu = getenv("DYNO_CUDA_GELU_EPILOGUE");
+        const char *gelu = getenv("DYNO_CUDA_GELU_EPILOGUE"), *swiglu = getenv("DYNO_CUDA_SWIGLU_GEMV");
         c->gelu_epilogue = !(gelu && strcmp(gelu, "0") == 0);
+        c->swiglu_gemv = !(swiglu && strcmp(swiglu, "0") == 0);
     }
 #if !DY_HIP
     {
@@ -406,7 +407,8 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.event_elapsed_ns = cuda_event_elapsed_ns;
     table.fill_random = dy_cuda_fill_random;
     table.gemm = dy_cuda_gemm;
-    table.gemm_acts = 1u << DY_ACT_GELU; /* cuBLASLt's epilogue; declined elsewhere */
+    /* GELU: cuBLASLt's epilogue, SwiGLU: the decode GEMV; declined elsewhere */
+    table.gemm_acts = 1u << DY_ACT_GELU | 1u << DY_ACT_SWIGLU;
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

@@ -334,11 +334,20 @@ static int gemm_tiled(struct cuda_ctx *c, const struct dy_gemm_desc *d, const vo
 int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    /* an activation only in cuBLASLt's epilogue, on an f16/bf16 C (where
-     * rounding hides its GELU's form); elsewhere dy_gemm composes */
-    if (d->act != DY_ACT_NONE &&
+    /* GELU only in cuBLASLt's epilogue, on an f16/bf16 C (where rounding
+     * hides its GELU's form); SwiGLU only in the streaming GEMV (a decode
+     * step's gate/up, f32 rows, bf16/f16/fp8/int8 weights: it pairs the
+     * gate and up rows in each block); elsewhere dy_gemm composes */
+    if (d->act == DY_ACT_GELU &&
         (!DY_GPU_BLAS || !c->gelu_epilogue || (d->b_dtype != DY_F16 && d->b_dtype != DY_BF16) || d->c_dtype != d->b_dtype))
         return DY_E_UNSUPPORTED;
+    if (d->act == DY_ACT_SWIGLU) {
+        if (!c->swiglu_gemv || d->m > 8 || d->a_dtype != DY_F32 || d->c_dtype != DY_F32 || d->ldb != d->k ||
+            d->b_dtype == DY_I4 || d->b_dtype == DY_F32 || d->m <= 0 || d->n <= 0 || d->k <= 0)
+            return DY_E_UNSUPPORTED;
+        struct dy_qgemv_args g = dy_cuda_gemv_args(d);
+        return dy_cuda_qgemv(c, &g, d->b_dtype);
+    }
     if (dy_dtype_quantized(d->b_dtype) && d->m > 0 && d->n > 0 && d->k > 0)
         return dy_cuda_gemm_quant(c, d);
     bool a_ok = d->a_dtype == DY_F32 || d->a_dtype == d->b_dtype;

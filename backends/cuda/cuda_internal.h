@@ -69,9 +69,11 @@ struct cuda_ctx {
     /* decode GEMVs fetch their first weights into L2 before they wait for
      * the kernel before them (with pdl; DYNO_CUDA_PREFETCH=0 turns it off) */
     bool prefetch;
-    /* the GEMM's GELU in cuBLASLt's epilogue (DYNO_CUDA_GELU_EPILOGUE=0:
-     * a pass of its own, to measure the fusion against) */
-    bool gelu_epilogue;
+    /* fused activations, each with a switch to measure it against its
+     * pass of its own: the GEMM's GELU in cuBLASLt's epilogue
+     * (DYNO_CUDA_GELU_EPILOGUE=0), SwiGLU in the decode GEMV
+     * (DYNO_CUDA_SWIGLU_GEMV=0) */
+    bool gelu_epilogue, swiglu_gemv;
     char err[512];
 };
 
@@ -177,6 +179,10 @@ struct dy_qgemv_args {
     float beta;
     size_t expert_bytes, expert_scales;
     bool prefetch; /* dense calls: fetch the block's first weights before waiting */
+    /* dense calls: 0, or n / 2 for DY_ACT_SWIGLU: a block's first half of
+     * columns are gate rows j, its second the up rows n / 2 + j, and C's
+     * column j gets silu(gate) * up */
+    int swiglu_half;
 };
 /* The GEMV's arguments for a dense gemm of at most 8 rows (plain bf16/f16
  * or quantized B) */

@@ -97,9 +97,19 @@ qgemv_kernel(struct dy_qgemv_args g)
     constexpr bool SCALE_EACH = QT == DY_I4 && M >= 4;
     __shared__ int tile[3];
     __shared__ float red[QG_MAX_WARPS][C * M];
-    if (g.prefetch && threadIdx.x == 0 && (int)blockIdx.x * C < g.n)
-        dy_prefetch_weights(g.b + (size_t)blockIdx.x * C * (g.k / EPL) * 16,
-                            (size_t)min(C, g.n - (int)blockIdx.x * C) * (g.k / EPL) * 16, DY_PREFETCH_BYTES);
+    /* B's row of column c: col0 + c, or with SwiGLU the gate rows
+     * half0 .. half0 + C/2 and their up rows swiglu_half further */
+    const int half = g.swiglu_half, half0 = blockIdx.x * (C / 2);
+    if (g.prefetch && threadIdx.x == 0) {
+        size_t row_bytes = (size_t)(g.k / EPL) * 16;
+        if (!half && (int)blockIdx.x * C < g.n)
+            dy_prefetch_weights(g.b + (size_t)blockIdx.x * C * row_bytes,
+                                (size_t)min(C, g.n - (int)blockIdx.x * C) * row_bytes, DY_PREFETCH_BYTES);
+        else if (half && half0 < half)
+            for (int part = 0; part < 2; part++)
+                dy_prefetch_weights(g.b + ((size_t)part * half + half0) * row_bytes,
+                                    (size_t)min(C / 2, half - half0) * row_bytes, DY_PREFETCH_BYTES / 2);
+    }
     DY_GRID_ENTER();
     int e = 0, r0 = 0, end = g.rows;
     if (g.offsets && !grouped_tile(g.offsets, g.experts, g.rows, M, blockIdx.y, tile, &e, &r0, &end))
@@ -114,7 +124,8 @@ qgemv_kernel(struct dy_qgemv_args g)
     size_t grow[C]; /* the column's first group */
 #pragma unroll
     for (int c = 0; c < C; c++) {
-        int col = min(col0 + c, g.n - 1);
+        int col = !half ? min(col0 + c, g.n - 1)
+                        : (c < C / 2 ? 0 : half) + min(half0 + c % (C / 2), half - 1);
         brow[c] = be + (size_t)col * loads * 16;
         grow[c] = (size_t)col * groups;
     }
@@ -227,6 +238,33 @@ qgemv_kernel(struct dy_qgemv_args g)
             for (int i = 0; i < M; i++)
                 red[warp][c * M + i] = acc[c][i];
     __syncthreads();
+    if (half) {
+        /* gate column j and up column half + j into C's column j (the
+         * scales of one-byte formats per row of B, as below) */
+        for (int idx = threadIdx.x; idx < C / 2 * M; idx += blockDim.x) {
+            int c = idx / M, i = idx % M, j = half0 + c;
+            if (i >= nr || j >= half)
+                continue;
+            float gate = 0.0f, up = 0.0f;
+            for (int w = 0; w < warps; w++) {
+                gate += red[w][idx];
+                up += red[w][idx + C / 2 * M];
+            }
+            if (QT == DY_I8) {
+                gate *= se[j];
+                up *= se[half + j];
+            } else if (QT == DY_FP8) {
+                gate *= se[0];
+                up *= se[0];
+            }
+            if (g.bias) {
+                gate += dy_load_f32(g.bias, g.bias_dtype, j);
+                up += dy_load_f32(g.bias, g.bias_dtype, half + j);
+            }
+            g.c[(size_t)(r0 + i) * g.ldc + j] = gate / (1.0f + expf(-gate)) * up;
+        }
+        return;
+    }
     for (int idx = threadIdx.x; idx < C * M; idx += blockDim.x) {
         int c = idx / M, i = idx % M, col = col0 + c;
         if (i >= nr || col >= g.n)
@@ -517,7 +555,7 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
     if (log2m > 3)
         return DY_E_UNSUPPORTED;
 #if !DY_HIP
-    if (qt == DY_I4 && g->group % QM_CHUNK == 0) {
+    if (qt == DY_I4 && g->group % QM_CHUNK == 0 && !g->swiglu_half) {
         const char *mma = getenv("DYNO_CUDA_QMMA");
         int st = DY_E_UNSUPPORTED;
         if (!g->offsets && g->rows >= 1 && g->rows <= 2 && (!mma || !strcmp(mma, "0")))
@@ -535,6 +573,8 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
         warps = fw;
     }
     int cols = 1 << log2c, col_blocks = (g->n + cols - 1) / cols;
+    if (g->swiglu_half) /* a block's columns are half gate, half up */
+        col_blocks = (g->swiglu_half + cols / 2 - 1) / (cols / 2);
     int slots = g->offsets ? tile_slots(g->rows, g->experts, 1 << log2m) : 1;
     if (warps < 1 || warps > QG_MAX_WARPS) {
         /* k split four ways for one or two rows of A, two ways for more

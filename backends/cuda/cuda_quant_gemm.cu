@@ -443,6 +443,7 @@ struct dy_qgemv_args dy_cuda_gemv_args(const struct dy_gemm_desc *d)
     g.lda = d->lda;
     g.ldc = d->ldc;
     g.beta = d->beta;
+    g.swiglu_half = d->act == DY_ACT_SWIGLU ? d->n / 2 : 0;
     return g;
 }
 
