@@ -323,6 +323,8 @@ static int ocl_ctx_create(int index, void **ctx)
      * 4-8 rows; DYNO_OCL_GEMV=old or new picks either anywhere */
     const char *gemv = getenv("DYNO_OCL_GEMV");
     c->gemv_old = gemv ? strcmp(gemv, "old") == 0 : !cpu;
+    const char *swiglu = getenv("DYNO_OCL_SWIGLU_GEMV");
+    c->swiglu_gemv = !(swiglu && strcmp(swiglu, "0") == 0);
     /* the same for the element-wise ops and norms: an item per element
      * (GPUs) or per span of a row (kernels/ops.cl's span layout, CPUs);
      * DYNO_OCL_OPS=item or span picks either anywhere */
@@ -597,6 +599,7 @@ static const struct dy_backend opencl_backend = {
     .event_elapsed_ns = ocl_event_elapsed_ns,
     .fill_random = dy_ocl_fill_random,
     .gemm = dy_ocl_gemm,
+    .gemm_acts = 1u << DY_ACT_SWIGLU, /* in the GPU GEMV; declined elsewhere */
     .norm = dy_ocl_norm,
     .rope = dy_ocl_rope,
     .eltwise = dy_ocl_eltwise,

@@ -46,6 +46,7 @@ struct dy_ocl_ctx {
     int compute_units;      /* CL_DEVICE_MAX_COMPUTE_UNITS */
     int gemv_lanes;         /* items per row of B in the GEMV: 1 on CPUs, 32 else */
     bool gemv_old;          /* the GEMV kernels before gemv_lanes (GPUs; DYNO_OCL_GEMV) */
+    bool swiglu_gemv;       /* DY_ACT_SWIGLU in gemv_old (DYNO_OCL_SWIGLU_GEMV=0: composed) */
     bool spans;             /* the span kernels (kernels/ops.cl; CPUs; DYNO_OCL_OPS) */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */

@@ -50,19 +50,28 @@ static inline size_t a_row(__global const int *a_rows, int a_row_div, int r)
  *
  * Row i < m is row row0 + i of C and row a_row(a_rows, a_row_div, row0 + i)
  * of A: the grouped GEMV (moe.cl) gathers its rows; plain GEMV passes no
- * a_rows and row0 0, which folds to rows 0..m. */
+ * a_rows and row0 0, which folds to rows 0..m.
+ *
+ * swiglu_half > 0 (DY_ACT_SWIGLU, n = 2 swiglu_half): a work-group's first
+ * GEMV_ROWS / 2 rows of B are gate rows j, the others their up rows
+ * swiglu_half + j, and column j of C gets silu(gate) * up. */
 static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong a_off, int lda,
                              int a_dtype, int a_vec, __global const int *a_rows, int a_row_div,
                              int row0, __global const uchar *b, ulong b_off, int ldb,
                              int b_dtype, __global const uchar *bias, ulong bias_off,
                              __global uchar *c, ulong c_off, int ldc, int c_dtype, float beta,
-                             int m, int n, int k, int k_vec)
+                             int m, int n, int k, int k_vec, int swiglu_half)
 {
-    int lid = get_local_id(0), lane = lid % GEMV_LANES;
-    int j = get_group_id(0) * GEMV_ROWS + lid / GEMV_LANES;
-    /* items past the last row compute row n - 1 again: they must reach the
-     * barriers, and their sums are never stored */
-    int row = min(j, n - 1);
+    int lid = get_local_id(0), lane = lid % GEMV_LANES, slot = lid / GEMV_LANES;
+    int j = get_group_id(0) * GEMV_ROWS + slot, row;
+    if (swiglu_half) {
+        j = get_group_id(0) * (GEMV_ROWS / 2) + slot % (GEMV_ROWS / 2);
+        row = (slot < GEMV_ROWS / 2 ? 0 : swiglu_half) + min(j, swiglu_half - 1);
+    } else {
+        /* items past the last row compute row n - 1 again: they must reach
+         * the barriers, and their sums are never stored */
+        row = min(j, n - 1);
+    }
     __global const uchar *ap = CBYTES(a, a_off);
     size_t b_esize = b_dtype == DT_F32 ? 4 : 2;
     __global const uchar *brow = CBYTES(b, b_off) + (size_t)row * ldb * b_esize;
@@ -113,8 +122,19 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
                 red[lid] += red[lid + s];
             barrier(CLK_LOCAL_MEM_FENCE);
         }
-        /* lane i of the row stores row r0 + i of C */
-        if (j < n && lane < 4 && r0 + lane < m) {
+        /* lane i of the row stores row r0 + i of C (SwiGLU: of a gate
+         * row, with its up row's sum GEMV_ROWS / 2 rows on) */
+        if (swiglu_half && slot < GEMV_ROWS / 2 && j < swiglu_half && lane < 4 && r0 + lane < m) {
+            float4 gs = red[lid - lane], us = red[lid - lane + GEMV_ROWS / 2 * GEMV_LANES];
+            float g = lane == 0 ? gs.s0 : lane == 1 ? gs.s1 : lane == 2 ? gs.s2 : gs.s3;
+            float u = lane == 0 ? us.s0 : lane == 1 ? us.s1 : lane == 2 ? us.s2 : us.s3;
+            if (bias) {
+                g += ld(CBYTES(bias, bias_off), b_dtype, j);
+                u += ld(CBYTES(bias, bias_off), b_dtype, swiglu_half + j);
+            }
+            st(BYTES(c, c_off), c_dtype, (size_t)(row0 + r0 + lane) * ldc + j, g / (1.0f + exp(-g)) * u);
+        }
+        if (!swiglu_half && j < n && lane < 4 && r0 + lane < m) {
             float4 sums = red[lid - lane];
             float sum = lane == 0 ? sums.s0 : lane == 1 ? sums.s1 : lane == 2 ? sums.s2 : sums.s3;
             size_t ci = (size_t)(row0 + r0 + lane) * ldc + j;
@@ -136,19 +156,19 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
 /* The GEMV as it was before gemv_lanes (issue 4), kept while the two are
  * compared on NVIDIA's OpenCL: the host runs these with DYNO_OCL_GEMV=old. */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv_old(GEMV_PARAMS)
+void gemv_old(GEMV_PARAMS, int swiglu_half)
 {
     __local float4 red[WG];
     gemv_rows(red, a, a_off, lda, a_dtype, a_vec, 0, 1, 0, b, b_off, ldb, b_dtype, bias,
-              bias_off, c, c_off, ldc, c_dtype, beta, m, n, k, k_vec);
+              bias_off, c, c_off, ldc, c_dtype, beta, m, n, k, k_vec, swiglu_half);
 }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv1_old(GEMV_PARAMS)
+void gemv1_old(GEMV_PARAMS, int swiglu_half)
 {
     __local float4 red[WG];
     gemv_rows(red, a, a_off, lda, a_dtype, a_vec, 0, 1, 0, b, b_off, ldb, b_dtype, bias,
-              bias_off, c, c_off, ldc, c_dtype, beta, 1, n, k, k_vec);
+              bias_off, c, c_off, ldc, c_dtype, beta, 1, n, k, k_vec, swiglu_half);
 }
 
 /* Rows of A per pass of gemv_lanes over B: their sums are one float8. */

@@ -295,7 +295,7 @@ void gemv_grouped(__global const uchar *a, ulong a_off, int lda, int a_vec,
     size_t b_esize = b_dtype == DT_F32 ? 4 : 2;
     gemv_rows(red, a, a_off, lda, DT_F32, a_vec, a_rows ? CINTS(a_rows, a_rows_off) : 0,
               a_row_div, row0, b, b_off + (size_t)e * b_expert_stride * b_esize, k, b_dtype, 0,
-              0, c, c_off, ldc, DT_F32, 0.0f, m, n, k, k_vec);
+              0, c, c_off, ldc, DT_F32, 0.0f, m, n, k, k_vec, 0);
 }
 
 /* The tiles of the tiled kernel: TILE sorted rows, none across experts.
