@@ -153,6 +153,8 @@ static int cuda_ctx_create(int device, void **out)
                  major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
         const char *prefetch = getenv("DYNO_CUDA_PREFETCH");
         c->prefetch = c->pdl && !(prefetch && strcmp(prefetch, "0") == 0);
+        const char *bytes = getenv("DYNO_CUDA_PREFETCH_BYTES");
+        c->prefetch_bytes = bytes && atoi(bytes) > 0 ? atoi(bytes) : DY_PREFETCH_BYTES;
     }
 #endif
 #if DY_GPU_BLAS

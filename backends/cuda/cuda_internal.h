@@ -69,6 +69,9 @@ struct cuda_ctx {
     /* decode GEMVs fetch their first weights into L2 before they wait for
      * the kernel before them (with pdl; DYNO_CUDA_PREFETCH=0 turns it off) */
     bool prefetch;
+    /* bytes of a streaming-GEMV block's weights so fetched
+     * (DYNO_CUDA_PREFETCH_BYTES; DY_PREFETCH_BYTES by default) */
+    int prefetch_bytes;
     /* fused activations, each with a switch to measure it against its
      * pass of its own: the GEMM's GELU in cuBLASLt's epilogue
      * (DYNO_CUDA_GELU_EPILOGUE=0), SwiGLU in the decode GEMV
@@ -179,6 +182,7 @@ struct dy_qgemv_args {
     float beta;
     size_t expert_bytes, expert_scales;
     bool prefetch; /* dense calls: fetch the block's first weights before waiting */
+    int prefetch_bytes; /* ... at most this many (qgemv_kernel) */
     /* dense calls: 0, or n / 2 for DY_ACT_SWIGLU: a block's first half of
      * columns are gate rows j, its second the up rows n / 2 + j, and C's
      * column j gets silu(gate) * up */

@@ -104,11 +104,11 @@ qgemv_kernel(struct dy_qgemv_args g)
         size_t row_bytes = (size_t)(g.k / EPL) * 16;
         if (!half && (int)blockIdx.x * C < g.n)
             dy_prefetch_weights(g.b + (size_t)blockIdx.x * C * row_bytes,
-                                (size_t)min(C, g.n - (int)blockIdx.x * C) * row_bytes, DY_PREFETCH_BYTES);
+                                (size_t)min(C, g.n - (int)blockIdx.x * C) * row_bytes, g.prefetch_bytes);
         else if (half && half0 < half)
             for (int part = 0; part < 2; part++)
                 dy_prefetch_weights(g.b + ((size_t)part * half + half0) * row_bytes,
-                                    (size_t)min(C / 2, half - half0) * row_bytes, DY_PREFETCH_BYTES / 2);
+                                    (size_t)min(C / 2, half - half0) * row_bytes, g.prefetch_bytes / 2);
     }
     DY_GRID_ENTER();
     int e = 0, r0 = 0, end = g.rows;
@@ -540,6 +540,7 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
      * slower with it, their tiles' 32 KB reaching past the first wave */
     struct dy_qgemv_args with = *args;
     with.prefetch = c->prefetch && !args->offsets && qt != DY_FP8 && qt != DY_I8;
+    with.prefetch_bytes = c->prefetch_bytes;
     const struct dy_qgemv_args *g = &with;
     int epl = qt == DY_I4 ? 32 : qt == DY_BF16 || qt == DY_F16 ? 8 : 16;
     bool laid_out = g->k % epl == 0 && aligned16(g->b) && aligned16(g->a) && g->lda % 4 == 0 &&
