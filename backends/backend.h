@@ -122,18 +122,6 @@ struct dy_quant {
     enum dy_dtype bias_dtype; /* the bias when B is quantized */
 };
 
-/* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
- * B is stored as Hugging Face stores weights: [out_features, in_features].
- * A is f32 or B's dtype; C is f32, or B's f16/bf16 (beta 0 or 1: the sum,
- * bias and beta * C formed in f32, then rounded once; reduced-precision
- * activations). Matrix units take operands of one type, so a backend may
- * round an f32 A to B's f16/bf16 before multiplying (the conformance
- * tolerance for such B is that dtype's); accumulation is f32.
- * Quantized B (fp8, int8, int4; see struct dy_quant): A is f32. A backend
- * may dequantize B to bf16 and round A to bf16 to use its matrix units, and
- * with fp8 B it may round A to fp8 with one scale over A (max|A| / 448), as
- * FP8 inference does; decode-sized calls (m <= 8) should read the
- * quantized bytes directly, the point of quantizing. */
 /* An activation applied to a GEMM's output (after the bias), so that a
  * backend with a fused epilogue writes C once. A backend that does not set
  * the act's bit in dy_backend.gemm_acts, or that returns DY_E_UNSUPPORTED
@@ -151,6 +139,18 @@ enum dy_gemm_act {
                         * and its SiLU-mul as one op) */
 };
 
+/* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
+ * B is stored as Hugging Face stores weights: [out_features, in_features].
+ * A is f32 or B's dtype; C is f32, or B's f16/bf16 (beta 0 or 1: the sum,
+ * bias and beta * C formed in f32, then rounded once; reduced-precision
+ * activations). Matrix units take operands of one type, so a backend may
+ * round an f32 A to B's f16/bf16 before multiplying (the conformance
+ * tolerance for such B is that dtype's); accumulation is f32.
+ * Quantized B (fp8, int8, int4; see struct dy_quant): A is f32. A backend
+ * may dequantize B to bf16 and round A to bf16 to use its matrix units, and
+ * with fp8 B it may round A to fp8 with one scale over A (max|A| / 448), as
+ * FP8 inference does; decode-sized calls (m <= 8) should read the
+ * quantized bytes directly, the point of quantizing. */
 struct dy_gemm_desc {
     dy_buf a, b, c, bias;     /* bias.h == NULL: no bias; bias is b_dtype
                                * (bq.bias_dtype when B is quantized) */
