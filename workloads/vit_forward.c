@@ -243,20 +243,19 @@ static int gemm(struct dy_vit *m, dy_buf a, enum dy_dtype at, int lda, dy_buf b,
     return dy_gemm(m->ctx, &d);
 }
 
-/* A layer's projection: A in the activation dtype, into C of dtype ct
- * (beta 1: into the residual stream) */
-static int linear(struct dy_vit *m, dy_buf a, int k, dy_buf w, dy_buf bias, dy_buf c, enum dy_dtype ct,
-                  int n, int rows, float beta)
+/* A layer's projection, A and C in the activation dtype (beta 1: into the
+ * residual stream) */
+static int linear(struct dy_vit *m, dy_buf a, int k, dy_buf w, dy_buf bias, dy_buf c, int n, int rows,
+                  float beta)
 {
-    return gemm(m, a, m->act, k, w, bias, c, ct, n, rows, n, k, beta);
+    return gemm(m, a, m->act, k, w, bias, c, m->act, n, rows, n, k, beta);
 }
 
 /* c[rows, n] (ldc) += a[rows, k] (lda) . b[n, k]^T, for the adapters */
-static int gemm_acc(struct dy_vit *m, dy_buf a, int lda, dy_buf b, dy_buf c, enum dy_dtype ct, int ldc,
-                    int rows, int n, int k)
+static int gemm_acc(struct dy_vit *m, dy_buf a, int lda, dy_buf b, dy_buf c, int ldc, int rows, int n, int k)
 {
     dy_buf none = { 0 };
-    return gemm(m, a, m->act, lda, b, none, c, ct, ldc, rows, n, k, 1.0f);
+    return gemm(m, a, m->act, lda, b, none, c, m->act, ldc, rows, n, k, 1.0f);
 }
 
 /* Unmerged LoRA on q, k and v: qkv += B (A xn), one GEMM for the three A's. */
@@ -265,11 +264,11 @@ static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
     int h = m->cfg->hidden, r = l->lora_rank_attn, st;
     size_t e = dy_dtype_size(m->act);
     dy_buf none = { 0 }, bs[3] = { l->lora_b_q, l->lora_b_k, l->lora_b_v };
-    if ((st = linear(m, m->xn, h, l->lora_a_qkv, none, m->lora_t, m->act, 3 * r, rows, 0.0f)))
+    if ((st = linear(m, m->xn, h, l->lora_a_qkv, none, m->lora_t, 3 * r, rows, 0.0f)))
         return st;
     for (int j = 0; j < 3 && st == DY_OK; j++)
         st = gemm_acc(m, dy_buf_at(m->lora_t, (size_t)j * r * e), 3 * r, bs[j],
-                      dy_buf_at(m->qkv, (size_t)j * h * e), m->act, 3 * h, rows, h, r);
+                      dy_buf_at(m->qkv, (size_t)j * h * e), 3 * h, rows, h, r);
     return st;
 }
 
@@ -277,11 +276,11 @@ static int lora_qkv(struct dy_vit *m, const struct dy_vit_layer *l, int rows)
  * into the projection's output (o and fc2: the residual stream; fc1: before
  * the GELU). */
 static int lora_proj(struct dy_vit *m, dy_buf a, int k, dy_buf lora_a, dy_buf lora_b, int rank,
-                     dy_buf c, enum dy_dtype ct, int n, int rows)
+                     dy_buf c, int n, int rows)
 {
     dy_buf none = { 0 };
-    int st = linear(m, a, k, lora_a, none, m->lora_t, m->act, rank, rows, 0.0f);
-    return st ? st : gemm_acc(m, m->lora_t, rank, lora_b, c, ct, n, rows, n, rank);
+    int st = linear(m, a, k, lora_a, none, m->lora_t, rank, rows, 0.0f);
+    return st ? st : gemm_acc(m, m->lora_t, rank, lora_b, c, n, rows, n, rank);
 }
 
 /* LayerNorm of the residual stream into out, rounded to out_dtype */
@@ -317,18 +316,18 @@ static int encoder_layer(struct dy_vit *m, const struct dy_vit_layer *l, int row
     struct dy_gemm_desc fc1 = gemm_desc(m, m->xn, act, h, l->fc1, l->fc1_b, m->mlp, act, in, rows, in, h, 0.0f);
     fc1.act = rm ? DY_ACT_NONE : DY_ACT_GELU;
     if ((st = layer_norm(m, m->x, l->ln1_w, l->ln1_b, m->xn, act, rows)) ||
-        (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, act, 3 * h, rows, 0.0f)) ||
+        (st = linear(m, m->xn, h, l->qkv, l->qkv_b, m->qkv, 3 * h, rows, 0.0f)) ||
         (ra && (st = lora_qkv(m, l, rows))) ||
         (st = dy_attention_prefill(m->ctx, &att)) ||
-        (st = linear(m, m->attn, h, l->o, l->o_b, m->x, act, h, rows, 1.0f)) ||
-        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, act, h, rows))) ||
+        (st = linear(m, m->attn, h, l->o, l->o_b, m->x, h, rows, 1.0f)) ||
+        (ra && (st = lora_proj(m, m->attn, h, l->lora_a_o, l->lora_b_o, ra, m->x, h, rows))) ||
         (st = layer_norm(m, m->x, l->ln2_w, l->ln2_b, m->xn, act, rows)) ||
         (st = dy_gemm(m->ctx, &fc1)) ||
-        (rm && ((st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, act, in, rows)) ||
+        (rm && ((st = lora_proj(m, m->xn, h, l->lora_a_fc1, l->lora_b_fc1, rm, m->mlp, in, rows)) ||
                 (st = dy_eltwise(m->ctx, &gelu)))) ||
-        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, act, h, rows, 1.0f)))
+        (st = linear(m, m->mlp, in, l->fc2, l->fc2_b, m->x, h, rows, 1.0f)))
         return st;
-    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, act, h, rows) : DY_OK;
+    return rm ? lora_proj(m, m->mlp, in, l->lora_a_fc2, l->lora_b_fc2, rm, m->x, h, rows) : DY_OK;
 }
 
 int dy_vit_forward(struct dy_vit *m)
