@@ -40,6 +40,13 @@ int dy_cuda_reserve(struct cuda_ctx *c, void **buf, size_t *size, size_t bytes)
     return DY_OK;
 }
 
+/* A tuning switch set to "0" in the environment (on when unset). */
+static bool switched_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, "0") == 0;
+}
+
 static int cuda_probe(char *why, size_t len)
 {
     int n = 0;
@@ -140,19 +147,14 @@ static int cuda_ctx_create(int device, void **out)
         goto fail;
     }
     c->staging_size = STAGING_BYTES;
-    {
-        const char *gelu = getenv("DYNO_CUDA_GELU_EPILOGUE"), *swiglu = getenv("DYNO_CUDA_SWIGLU_GEMV");
-        c->gelu_epilogue = !(gelu && strcmp(gelu, "0") == 0);
-        c->swiglu_gemv = !(swiglu && strcmp(swiglu, "0") == 0);
-    }
+    c->gelu_epilogue = !switched_off("DYNO_CUDA_GELU_EPILOGUE");
+    c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
 #if !DY_HIP
     {
         int major = 0;
-        const char *pdl = getenv("DYNO_CUDA_PDL");
         c->pdl = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-                 major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
-        const char *prefetch = getenv("DYNO_CUDA_PREFETCH");
-        c->prefetch = c->pdl && !(prefetch && strcmp(prefetch, "0") == 0);
+                 major >= 9 && !switched_off("DYNO_CUDA_PDL");
+        c->prefetch = c->pdl && !switched_off("DYNO_CUDA_PREFETCH");
         const char *bytes = getenv("DYNO_CUDA_PREFETCH_BYTES");
         c->prefetch_bytes = bytes && atoi(bytes) > 0 ? atoi(bytes) : DY_PREFETCH_BYTES;
     }

@@ -585,8 +585,8 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
          * bf16 Llama-3.1-8B 5.88 -> 5.84 ms, Llama-3.2-1B 1.30 -> 1.25,
          * OLMoE 1.50 -> 1.47 with eight */
         int per_batch = QG_LOADS / cols * DY_WARP, batches = (g->k / epl + per_batch - 1) / per_batch;
-        bool half = qt == DY_BF16 || qt == DY_F16;
-        warps = dy_cuda_clamp(log2m <= 1 ? (half ? 8 : 4) : 2, 1, batches < 1 ? 1 : batches);
+        bool two_byte = qt == DY_BF16 || qt == DY_F16;
+        warps = dy_cuda_clamp(log2m <= 1 ? (two_byte ? 8 : 4) : 2, 1, batches < 1 ? 1 : batches);
     }
     dim3 grid((unsigned)col_blocks, (unsigned)slots);
     dy_launch(c, qg_kernels[qg_slot(qt)][log2m][log2c - 1], grid, warps * DY_WARP, 0, *g);
