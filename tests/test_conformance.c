@@ -515,10 +515,24 @@ static void test_attention_prefill(void)
         prefill_case(1, 129, 8, 1, 128, true, c);
         prefill_case(2, 197, 4, 4, 64, false, c);
     }
-    /* bf16 activations in and out (the tensor-core kernel reads them as they are) */
+    /* bf16 activations in and out (the tensor-core kernels read them as
+     * they are); on Hopper the wgmma kernel's blocks: two heads of a KV
+     * head over 64 rows (even groups), else 128 rows of one head (causal,
+     * where the block's second warpgroup walks a tile more; an odd group),
+     * one row, several key tiles with a partial last one */
     prefill_case_as(1, 129, 8, 2, 128, true, DY_BF16, DY_BF16);
     prefill_case_as(2, 197, 4, 4, 64, false, DY_BF16, DY_BF16);
     prefill_case_as(2, 33, 4, 2, 16, true, DY_BF16, DY_BF16);
+    prefill_case_as(1, 300, 8, 2, 128, true, DY_BF16, DY_BF16);
+    prefill_case_as(2, 130, 4, 4, 128, true, DY_BF16, DY_BF16);
+    prefill_case_as(1, 77, 6, 2, 64, false, DY_BF16, DY_BF16);
+    prefill_case_as(1, 200, 4, 2, 64, true, DY_BF16, DY_BF16);
+    prefill_case_as(3, 1, 4, 2, 128, true, DY_BF16, DY_BF16);
+    prefill_case_as(1, 150, 6, 2, 128, false, DY_BF16, DY_BF16);
+    /* more tiles than the kernel's stages, so each stage is reused */
+    prefill_case_as(1, 600, 4, 2, 128, true, DY_BF16, DY_BF16);
+    prefill_case_as(1, 520, 2, 2, 128, false, DY_BF16, DY_BF16);
+    prefill_case_as(1, 400, 2, 2, 64, false, DY_BF16, DY_BF16);
 }
 
 static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, int block,

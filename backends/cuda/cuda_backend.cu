@@ -151,9 +151,12 @@ static int cuda_ctx_create(int device, void **out)
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
 #if !DY_HIP
     {
-        int major = 0;
+        int major = 0, minor = 0;
         c->pdl = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
                  major >= 9 && !switched_off("DYNO_CUDA_PDL");
+        c->flash_wgmma = major == 9 &&
+                         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+                         minor == 0 && !switched_off("DYNO_CUDA_FLASH_WGMMA");
         c->prefetch = c->pdl && !switched_off("DYNO_CUDA_PREFETCH");
         const char *bytes = getenv("DYNO_CUDA_PREFETCH_BYTES");
         c->prefetch_bytes = bytes && atoi(bytes) > 0 ? atoi(bytes) : DY_PREFETCH_BYTES;

@@ -11,8 +11,9 @@
  * buffer; fragments come out of shared memory through ldmatrix (.trans for
  * V). Taken when the descriptor allows bf16 operands (compute_dtype), the
  * head dim is 64 or 128 (64: two blocks an SM) and the rows are 16-byte
- * aligned. CUDA only: the inline PTX has no HIP spelling, so the HIP build
- * declines and the exact kernel in cuda_attention.cu runs. */
+ * aligned. On Hopper, bf16 rows go to the wgmma kernel of
+ * cuda_flash_sm90.cu first. CUDA only: the inline PTX has no HIP spelling,
+ * so the HIP build declines and the exact kernel in cuda_attention.cu runs. */
 #include "cuda_internal.h"
 
 #if DY_HIP
@@ -361,6 +362,9 @@ int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_
                 aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
     if (!fits)
         return DY_E_UNSUPPORTED;
+    int st = dy_cuda_flash_wgmma(c, d);
+    if (st != DY_E_UNSUPPORTED)
+        return st;
     if (d->dtype == DY_BF16)
         return d->head_dim == 64 ? launch<64, __nv_bfloat16>(c, d) : launch<128, __nv_bfloat16>(c, d);
     return d->head_dim == 64 ? launch<64, float>(c, d) : launch<128, float>(c, d);

@@ -1,0 +1,487 @@
+/* Causal or bidirectional prefill attention on Hopper's warpgroup matrix
+ * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128. A block of
+ * two warpgroups owns 64 query rows of two query heads that share a KV head
+ * (GQA), or 128 rows of one head; each warpgroup's 64 rows of Q stay in
+ * shared memory for the whole walk over tiles of K and V, which cp.async
+ * brings in one tile ahead into three stages that mbarriers guard. S = Q K^T
+ * is a wgmma with both operands in shared memory; the online softmax (as
+ * cuda_flash.cu's) runs on S in registers, and its probabilities, rounded to
+ * bf16 in the A-fragment layout, feed O += P V with A in registers and V
+ * read transposed. Every tile sits in shared memory in the layout wgmma
+ * reads without a copy: 64-element (128-byte) column blocks of rows with the
+ * 128-byte swizzle, the 16-byte chunk c of row r stored at c ^ (r % 8), each
+ * 8-row group 1,024 bytes (one K/V layout serves K as a K-major B and V as
+ * an MN-major B). This file alone is built for sm_90a; the mma.sync kernel
+ * in cuda_flash.cu serves every other case. */
+#include "cuda_internal.h"
+
+#include <cuda_bf16.h>
+
+#define FW_THREADS 256 /* two warpgroups */
+#define FW_ROWS 64     /* query rows of a warpgroup */
+#define FW_STAGES 3    /* K/V tiles in shared memory */
+
+template <int HD, int KEYS> struct fw_layout {
+    static constexpr int Q_BYTES = FW_ROWS * HD * 2; /* one warpgroup's Q */
+    static constexpr int KV_BYTES = KEYS * HD * 2;   /* one K or V tile */
+    /* 1,024 bytes of slack to align the tiles to the swizzle's period */
+    static constexpr size_t bytes = 1024 + 2 * Q_BYTES + FW_STAGES * 2 * KV_BYTES;
+    /* the launch bound: two blocks an SM where the registers allow */
+    static constexpr int blocks_per_sm = HD == 64 && KEYS == 64 ? 2 : 1;
+};
+
+/* byte offset of 16-byte chunk `ch` (along the head dim) of row r in a
+ * swizzled tile of `rows` rows */
+__device__ __forceinline__ int sw_offset(int r, int ch, int rows)
+{
+    return (ch / 8) * rows * 128 + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
+}
+
+/* 16 bytes global -> shared without registers; zeros when !in */
+__device__ __forceinline__ void cp_async16(unsigned dst, const void *src, bool in)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(in ? 16 : 0));
+}
+
+__device__ __forceinline__ void cp_async16(unsigned dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+
+/* mbarriers in shared memory (at shared address `bar`) */
+__device__ __forceinline__ void mbar_init(unsigned bar, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+
+__device__ __forceinline__ void mbar_arrive(unsigned bar)
+{
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+
+/* arrives once this thread's earlier cp.asyncs have landed (counted among
+ * the barrier's expected arrivals) */
+__device__ __forceinline__ void mbar_arrive_copies(unsigned bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+/* waits for the completion of the barrier's phase of this parity */
+__device__ __forceinline__ void mbar_wait(unsigned bar, int parity)
+{
+    asm volatile("{\n.reg .pred p;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 "@!p bra WAIT;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+
+/* shared memory that other threads' copies wrote, as wgmma (the async
+ * proxy) will read it */
+__device__ __forceinline__ void fence_async_proxy()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/* wgmma shared-memory descriptor of a 128-byte-swizzled operand at shared
+ * address `a`: stride between 8-row groups 1,024 bytes, between 64-wide
+ * column blocks `lbo` bytes (read for MN-major operands only) */
+__device__ __forceinline__ uint64_t sw128_desc(unsigned a, unsigned lbo)
+{
+    return (uint64_t)((a & 0x3ffffu) >> 4) | (uint64_t)((lbo >> 4) & 0x3fffu) << 16 |
+           (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+
+__device__ __forceinline__ void wgmma_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmma_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmma_wait_all()
+{
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+
+/* d = A B for a 64 x 64 x 16 tile, A and B K-major in shared memory (d
+ * only written) */
+__device__ __forceinline__ void wgmma_ss_n64_first(float *d, uint64_t a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31])
+                 : "l"(a), "l"(b), "r"(0));
+}
+
+/* d += A B for a 64 x 64 x 16 tile, A and B K-major in shared memory */
+__device__ __forceinline__ void wgmma_ss_n64(float *d, uint64_t a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(a), "l"(b), "r"(1));
+}
+
+/* d = A B for a 64 x 128 x 16 tile, A and B K-major in shared memory (d
+ * only written) */
+__device__ __forceinline__ void wgmma_ss_n128_first(float *d, uint64_t a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]), "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]), "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]), "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]), "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
+                 : "l"(a), "l"(b), "r"(0));
+}
+
+/* d += A B for a 64 x 128 x 16 tile, A and B K-major in shared memory */
+__device__ __forceinline__ void wgmma_ss_n128(float *d, uint64_t a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(a), "l"(b), "r"(1));
+}
+
+/* d += A B for a 64 x 64 x 16 tile, A in registers, B MN-major
+ * (transposed) in shared memory */
+__device__ __forceinline__ void wgmma_rs_n64(float *d, const uint32_t *a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+/* d += A B for a 64 x 128 x 16 tile, A in registers, B MN-major
+ * (transposed) in shared memory */
+__device__ __forceinline__ void wgmma_rs_n128(float *d, const uint32_t *a, uint64_t b)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+/* keeps the compiler from moving uses of wgmma accumulators across the
+ * issue or the wait (the asm statements alone do not order them) */
+template <int N> __device__ __forceinline__ void fence_regs(float *d)
+{
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        asm volatile("" : "+f"(d[i])::"memory");
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* 2^x, flushing results below 2^-126 to 0 (probabilities that small
+ * vanish beside the row's maximum, whose term is 1) */
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* One thread's share of the copies of a swizzled ROWS x HD tile that NT
+ * threads load together: thread i takes chunk i % (HD / 8) of rows
+ * i / (HD / 8) + STEP j. Those rows are STEP apart, a multiple of 8, so
+ * every copy of a thread keeps its swizzle: its offsets are fixed steps
+ * from the first, worked out once. */
+template <int HD, int ROWS, int NT> struct tile_share {
+    static constexpr int CPR = HD / 8, STEP = NT / CPR, N = ROWS / STEP;
+    static_assert(STEP % 8 == 0 && ROWS % STEP == 0, "whole swizzle periods");
+    int row;        /* the first row this thread copies */
+    unsigned soff;  /* its shared-memory offset in the tile */
+    size_t goff;    /* its element offset from the tile's first row */
+    __device__ tile_share(int i, size_t stride)
+    {
+        int ch = i % CPR;
+        row = i / CPR;
+        soff = (unsigned)sw_offset(row, ch, ROWS);
+        goff = (size_t)row * stride + ch * 8;
+    }
+    /* rows r0 .. r0 + ROWS - 1 of src into the tile at `tile`; rows at or
+     * past `limit` become zeros */
+    __device__ __forceinline__ void load(unsigned tile, const __nv_bfloat16 *src, size_t stride, int r0,
+                                         int limit) const
+    {
+        const __nv_bfloat16 *p = src + (size_t)r0 * stride + goff;
+        if (r0 + ROWS <= limit) {
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                cp_async16(tile + soff + j * STEP * 128, p + (size_t)j * STEP * stride);
+        } else {
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                bool in = r0 + row + j * STEP < limit;
+                cp_async16(tile + soff + j * STEP * 128, in ? p + (size_t)j * STEP * stride : src, in);
+            }
+        }
+    }
+};
+
+template <int N> struct wgmma_n;
+template <> struct wgmma_n<64> {
+    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b) { wgmma_ss_n64_first(d, a, b); }
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b) { wgmma_ss_n64(d, a, b); }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { wgmma_rs_n64(d, a, b); }
+};
+template <> struct wgmma_n<128> {
+    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b) { wgmma_ss_n128_first(d, a, b); }
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b) { wgmma_ss_n128(d, a, b); }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { wgmma_rs_n128(d, a, b); }
+};
+
+/* A thread's two rows (row0 and row0 + 8 of the sequence): their running
+ * maxima (log2 units of the scaled score) and sums */
+struct fw_rows {
+    float m0, m1, l0, l1;
+};
+
+/* S = Q K^T for the warpgroup's 64 rows and a tile of KEYS keys: 16
+ * elements (32 bytes) of a 128-byte row a step, the 64-wide column blocks a
+ * whole tile of rows apart */
+template <int HD, int KEYS> __device__ __forceinline__ void issue_scores(float *s, unsigned qs, unsigned kt)
+{
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint64_t qd = sw128_desc(qs + (kk / 4) * FW_ROWS * 128 + (kk % 4) * 32, 0);
+        uint64_t kd = sw128_desc(kt + (kk / 4) * KEYS * 128 + (kk % 4) * 32, 0);
+        if (kk == 0)
+            wgmma_n<KEYS>::ss_first(s, qd, kd);
+        else
+            wgmma_n<KEYS>::ss(s, qd, kd);
+    }
+}
+
+/* O += P V: keys 16 kk .. 16 kk + 15 of the tile are its 8-row groups 2 kk
+ * and 2 kk + 1, 2,048 bytes apart */
+template <int HD, int KEYS> __device__ __forceinline__ void issue_pv(float *o, const uint32_t (*pa)[4], unsigned vt)
+{
+#pragma unroll
+    for (int kk = 0; kk < KEYS / 16; kk++)
+        wgmma_n<HD>::rs(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
+}
+
+/* The online softmax of a tile of scores (cuda_flash.cu's): masks keys past
+ * the end or the diagonal, updates the rows' maxima and sums, rescales O
+ * when a maximum grew, and leaves the probabilities as bf16 A fragments */
+template <int HD, int KEYS>
+__device__ __forceinline__ void softmax_tile(float *s, uint32_t (*pa)[4], float *o, fw_rows &r,
+                                             const struct dy_attention_prefill_desc &d, float scale, int k0,
+                                             int wrow, int row0, int t)
+{
+    constexpr int NT = KEYS / 8;
+    /* mask (only where the tile crosses the diagonal or the end): a row
+     * sees keys up to min(row, seq_len - 1); as an offset from this
+     * thread's first column, each column's test is one compare */
+    if (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)) {
+        int last0 = d.causal ? min(row0, d.seq_len - 1) : d.seq_len - 1;
+        int last1 = d.causal ? min(row0 + 8, d.seq_len - 1) : d.seq_len - 1;
+        last0 -= k0 + 2 * t;
+        last1 -= k0 + 2 * t;
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
+                    s[n * 4 + e] = -INFINITY;
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        mx0 = fmaxf(mx0, fmaxf(s[n * 4], s[n * 4 + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[n * 4 + 2], s[n * 4 + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    /* every row has a key in its warpgroup's first tile (key 0), so the
+     * maxima are finite from then on and exp2(-inf - n) is 0 */
+    float n0 = fmaxf(r.m0, mx0 * scale), n1 = fmaxf(r.m1, mx1 * scale);
+    float c0 = ex2(r.m0 - n0), c1 = ex2(r.m1 - n1);
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        float p0 = ex2(fmaf(s[n * 4], scale, -n0)), p1 = ex2(fmaf(s[n * 4 + 1], scale, -n0));
+        float p2 = ex2(fmaf(s[n * 4 + 2], scale, -n1)), p3 = ex2(fmaf(s[n * 4 + 3], scale, -n1));
+        sum0 += p0 + p1;
+        sum1 += p2 + p3;
+        pa[n / 2][(n & 1) * 2 + 0] = pack_bf16(p0, p1);
+        pa[n / 2][(n & 1) * 2 + 1] = pack_bf16(p2, p3);
+    }
+    sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
+    sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
+    sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
+    sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
+    r.l0 = r.l0 * c0 + sum0;
+    r.l1 = r.l1 * c1 + sum1;
+    r.m0 = n0;
+    r.m1 = n1;
+    /* rescale only when some row's maximum grew (after the first tiles it
+     * seldom does) */
+    if (__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f)) {
+#pragma unroll
+        for (int j = 0; j < HD / 8; j++) {
+            o[j * 4] *= c0;
+            o[j * 4 + 1] *= c0;
+            o[j * 4 + 2] *= c1;
+            o[j * 4 + 3] *= c1;
+        }
+    }
+}
+
+/* Warpgroup w's warp (threadIdx / 32) % 4 holds rows 16 warp + g and + 8
+ * of the warpgroup's 64 (g = lane / 4), columns 8 i + 2 t and + 1 of each
+ * 8-wide accumulator tile i (t = lane % 4): s[4 i .. 4 i + 3] and o
+ * likewise, the mma.sync m16n8 layout, which is also the A fragments'.
+ * Each tile's S, softmax and P V run in turn within a warpgroup; the two
+ * warpgroups of a block (and at head dim 64 the two blocks of an SM)
+ * overlap one's softmax with the other's matrix work. */
+template <int HD, int KEYS>
+__global__ void __launch_bounds__(FW_THREADS, fw_layout<HD, KEYS>::blocks_per_sm)
+flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                   const __nv_bfloat16 *v, __nv_bfloat16 *out)
+{
+    constexpr int NT = KEYS / 8, OT = HD / 8;
+    constexpr int QB = fw_layout<HD, KEYS>::Q_BYTES, KVB = fw_layout<HD, KEYS>::KV_BYTES;
+    extern __shared__ __align__(1024) unsigned char smem[];
+    unsigned base = (unsigned)__cvta_generic_to_shared(smem);
+    base = (base + 1023u) & ~1023u;
+    int tid = threadIdx.x, wg = tid / 128, wtid = tid % 128;
+    int warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
+    /* causal: the longest rows first, so the short ones fill the tail */
+    int q0 = (d.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x) * rows;
+    int h = (int)blockIdx.y * hpb + (hpb == 2 ? wg : 0), kvh = (int)blockIdx.y * hpb / group;
+    int wrow = q0 + (hpb == 2 ? 0 : wg * FW_ROWS);
+    size_t seq0 = (size_t)blockIdx.z * d.seq_len;
+    unsigned qs = base + wg * QB, ks = base + 2 * QB, vs = ks + FW_STAGES * KVB;
+    const __nv_bfloat16 *kb = k + seq0 * d.kv_stride + (size_t)kvh * HD;
+    const __nv_bfloat16 *vb = v + seq0 * d.kv_stride + (size_t)kvh * HD;
+    const tile_share<HD, KEYS, FW_THREADS> kv_share(tid, d.kv_stride);
+    int key_end = d.causal ? min(d.seq_len, q0 + rows) : d.seq_len;
+    int tiles = (key_end + KEYS - 1) / KEYS;
+    {
+        const tile_share<HD, FW_ROWS, 128> q_share(wtid, d.q_stride);
+        q_share.load(qs, q + seq0 * d.q_stride + (size_t)h * HD, d.q_stride, wrow, d.seq_len);
+    }
+    /* per stage: `full` when every thread's copies of its tile have landed
+     * (Q's too, with the first), `empty` when every thread is done with it */
+    __shared__ __align__(8) uint64_t bars[2 * FW_STAGES];
+    unsigned full = (unsigned)__cvta_generic_to_shared(bars), empty = full + 8 * FW_STAGES;
+    if (tid == 0)
+        for (int i = 0; i < 2 * FW_STAGES; i++)
+            mbar_init(full + 8 * i, FW_THREADS);
+    __syncthreads();
+    kv_share.load(ks, kb, d.kv_stride, 0, d.seq_len);
+    kv_share.load(vs, vb, d.kv_stride, 0, d.seq_len);
+    mbar_arrive_copies(full);
+
+    float o[HD / 2];
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    fw_rows r = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+    const float scale = d.scale * 1.4426950408889634f; /* base 2 */
+    int row0 = wrow + warp * 16 + g;
+    /* the warpgroup's tiles: a warpgroup whose rows all precede a tile
+     * (causal) or lie past the sequence's end only helps load it */
+    int wg_last = min(wrow + FW_ROWS - 1, d.seq_len - 1);
+    int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
+    float s[NT * 4];
+    uint32_t pa[NT / 2][4];
+    for (int j = 0; j < tiles; j++) {
+        /* the next tile into the stage of tile j - 2, once every thread
+         * is done with that: with three stages a warpgroup runs up to a
+         * tile ahead of the other, which keeps the matrix units busy with
+         * one's products while the other runs its softmax */
+        if (j + 1 < tiles) {
+            int next = (j + 1) % FW_STAGES;
+            if (j + 1 >= FW_STAGES)
+                mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
+            kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+            kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+            mbar_arrive_copies(full + 8 * next);
+        }
+        int stage = j % FW_STAGES;
+        mbar_wait(full + 8 * stage, (j / FW_STAGES) & 1);
+        fence_async_proxy();
+        if (j < live) {
+            wgmma_fence();
+            issue_scores<HD, KEYS>(s, qs, ks + stage * KVB);
+            wgmma_commit();
+            wgmma_wait_all();
+            fence_regs<NT * 4>(s);
+            softmax_tile<HD, KEYS>(s, pa, o, r, d, scale, j * KEYS, wrow, row0, t);
+            fence_regs<HD / 2>(o);
+            wgmma_fence();
+            issue_pv<HD, KEYS>(o, pa, vs + stage * KVB);
+            wgmma_commit();
+            wgmma_wait_all();
+            fence_regs<HD / 2>(o);
+        }
+        mbar_arrive(empty + 8 * stage);
+    }
+    float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
+    int row1 = row0 + 8;
+#pragma unroll
+    for (int j = 0; j < OT; j++) {
+        size_t c = (size_t)h * HD + j * 8 + 2 * t;
+        if (row0 < d.seq_len)
+            *(uint32_t *)(out + (seq0 + row0) * d.out_stride + c) = pack_bf16(o[j * 4] * inv0, o[j * 4 + 1] * inv0);
+        if (row1 < d.seq_len)
+            *(uint32_t *)(out + (seq0 + row1) * d.out_stride + c) =
+                pack_bf16(o[j * 4 + 2] * inv1, o[j * 4 + 3] * inv1);
+    }
+}
+
+static bool aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15u) == 0;
+}
+
+template <int HD, int KEYS> static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
+{
+    size_t bytes = fw_layout<HD, KEYS>::bytes;
+    cudaError_t e = cudaFuncSetAttribute(flash_wgmma_kernel<HD, KEYS>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaFuncSetAttribute(wgmma flash prefill)");
+    /* two query heads of one KV head share each K/V tile where the group allows */
+    int group = d->heads / d->kv_heads, hpb = group % 2 == 0 ? 2 : 1, rows = FW_ROWS * 2 / hpb;
+    dim3 grid((unsigned)((d->seq_len + rows - 1) / rows), (unsigned)(d->heads / hpb), (unsigned)d->batch);
+    flash_wgmma_kernel<HD, KEYS><<<grid, FW_THREADS, bytes, c->stream>>>(
+        *d, hpb, (const __nv_bfloat16 *)dy_cuda_ptr(d->q), (const __nv_bfloat16 *)dy_cuda_ptr(d->k),
+        (const __nv_bfloat16 *)dy_cuda_ptr(d->v), (__nv_bfloat16 *)dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "wgmma flash attention prefill");
+}
+
+int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
+{
+    const void *q = dy_cuda_ptr(d->q), *k = dy_cuda_ptr(d->k), *v = dy_cuda_ptr(d->v), *out = dy_cuda_ptr(d->out);
+    /* bf16 rows, 16-byte aligned for cp.async */
+    bool fits = c->flash_wgmma && d->dtype == DY_BF16 && d->compute_dtype == DY_BF16 &&
+                (d->head_dim == 64 || d->head_dim == 128) && d->heads % d->kv_heads == 0 &&
+                d->q_stride % 8 == 0 && d->kv_stride % 8 == 0 && d->out_stride % 2 == 0 && aligned16(q) &&
+                aligned16(k) && aligned16(v) && aligned16(out);
+    if (!fits)
+        return DY_E_UNSUPPORTED;
+    /* head dim 128: 128-key tiles (at 193 registers a thread, one block an
+     * SM); 64: 64-key tiles, two blocks an SM */
+    return d->head_dim == 64 ? launch<64, 64>(c, d) : launch<128, 128>(c, d);
+}
