@@ -1,18 +1,20 @@
 /* Causal or bidirectional prefill attention on Hopper's warpgroup matrix
- * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128. A block of
- * two warpgroups owns 64 query rows of two query heads that share a KV head
+ * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128. A block of two
+ * warpgroups owns 64 query rows of two query heads that share a KV head
  * (GQA), or 128 rows of one head; each warpgroup's 64 rows of Q stay in
  * shared memory for the whole walk over tiles of K and V, which cp.async
  * brings in one tile ahead into three stages that mbarriers guard. S = Q K^T
  * is a wgmma with both operands in shared memory; the online softmax (as
  * cuda_flash.cu's) runs on S in registers, and its probabilities, rounded to
  * bf16 in the A-fragment layout, feed O += P V with A in registers and V
- * read transposed. Every tile sits in shared memory in the layout wgmma
- * reads without a copy: 64-element (128-byte) column blocks of rows with the
- * 128-byte swizzle, the 16-byte chunk c of row r stored at c ^ (r % 8), each
- * 8-row group 1,024 bytes (one K/V layout serves K as a K-major B and V as
- * an MN-major B). This file alone is built for sm_90a; the mma.sync kernel
- * in cuda_flash.cu serves every other case. */
+ * read transposed. At head dim 128 the warpgroups take turns to issue their
+ * products, so one's softmax overlaps the other's matrix work. Every tile
+ * sits in shared memory in the layout wgmma reads without a copy: 64-element
+ * (128-byte) column blocks of rows with the 128-byte swizzle, the 16-byte
+ * chunk c of row r stored at c ^ (r % 8), each 8-row group 1,024 bytes (one
+ * K/V layout serves K as a K-major B and V as an MN-major B). This file
+ * alone is built for sm_90a; the mma.sync kernel in cuda_flash.cu serves
+ * every other case. */
 #include "cuda_internal.h"
 
 #include <cuda_bf16.h>
@@ -28,6 +30,9 @@ template <int HD, int KEYS> struct fw_layout {
     static constexpr size_t bytes = 1024 + 2 * Q_BYTES + FW_STAGES * 2 * KV_BYTES;
     /* the launch bound: two blocks an SM where the registers allow */
     static constexpr int blocks_per_sm = HD == 64 && KEYS == 64 ? 2 : 1;
+    /* the warpgroups take turns to issue their products (faster at head
+     * dim 128 with one block an SM; at 64, with two, it was slower) */
+    static constexpr bool pingpong = HD == 128;
 };
 
 /* byte offset of 16-byte chunk `ch` (along the head dim) of row r in a
@@ -74,6 +79,24 @@ __device__ __forceinline__ void mbar_wait(unsigned bar, int parity)
                  "@!p bra WAIT;\n}\n" ::"r"(bar),
                  "r"(parity)
                  : "memory");
+}
+
+/* named barriers 1 and 2 between the two warpgroups (256 threads): one
+ * arrives, the other waits */
+__device__ __forceinline__ void named_arrive(int id)
+{
+    if (id == 1)
+        asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+    else
+        asm volatile("bar.arrive 2, 256;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void named_sync(int id)
+{
+    if (id == 1)
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    else
+        asm volatile("bar.sync 2, 256;\n" ::: "memory");
 }
 
 /* shared memory that other threads' copies wrote, as wgmma (the async
@@ -235,14 +258,32 @@ template <int HD, int ROWS, int NT> struct tile_share {
 
 template <int N> struct wgmma_n;
 template <> struct wgmma_n<64> {
-    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b) { wgmma_ss_n64_first(d, a, b); }
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b) { wgmma_ss_n64(d, a, b); }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { wgmma_rs_n64(d, a, b); }
+    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b)
+    {
+        wgmma_ss_n64_first(d, a, b);
+    }
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b)
+    {
+        wgmma_ss_n64(d, a, b);
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b)
+    {
+        wgmma_rs_n64(d, a, b);
+    }
 };
 template <> struct wgmma_n<128> {
-    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b) { wgmma_ss_n128_first(d, a, b); }
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b) { wgmma_ss_n128(d, a, b); }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b) { wgmma_rs_n128(d, a, b); }
+    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b)
+    {
+        wgmma_ss_n128_first(d, a, b);
+    }
+    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b)
+    {
+        wgmma_ss_n128(d, a, b);
+    }
+    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b)
+    {
+        wgmma_rs_n128(d, a, b);
+    }
 };
 
 /* A thread's two rows (row0 and row0 + 8 of the sequence): their running
@@ -359,6 +400,7 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
 {
     constexpr int NT = KEYS / 8, OT = HD / 8;
     constexpr int QB = fw_layout<HD, KEYS>::Q_BYTES, KVB = fw_layout<HD, KEYS>::KV_BYTES;
+    constexpr bool PINGPONG = fw_layout<HD, KEYS>::pingpong;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
@@ -405,37 +447,97 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
     int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
     float s[NT * 4];
     uint32_t pa[NT / 2][4];
-    for (int j = 0; j < tiles; j++) {
-        /* the next tile into the stage of tile j - 2, once every thread
-         * is done with that: with three stages a warpgroup runs up to a
-         * tile ahead of the other, which keeps the matrix units busy with
-         * one's products while the other runs its softmax */
-        if (j + 1 < tiles) {
-            int next = (j + 1) % FW_STAGES;
-            if (j + 1 >= FW_STAGES)
-                mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
-            kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
-            kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
-            mbar_arrive_copies(full + 8 * next);
-        }
-        int stage = j % FW_STAGES;
-        mbar_wait(full + 8 * stage, (j / FW_STAGES) & 1);
-        fence_async_proxy();
-        if (j < live) {
-            wgmma_fence();
-            issue_scores<HD, KEYS>(s, qs, ks + stage * KVB);
-            wgmma_commit();
+    if (PINGPONG) {
+        /* Phase j issues tile j - 1's P V and tile j's S together, then
+         * waits for both and runs tile j's softmax. The warpgroups take
+         * turns to issue (named barriers 1 and 2: FlashAttention-3's
+         * ping-pong), so one's products run on the matrix units while the
+         * other runs its softmax. Both run all tiles + 1 phases, issuing
+         * nothing in those past their rows. */
+        if (wg == 1)
+            named_arrive(1);
+        for (int j = 0; j <= tiles; j++) {
+            bool pv = j >= 1 && j - 1 < live, sc = j < live;
+            int stage = j % FW_STAGES, prev = (j + FW_STAGES - 1) % FW_STAGES;
+            if (j < tiles) {
+                mbar_wait(full + 8 * stage, (j / FW_STAGES) & 1);
+                fence_async_proxy();
+            }
+            if (wg == 0)
+                named_sync(1);
+            else
+                named_sync(2);
+            fence_regs<HD / 2>(o);
+            if (pv && sc) {
+                wgmma_fence();
+                issue_pv<HD, KEYS>(o, pa, vs + prev * KVB);
+                issue_scores<HD, KEYS>(s, qs, ks + stage * KVB);
+                wgmma_commit();
+            } else if (sc) {
+                wgmma_fence();
+                issue_scores<HD, KEYS>(s, qs, ks + stage * KVB);
+                wgmma_commit();
+            } else if (pv) {
+                wgmma_fence();
+                issue_pv<HD, KEYS>(o, pa, vs + prev * KVB);
+                wgmma_commit();
+            }
+            if (wg == 0)
+                named_arrive(2);
+            else if (j < tiles)
+                named_arrive(1);
+            /* tile j + 1 into the stage of tile j - 2, once every thread is
+             * done with that (three stages let a warpgroup run ahead) */
+            if (j + 1 < tiles) {
+                int next = (j + 1) % FW_STAGES;
+                if (j + 1 >= FW_STAGES)
+                    mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
+                kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+                kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+                mbar_arrive_copies(full + 8 * next);
+            }
             wgmma_wait_all();
             fence_regs<NT * 4>(s);
-            softmax_tile<HD, KEYS>(s, pa, o, r, d, scale, j * KEYS, wrow, row0, t);
             fence_regs<HD / 2>(o);
-            wgmma_fence();
-            issue_pv<HD, KEYS>(o, pa, vs + stage * KVB);
-            wgmma_commit();
-            wgmma_wait_all();
-            fence_regs<HD / 2>(o);
+            /* tile j - 1's K (its S ran in the phase before) and V are done */
+            if (j >= 1)
+                mbar_arrive(empty + 8 * prev);
+            if (sc)
+                softmax_tile<HD, KEYS>(s, pa, o, r, d, scale, j * KEYS, wrow, row0, t);
         }
-        mbar_arrive(empty + 8 * stage);
+    } else {
+        for (int j = 0; j < tiles; j++) {
+            /* the next tile into the stage of tile j - 2, once every thread
+             * is done with that: with three stages a warpgroup runs up to a
+             * tile ahead of the other, which keeps the matrix units busy with
+             * one's products while the other runs its softmax */
+            if (j + 1 < tiles) {
+                int next = (j + 1) % FW_STAGES;
+                if (j + 1 >= FW_STAGES)
+                    mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
+                kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+                kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+                mbar_arrive_copies(full + 8 * next);
+            }
+            int stage = j % FW_STAGES;
+            mbar_wait(full + 8 * stage, (j / FW_STAGES) & 1);
+            fence_async_proxy();
+            if (j < live) {
+                wgmma_fence();
+                issue_scores<HD, KEYS>(s, qs, ks + stage * KVB);
+                wgmma_commit();
+                wgmma_wait_all();
+                fence_regs<NT * 4>(s);
+                softmax_tile<HD, KEYS>(s, pa, o, r, d, scale, j * KEYS, wrow, row0, t);
+                fence_regs<HD / 2>(o);
+                wgmma_fence();
+                issue_pv<HD, KEYS>(o, pa, vs + stage * KVB);
+                wgmma_commit();
+                wgmma_wait_all();
+                fence_regs<HD / 2>(o);
+            }
+            mbar_arrive(empty + 8 * stage);
+        }
     }
     float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
     int row1 = row0 + 8;
