@@ -130,68 +130,56 @@ __device__ __forceinline__ void wgmma_wait_all()
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
 
-/* d = A B for a 64 x 64 x 16 tile, A and B K-major in shared memory (d
- * only written) */
-__device__ __forceinline__ void wgmma_ss_n64_first(float *d, uint64_t a, uint64_t b)
+/* A 64 x N x 16 wgmma's accumulators, N / 2 floats a thread (d[0] ..),
+ * as asm operands of constraint C ("+f" accumulates, "=f" overwrites) and
+ * as the instruction's register list */
+#define FW_ACC4(C, i) C(d[i]), C(d[i + 1]), C(d[i + 2]), C(d[i + 3])
+#define FW_ACC16(C, i) FW_ACC4(C, i), FW_ACC4(C, i + 4), FW_ACC4(C, i + 8), FW_ACC4(C, i + 12)
+#define FW_ACC32(C) FW_ACC16(C, 0), FW_ACC16(C, 16)
+#define FW_ACC64(C) FW_ACC32(C), FW_ACC16(C, 32), FW_ACC16(C, 48)
+#define FW_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define FW_REGS64                                                                                                  \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                             \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+/* the instruction: A and B descriptors (SS) or A's four registers and B's
+ * descriptor (RS, B MN-major: transposed), then the predicate operand that
+ * says whether to add to d */
+#define FW_SS(N, REGS, A, B, P)                                                                                    \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, " P ", 0;\nwgmma.mma_async.sync.aligned.m64n" N "k16.f32.bf16.bf16 " REGS    \
+    ", " A ", " B ", p, 1, 1, 0, 0;\n}\n"
+#define FW_RS(N, REGS, A, B, P)                                                                                    \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, " P ", 0;\nwgmma.mma_async.sync.aligned.m64n" N "k16.f32.bf16.bf16 " REGS    \
+    ", " A ", " B ", p, 1, 1, 1;\n}\n"
+
+/* d (+)= A B for a 64 x N x 16 tile, A and B K-major in shared memory;
+ * the first k step (ACC false) only writes d, so nothing before it orders
+ * against the wgmma */
+template <int N, bool ACC> __device__ __forceinline__ void wgmma_ss(float *d, uint64_t a, uint64_t b)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31])
-                 : "l"(a), "l"(b), "r"(0));
+    static_assert(N == 64 || N == 128, "64 or 128 columns");
+    if constexpr (N == 64 && ACC)
+        asm volatile(FW_SS("64", FW_REGS32, "%32", "%33", "%34") : FW_ACC32("+f") : "l"(a), "l"(b), "r"(1));
+    else if constexpr (N == 64)
+        asm volatile(FW_SS("64", FW_REGS32, "%32", "%33", "%34") : FW_ACC32("=f") : "l"(a), "l"(b), "r"(0));
+    else if constexpr (ACC)
+        asm volatile(FW_SS("128", FW_REGS64, "%64", "%65", "%66") : FW_ACC64("+f") : "l"(a), "l"(b), "r"(1));
+    else
+        asm volatile(FW_SS("128", FW_REGS64, "%64", "%65", "%66") : FW_ACC64("=f") : "l"(a), "l"(b), "r"(0));
 }
 
-/* d += A B for a 64 x 64 x 16 tile, A and B K-major in shared memory */
-__device__ __forceinline__ void wgmma_ss_n64(float *d, uint64_t a, uint64_t b)
+/* d += A B for a 64 x N x 16 tile, A in registers, B MN-major (transposed)
+ * in shared memory */
+template <int N> __device__ __forceinline__ void wgmma_rs(float *d, const uint32_t *a, uint64_t b)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(a), "l"(b), "r"(1));
-}
-
-/* d = A B for a 64 x 128 x 16 tile, A and B K-major in shared memory (d
- * only written) */
-__device__ __forceinline__ void wgmma_ss_n128_first(float *d, uint64_t a, uint64_t b)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]), "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]), "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]), "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]), "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
-                 : "l"(a), "l"(b), "r"(0));
-}
-
-/* d += A B for a 64 x 128 x 16 tile, A and B K-major in shared memory */
-__device__ __forceinline__ void wgmma_ss_n128(float *d, uint64_t a, uint64_t b)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "l"(a), "l"(b), "r"(1));
-}
-
-/* d += A B for a 64 x 64 x 16 tile, A in registers, B MN-major
- * (transposed) in shared memory */
-__device__ __forceinline__ void wgmma_rs_n64(float *d, const uint32_t *a, uint64_t b)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-
-/* d += A B for a 64 x 128 x 16 tile, A in registers, B MN-major
- * (transposed) in shared memory */
-__device__ __forceinline__ void wgmma_rs_n128(float *d, const uint32_t *a, uint64_t b)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    static_assert(N == 64 || N == 128, "64 or 128 columns");
+    if constexpr (N == 64)
+        asm volatile(FW_RS("64", FW_REGS32, "{%32, %33, %34, %35}", "%36", "%37")
+                     : FW_ACC32("+f")
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    else
+        asm volatile(FW_RS("128", FW_REGS64, "{%64, %65, %66, %67}", "%68", "%69")
+                     : FW_ACC64("+f")
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
 
 /* keeps the compiler from moving uses of wgmma accumulators across the
@@ -256,36 +244,6 @@ template <int HD, int ROWS, int NT> struct tile_share {
     }
 };
 
-template <int N> struct wgmma_n;
-template <> struct wgmma_n<64> {
-    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b)
-    {
-        wgmma_ss_n64_first(d, a, b);
-    }
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b)
-    {
-        wgmma_ss_n64(d, a, b);
-    }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b)
-    {
-        wgmma_rs_n64(d, a, b);
-    }
-};
-template <> struct wgmma_n<128> {
-    static __device__ __forceinline__ void ss_first(float *d, uint64_t a, uint64_t b)
-    {
-        wgmma_ss_n128_first(d, a, b);
-    }
-    static __device__ __forceinline__ void ss(float *d, uint64_t a, uint64_t b)
-    {
-        wgmma_ss_n128(d, a, b);
-    }
-    static __device__ __forceinline__ void rs(float *d, const uint32_t *a, uint64_t b)
-    {
-        wgmma_rs_n128(d, a, b);
-    }
-};
-
 /* A thread's two rows (row0 and row0 + 8 of the sequence): their running
  * maxima (log2 units of the scaled score) and sums */
 struct fw_rows {
@@ -302,9 +260,9 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_scores(float *
         uint64_t qd = sw128_desc(qs + (kk / 4) * FW_ROWS * 128 + (kk % 4) * 32, 0);
         uint64_t kd = sw128_desc(kt + (kk / 4) * KEYS * 128 + (kk % 4) * 32, 0);
         if (kk == 0)
-            wgmma_n<KEYS>::ss_first(s, qd, kd);
+            wgmma_ss<KEYS, false>(s, qd, kd);
         else
-            wgmma_n<KEYS>::ss(s, qd, kd);
+            wgmma_ss<KEYS, true>(s, qd, kd);
     }
 }
 
@@ -314,7 +272,7 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_pv(float *o, c
 {
 #pragma unroll
     for (int kk = 0; kk < KEYS / 16; kk++)
-        wgmma_n<HD>::rs(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
+        wgmma_rs<HD>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
 }
 
 /* The online softmax of a tile of scores (cuda_flash.cu's): masks keys past
@@ -447,6 +405,20 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
     int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
     float s[NT * 4];
     uint32_t pa[NT / 2][4];
+    /* tile j + 1 into the stage of tile j - 2, once every thread is done
+     * with that: with three stages a warpgroup may run up to a tile ahead of
+     * the other, so one's products keep the matrix units busy while the
+     * other runs its softmax */
+    auto load_ahead = [&](int j) {
+        if (j + 1 < tiles) {
+            int next = (j + 1) % FW_STAGES;
+            if (j + 1 >= FW_STAGES)
+                mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
+            kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+            kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
+            mbar_arrive_copies(full + 8 * next);
+        }
+    };
     if (PINGPONG) {
         /* Phase j issues tile j - 1's P V and tile j's S together, then
          * waits for both and runs tile j's softmax. The warpgroups take
@@ -486,16 +458,7 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
                 named_arrive(2);
             else if (j < tiles)
                 named_arrive(1);
-            /* tile j + 1 into the stage of tile j - 2, once every thread is
-             * done with that (three stages let a warpgroup run ahead) */
-            if (j + 1 < tiles) {
-                int next = (j + 1) % FW_STAGES;
-                if (j + 1 >= FW_STAGES)
-                    mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
-                kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
-                kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
-                mbar_arrive_copies(full + 8 * next);
-            }
+            load_ahead(j);
             wgmma_wait_all();
             fence_regs<NT * 4>(s);
             fence_regs<HD / 2>(o);
@@ -507,18 +470,7 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
         }
     } else {
         for (int j = 0; j < tiles; j++) {
-            /* the next tile into the stage of tile j - 2, once every thread
-             * is done with that: with three stages a warpgroup runs up to a
-             * tile ahead of the other, which keeps the matrix units busy with
-             * one's products while the other runs its softmax */
-            if (j + 1 < tiles) {
-                int next = (j + 1) % FW_STAGES;
-                if (j + 1 >= FW_STAGES)
-                    mbar_wait(empty + 8 * next, ((j + 1) / FW_STAGES - 1) & 1);
-                kv_share.load(ks + next * KVB, kb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
-                kv_share.load(vs + next * KVB, vb, d.kv_stride, (j + 1) * KEYS, d.seq_len);
-                mbar_arrive_copies(full + 8 * next);
-            }
+            load_ahead(j);
             int stage = j % FW_STAGES;
             mbar_wait(full + 8 * stage, (j / FW_STAGES) & 1);
             fence_async_proxy();
