@@ -583,10 +583,14 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
          * loads. Measured on an H100 at batch 1, graphs and programmatic
          * dependent launch on (cuda/b1_check.sh, DYNO_CUDA_QGEMV=8,4 vs 8,8):
          * bf16 Llama-3.1-8B 5.88 -> 5.84 ms, Llama-3.2-1B 1.30 -> 1.25,
-         * OLMoE 1.50 -> 1.47 with eight */
+         * OLMoE 1.50 -> 1.47 with eight. Dense bf16/f16 matrices of at
+         * least 4,096 columns and at most 2^25 elements (the 8B's qkv and
+         * o: 512 or more blocks of short rows) keep four: 5.92 -> 5.81 ms,
+         * OLMoE 1.51 -> 1.50, the 1B (no such matrix) unchanged */
         int per_batch = QG_LOADS / cols * DY_WARP, batches = (g->k / epl + per_batch - 1) / per_batch;
         bool two_byte = qt == DY_BF16 || qt == DY_F16;
-        warps = dy_cuda_clamp(log2m <= 1 ? (two_byte ? 8 : 4) : 2, 1, batches < 1 ? 1 : batches);
+        bool many_short = !g->offsets && !g->swiglu_half && g->n >= 4096 && (long long)g->n * g->k <= (1LL << 25);
+        warps = dy_cuda_clamp(log2m <= 1 ? (two_byte && !many_short ? 8 : 4) : 2, 1, batches < 1 ? 1 : batches);
     }
     dim3 grid((unsigned)col_blocks, (unsigned)slots);
     dy_launch(c, qg_kernels[qg_slot(qt)][log2m][log2c - 1], grid, warps * DY_WARP, 0, *g);
