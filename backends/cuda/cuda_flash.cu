@@ -362,9 +362,11 @@ int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_
                 aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
     if (!fits)
         return DY_E_UNSUPPORTED;
+#if !DY_NO_SM90A
     int st = dy_cuda_flash_wgmma(c, d);
     if (st != DY_E_UNSUPPORTED)
         return st;
+#endif
     if (d->dtype == DY_BF16)
         return d->head_dim == 64 ? launch<64, __nv_bfloat16>(c, d) : launch<128, __nv_bfloat16>(c, d);
     return d->head_dim == 64 ? launch<64, float>(c, d) : launch<128, float>(c, d);

@@ -217,8 +217,9 @@ static inline int dy_cuda_clamp(long long x, int lo, int hi)
 /* The tensor-core prefill path; DY_E_UNSUPPORTED when the descriptor does
  * not allow it (the caller then takes the exact kernel). */
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);
-/* Its wgmma kernel for Hopper (cuda_flash_sm90.cu, CUDA only), which
- * dy_cuda_flash_prefill tries first; DY_E_UNSUPPORTED likewise. */
+/* Its wgmma kernel for Hopper (cuda_flash_sm90.cu, CUDA only, absent when
+ * nvcc had no sm_90a: DY_NO_SM90A), which dy_cuda_flash_prefill tries
+ * first; DY_E_UNSUPPORTED likewise. */
 int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);
 /* Converts count elements on the context's stream (used by gemm too). */
 int dy_cuda_convert_raw(struct cuda_ctx *c, const void *src, enum dy_dtype st, void *dst,
