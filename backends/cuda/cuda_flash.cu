@@ -325,11 +325,6 @@ flash_prefill_kernel(struct dy_attention_prefill_desc d, int hpb, const T *q, co
     }
 }
 
-static bool aligned16(const void *p)
-{
-    return ((uintptr_t)p & 15u) == 0;
-}
-
 template <int HD, typename T>
 static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
@@ -359,7 +354,7 @@ int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_
     bool fits = d->compute_dtype == DY_BF16 && (d->dtype == DY_F32 || d->dtype == DY_BF16) &&
                 (d->head_dim == 64 || d->head_dim == 128) && d->heads % d->kv_heads == 0 &&
                 d->q_stride % 2 == 0 && d->kv_stride % vec == 0 && d->out_stride % 2 == 0 &&
-                aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
+                dy_cuda_aligned16(q) && dy_cuda_aligned16(k) && dy_cuda_aligned16(v) && dy_cuda_aligned16(out);
     if (!fits)
         return DY_E_UNSUPPORTED;
 #if !DY_NO_SM90A

@@ -504,11 +504,6 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
     }
 }
 
-static bool aligned16(const void *p)
-{
-    return ((uintptr_t)p & 15u) == 0;
-}
-
 template <int HD, int KEYS> static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
     size_t bytes = fw_layout<HD, KEYS>::bytes;
@@ -527,15 +522,12 @@ template <int HD, int KEYS> static int launch(struct cuda_ctx *c, const struct d
 
 int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
-    const void *q = dy_cuda_ptr(d->q), *k = dy_cuda_ptr(d->k), *v = dy_cuda_ptr(d->v), *out = dy_cuda_ptr(d->out);
-    /* bf16 rows, 16-byte aligned for cp.async */
-    bool fits = c->flash_wgmma && d->dtype == DY_BF16 && d->compute_dtype == DY_BF16 &&
-                (d->head_dim == 64 || d->head_dim == 128) && d->heads % d->kv_heads == 0 &&
-                d->q_stride % 8 == 0 && d->kv_stride % 8 == 0 && d->out_stride % 2 == 0 && aligned16(q) &&
-                aligned16(k) && aligned16(v) && aligned16(out);
-    if (!fits)
+    /* dy_cuda_flash_prefill has checked the rest (head dim 64 or 128, whole
+     * GQA groups, 16-byte aligned rows of K and V); here bf16 rows and Q's
+     * rows 16-byte aligned too, for cp.async */
+    if (!c->flash_wgmma || d->dtype != DY_BF16 || d->q_stride % 8 != 0)
         return DY_E_UNSUPPORTED;
-    /* head dim 128: 128-key tiles (at 193 registers a thread, one block an
+    /* head dim 128: 128-key tiles (248 registers a thread, one block an
      * SM); 64: 64-key tiles, two blocks an SM */
     return d->head_dim == 64 ? launch<64, 64>(c, d) : launch<128, 128>(c, d);
 }

@@ -88,16 +88,11 @@ static const gemv_fn gemv_kernels[GEMV_MAX_M + 1] = {
     gemv_kernel<5>, gemv_kernel<6>, gemv_kernel<7>, gemv_kernel<8>,
 };
 
-static bool aligned16(const void *p)
-{
-    return ((uintptr_t)p & 15u) == 0;
-}
-
 static bool gemv_fits(const struct dy_gemm_desc *d, const void *a, const void *b)
 {
     size_t bsize = dy_dtype_size(d->b_dtype);
     return d->m <= GEMV_MAX_M && d->a_dtype == DY_F32 && d->c_dtype == DY_F32 &&
-           d->b_dtype != DY_I32 && d->k % 8 == 0 && aligned16(a) && aligned16(b) &&
+           d->b_dtype != DY_I32 && d->k % 8 == 0 && dy_cuda_aligned16(a) && dy_cuda_aligned16(b) &&
            (d->lda * 4) % 16 == 0 && (d->ldb * bsize) % 16 == 0;
 }
 
@@ -181,7 +176,7 @@ static dim3 grid_2d(int n, int m)
 
 static int pack_a(struct cuda_ctx *c, const struct dy_gemm_desc *d, const void *a, void *out)
 {
-    bool wide = d->k % 8 == 0 && d->lda % 4 == 0 && aligned16(a);
+    bool wide = d->k % 8 == 0 && d->lda % 4 == 0 && dy_cuda_aligned16(a);
     if (!wide)
         pack_a_kernel<<<grid_for((size_t)d->m * d->k), 256, 0, c->stream>>>((const float *)a, d->lda, d->m,
                                                                            d->k, out, d->b_dtype);

@@ -210,6 +210,12 @@ static inline bool dy_cuda_tuning(const char *name, int *a, int *b)
     return v && sscanf(v, "%d,%d", a, b) == 2;
 }
 
+/* Whether a pointer allows 16-byte vector accesses. */
+static inline bool dy_cuda_aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15u) == 0;
+}
+
 static inline int dy_cuda_clamp(long long x, int lo, int hi)
 {
     return (int)(x < lo ? lo : x > hi ? hi : x);
@@ -219,7 +225,7 @@ static inline int dy_cuda_clamp(long long x, int lo, int hi)
 int dy_cuda_flash_prefill(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);
 /* Its wgmma kernel for Hopper (cuda_flash_sm90.cu, CUDA only, absent when
  * nvcc had no sm_90a: DY_NO_SM90A), which dy_cuda_flash_prefill tries
- * first; DY_E_UNSUPPORTED likewise. */
+ * first, after its own checks; DY_E_UNSUPPORTED likewise. */
 int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d);
 /* Converts count elements on the context's stream (used by gemm too). */
 int dy_cuda_convert_raw(struct cuda_ctx *c, const void *src, enum dy_dtype st, void *dst,

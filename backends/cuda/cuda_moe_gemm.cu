@@ -582,11 +582,6 @@ static enum gg_path choose_path(const struct dy_gemm_grouped_desc *d, bool vec_b
     return mma_ok ? GG_MMA : GG_TILED;
 }
 
-static bool aligned16(const void *p)
-{
-    return ((uintptr_t)p & 15u) == 0;
-}
-
 int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
@@ -617,9 +612,9 @@ int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d)
     g.lda = d->lda;
     g.ldc = d->ldc;
     g.b_expert_stride = d->b_expert_stride;
-    g.a_vec = d->lda % 4 == 0 && aligned16(g.a);
+    g.a_vec = d->lda % 4 == 0 && dy_cuda_aligned16(g.a);
     size_t esize = dy_dtype_size(d->b_dtype);
-    bool vec_b = d->k % 8 == 0 && aligned16(g.b) && d->b_expert_stride * esize % 16 == 0;
+    bool vec_b = d->k % 8 == 0 && dy_cuda_aligned16(g.b) && d->b_expert_stride * esize % 16 == 0;
     switch (choose_path(d, vec_b)) {
     case GG_GEMV:
         return grouped_gemv(c, &g, d->b_dtype, vec_b);

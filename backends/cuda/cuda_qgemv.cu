@@ -486,11 +486,6 @@ static const qg_fn qm_kernels[3] = { qmma_i4_kernel<1, 4>, qmma_i4_kernel<2, 2>,
 #endif
 
 
-static bool aligned16(const void *p)
-{
-    return ((uintptr_t)p & 15u) == 0;
-}
-
 static int log2_ceil(int x)
 {
     int l = 0;
@@ -543,7 +538,7 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
     with.prefetch_bytes = c->prefetch_bytes;
     const struct dy_qgemv_args *g = &with;
     int epl = qt == DY_I4 ? 32 : qt == DY_BF16 || qt == DY_F16 ? 8 : 16;
-    bool laid_out = g->k % epl == 0 && aligned16(g->b) && aligned16(g->a) && g->lda % 4 == 0 &&
+    bool laid_out = g->k % epl == 0 && dy_cuda_aligned16(g->b) && dy_cuda_aligned16(g->a) && g->lda % 4 == 0 &&
                     g->expert_bytes % 16 == 0 && (qt != DY_I4 || (g->group % epl == 0 && g->k % g->group == 0));
     if (!laid_out || qg_slot(qt) < 0)
         return DY_E_UNSUPPORTED;
