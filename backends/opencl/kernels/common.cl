@@ -288,6 +288,12 @@ float sum16(float16 v)
     return sum8(v.lo + v.hi);
 }
 
+/* component i (0-3) of v, i known only at run time */
+float lane_of(float4 v, int i)
+{
+    return i == 0 ? v.s0 : i == 1 ? v.s1 : i == 2 ? v.s2 : v.s3;
+}
+
 /* Asks a CPU to fetch n bytes from p into its caches ahead of their use:
  * clang's prefetch builtin where the host says the device is a CPU
  * (DY_OCL_CPU; OpenCL's own prefetch() does nothing in PoCL), nothing on

@@ -125,9 +125,8 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
         /* lane i of the row stores row r0 + i of C (SwiGLU: of a gate
          * row, with its up row's sum GEMV_ROWS / 2 rows on) */
         if (swiglu_half && slot < GEMV_ROWS / 2 && j < swiglu_half && lane < 4 && r0 + lane < m) {
-            float4 gs = red[lid - lane], us = red[lid - lane + GEMV_ROWS / 2 * GEMV_LANES];
-            float g = lane == 0 ? gs.s0 : lane == 1 ? gs.s1 : lane == 2 ? gs.s2 : gs.s3;
-            float u = lane == 0 ? us.s0 : lane == 1 ? us.s1 : lane == 2 ? us.s2 : us.s3;
+            float g = lane_of(red[lid - lane], lane);
+            float u = lane_of(red[lid - lane + GEMV_ROWS / 2 * GEMV_LANES], lane);
             if (bias) {
                 g += ld(CBYTES(bias, bias_off), b_dtype, j);
                 u += ld(CBYTES(bias, bias_off), b_dtype, swiglu_half + j);
@@ -135,8 +134,7 @@ static inline void gemv_rows(__local float4 *red, __global const uchar *a, ulong
             st(BYTES(c, c_off), c_dtype, (size_t)(row0 + r0 + lane) * ldc + j, g / (1.0f + exp(-g)) * u);
         }
         if (!swiglu_half && j < n && lane < 4 && r0 + lane < m) {
-            float4 sums = red[lid - lane];
-            float sum = lane == 0 ? sums.s0 : lane == 1 ? sums.s1 : lane == 2 ? sums.s2 : sums.s3;
+            float sum = lane_of(red[lid - lane], lane);
             size_t ci = (size_t)(row0 + r0 + lane) * ldc + j;
             __global uchar *cp = BYTES(c, c_off);
             st(cp, c_dtype, ci, epilogue(sum, bias ? CBYTES(bias, bias_off) : 0, b_dtype, j, cp,

@@ -124,8 +124,7 @@ static inline void gemv_q_rows(__local float4 *red, __global const uchar *a, ulo
             barrier(CLK_LOCAL_MEM_FENCE);
         }
         if (j < n && lane < 4 && lane < live) {
-            float4 sums = red[lid - lane];
-            float sum = lane == 0 ? sums.s0 : lane == 1 ? sums.s1 : lane == 2 ? sums.s2 : sums.s3;
+            float sum = lane_of(red[lid - lane], lane);
             size_t ci = (size_t)(row0 + r0 + lane) * ldc + j;
             __global uchar *cp = BYTES(c, c_off);
             st(cp, DT_F32, ci, epilogue(sum, bias, bias_dtype, j, cp, DT_F32, ci, beta));
