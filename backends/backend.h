@@ -137,6 +137,17 @@ enum dy_gemm_act {
                         * j < n/2; ldc >= n, and C's columns n/2.. are
                         * scratch, left undefined (a gate/up projection
                         * and its SiLU-mul as one op) */
+    DY_ACT_ROPE = 3, /* C = A . B^T + bias, then dy_rope over C's first
+                      * rope.heads heads of rope.head_dim columns, row r
+                      * at position rope.positions[r] (a q/k projection
+                      * and its rotation as one op) */
+};
+
+/* DY_ACT_ROPE's rotation, as struct dy_rope_desc has it */
+struct dy_gemm_rope {
+    dy_buf positions; /* i32 [m] */
+    dy_buf inv_freq;  /* f32 [head_dim / 2] */
+    int heads, head_dim;
 };
 
 /* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
@@ -160,6 +171,7 @@ struct dy_gemm_desc {
     float beta;               /* 0: overwrite C, 1: accumulate into C */
     struct dy_quant bq;       /* B's scales when b_dtype is fp8, int8, int4 */
     enum dy_gemm_act act;     /* C = act(A . B^T + bias); beta 0 only */
+    struct dy_gemm_rope rope; /* DY_ACT_ROPE only */
 };
 
 /* out[r, i] = w[r, i] for rows [0, rows) of a quantized matrix [rows, k]
@@ -269,6 +281,11 @@ struct dy_attention_decode_desc {
     float scale;
     enum dy_dtype dtype, cache_dtype;
     dy_buf k_scale, v_scale;     /* int8 caches only (see dy_kv_append_desc) */
+    /* > 0: the op just before this one wrote no cache row but those of
+     * each sequence's last fresh_tokens keys (an append), and neither the
+     * block table nor the lengths, so a backend may start reading the older
+     * rows before that op ends; 0: no such promise */
+    int fresh_tokens;
 };
 
 /* KV-cache eviction scores, one per listed block of one layer's cache: the

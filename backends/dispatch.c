@@ -374,15 +374,21 @@ static int call_gemm(dy_ctx *ctx, const void *d)
 
 /* A GEMM with an activation: the backend's fused epilogue where it offers
  * one for this call, else the plain GEMM and the element-wise op over C
- * (SwiGLU: over C's first half, the gate, with its second, the up). */
+ * (SwiGLU: over C's first half, the gate, with its second, the up; RoPE:
+ * dy_rope over C's first heads). */
 int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
 {
     if (!ctx->be->gemm || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize))
         return fail(ctx, DY_E_UNSUPPORTED, "gemm");
-    if ((unsigned)d->act > DY_ACT_SWIGLU || (d->act != DY_ACT_NONE && d->beta != 0.0f))
+    if ((unsigned)d->act > DY_ACT_ROPE || (d->act != DY_ACT_NONE && d->beta != 0.0f))
         return fail(ctx, DY_E_INVALID, "gemm (an activation needs beta 0)");
     if (d->act == DY_ACT_SWIGLU && (d->n % 2 || d->ldc < d->n))
         return fail(ctx, DY_E_INVALID, "gemm (SwiGLU needs an even n and ldc >= n)");
+    const struct dy_gemm_rope *r = &d->rope;
+    if (d->act == DY_ACT_ROPE && (r->head_dim <= 0 || r->head_dim % 2 || r->heads < 0 ||
+                                  (long long)r->heads * r->head_dim > d->n || !r->positions.h || !r->inv_freq.h))
+        return fail(ctx, DY_E_INVALID, "gemm (RoPE needs an even head_dim, heads * head_dim <= n, "
+                                       "positions and inv_freq)");
     if (d->act == DY_ACT_NONE)
         return checked(ctx, run_op(ctx, 1, call_gemm, d), "gemm");
     if (ctx->be->gemm_acts & (1u << d->act)) {
@@ -395,6 +401,12 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
     int st = dy_gemm(ctx, &plain);
     if (st != DY_OK)
         return st;
+    if (d->act == DY_ACT_ROPE) {
+        struct dy_rope_desc rd = { .x = d->c, .positions = r->positions, .inv_freq = r->inv_freq,
+                                   .tokens = d->m, .heads = r->heads, .head_dim = r->head_dim,
+                                   .row_stride = d->ldc, .dtype = d->c_dtype };
+        return dy_rope(ctx, &rd);
+    }
     struct dy_eltwise_desc e = { .op = DY_ELT_GELU, .a = d->c, .out = d->c, .rows = d->m, .cols = d->n,
                                  .a_stride = d->ldc, .out_stride = d->ldc, .dtype = d->c_dtype };
     if (d->act == DY_ACT_SWIGLU) { /* silu(gate) * up over the first half, in place */

@@ -106,6 +106,48 @@ static void gemm_case(int m, int n, int k, int pad, enum dy_dtype bt, bool bias,
     gemm_case_as(m, n, k, pad, bt, bias, beta, false);
 }
 
+/* RoPE on the output (the decode GEMV's epilogue, or composed): the first
+ * `rot` of `heads` heads rotated at positions past a prompt, the rest (v)
+ * as projected */
+static void gemm_rope_case(int m, int heads, int rot, int hd, int k, enum dy_dtype bt, bool bias)
+{
+    int n = heads * hd;
+    float *a = host_random(DY_F32, (size_t)m * k, 1.0f), freq[128];
+    void *b = host_random(bt, (size_t)n * k, 0.5f), *bi = host_random(bt, (size_t)n, 1.0f);
+    int32_t pos[32];
+    for (int i = 0; i < m && i < 32; i++)
+        pos[i] = 37 + 101 * i;
+    for (int i = 0; i < hd / 2; i++)
+        freq[i] = powf(10000.0f, -2.0f * (float)i / (float)hd);
+    void *want = NULL;
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = k, .ldb = k, .ldc = n, .a_dtype = DY_F32,
+                                  .b_dtype = bt, .c_dtype = DY_F32, .act = DY_ACT_ROPE,
+                                  .rope = { .heads = rot, .head_dim = hd } };
+        d.a = upload(ctx, a, (size_t)m * k * 4);
+        d.b = upload(ctx, b, (size_t)n * k * dy_dtype_size(bt));
+        d.c = upload(ctx, NULL, (size_t)m * n * 4);
+        if (bias)
+            d.bias = upload(ctx, bi, (size_t)n * dy_dtype_size(bt));
+        d.rope.positions = upload(ctx, pos, (size_t)m * 4);
+        d.rope.inv_freq = upload(ctx, freq, (size_t)hd / 2 * 4);
+        DY_CHECK(dy_gemm(ctx, &d) == DY_OK);
+        char what[96];
+        snprintf(what, sizeof what, "gemm rope m%d heads %d/%d d%d k%d %s bias%d", m, rot, heads, hd, k,
+                 dy_dtype_name(bt), bias);
+        want = compare_or_keep(u, want, download(ctx, d.c, (size_t)m * n * 4), what, DY_F32, (size_t)m * n,
+                               bt == DY_F32 ? 1e-4 : 3e-3);
+        dy_buf *bufs[] = { &d.a, &d.b, &d.c, &d.bias, &d.rope.positions, &d.rope.inv_freq };
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            dy_buf_free(ctx, bufs[i]);
+    }
+    free(want);
+    free(a);
+    free(b);
+    free(bi);
+}
+
 static void test_gemm(void)
 {
     require_backends();
@@ -146,6 +188,14 @@ static void test_gemm(void)
             if (t != DY_F32 && s == 3)
                 gemm_case_fn(sw[s][0], sw[s][1], sw[s][2], 0, (enum dy_dtype)t, true, 0.0f, true, DY_ACT_SWIGLU);
         }
+    /* RoPE on the output: decode-sized (the fused GEMV) and prefill-sized
+     * (composed), grouped heads with v after them, dims 64 and 128 */
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        gemm_rope_case(1, 6, 4, 128, 256, (enum dy_dtype)t, false);
+        gemm_rope_case(3, 5, 3, 64, 192, (enum dy_dtype)t, true);
+        gemm_rope_case(8, 3, 3, 64, 64, (enum dy_dtype)t, false);
+        gemm_rope_case(20, 4, 3, 64, 128, (enum dy_dtype)t, true);
+    }
     /* an activation with accumulation is refused everywhere */
     for (int u = 0; u < dut_count; u++) {
         struct dy_gemm_desc d = { .m = 1, .n = 1, .k = 1, .lda = 1, .ldb = 1, .ldc = 1, .beta = 1.0f,
@@ -571,6 +621,9 @@ static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, 
             .q_stride = q_stride, .out_stride = out_stride, .batch = batch, .heads = heads,
             .kv_heads = kvh, .head_dim = hd, .block_size = block, .max_blocks_per_seq = max_blocks,
             .max_context = max_len, .scale = 1.0f / sqrtf((float)hd), .dtype = DY_F32, .cache_dtype = ct,
+            /* the promise of an append just before (most cases): the
+             * result must not change */
+            .fresh_tokens = block == 16,
         };
         d.q = upload(ctx, q, (size_t)batch * q_stride * 4);
         d.out = upload(ctx, NULL, out_n * 4);

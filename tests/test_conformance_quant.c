@@ -163,7 +163,8 @@ static double quant_tol(const struct dy_qformat *f, int m)
 }
 
 /* C = A . B^T over rows [r0, r0 + n) of a quantized [r0 + n + 5, k] matrix
- * (act SwiGLU: C's first n/2 columns compared, the rest is scratch). */
+ * (act SwiGLU: C's first n/2 columns compared, the rest is scratch; act
+ * RoPE: all but the last of n / 64 heads of 64 rotated). */
 static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat *f, bool bias, float beta,
                             enum dy_gemm_act act)
 {
@@ -175,7 +176,13 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
     size_t row_scales = dy_quant_row_scales(f->dtype, k, f->group);
     char what[128];
     snprintf(what, sizeof what, "gemm m%d n%d k%d rows %d.. %s bias%d beta%g%s", m, n, k, r0, format_name(f),
-             bias, beta, act == DY_ACT_SWIGLU ? " swiglu" : "");
+             bias, beta, act == DY_ACT_SWIGLU ? " swiglu" : act == DY_ACT_ROPE ? " rope" : "");
+    int32_t pos[32];
+    float freq[32];
+    for (int i = 0; i < 32; i++)
+        pos[i] = 5 + 211 * i;
+    for (int i = 0; i < 32; i++)
+        freq[i] = powf(10000.0f, -(float)i / 32.0f);
     int cols = act == DY_ACT_SWIGLU ? n / 2 : ldc; /* compared columns of each row */
     for (int u = -1; u < dut_count; u++) {
         dy_ctx *ctx = CTX_OF(u);
@@ -194,7 +201,14 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
         d.c = upload(ctx, c0, (size_t)m * ldc * 4);
         if (bias)
             d.bias = upload(ctx, bi, (size_t)n * 2);
+        if (act == DY_ACT_ROPE) {
+            d.rope = (struct dy_gemm_rope){ .heads = n / 64 - 1, .head_dim = 64 };
+            d.rope.positions = upload(ctx, pos, (size_t)m * 4);
+            d.rope.inv_freq = upload(ctx, freq, sizeof freq);
+        }
         DY_CHECK(dy_gemm(ctx, &d) == DY_OK);
+        dy_buf_free(ctx, &d.rope.positions);
+        dy_buf_free(ctx, &d.rope.inv_freq);
         float *got = download(ctx, d.c, (size_t)m * ldc * 4);
         for (int r = 1; r < m; r++)
             memmove(got + (size_t)r * cols, got + (size_t)r * ldc, (size_t)cols * 4);
@@ -230,6 +244,12 @@ static void test_gemm_quant(void)
         for (int f = 0; f < FORMAT_COUNT; f++)
             gemm_quant_case(sw[s][0], sw[s][1], sw[s][2], sw[s][3], &formats[f], (s + f) % 2 == 0, 0.0f,
                             DY_ACT_SWIGLU);
+    /* q/k/v with RoPE: decode-sized (a fused GEMV) and not */
+    static const int rot[][4] = { { 1, 192, 256, 0 }, { 3, 256, 512, 7 }, { 8, 128, 384, 2 }, { 17, 192, 256, 0 } };
+    for (size_t s = 0; s < sizeof rot / sizeof rot[0]; s++)
+        for (int f = 0; f < FORMAT_COUNT; f++)
+            gemm_quant_case(rot[s][0], rot[s][1], rot[s][2], rot[s][3], &formats[f], (s + f) % 2 == 1, 0.0f,
+                            DY_ACT_ROPE);
 }
 
 static void gemm_grouped_quant_case(int tokens, int topk, int experts, int n, int k,

@@ -109,10 +109,11 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt)
     return rows > opt->max_batch ? rows : opt->max_batch;
 }
 
-/* dy_llm_linear with A of dtype at and C of dtype ct */
+/* dy_llm_linear with A of dtype at and C of dtype ct; rope: DY_ACT_ROPE's
+ * rotation (act is then DY_ACT_ROPE) */
 static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
                       dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta,
-                      enum dy_gemm_act act)
+                      enum dy_gemm_act act, const struct dy_gemm_rope *rope)
 {
     enum dy_dtype bt = wq ? m->w->mat_dtype : m->w->dtype;
     struct dy_gemm_desc d = {
@@ -120,6 +121,8 @@ static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_
         .lda = lda, .ldb = k, .ldc = ldc,
         .a_dtype = at, .b_dtype = bt, .c_dtype = ct, .beta = beta, .act = act,
     };
+    if (rope)
+        d.rope = *rope;
     if (dy_dtype_quantized(bt))
         d.bq = *wq;
     return dy_gemm(m->ctx, &d);
@@ -128,7 +131,7 @@ static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_
 static int linear_as(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
                      dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
 {
-    return linear_act(m, a, at, lda, w, wq, bias, c, ct, ldc, rows, n, k, beta, DY_ACT_NONE);
+    return linear_act(m, a, at, lda, w, wq, bias, c, ct, ldc, rows, n, k, beta, DY_ACT_NONE, NULL);
 }
 
 int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
@@ -210,14 +213,18 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
         *k = dy_buf_at(m->qkv, (size_t)qd * f);
         *v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * f);
         *q_stride = *kv_stride = cols;
+        /* k's heads follow q's in each row: one rotation covers both, in
+         * the projection's op unless a norm comes between */
+        struct dy_gemm_rope rot = { .positions = m->positions, .inv_freq = m->inv_freq,
+                                    .heads = c->heads + c->kv_heads, .head_dim = hd };
+        if (c->qk_norm != DY_QK_NORM_WHOLE)
+            return linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
+                              0.0f, DY_ACT_ROPE, &rot);
         if ((st = linear_as(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
-                            0.0f)))
+                            0.0f)) ||
+            (st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
+            (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols)))
             return st;
-        if (c->qk_norm == DY_QK_NORM_WHOLE &&
-            ((st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
-             (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols))))
-            return st;
-        /* k's heads follow q's in each row: one rotation covers both */
         return rope(m, m->qkv, rows, c->heads + c->kv_heads, cols);
     }
     *q = m->qkv;
@@ -276,6 +283,7 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
             .max_context = m->context_bound < room ? m->context_bound : room,
             .scale = scale, .dtype = DY_F32, .cache_dtype = kv->dtype,
             .k_scale = dy_kv_cache_k_scale(kv, index), .v_scale = dy_kv_cache_v_scale(kv, index),
+            .fresh_tokens = 1, /* the append just above wrote each sequence's new token */
         };
         st = dy_attention_decode(m->ctx, &a);
     }
@@ -302,7 +310,7 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
     int st;
     if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, at, rows)) ||
         (st = linear_act(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter,
-                         rows, 2 * inter, c->hidden, 0.0f, DY_ACT_SWIGLU)))
+                         rows, 2 * inter, c->hidden, 0.0f, DY_ACT_SWIGLU, NULL)))
         return st;
     return linear_as(m, m->gate_up, at, 2 * inter, l->down, &l->down_q, none, m->x, DY_F32, c->hidden, rows,
                      c->hidden, inter, 1.0f);

@@ -275,48 +275,78 @@ __device__ float block_reduce(float v, bool take_max, float *shared)
     return total;
 }
 
-/* One block per (sequence, head) of head_dim * shares threads: each split's
- * weight exp(m_s - m) once into shared memory, then thread (share r,
- * element i) sums every shares-th split of element i, so a long context's
- * many splits are read in parallel; the shares are added at the end (the
- * threads past shares * head_dim, rounding up to whole warps, only reduce).
- * Dynamic shared memory: splits + blockDim.x floats. */
-__global__ void merge_splits_kernel(struct dy_attention_decode_desc d, const float *partials,
-                                    int splits, void *out)
+/* One block per (sequence, head) of head_dim * shares threads (rounded up
+ * to whole warps; the threads past them only reduce): thread (share r,
+ * element i) merges splits r, r + shares, ..., so a long context's many
+ * splits are read in parallel. Its first MERGE_HELD splits' m, l and
+ * element i are loaded at once, one trip to L2 (a split's partials were
+ * written by the kernel just before); then the block's maximum, each
+ * share's weighted sums, the shares added at the end. Measured on an H200
+ * against the first merge, which read m, then l, then the elements, with
+ * a block reduction between: Llama-3.1-8B b1 after 1,024 tokens 4.593 ->
+ * 4.558 ms a step, Llama-3.2-1B 1.151 -> 1.132, OLMoE 1.269 -> 1.246.
+ * Dynamic shared memory: blockDim.x + shares floats. */
+#define MERGE_HELD 8
+__global__ void merge_splits_kernel(struct dy_attention_decode_desc d, const float *partials, int splits, void *out)
 {
     DY_GRID_ENTER();
     extern __shared__ float merge_space[];
     __shared__ float reduce_space[1024 / DY_WARP];
-    float *weights = merge_space, *shares_sum = merge_space + splits;
     int b = blockIdx.x, h = blockIdx.y, hd = d.head_dim, shares = blockDim.x / hd;
-    size_t stride = (size_t)hd + 2;
-    const float *p = partials + ((size_t)b * d.heads + h) * splits * stride;
-    float m = -INFINITY;
-    for (int s = threadIdx.x; s < splits; s += blockDim.x)
-        m = fmaxf(m, p[s * stride]);
-    m = block_reduce(m, true, reduce_space);
-    float l = 0.0f;
-    for (int s = threadIdx.x; s < splits; s += blockDim.x) {
-        float w = p[s * stride] == -INFINITY ? 0.0f : __expf(p[s * stride] - m);
-        weights[s] = w;
-        l += w * p[s * stride + 1];
-    }
-    l = block_reduce(l, false, reduce_space); /* its barriers publish the weights */
     int i = threadIdx.x % hd, share = threadIdx.x / hd;
-    float a = 0.0f;
-    for (int s = share; share < shares && s < splits; s += shares)
-        a += weights[s] * p[s * stride + 2 + i];
-    shares_sum[threadIdx.x] = a;
+    size_t stride = (size_t)hd + 2;
+    const float *p = partials + ((size_t)b * d.heads + h) * splits * stride + (size_t)share * stride;
+    int mine = share < shares ? (splits - share + shares - 1) / shares : 0;
+    float ms[MERGE_HELD], ls[MERGE_HELD], as[MERGE_HELD], m = -INFINITY;
+#pragma unroll
+    for (int r = 0; r < MERGE_HELD; r++) {
+        const float *at = p + (size_t)r * shares * stride;
+        ms[r] = r < mine ? at[0] : -INFINITY;
+        ls[r] = r < mine ? at[1] : 0.0f;
+        as[r] = r < mine ? at[2 + i] : 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < MERGE_HELD; r++)
+        m = fmaxf(m, ms[r]);
+    for (int r = MERGE_HELD; r < mine; r++)
+        m = fmaxf(m, p[(size_t)r * shares * stride]);
+    m = block_reduce(m, true, reduce_space);
+    float l = 0.0f, a = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MERGE_HELD; r++) {
+        float w = merge_weight(ms[r], m);
+        l += w * ls[r];
+        a += w * as[r];
+    }
+    for (int r = MERGE_HELD; r < mine; r++) {
+        const float *at = p + (size_t)r * shares * stride;
+        float w = merge_weight(at[0], m);
+        l += w * at[1];
+        a += w * at[2 + i];
+    }
+    float *sums = merge_space, *share_l = merge_space + blockDim.x;
+    sums[threadIdx.x] = a;
+    if (i == 0 && share < shares)
+        share_l[share] = l;
     __syncthreads();
     if ((int)threadIdx.x < hd) {
-        for (int r = 1; r < shares; r++)
-            a += shares_sum[r * hd + i];
-        dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * hd + i, a / l);
+        float total = share_l[0];
+        for (int r = 1; r < shares; r++) {
+            a += sums[r * hd + i];
+            total += share_l[r];
+        }
+        dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * hd + i, a / total);
     }
 }
 
 int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d)
 {
+    struct dy_attention_decode_desc early_off;
+    if (!((struct cuda_ctx *)ctx)->early_kv) {
+        early_off = *d;
+        early_off.fresh_tokens = 0;
+        d = &early_off;
+    }
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (d->kv_heads <= 0 || d->heads % d->kv_heads || d->head_dim > 256 || d->max_context < 1 ||
         !dy_cuda_is_activation_dtype(d->dtype) || !dy_cuda_is_cache_dtype(d->cache_dtype)) {
@@ -388,6 +418,6 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     /* whole warps: the reductions shuffle across every lane */
     unsigned threads = (unsigned)((shares * d->head_dim + DY_WARP - 1) / DY_WARP * DY_WARP);
     dy_launch(c, merge_splits_kernel, dim3((unsigned)d->batch, (unsigned)d->heads), threads,
-              (splits + threads) * sizeof(float), *d, c->partials, splits, out);
+              (threads + shares) * sizeof(float), *d, c->partials, splits, out);
     return dy_cuda_check_launch(c, "attention_decode merge");
 }

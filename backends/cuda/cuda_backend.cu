@@ -149,6 +149,7 @@ static int cuda_ctx_create(int device, void **out)
     c->staging_size = STAGING_BYTES;
     c->gelu_epilogue = !switched_off("DYNO_CUDA_GELU_EPILOGUE");
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
+    c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
 #if !DY_HIP
     {
         int major = 0, minor = 0;
@@ -158,6 +159,7 @@ static int cuda_ctx_create(int device, void **out)
                          cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
                          minor == 0 && !switched_off("DYNO_CUDA_FLASH_WGMMA");
         c->prefetch = c->pdl && !switched_off("DYNO_CUDA_PREFETCH");
+        c->early_kv = c->pdl && !switched_off("DYNO_CUDA_EARLY_KV");
         const char *bytes = getenv("DYNO_CUDA_PREFETCH_BYTES");
         c->prefetch_bytes = bytes && atoi(bytes) > 0 ? atoi(bytes) : DY_PREFETCH_BYTES;
     }
@@ -414,8 +416,9 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.event_elapsed_ns = cuda_event_elapsed_ns;
     table.fill_random = dy_cuda_fill_random;
     table.gemm = dy_cuda_gemm;
-    /* GELU: cuBLASLt's epilogue, SwiGLU: the decode GEMV; declined elsewhere */
-    table.gemm_acts = 1u << DY_ACT_GELU | 1u << DY_ACT_SWIGLU;
+    /* GELU: cuBLASLt's epilogue, SwiGLU and RoPE: the decode GEMV;
+     * declined elsewhere */
+    table.gemm_acts = 1u << DY_ACT_GELU | 1u << DY_ACT_SWIGLU | 1u << DY_ACT_ROPE;
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

@@ -340,7 +340,6 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
                    float *partials, int splits, int tokens_per_split, int head0, int group, int block_shift,
                    int stages)
 {
-    DY_GRID_ENTER();
     typedef fast_layout<HD, LPT, CT> layout;
     constexpr int TPW = DY_WARP / LPT, EPL = HD / LPT, EPW = cache_type<CT>::per_word, WORDS = EPL / EPW;
     constexpr int LANE_BYTES = EPL * layout::bytes, CHUNK = LANE_BYTES < 16 ? LANE_BYTES : 16;
@@ -358,7 +357,20 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
     int tiles = end > first ? (end - first + stride - 1) / stride : 0;
     const int32_t *blocks = table + (size_t)b * d.max_blocks_per_seq;
     unsigned char *space = smem + (size_t)warp * stages * layout::tile_bytes;
-    for (int s = 0; s < stages - 1; s++) {
+    /* The lengths and block tables come from the host. Keys before
+     * `settled` were not written by the kernel before this one (the
+     * append; d.fresh_tokens), so the first tiles that hold only such keys
+     * are on their way before the wait: the cache's latency overlaps the
+     * append instead of following it (H200, Llama-3.1-8B b1 after 1,024
+     * tokens: 4.575 -> 4.558 ms a step; OLMoE 1.255 -> 1.246). */
+    int settled = d.fresh_tokens > 0 ? len - d.fresh_tokens : 0, s = 0;
+    for (; s < stages - 1 && s < tiles && min(end, first + s * stride + TILE) <= settled; s++) {
+        load_tile<layout::row, TILE, CT == DY_I8>(space + s * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
+                                                  block_shift, kvh, first + s * stride, end);
+        copy_commit();
+    }
+    DY_GRID_ENTER();
+    for (; s < stages - 1; s++) {
         if (s < tiles)
             load_tile<layout::row, TILE, CT == DY_I8>(space + s * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
                                                       block_shift, kvh, first + s * stride, end);

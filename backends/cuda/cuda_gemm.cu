@@ -330,14 +330,16 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     /* GELU only in cuBLASLt's epilogue, on an f16/bf16 C (where rounding
-     * hides its GELU's form); SwiGLU only in the streaming GEMV (a decode
-     * step's gate/up, f32 rows, bf16/f16/fp8/int8 weights: it pairs the
-     * gate and up rows in each block); elsewhere dy_gemm composes */
+     * hides its GELU's form); SwiGLU and RoPE only in the streaming GEMV (a
+     * decode step's gate/up or q/k/v, f32 rows, bf16/f16/fp8/int8 weights:
+     * it pairs the gate and up rows, or a head's rotated pairs, in each
+     * block); elsewhere dy_gemm composes */
     if (d->act == DY_ACT_GELU &&
         (!DY_GPU_BLAS || !c->gelu_epilogue || (d->b_dtype != DY_F16 && d->b_dtype != DY_BF16) || d->c_dtype != d->b_dtype))
         return DY_E_UNSUPPORTED;
-    if (d->act == DY_ACT_SWIGLU) {
-        if (!c->swiglu_gemv || d->m > 8 || d->a_dtype != DY_F32 || d->c_dtype != DY_F32 || d->ldb != d->k ||
+    if (d->act == DY_ACT_SWIGLU || d->act == DY_ACT_ROPE) {
+        bool on = d->act == DY_ACT_SWIGLU ? c->swiglu_gemv : c->rope_gemv && d->rope.head_dim / 2 % 4 == 0;
+        if (!on || d->m > 8 || d->a_dtype != DY_F32 || d->c_dtype != DY_F32 || d->ldb != d->k ||
             d->b_dtype == DY_I4 || d->b_dtype == DY_F32 || d->m <= 0 || d->n <= 0 || d->k <= 0)
             return DY_E_UNSUPPORTED;
         struct dy_qgemv_args g = dy_cuda_gemv_args(d);

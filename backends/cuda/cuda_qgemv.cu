@@ -97,14 +97,24 @@ qgemv_kernel(struct dy_qgemv_args g)
     constexpr bool SCALE_EACH = QT == DY_I4 && M >= 4;
     __shared__ int tile[3];
     __shared__ float red[QG_MAX_WARPS][C * M];
-    /* B's row of column c: col0 + c, or with SwiGLU the gate rows
-     * half0 .. half0 + C/2 and their up rows swiglu_half further */
+    /* B's row of column c: col0 + c; with SwiGLU the gate rows half0 ..
+     * half0 + C/2 and their up rows swiglu_half further; with RoPE, in the
+     * first rope_cols / C blocks, columns pair0 .. pair0 + C/2 of a head
+     * and their partners rope_half further */
     const int half = g.swiglu_half, half0 = blockIdx.x * (C / 2);
+    const int rope_blocks = g.rope_cols / C, rh = g.rope_half;
+    const bool rope = (int)blockIdx.x < rope_blocks;
+    const int pair0 = rope ? half0 / rh * 2 * rh + half0 % rh : 0;
+    const int col0 = g.rope_cols + ((int)blockIdx.x - rope_blocks) * C;
     if (g.prefetch && threadIdx.x == 0) {
         size_t row_bytes = (size_t)(g.k / EPL) * 16;
-        if (!half && (int)blockIdx.x * C < g.n)
-            dy_prefetch_weights(g.b + (size_t)blockIdx.x * C * row_bytes,
-                                (size_t)min(C, g.n - (int)blockIdx.x * C) * row_bytes, g.prefetch_bytes);
+        if (rope)
+            for (int part = 0; part < 2; part++)
+                dy_prefetch_weights(g.b + ((size_t)pair0 + part * rh) * row_bytes, (size_t)C / 2 * row_bytes,
+                                    g.prefetch_bytes / 2);
+        else if (!half && col0 < g.n)
+            dy_prefetch_weights(g.b + (size_t)col0 * row_bytes, (size_t)min(C, g.n - col0) * row_bytes,
+                                g.prefetch_bytes);
         else if (half && half0 < half)
             for (int part = 0; part < 2; part++)
                 dy_prefetch_weights(g.b + ((size_t)part * half + half0) * row_bytes,
@@ -116,7 +126,7 @@ qgemv_kernel(struct dy_qgemv_args g)
         return;
     int nr = min(M, end - r0);
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP, warps = blockDim.x / DY_WARP;
-    int col0 = blockIdx.x * C, loads = g.k / EPL, groups = QT == DY_I4 ? g.k / g.group : 1;
+    int loads = g.k / EPL, groups = QT == DY_I4 ? g.k / g.group : 1;
     const unsigned char *be = g.b + (size_t)e * g.expert_bytes;
     const float *se = g.scale + (size_t)e * g.expert_scales;
     const unsigned char *ze = g.zero ? g.zero + (size_t)e * g.expert_scales : NULL;
@@ -124,8 +134,9 @@ qgemv_kernel(struct dy_qgemv_args g)
     size_t grow[C]; /* the column's first group */
 #pragma unroll
     for (int c = 0; c < C; c++) {
-        int col = !half ? min(col0 + c, g.n - 1)
-                        : (c < C / 2 ? 0 : half) + min(half0 + c % (C / 2), half - 1);
+        int col = rope  ? pair0 + (c < C / 2 ? 0 : rh) + c % (C / 2)
+                  : half ? (c < C / 2 ? 0 : half) + min(half0 + c % (C / 2), half - 1)
+                         : min(col0 + c, g.n - 1);
         brow[c] = be + (size_t)col * loads * 16;
         grow[c] = (size_t)col * groups;
     }
@@ -238,6 +249,37 @@ qgemv_kernel(struct dy_qgemv_args g)
             for (int i = 0; i < M; i++)
                 red[warp][c * M + i] = acc[c][i];
     __syncthreads();
+    if (rope) {
+        /* columns j and j + rope_half of a head, rotated by the row's
+         * position (the arithmetic of cuda_ops.cu's rope_kernel) */
+        for (int idx = threadIdx.x; idx < C / 2 * M; idx += blockDim.x) {
+            int c = idx / M, i = idx % M, ja = pair0 + c, jb = ja + rh;
+            if (i >= nr)
+                continue;
+            float x0 = 0.0f, x1 = 0.0f;
+            for (int w = 0; w < warps; w++) {
+                x0 += red[w][idx];
+                x1 += red[w][idx + C / 2 * M];
+            }
+            if (QT == DY_I8) {
+                x0 *= se[ja];
+                x1 *= se[jb];
+            } else if (QT == DY_FP8) {
+                x0 *= se[0];
+                x1 *= se[0];
+            }
+            if (g.bias) {
+                x0 += dy_load_f32(g.bias, g.bias_dtype, ja);
+                x1 += dy_load_f32(g.bias, g.bias_dtype, jb);
+            }
+            float sn, cs;
+            sincosf(__fmul_rn((float)g.rope_pos[r0 + i], g.rope_freq[ja % (2 * rh)]), &sn, &cs);
+            float *out = g.c + (size_t)(r0 + i) * g.ldc;
+            out[ja] = x0 * cs - x1 * sn;
+            out[jb] = x1 * cs + x0 * sn;
+        }
+        return;
+    }
     if (half) {
         /* gate column j and up column half + j into C's column j (the
          * scales of one-byte formats per row of B, as below) */
@@ -551,7 +593,7 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
     if (log2m > 3)
         return DY_E_UNSUPPORTED;
 #if !DY_HIP
-    if (qt == DY_I4 && g->group % QM_CHUNK == 0 && !g->swiglu_half) {
+    if (qt == DY_I4 && g->group % QM_CHUNK == 0 && !g->swiglu_half && !g->rope_cols) {
         const char *mma = getenv("DYNO_CUDA_QMMA");
         int st = DY_E_UNSUPPORTED;
         if (!g->offsets && g->rows >= 1 && g->rows <= 2 && (!mma || !strcmp(mma, "0")))
@@ -571,6 +613,11 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
     int cols = 1 << log2c, col_blocks = (g->n + cols - 1) / cols;
     if (g->swiglu_half) /* a block's columns are half gate, half up */
         col_blocks = (g->swiglu_half + cols / 2 - 1) / (cols / 2);
+    if (g->rope_cols) { /* whole pairs of one head a block, then the rest */
+        if (g->rope_half % (cols / 2))
+            return DY_E_UNSUPPORTED;
+        col_blocks = g->rope_cols / cols + (g->n - g->rope_cols + cols - 1) / cols;
+    }
     int slots = g->offsets ? tile_slots(g->rows, g->experts, 1 << log2m) : 1;
     if (warps < 1 || warps > QG_MAX_WARPS) {
         /* k split four ways for one or two rows of A (eight for bf16/f16

@@ -444,6 +444,12 @@ struct dy_qgemv_args dy_cuda_gemv_args(const struct dy_gemm_desc *d)
     g.ldc = d->ldc;
     g.beta = d->beta;
     g.swiglu_half = d->act == DY_ACT_SWIGLU ? d->n / 2 : 0;
+    if (d->act == DY_ACT_ROPE) {
+        g.rope_cols = d->rope.heads * d->rope.head_dim;
+        g.rope_half = d->rope.head_dim / 2;
+        g.rope_pos = (const int32_t *)dy_cuda_ptr(d->rope.positions);
+        g.rope_freq = (const float *)dy_cuda_ptr(d->rope.inv_freq);
+    }
     return g;
 }
 
