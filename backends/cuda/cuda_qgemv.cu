@@ -88,6 +88,33 @@ static __device__ __forceinline__ void load_a(const float *p, float *x)
     }
 }
 
+/* The paired epilogues (RoPE, SwiGLU): the finished sums of C's columns
+ * ja and jb, which tile slot idx (the block's column c < C / 2, row i) and
+ * its partner C / 2 columns on hold in every warp's share, with one-byte
+ * formats' scales (per row of B, as the plain epilogue's) and the bias. */
+template <enum dy_dtype QT, int C, int M>
+static __device__ __forceinline__ float2 pair_sums(const struct dy_qgemv_args &g, const float (*red)[C * M],
+                                                   int warps, int idx, const float *se, int ja, int jb)
+{
+    float x0 = 0.0f, x1 = 0.0f;
+    for (int w = 0; w < warps; w++) {
+        x0 += red[w][idx];
+        x1 += red[w][idx + C / 2 * M];
+    }
+    if (QT == DY_I8) {
+        x0 *= se[ja];
+        x1 *= se[jb];
+    } else if (QT == DY_FP8) {
+        x0 *= se[0];
+        x1 *= se[0];
+    }
+    if (g.bias) {
+        x0 += dy_load_f32(g.bias, g.bias_dtype, ja);
+        x1 += dy_load_f32(g.bias, g.bias_dtype, jb);
+    }
+    return make_float2(x0, x1);
+}
+
 template <enum dy_dtype QT, int M, int C>
 __global__ void __launch_bounds__(QG_MAX_WARPS * DY_WARP)
 qgemv_kernel(struct dy_qgemv_args g)
@@ -256,23 +283,8 @@ qgemv_kernel(struct dy_qgemv_args g)
             int c = idx / M, i = idx % M, ja = pair0 + c, jb = ja + rh;
             if (i >= nr)
                 continue;
-            float x0 = 0.0f, x1 = 0.0f;
-            for (int w = 0; w < warps; w++) {
-                x0 += red[w][idx];
-                x1 += red[w][idx + C / 2 * M];
-            }
-            if (QT == DY_I8) {
-                x0 *= se[ja];
-                x1 *= se[jb];
-            } else if (QT == DY_FP8) {
-                x0 *= se[0];
-                x1 *= se[0];
-            }
-            if (g.bias) {
-                x0 += dy_load_f32(g.bias, g.bias_dtype, ja);
-                x1 += dy_load_f32(g.bias, g.bias_dtype, jb);
-            }
-            float sn, cs;
+            float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, ja, jb);
+            float x0 = x.x, x1 = x.y, sn, cs;
             sincosf(__fmul_rn((float)g.rope_pos[r0 + i], g.rope_freq[ja % (2 * rh)]), &sn, &cs);
             float *out = g.c + (size_t)(r0 + i) * g.ldc;
             out[ja] = x0 * cs - x1 * sn;
@@ -287,22 +299,8 @@ qgemv_kernel(struct dy_qgemv_args g)
             int c = idx / M, i = idx % M, j = half0 + c;
             if (i >= nr || j >= half)
                 continue;
-            float gate = 0.0f, up = 0.0f;
-            for (int w = 0; w < warps; w++) {
-                gate += red[w][idx];
-                up += red[w][idx + C / 2 * M];
-            }
-            if (QT == DY_I8) {
-                gate *= se[j];
-                up *= se[half + j];
-            } else if (QT == DY_FP8) {
-                gate *= se[0];
-                up *= se[0];
-            }
-            if (g.bias) {
-                gate += dy_load_f32(g.bias, g.bias_dtype, j);
-                up += dy_load_f32(g.bias, g.bias_dtype, half + j);
-            }
+            float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, j, half + j);
+            float gate = x.x, up = x.y;
             g.c[(size_t)(r0 + i) * g.ldc + j] = gate / (1.0f + expf(-gate)) * up;
         }
         return;
