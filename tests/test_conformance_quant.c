@@ -179,10 +179,10 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
              bias, beta, act == DY_ACT_SWIGLU ? " swiglu" : act == DY_ACT_ROPE ? " rope" : "");
     int32_t pos[32];
     float freq[32];
-    for (int i = 0; i < 32; i++)
+    for (int i = 0; i < 32; i++) {
         pos[i] = 5 + 211 * i;
-    for (int i = 0; i < 32; i++)
         freq[i] = powf(10000.0f, -(float)i / 32.0f);
+    }
     int cols = act == DY_ACT_SWIGLU ? n / 2 : ldc; /* compared columns of each row */
     for (int u = -1; u < dut_count; u++) {
         dy_ctx *ctx = CTX_OF(u);

@@ -225,7 +225,7 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
             (st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
             (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols)))
             return st;
-        return rope(m, m->qkv, rows, c->heads + c->kv_heads, cols);
+        return rope(m, m->qkv, rows, rot.heads, cols);
     }
     *q = m->qkv;
     *k = dy_buf_at(m->qkv, (size_t)rows * qd * f);

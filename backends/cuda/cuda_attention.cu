@@ -341,13 +341,13 @@ __global__ void merge_splits_kernel(struct dy_attention_decode_desc d, const flo
 
 int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d)
 {
+    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     struct dy_attention_decode_desc early_off;
-    if (!((struct cuda_ctx *)ctx)->early_kv) {
+    if (!c->early_kv) {
         early_off = *d;
         early_off.fresh_tokens = 0;
         d = &early_off;
     }
-    struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     if (d->kv_heads <= 0 || d->heads % d->kv_heads || d->head_dim > 256 || d->max_context < 1 ||
         !dy_cuda_is_activation_dtype(d->dtype) || !dy_cuda_is_cache_dtype(d->cache_dtype)) {
         snprintf(c->err, sizeof c->err,

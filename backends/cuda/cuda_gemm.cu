@@ -338,7 +338,8 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
         (!DY_GPU_BLAS || !c->gelu_epilogue || (d->b_dtype != DY_F16 && d->b_dtype != DY_BF16) || d->c_dtype != d->b_dtype))
         return DY_E_UNSUPPORTED;
     if (d->act == DY_ACT_SWIGLU || d->act == DY_ACT_ROPE) {
-        bool on = d->act == DY_ACT_SWIGLU ? c->swiglu_gemv : c->rope_gemv && d->rope.head_dim / 2 % 4 == 0;
+        /* (the GEMV declines a head its blocks' column pairs do not tile) */
+        bool on = d->act == DY_ACT_SWIGLU ? c->swiglu_gemv : c->rope_gemv;
         if (!on || d->m > 8 || d->a_dtype != DY_F32 || d->c_dtype != DY_F32 || d->ldb != d->k ||
             d->b_dtype == DY_I4 || d->b_dtype == DY_F32 || d->m <= 0 || d->n <= 0 || d->k <= 0)
             return DY_E_UNSUPPORTED;
