@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 3
+#define DY_BACKEND_ABI 4
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -150,6 +150,37 @@ struct dy_gemm_rope {
     int heads, head_dim;
 };
 
+/* A GEMM's A made as it is read: the RMSNorm of rows of x times weight
+ * (struct dy_norm_desc's arithmetic, eps, in f32), so that a decode GEMV
+ * normalises the residual stream itself instead of a norm op writing A
+ * first. x.h == NULL: no norm. A backend that sets dy_backend.gemm_norm
+ * may do it in the GEMM (and then leaves A as it was), or return
+ * DY_E_UNSUPPORTED having done nothing; dy_gemm otherwise runs dy_norm of
+ * x's m rows into A (a, a_dtype, lda), then the GEMM. So A's content after
+ * the call is unspecified: it is the caller's buffer for that case. */
+struct dy_gemm_norm {
+    dy_buf x, weight;      /* x: m rows of k, x_stride apart; weight: [k] */
+    int x_stride;
+    float eps;
+    enum dy_dtype x_dtype, weight_dtype;
+};
+
+/* A decode step's new K and V rows stored into the paged KV cache by the
+ * GEMM that projects them (struct dy_kv_append_desc's layout and
+ * arithmetic; f32, f16, bf16 and fp8 caches): row r of C's columns
+ * k_col .. k_col + kv_heads * head_dim goes to K's slot slots[r], from
+ * v_col on to V's, as C holds them after the act (RoPE) and its rounding
+ * to c_dtype. k_cache.h == NULL: none. A backend that sets
+ * dy_backend.gemm_append may store them itself, or return
+ * DY_E_UNSUPPORTED having done nothing; dy_gemm otherwise runs
+ * dy_kv_append over C after the GEMM. */
+struct dy_gemm_append {
+    dy_buf slots;             /* i32 [m] */
+    dy_buf k_cache, v_cache;
+    int k_col, v_col, kv_heads, head_dim;
+    enum dy_dtype cache_dtype;
+};
+
 /* C[m,n] = beta * C + A[m,k] . B[n,k]^T (+ bias[n])
  * B is stored as Hugging Face stores weights: [out_features, in_features].
  * A is f32 or B's dtype; C is f32, or B's f16/bf16 (beta 0 or 1: the sum,
@@ -172,6 +203,8 @@ struct dy_gemm_desc {
     struct dy_quant bq;       /* B's scales when b_dtype is fp8, int8, int4 */
     enum dy_gemm_act act;     /* C = act(A . B^T + bias); beta 0 only */
     struct dy_gemm_rope rope; /* DY_ACT_ROPE only */
+    struct dy_gemm_norm norm; /* A = RMSNorm(norm.x) * norm.weight */
+    struct dy_gemm_append append; /* C's K and V columns into the KV cache */
 };
 
 /* out[r, i] = w[r, i] for rows [0, rows) of a quantized matrix [rows, k]
@@ -450,6 +483,9 @@ struct dy_backend {
     int (*energy_read)(void *ctx, double *joules);
     /* bit (1 << act) set where gemm may apply that dy_gemm_act itself */
     unsigned gemm_acts;
+    /* gemm may take dy_gemm_desc.norm, .append itself (else dy_gemm
+     * composes) */
+    bool gemm_norm, gemm_append;
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */

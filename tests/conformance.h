@@ -79,6 +79,16 @@ static dy_buf upload(dy_ctx *ctx, const void *host, size_t bytes)
     return b;
 }
 
+/* Frees each of `count` buffers (those never allocated are NULL views). */
+static inline void free_bufs(dy_ctx *ctx, dy_buf *const *bufs, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        dy_buf_free(ctx, bufs[i]);
+}
+#define FREE_BUFS(ctx, ...)                                                                        \
+    free_bufs(ctx, (dy_buf *const[]){ __VA_ARGS__ },                                               \
+              sizeof((dy_buf *const[]){ __VA_ARGS__ }) / sizeof(dy_buf *))
+
 /* Reads `bytes` back and checks the guard after them. */
 static void *download(dy_ctx *ctx, dy_buf b, size_t bytes)
 {

@@ -138,14 +138,104 @@ static void gemm_rope_case(int m, int heads, int rot, int hd, int k, enum dy_dty
                  dy_dtype_name(bt), bias);
         want = compare_or_keep(u, want, download(ctx, d.c, (size_t)m * n * 4), what, DY_F32, (size_t)m * n,
                                bt == DY_F32 ? 1e-4 : 3e-3);
-        dy_buf *bufs[] = { &d.a, &d.b, &d.c, &d.bias, &d.rope.positions, &d.rope.inv_freq };
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            dy_buf_free(ctx, bufs[i]);
+        FREE_BUFS(ctx, &d.a, &d.b, &d.c, &d.bias, &d.rope.positions, &d.rope.inv_freq);
     }
     free(want);
     free(a);
     free(b);
     free(bi);
+}
+
+/* A made by an RMSNorm of the residual stream x (the decode GEMV's
+ * prologue, or dy_norm into A composed), with an activation: n is C's
+ * columns (SwiGLU: twice them), RoPE rotating all of n as heads of 64 at
+ * position 77. x's rows are x_pad wider than k. cache (f32, f16, bf16,
+ * fp8; DY_I32: none): C's second head and its last also stored as K and
+ * V rows into a paged cache of 8 slots (dy_gemm_desc.append). */
+static void gemm_norm_case_kv(int m, int n, int k, int x_pad, enum dy_dtype bt, bool bias, float beta,
+                              enum dy_gemm_act fn, enum dy_dtype cache)
+{
+    enum { SLOTS = 8, HD = 64 };
+    size_t cache_bytes = SLOTS * HD * dy_dtype_size(cache);
+    int32_t slots[8];
+    for (int i = 0; i < 8; i++)
+        slots[i] = (3 + 5 * i) % SLOTS;
+    void *want_k = NULL, *want_v = NULL;
+    int xs = k + x_pad;
+    float *x = host_random(DY_F32, (size_t)m * xs, 1.0f), freq[32];
+    void *g = host_random(bt, (size_t)k, 1.0f), *b = host_random(bt, (size_t)n * k, 0.5f);
+    void *bi = host_random(bt, (size_t)n, 1.0f), *c0 = host_random(DY_F32, (size_t)m * n, 1.0f);
+    int32_t pos[8];
+    for (int i = 0; i < 8; i++)
+        pos[i] = 77 + 13 * i;
+    for (int i = 0; i < 32; i++)
+        freq[i] = powf(10000.0f, -2.0f * (float)i / 64.0f);
+    int cols = fn == DY_ACT_SWIGLU ? n / 2 : n;
+    void *want = NULL;
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = k, .ldb = k, .ldc = n, .a_dtype = DY_F32,
+                                  .b_dtype = bt, .c_dtype = DY_F32, .beta = beta, .act = fn,
+                                  .rope = { .heads = n / 64, .head_dim = 64 },
+                                  .norm = { .x_stride = xs, .eps = 1e-5f, .x_dtype = DY_F32,
+                                            .weight_dtype = bt } };
+        d.a = upload(ctx, NULL, (size_t)m * k * 4);
+        d.b = upload(ctx, b, (size_t)n * k * dy_dtype_size(bt));
+        d.c = upload(ctx, c0, (size_t)m * n * 4);
+        d.norm.x = upload(ctx, x, (size_t)m * xs * 4);
+        d.norm.weight = upload(ctx, g, (size_t)k * dy_dtype_size(bt));
+        if (bias)
+            d.bias = upload(ctx, bi, (size_t)n * dy_dtype_size(bt));
+        if (fn == DY_ACT_ROPE) {
+            d.rope.positions = upload(ctx, pos, sizeof pos);
+            d.rope.inv_freq = upload(ctx, freq, sizeof freq);
+        }
+        if (cache != DY_I32) {
+            void *zeros = calloc(1, cache_bytes);
+            d.append = (struct dy_gemm_append){ .slots = upload(ctx, slots, sizeof slots),
+                                                .k_cache = upload(ctx, zeros, cache_bytes),
+                                                .v_cache = upload(ctx, zeros, cache_bytes), .k_col = HD,
+                                                .v_col = n - HD, .kv_heads = 1, .head_dim = HD,
+                                                .cache_dtype = cache };
+            free(zeros);
+        }
+        DY_CHECK(dy_gemm(ctx, &d) == DY_OK);
+        if (cache != DY_I32) {
+            /* the cache's rounding on top of the GEMM's */
+            double tol = cache == DY_FP8 ? 0.07 : cache == DY_BF16 ? 1.6e-2 : bt == DY_F32 ? 1e-4 : 3e-3;
+            char kv_what[96];
+            snprintf(kv_what, sizeof kv_what, "gemm norm m%d %s append into %s K", m, dy_dtype_name(bt),
+                     dy_dtype_name(cache));
+            want_k = compare_or_keep(u, want_k, download(ctx, d.append.k_cache, cache_bytes), kv_what, cache,
+                                     SLOTS * HD, tol);
+            want_v = compare_or_keep(u, want_v, download(ctx, d.append.v_cache, cache_bytes), kv_what, cache,
+                                     SLOTS * HD, tol);
+        }
+        float *got = download(ctx, d.c, (size_t)m * n * 4);
+        for (int r = 1; r < m && cols < n; r++)
+            memmove(got + (size_t)r * cols, got + (size_t)r * n, (size_t)cols * 4);
+        char what[128];
+        snprintf(what, sizeof what, "gemm norm m%d n%d k%d x+%d %s bias%d beta%g%s", m, n, k, x_pad,
+                 dy_dtype_name(bt), bias, beta,
+                 fn == DY_ACT_SWIGLU ? " swiglu" : fn == DY_ACT_ROPE ? " rope" : "");
+        want = compare_or_keep(u, want, got, what, DY_F32, (size_t)m * cols, bt == DY_F32 ? 1e-4 : 3e-3);
+        FREE_BUFS(ctx, &d.a, &d.b, &d.c, &d.bias, &d.norm.x, &d.norm.weight, &d.rope.positions,
+                  &d.rope.inv_freq, &d.append.slots, &d.append.k_cache, &d.append.v_cache);
+    }
+    free(want);
+    free(want_k);
+    free(want_v);
+    free(x);
+    free(g);
+    free(b);
+    free(bi);
+    free(c0);
+}
+
+static void gemm_norm_case(int m, int n, int k, int x_pad, enum dy_dtype bt, bool bias, float beta,
+                           enum dy_gemm_act fn)
+{
+    gemm_norm_case_kv(m, n, k, x_pad, bt, bias, beta, fn, DY_I32);
 }
 
 static void test_gemm(void)
@@ -196,6 +286,26 @@ static void test_gemm(void)
         gemm_rope_case(8, 3, 3, 64, 64, (enum dy_dtype)t, false);
         gemm_rope_case(20, 4, 3, 64, 128, (enum dy_dtype)t, true);
     }
+    /* A as the RMSNorm of x: one row (the decode GEMV's prologue where a
+     * backend has it) and several (composed), plain with accumulation into
+     * C (the residual), SwiGLU and RoPE, x's rows wider than k (one whose
+     * rows are off 16 bytes goes composed) */
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        gemm_norm_case(1, 96, 256, 0, (enum dy_dtype)t, false, 1.0f, DY_ACT_NONE);
+        gemm_norm_case(1, 128, 512, 8, (enum dy_dtype)t, true, 0.0f, DY_ACT_SWIGLU);
+        gemm_norm_case(1, 192, 128, 0, (enum dy_dtype)t, true, 0.0f, DY_ACT_ROPE);
+        gemm_norm_case(3, 128, 64, 3, (enum dy_dtype)t, false, 0.0f, DY_ACT_ROPE);
+        gemm_norm_case(5, 100, 200, 0, (enum dy_dtype)t, true, 1.0f, DY_ACT_NONE);
+    }
+    /* with the KV append (the q/k/v projection of a decode step): fused
+     * and composed, every cache dtype but int8 (refused: its scales) */
+    static const enum dy_dtype caches[] = { DY_F32, DY_F16, DY_BF16, DY_FP8 };
+    for (int t = DY_F16; t <= DY_BF16; t++)
+        for (size_t c = 0; c < sizeof caches / sizeof caches[0]; c++) {
+            gemm_norm_case_kv(1, 256, 128, 0, (enum dy_dtype)t, c % 2 == 0, 0.0f, DY_ACT_ROPE, caches[c]);
+            gemm_norm_case_kv(3, 192, 64, 0, (enum dy_dtype)t, c % 2 == 1, 0.0f, DY_ACT_ROPE, caches[c]);
+        }
+    gemm_norm_case_kv(1, 256, 128, 0, DY_F32, true, 0.0f, DY_ACT_NONE, DY_F16);
     /* an activation with accumulation is refused everywhere */
     for (int u = 0; u < dut_count; u++) {
         struct dy_gemm_desc d = { .m = 1, .n = 1, .k = 1, .lda = 1, .ldb = 1, .ldc = 1, .beta = 1.0f,

@@ -110,10 +110,13 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt)
 }
 
 /* dy_llm_linear with A of dtype at and C of dtype ct; rope: DY_ACT_ROPE's
- * rotation (act is then DY_ACT_ROPE) */
+ * rotation (act is then DY_ACT_ROPE); norm: A made from the residual
+ * stream by the GEMM where the backend can (else normalised into a);
+ * append: C's K and V columns into the KV cache */
 static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
                       dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta,
-                      enum dy_gemm_act act, const struct dy_gemm_rope *rope)
+                      enum dy_gemm_act act, const struct dy_gemm_rope *rope, const struct dy_gemm_norm *norm,
+                      const struct dy_gemm_append *append)
 {
     enum dy_dtype bt = wq ? m->w->mat_dtype : m->w->dtype;
     struct dy_gemm_desc d = {
@@ -123,6 +126,10 @@ static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_
     };
     if (rope)
         d.rope = *rope;
+    if (norm)
+        d.norm = *norm;
+    if (append)
+        d.append = *append;
     if (dy_dtype_quantized(bt))
         d.bq = *wq;
     return dy_gemm(m->ctx, &d);
@@ -131,7 +138,7 @@ static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_
 static int linear_as(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
                      dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta)
 {
-    return linear_act(m, a, at, lda, w, wq, bias, c, ct, ldc, rows, n, k, beta, DY_ACT_NONE, NULL);
+    return linear_act(m, a, at, lda, w, wq, bias, c, ct, ldc, rows, n, k, beta, DY_ACT_NONE, NULL, NULL, NULL);
 }
 
 int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
@@ -150,6 +157,13 @@ static enum dy_dtype pass_act(const struct dy_llm *m, int prompt_len)
     enum dy_dtype t = m->w->dtype;
     bool half = (t == DY_F16 || t == DY_BF16) && m->w->mat_dtype == t;
     return prompt_len > 0 && half ? t : DY_F32;
+}
+
+/* The RMSNorm of `rows` f32 rows of x with weight, as a GEMM's A */
+static struct dy_gemm_norm gemm_norm(const struct dy_llm *m, dy_buf x, dy_buf weight)
+{
+    return (struct dy_gemm_norm){ .x = x, .weight = weight, .x_stride = m->cfg->hidden, .eps = m->cfg->norm_eps,
+                                  .x_dtype = DY_F32, .weight_dtype = m->w->dtype };
 }
 
 /* RMSNorm of f32 rows into rows of out_dtype */
@@ -198,10 +212,12 @@ static void matrix_rows(const struct dy_llm_weights *w, dy_buf mat, const struct
         rows_q->zero = dy_buf_at(q->zero, first);
 }
 
-/* q/k/v of `rows` tokens, normalised (qk_norm) and rotated; *q, *k, *v and
- * the strides say where they are in m->qkv. */
-static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows, dy_buf *q,
-                       dy_buf *k, dy_buf *v, int *q_stride, int *kv_stride)
+/* q/k/v of `rows` tokens of the residual stream, through the layer's
+ * norm (in the projection where a single one reads it, else into m->xn
+ * first), normalised (qk_norm) and rotated; *q, *k, *v and the strides
+ * say where they are in m->qkv. */
+static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, dy_buf *q,
+                       dy_buf *k, dy_buf *v, int *q_stride, int *kv_stride, bool *appended)
 {
     const struct dy_model_config *c = m->cfg;
     int qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, hd = c->head_dim, st;
@@ -217,11 +233,15 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
          * the projection's op unless a norm comes between */
         struct dy_gemm_rope rot = { .positions = m->positions, .inv_freq = m->inv_freq,
                                     .heads = c->heads + c->kv_heads, .head_dim = hd };
-        if (c->qk_norm != DY_QK_NORM_WHOLE)
+        struct dy_gemm_norm nrm = gemm_norm(m, m->x, l->attn_norm);
+        if (c->qk_norm != DY_QK_NORM_WHOLE) { /* and the new K and V into the cache */
+            struct dy_gemm_append kv;
+            *appended = dy_llm_gemm_append(m, layer, qd, qd + kvd, &kv);
             return linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
-                              0.0f, DY_ACT_ROPE, &rot);
-        if ((st = linear_as(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
-                            0.0f)) ||
+                              0.0f, DY_ACT_ROPE, &rot, &nrm, *appended ? &kv : NULL);
+        }
+        if ((st = linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
+                             0.0f, DY_ACT_NONE, NULL, &nrm, NULL)) ||
             (st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
             (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols)))
             return st;
@@ -234,6 +254,8 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int rows,
     *kv_stride = kvd;
     dy_buf none = { 0 }, bias = l->qkv_bias, wk, wv;
     struct dy_quant wk_q, wv_q;
+    if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, act, rows)))
+        return st;
     matrix_rows(m->w, l->qkv, &l->qkv_q, qd, h, &wk, &wk_q);
     matrix_rows(m->w, l->qkv, &l->qkv_q, qd + kvd, h, &wv, &wv_q);
     if ((st = linear_as(m, m->xn, act, h, l->qkv, &l->qkv_q, bias, *q, act, qd, rows, qd, h, 0.0f)) ||
@@ -255,10 +277,10 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
     int qd = q_dim(c), q_stride, kv_stride;
     dy_buf q, k, v;
     float scale = 1.0f / sqrtf((float)c->head_dim);
+    bool appended = false;
     int st;
-    if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, m->act, rows)) ||
-        (st = project_qkv(m, l, rows, &q, &k, &v, &q_stride, &kv_stride)) ||
-        (st = dy_llm_kv_append(m, layer, k, v, kv_stride, rows)))
+    if ((st = project_qkv(m, l, layer, rows, &q, &k, &v, &q_stride, &kv_stride, &appended)) ||
+        (!appended && (st = dy_llm_kv_append(m, layer, k, v, kv_stride, rows))))
         return st;
     if (prompt_len > 0) {
         struct dy_attention_prefill_desc a = {
@@ -307,10 +329,10 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
     /* gate/up and SiLU·mul as one op (the decode GEMV pairs the rows on
      * CUDA; elsewhere the GEMM, then the element-wise op in place): the
      * product lands in gate_up's first half, which down reads */
-    int st;
-    if ((st = rms_norm(m, m->x, l->mlp_norm, m->xn, at, rows)) ||
-        (st = linear_act(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter,
-                         rows, 2 * inter, c->hidden, 0.0f, DY_ACT_SWIGLU, NULL)))
+    struct dy_gemm_norm nrm = gemm_norm(m, m->x, l->mlp_norm);
+    int st = linear_act(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter,
+                        rows, 2 * inter, c->hidden, 0.0f, DY_ACT_SWIGLU, NULL, &nrm, NULL);
+    if (st != DY_OK)
         return st;
     return linear_as(m, m->gate_up, at, 2 * inter, l->down, &l->down_q, none, m->x, DY_F32, c->hidden, rows,
                      c->hidden, inter, 1.0f);
@@ -357,9 +379,9 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
         .x = logits, .out = dy_buf_at(m->next_ids, (size_t)m->fwd_seq0 * sizeof(int32_t)),
         .rows = m->fwd_seqs, .cols = c->vocab, .stride = c->vocab, .dtype = DY_F32,
     };
-    if ((st = rms_norm(m, hidden, m->w->final_norm, m->xn, DY_F32, m->fwd_seqs)) ||
-        (st = dy_llm_linear(m, m->xn, c->hidden, m->w->lm_head, &m->w->lm_head_q, none, logits, c->vocab, m->fwd_seqs,
-                            c->vocab, c->hidden, 0.0f)))
+    struct dy_gemm_norm nrm = gemm_norm(m, hidden, m->w->final_norm);
+    if ((st = linear_act(m, m->xn, DY_F32, c->hidden, m->w->lm_head, &m->w->lm_head_q, none, logits, DY_F32, c->vocab,
+                         m->fwd_seqs, c->vocab, c->hidden, 0.0f, DY_ACT_NONE, NULL, &nrm, NULL)))
         return st;
     return dy_argmax(m->ctx, &am);
 }

@@ -105,6 +105,10 @@ int dy_llm_kv_prompt(struct dy_llm *m, int seq0, int seqs, int prompt_len);
 int dy_llm_kv_prompt_end(struct dy_llm *m, int seq0, int seqs, int prompt_len);
 /* kv_append of `rows` tokens' k and v (f32, `stride` apart) of `layer`. */
 int dy_llm_kv_append(struct dy_llm *m, int layer, dy_buf k, dy_buf v, int stride, int rows);
+/* The same append as a GEMM's (dy_gemm_desc.append) of C's columns k_col
+ * and v_col on; false where it cannot ride on one (int8 caches, whose
+ * scales it does not write): dy_llm_kv_append then. */
+bool dy_llm_gemm_append(const struct dy_llm *m, int layer, int k_col, int v_col, struct dy_gemm_append *a);
 /* Before a decode step: evictions, then the new token's slot in every tier
  * and its position, uploaded with the block tables. */
 int dy_llm_kv_step(struct dy_llm *m);

@@ -217,15 +217,16 @@ int dy_llm_kv_prompt(struct dy_llm *m, int seq0, int seqs, int prompt_len)
     return st ? st : sync_tiers(m);
 }
 
-int dy_llm_kv_append(struct dy_llm *m, int layer, dy_buf k, dy_buf v, int stride, int rows)
+/* Where layer `layer`'s new K and V rows go: the tier's cache and slots,
+ * or while staging (eviction's scoring prefill) the staging rows. */
+static struct dy_kv_append_desc append_desc(const struct dy_llm *m, int layer)
 {
     int index;
     const struct dy_kv_cache *kv = dy_llm_layer_kv(m, layer, &index);
     struct dy_kv_append_desc d = {
-        .k = k, .v = v, .src_stride = stride, .slots = tier_slots(m, m->layer_tier[layer]),
+        .slots = tier_slots(m, m->layer_tier[layer]),
         .k_cache = dy_kv_cache_k(kv, index), .v_cache = dy_kv_cache_v(kv, index),
-        .tokens = rows, .kv_heads = m->cfg->kv_heads, .head_dim = m->cfg->head_dim,
-        .src_dtype = m->act, .cache_dtype = kv->dtype,
+        .kv_heads = m->cfg->kv_heads, .head_dim = m->cfg->head_dim, .cache_dtype = kv->dtype,
         .k_scale = dy_kv_cache_k_scale(kv, index), .v_scale = dy_kv_cache_v_scale(kv, index),
     };
     if (m->staging) {
@@ -236,7 +237,27 @@ int dy_llm_kv_append(struct dy_llm *m, int layer, dy_buf k, dy_buf v, int stride
         d.cache_dtype = m->stage_dtype;
         d.k_scale = d.v_scale = none;
     }
+    return d;
+}
+
+int dy_llm_kv_append(struct dy_llm *m, int layer, dy_buf k, dy_buf v, int stride, int rows)
+{
+    struct dy_kv_append_desc d = append_desc(m, layer);
+    d.k = k;
+    d.v = v;
+    d.src_stride = stride;
+    d.tokens = rows;
+    d.src_dtype = m->act;
     return dy_kv_append(m->ctx, &d);
+}
+
+bool dy_llm_gemm_append(const struct dy_llm *m, int layer, int k_col, int v_col, struct dy_gemm_append *a)
+{
+    struct dy_kv_append_desc d = append_desc(m, layer);
+    *a = (struct dy_gemm_append){ .slots = d.slots, .k_cache = d.k_cache, .v_cache = d.v_cache, .k_col = k_col,
+                                  .v_col = v_col, .kv_heads = d.kv_heads, .head_dim = d.head_dim,
+                                  .cache_dtype = d.cache_dtype };
+    return d.cache_dtype != DY_I8;
 }
 
 /* Every staged token's score in every layer, read back: [layers, rows]. */

@@ -325,6 +325,16 @@ static int ocl_ctx_create(int index, void **ctx)
     c->gemv_old = gemv ? strcmp(gemv, "old") == 0 : !cpu;
     const char *swiglu = getenv("DYNO_OCL_SWIGLU_GEMV");
     c->swiglu_gemv = !(swiglu && strcmp(swiglu, "0") == 0);
+    /* with them, one row of A goes to gemv1_gpu, which also takes a
+     * GEMV's norm and RoPE; DYNO_OCL_GEMV1=0 keeps gemv1_old, the ops
+     * composed */
+    const char *gemv1 = getenv("DYNO_OCL_GEMV1");
+    c->gemv1_gpu = c->gemv_old && !(gemv1 && strcmp(gemv1, "0") == 0);
+    const char *g_norm = getenv("DYNO_OCL_GEMV1_NORM"), *g_rope = getenv("DYNO_OCL_GEMV1_ROPE");
+    c->gemv1_norm = !(g_norm && strcmp(g_norm, "0") == 0);
+    c->gemv1_rope = !(g_rope && strcmp(g_rope, "0") == 0);
+    const char *g_append = getenv("DYNO_OCL_GEMV1_APPEND");
+    c->gemv1_append = !(g_append && strcmp(g_append, "0") == 0);
     /* the same for the element-wise ops and norms: an item per element
      * (GPUs) or per span of a row (kernels/ops.cl's span layout, CPUs);
      * DYNO_OCL_OPS=item or span picks either anywhere */
@@ -599,7 +609,10 @@ static const struct dy_backend opencl_backend = {
     .event_elapsed_ns = ocl_event_elapsed_ns,
     .fill_random = dy_ocl_fill_random,
     .gemm = dy_ocl_gemm,
-    .gemm_acts = 1u << DY_ACT_SWIGLU, /* in the GPU GEMV; declined elsewhere */
+    /* in the GPU GEMV (RoPE and the norm at one row of A); declined elsewhere */
+    .gemm_acts = 1u << DY_ACT_SWIGLU | 1u << DY_ACT_ROPE,
+    .gemm_norm = true,
+    .gemm_append = true,
     .norm = dy_ocl_norm,
     .rope = dy_ocl_rope,
     .eltwise = dy_ocl_eltwise,

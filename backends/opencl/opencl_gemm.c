@@ -152,10 +152,16 @@ void dy_ocl_gemm_release_cache(void)
 int dy_ocl_gemm(void *ctx, const struct dy_gemm_desc *d)
 {
     struct dy_ocl_ctx *c = ctx;
-    /* SwiGLU only in the GPU GEMV (gemm.cl's gemv_rows pairs gate and up
-     * rows); elsewhere dy_gemm composes */
-    if (d->act != DY_ACT_NONE && (d->act != DY_ACT_SWIGLU || !c->gemv_old || !c->swiglu_gemv ||
-                                  dy_dtype_quantized(d->b_dtype) || d->m <= 0 || d->m >= GEMV_MAX_M))
+    /* the norm, RoPE and KV append only in gemv1_gpu, SwiGLU there and in the GPU
+     * GEMV (gemm.cl's gemv_rows pairs gate and up rows); elsewhere dy_gemm
+     * composes */
+    bool gemv1 = dy_ocl_gemv1_fits(c, d);
+    if ((d->norm.x.h || d->act == DY_ACT_ROPE || d->append.k_cache.h) && !gemv1)
+        return DY_E_UNSUPPORTED;
+    if (d->act == DY_ACT_GELU ||
+        (d->act == DY_ACT_SWIGLU &&
+         (!c->swiglu_gemv ||
+          (!gemv1 && (!c->gemv_old || dy_dtype_quantized(d->b_dtype) || d->m <= 0 || d->m >= GEMV_MAX_M)))))
         return DY_E_UNSUPPORTED;
     if (dy_dtype_quantized(d->b_dtype))
         return dy_ocl_gemm_quant(c, d);

@@ -20,7 +20,7 @@
     X(moe_sort_count) X(moe_sort_scan) X(moe_sort_place) X(gemv_grouped)       \
     X(moe_tile_plan) X(gemm_grouped_tiled) X(scatter_add_rows)                 \
     X(kv_append_int8) X(kv_block_scores) X(dequantize) X(gemv_q) X(gemv_q1)    \
-    X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv_q_old) X(gemv_q1_old)    \
+    X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv1_gpu) X(gemv_q_old) X(gemv_q1_old)    \
     X(eltwise_span) X(rope_span) X(norm_span) X(kv_append_span)              \
     X(attention_decode_span) X(gemv_q_span) X(gemv_q1_span)
 
@@ -47,6 +47,9 @@ struct dy_ocl_ctx {
     int gemv_lanes;         /* items per row of B in the GEMV: 1 on CPUs, 32 else */
     bool gemv_old;          /* the GEMV kernels before gemv_lanes (GPUs; DYNO_OCL_GEMV) */
     bool swiglu_gemv;       /* DY_ACT_SWIGLU in gemv_old (DYNO_OCL_SWIGLU_GEMV=0: composed) */
+    bool gemv1_gpu;         /* one row of A in gemv1_gpu (with gemv_old; DYNO_OCL_GEMV1) */
+    /* gemv1_gpu takes the norm, RoPE, KV append (DYNO_OCL_GEMV1_NORM, _ROPE, _APPEND=0: no) */
+    bool gemv1_norm, gemv1_rope, gemv1_append;
     bool spans;             /* the span kernels (kernels/ops.cl; CPUs; DYNO_OCL_OPS) */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
@@ -111,6 +114,26 @@ int dy_ocl_launch(struct dy_ocl_ctx *c, enum dy_ocl_kernel k, cl_uint dims, cons
 /* A scratch buffer of at least `bytes`, owned by the context; its content
  * is undefined. Grows on demand and counts toward the context's memory. */
 int dy_ocl_scratch(struct dy_ocl_ctx *c, size_t bytes, cl_mem *out);
+
+/* Whether gemm.cl's gemv1_gpu takes the call: one row of A, f32 on 16
+ * bytes (the norm's x when there is one, its weight on 16 bytes too),
+ * f16/bf16 rows of B on 16 bytes, k a multiple of 8; RoPE heads of a
+ * multiple of 8; a KV cache that is not int8. It alone takes the norm,
+ * RoPE and the KV append. */
+static inline bool dy_ocl_gemv1_fits(const struct dy_ocl_ctx *c, const struct dy_gemm_desc *d)
+{
+    dy_buf a = d->norm.x.h ? d->norm.x : d->a;
+    enum dy_dtype at = d->norm.x.h ? d->norm.x_dtype : d->a_dtype;
+    bool b16 = d->b_dtype == DY_F16 || d->b_dtype == DY_BF16;
+    const struct dy_gemm_norm *nm = &d->norm;
+    bool norm_ok = !nm->x.h || (c->gemv1_norm && nm->weight.off % 16 == 0 &&
+                                (nm->weight_dtype == DY_F32 || nm->weight_dtype == DY_F16 ||
+                                 nm->weight_dtype == DY_BF16));
+    bool append_ok = !d->append.k_cache.h || (c->gemv1_append && d->append.cache_dtype != DY_I8);
+    return c->gemv1_gpu && d->m == 1 && at == DY_F32 && a.off % 16 == 0 && b16 && d->b.off % 16 == 0 &&
+           d->ldb % 8 == 0 && d->k > 0 && d->k % 8 == 0 && d->act != DY_ACT_GELU && norm_ok && append_ok &&
+           (d->act != DY_ACT_ROPE || (c->gemv1_rope && d->rope.head_dim % 8 == 0));
+}
 
 /* Called once the last context is destroyed, to drop cached programs. */
 void dy_ocl_gemm_release_cache(void);

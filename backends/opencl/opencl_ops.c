@@ -19,6 +19,7 @@
 #define KO_SCRATCH dy_ocl_scratch
 #define KO_GEMV_LANES(c) ((c)->gemv_lanes)
 #define KO_GEMV_OLD(c) ((c)->gemv_old)
+#define KO_GEMV1_GPU(c, d) dy_ocl_gemv1_fits(c, d)
 #define KO_SPANS(c) ((c)->spans)
 
 #include "kernel_ops.inc"

@@ -169,6 +169,182 @@ void gemv1_old(GEMV_PARAMS, int swiglu_half)
               bias_off, c, c_off, ldc, c_dtype, beta, 1, n, k, k_vec, swiglu_half);
 }
 
+/* 16-byte loads of B in flight per item of gemv1_gpu */
+#define GEMV1_LOADS 8
+
+/* Eight f16/bf16 weights of one 16-byte load as floats (f16 through a
+ * private copy, as ld8_aligned's) */
+float8 unpack8(uint4 w, int t)
+{
+    if (t == DT_F16) {
+        uint bits[4] = { w.x, w.y, w.z, w.w };
+        return vload_half8(0, (const half *)bits);
+    }
+    return as_float8((uint8)(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u,
+                             w.z << 16, w.z & 0xffff0000u, w.w << 16, w.w & 0xffff0000u));
+}
+
+/* gemv1_gpu's KV append: column j of C's one row, as stored (read back by
+ * the item that stored it), into the K or V cache row of slot slots[0]
+ * when j is one of their columns (dy_gemm_desc.append) */
+void gemv1_append(__global const uchar *cp, int c_dtype, int j, __global const int *slots,
+                  ulong slots_off, __global uchar *k_cache, ulong kc_off, __global uchar *v_cache,
+                  ulong vc_off, int cache_dtype, int k_col, int v_col, int kv_dim)
+{
+    bool is_k = j >= k_col && j < k_col + kv_dim, is_v = j >= v_col && j < v_col + kv_dim;
+    if (!is_k && !is_v)
+        return;
+    size_t slot = (size_t)((__global const int *)CBYTES(slots, slots_off))[0];
+    __global uchar *cache = is_k ? BYTES(k_cache, kc_off) : BYTES(v_cache, vc_off);
+    st(cache, cache_dtype, slot * kv_dim + (size_t)(j - (is_k ? k_col : v_col)), ld(cp, c_dtype, j));
+}
+
+/* The GPU decode GEMV at one row of A: C[j] = A . B[j, :] with A f32 on
+ * 16 bytes, B's rows f16/bf16 on 16 bytes (k a multiple of 8). As
+ * gemv_rows, GEMV_LANES items own a row of B, but each issues all
+ * GEMV1_LOADS 16-byte loads of a pass (kept as raw words) before using the
+ * first, and their sums meet in local memory after one barrier. It takes
+ * the ops around a decode GEMV so that a step launches fewer kernels:
+ *  - norm_w: A is the RMSNorm of a times norm_w (dy_gemm_desc.norm): the
+ *    dot runs over a * norm_w with a's squares summed beside it, and the
+ *    sum is scaled by rsqrt(mean + eps) at the end (every row of B covers
+ *    all of a, so no pass of its own);
+ *  - swiglu_half > 0: a work-group's first GEMV_ROWS / 2 rows of B are gate
+ *    rows j, the others their up rows swiglu_half + j, and C[j] gets
+ *    silu(gate) * up (DY_ACT_SWIGLU);
+ *  - rope_cols > 0: the first rope_cols / GEMV_ROWS work-groups take
+ *    GEMV_ROWS / 2 columns j of a head's first half and their partners
+ *    j + rope_half, written rotated by the row's position (DY_ACT_ROPE,
+ *    the arithmetic of ops.cl's rope); the others the columns from
+ *    rope_cols on;
+ *  - kv_dim > 0: the columns from k_col and v_col on also go to the KV
+ *    cache's row slots[0] (dy_gemm_desc.append). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv1_gpu(__global const uchar *a, ulong a_off, __global const uchar *b, ulong b_off,
+               int ldb, int b_dtype, __global const uchar *bias, ulong bias_off,
+               __global uchar *c, ulong c_off, int c_dtype, float beta, int n, int k,
+               int swiglu_half, __global const uchar *norm_w, ulong norm_off, int norm_dtype,
+               float eps, __global const int *rope_pos, ulong pos_off,
+               __global const float *inv_freq, ulong freq_off, int rope_cols, int rope_half,
+               __global const int *slots, ulong slots_off, __global uchar *k_cache, ulong kc_off,
+               __global uchar *v_cache, ulong vc_off, int cache_dtype, int k_col, int v_col,
+               int kv_dim)
+{
+    /* float4s, so that lane 0 of a row reads its row's sums 16 bytes at a
+     * time */
+    __local float4 red4[WG / 4], ss4[WG / 4];
+    __local float tot[GEMV_ROWS + 1]; /* the rows' sums, the norm's scale */
+    __local float *red = (__local float *)red4, *red_ss = (__local float *)ss4;
+    const int pair = GEMV_ROWS / 2; /* pairs a work-group holds */
+    int lid = get_local_id(0), lane = lid % GEMV_LANES, slot = lid / GEMV_LANES;
+    int grp = get_group_id(0), rope_groups = rope_cols / GEMV_ROWS;
+    /* j: the column of C this slot's row of B feeds (with a pair, the
+     * slot `pair` below writes it from both sums) */
+    int j, row;
+    bool rope = grp < rope_groups;
+    if (rope) {
+        int h0 = grp * pair;
+        j = h0 / rope_half * 2 * rope_half + h0 % rope_half + slot % pair;
+        row = j + (slot < pair ? 0 : rope_half);
+    } else if (swiglu_half) {
+        j = grp * pair + slot % pair;
+        row = (slot < pair ? 0 : swiglu_half) + min(j, swiglu_half - 1);
+    } else {
+        /* items past the last row compute row n - 1 again: they reach the
+         * barriers, and their sums are never stored */
+        j = rope_cols + (grp - rope_groups) * GEMV_ROWS + slot;
+        row = min(j, n - 1);
+    }
+    __global const float *ap = (__global const float *)CBYTES(a, a_off);
+    __global const uchar *brow = CBYTES(b, b_off) + (size_t)row * ldb * 2;
+    __global const uchar *gw = norm_w ? CBYTES(norm_w, norm_off) : 0;
+    size_t g_esize = norm_dtype == DT_F32 ? 4 : 2;
+    const int step = GEMV_LANES * 8;
+    float acc = 0.0f, ss = 0.0f;
+    for (int p0 = lane * 8; p0 < k; p0 += GEMV1_LOADS * step) {
+        uint4 raw[GEMV1_LOADS];
+#pragma unroll
+        for (int u = 0; u < GEMV1_LOADS; u++)
+            if (p0 + u * step < k)
+                raw[u] = *(__global const uint4 *)(brow + (size_t)(p0 + u * step) * 2);
+#pragma unroll
+        for (int u = 0; u < GEMV1_LOADS; u++) {
+            int p = p0 + u * step;
+            if (p < k) {
+                __global const float4 *x4 = (__global const float4 *)(ap + p);
+                float8 x = (float8)(x4[0], x4[1]);
+                if (gw) {
+                    if (slot == 0)
+                        ss += dot8(x, x);
+                    x *= ld8_aligned(gw + (size_t)p * g_esize, norm_dtype);
+                }
+                acc += dot8(x, unpack8(raw[u], b_dtype));
+            }
+        }
+    }
+    red[lid] = acc;
+    red_ss[lid] = ss;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane == 0) {
+        __local const float4 *r4 = (__local const float4 *)(red + lid);
+        __local const float4 *s4 = (__local const float4 *)(red_ss + lid);
+        float4 t = 0.0f, u = 0.0f;
+        for (int i = 0; i < GEMV_LANES / 4; i++) {
+            t += r4[i];
+            u += s4[i];
+        }
+        tot[slot] = t.x + t.y + t.z + t.w;
+        if (slot == 0)
+            tot[GEMV_ROWS] = rsqrt((u.x + u.y + u.z + u.w) / (float)k + eps);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid >= GEMV_ROWS)
+        return;
+    /* the first GEMV_ROWS items store: item i row slot i's column (with a
+     * pair, items below `pair` their pair's) */
+    slot = lid;
+    float scale = gw ? tot[GEMV_ROWS] : 1.0f;
+    __global uchar *cp = BYTES(c, c_off);
+    __global const uchar *bp = bias ? CBYTES(bias, bias_off) : 0;
+    if (rope || swiglu_half) {
+        if (slot >= pair)
+            return;
+        int h0 = grp * pair, pj = rope ? rope_half : swiglu_half;
+        int ja = rope ? h0 / rope_half * 2 * rope_half + h0 % rope_half + slot
+                      : h0 + slot, jb = ja + pj;
+        if (!rope && ja >= swiglu_half)
+            return;
+        float x0 = tot[slot] * scale, x1 = tot[slot + pair] * scale;
+        if (bp) {
+            x0 += ld(bp, b_dtype, ja);
+            x1 += ld(bp, b_dtype, jb);
+        }
+        if (swiglu_half) {
+            st(cp, c_dtype, ja, x0 / (1.0f + exp(-x0)) * x1);
+            return;
+        }
+        int pos = ((__global const int *)CBYTES(rope_pos, pos_off))[0];
+        float angle = (float)pos * ((__global const float *)CBYTES(inv_freq, freq_off))[ja % rope_half];
+        float cs = cos(angle), sn = sin(angle);
+        st(cp, c_dtype, ja, x0 * cs - x1 * sn);
+        st(cp, c_dtype, jb, x1 * cs + x0 * sn);
+        if (kv_dim) {
+            gemv1_append(cp, c_dtype, ja, slots, slots_off, k_cache, kc_off, v_cache, vc_off,
+                         cache_dtype, k_col, v_col, kv_dim);
+            gemv1_append(cp, c_dtype, jb, slots, slots_off, k_cache, kc_off, v_cache, vc_off,
+                         cache_dtype, k_col, v_col, kv_dim);
+        }
+        return;
+    }
+    j = rope_cols + (grp - rope_groups) * GEMV_ROWS + slot;
+    if (j >= n)
+        return;
+    st(cp, c_dtype, j, epilogue(tot[slot] * scale, bp, b_dtype, j, cp, c_dtype, j, beta));
+    if (kv_dim)
+        gemv1_append(cp, c_dtype, j, slots, slots_off, k_cache, kc_off, v_cache, vc_off, cache_dtype,
+                     k_col, v_col, kv_dim);
+}
+
 /* Rows of A per pass of gemv_lanes over B: their sums are one float8. */
 #define GEMV_PASS 8
 
