@@ -372,6 +372,26 @@ static int call_gemm(dy_ctx *ctx, const void *d)
     return ctx->be->gemm(ctx->impl, (const struct dy_gemm_desc *)d);
 }
 
+/* dy_gemm of d without its KV append, then dy_kv_append over C's K and V
+ * columns. */
+static int gemm_then_append(dy_ctx *ctx, const struct dy_gemm_desc *d)
+{
+    const struct dy_gemm_append *ap = &d->append;
+    struct dy_gemm_desc plain = *d;
+    plain.append = (struct dy_gemm_append){ 0 };
+    int st = dy_gemm(ctx, &plain);
+    if (st != DY_OK)
+        return st;
+    size_t es = dy_dtype_size(d->c_dtype);
+    struct dy_kv_append_desc kd = {
+        .k = dy_buf_at(d->c, (size_t)ap->k_col * es), .v = dy_buf_at(d->c, (size_t)ap->v_col * es),
+        .src_stride = d->ldc, .slots = ap->slots, .k_cache = ap->k_cache, .v_cache = ap->v_cache,
+        .tokens = d->m, .kv_heads = ap->kv_heads, .head_dim = ap->head_dim, .src_dtype = d->c_dtype,
+        .cache_dtype = ap->cache_dtype,
+    };
+    return dy_kv_append(ctx, &kd);
+}
+
 /* A GEMM with a norm of A: the backend's where it offers one for this
  * call, else dy_norm into A and the GEMM. With a KV append: the
  * backend's, else the GEMM and dy_kv_append over C. With an activation: the
@@ -391,11 +411,22 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
                                   (long long)r->heads * r->head_dim > d->n || !r->positions.h || !r->inv_freq.h))
         return fail(ctx, DY_E_INVALID, "gemm (RoPE needs an even head_dim, heads * head_dim <= n, "
                                        "positions and inv_freq)");
-    if (d->norm.x.h) {
-        const struct dy_gemm_norm *nm = &d->norm;
-        if (!nm->weight.h || nm->x_stride < d->k)
-            return fail(ctx, DY_E_INVALID, "gemm (a norm needs its weight and x_stride >= k)");
-        if (ctx->be->gemm_norm) {
+    const struct dy_gemm_norm *nm = &d->norm;
+    const struct dy_gemm_append *ap = &d->append;
+    long long kvd = (long long)ap->kv_heads * ap->head_dim;
+    if (nm->x.h && (!nm->weight.h || nm->x_stride < d->k))
+        return fail(ctx, DY_E_INVALID, "gemm (a norm needs its weight and x_stride >= k)");
+    if (ap->k_cache.h && (!ap->v_cache.h || !ap->slots.h || kvd <= 0 || ap->k_col < 0 || ap->v_col < 0 ||
+                          ap->k_col + kvd > d->n || ap->v_col + kvd > d->n || ap->cache_dtype == DY_I8))
+        return fail(ctx, DY_E_INVALID, "gemm (a KV append needs slots, both caches, K and V "
+                                       "columns inside C, a cache that is not int8)");
+    /* a backend sees only the parts it declares: the rest is composed
+     * around its call */
+    bool act_ok = d->act == DY_ACT_NONE || (ctx->be->gemm_acts & (1u << d->act));
+    if (ap->k_cache.h && !ctx->be->gemm_append)
+        return gemm_then_append(ctx, d);
+    if (nm->x.h) {
+        if (ctx->be->gemm_norm && act_ok) {
             int st = run_op(ctx, 1, call_gemm, d);
             if (st != DY_E_UNSUPPORTED)
                 return checked(ctx, st, "gemm");
@@ -411,31 +442,13 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
         plain.norm = (struct dy_gemm_norm){ 0 };
         return dy_gemm(ctx, &plain);
     }
-    const struct dy_gemm_append *ap = &d->append;
     if (ap->k_cache.h) {
-        long long kvd = (long long)ap->kv_heads * ap->head_dim;
-        if (!ap->v_cache.h || !ap->slots.h || kvd <= 0 || ap->k_col < 0 || ap->v_col < 0 ||
-            ap->k_col + kvd > d->n || ap->v_col + kvd > d->n || ap->cache_dtype == DY_I8)
-            return fail(ctx, DY_E_INVALID, "gemm (a KV append needs slots, both caches, K and V "
-                                           "columns inside C, a cache that is not int8)");
-        if (ctx->be->gemm_append) {
+        if (act_ok) {
             int st = run_op(ctx, 1, call_gemm, d);
             if (st != DY_E_UNSUPPORTED)
                 return checked(ctx, st, "gemm");
         }
-        struct dy_gemm_desc plain = *d;
-        plain.append = (struct dy_gemm_append){ 0 };
-        int st = dy_gemm(ctx, &plain);
-        if (st != DY_OK)
-            return st;
-        size_t es = dy_dtype_size(d->c_dtype);
-        struct dy_kv_append_desc kd = {
-            .k = dy_buf_at(d->c, (size_t)ap->k_col * es), .v = dy_buf_at(d->c, (size_t)ap->v_col * es),
-            .src_stride = d->ldc, .slots = ap->slots, .k_cache = ap->k_cache, .v_cache = ap->v_cache,
-            .tokens = d->m, .kv_heads = ap->kv_heads, .head_dim = ap->head_dim, .src_dtype = d->c_dtype,
-            .cache_dtype = ap->cache_dtype,
-        };
-        return dy_kv_append(ctx, &kd);
+        return gemm_then_append(ctx, d);
     }
     if (d->act == DY_ACT_NONE)
         return checked(ctx, run_op(ctx, 1, call_gemm, d), "gemm");

@@ -164,9 +164,10 @@ static double quant_tol(const struct dy_qformat *f, int m)
 
 /* C = A . B^T over rows [r0, r0 + n) of a quantized [r0 + n + 5, k] matrix
  * (act SwiGLU: C's first n/2 columns compared, the rest is scratch; act
- * RoPE: all but the last of n / 64 heads of 64 rotated). */
-static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat *f, bool bias, float beta,
-                            enum dy_gemm_act act)
+ * RoPE: all but the last of n / 64 heads of 64 rotated); norm: A the
+ * RMSNorm of the random rows times a bf16 weight (dy_gemm_desc.norm). */
+static void gemm_quant_case_as(int m, int n, int k, int r0, const struct dy_qformat *f, bool bias, float beta,
+                               enum dy_gemm_act act, bool norm)
 {
     int rows = r0 + n + 5, lda = k + 4, ldc = n + 3;
     float *w = random_f32((size_t)rows * k, 0.5f), *a = random_f32((size_t)m * lda, 1.0f);
@@ -175,8 +176,9 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
     struct qmat q = qmat_make(f, w, rows, k);
     size_t row_scales = dy_quant_row_scales(f->dtype, k, f->group);
     char what[128];
-    snprintf(what, sizeof what, "gemm m%d n%d k%d rows %d.. %s bias%d beta%g%s", m, n, k, r0, format_name(f),
-             bias, beta, act == DY_ACT_SWIGLU ? " swiglu" : act == DY_ACT_ROPE ? " rope" : "");
+    snprintf(what, sizeof what, "gemm m%d n%d k%d rows %d.. %s bias%d beta%g%s%s", m, n, k, r0, format_name(f),
+             bias, beta, act == DY_ACT_SWIGLU ? " swiglu" : act == DY_ACT_ROPE ? " rope" : "", norm ? " norm" : "");
+    void *nw = host_random(DY_BF16, (size_t)k, 1.0f);
     int32_t pos[32];
     float freq[32];
     for (int i = 0; i < 32; i++) {
@@ -197,7 +199,11 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
         d.bq.scale = dy_buf_at(whole_q.scale, (size_t)r0 * row_scales * sizeof(float));
         if (whole_q.zero.h)
             d.bq.zero = dy_buf_at(whole_q.zero, (size_t)r0 * row_scales);
-        d.a = upload(ctx, a, (size_t)m * lda * 4);
+        d.a = upload(ctx, norm ? NULL : a, (size_t)m * lda * 4);
+        if (norm)
+            d.norm = (struct dy_gemm_norm){ .x = upload(ctx, a, (size_t)m * lda * 4),
+                                            .weight = upload(ctx, nw, (size_t)k * 2), .x_stride = lda,
+                                            .eps = 1e-5f, .x_dtype = DY_F32, .weight_dtype = DY_BF16 };
         d.c = upload(ctx, c0, (size_t)m * ldc * 4);
         if (bias)
             d.bias = upload(ctx, bi, (size_t)n * 2);
@@ -214,9 +220,7 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
             memmove(got + (size_t)r * cols, got + (size_t)r * ldc, (size_t)cols * 4);
         want = compare_or_keep(u, want, got, what, DY_F32, (size_t)m * cols, quant_tol(f, m));
         quant_free(ctx, &whole, &whole_q);
-        dy_buf_free(ctx, &d.a);
-        dy_buf_free(ctx, &d.c);
-        dy_buf_free(ctx, &d.bias);
+        FREE_BUFS(ctx, &d.a, &d.c, &d.bias, &d.norm.x, &d.norm.weight);
     }
     free(want);
     qmat_free(&q);
@@ -224,6 +228,13 @@ static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat
     free(a);
     free(c0);
     free(bi);
+    free(nw);
+}
+
+static void gemm_quant_case(int m, int n, int k, int r0, const struct dy_qformat *f, bool bias, float beta,
+                            enum dy_gemm_act act)
+{
+    gemm_quant_case_as(m, n, k, r0, f, bias, beta, act, false);
 }
 
 static void test_gemm_quant(void)
@@ -250,6 +261,14 @@ static void test_gemm_quant(void)
         for (int f = 0; f < FORMAT_COUNT; f++)
             gemm_quant_case(rot[s][0], rot[s][1], rot[s][2], rot[s][3], &formats[f], (s + f) % 2 == 1, 0.0f,
                             DY_ACT_ROPE);
+    /* A as the RMSNorm of x: one row (the GEMV's prologue where a backend
+     * has it) and three (composed), plain with accumulation, SwiGLU, RoPE */
+    for (int f = 0; f < FORMAT_COUNT; f++) {
+        gemm_quant_case_as(1, 300, 512, 7, &formats[f], f % 2 == 0, 1.0f, DY_ACT_NONE, true);
+        gemm_quant_case_as(1, 128, 256, 0, &formats[f], f % 2 == 1, 0.0f, DY_ACT_SWIGLU, true);
+        gemm_quant_case_as(1, 192, 256, 0, &formats[f], f % 2 == 0, 0.0f, DY_ACT_ROPE, true);
+        gemm_quant_case_as(3, 96, 256, 0, &formats[f], true, 0.0f, DY_ACT_NONE, true);
+    }
 }
 
 static void gemm_grouped_quant_case(int tokens, int topk, int experts, int n, int k,
