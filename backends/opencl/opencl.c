@@ -264,6 +264,13 @@ static const char *const kernel_names[] = {
 
 /* Makes one context, one in-order profiling queue and the program for
  * device `index`; *ctx is freed by ctx_destroy with everything in it. */
+/* Whether the environment turns a default-on choice off (NAME=0). */
+static bool switched_off(const char *name)
+{
+    const char *v = getenv(name);
+    return v && strcmp(v, "0") == 0;
+}
+
 static int ocl_ctx_create(int index, void **ctx)
 {
     cl_platform_id platform;
@@ -323,18 +330,14 @@ static int ocl_ctx_create(int index, void **ctx)
      * 4-8 rows; DYNO_OCL_GEMV=old or new picks either anywhere */
     const char *gemv = getenv("DYNO_OCL_GEMV");
     c->gemv_old = gemv ? strcmp(gemv, "old") == 0 : !cpu;
-    const char *swiglu = getenv("DYNO_OCL_SWIGLU_GEMV");
-    c->swiglu_gemv = !(swiglu && strcmp(swiglu, "0") == 0);
+    c->swiglu_gemv = !switched_off("DYNO_OCL_SWIGLU_GEMV");
     /* with them, one row of A goes to gemv1_gpu, which also takes a
-     * GEMV's norm and RoPE; DYNO_OCL_GEMV1=0 keeps gemv1_old, the ops
-     * composed */
-    const char *gemv1 = getenv("DYNO_OCL_GEMV1");
-    c->gemv1_gpu = c->gemv_old && !(gemv1 && strcmp(gemv1, "0") == 0);
-    const char *g_norm = getenv("DYNO_OCL_GEMV1_NORM"), *g_rope = getenv("DYNO_OCL_GEMV1_ROPE");
-    c->gemv1_norm = !(g_norm && strcmp(g_norm, "0") == 0);
-    c->gemv1_rope = !(g_rope && strcmp(g_rope, "0") == 0);
-    const char *g_append = getenv("DYNO_OCL_GEMV1_APPEND");
-    c->gemv1_append = !(g_append && strcmp(g_append, "0") == 0);
+     * GEMV's norm, RoPE and KV append; DYNO_OCL_GEMV1=0 keeps gemv1_old,
+     * the ops composed */
+    c->gemv1_gpu = c->gemv_old && !switched_off("DYNO_OCL_GEMV1");
+    c->gemv1_norm = !switched_off("DYNO_OCL_GEMV1_NORM");
+    c->gemv1_rope = !switched_off("DYNO_OCL_GEMV1_ROPE");
+    c->gemv1_append = !switched_off("DYNO_OCL_GEMV1_APPEND");
     /* the same for the element-wise ops and norms: an item per element
      * (GPUs) or per span of a row (kernels/ops.cl's span layout, CPUs);
      * DYNO_OCL_OPS=item or span picks either anywhere */

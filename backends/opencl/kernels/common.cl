@@ -222,24 +222,30 @@ float8 ld8(__global const uchar *p, int t, size_t i)
     return vload8(0, (__global const float *)p + i);
 }
 
-/* Eight elements from a 16-byte aligned address: one 16-byte load for the
- * 16-bit dtypes, two for f32, so weights and KV rows are read in wide,
- * coalesced transactions. f16 goes through a private copy: vload_half8
- * straight from global memory compiles to eight 2-byte loads on NVIDIA
- * (a third of the bandwidth), from registers to conversions only. */
-float8 ld8_aligned(__global const uchar *p, int t)
+/* Eight f16 or bf16 values of one 16-byte word as floats. f16 goes through
+ * a private copy: vload_half8 straight from global memory compiles to
+ * eight 2-byte loads on NVIDIA (a third of the bandwidth), from registers
+ * to conversions only. */
+float8 unpack8(uint4 w, int t)
 {
-    if (t == DT_F32) {
-        __global const float4 *f = (__global const float4 *)p;
-        return (float8)(f[0], f[1]);
-    }
-    uint4 w = *(__global const uint4 *)p;
     if (t == DT_F16) {
         uint bits[4] = { w.x, w.y, w.z, w.w };
         return vload_half8(0, (const half *)bits);
     }
     return as_float8((uint8)(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u,
                              w.z << 16, w.z & 0xffff0000u, w.w << 16, w.w & 0xffff0000u));
+}
+
+/* Eight elements from a 16-byte aligned address: one 16-byte load for the
+ * 16-bit dtypes, two for f32, so weights and KV rows are read in wide,
+ * coalesced transactions. */
+float8 ld8_aligned(__global const uchar *p, int t)
+{
+    if (t == DT_F32) {
+        __global const float4 *f = (__global const float4 *)p;
+        return (float8)(f[0], f[1]);
+    }
+    return unpack8(*(__global const uint4 *)p, t);
 }
 
 /* Eight values of a cache of element size `esize` from an element index

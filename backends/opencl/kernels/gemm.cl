@@ -172,18 +172,6 @@ void gemv1_old(GEMV_PARAMS, int swiglu_half)
 /* 16-byte loads of B in flight per item of gemv1_gpu */
 #define GEMV1_LOADS 8
 
-/* Eight f16/bf16 weights of one 16-byte load as floats (f16 through a
- * private copy, as ld8_aligned's) */
-float8 unpack8(uint4 w, int t)
-{
-    if (t == DT_F16) {
-        uint bits[4] = { w.x, w.y, w.z, w.w };
-        return vload_half8(0, (const half *)bits);
-    }
-    return as_float8((uint8)(w.x << 16, w.x & 0xffff0000u, w.y << 16, w.y & 0xffff0000u,
-                             w.z << 16, w.z & 0xffff0000u, w.w << 16, w.w & 0xffff0000u));
-}
-
 /* gemv1_gpu's KV append: column j of C's one row, as stored (read back by
  * the item that stored it), into the K or V cache row of slot slots[0]
  * when j is one of their columns (dy_gemm_desc.append) */
@@ -197,6 +185,22 @@ void gemv1_append(__global const uchar *cp, int c_dtype, int j, __global const i
     size_t slot = (size_t)((__global const int *)CBYTES(slots, slots_off))[0];
     __global uchar *cache = is_k ? BYTES(k_cache, kc_off) : BYTES(v_cache, vc_off);
     st(cache, cache_dtype, slot * kv_dim + (size_t)(j - (is_k ? k_col : v_col)), ld(cp, c_dtype, j));
+}
+
+/* The column of C that slot s (a row of B) of gemv1_gpu's work-group grp
+ * feeds: with a pair (RoPE's first rope_cols / GEMV_ROWS work-groups, or
+ * SwiGLU) the first column of pair s % (GEMV_ROWS / 2), which the slot
+ * below GEMV_ROWS / 2 writes from both sums */
+int gemv1_col(int grp, int s, int rope_cols, int rope_half, int swiglu_half)
+{
+    int pair = GEMV_ROWS / 2, rope_groups = rope_cols / GEMV_ROWS;
+    if (grp < rope_groups) {
+        int h0 = grp * pair;
+        return h0 / rope_half * 2 * rope_half + h0 % rope_half + s % pair;
+    }
+    if (swiglu_half)
+        return grp * pair + s % pair;
+    return rope_cols + (grp - rope_groups) * GEMV_ROWS + s;
 }
 
 /* The GPU decode GEMV at one row of A: C[j] = A . B[j, :] with A f32 on
@@ -238,23 +242,15 @@ void gemv1_gpu(__global const uchar *a, ulong a_off, __global const uchar *b, ul
     const int pair = GEMV_ROWS / 2; /* pairs a work-group holds */
     int lid = get_local_id(0), lane = lid % GEMV_LANES, slot = lid / GEMV_LANES;
     int grp = get_group_id(0), rope_groups = rope_cols / GEMV_ROWS;
-    /* j: the column of C this slot's row of B feeds (with a pair, the
-     * slot `pair` below writes it from both sums) */
-    int j, row;
     bool rope = grp < rope_groups;
-    if (rope) {
-        int h0 = grp * pair;
-        j = h0 / rope_half * 2 * rope_half + h0 % rope_half + slot % pair;
+    int j = gemv1_col(grp, slot, rope_cols, rope_half, swiglu_half), row;
+    if (rope)
         row = j + (slot < pair ? 0 : rope_half);
-    } else if (swiglu_half) {
-        j = grp * pair + slot % pair;
+    else if (swiglu_half)
         row = (slot < pair ? 0 : swiglu_half) + min(j, swiglu_half - 1);
-    } else {
-        /* items past the last row compute row n - 1 again: they reach the
-         * barriers, and their sums are never stored */
-        j = rope_cols + (grp - rope_groups) * GEMV_ROWS + slot;
+    else /* items past the last row compute row n - 1 again: they reach the
+          * barriers, and their sums are never stored */
         row = min(j, n - 1);
-    }
     __global const float *ap = (__global const float *)CBYTES(a, a_off);
     __global const uchar *brow = CBYTES(b, b_off) + (size_t)row * ldb * 2;
     __global const uchar *gw = norm_w ? CBYTES(norm_w, norm_off) : 0;
@@ -309,9 +305,8 @@ void gemv1_gpu(__global const uchar *a, ulong a_off, __global const uchar *b, ul
     if (rope || swiglu_half) {
         if (slot >= pair)
             return;
-        int h0 = grp * pair, pj = rope ? rope_half : swiglu_half;
-        int ja = rope ? h0 / rope_half * 2 * rope_half + h0 % rope_half + slot
-                      : h0 + slot, jb = ja + pj;
+        int ja = gemv1_col(grp, slot, rope_cols, rope_half, swiglu_half);
+        int jb = ja + (rope ? rope_half : swiglu_half);
         if (!rope && ja >= swiglu_half)
             return;
         float x0 = tot[slot] * scale, x1 = tot[slot + pair] * scale;
@@ -336,7 +331,7 @@ void gemv1_gpu(__global const uchar *a, ulong a_off, __global const uchar *b, ul
         }
         return;
     }
-    j = rope_cols + (grp - rope_groups) * GEMV_ROWS + slot;
+    j = gemv1_col(grp, slot, rope_cols, rope_half, swiglu_half);
     if (j >= n)
         return;
     st(cp, c_dtype, j, epilogue(tot[slot] * scale, bp, b_dtype, j, cp, c_dtype, j, beta));
