@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 4
+#define DY_BACKEND_ABI 5
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -353,7 +353,9 @@ struct dy_convert_desc {
 /* ---- MoE ---------------------------------------------------------------
  * A token's k experts are pairs p = token * k + j. The fused path: router
  * GEMM, softmax_topk, moe_sort (pairs grouped by expert), gemm_grouped for
- * gate/up, eltwise SiLU-mul, gemm_grouped for down, scatter_add_rows. */
+ * gate/up, eltwise SiLU-mul, gemm_grouped for down, scatter_add_rows; a
+ * backend may take the sort into softmax_topk, the SiLU-mul and the
+ * scatter-add into gemm_grouped (dispatch composes them otherwise). */
 
 /* For each of `tokens` rows of f32 logits [tokens, experts]: p = softmax(row)
  * in f32; the k experts of largest logit (softmax keeps the order; ties: the
@@ -364,6 +366,11 @@ struct dy_softmax_topk_desc {
     dy_buf logits, ids, weights;
     int tokens, experts, k, stride;
     bool renormalize;
+    /* offsets.h set: then the tokens * k pairs grouped by expert as
+     * dy_moe_sort does (a backend that does not set dy_backend.topk_sort,
+     * or returns DY_E_UNSUPPORTED having done nothing, gets dy_moe_sort
+     * after it) */
+    dy_buf offsets, sorted, position;
 };
 
 /* Groups pairs by expert, a stable counting sort of ids[0..pairs):
@@ -387,6 +394,12 @@ struct dy_moe_sort_desc {
  * offsets live on the device. A decode-sized call (rows <= 4 * experts, say)
  * must not wait on them from the host, so a decode step stays free of host
  * round trips; a large call may read them back to plan its launches. */
+/* dy_gemm_grouped_desc.scatter: where and how C's rows are summed */
+struct dy_grouped_scatter {
+    dy_buf dst, weights, position;
+    int tokens, k, dst_stride;
+};
+
 struct dy_gemm_grouped_desc {
     dy_buf a, a_rows, b, c, offsets;
     int rows, experts, n, k;
@@ -398,6 +411,25 @@ struct dy_gemm_grouped_desc {
      * scales (and zero points) dy_quant_scales() after the previous
      * expert's; bq.bias_dtype unused */
     struct dy_quant bq;
+    /* DY_ACT_NONE, or DY_ACT_SWIGLU as dy_gemm has it (C's columns n/2..
+     * are then scratch): the gate/up experts and their SiLU-mul as one
+     * op. A backend without the act's bit in dy_backend.grouped_acts, or
+     * that returns DY_E_UNSUPPORTED having done nothing, gets the GEMM and
+     * then dy_eltwise over C. */
+    enum dy_gemm_act act;
+    /* dst.h set: C's rows added into the tokens' rows of dst as
+     * dy_scatter_add_rows does (src = C, cols = n), and C is scratch: the
+     * down experts and the weighted sum of each token's k outputs as one
+     * op. A backend that does not set dy_backend.grouped_scatter (or
+     * returns DY_E_UNSUPPORTED having done nothing) gets the GEMM, then
+     * dy_scatter_add_rows. */
+    struct dy_grouped_scatter scatter;
+    /* The caller promises that offsets, a_rows and the scatter's position
+     * and weights were written before the op just before this one began,
+     * so a backend may read them, and fetch the experts' weights they
+     * select, while that op still runs (a decode step's down projection
+     * after the gate/up one). */
+    bool routes_settled;
 };
 
 /* dst[t, :] += sum over j < k, in order, of weights[t * k + j] *
@@ -486,6 +518,10 @@ struct dy_backend {
     /* gemm may take dy_gemm_desc.norm, .append itself (else dy_gemm
      * composes) */
     bool gemm_norm, gemm_append;
+    /* the same for gemm_grouped's act (bits as gemm_acts) and scatter,
+     * and softmax_topk's sort */
+    unsigned grouped_acts;
+    bool grouped_scatter, topk_sort;
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */

@@ -360,12 +360,94 @@ DY_OP_WRAPPER(attention_prefill, 7)
 DY_OP_WRAPPER(attention_decode, 8)
 DY_OP_WRAPPER(argmax, 9)
 DY_OP_WRAPPER(convert, 10)
-DY_OP_WRAPPER(softmax_topk, 11)
 DY_OP_WRAPPER(moe_sort, 12)
-DY_OP_WRAPPER_QUANT(gemm_grouped, 13)
 DY_OP_WRAPPER(scatter_add_rows, 14)
 DY_OP_WRAPPER(kv_block_scores, 15)
 DY_OP_WRAPPER(dequantize, 16)
+
+/* The backend's call where it declares every part of d that is set
+ * (`whole`) and does not refuse it; DY_E_UNSUPPORTED: compose. */
+static int try_whole(dy_ctx *ctx, bool whole, int op, int (*call)(dy_ctx *, const void *), const void *d,
+                     const char *what, bool *done)
+{
+    *done = false;
+    if (!whole)
+        return DY_OK;
+    int st = run_op(ctx, op, call, d);
+    if (st == DY_E_UNSUPPORTED)
+        return DY_OK;
+    *done = true;
+    return checked(ctx, st, what);
+}
+
+static int call_softmax_topk(dy_ctx *ctx, const void *d)
+{
+    return ctx->be->softmax_topk(ctx->impl, (const struct dy_softmax_topk_desc *)d);
+}
+
+/* softmax and top-k, and the pairs' sort when d asks for it: the
+ * backend's in one where it declares it, else dy_moe_sort after. */
+int dy_softmax_topk(dy_ctx *ctx, const struct dy_softmax_topk_desc *d)
+{
+    if (!ctx->be->softmax_topk)
+        return fail(ctx, DY_E_UNSUPPORTED, "softmax_topk");
+    bool done;
+    int st = try_whole(ctx, d->offsets.h && ctx->be->topk_sort, 11, call_softmax_topk, d, "softmax_topk", &done);
+    if (done || st != DY_OK)
+        return st;
+    struct dy_softmax_topk_desc plain = *d;
+    plain.offsets = plain.sorted = plain.position = (dy_buf){ 0 };
+    if ((st = checked(ctx, run_op(ctx, 11, call_softmax_topk, &plain), "softmax_topk")) || !d->offsets.h)
+        return st;
+    struct dy_moe_sort_desc sd = { .ids = d->ids, .offsets = d->offsets, .sorted = d->sorted,
+                                   .position = d->position, .pairs = d->tokens * d->k, .experts = d->experts };
+    return dy_moe_sort(ctx, &sd);
+}
+
+static int call_gemm_grouped(dy_ctx *ctx, const void *d)
+{
+    return ctx->be->gemm_grouped(ctx->impl, (const struct dy_gemm_grouped_desc *)d);
+}
+
+/* The grouped GEMM with its SiLU-mul and its scatter-add: the backend's
+ * where it declares the parts set, else the GEMM and each part's op. */
+int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d)
+{
+    if (!ctx->be->gemm_grouped || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize))
+        return fail(ctx, DY_E_UNSUPPORTED, "gemm_grouped");
+    if ((d->act != DY_ACT_NONE && d->act != DY_ACT_SWIGLU) ||
+        (d->act == DY_ACT_SWIGLU && (d->n % 2 || d->ldc < d->n)))
+        return fail(ctx, DY_E_INVALID, "gemm_grouped (the act is SwiGLU of an even n, ldc >= n, or none)");
+    const struct dy_grouped_scatter *sc = &d->scatter;
+    if (sc->dst.h && (d->act != DY_ACT_NONE || !sc->weights.h || !sc->position.h || sc->tokens < 0 || sc->k < 1 ||
+                      (long long)sc->tokens * sc->k != d->rows || sc->dst_stride < d->n))
+        return fail(ctx, DY_E_INVALID, "gemm_grouped (a scatter needs weights, position, tokens * k = rows, "
+                                       "dst_stride >= n and no act)");
+    bool whole = (d->act == DY_ACT_NONE || (ctx->be->grouped_acts & (1u << d->act))) &&
+                 (!sc->dst.h || ctx->be->grouped_scatter), done;
+    int st = try_whole(ctx, whole && (d->act != DY_ACT_NONE || sc->dst.h), 13, call_gemm_grouped, d,
+                       "gemm_grouped", &done);
+    if (done || st != DY_OK)
+        return st;
+    struct dy_gemm_grouped_desc plain = *d;
+    plain.act = DY_ACT_NONE;
+    plain.scatter = (struct dy_grouped_scatter){ 0 };
+    if ((st = checked(ctx, run_op(ctx, 13, call_gemm_grouped, &plain), "gemm_grouped")))
+        return st;
+    if (d->act == DY_ACT_SWIGLU) {
+        struct dy_eltwise_desc e = { .op = DY_ELT_SILU_MUL, .a = d->c,
+                                     .b = dy_buf_at(d->c, (size_t)(d->n / 2) * sizeof(float)), .out = d->c,
+                                     .rows = d->rows, .cols = d->n / 2, .a_stride = d->ldc,
+                                     .b_stride = d->ldc, .out_stride = d->ldc, .dtype = DY_F32 };
+        return dy_eltwise(ctx, &e);
+    }
+    if (!sc->dst.h)
+        return DY_OK;
+    struct dy_scatter_add_rows_desc ad = { .src = d->c, .dst = sc->dst, .weights = sc->weights,
+                                           .position = sc->position, .tokens = sc->tokens, .k = sc->k,
+                                           .cols = d->n, .src_stride = d->ldc, .dst_stride = sc->dst_stride };
+    return dy_scatter_add_rows(ctx, &ad);
+}
 
 static int call_gemm(dy_ctx *ctx, const void *d)
 {

@@ -329,8 +329,9 @@ static void bench_moe_prefill(double sgemm_rate)
     struct bench_buf *logits = buf_new((size_t)tokens * experts * 4);
     struct bench_buf *ids = buf_new((size_t)rows * 4), *weights = buf_new((size_t)rows * 4);
     buf_random(logits, (size_t)tokens * experts, DY_F32, 7);
-    struct dy_softmax_topk_desc topk = { logits->b, ids->b, weights->b, tokens, experts, top_k,
-                                         experts, true };
+    struct dy_softmax_topk_desc topk = { .logits = logits->b, .ids = ids->b, .weights = weights->b,
+                                         .tokens = tokens, .experts = experts, .k = top_k,
+                                         .stride = experts, .renormalize = true };
     int status = be->softmax_topk(ctx, &topk);
     if (status != DY_OK)
         die("softmax_topk", status);

@@ -181,4 +181,81 @@ static void host_sort(const int32_t *ids, int pairs, int experts, int32_t *offse
     free(next);
 }
 
+/* The fused parts of gemm_grouped (dy_gemm_grouped_desc.act, .scatter) as
+ * the grouped cases run them. */
+enum grouped_part { GROUPED_PLAIN, GROUPED_SWIGLU, GROUPED_SCATTER };
+
+/* What the part makes of the plain grouped GEMM's C (tokens * topk rows,
+ * ldc apart) on the host, cpu-ref's check of its composition: SwiGLU in
+ * place in each row's first n/2 columns (the rest zeroed), or a copy of
+ * dst0 with each token's weighted rows added (c is freed). */
+static float *grouped_part_host(enum grouped_part part, float *c, int tokens, int topk, int n, int ldc,
+                                int dst_stride, const void *dst0, const float *weights, const int32_t *position)
+{
+    if (part == GROUPED_SWIGLU) {
+        for (int r = 0; r < tokens * topk; r++)
+            for (int j = 0; j < n / 2; j++) {
+                float *row = c + (size_t)r * ldc;
+                double x = row[j];
+                row[j] = (float)(x / (1.0 + exp(-x)) * row[n / 2 + j]);
+                row[n / 2 + j] = 0.0f;
+            }
+        return c;
+    }
+    size_t dst_n = (size_t)tokens * dst_stride;
+    float *dst = malloc(dst_n * 4);
+    memcpy(dst, dst0, dst_n * 4);
+    for (int t = 0; t < tokens; t++)
+        for (int i = 0; i < n; i++) {
+            double acc = dst[(size_t)t * dst_stride + i];
+            for (int j = 0; j < topk; j++) {
+                size_t p = (size_t)t * topk + j;
+                acc += (double)weights[p] * c[(size_t)position[p] * ldc + i];
+            }
+            dst[(size_t)t * dst_stride + i] = (float)acc;
+        }
+    free(c);
+    return dst;
+}
+
+/* A grouped case's routes, uploaded before the rest (so that a settled
+ * promise holds): the offsets, and for a scatter its weights and position
+ * (rows = tokens * topk pairs). */
+static void grouped_routes_upload(dy_ctx *ctx, struct dy_gemm_grouped_desc *d, enum grouped_part part,
+                                  const int32_t *offsets, const float *weights, const int32_t *position,
+                                  int tokens, int topk, int dst_stride)
+{
+    d->offsets = upload(ctx, offsets, ((size_t)d->experts + 1) * 4);
+    if (part == GROUPED_SCATTER)
+        d->scatter = (struct dy_grouped_scatter){ .weights = upload(ctx, weights, (size_t)d->rows * 4),
+                                                  .position = upload(ctx, position, (size_t)d->rows * 4),
+                                                  .tokens = tokens, .k = topk, .dst_stride = dst_stride };
+}
+
+/* Runs d with C zeroed first and, for a scatter, dst from dst0; returns
+ * what a case compares: dst for a scatter, else C with its undefined
+ * columns zeroed (past n, past n/2 under SwiGLU). Frees C and dst. */
+static float *grouped_run_desc(dy_ctx *ctx, struct dy_gemm_grouped_desc *d, enum grouped_part part,
+                               const void *dst0)
+{
+    size_t c_n = (size_t)d->rows * d->ldc, dst_n = (size_t)d->scatter.tokens * d->scatter.dst_stride;
+    void *zeros = calloc(c_n, 4);
+    d->c = upload(ctx, zeros, c_n * 4);
+    free(zeros);
+    if (part == GROUPED_SCATTER)
+        d->scatter.dst = upload(ctx, dst0, dst_n * 4);
+    DY_CHECK(dy_gemm_grouped(ctx, d) == DY_OK);
+    float *got;
+    if (part == GROUPED_SCATTER) {
+        got = download(ctx, d->scatter.dst, dst_n * 4);
+    } else {
+        got = download(ctx, d->c, c_n * 4);
+        int cols = part == GROUPED_SWIGLU ? d->n / 2 : d->n;
+        for (int r = 0; r < d->rows; r++)
+            memset(got + (size_t)r * d->ldc + cols, 0, (size_t)(d->ldc - cols) * 4);
+    }
+    FREE_BUFS(ctx, &d->c, &d->scatter.dst);
+    return got;
+}
+
 #endif

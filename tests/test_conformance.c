@@ -937,6 +937,81 @@ static void test_softmax_topk(void)
         }
 }
 
+/* softmax_topk with the pairs grouped by expert in the same op
+ * (dy_softmax_topk_desc's offsets, sorted, position): the integers
+ * bit-identical, and cpu-ref's grouping the host's of its own ids */
+static void test_softmax_topk_sort(void)
+{
+    require_backends();
+    static const int token_counts[] = { 1, 2, 8, 33, 300 };
+    static const int experts_k[][2] = { { 64, 8 }, { 60, 4 }, { 128, 8 } };
+    static const char *const names[4] = { "ids", "offsets", "sorted", "position" };
+    for (size_t s = 0; s < sizeof token_counts / sizeof token_counts[0]; s++)
+        for (size_t e = 0; e < sizeof experts_k / sizeof experts_k[0]; e++)
+            for (int renorm = 0; renorm <= 1; renorm++) {
+                int tokens = token_counts[s], experts = experts_k[e][0], k = experts_k[e][1];
+                int stride = experts + (int)(e % 2) * 3, pairs = tokens * k;
+                size_t n = (size_t)tokens * stride, pb = (size_t)pairs * 4, ob = ((size_t)experts + 1) * 4;
+                const size_t bytes[4] = { pb, ob, pb, pb };
+                float *logits = host_random(DY_F32, n, 4.0f);
+                if (tokens > 2) /* ties: the lower expert first */
+                    for (int x = 0; x < experts; x++)
+                        logits[(size_t)2 * stride + x] = x % 3 == 0 ? 1.5f : -1.0f;
+                int32_t *want[4] = { 0 }, *host[3] = { malloc(ob), malloc(pb), malloc(pb) };
+                float *want_w = NULL;
+                for (int u = -1; u < dut_count; u++) {
+                    dy_ctx *ctx = CTX_OF(u);
+                    struct dy_softmax_topk_desc d = { .tokens = tokens, .experts = experts, .k = k,
+                                                      .stride = stride, .renormalize = renorm };
+                    d.logits = upload(ctx, logits, n * 4);
+                    d.ids = upload(ctx, NULL, pb);
+                    d.weights = upload(ctx, NULL, pb);
+                    d.offsets = upload(ctx, NULL, ob);
+                    d.sorted = upload(ctx, NULL, pb);
+                    d.position = upload(ctx, NULL, pb);
+                    DY_CHECK(dy_softmax_topk(ctx, &d) == DY_OK);
+                    int32_t *got[4] = { download(ctx, d.ids, pb), download(ctx, d.offsets, ob),
+                                        download(ctx, d.sorted, pb), download(ctx, d.position, pb) };
+                    float *w = download(ctx, d.weights, pb);
+                    if (u < 0) { /* the oracle: its ids grouped as moe_sort groups them */
+                        host_sort(got[0], pairs, experts, host[0], host[1], host[2]);
+                        for (int i = 1; i < 4; i++)
+                            if (memcmp(host[i - 1], got[i], bytes[i])) {
+                                printf("# softmax_topk t%d e%d k%d: cpu-ref's %s are not its ids grouped\n",
+                                       tokens, experts, k, names[i]);
+                                DY_CHECK(!"cpu-ref's grouping");
+                            }
+                    }
+                    for (int i = 0; i < 4; i++) {
+                        if (u < 0) {
+                            want[i] = got[i];
+                            continue;
+                        }
+                        if (memcmp(want[i], got[i], bytes[i])) {
+                            printf("# softmax_topk t%d e%d k%d renorm%d with the sort: %s differ on %s\n",
+                                   tokens, experts, k, renorm, names[i], duts[u].name);
+                            DY_CHECK(!"softmax_topk sort equal");
+                        }
+                        free(got[i]);
+                    }
+                    if (u < 0) {
+                        want_w = w;
+                    } else {
+                        DY_CHECK(close_enough("softmax_topk weights (with the sort)", duts[u].name, want_w, w,
+                                              DY_F32, (size_t)pairs, 1e-5));
+                        free(w);
+                    }
+                    FREE_BUFS(ctx, &d.logits, &d.ids, &d.weights, &d.offsets, &d.sorted, &d.position);
+                }
+                for (int i = 0; i < 4; i++)
+                    free(want[i]);
+                free(want_w);
+                for (int i = 0; i < 3; i++)
+                    free(host[i]);
+                free(logits);
+            }
+}
+
 static void test_moe_sort(void)
 {
     require_backends();
@@ -988,54 +1063,98 @@ static void test_moe_sort(void)
     }
 }
 
+/* The parts a grouped GEMM may take in (dy_gemm_grouped_desc.act and
+ * .scatter): none, SwiGLU over each row's halves (gate/up), or the rows'
+ * weighted sum into the tokens' rows of dst (down) */
+
+struct grouped_case {
+    int tokens, topk, experts, n, k, rows, lda, ldc, dst_stride;
+    enum dy_dtype bt;
+    bool gather, settled;
+    void *a, *b, *dst0;
+    float *weights;
+    int32_t *offsets, *sorted, *position;
+};
+
+/* One run on ctx with `part`; returns what a case compares: dst for a
+ * scatter, else C with its undefined columns zeroed (past n, past n/2 under
+ * SwiGLU). The routes are written first, so that a settled promise holds. */
+static float *grouped_run(dy_ctx *ctx, const struct grouped_case *g, enum grouped_part part)
+{
+    size_t a_n = (size_t)(g->gather ? g->tokens : g->rows) * g->lda;
+    struct dy_gemm_grouped_desc d = { .rows = g->rows, .experts = g->experts, .n = g->n, .k = g->k,
+                                      .a_row_div = g->topk, .lda = g->lda, .ldc = g->ldc,
+                                      .b_expert_stride = (size_t)g->n * g->k, .b_dtype = g->bt,
+                                      .act = part == GROUPED_SWIGLU ? DY_ACT_SWIGLU : DY_ACT_NONE,
+                                      .routes_settled = g->settled };
+    grouped_routes_upload(ctx, &d, part, g->offsets, g->weights, g->position, g->tokens, g->topk, g->dst_stride);
+    if (g->gather)
+        d.a_rows = upload(ctx, g->sorted, (size_t)g->rows * 4);
+    d.a = upload(ctx, g->a, a_n * 4);
+    d.b = upload(ctx, g->b, (size_t)g->experts * g->n * g->k * dy_dtype_size(g->bt));
+    float *got = grouped_run_desc(ctx, &d, part, g->dst0);
+    FREE_BUFS(ctx, &d.a, &d.b, &d.offsets, &d.a_rows, &d.scatter.weights, &d.scatter.position);
+    return got;
+}
+
+/* gather: A's rows are the tokens' (a_rows the sorted pairs), else A's row
+ * r is sorted row r; a scatter without gather reads A as the down
+ * projection reads gate/up's buffer, rows 2k apart. settled: the routes'
+ * promise (dy_gemm_grouped_desc.routes_settled). */
+static void gemm_grouped_case_as(int tokens, int topk, int experts, int n, int k, enum dy_dtype bt,
+                                 bool gather, bool skewed, enum grouped_part part, bool settled)
+{
+    int pairs = tokens * topk;
+    struct grouped_case g = { .tokens = tokens, .topk = topk, .experts = experts, .n = n, .k = k,
+                              .rows = pairs, .lda = part == GROUPED_SCATTER && !gather ? 2 * k : k + 3,
+                              .ldc = n + 5, .dst_stride = n + 3, .bt = bt, .gather = gather,
+                              .settled = settled };
+    int32_t *ids = random_ids(pairs, experts, skewed);
+    g.offsets = malloc(((size_t)experts + 1) * 4);
+    g.sorted = malloc((size_t)pairs * 4 + 4);
+    g.position = malloc((size_t)pairs * 4 + 4);
+    host_sort(ids, pairs, experts, g.offsets, g.sorted, g.position);
+    size_t a_n = (size_t)(gather ? tokens : pairs) * g.lda, b_n = (size_t)experts * n * k;
+    g.a = host_random(DY_F32, a_n, 1.0f);
+    g.b = host_random(bt, b_n, 0.5f);
+    if (part == GROUPED_SCATTER) {
+        g.dst0 = host_random(DY_F32, (size_t)tokens * g.dst_stride, 1.0f);
+        g.weights = host_random(DY_F32, (size_t)pairs, 0.5f);
+        for (int p = 0; p < pairs; p++) /* router weights: positive */
+            g.weights[p] += 0.5f;
+    }
+    size_t count = part == GROUPED_SCATTER ? (size_t)tokens * g.dst_stride : (size_t)pairs * g.ldc;
+    double tol = bt == DY_F32 ? 1e-4 : bt == DY_F16 ? 3e-3 : 1.6e-2;
+    char what[128];
+    snprintf(what, sizeof what, "gemm_grouped t%d k%d e%d n%d k%d %s gather%d%s%s", tokens, topk, experts, n,
+             k, dy_dtype_name(bt), gather, part == GROUPED_SWIGLU ? " swiglu" : part ? " scatter" : "",
+             settled ? " settled" : "");
+    float *want = NULL;
+    for (int u = -1; u < dut_count; u++) {
+        float *got = grouped_run(CTX_OF(u), &g, part);
+        if (u < 0 && part != GROUPED_PLAIN) { /* the oracle against its plain GEMM and the part */
+            float *host = grouped_part_host(part, grouped_run(ref_ctx, &g, GROUPED_PLAIN), g.tokens, g.topk, g.n,
+                                            g.ldc, g.dst_stride, g.dst0, g.weights, g.position);
+            DY_CHECK(close_enough(what, "cpu-ref's parts", host, got, DY_F32, count, 1e-5));
+            free(host);
+        }
+        want = compare_or_keep(u, want, got, what, DY_F32, count, tol);
+    }
+    free(want);
+    free(g.a);
+    free(g.b);
+    free(g.dst0);
+    free(g.weights);
+    free(ids);
+    free(g.offsets);
+    free(g.sorted);
+    free(g.position);
+}
+
 static void gemm_grouped_case(int tokens, int topk, int experts, int n, int k, enum dy_dtype bt,
                               bool gather, bool skewed)
 {
-    int pairs = tokens * topk, rows = gather ? pairs : tokens;
-    int lda = k + 3, ldc = n + 5;
-    int32_t *ids = random_ids(rows, experts, skewed);
-    int32_t *offsets = malloc(((size_t)experts + 1) * 4), *sorted = malloc((size_t)rows * 4 + 4);
-    int32_t *position = malloc((size_t)rows * 4 + 4);
-    host_sort(ids, rows, experts, offsets, sorted, position);
-    size_t a_n = (size_t)(gather ? tokens : rows) * lda, b_n = (size_t)experts * n * k;
-    size_t c_n = (size_t)rows * ldc;
-    void *a = host_random(DY_F32, a_n, 1.0f), *b = host_random(bt, b_n, 0.5f);
-    void *want = NULL;
-    char what[128];
-    snprintf(what, sizeof what, "gemm_grouped t%d k%d e%d n%d k%d %s gather%d", tokens, topk,
-             experts, n, k, dy_dtype_name(bt), gather);
-    for (int u = -1; u < dut_count; u++) {
-        dy_ctx *ctx = CTX_OF(u);
-        struct dy_gemm_grouped_desc d = { .rows = rows, .experts = experts, .n = n, .k = k,
-                                          .a_row_div = topk, .lda = lda, .ldc = ldc,
-                                          .b_expert_stride = (size_t)n * k, .b_dtype = bt };
-        d.a = upload(ctx, a, a_n * 4);
-        d.b = upload(ctx, b, b_n * dy_dtype_size(bt));
-        d.offsets = upload(ctx, offsets, ((size_t)experts + 1) * 4);
-        if (gather)
-            d.a_rows = upload(ctx, sorted, (size_t)rows * 4);
-        void *zeros = calloc(c_n, 4);
-        d.c = upload(ctx, zeros, c_n * 4);
-        free(zeros);
-        DY_CHECK(dy_gemm_grouped(ctx, &d) == DY_OK);
-        float *got = download(ctx, d.c, c_n * 4);
-        for (int r = 0; r < rows; r++) /* the padding columns are undefined */
-            memset(got + (size_t)r * ldc + n, 0, (size_t)(ldc - n) * 4);
-        double tol = bt == DY_F32 ? 1e-4 : bt == DY_F16 ? 3e-3 : 1.6e-2;
-        want = compare_or_keep(u, want, got, what, DY_F32, c_n, tol);
-        dy_buf_free(ctx, &d.a);
-        dy_buf_free(ctx, &d.b);
-        dy_buf_free(ctx, &d.offsets);
-        dy_buf_free(ctx, &d.a_rows);
-        dy_buf_free(ctx, &d.c);
-    }
-    free(want);
-    free(a);
-    free(b);
-    free(ids);
-    free(offsets);
-    free(sorted);
-    free(position);
+    gemm_grouped_case_as(tokens, topk, experts, n, k, bt, gather, skewed, GROUPED_PLAIN, false);
 }
 
 static void test_gemm_grouped(void)
@@ -1054,6 +1173,33 @@ static void test_gemm_grouped(void)
         for (int t = DY_F32; t <= DY_BF16; t++)
             gemm_grouped_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
                               (enum dy_dtype)t, shapes[s][5], shapes[s][6]);
+}
+
+/* The grouped GEMM with its SiLU-mul (gate/up) and with its scatter-add
+ * into the tokens' rows (down), in one op where a backend has them */
+static void test_gemm_grouped_fused(void)
+{
+    require_backends();
+    /* tokens, top-k, experts, n, k */
+    static const int shapes[][5] = {
+        { 1, 8, 64, 256, 128 }, /* OLMoE-like decode, most experts idle */
+        { 1, 2, 8, 64, 64 },    /* decode: one row per expert */
+        { 4, 4, 60, 96, 160 },
+        { 64, 8, 16, 128, 256 },
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = DY_F32; t <= DY_BF16; t++)
+            for (int part = GROUPED_SWIGLU; part <= GROUPED_SCATTER; part++)
+                gemm_grouped_case_as(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
+                                     (enum dy_dtype)t, true, false, (enum grouped_part)part,
+                                     (s + (size_t)part) % 2 == 0);
+    /* the down projection as the workload runs it: A is gate/up's buffer,
+     * its rows in sorted order (no gather), the SwiGLU in their first half */
+    for (int t = DY_F32; t <= DY_BF16; t++) {
+        gemm_grouped_case_as(1, 8, 64, 128, 128, (enum dy_dtype)t, false, false, GROUPED_SCATTER, true);
+        gemm_grouped_case_as(33, 4, 16, 96, 160, (enum dy_dtype)t, false, t == DY_F16, GROUPED_SCATTER,
+                             t != DY_BF16);
+    }
 }
 
 static void test_scatter_add_rows(void)
@@ -1099,5 +1245,6 @@ static void test_scatter_add_rows(void)
 DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST(test_rope)
          DY_TEST(test_eltwise) DY_TEST(test_gather_rows) DY_TEST(test_convert)
          DY_TEST(test_kv_append) DY_TEST(test_attention_prefill) DY_TEST(test_attention_decode)
-         DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_moe_sort)
-         DY_TEST(test_gemm_grouped) DY_TEST(test_scatter_add_rows) DY_TEST(test_kv_block_scores))
+         DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_softmax_topk_sort)
+         DY_TEST(test_moe_sort) DY_TEST(test_gemm_grouped) DY_TEST(test_gemm_grouped_fused)
+         DY_TEST(test_scatter_add_rows) DY_TEST(test_kv_block_scores))

@@ -271,16 +271,52 @@ static void test_gemm_quant(void)
     }
 }
 
-static void gemm_grouped_quant_case(int tokens, int topk, int experts, int n, int k,
-                                    const struct dy_qformat *f)
+/* The parts a grouped GEMM may take in (dy_gemm_grouped_desc.act and
+ * .scatter), as test_conformance.c has them: none, SwiGLU over each row's
+ * halves, or the rows' weighted sum into the tokens' rows of dst */
+
+struct grouped_quant_case {
+    int tokens, topk, experts, n, k, lda, ldc, dst_stride;
+    bool settled;
+    const struct qmat *all;
+    float *a, *dst0, *weights;
+    int32_t *offsets, *sorted, *position;
+};
+
+/* One run on ctx with `part`; returns dst for a scatter, else C with its
+ * undefined columns zeroed (past n, past n/2 under SwiGLU). */
+static float *grouped_quant_run(dy_ctx *ctx, const struct grouped_quant_case *g, enum grouped_part part)
 {
-    int pairs = tokens * topk, lda = k + 3, ldc = n + 5;
+    int pairs = g->tokens * g->topk;
+    struct dy_gemm_grouped_desc d = { .rows = pairs, .experts = g->experts, .n = g->n, .k = g->k,
+                                      .a_row_div = g->topk, .lda = g->lda, .ldc = g->ldc,
+                                      .b_expert_stride = (size_t)g->n * g->k, .b_dtype = g->all->f.dtype,
+                                      .act = part == GROUPED_SWIGLU ? DY_ACT_SWIGLU : DY_ACT_NONE,
+                                      .routes_settled = g->settled };
+    grouped_routes_upload(ctx, &d, part, g->offsets, g->weights, g->position, g->tokens, g->topk, g->dst_stride);
+    d.a_rows = upload(ctx, g->sorted, (size_t)pairs * 4);
+    qmat_upload(ctx, g->all, &d.b, &d.bq);
+    d.a = upload(ctx, g->a, (size_t)g->tokens * g->lda * 4);
+    float *got = grouped_run_desc(ctx, &d, part, g->dst0);
+    quant_free(ctx, &d.b, &d.bq);
+    FREE_BUFS(ctx, &d.a, &d.offsets, &d.a_rows, &d.scatter.weights, &d.scatter.position);
+    return got;
+}
+
+static void gemm_grouped_quant_case_as(int tokens, int topk, int experts, int n, int k,
+                                       const struct dy_qformat *f, enum grouped_part part, bool settled)
+{
+    int pairs = tokens * topk;
+    struct grouped_quant_case g = { .tokens = tokens, .topk = topk, .experts = experts, .n = n, .k = k,
+                                    .lda = k + 3, .ldc = n + 5, .dst_stride = n + 3, .settled = settled };
     int32_t *ids = random_ids(pairs, experts, false);
-    int32_t *offsets = malloc(((size_t)experts + 1) * 4), *sorted = malloc((size_t)pairs * 4 + 4);
-    int32_t *position = malloc((size_t)pairs * 4 + 4);
-    host_sort(ids, pairs, experts, offsets, sorted, position);
+    g.offsets = malloc(((size_t)experts + 1) * 4);
+    g.sorted = malloc((size_t)pairs * 4 + 4);
+    g.position = malloc((size_t)pairs * 4 + 4);
+    host_sort(ids, pairs, experts, g.offsets, g.sorted, g.position);
     /* each expert quantized on its own, laid out one after another */
-    float *w = random_f32((size_t)experts * n * k, 0.5f), *a = random_f32((size_t)tokens * lda, 1.0f);
+    float *w = random_f32((size_t)experts * n * k, 0.5f);
+    g.a = random_f32((size_t)tokens * g.lda, 1.0f);
     struct qmat all = qmat_make(f, w, n, k);
     size_t qb = all.q_bytes, sc = all.scales, zb = all.zero_bytes;
     qmat_free(&all);
@@ -294,42 +330,45 @@ static void gemm_grouped_quant_case(int tokens, int topk, int experts, int n, in
             memcpy(all.zero + e * zb, one.zero, zb);
         qmat_free(&one);
     }
-    size_t c_n = (size_t)pairs * ldc;
-    void *want = NULL;
+    g.all = &all;
+    if (part == GROUPED_SCATTER) {
+        g.dst0 = random_f32((size_t)tokens * g.dst_stride, 1.0f);
+        g.weights = random_f32((size_t)pairs, 0.5f);
+        for (int p = 0; p < pairs; p++) /* router weights: positive */
+            g.weights[p] += 0.5f;
+    }
+    size_t count = part == GROUPED_SCATTER ? (size_t)tokens * g.dst_stride : (size_t)pairs * g.ldc;
+    float *want = NULL;
     char what[128];
-    snprintf(what, sizeof what, "gemm_grouped t%d k%d e%d n%d k%d %s", tokens, topk, experts, n, k,
-             format_name(f));
+    snprintf(what, sizeof what, "gemm_grouped t%d k%d e%d n%d k%d %s%s%s", tokens, topk, experts, n, k,
+             format_name(f), part == GROUPED_SWIGLU ? " swiglu" : part ? " scatter" : "",
+             settled ? " settled" : "");
     for (int u = -1; u < dut_count; u++) {
-        dy_ctx *ctx = CTX_OF(u);
-        struct dy_gemm_grouped_desc d = { .rows = pairs, .experts = experts, .n = n, .k = k,
-                                          .a_row_div = topk, .lda = lda, .ldc = ldc,
-                                          .b_expert_stride = (size_t)n * k, .b_dtype = f->dtype };
-        qmat_upload(ctx, &all, &d.b, &d.bq);
-        d.a = upload(ctx, a, (size_t)tokens * lda * 4);
-        d.offsets = upload(ctx, offsets, ((size_t)experts + 1) * 4);
-        d.a_rows = upload(ctx, sorted, (size_t)pairs * 4);
-        void *zeros = calloc(c_n, 4);
-        d.c = upload(ctx, zeros, c_n * 4);
-        free(zeros);
-        DY_CHECK(dy_gemm_grouped(ctx, &d) == DY_OK);
-        float *got = download(ctx, d.c, c_n * 4);
-        for (int r = 0; r < pairs; r++) /* the padding columns are undefined */
-            memset(got + (size_t)r * ldc + n, 0, (size_t)(ldc - n) * 4);
-        want = compare_or_keep(u, want, got, what, DY_F32, c_n, quant_tol(f, pairs > 4 * experts ? 64 : 1));
-        quant_free(ctx, &d.b, &d.bq);
-        dy_buf_free(ctx, &d.a);
-        dy_buf_free(ctx, &d.offsets);
-        dy_buf_free(ctx, &d.a_rows);
-        dy_buf_free(ctx, &d.c);
+        float *got = grouped_quant_run(CTX_OF(u), &g, part);
+        if (u < 0 && part != GROUPED_PLAIN) { /* the oracle against its plain GEMM and the part */
+            float *host = grouped_part_host(part, grouped_quant_run(ref_ctx, &g, GROUPED_PLAIN), g.tokens, g.topk, g.n,
+                                            g.ldc, g.dst_stride, g.dst0, g.weights, g.position);
+            DY_CHECK(close_enough(what, "cpu-ref's parts", host, got, DY_F32, count, 1e-5));
+            free(host);
+        }
+        want = compare_or_keep(u, want, got, what, DY_F32, count, quant_tol(f, pairs > 4 * experts ? 64 : 1));
     }
     free(want);
     qmat_free(&all);
     free(w);
-    free(a);
+    free(g.a);
+    free(g.dst0);
+    free(g.weights);
     free(ids);
-    free(offsets);
-    free(sorted);
-    free(position);
+    free(g.offsets);
+    free(g.sorted);
+    free(g.position);
+}
+
+static void gemm_grouped_quant_case(int tokens, int topk, int experts, int n, int k,
+                                    const struct dy_qformat *f)
+{
+    gemm_grouped_quant_case_as(tokens, topk, experts, n, k, f, GROUPED_PLAIN, false);
 }
 
 static void test_gemm_grouped_quant(void)
@@ -343,6 +382,12 @@ static void test_gemm_grouped_quant(void)
         for (int f = 0; f < FORMAT_COUNT; f++)
             gemm_grouped_quant_case(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
                                     &formats[f]);
+    /* a decode step's gate/up with its SiLU-mul and down with its
+     * scatter-add, in one op where a backend has them */
+    for (int f = 0; f < FORMAT_COUNT; f++) {
+        gemm_grouped_quant_case_as(1, 8, 64, 256, 256, &formats[f], GROUPED_SWIGLU, f % 2 == 0);
+        gemm_grouped_quant_case_as(1, 8, 64, 256, 256, &formats[f], GROUPED_SCATTER, f % 2 == 1);
+    }
 }
 
 DY_TESTS(DY_TEST(test_quantize_host) DY_TEST(test_dequantize) DY_TEST(test_gemm_quant)

@@ -11,7 +11,7 @@ struct dy_moe_state {
     dy_buf logits;              /* f32 [rows, experts]; the shared gate's logit after */
     dy_buf ids, weights;        /* i32, f32 [rows * k] */
     dy_buf sorted, position;    /* i32 [rows * k] */
-    dy_buf gate_up, act, out;   /* f32 [rows * k, 2 * ffn], [rows * k, ffn], [rows * k, hidden] */
+    dy_buf gate_up, out;        /* f32 [rows * k, 2 * ffn] (SiLU-mul in the first ffn), [rows * k, hidden] */
     /* expert counts: offsets [slots, layers, experts + 1]; slot 0 is the
      * prefill, slot 1 the decode step running (fixed, so that a recorded
      * graph can replay it), copied after each step to slot 2 + its index */

@@ -1,8 +1,10 @@
 /* The MoE block of Mixtral, Qwen2-MoE, OLMoE and Qwen3-MoE from backend ops:
- * router GEMM, softmax and top-k, pairs grouped by expert, one grouped GEMM
- * for every expert's gate/up, SiLU-mul, one grouped GEMM for the down
- * projections, and the weighted gather-add of each token's k rows into the
- * residual; then Qwen2-MoE's shared expert behind its sigmoid gate.
+ * router GEMM, softmax and top-k with the pairs grouped by expert, one
+ * grouped GEMM for every expert's gate/up with its SiLU-mul, one for the
+ * down projections with the weighted gather-add of each token's k rows into
+ * the residual; then Qwen2-MoE's shared expert behind its sigmoid gate. A
+ * backend runs each of the three as one op where it can (backend.h), else
+ * dy_* composes them from the parts.
  *
  * Each layer's expert counts (moe_sort's offsets) are written straight into
  * a table of every step and layer, so load statistics cost the timed steps
@@ -41,7 +43,7 @@ uint64_t dy_moe_state_bytes(const struct dy_model_config *c, const struct dy_llm
     uint64_t k = (uint64_t)top_k_of(c, opt), rows = (uint64_t)dy_llm_pass_rows(opt);
     uint64_t pairs = rows * k, slots = 2 + (uint64_t)decode_steps(opt);
     uint64_t bytes = rows * c->experts * 4 + pairs * 4 * 4 +
-                     pairs * (3ull * c->moe_ffn + c->hidden) * 4 +
+                     pairs * (2ull * c->moe_ffn + c->hidden) * 4 +
                      slots * c->layers * (c->experts + 1ull) * 4;
     if (opt->routing != DY_ROUTING_MODEL)
         bytes += (c->layers * pairs + slots * c->layers * opt->max_batch * k + pairs) * 4;
@@ -147,7 +149,6 @@ int dy_moe_create(struct dy_llm *m)
         (st = dy_buf_alloc(m->ctx, pairs * 4, &s->sorted)) ||
         (st = dy_buf_alloc(m->ctx, pairs * 4, &s->position)) ||
         (st = dy_buf_alloc(m->ctx, pairs * 2 * ffn * f, &s->gate_up)) ||
-        (st = dy_buf_alloc(m->ctx, pairs * ffn * f, &s->act)) ||
         (st = dy_buf_alloc(m->ctx, pairs * h * f, &s->out)) ||
         (st = dy_buf_alloc(m->ctx, (size_t)s->slots * c->layers * (c->experts + 1) * 4, &s->offsets)) ||
         (st = dy_buf_fill(m->ctx, s->offsets, 0, (size_t)s->slots * c->layers * (c->experts + 1) * 4)))
@@ -168,7 +169,7 @@ void dy_moe_destroy(struct dy_llm *m)
 {
     struct dy_moe_state *s = &m->moe;
     dy_buf *bufs[] = { &s->logits, &s->ids, &s->weights, &s->sorted, &s->position, &s->gate_up,
-                       &s->act, &s->out, &s->offsets, &s->forced_prefill, &s->forced_decode,
+                       &s->out, &s->offsets, &s->forced_prefill, &s->forced_decode,
                        &s->forced_step, &s->forced_weights };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         dy_buf_free(m->ctx, bufs[i]);
@@ -176,9 +177,10 @@ void dy_moe_destroy(struct dy_llm *m)
     s->layer_k = NULL;
 }
 
-/* Where this layer's routes come from: the router, or the forced table. */
+/* Where this layer's routes come from (the router, or the forced table),
+ * and the pairs grouped by expert into offsets. */
 static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
-                 int prompt_len, dy_buf *ids, dy_buf *weights)
+                 int prompt_len, dy_buf offsets, dy_buf *ids, dy_buf *weights)
 {
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
@@ -191,7 +193,8 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
         struct dy_softmax_topk_desc d = {
             .logits = s->logits, .ids = s->ids, .weights = s->weights, .tokens = rows,
             .experts = c->experts, .k = s->layer_k[layer], .stride = c->experts,
-            .renormalize = c->norm_topk_prob,
+            .renormalize = c->norm_topk_prob, .offsets = offsets, .sorted = s->sorted,
+            .position = s->position,
         };
         *ids = s->ids;
         *weights = s->weights;
@@ -203,7 +206,11 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     else
         *ids = dy_buf_at(s->forced_step, (size_t)layer * m->opt.max_batch * k * 4);
     *weights = s->forced_weights;
-    return DY_OK;
+    struct dy_moe_sort_desc sort = {
+        .ids = *ids, .offsets = offsets, .sorted = s->sorted, .position = s->position,
+        .pairs = rows * s->layer_k[layer], .experts = c->experts,
+    };
+    return dy_moe_sort(m->ctx, &sort);
 }
 
 static int shared_expert(struct dy_llm *m, const struct dy_llm_layer *l, int rows)
@@ -239,36 +246,26 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     int slot = prompt_len > 0 ? 0 : 1;
     dy_buf offsets = dy_buf_at(s->offsets, ((size_t)slot * c->layers + layer) * (e + 1) * 4);
     dy_buf ids, weights;
-    int st = route(m, l, layer, rows, prompt_len, &ids, &weights);
+    int st = route(m, l, layer, rows, prompt_len, offsets, &ids, &weights);
     if (st != DY_OK)
         return st;
-    struct dy_moe_sort_desc sort = {
-        .ids = ids, .offsets = offsets, .sorted = s->sorted, .position = s->position,
-        .pairs = pairs, .experts = e,
-    };
     struct dy_gemm_grouped_desc gate_up = {
         .a = m->xn, .a_rows = s->sorted, .b = l->expert_gate_up, .c = s->gate_up,
         .offsets = offsets, .rows = pairs, .experts = e, .n = 2 * ffn, .k = h, .a_row_div = k,
         .lda = h, .ldc = 2 * ffn, .b_expert_stride = (size_t)2 * ffn * h, .b_dtype = m->w->expert_dtype,
-        .bq = l->expert_gate_up_q,
+        .bq = l->expert_gate_up_q, .act = DY_ACT_SWIGLU,
     };
-    struct dy_eltwise_desc act = {
-        .op = DY_ELT_SILU_MUL, .a = s->gate_up, .b = dy_buf_at(s->gate_up, (size_t)ffn * 4),
-        .out = s->act, .rows = pairs, .cols = ffn, .a_stride = 2 * ffn, .b_stride = 2 * ffn,
-        .out_stride = ffn, .dtype = DY_F32,
-    };
+    /* the routes were written before the gate/up op: the down op may fetch
+     * its experts while that one runs */
     struct dy_gemm_grouped_desc down = {
-        .a = s->act, .b = l->expert_down, .c = s->out, .offsets = offsets, .rows = pairs,
-        .experts = e, .n = h, .k = ffn, .a_row_div = 1, .lda = ffn, .ldc = h,
+        .a = s->gate_up, .b = l->expert_down, .c = s->out, .offsets = offsets, .rows = pairs,
+        .experts = e, .n = h, .k = ffn, .a_row_div = 1, .lda = 2 * ffn, .ldc = h,
         .b_expert_stride = (size_t)h * ffn, .b_dtype = m->w->expert_dtype, .bq = l->expert_down_q,
+        .scatter = { .dst = m->x, .weights = weights, .position = s->position, .tokens = rows, .k = k,
+                     .dst_stride = h },
+        .routes_settled = true,
     };
-    struct dy_scatter_add_rows_desc add = {
-        .src = s->out, .dst = m->x, .weights = weights, .position = s->position, .tokens = rows,
-        .k = k, .cols = h, .src_stride = h, .dst_stride = h,
-    };
-    if ((st = dy_moe_sort(m->ctx, &sort)) || (st = dy_gemm_grouped(m->ctx, &gate_up)) ||
-        (st = dy_eltwise(m->ctx, &act)) || (st = dy_gemm_grouped(m->ctx, &down)) ||
-        (st = dy_scatter_add_rows(m->ctx, &add)))
+    if ((st = dy_gemm_grouped(m->ctx, &gate_up)) || (st = dy_gemm_grouped(m->ctx, &down)))
         return st;
     return c->shared_ffn ? shared_expert(m, l, rows) : DY_OK;
 }

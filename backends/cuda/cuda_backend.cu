@@ -150,6 +150,9 @@ static int cuda_ctx_create(int device, void **out)
     c->gelu_epilogue = !switched_off("DYNO_CUDA_GELU_EPILOGUE");
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
     c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
+    c->fuse_moe = getenv("DYNO_CUDA_MOE_FUSE") && *getenv("DYNO_CUDA_MOE_FUSE")
+                      ? (unsigned)atoi(getenv("DYNO_CUDA_MOE_FUSE"))
+                      : FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
 #if !DY_HIP
     {
         int major = 0, minor = 0;
@@ -419,6 +422,9 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     /* GELU: cuBLASLt's epilogue, SwiGLU and RoPE: the decode GEMV;
      * declined elsewhere */
     table.gemm_acts = 1u << DY_ACT_GELU | 1u << DY_ACT_SWIGLU | 1u << DY_ACT_ROPE;
+    /* each where its kernel takes the call, declined (composed) elsewhere */
+    table.grouped_acts = 1u << DY_ACT_SWIGLU;
+    table.grouped_scatter = table.topk_sort = true;
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

@@ -86,11 +86,19 @@ struct cuda_ctx {
      * 4.505 ms a step, fp8 after 4,096 3.24 -> 3.165, Llama-3.2-1B 1.138
      * -> 1.112 */
     bool rope_gemv;
+    /* a decode step's MoE ops in fewer launches, bits of
+     * DYNO_CUDA_MOE_FUSE (default all; 0 turns them off): FUSE_TOPK_SORT
+     * softmax_topk with the sort, FUSE_SWIGLU the gate/up grouped GEMV
+     * with its SiLU-mul, FUSE_SCATTER the down one with the weighted sum
+     * into the residual */
+    unsigned fuse_moe;
     /* prefill attention on wgmma (cuda_flash_sm90.cu): compute capability
      * 9.0 only, DYNO_CUDA_FLASH_WGMMA=0 turns it off */
     bool flash_wgmma;
     char err[512];
 };
+
+enum { FUSE_TOPK_SORT = 1, FUSE_SWIGLU = 2, FUSE_SCATTER = 4 };
 
 static inline void *dy_cuda_ptr(dy_buf b)
 {

@@ -104,6 +104,7 @@
 #define __shfl_up_sync(mask, var, delta) __shfl_up(var, delta)
 #define __shfl_sync(mask, var, src_lane) __shfl(var, src_lane)
 #define __any_sync(mask, predicate) __any(predicate)
+#define __ballot_sync(mask, predicate) __ballot(predicate) /* 64 bits on a wave64 chip */
 /* a wavefront runs in lockstep: a fence around a compiler barrier orders
  * its lanes' shared-memory accesses (what later HIP's __syncwarp does) */
 __device__ static inline void __syncwarp()
