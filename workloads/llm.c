@@ -40,8 +40,7 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
     size_t rows = (size_t)m->max_rows, f = sizeof(float), i4 = sizeof(int32_t);
     size_t qkv_cols = (size_t)q_dim(cfg) + 2 * (size_t)kv_dim(cfg);
     size_t batch = (size_t)opt->max_batch;
-    /* an MoE model's dense MLP buffers serve its shared expert, if any;
-     * mlp (the SiLU product) only there: a dense MLP's lands in gate_up */
+    /* an MoE model's dense MLP buffer serves its shared expert, if any */
     size_t mlp_cols = cfg->experts ? (size_t)cfg->shared_ffn : (size_t)cfg->intermediate;
     int st = dy_llm_kv_create(m);
     if (st != DY_OK)
@@ -51,7 +50,6 @@ int dy_llm_create(dy_ctx *ctx, const struct dy_model_config *cfg, const struct d
         (st = dy_buf_alloc(ctx, rows * qkv_cols * f, &m->qkv)) ||
         (st = dy_buf_alloc(ctx, rows * q_dim(cfg) * f, &m->attn)) ||
         (mlp_cols && (st = dy_buf_alloc(ctx, rows * 2 * mlp_cols * f, &m->gate_up))) ||
-        (mlp_cols && cfg->experts && (st = dy_buf_alloc(ctx, rows * mlp_cols * f, &m->mlp))) ||
         (st = dy_buf_alloc(ctx, batch * cfg->hidden * f, &m->last)) ||
         (st = dy_buf_alloc(ctx, batch * cfg->vocab * f, &m->logits)) ||
         (st = dy_buf_alloc(ctx, rows * i4, &m->ids)) ||
@@ -84,7 +82,7 @@ void dy_llm_destroy(struct dy_llm *m)
 {
     if (!m)
         return;
-    dy_buf *bufs[] = { &m->x, &m->xn, &m->qkv, &m->attn, &m->gate_up, &m->mlp, &m->last,
+    dy_buf *bufs[] = { &m->x, &m->xn, &m->qkv, &m->attn, &m->gate_up, &m->last,
                        &m->logits, &m->ids, &m->next_ids, &m->positions, &m->last_index,
                        &m->inv_freq };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -145,6 +143,14 @@ int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy
                   dy_buf c, int ldc, int rows, int n, int k, float beta)
 {
     return linear_as(m, a, DY_F32, lda, w, wq, bias, c, DY_F32, ldc, rows, n, k, beta);
+}
+
+int dy_llm_linear_swiglu(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf c,
+                         int ldc, int rows, int n, int k)
+{
+    dy_buf none = { 0 };
+    return linear_act(m, a, DY_F32, lda, w, wq, none, c, DY_F32, ldc, rows, n, k, 0.0f, DY_ACT_SWIGLU, NULL, NULL,
+                      NULL);
 }
 
 /* The pass's activation dtype: a prefill with f16/bf16 weights keeps the
@@ -564,7 +570,7 @@ uint64_t dy_llm_state_bytes(const struct dy_model_config *c, const struct dy_llm
     uint64_t rows = (uint64_t)dy_llm_pass_rows(opt);
     uint64_t mlp_cols = c->experts ? (uint64_t)c->shared_ffn : (uint64_t)c->intermediate;
     uint64_t act = rows * 4ull * (2ull * c->hidden + (uint64_t)(c->heads + 2 * c->kv_heads) * c->head_dim +
-                                  (uint64_t)c->heads * c->head_dim + 3ull * mlp_cols + 4);
+                                  (uint64_t)c->heads * c->head_dim + 2ull * mlp_cols + 4);
     uint64_t logits = (uint64_t)opt->max_batch * (c->vocab + c->hidden) * 4ull;
     return kv + act + logits + (c->experts ? dy_moe_state_bytes(c, opt) : 0);
 }

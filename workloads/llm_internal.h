@@ -56,10 +56,9 @@ struct dy_llm {
     struct dy_step_graph graphs[DY_STEP_GRAPHS];
     int graph_count;
     /* activations: x (the residual stream), last and logits f32; xn, qkv,
-     * attn, gate_up (whose first half takes the SiLU product) and mlp (an
-     * MoE shared expert's SiLU product) in `act`, the pass's activation
-     * dtype */
-    dy_buf x, xn, qkv, attn, gate_up, mlp, last, logits;
+     * attn and gate_up (whose first half takes the SiLU product, an MoE
+     * shared expert's too) in `act`, the pass's activation dtype */
+    dy_buf x, xn, qkv, attn, gate_up, last, logits;
     enum dy_dtype act;
     /* i32 inputs; slots: [kv_count, max_rows], each tier's own */
     dy_buf ids, next_ids, positions, slots, last_index;
@@ -91,6 +90,10 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt);
  * when wq is NULL */
 int dy_llm_linear(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf bias,
                   dy_buf c, int ldc, int rows, int n, int k, float beta);
+/* the same with DY_ACT_SWIGLU (beta 0): silu(gate) * up into c's first n/2
+ * columns, a gate/up projection and its SiLU-mul as one op */
+int dy_llm_linear_swiglu(struct dy_llm *m, dy_buf a, int lda, dy_buf w, const struct dy_quant *wq, dy_buf c,
+                         int ldc, int rows, int n, int k);
 
 /* llm_kv.c: the caches, created and freed with the decoder */
 int dy_llm_kv_create(struct dy_llm *m);

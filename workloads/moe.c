@@ -219,20 +219,16 @@ static int shared_expert(struct dy_llm *m, const struct dy_llm_layer *l, int row
     struct dy_moe_state *s = &m->moe;
     int sf = c->shared_ffn, h = c->hidden, st;
     dy_buf none = { 0 };
-    struct dy_eltwise_desc act = {
-        .op = DY_ELT_SILU_MUL, .a = m->gate_up, .b = dy_buf_at(m->gate_up, (size_t)sf * 4),
-        .out = m->mlp, .rows = rows, .cols = sf, .a_stride = 2 * sf, .b_stride = 2 * sf,
-        .out_stride = sf, .dtype = DY_F32,
-    };
     /* the routed experts are already in x: s->out and s->logits are free */
     struct dy_eltwise_desc gate = {
         .op = DY_ELT_GATED_ADD, .a = s->out, .b = s->logits, .out = m->x, .rows = rows,
         .cols = h, .a_stride = h, .b_stride = 1, .out_stride = h, .dtype = DY_F32,
     };
-    if ((st = dy_llm_linear(m, m->xn, h, l->shared_gate_up, &l->shared_gate_up_q, none, m->gate_up, 2 * sf, rows, 2 * sf,
-                            h, 0.0f)) ||
-        (st = dy_eltwise(m->ctx, &act)) ||
-        (st = dy_llm_linear(m, m->mlp, sf, l->shared_down, &l->shared_down_q, none, s->out, h, rows, h, sf, 0.0f)) ||
+    /* gate/up with its SiLU-mul in gate_up's first half, which down reads */
+    if ((st = dy_llm_linear_swiglu(m, m->xn, h, l->shared_gate_up, &l->shared_gate_up_q, m->gate_up, 2 * sf, rows,
+                                   2 * sf, h)) ||
+        (st = dy_llm_linear(m, m->gate_up, 2 * sf, l->shared_down, &l->shared_down_q, none, s->out, h, rows, h, sf,
+                            0.0f)) ||
         (st = dy_llm_linear(m, m->xn, h, l->shared_gate, NULL, none, s->logits, 1, rows, 1, h, 0.0f)))
         return st;
     return dy_eltwise(m->ctx, &gate);

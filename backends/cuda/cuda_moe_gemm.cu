@@ -294,7 +294,8 @@ static int grouped_gemv(struct cuda_ctx *c, const struct gg_args *g, enum dy_dty
  * column adds them into dst in j order, scatter_add_rows' arithmetic. With
  * routes_settled a block finds its pairs and issues its first weight loads
  * before it waits for the kernel before it (the gate/up one, whose tail
- * they overlap). */
+ * they overlap). UB k-steps of loads are in flight per lane (halved for
+ * f32), MINB blocks an SM. */
 #define SC_C 4
 /* one token: its k experts are distinct. At 8 tokens some pairs share an
  * expert, which the gemv tiles read once and this kernel once per pair
@@ -312,10 +313,10 @@ struct sc_args {
     bool settled;
 };
 
-template <int BT>
-__global__ void __launch_bounds__(GV_WARPS * DY_WARP, 2) grouped_scatter_kernel(struct sc_args g)
+template <int BT, int UB, int MINB>
+__global__ void __launch_bounds__(GV_WARPS * DY_WARP, MINB) grouped_scatter_kernel(struct sc_args g)
 {
-    constexpr int U = BT == DY_F32 ? 2 : 4, ES = BT == DY_F32 ? 4 : 2;
+    constexpr int U = BT == DY_F32 ? UB / 2 : UB, ES = BT == DY_F32 ? 4 : 2;
     __shared__ float dots[GV_WARPS][GV_WARPS * SC_C]; /* [j][column of the block] */
     extern __shared__ int offs[];                     /* experts + 1 */
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP, t = blockIdx.y;
@@ -401,9 +402,20 @@ static int grouped_scatter(struct cuda_ctx *c, const struct dy_gemm_grouped_desc
     a.settled = d->routes_settled && c->pdl;
     int cols = a.groups * SC_C;
     dim3 grid((unsigned)((d->n + cols - 1) / cols), (unsigned)sc->tokens);
-    void (*kernel)(struct sc_args) = d->b_dtype == DY_F32   ? grouped_scatter_kernel<DY_F32>
-                                     : d->b_dtype == DY_F16 ? grouped_scatter_kernel<DY_F16>
-                                                            : grouped_scatter_kernel<DY_BF16>;
+    /* every block resident at once: four k-steps of loads ahead at two
+     * blocks an SM where the grid fits that, else two at four (H100, batch
+     * 1: OLMoE's 512 blocks 1.361 -> 1.316 ms a step with the second;
+     * Qwen1.5-MoE's 256 2.50 with the first, 2.57 with the second).
+     * DYNO_CUDA_SCATTER=1|2 forces one. */
+    const char *force = getenv("DYNO_CUDA_SCATTER");
+    bool v2 = force && *force ? atoi(force) == 2 : grid.x * grid.y > 2u * (unsigned)c->sm_count;
+    void (*kernel)(struct sc_args) =
+        v2 ? (d->b_dtype == DY_F32   ? grouped_scatter_kernel<DY_F32, 2, 4>
+              : d->b_dtype == DY_F16 ? grouped_scatter_kernel<DY_F16, 2, 4>
+                                     : grouped_scatter_kernel<DY_BF16, 2, 4>)
+           : (d->b_dtype == DY_F32   ? grouped_scatter_kernel<DY_F32, 4, 2>
+              : d->b_dtype == DY_F16 ? grouped_scatter_kernel<DY_F16, 4, 2>
+                                     : grouped_scatter_kernel<DY_BF16, 4, 2>);
     dy_launch(c, kernel, grid, GV_WARPS * DY_WARP, ((size_t)d->experts + 1) * sizeof(int), a);
     return dy_cuda_check_launch(c, "gemm_grouped (with the scatter)");
 }
