@@ -365,19 +365,29 @@ DY_OP_WRAPPER(scatter_add_rows, 14)
 DY_OP_WRAPPER(kv_block_scores, 15)
 DY_OP_WRAPPER(dequantize, 16)
 
-/* The backend's call where it declares every part of d that is set
- * (`whole`) and does not refuse it; DY_E_UNSUPPORTED: compose. */
-static int try_whole(dy_ctx *ctx, bool whole, int op, int (*call)(dy_ctx *, const void *), const void *d,
-                     const char *what, bool *done)
+/* The backend's call of d where it declares every part of d that is set
+ * (`whole`): true when the backend took it (its status in *st), false
+ * when the caller composes the parts (not declared, or DY_E_UNSUPPORTED). */
+static bool try_whole(dy_ctx *ctx, bool whole, int op, int (*call)(dy_ctx *, const void *), const void *d,
+                      const char *what, int *st)
 {
-    *done = false;
     if (!whole)
-        return DY_OK;
-    int st = run_op(ctx, op, call, d);
-    if (st == DY_E_UNSUPPORTED)
-        return DY_OK;
-    *done = true;
-    return checked(ctx, st, what);
+        return false;
+    *st = run_op(ctx, op, call, d);
+    if (*st == DY_E_UNSUPPORTED)
+        return false;
+    *st = checked(ctx, *st, what);
+    return true;
+}
+
+/* silu(gate) * up over C's first n/2 columns (the gate) with its second
+ * (the up), in place: SwiGLU composed after a GEMM */
+static int swiglu_in_place(dy_ctx *ctx, dy_buf c, int rows, int n, int ldc, enum dy_dtype dtype)
+{
+    struct dy_eltwise_desc e = { .op = DY_ELT_SILU_MUL, .a = c, .out = c, .rows = rows, .cols = n / 2,
+                                 .b = dy_buf_at(c, (size_t)(n / 2) * dy_dtype_size(dtype)), .a_stride = ldc,
+                                 .b_stride = ldc, .out_stride = ldc, .dtype = dtype };
+    return dy_eltwise(ctx, &e);
 }
 
 static int call_softmax_topk(dy_ctx *ctx, const void *d)
@@ -391,9 +401,8 @@ int dy_softmax_topk(dy_ctx *ctx, const struct dy_softmax_topk_desc *d)
 {
     if (!ctx->be->softmax_topk)
         return fail(ctx, DY_E_UNSUPPORTED, "softmax_topk");
-    bool done;
-    int st = try_whole(ctx, d->offsets.h && ctx->be->topk_sort, 11, call_softmax_topk, d, "softmax_topk", &done);
-    if (done || st != DY_OK)
+    int st;
+    if (try_whole(ctx, d->offsets.h && ctx->be->topk_sort, 11, call_softmax_topk, d, "softmax_topk", &st))
         return st;
     struct dy_softmax_topk_desc plain = *d;
     plain.offsets = plain.sorted = plain.position = (dy_buf){ 0 };
@@ -424,23 +433,18 @@ int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d)
         return fail(ctx, DY_E_INVALID, "gemm_grouped (a scatter needs weights, position, tokens * k = rows, "
                                        "dst_stride >= n and no act)");
     bool whole = (d->act == DY_ACT_NONE || (ctx->be->grouped_acts & (1u << d->act))) &&
-                 (!sc->dst.h || ctx->be->grouped_scatter), done;
-    int st = try_whole(ctx, whole && (d->act != DY_ACT_NONE || sc->dst.h), 13, call_gemm_grouped, d,
-                       "gemm_grouped", &done);
-    if (done || st != DY_OK)
+                 (!sc->dst.h || ctx->be->grouped_scatter);
+    int st;
+    if (try_whole(ctx, whole && (d->act != DY_ACT_NONE || sc->dst.h), 13, call_gemm_grouped, d, "gemm_grouped",
+                  &st))
         return st;
     struct dy_gemm_grouped_desc plain = *d;
     plain.act = DY_ACT_NONE;
     plain.scatter = (struct dy_grouped_scatter){ 0 };
     if ((st = checked(ctx, run_op(ctx, 13, call_gemm_grouped, &plain), "gemm_grouped")))
         return st;
-    if (d->act == DY_ACT_SWIGLU) {
-        struct dy_eltwise_desc e = { .op = DY_ELT_SILU_MUL, .a = d->c,
-                                     .b = dy_buf_at(d->c, (size_t)(d->n / 2) * sizeof(float)), .out = d->c,
-                                     .rows = d->rows, .cols = d->n / 2, .a_stride = d->ldc,
-                                     .b_stride = d->ldc, .out_stride = d->ldc, .dtype = DY_F32 };
-        return dy_eltwise(ctx, &e);
-    }
+    if (d->act == DY_ACT_SWIGLU)
+        return swiglu_in_place(ctx, d->c, d->rows, d->n, d->ldc, DY_F32);
     if (!sc->dst.h)
         return DY_OK;
     struct dy_scatter_add_rows_desc ad = { .src = d->c, .dst = sc->dst, .weights = sc->weights,
@@ -507,42 +511,29 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
     bool act_ok = d->act == DY_ACT_NONE || (ctx->be->gemm_acts & (1u << d->act));
     if (ap->k_cache.h && !ctx->be->gemm_append)
         return gemm_then_append(ctx, d);
+    int st;
     if (nm->x.h) {
-        if (ctx->be->gemm_norm && act_ok) {
-            int st = run_op(ctx, 1, call_gemm, d);
-            if (st != DY_E_UNSUPPORTED)
-                return checked(ctx, st, "gemm");
-        }
+        if (try_whole(ctx, ctx->be->gemm_norm && act_ok, 1, call_gemm, d, "gemm", &st))
+            return st;
         struct dy_norm_desc nd = { .kind = DY_NORM_RMS, .x = nm->x, .weight = nm->weight, .out = d->a,
                                    .rows = d->m, .dim = d->k, .x_stride = nm->x_stride, .out_stride = d->lda,
                                    .eps = nm->eps, .dtype = nm->x_dtype, .weight_dtype = nm->weight_dtype,
                                    .out_dtype = d->a_dtype };
-        int st = dy_norm(ctx, &nd);
-        if (st != DY_OK)
+        if ((st = dy_norm(ctx, &nd)))
             return st;
         struct dy_gemm_desc plain = *d;
         plain.norm = (struct dy_gemm_norm){ 0 };
         return dy_gemm(ctx, &plain);
     }
-    if (ap->k_cache.h) {
-        if (act_ok) {
-            int st = run_op(ctx, 1, call_gemm, d);
-            if (st != DY_E_UNSUPPORTED)
-                return checked(ctx, st, "gemm");
-        }
-        return gemm_then_append(ctx, d);
-    }
+    if (ap->k_cache.h)
+        return try_whole(ctx, act_ok, 1, call_gemm, d, "gemm", &st) ? st : gemm_then_append(ctx, d);
     if (d->act == DY_ACT_NONE)
         return checked(ctx, run_op(ctx, 1, call_gemm, d), "gemm");
-    if (ctx->be->gemm_acts & (1u << d->act)) {
-        int st = run_op(ctx, 1, call_gemm, d);
-        if (st != DY_E_UNSUPPORTED)
-            return checked(ctx, st, "gemm");
-    }
+    if (try_whole(ctx, act_ok, 1, call_gemm, d, "gemm", &st))
+        return st;
     struct dy_gemm_desc plain = *d;
     plain.act = DY_ACT_NONE;
-    int st = dy_gemm(ctx, &plain);
-    if (st != DY_OK)
+    if ((st = dy_gemm(ctx, &plain)))
         return st;
     if (d->act == DY_ACT_ROPE) {
         struct dy_rope_desc rd = { .x = d->c, .positions = r->positions, .inv_freq = r->inv_freq,
@@ -550,13 +541,9 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
                                    .row_stride = d->ldc, .dtype = d->c_dtype };
         return dy_rope(ctx, &rd);
     }
+    if (d->act == DY_ACT_SWIGLU)
+        return swiglu_in_place(ctx, d->c, d->m, d->n, d->ldc, d->c_dtype);
     struct dy_eltwise_desc e = { .op = DY_ELT_GELU, .a = d->c, .out = d->c, .rows = d->m, .cols = d->n,
                                  .a_stride = d->ldc, .out_stride = d->ldc, .dtype = d->c_dtype };
-    if (d->act == DY_ACT_SWIGLU) { /* silu(gate) * up over the first half, in place */
-        e.op = DY_ELT_SILU_MUL;
-        e.cols = d->n / 2;
-        e.b = dy_buf_at(d->c, (size_t)(d->n / 2) * dy_dtype_size(d->c_dtype));
-        e.b_stride = d->ldc;
-    }
     return dy_eltwise(ctx, &e);
 }

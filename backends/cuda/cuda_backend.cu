@@ -47,6 +47,14 @@ static bool switched_off(const char *name)
     return v && strcmp(v, "0") == 0;
 }
 
+/* A numeric switch: *v from the environment where set, else unchanged. */
+static void env_int(const char *name, int *v)
+{
+    const char *e = getenv(name);
+    if (e && *e)
+        *v = atoi(e);
+}
+
 static int cuda_probe(char *why, size_t len)
 {
     int n = 0;
@@ -150,9 +158,9 @@ static int cuda_ctx_create(int device, void **out)
     c->gelu_epilogue = !switched_off("DYNO_CUDA_GELU_EPILOGUE");
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
     c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
-    c->fuse_moe = getenv("DYNO_CUDA_MOE_FUSE") && *getenv("DYNO_CUDA_MOE_FUSE")
-                      ? (unsigned)atoi(getenv("DYNO_CUDA_MOE_FUSE"))
-                      : FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
+    c->fuse_moe = FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
+    env_int("DYNO_CUDA_MOE_FUSE", (int *)&c->fuse_moe);
+    env_int("DYNO_CUDA_SCATTER", &c->scatter_variant);
 #if !DY_HIP
     {
         int major = 0, minor = 0;

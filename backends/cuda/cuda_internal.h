@@ -92,6 +92,9 @@ struct cuda_ctx {
      * with its SiLU-mul, FUSE_SCATTER the down one with the weighted sum
      * into the residual */
     unsigned fuse_moe;
+    /* the down scatter kernel's shape: 0 by its grid, 1 or 2 forced
+     * (DYNO_CUDA_SCATTER; cuda_moe_gemm.cu) */
+    int scatter_variant;
     /* prefill attention on wgmma (cuda_flash_sm90.cu): compute capability
      * 9.0 only, DYNO_CUDA_FLASH_WGMMA=0 turns it off */
     bool flash_wgmma;
@@ -99,6 +102,23 @@ struct cuda_ctx {
 };
 
 enum { FUSE_TOPK_SORT = 1, FUSE_SWIGLU = 2, FUSE_SCATTER = 4 };
+
+/* silu(gate) * up, as every SwiGLU epilogue and dy_eltwise compute it */
+static __device__ __forceinline__ float dy_silu_mul(float gate, float up)
+{
+    return gate / (1.0f + expf(-gate)) * up;
+}
+
+/* each of a GEMV's per-lane sums, summed over the warp's lanes */
+template <int C, int M> static __device__ __forceinline__ void dy_warp_sum(float (&acc)[C][M])
+{
+#pragma unroll
+    for (int c = 0; c < C; c++)
+#pragma unroll
+        for (int i = 0; i < M; i++)
+            for (int o = DY_WARP / 2; o > 0; o >>= 1)
+                acc[c][i] += __shfl_xor_sync(0xffffffffu, acc[c][i], o);
+}
 
 static inline void *dy_cuda_ptr(dy_buf b)
 {

@@ -152,17 +152,6 @@ __device__ __forceinline__ void gv_stream(braw<BT> (&raw)[U][C], const char *con
     }
 }
 
-/* each acc summed over the warp's lanes */
-template <int C, int M> __device__ __forceinline__ void gv_reduce(float (&acc)[C][M])
-{
-#pragma unroll
-    for (int c = 0; c < C; c++)
-#pragma unroll
-        for (int i = 0; i < M; i++)
-            for (int o = DY_WARP / 2; o > 0; o >>= 1)
-                acc[c][i] += __shfl_xor_sync(0xffffffffu, acc[c][i], o);
-}
-
 /* M: rows per block (a compile-time bound; the tile's nr <= M are live).
  * VEC: B_e's rows are 16-byte aligned and k % 8 == 0; otherwise one
  * element per lane per step. */
@@ -234,7 +223,7 @@ __global__ void GV_BOUNDS(M) grouped_gemv_kernel(struct gg_args g)
             }
         }
     }
-    gv_reduce(acc);
+    dy_warp_sum(acc);
     if (lane == 0)
 #pragma unroll
         for (int i = 0; i < M; i++) {
@@ -244,8 +233,8 @@ __global__ void GV_BOUNDS(M) grouped_gemv_kernel(struct gg_args g)
             if (g.swiglu) {
 #pragma unroll
                 for (int c = 0; c < C / 2; c++)
-                    if (col0 + c < out_n) /* dy_eltwise's SiLU-mul */
-                        out[c] = acc[c][i] / (1.0f + expf(-acc[c][i])) * acc[c + C / 2][i];
+                    if (col0 + c < out_n)
+                        out[c] = dy_silu_mul(acc[c][i], acc[c + C / 2][i]);
             } else {
 #pragma unroll
                 for (int c = 0; c < C; c++)
@@ -358,7 +347,7 @@ __global__ void __launch_bounds__(GV_WARPS * DY_WARP, MINB) grouped_scatter_kern
         const float *arow[1] = { g.a + (size_t)r * g.lda };
         float acc[SC_C][1] = {};
         gv_stream<1, BT, U, SC_C>(raw, brow, arow, 1, g.k, true, acc);
-        gv_reduce(acc);
+        dy_warp_sum(acc);
         if (lane == 0)
 #pragma unroll
             for (int c = 0; c < SC_C; c++)
@@ -382,8 +371,6 @@ static int grouped_scatter(struct cuda_ctx *c, const struct dy_gemm_grouped_desc
     if (sc->tokens > SC_MAX_TOKENS || sc->k > GV_WARPS || !vec_b || !g->a_vec || d->a_rows.h ||
         (d->b_dtype != DY_F32 && d->b_dtype != DY_F16 && d->b_dtype != DY_BF16))
         return DY_E_UNSUPPORTED;
-    if (sc->tokens == 0)
-        return DY_OK;
     struct sc_args a;
     a.a = g->a;
     a.b = g->b;
@@ -407,8 +394,7 @@ static int grouped_scatter(struct cuda_ctx *c, const struct dy_gemm_grouped_desc
      * 1: OLMoE's 512 blocks 1.361 -> 1.316 ms a step with the second;
      * Qwen1.5-MoE's 256 2.50 with the first, 2.57 with the second).
      * DYNO_CUDA_SCATTER=1|2 forces one. */
-    const char *force = getenv("DYNO_CUDA_SCATTER");
-    bool v2 = force && *force ? atoi(force) == 2 : grid.x * grid.y > 2u * (unsigned)c->sm_count;
+    bool v2 = c->scatter_variant ? c->scatter_variant == 2 : grid.x * grid.y > 2u * (unsigned)c->sm_count;
     void (*kernel)(struct sc_args) =
         v2 ? (d->b_dtype == DY_F32   ? grouped_scatter_kernel<DY_F32, 2, 4>
               : d->b_dtype == DY_F16 ? grouped_scatter_kernel<DY_F16, 2, 4>
@@ -779,7 +765,7 @@ int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d)
         snprintf(c->err, sizeof c->err, "gemm_grouped: B must be f32, f16 or bf16");
         return DY_E_UNSUPPORTED;
     }
-    if (d->rows == 0 && !fused)
+    if (d->rows == 0) /* a scatter of no pairs has no tokens */
         return DY_OK;
     struct gg_args g;
     g.a = (const float *)dy_cuda_ptr(d->a);
@@ -804,8 +790,6 @@ int dy_cuda_gemm_grouped(void *ctx, const struct dy_gemm_grouped_desc *d)
         return path == GG_GEMV ? grouped_scatter(c, d, &g, vec_b) : DY_E_UNSUPPORTED;
     if (g.swiglu && path != GG_GEMV)
         return DY_E_UNSUPPORTED;
-    if (d->rows == 0)
-        return DY_OK;
     switch (path) {
     case GG_GEMV:
         return grouped_gemv(c, &g, d->b_dtype, vec_b);

@@ -315,7 +315,7 @@ __global__ void eltwise_kernel(struct dy_eltwise_desc d, const void *a, const vo
         if (d.op == DY_ELT_ADD)
             y = x + dy_load_f32(b, d.dtype, r * d.b_stride + i);
         else if (d.op == DY_ELT_SILU_MUL)
-            y = x / (1.0f + expf(-x)) * dy_load_f32(b, d.dtype, r * d.b_stride + i);
+            y = dy_silu_mul(x, dy_load_f32(b, d.dtype, r * d.b_stride + i));
         else if (d.op == DY_ELT_GATED_ADD)
             y = dy_load_f32(out, d.dtype, r * d.out_stride + i) +
                 x / (1.0f + expf(-dy_load_f32(b, d.dtype, r * d.b_stride)));
@@ -330,7 +330,7 @@ __device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, flo
     if (op == DY_ELT_ADD)
         return x + y;
     if (op == DY_ELT_SILU_MUL)
-        return x / (1.0f + expf(-x)) * y;
+        return dy_silu_mul(x, y);
     if (op == DY_ELT_GATED_ADD) /* y: the gate's 1 + exp(-b) */
         return prev + x / y;
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));

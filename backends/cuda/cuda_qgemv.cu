@@ -263,12 +263,7 @@ qgemv_kernel(struct dy_qgemv_args g)
                         acc[c][i] = fmaf(s[c], part[c][i], acc[c][i]);
         }
     }
-#pragma unroll
-    for (int c = 0; c < C; c++)
-#pragma unroll
-        for (int i = 0; i < M; i++)
-            for (int o = DY_WARP / 2; o > 0; o >>= 1)
-                acc[c][i] += __shfl_xor_sync(0xffffffffu, acc[c][i], o);
+    dy_warp_sum(acc);
     if (lane == 0)
 #pragma unroll
         for (int c = 0; c < C; c++)
@@ -300,8 +295,7 @@ qgemv_kernel(struct dy_qgemv_args g)
             if (i >= nr || j >= half)
                 continue;
             float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, j, half + j);
-            float gate = x.x, up = x.y;
-            g.c[(size_t)(r0 + i) * g.ldc + j] = gate / (1.0f + expf(-gate)) * up;
+            g.c[(size_t)(r0 + i) * g.ldc + j] = dy_silu_mul(x.x, x.y); /* gate, up */
         }
         return;
     }
