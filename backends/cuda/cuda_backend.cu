@@ -166,9 +166,11 @@ static int cuda_ctx_create(int device, void **out)
         int major = 0, minor = 0;
         c->pdl = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
                  major >= 9 && !switched_off("DYNO_CUDA_PDL");
-        c->flash_wgmma = major == 9 &&
-                         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-                         minor == 0 && !switched_off("DYNO_CUDA_FLASH_WGMMA");
+        c->flash_wgmma = 2;
+        env_int("DYNO_CUDA_FLASH_WGMMA", &c->flash_wgmma);
+        if (major != 9 || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess ||
+            minor != 0)
+            c->flash_wgmma = 0;
         c->prefetch = c->pdl && !switched_off("DYNO_CUDA_PREFETCH");
         c->early_kv = c->pdl && !switched_off("DYNO_CUDA_EARLY_KV");
         const char *bytes = getenv("DYNO_CUDA_PREFETCH_BYTES");

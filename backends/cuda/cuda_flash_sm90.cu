@@ -1,5 +1,7 @@
 /* Causal or bidirectional prefill attention on Hopper's warpgroup matrix
- * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128. A block of two
+ * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128, in two
+ * kernels. At head dim 128 the warp-specialized one further down (a
+ * producer warpgroup loading with TMA) serves; at 64 the first. A block of two
  * warpgroups owns 64 query rows of two query heads that share a KV head
  * (GQA), or 128 rows of one head; each warpgroup's 64 rows of Q stay in
  * shared memory for the whole walk over tiles of K and V, which cp.async
@@ -17,6 +19,7 @@
  * every other case. */
 #include "cuda_internal.h"
 
+#include <cuda.h> /* CUtensorMap and its enums; the driver call goes through the runtime */
 #include <cuda_bf16.h>
 
 #define FW_THREADS 256 /* two warpgroups */
@@ -504,6 +507,359 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
     }
 }
 
+/* ---- the warp-specialized kernel: TMA loads from a producer warpgroup ----
+ *
+ * Three warpgroups a block. The first gives its registers back
+ * (setmaxnreg) and one of its threads loads Q once and each K and V tile
+ * with the tensor memory accelerator into STAGES stages, each with its own
+ * full (the bytes landed) and empty (every consumer is done) mbarrier for
+ * K and for V. The other two (240 registers a thread) are the consumers of
+ * the kernel above, with FlashAttention-3's schedule within a warpgroup as
+ * well as between them: phase j issues S_j = Q K_j^T, rescales O for tile
+ * j - 1's maxima, issues O += P_{j-1} V_{j-1}, and runs tile j's softmax
+ * while that last product is still in flight. */
+
+#define WS_THREADS 384 /* a producer and two consumer warpgroups */
+
+template <int HD, int KEYS, int STAGES> struct ws_layout {
+    static constexpr int Q_BYTES = FW_ROWS * HD * 2;
+    static constexpr int KV_BYTES = KEYS * HD * 2;
+    static constexpr size_t bytes = 1024 + 2 * Q_BYTES + STAGES * 2 * KV_BYTES;
+};
+
+/* The tensor maps of Q, K and V: rows of `cols` bf16 elements `stride`
+ * apart, seq_len rows a sequence, read in boxes of 64 elements (one
+ * swizzled 128-byte column block) by `box_rows` rows; rows past a
+ * sequence's end read as zeros. */
+struct ws_maps {
+    CUtensorMap q, k, v;
+};
+
+__device__ __forceinline__ void mbar_expect(unsigned bar, unsigned bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+/* box (c0, c1, c2) of the map into shared memory at dst, completing `bar`'s
+ * transaction bytes */
+__device__ __forceinline__ void tma_load(unsigned dst, const CUtensorMap *map, int c0, int c1, int c2, unsigned bar)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+                 "[%5];\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+}
+
+/* rows r0 .. r0 + ROWS - 1 of head column `col` of sequence b: HD / 64
+ * column blocks, each ROWS x 128 bytes */
+template <int HD, int ROWS>
+__device__ __forceinline__ void tma_tile(unsigned dst, const CUtensorMap *map, int col, int r0, int b, unsigned bar)
+{
+#pragma unroll
+    for (int cb = 0; cb < HD / 64; cb++)
+        tma_load(dst + cb * ROWS * 128, map, col + cb * 64, r0, b, bar);
+}
+
+/* tile j's softmax for the overlapped schedule: the probabilities stay in
+ * s (f32) until the product that reads the previous ones is done; c0 and
+ * c1 are what O must be scaled by before this tile's product is added; the
+ * sums are this thread's share (its four lanes of a row add up at the end) */
+template <int KEYS, bool FIRST>
+__device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, float &c1,
+                                           const struct dy_attention_prefill_desc &d, float scale, int k0, int wrow,
+                                           int row0, int t)
+{
+    constexpr int NT = KEYS / 8;
+    if (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)) {
+        int last0 = d.causal ? min(row0, d.seq_len - 1) : d.seq_len - 1;
+        int last1 = d.causal ? min(row0 + 8, d.seq_len - 1) : d.seq_len - 1;
+        last0 -= k0 + 2 * t;
+        last1 -= k0 + 2 * t;
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
+                    s[n * 4 + e] = -INFINITY;
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        mx0 = fmaxf(mx0, fmaxf(s[n * 4], s[n * 4 + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[n * 4 + 2], s[n * 4 + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float n0 = FIRST ? mx0 * scale : fmaxf(r.m0, mx0 * scale);
+    float n1 = FIRST ? mx1 * scale : fmaxf(r.m1, mx1 * scale);
+    c0 = FIRST ? 1.0f : ex2(r.m0 - n0);
+    c1 = FIRST ? 1.0f : ex2(r.m1 - n1);
+    float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NT; n++) {
+        s[n * 4] = ex2(fmaf(s[n * 4], scale, -n0));
+        s[n * 4 + 1] = ex2(fmaf(s[n * 4 + 1], scale, -n0));
+        s[n * 4 + 2] = ex2(fmaf(s[n * 4 + 2], scale, -n1));
+        s[n * 4 + 3] = ex2(fmaf(s[n * 4 + 3], scale, -n1));
+        sum0 += s[n * 4] + s[n * 4 + 1];
+        sum1 += s[n * 4 + 2] + s[n * 4 + 3];
+    }
+    r.l0 = FIRST ? sum0 : r.l0 * c0 + sum0;
+    r.l1 = FIRST ? sum1 : r.l1 * c1 + sum1;
+    r.m0 = n0;
+    r.m1 = n1;
+}
+
+template <int KEYS> __device__ __forceinline__ void ws_pack(const float *s, uint32_t (*pa)[4])
+{
+#pragma unroll
+    for (int n = 0; n < KEYS / 8; n++) {
+        pa[n / 2][(n & 1) * 2 + 0] = pack_bf16(s[n * 4], s[n * 4 + 1]);
+        pa[n / 2][(n & 1) * 2 + 1] = pack_bf16(s[n * 4 + 2], s[n * 4 + 3]);
+    }
+}
+
+template <int HD> __device__ __forceinline__ void ws_rescale(float *o, float c0, float c1)
+{
+#pragma unroll
+    for (int j = 0; j < HD / 8; j++) {
+        o[j * 4] *= c0;
+        o[j * 4 + 1] *= c0;
+        o[j * 4 + 2] *= c1;
+        o[j * 4 + 3] *= c1;
+    }
+}
+
+template <int HD, int KEYS, int STAGES>
+__global__ void __launch_bounds__(WS_THREADS, 1)
+flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int hpb,
+                __nv_bfloat16 *out)
+{
+    using L = ws_layout<HD, KEYS, STAGES>;
+    constexpr int NT = KEYS / 8, OT = HD / 8, QB = L::Q_BYTES, KVB = L::KV_BYTES;
+    extern __shared__ __align__(1024) unsigned char smem[];
+    unsigned base = (unsigned)__cvta_generic_to_shared(smem);
+    base = (base + 1023u) & ~1023u;
+    int tid = threadIdx.x, wg = tid / 128;
+    int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
+    int q0 = (d.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x) * rows;
+    int kvh = (int)blockIdx.y * hpb / group, b = (int)blockIdx.z;
+    int key_end = d.causal ? min(d.seq_len, q0 + rows) : d.seq_len;
+    int tiles = (key_end + KEYS - 1) / KEYS;
+    unsigned qs = base, ks = base + 2 * QB, vs = ks + STAGES * KVB;
+    /* bars: q_full, then per stage k_full, v_full, k_empty, v_empty */
+    __shared__ __align__(8) uint64_t bars[1 + 4 * STAGES];
+    unsigned q_full = (unsigned)__cvta_generic_to_shared(bars);
+    unsigned k_full = q_full + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
+             v_empty = k_empty + 8 * STAGES;
+    if (tid == 0) {
+        mbar_init(q_full, 1);
+        for (int i = 0; i < STAGES; i++) {
+            mbar_init(k_full + 8 * i, 1);
+            mbar_init(v_full + 8 * i, 1);
+            mbar_init(k_empty + 8 * i, 256);
+            mbar_init(v_empty + 8 * i, 256);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        /* the producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        if (tid == 0) {
+            mbar_expect(q_full, 2 * QB);
+            for (int w = 0; w < 2; w++) {
+                int h = (int)blockIdx.y * hpb + (hpb == 2 ? w : 0);
+                tma_tile<HD, FW_ROWS>(qs + w * QB, &maps.q, h * HD, q0 + (hpb == 2 ? 0 : w * FW_ROWS), b, q_full);
+            }
+            for (int j = 0; j < tiles; j++) {
+                int st = j % STAGES, ph = (j / STAGES - 1) & 1;
+                if (j >= STAGES)
+                    mbar_wait(k_empty + 8 * st, ph);
+                mbar_expect(k_full + 8 * st, KVB);
+                tma_tile<HD, KEYS>(ks + st * KVB, &maps.k, kvh * HD, j * KEYS, b, k_full + 8 * st);
+                if (j >= STAGES)
+                    mbar_wait(v_empty + 8 * st, ph);
+                mbar_expect(v_full + 8 * st, KVB);
+                tma_tile<HD, KEYS>(vs + st * KVB, &maps.v, kvh * HD, j * KEYS, b, v_full + 8 * st);
+            }
+            /* the block ends once the consumers have read the last tiles */
+            for (int j = max(tiles - STAGES, 0); j < tiles; j++) {
+                mbar_wait(k_empty + 8 * (j % STAGES), (j / STAGES) & 1);
+                mbar_wait(v_empty + 8 * (j % STAGES), (j / STAGES) & 1);
+            }
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+    /* a consumer warpgroup: cw 0 or 1 */
+    int cw = wg - 1, wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    int h = (int)blockIdx.y * hpb + (hpb == 2 ? cw : 0);
+    int wrow = q0 + (hpb == 2 ? 0 : cw * FW_ROWS);
+    unsigned wq = qs + cw * QB;
+    int wg_last = min(wrow + FW_ROWS - 1, d.seq_len - 1);
+    int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
+    const float scale = d.scale * 1.4426950408889634f;
+    int row0 = wrow + warp * 16 + g;
+    float o[HD / 2], s[NT * 4], c0 = 1.0f, c1 = 1.0f;
+    uint32_t pa[NT / 2][4];
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    fw_rows r = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+    /* the warpgroups take turns to issue (named barriers 1 and 2), each
+     * for tiles + 1 phases */
+    auto turn_begin = [&]() { named_sync(cw == 0 ? 1 : 2); };
+    auto turn_end = [&](bool last) {
+        if (cw == 0)
+            named_arrive(2);
+        else if (!last)
+            named_arrive(1);
+    };
+    if (cw == 1)
+        named_arrive(1);
+    mbar_wait(q_full, 0);
+    int phase = 0;
+    if (live > 0) {
+        mbar_wait(k_full, 0);
+        turn_begin();
+        wgmma_fence();
+        issue_scores<HD, KEYS>(s, wq, ks);
+        wgmma_commit();
+        turn_end(phase++ == tiles);
+        wgmma_wait_all();
+        fence_regs<NT * 4>(s);
+        mbar_arrive(k_empty);
+        ws_softmax<KEYS, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
+        ws_pack<KEYS>(s, pa);
+        for (int j = 1; j < live; j++) {
+            int st = j % STAGES, pv = (j - 1) % STAGES;
+            mbar_wait(k_full + 8 * st, (j / STAGES) & 1);
+            turn_begin();
+            wgmma_fence();
+            issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
+            wgmma_commit();
+            ws_rescale<HD>(o, c0, c1);
+            mbar_wait(v_full + 8 * pv, ((j - 1) / STAGES) & 1);
+            fence_regs<HD / 2>(o);
+            wgmma_fence();
+            issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
+            wgmma_commit();
+            turn_end(phase++ == tiles);
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+            fence_regs<NT * 4>(s);
+            mbar_arrive(k_empty + 8 * st);
+            ws_softmax<KEYS, false>(s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
+            wgmma_wait_all();
+            fence_regs<HD / 2>(o);
+            mbar_arrive(v_empty + 8 * pv);
+            ws_pack<KEYS>(s, pa);
+        }
+        int pv = (live - 1) % STAGES;
+        ws_rescale<HD>(o, c0, c1);
+        mbar_wait(v_full + 8 * pv, ((live - 1) / STAGES) & 1);
+        turn_begin();
+        fence_regs<HD / 2>(o);
+        wgmma_fence();
+        issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
+        wgmma_commit();
+        turn_end(phase++ == tiles);
+        wgmma_wait_all();
+        fence_regs<HD / 2>(o);
+        mbar_arrive(v_empty + 8 * pv);
+    }
+    /* tiles past this warpgroup's rows: released unread, a turn each (the
+     * other warpgroup's turns wait for ours, and the producer's loads for
+     * these releases); the turns go on until both warpgroups have had
+     * tiles + 1 */
+    for (int j = live; j < tiles; j++) {
+        turn_begin();
+        turn_end(phase++ == tiles);
+        mbar_wait(k_full + 8 * (j % STAGES), (j / STAGES) & 1);
+        mbar_arrive(k_empty + 8 * (j % STAGES));
+        mbar_wait(v_full + 8 * (j % STAGES), (j / STAGES) & 1);
+        mbar_arrive(v_empty + 8 * (j % STAGES));
+    }
+    while (phase <= tiles) {
+        turn_begin();
+        turn_end(phase++ == tiles);
+    }
+    /* the four lanes of a row add their sums */
+    r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
+    r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
+    r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
+    r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
+    float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
+    int row1 = row0 + 8;
+    size_t seq0 = (size_t)b * d.seq_len;
+#pragma unroll
+    for (int j = 0; j < OT; j++) {
+        size_t c = (size_t)h * HD + j * 8 + 2 * t;
+        if (row0 < d.seq_len)
+            *(uint32_t *)(out + (seq0 + row0) * d.out_stride + c) = pack_bf16(o[j * 4] * inv0, o[j * 4 + 1] * inv0);
+        if (row1 < d.seq_len)
+            *(uint32_t *)(out + (seq0 + row1) * d.out_stride + c) =
+                pack_bf16(o[j * 4 + 2] * inv1, o[j * 4 + 3] * inv1);
+    }
+}
+
+typedef CUresult (*tensor_map_encoder)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                       const cuuint64_t *, const cuuint32_t *, const cuuint32_t *,
+                                       CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
+                                       CUtensorMapFloatOOBfill);
+
+/* cuTensorMapEncodeTiled from the driver, through the runtime (the plugin
+ * links no libcuda); NULL where the driver has none */
+static tensor_map_encoder find_encoder(void)
+{
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+#if CUDART_VERSION >= 12050
+    cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+#else
+    cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &q);
+#endif
+    if (e != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+        return NULL;
+    return (tensor_map_encoder)fn;
+}
+
+static bool encode_map(tensor_map_encoder enc, CUtensorMap *m, const void *p, int cols, const struct dy_attention_prefill_desc *d,
+                       int stride, int box_rows)
+{
+    cuuint64_t dim[3] = {(cuuint64_t)cols, (cuuint64_t)d->seq_len, (cuuint64_t)d->batch};
+    cuuint64_t strides[2] = {(cuuint64_t)stride * 2, (cuuint64_t)d->seq_len * stride * 2};
+    cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1}, step[3] = {1, 1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, (void *)p, dim, strides, box, step,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <int HD, int KEYS, int STAGES>
+static int launch_ws(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
+{
+    static const tensor_map_encoder enc = find_encoder();
+    ws_maps maps;
+    if (!enc || !encode_map(enc, &maps.q, dy_cuda_ptr(d->q), d->heads * HD, d, d->q_stride, FW_ROWS) ||
+        !encode_map(enc, &maps.k, dy_cuda_ptr(d->k), d->kv_heads * HD, d, d->kv_stride, KEYS) ||
+        !encode_map(enc, &maps.v, dy_cuda_ptr(d->v), d->kv_heads * HD, d, d->kv_stride, KEYS))
+        return DY_E_UNSUPPORTED;
+    size_t bytes = ws_layout<HD, KEYS, STAGES>::bytes;
+    cudaError_t e = cudaFuncSetAttribute(flash_ws_kernel<HD, KEYS, STAGES>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaFuncSetAttribute(warp-specialized flash prefill)");
+    int group = d->heads / d->kv_heads, hpb = group % 2 == 0 ? 2 : 1, rows = FW_ROWS * 2 / hpb;
+    dim3 grid((unsigned)((d->seq_len + rows - 1) / rows), (unsigned)(d->heads / hpb), (unsigned)d->batch);
+    flash_ws_kernel<HD, KEYS, STAGES>
+        <<<grid, WS_THREADS, bytes, c->stream>>>(maps, *d, hpb, (__nv_bfloat16 *)dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "warp-specialized flash attention prefill");
+}
+
 template <int HD, int KEYS> static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
     size_t bytes = fw_layout<HD, KEYS>::bytes;
@@ -527,6 +883,14 @@ int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_de
      * rows 16-byte aligned too, for cp.async */
     if (!c->flash_wgmma || d->dtype != DY_BF16 || d->q_stride % 8 != 0)
         return DY_E_UNSUPPORTED;
+    /* head dim 128: the warp-specialized kernel with two stages (three
+     * measured slower); at 64 (ViTs' 197 tokens, two 128-key tiles a
+     * block) it measured slower than the cp.async kernel, which serves it */
+    if (c->flash_wgmma == 2 && d->head_dim == 128) {
+        int st = launch_ws<128, 128, 2>(c, d);
+        if (st != DY_E_UNSUPPORTED)
+            return st;
+    }
     /* head dim 128: 128-key tiles (248 registers a thread, one block an
      * SM); 64: 64-key tiles, two blocks an SM */
     return d->head_dim == 64 ? launch<64, 64>(c, d) : launch<128, 128>(c, d);

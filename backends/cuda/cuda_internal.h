@@ -95,9 +95,10 @@ struct cuda_ctx {
     /* the down scatter kernel's shape: 0 by its grid, 1 or 2 forced
      * (DYNO_CUDA_SCATTER; cuda_moe_gemm.cu) */
     int scatter_variant;
-    /* prefill attention on wgmma (cuda_flash_sm90.cu): compute capability
-     * 9.0 only, DYNO_CUDA_FLASH_WGMMA=0 turns it off */
-    bool flash_wgmma;
+    /* prefill attention on wgmma (cuda_flash_sm90.cu), compute capability
+     * 9.0 only: 2 the warp-specialized kernel (TMA loads), 1 the one whose
+     * consumers load with cp.async, 0 none (DYNO_CUDA_FLASH_WGMMA) */
+    int flash_wgmma;
     char err[512];
 };
 

@@ -5,20 +5,23 @@
 # head dim 64 (GQA pairs) and 128 (an odd group) and a bf16 ViT, PyTorch's
 # SDPA on the same shapes, the kernel's per-call time from the op profile
 # at Llama-3.1-8B 16 x 1024 and 4 x 4096 and ViT-L/16 b256, then TTFT and
-# images/s beside timm (eager) for TIMED modes.
+# images/s beside timm (eager) for TIMED modes. DYNO_CUDA_FLASH_WGMMA: 2
+# the warp-specialized kernel (TMA loads), 1 the cp.async one, 0 mma.sync.
+# Each step has a time limit (TO seconds), so a hung kernel costs one step.
 source bench/cuda/common.sh
 MODES=${MODES:-"2 1 0"} TIMED=${TIMED:-"2 0"} MEMCHECK=${MEMCHECK:-"2"}
+to() { timeout "${TO:-180}" "$@" || echo "(exit $? from $1)"; }
 command -v cuobjdump >/dev/null &&
     echo "HGMMA in the plugin: $(cuobjdump -sass /tmp/dy/libdyno-cuda.so | grep -c HGMMA)"
 for m in $MODES; do
     echo "== conformance, DYNO_CUDA_FLASH_WGMMA=$m"
-    DYNO_CUDA_FLASH_WGMMA=$m /tmp/dy/test_conformance 2>&1 | grep -v '^ok' | tail -12
+    DYNO_CUDA_FLASH_WGMMA=$m to /tmp/dy/test_conformance 2>&1 | grep -v '^ok' | tail -12
 done
 for m in $MEMCHECK; do
     for args in "--model llama-3.2-1b --input-len 130 --output-len 2" \
                 "--model llama-3.2-3b --input-len 200 --output-len 2" \
                 "--workload vit --model tiny-vit --weight-dtype bf16 --batch 3"; do
-        echo "memcheck wgmma=$m $args: $(DYNO_CUDA_FLASH_WGMMA=$m /usr/local/cuda/bin/compute-sanitizer \
+        echo "memcheck wgmma=$m $args: $(DYNO_CUDA_FLASH_WGMMA=$m to /usr/local/cuda/bin/compute-sanitizer \
             --tool memcheck --show-backtrace no /tmp/dy/dyno run --backend cuda $args --repeat 1 --warmup 0 \
             --db /tmp/memcheck.db 2>&1 | tail -1)"
     done
@@ -28,11 +31,11 @@ done
 prompt=$(seq -s, 1 300)
 for b in $MODES cpu; do
     be=cuda; [ "$b" = cpu ] && be=cpu
-    echo "generate $b: $(DYNO_CUDA_FLASH_WGMMA=$b /tmp/dy/dyno generate --model llama-3.2-1b --layers 4 \
+    echo "generate $b: $(DYNO_CUDA_FLASH_WGMMA=$b to /tmp/dy/dyno generate --model llama-3.2-1b --layers 4 \
         --weight-dtype bf16 --backend $be --prompt "$prompt" --max-new-tokens 12 2>&1 | tail -1)"
 done
 python3 bench/cuda/sdpa_peer.py 2>&1 | grep sdpa
-run() { /tmp/dy/dyno run --backend cuda --kv-dtype bf16 --db "$OUT/flash.db" "$@"; }
+run() { to /tmp/dy/dyno run --backend cuda --kv-dtype bf16 --db "$OUT/flash.db" "$@"; }
 for m in $MODES; do
     export DYNO_CUDA_FLASH_WGMMA=$m
     for args in "--batch 16 --input-len 1024" "--batch 4 --input-len 4096"; do
