@@ -5,7 +5,7 @@
 # DYNO_CUDA_FLASH_WGMMA in MODES; the wgmma kernel's SASS goes to $OUT.
 source bench/cuda/common.sh
 MODES=${MODES:-"1 0"}
-cuobjdump -sass /tmp/dy/libdyno-cuda.so | awk '/Function : .*flash_wgmma/{f=1} /Function : /&&!/flash_wgmma/{f=0} f' \
+cuobjdump -sass /tmp/dy/libdyno-cuda.so | awk '/Function : .*flash_(wgmma|ws)/{f=1} /Function : /&&!/flash_(wgmma|ws)/{f=0} f' \
     > "$OUT/sass_wgmma.txt"
 echo "wgmma SASS: $(wc -l < "$OUT/sass_wgmma.txt") lines, $(grep -c HGMMA "$OUT/sass_wgmma.txt") HGMMA"
 for m in $MODES; do
