@@ -278,18 +278,15 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_pv(float *o, c
         wgmma_rs<HD>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
 }
 
-/* The online softmax of a tile of scores (cuda_flash.cu's): masks keys past
- * the end or the diagonal, updates the rows' maxima and sums, rescales O
- * when a maximum grew, and leaves the probabilities as bf16 A fragments */
-template <int HD, int KEYS>
-__device__ __forceinline__ void softmax_tile(float *s, uint32_t (*pa)[4], float *o, fw_rows &r,
-                                             const struct dy_attention_prefill_desc &d, float scale, int k0,
-                                             int wrow, int row0, int t)
+/* Masks a tile's scores (only where the tile crosses the diagonal or the
+ * end: a row sees keys up to min(row, seq_len - 1); as an offset from this
+ * thread's first column, each column's test is one compare) and returns
+ * the maxima of the thread's two rows over the tile */
+template <int KEYS>
+__device__ __forceinline__ void mask_max(float *s, float &mx0, float &mx1, const struct dy_attention_prefill_desc &d,
+                                         int k0, int wrow, int row0, int t)
 {
     constexpr int NT = KEYS / 8;
-    /* mask (only where the tile crosses the diagonal or the end): a row
-     * sees keys up to min(row, seq_len - 1); as an offset from this
-     * thread's first column, each column's test is one compare */
     if (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)) {
         int last0 = d.causal ? min(row0, d.seq_len - 1) : d.seq_len - 1;
         int last1 = d.causal ? min(row0 + 8, d.seq_len - 1) : d.seq_len - 1;
@@ -302,7 +299,8 @@ __device__ __forceinline__ void softmax_tile(float *s, uint32_t (*pa)[4], float 
                 if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
                     s[n * 4 + e] = -INFINITY;
     }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
+    mx0 = -INFINITY;
+    mx1 = -INFINITY;
 #pragma unroll
     for (int n = 0; n < NT; n++) {
         mx0 = fmaxf(mx0, fmaxf(s[n * 4], s[n * 4 + 1]));
@@ -312,6 +310,31 @@ __device__ __forceinline__ void softmax_tile(float *s, uint32_t (*pa)[4], float 
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+}
+
+/* O's rows scaled by c0 and c1 (a grown maximum's correction) */
+template <int HD> __device__ __forceinline__ void rescale_o(float *o, float c0, float c1)
+{
+#pragma unroll
+    for (int j = 0; j < HD / 8; j++) {
+        o[j * 4] *= c0;
+        o[j * 4 + 1] *= c0;
+        o[j * 4 + 2] *= c1;
+        o[j * 4 + 3] *= c1;
+    }
+}
+
+/* The online softmax of a tile of scores (cuda_flash.cu's): masks keys past
+ * the end or the diagonal, updates the rows' maxima and sums, rescales O
+ * when a maximum grew, and leaves the probabilities as bf16 A fragments */
+template <int HD, int KEYS>
+__device__ __forceinline__ void softmax_tile(float *s, uint32_t (*pa)[4], float *o, fw_rows &r,
+                                             const struct dy_attention_prefill_desc &d, float scale, int k0,
+                                             int wrow, int row0, int t)
+{
+    constexpr int NT = KEYS / 8;
+    float mx0, mx1;
+    mask_max<KEYS>(s, mx0, mx1, d, k0, wrow, row0, t);
     /* every row has a key in its warpgroup's first tile (key 0), so the
      * maxima are finite from then on and exp2(-inf - n) is 0 */
     float n0 = fmaxf(r.m0, mx0 * scale), n1 = fmaxf(r.m1, mx1 * scale);
@@ -336,14 +359,28 @@ __device__ __forceinline__ void softmax_tile(float *s, uint32_t (*pa)[4], float 
     r.m1 = n1;
     /* rescale only when some row's maximum grew (after the first tiles it
      * seldom does) */
-    if (__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f)) {
+    if (__any_sync(0xffffffffu, c0 != 1.0f || c1 != 1.0f))
+        rescale_o<HD>(o, c0, c1);
+}
+
+/* O divided by the rows' sums, as bf16, into rows row0 and row0 + 8 of
+ * head h of the sequence whose first row is seq0 (rows past its end are
+ * not written) */
+template <int HD>
+__device__ __forceinline__ void store_rows(__nv_bfloat16 *out, const float *o, const fw_rows &r,
+                                           const struct dy_attention_prefill_desc &d, size_t seq0, int h, int row0,
+                                           int t)
+{
+    float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
+    int row1 = row0 + 8;
 #pragma unroll
-        for (int j = 0; j < HD / 8; j++) {
-            o[j * 4] *= c0;
-            o[j * 4 + 1] *= c0;
-            o[j * 4 + 2] *= c1;
-            o[j * 4 + 3] *= c1;
-        }
+    for (int j = 0; j < HD / 8; j++) {
+        size_t c = (size_t)h * HD + j * 8 + 2 * t;
+        if (row0 < d.seq_len)
+            *(uint32_t *)(out + (seq0 + row0) * d.out_stride + c) = pack_bf16(o[j * 4] * inv0, o[j * 4 + 1] * inv0);
+        if (row1 < d.seq_len)
+            *(uint32_t *)(out + (seq0 + row1) * d.out_stride + c) =
+                pack_bf16(o[j * 4 + 2] * inv1, o[j * 4 + 3] * inv1);
     }
 }
 
@@ -359,7 +396,7 @@ __global__ void __launch_bounds__(FW_THREADS, fw_layout<HD, KEYS>::blocks_per_sm
 flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                    const __nv_bfloat16 *v, __nv_bfloat16 *out)
 {
-    constexpr int NT = KEYS / 8, OT = HD / 8;
+    constexpr int NT = KEYS / 8;
     constexpr int QB = fw_layout<HD, KEYS>::Q_BYTES, KVB = fw_layout<HD, KEYS>::KV_BYTES;
     constexpr bool PINGPONG = fw_layout<HD, KEYS>::pingpong;
     extern __shared__ __align__(1024) unsigned char smem[];
@@ -494,17 +531,7 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
             mbar_arrive(empty + 8 * stage);
         }
     }
-    float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
-    int row1 = row0 + 8;
-#pragma unroll
-    for (int j = 0; j < OT; j++) {
-        size_t c = (size_t)h * HD + j * 8 + 2 * t;
-        if (row0 < d.seq_len)
-            *(uint32_t *)(out + (seq0 + row0) * d.out_stride + c) = pack_bf16(o[j * 4] * inv0, o[j * 4 + 1] * inv0);
-        if (row1 < d.seq_len)
-            *(uint32_t *)(out + (seq0 + row1) * d.out_stride + c) =
-                pack_bf16(o[j * 4 + 2] * inv1, o[j * 4 + 3] * inv1);
-    }
+    store_rows<HD>(out, o, r, d, seq0, h, row0, t);
 }
 
 /* ---- the warp-specialized kernel: TMA loads from a producer warpgroup ----
@@ -570,28 +597,8 @@ __device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, floa
                                            int row0, int t)
 {
     constexpr int NT = KEYS / 8;
-    if (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)) {
-        int last0 = d.causal ? min(row0, d.seq_len - 1) : d.seq_len - 1;
-        int last1 = d.causal ? min(row0 + 8, d.seq_len - 1) : d.seq_len - 1;
-        last0 -= k0 + 2 * t;
-        last1 -= k0 + 2 * t;
-#pragma unroll
-        for (int n = 0; n < NT; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
-                    s[n * 4 + e] = -INFINITY;
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < NT; n++) {
-        mx0 = fmaxf(mx0, fmaxf(s[n * 4], s[n * 4 + 1]));
-        mx1 = fmaxf(mx1, fmaxf(s[n * 4 + 2], s[n * 4 + 3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    float mx0, mx1;
+    mask_max<KEYS>(s, mx0, mx1, d, k0, wrow, row0, t);
     float n0 = FIRST ? mx0 * scale : fmaxf(r.m0, mx0 * scale);
     float n1 = FIRST ? mx1 * scale : fmaxf(r.m1, mx1 * scale);
     c0 = FIRST ? 1.0f : ex2(r.m0 - n0);
@@ -621,24 +628,13 @@ template <int KEYS> __device__ __forceinline__ void ws_pack(const float *s, uint
     }
 }
 
-template <int HD> __device__ __forceinline__ void ws_rescale(float *o, float c0, float c1)
-{
-#pragma unroll
-    for (int j = 0; j < HD / 8; j++) {
-        o[j * 4] *= c0;
-        o[j * 4 + 1] *= c0;
-        o[j * 4 + 2] *= c1;
-        o[j * 4 + 3] *= c1;
-    }
-}
-
 template <int HD, int KEYS, int STAGES>
 __global__ void __launch_bounds__(WS_THREADS, 1)
 flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int hpb,
                 __nv_bfloat16 *out)
 {
     using L = ws_layout<HD, KEYS, STAGES>;
-    constexpr int NT = KEYS / 8, OT = HD / 8, QB = L::Q_BYTES, KVB = L::KV_BYTES;
+    constexpr int NT = KEYS / 8, QB = L::Q_BYTES, KVB = L::KV_BYTES;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
@@ -742,7 +738,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             wgmma_fence();
             issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
             wgmma_commit();
-            ws_rescale<HD>(o, c0, c1);
+            rescale_o<HD>(o, c0, c1);
             mbar_wait(v_full + 8 * pv, ((j - 1) / STAGES) & 1);
             fence_regs<HD / 2>(o);
             wgmma_fence();
@@ -759,7 +755,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             ws_pack<KEYS>(s, pa);
         }
         int pv = (live - 1) % STAGES;
-        ws_rescale<HD>(o, c0, c1);
+        rescale_o<HD>(o, c0, c1);
         mbar_wait(v_full + 8 * pv, ((live - 1) / STAGES) & 1);
         turn_begin();
         fence_regs<HD / 2>(o);
@@ -792,18 +788,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
     r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
     r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
     r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
-    float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
-    int row1 = row0 + 8;
-    size_t seq0 = (size_t)b * d.seq_len;
-#pragma unroll
-    for (int j = 0; j < OT; j++) {
-        size_t c = (size_t)h * HD + j * 8 + 2 * t;
-        if (row0 < d.seq_len)
-            *(uint32_t *)(out + (seq0 + row0) * d.out_stride + c) = pack_bf16(o[j * 4] * inv0, o[j * 4 + 1] * inv0);
-        if (row1 < d.seq_len)
-            *(uint32_t *)(out + (seq0 + row1) * d.out_stride + c) =
-                pack_bf16(o[j * 4 + 2] * inv1, o[j * 4 + 3] * inv1);
-    }
+    store_rows<HD>(out, o, r, d, (size_t)b * d.seq_len, h, row0, t);
 }
 
 typedef CUresult (*tensor_map_encoder)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
