@@ -548,16 +548,13 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
 
 #define WS_THREADS 384 /* a producer and two consumer warpgroups */
 
-template <int HD, int KEYS, int STAGES> struct ws_layout {
-    static constexpr int Q_BYTES = FW_ROWS * HD * 2;
-    static constexpr int KV_BYTES = KEYS * HD * 2;
-    static constexpr size_t bytes = 1024 + 2 * Q_BYTES + STAGES * 2 * KV_BYTES;
+/* the first kernel's Q and tile sizes, in STAGES stages */
+template <int HD, int KEYS, int STAGES> struct ws_layout : fw_layout<HD, KEYS> {
+    using F = fw_layout<HD, KEYS>;
+    static constexpr size_t bytes = 1024 + 2 * F::Q_BYTES + STAGES * 2 * F::KV_BYTES;
 };
 
-/* The tensor maps of Q, K and V: rows of `cols` bf16 elements `stride`
- * apart, seq_len rows a sequence, read in boxes of 64 elements (one
- * swizzled 128-byte column block) by `box_rows` rows; rows past a
- * sequence's end read as zeros. */
+/* the tensor maps of Q, K and V (encode_map) */
 struct ws_maps {
     CUtensorMap q, k, v;
 };
@@ -813,6 +810,10 @@ static tensor_map_encoder find_encoder(void)
     return (tensor_map_encoder)fn;
 }
 
+/* a tensor map of rows of `cols` bf16 elements `stride` apart, seq_len
+ * rows a sequence, read in boxes of 64 elements (one swizzled 128-byte
+ * column block) by `box_rows` rows; rows past a sequence's end read as
+ * zeros */
 static bool encode_map(tensor_map_encoder enc, CUtensorMap *m, const void *p, int cols, const struct dy_attention_prefill_desc *d,
                        int stride, int box_rows)
 {
