@@ -408,6 +408,12 @@ static void test_norm(void)
             for (size_t p = 0; p < sizeof x_out / sizeof x_out[0]; p++)
                 norm_case((enum dy_norm_kind)kind, mixed[s][0], mixed[s][1], mixed[s][2],
                           mixed[s][3], x_out[p][0], (enum dy_dtype)(s % 3), x_out[p][1]);
+    /* every operand bf16 (a ViT's LayerNorms; CUDA's warp-a-row kernel):
+     * ViT-L's and ViT-B's widths, a last block of rows part full */
+    for (int kind = DY_NORM_RMS; kind <= DY_NORM_LAYER; kind++) {
+        norm_case((enum dy_norm_kind)kind, 37, 1024, 8, 16, DY_BF16, DY_BF16, DY_BF16);
+        norm_case((enum dy_norm_kind)kind, 5, 768, 0, 0, DY_BF16, DY_BF16, DY_BF16);
+    }
 }
 
 /* ---- rope ---- */
@@ -693,6 +699,12 @@ static void test_attention_prefill(void)
     prefill_case_as(1, 600, 4, 2, 128, true, DY_BF16, DY_BF16);
     prefill_case_as(1, 520, 2, 2, 128, false, DY_BF16, DY_BF16);
     prefill_case_as(1, 400, 2, 2, 64, false, DY_BF16, DY_BF16);
+    /* Hopper's short-sequence kernel (head dim 64, at most 208 keys): more
+     * work items than its resident blocks hold stages, at 64 and 208 keys,
+     * and a sequence that fills its 208 */
+    prefill_case_as(340, 20, 2, 1, 64, true, DY_BF16, DY_BF16);
+    prefill_case_as(140, 150, 2, 2, 64, false, DY_BF16, DY_BF16);
+    prefill_case_as(1, 208, 4, 4, 64, false, DY_BF16, DY_BF16);
 }
 
 static void decode_case(int batch, const int *lens, int heads, int kvh, int hd, int block,

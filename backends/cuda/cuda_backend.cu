@@ -157,6 +157,7 @@ static int cuda_ctx_create(int device, void **out)
     c->staging_size = STAGING_BYTES;
     c->gelu_epilogue = !switched_off("DYNO_CUDA_GELU_EPILOGUE");
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
+    c->norm_warp = !switched_off("DYNO_CUDA_NORM_WARP");
     c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
     c->fuse_moe = FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
     env_int("DYNO_CUDA_MOE_FUSE", (int *)&c->fuse_moe);

@@ -1,7 +1,8 @@
 /* Causal or bidirectional prefill attention on Hopper's warpgroup matrix
- * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128, in two
+ * units (wgmma, sm_90a), for bf16 rows at head dim 64 or 128, in three
  * kernels. At head dim 128 the warp-specialized one further down (a
- * producer warpgroup loading with TMA) serves; at 64 the first. A block of two
+ * producer warpgroup loading with TMA) serves; at 64 the short-sequence one
+ * at the end for at most 208 keys, else the first. A block of two
  * warpgroups owns 64 query rows of two query heads that share a KV head
  * (GQA), or 128 rows of one head; each warpgroup's 64 rows of Q stay in
  * shared memory for the whole walk over tiles of K and V, which cp.async
@@ -140,10 +141,18 @@ __device__ __forceinline__ void wgmma_wait_all()
 #define FW_ACC16(C, i) FW_ACC4(C, i), FW_ACC4(C, i + 4), FW_ACC4(C, i + 8), FW_ACC4(C, i + 12)
 #define FW_ACC32(C) FW_ACC16(C, 0), FW_ACC16(C, 16)
 #define FW_ACC64(C) FW_ACC32(C), FW_ACC16(C, 32), FW_ACC16(C, 48)
-#define FW_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define FW_REGS64                                                                                                  \
-    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                             \
-    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FW_ACC104(C) FW_ACC64(C), FW_ACC16(C, 64), FW_ACC16(C, 80), FW_ACC4(C, 96), FW_ACC4(C, 100)
+/* the register lists of 32, 64 and 104 accumulators, in pieces */
+#define FW_L0 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define FW_L1 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define FW_L2 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+#define FW_L3 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define FW_L4 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+#define FW_L5 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+#define FW_L6 "%96, %97, %98, %99, %100, %101, %102, %103"
+#define FW_REGS32 "{" FW_L0 ", " FW_L1 "}"
+#define FW_REGS64 "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 "}"
+#define FW_REGS104 "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 ", " FW_L4 ", " FW_L5 ", " FW_L6 "}"
 /* the instruction: A and B descriptors (SS) or A's four registers and B's
  * descriptor (RS, B MN-major: transposed), then the predicate operand that
  * says whether to add to d */
@@ -159,15 +168,19 @@ __device__ __forceinline__ void wgmma_wait_all()
  * against the wgmma */
 template <int N, bool ACC> __device__ __forceinline__ void wgmma_ss(float *d, uint64_t a, uint64_t b)
 {
-    static_assert(N == 64 || N == 128, "64 or 128 columns");
+    static_assert(N == 64 || N == 128 || N == 208, "64, 128 or 208 columns");
     if constexpr (N == 64 && ACC)
         asm volatile(FW_SS("64", FW_REGS32, "%32", "%33", "%34") : FW_ACC32("+f") : "l"(a), "l"(b), "r"(1));
     else if constexpr (N == 64)
         asm volatile(FW_SS("64", FW_REGS32, "%32", "%33", "%34") : FW_ACC32("=f") : "l"(a), "l"(b), "r"(0));
-    else if constexpr (ACC)
+    else if constexpr (N == 128 && ACC)
         asm volatile(FW_SS("128", FW_REGS64, "%64", "%65", "%66") : FW_ACC64("+f") : "l"(a), "l"(b), "r"(1));
-    else
+    else if constexpr (N == 128)
         asm volatile(FW_SS("128", FW_REGS64, "%64", "%65", "%66") : FW_ACC64("=f") : "l"(a), "l"(b), "r"(0));
+    else if constexpr (ACC)
+        asm volatile(FW_SS("208", FW_REGS104, "%104", "%105", "%106") : FW_ACC104("+f") : "l"(a), "l"(b), "r"(1));
+    else
+        asm volatile(FW_SS("208", FW_REGS104, "%104", "%105", "%106") : FW_ACC104("=f") : "l"(a), "l"(b), "r"(0));
 }
 
 /* d += A B for a 64 x N x 16 tile, A in registers, B MN-major (transposed)
@@ -281,8 +294,13 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_pv(float *o, c
 /* Masks a tile's scores (only where the tile crosses the diagonal or the
  * end: a row sees keys up to min(row, seq_len - 1); as an offset from this
  * thread's first column, each column's test is one compare) and returns
- * the maxima of the thread's two rows over the tile */
-template <int KEYS>
+ * the maxima of the thread's two rows over the tile. WIDE (the short
+ * kernel's one tile of up to 208 keys) tests only the 8-key column tiles
+ * that some row of the warpgroup cannot wholly see and keeps four running
+ * maxima a row, so the compares do not wait on each other; the two long
+ * kernels measured slower that way (Llama-3.1-8B 16 x 1,024: 0.466 ->
+ * 0.474 ms a layer). */
+template <int KEYS, bool WIDE = false>
 __device__ __forceinline__ void mask_max(float *s, float &mx0, float &mx1, const struct dy_attention_prefill_desc &d,
                                          int k0, int wrow, int row0, int t)
 {
@@ -290,21 +308,41 @@ __device__ __forceinline__ void mask_max(float *s, float &mx0, float &mx1, const
     if (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)) {
         int last0 = d.causal ? min(row0, d.seq_len - 1) : d.seq_len - 1;
         int last1 = d.causal ? min(row0 + 8, d.seq_len - 1) : d.seq_len - 1;
+        /* the last key every row of the warpgroup sees (the same in all
+         * its threads) */
+        int seen = (d.causal ? min(wrow, d.seq_len - 1) : d.seq_len - 1) - k0;
         last0 -= k0 + 2 * t;
         last1 -= k0 + 2 * t;
 #pragma unroll
         for (int n = 0; n < NT; n++)
+            if (!WIDE || n * 8 + 7 > seen)
 #pragma unroll
-            for (int e = 0; e < 4; e++)
-                if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
-                    s[n * 4 + e] = -INFINITY;
+                for (int e = 0; e < 4; e++)
+                    if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
+                        s[n * 4 + e] = -INFINITY;
     }
-    mx0 = -INFINITY;
-    mx1 = -INFINITY;
+    if constexpr (WIDE) {
+        float m0[4], m1[4];
 #pragma unroll
-    for (int n = 0; n < NT; n++) {
-        mx0 = fmaxf(mx0, fmaxf(s[n * 4], s[n * 4 + 1]));
-        mx1 = fmaxf(mx1, fmaxf(s[n * 4 + 2], s[n * 4 + 3]));
+        for (int i = 0; i < 4; i++) {
+            m0[i] = fmaxf(s[i * 4], s[i * 4 + 1]);
+            m1[i] = fmaxf(s[i * 4 + 2], s[i * 4 + 3]);
+        }
+#pragma unroll
+        for (int n = 4; n < NT; n++) {
+            m0[n % 4] = fmaxf(m0[n % 4], fmaxf(s[n * 4], s[n * 4 + 1]));
+            m1[n % 4] = fmaxf(m1[n % 4], fmaxf(s[n * 4 + 2], s[n * 4 + 3]));
+        }
+        mx0 = fmaxf(fmaxf(m0[0], m0[1]), fmaxf(m0[2], m0[3]));
+        mx1 = fmaxf(fmaxf(m1[0], m1[1]), fmaxf(m1[2], m1[3]));
+    } else {
+        mx0 = -INFINITY;
+        mx1 = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            mx0 = fmaxf(mx0, fmaxf(s[n * 4], s[n * 4 + 1]));
+            mx1 = fmaxf(mx1, fmaxf(s[n * 4 + 2], s[n * 4 + 3]));
+        }
     }
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
@@ -588,27 +626,35 @@ __device__ __forceinline__ void tma_tile(unsigned dst, const CUtensorMap *map, i
  * s (f32) until the product that reads the previous ones is done; c0 and
  * c1 are what O must be scaled by before this tile's product is added; the
  * sums are this thread's share (its four lanes of a row add up at the end) */
-template <int KEYS, bool FIRST>
+template <int KEYS, bool FIRST, bool WIDE = false>
 __device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, float &c1,
                                            const struct dy_attention_prefill_desc &d, float scale, int k0, int wrow,
                                            int row0, int t)
 {
     constexpr int NT = KEYS / 8;
     float mx0, mx1;
-    mask_max<KEYS>(s, mx0, mx1, d, k0, wrow, row0, t);
+    mask_max<KEYS, WIDE>(s, mx0, mx1, d, k0, wrow, row0, t);
     float n0 = FIRST ? mx0 * scale : fmaxf(r.m0, mx0 * scale);
     float n1 = FIRST ? mx1 * scale : fmaxf(r.m1, mx1 * scale);
     c0 = FIRST ? 1.0f : ex2(r.m0 - n0);
     c1 = FIRST ? 1.0f : ex2(r.m1 - n1);
-    float sum0 = 0.0f, sum1 = 0.0f;
+    /* running sums a row: four where WIDE, else one */
+    constexpr int A = WIDE ? 4 : 1;
+    float a0[A] = {}, a1[A] = {};
 #pragma unroll
     for (int n = 0; n < NT; n++) {
         s[n * 4] = ex2(fmaf(s[n * 4], scale, -n0));
         s[n * 4 + 1] = ex2(fmaf(s[n * 4 + 1], scale, -n0));
         s[n * 4 + 2] = ex2(fmaf(s[n * 4 + 2], scale, -n1));
         s[n * 4 + 3] = ex2(fmaf(s[n * 4 + 3], scale, -n1));
-        sum0 += s[n * 4] + s[n * 4 + 1];
-        sum1 += s[n * 4 + 2] + s[n * 4 + 3];
+        a0[n % A] += s[n * 4] + s[n * 4 + 1];
+        a1[n % A] += s[n * 4 + 2] + s[n * 4 + 3];
+    }
+    float sum0 = a0[0], sum1 = a1[0];
+#pragma unroll
+    for (int i = 1; i < A; i++) {
+        sum0 += a0[i];
+        sum1 += a1[i];
     }
     r.l0 = FIRST ? sum0 : r.l0 * c0 + sum0;
     r.l1 = FIRST ? sum1 : r.l1 * c1 + sum1;
@@ -788,6 +834,141 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
     store_rows<HD>(out, o, r, d, (size_t)b * d.seq_len, h, row0, t);
 }
 
+/* ---- short sequences: one tile holds every key ----
+ *
+ * For sequences of at most 208 keys at head dim 64 (a ViT's 197 tokens)
+ * the kernels above spend most of a block's short life waiting for its
+ * first tiles, and their 64- or 128-key tiles pad 197 keys to 256. Here
+ * the blocks stay resident (one an SM) and walk work items of 128 query
+ * rows of one head: the producer's thread loads each item's Q rows and
+ * the head's whole K and V (KN rows: 64, 128 or 208, the tensor maps
+ * reading rows past the sequence's end as zeros) into one of
+ * STAGES stages with three TMA copies, running up to STAGES items ahead,
+ * so the next items' loads overlap this one's products. Each consumer
+ * warpgroup takes 64 of the rows: S = Q K^T as one wgmma of KN columns a
+ * k step, a single-pass softmax (no running maxima), O = P V, the rows
+ * stored. The two consumers run unsynchronised, so one's softmax overlaps
+ * the other's products. A sequence's two items run on neighbouring blocks
+ * at once, so the second reads K and V from L2. */
+
+#define SH_ROWS 128 /* query rows of a work item: 64 a consumer warpgroup */
+
+template <int KN> struct sh_layout {
+    static constexpr int Q_BYTES = SH_ROWS * 128, KV_BYTES = KN * 128, STAGE = Q_BYTES + 2 * KV_BYTES;
+    /* as many stages (up to 4) as 227 KB of shared memory holds */
+    static constexpr int STAGES = (227 * 1024 - 1024) / STAGE < 4 ? (227 * 1024 - 1024) / STAGE : 4;
+    static constexpr size_t bytes = 1024 + (size_t)STAGES * STAGE;
+};
+
+/* The half of its sequence's rows that work item `item`, a block's it-th,
+ * covers. Items 2 p and 2 p + 1 are sequence p's two halves, and with an
+ * even grid every item of a block would be the same half: there the halves
+ * swap every other round (a round's items are whole pairs), so each block
+ * takes the tails in turn. */
+__device__ __forceinline__ int sh_half(int item, int it, int halves)
+{
+    return halves == 2 && gridDim.x % 2 == 0 ? (item & 1) ^ (it & 1) : item % halves;
+}
+
+template <int KN>
+__global__ void __launch_bounds__(WS_THREADS, 1)
+flash_short_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int items,
+                   __nv_bfloat16 *out)
+{
+    using L = sh_layout<KN>;
+    constexpr int NT = KN / 8, STAGES = L::STAGES, QB = L::Q_BYTES, KVB = L::KV_BYTES;
+    extern __shared__ __align__(1024) unsigned char smem[];
+    unsigned base = (unsigned)__cvta_generic_to_shared(smem);
+    base = (base + 1023u) & ~1023u;
+    int tid = threadIdx.x, wg = tid / 128;
+    int halves = (d.seq_len + SH_ROWS - 1) / SH_ROWS, group = d.heads / d.kv_heads;
+    /* per stage: full (the three copies landed), empty (both consumers done) */
+    __shared__ __align__(8) uint64_t bars[2 * STAGES];
+    unsigned full = (unsigned)__cvta_generic_to_shared(bars), empty = full + 8 * STAGES;
+    if (tid == 0) {
+        for (int i = 0; i < STAGES; i++) {
+            mbar_init(full + 8 * i, 1);
+            mbar_init(empty + 8 * i, 256);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+        if (tid == 0) {
+            int it = 0;
+            for (int item = (int)blockIdx.x; item < items; item += (int)gridDim.x, it++) {
+                int st = it % STAGES, half = sh_half(item, it, halves), h = item / halves % d.heads,
+                    b = item / halves / d.heads;
+                unsigned sb = base + st * L::STAGE;
+                if (it >= STAGES)
+                    mbar_wait(empty + 8 * st, (it / STAGES - 1) & 1);
+                mbar_expect(full + 8 * st, L::STAGE);
+                tma_load(sb, &maps.q, h * 64, half * SH_ROWS, b, full + 8 * st);
+                tma_load(sb + QB, &maps.k, h / group * 64, 0, b, full + 8 * st);
+                tma_load(sb + QB + KVB, &maps.v, h / group * 64, 0, b, full + 8 * st);
+            }
+            /* the block ends once the consumers have read the last stages */
+            for (int j = max(it - STAGES, 0); j < it; j++)
+                mbar_wait(empty + 8 * (j % STAGES), (j / STAGES) & 1);
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+    int cw = wg - 1, wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const float scale = d.scale * 1.4426950408889634f;
+    float o[32], s[NT * 4], c0, c1;
+    uint32_t pa[NT / 2][4];
+    int it = 0;
+    for (int item = (int)blockIdx.x; item < items; item += (int)gridDim.x, it++) {
+        int st = it % STAGES, half = sh_half(item, it, halves), h = item / halves % d.heads,
+            b = item / halves / d.heads;
+        /* which 64 of the item's rows: swapped every other round, so the
+         * two warpgroups take the sequence's tail rows in turn */
+        int rt = cw ^ ((it >> 1) & 1);
+        int wrow = half * SH_ROWS + rt * 64, row0 = wrow + warp * 16 + g;
+        unsigned sb = base + st * L::STAGE;
+        bool rows = wrow < d.seq_len; /* else this warpgroup's rows lie past the end */
+        fw_rows r;
+        mbar_wait(full + 8 * st, (it / STAGES) & 1);
+        if (rows) {
+            wgmma_fence();
+            issue_scores<64, KN>(s, sb + rt * 64 * 128, sb + QB);
+            wgmma_commit();
+            wgmma_wait_all();
+            fence_regs<NT * 4>(s);
+            /* a warp whose 16 rows all lie past the end skips the softmax
+             * (its probabilities become zeros; its rows are not stored) */
+            if (wrow + warp * 16 < d.seq_len) {
+                ws_softmax<KN, true, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
+            } else {
+#pragma unroll
+                for (int i = 0; i < NT * 4; i++)
+                    s[i] = 0.0f;
+            }
+            ws_pack<KN>(s, pa);
+#pragma unroll
+            for (int i = 0; i < 32; i++)
+                o[i] = 0.0f;
+            fence_regs<32>(o);
+            wgmma_fence();
+            issue_pv<64, KN>(o, pa, sb + QB + KVB);
+            wgmma_commit();
+            wgmma_wait_all();
+            fence_regs<32>(o);
+        }
+        mbar_arrive(empty + 8 * st);
+        if (rows) {
+            r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
+            r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
+            r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
+            r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
+            store_rows<64>(out, o, r, d, (size_t)b * d.seq_len, h, row0, t);
+        }
+    }
+}
+
 typedef CUresult (*tensor_map_encoder)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
                                        const cuuint64_t *, const cuuint32_t *, const cuuint32_t *,
                                        CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion,
@@ -825,14 +1006,22 @@ static bool encode_map(tensor_map_encoder enc, CUtensorMap *m, const void *p, in
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+/* the maps of Q, K and V at head dim HD, read in boxes of q_rows and
+ * kv_rows rows; false where the driver cannot encode them */
+static bool encode_maps(ws_maps *maps, const struct dy_attention_prefill_desc *d, int q_rows, int kv_rows)
+{
+    static const tensor_map_encoder enc = find_encoder();
+    int hd = d->head_dim;
+    return enc && encode_map(enc, &maps->q, dy_cuda_ptr(d->q), d->heads * hd, d, d->q_stride, q_rows) &&
+           encode_map(enc, &maps->k, dy_cuda_ptr(d->k), d->kv_heads * hd, d, d->kv_stride, kv_rows) &&
+           encode_map(enc, &maps->v, dy_cuda_ptr(d->v), d->kv_heads * hd, d, d->kv_stride, kv_rows);
+}
+
 template <int HD, int KEYS, int STAGES>
 static int launch_ws(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
-    static const tensor_map_encoder enc = find_encoder();
     ws_maps maps;
-    if (!enc || !encode_map(enc, &maps.q, dy_cuda_ptr(d->q), d->heads * HD, d, d->q_stride, FW_ROWS) ||
-        !encode_map(enc, &maps.k, dy_cuda_ptr(d->k), d->kv_heads * HD, d, d->kv_stride, KEYS) ||
-        !encode_map(enc, &maps.v, dy_cuda_ptr(d->v), d->kv_heads * HD, d, d->kv_stride, KEYS))
+    if (!encode_maps(&maps, d, FW_ROWS, KEYS))
         return DY_E_UNSUPPORTED;
     size_t bytes = ws_layout<HD, KEYS, STAGES>::bytes;
     cudaError_t e = cudaFuncSetAttribute(flash_ws_kernel<HD, KEYS, STAGES>,
@@ -844,6 +1033,23 @@ static int launch_ws(struct cuda_ctx *c, const struct dy_attention_prefill_desc 
     flash_ws_kernel<HD, KEYS, STAGES>
         <<<grid, WS_THREADS, bytes, c->stream>>>(maps, *d, hpb, (__nv_bfloat16 *)dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "warp-specialized flash attention prefill");
+}
+
+/* head dim 64, at most KN keys (64, 128 or 208) */
+template <int KN> static int launch_short(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
+{
+    ws_maps maps;
+    if (!encode_maps(&maps, d, SH_ROWS, KN))
+        return DY_E_UNSUPPORTED;
+    size_t bytes = sh_layout<KN>::bytes;
+    cudaError_t e = cudaFuncSetAttribute(flash_short_kernel<KN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)bytes);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaFuncSetAttribute(short-sequence flash prefill)");
+    int items = d->batch * d->heads * ((d->seq_len + SH_ROWS - 1) / SH_ROWS);
+    flash_short_kernel<KN><<<(unsigned)(items < c->sm_count ? items : c->sm_count), WS_THREADS, bytes, c->stream>>>(
+        maps, *d, items, (__nv_bfloat16 *)dy_cuda_ptr(d->out));
+    return dy_cuda_check_launch(c, "short-sequence flash attention prefill");
 }
 
 template <int HD, int KEYS> static int launch(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
@@ -869,9 +1075,17 @@ int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_de
      * rows 16-byte aligned too, for cp.async */
     if (!c->flash_wgmma || d->dtype != DY_BF16 || d->q_stride % 8 != 0)
         return DY_E_UNSUPPORTED;
+    /* head dim 64 and at most 208 keys (a ViT's 197 tokens): the
+     * short-sequence kernel, K and V whole in one tile */
+    if (c->flash_wgmma == 2 && d->head_dim == 64 && d->seq_len <= 208) {
+        int n = d->seq_len;
+        int st = n <= 64 ? launch_short<64>(c, d) : n <= 128 ? launch_short<128>(c, d) : launch_short<208>(c, d);
+        if (st != DY_E_UNSUPPORTED)
+            return st;
+    }
     /* head dim 128: the warp-specialized kernel with two stages (three
-     * measured slower); at 64 (ViTs' 197 tokens, two 128-key tiles a
-     * block) it measured slower than the cp.async kernel, which serves it */
+     * measured slower; at head dim 64 it measured slower than the cp.async
+     * kernel, which serves the sequences too long for the one above) */
     if (c->flash_wgmma == 2 && d->head_dim == 128) {
         int st = launch_ws<128, 128, 2>(c, d);
         if (st != DY_E_UNSUPPORTED)
