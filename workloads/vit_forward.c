@@ -147,8 +147,8 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
     int32_t *ids = malloc(rows * 2 * sizeof(int32_t));
     int st = ids ? DY_OK : DY_E_NOMEM;
     dy_buf pos_table;
-    if (st || (st = dy_buf_alloc(ctx, np * patch_in * f, &m->patch_in)) ||
-        (st = dy_buf_alloc(ctx, (np + 1) * h * f, &m->emb)) ||
+    if (st || (st = dy_buf_alloc(ctx, np * patch_in * e, &m->patch_in)) ||
+        (st = dy_buf_alloc(ctx, (np + 1) * h * e, &m->emb)) ||
         (st = dy_buf_alloc(ctx, rows * h * e, &m->x)) || (st = dy_buf_alloc(ctx, rows * h * f, &m->xn)) ||
         (st = dy_buf_alloc(ctx, rows * 3 * h * e, &m->qkv)) ||
         (st = dy_buf_alloc(ctx, rows * h * e, &m->attn)) ||
@@ -171,8 +171,8 @@ int dy_vit_create(dy_ctx *ctx, const struct dy_vit_config *cfg, const struct dy_
             ids_x[r] = t == 0 ? (int32_t)np : (int32_t)((size_t)b * m->patches + t - 1);
             ids_pos[r] = t;
         }
-    struct dy_convert_desc cls = { .src = w->cls, .dst = dy_buf_at(m->emb, np * h * f), .count = h,
-                                   .src_dtype = w->dtype, .dst_dtype = DY_F32 };
+    struct dy_convert_desc cls = { .src = w->cls, .dst = dy_buf_at(m->emb, np * h * e), .count = h,
+                                   .src_dtype = w->dtype, .dst_dtype = m->act };
     struct dy_gather_rows_desc pos = {
         .table = pos_table, .ids = m->ids_pos, .out = m->pos_full, .rows = (int)rows,
         .cols = (int)h, .table_stride = (int)h, .out_stride = (int)h,
@@ -217,7 +217,23 @@ int dy_vit_set_images(struct dy_vit *m, const float *pixels, int batch)
                                    (size_t)px * p,
                                (size_t)p * sizeof(float));
             }
-    int st = dy_buf_write(m->ctx, m->patch_in, patches, (size_t)batch * m->patches * patch_in * sizeof(float));
+    /* in the activation dtype, as the patch embedding's GEMM reads them
+     * (f16/bf16 through a conversion on the device, once per batch of
+     * images, outside the timed forward) */
+    size_t n = (size_t)batch * m->patches * patch_in;
+    int st;
+    if (m->act == DY_F32) {
+        st = dy_buf_write(m->ctx, m->patch_in, patches, n * sizeof(float));
+    } else {
+        dy_buf f32 = { 0 };
+        struct dy_convert_desc cv = { .dst = m->patch_in, .count = n, .src_dtype = DY_F32, .dst_dtype = m->act };
+        if ((st = dy_buf_alloc(m->ctx, n * sizeof(float), &f32)) == DY_OK &&
+            (st = dy_buf_write(m->ctx, f32, patches, n * sizeof(float))) == DY_OK) {
+            cv.src = f32;
+            st = dy_convert(m->ctx, &cv);
+        }
+        dy_buf_free(m->ctx, &f32);
+    }
     free(patches);
     if (st == DY_OK)
         m->batch = batch;
@@ -339,12 +355,12 @@ int dy_vit_forward(struct dy_vit *m)
         return DY_E_INVALID;
     struct dy_gather_rows_desc assemble = {
         .table = m->emb, .ids = m->ids_x, .out = m->x, .rows = rows, .cols = h,
-        .table_stride = h, .out_stride = h, .table_dtype = DY_F32, .out_dtype = m->act,
+        .table_stride = h, .out_stride = h, .table_dtype = m->act, .out_dtype = m->act,
     };
     struct dy_eltwise_desc add_pos = { .op = DY_ELT_ADD, .a = m->x, .b = m->pos_full, .out = m->x,
                                        .rows = rows, .cols = h, .a_stride = h, .b_stride = h,
                                        .out_stride = h, .dtype = m->act };
-    if ((st = gemm(m, m->patch_in, DY_F32, patch_in, m->w->patch_w, m->w->patch_b, m->emb, DY_F32, h,
+    if ((st = gemm(m, m->patch_in, m->act, patch_in, m->w->patch_w, m->w->patch_b, m->emb, m->act, h,
                    m->batch * m->patches, h, patch_in, 0.0f)) ||
         (st = dy_gather_rows(m->ctx, &assemble)) || (st = dy_eltwise(m->ctx, &add_pos)))
         return st;

@@ -300,7 +300,7 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_pv(float *o, c
  * maxima a row, so the compares do not wait on each other; the two long
  * kernels measured slower that way (Llama-3.1-8B 16 x 1,024: 0.466 ->
  * 0.474 ms a layer). */
-template <int KEYS, bool WIDE = false>
+template <int KEYS, bool WIDE = false, int NMIN = 0>
 __device__ __forceinline__ void mask_max(float *s, float &mx0, float &mx1, const struct dy_attention_prefill_desc &d,
                                          int k0, int wrow, int row0, int t)
 {
@@ -313,13 +313,23 @@ __device__ __forceinline__ void mask_max(float *s, float &mx0, float &mx1, const
         int seen = (d.causal ? min(wrow, d.seq_len - 1) : d.seq_len - 1) - k0;
         last0 -= k0 + 2 * t;
         last1 -= k0 + 2 * t;
+        if (WIDE && !d.causal) {
+            /* only the end: column tiles below NMIN lie before it */
 #pragma unroll
-        for (int n = 0; n < NT; n++)
-            if (!WIDE || n * 8 + 7 > seen)
+            for (int n = NMIN; n < NT; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
-                    if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
+                    if (n * 8 + (e & 1) > last0)
                         s[n * 4 + e] = -INFINITY;
+        } else {
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+                if (!WIDE || n * 8 + 7 > seen)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (n * 8 + (e & 1) > (e < 2 ? last0 : last1))
+                            s[n * 4 + e] = -INFINITY;
+        }
     }
     if constexpr (WIDE) {
         float m0[4], m1[4];
@@ -626,14 +636,14 @@ __device__ __forceinline__ void tma_tile(unsigned dst, const CUtensorMap *map, i
  * s (f32) until the product that reads the previous ones is done; c0 and
  * c1 are what O must be scaled by before this tile's product is added; the
  * sums are this thread's share (its four lanes of a row add up at the end) */
-template <int KEYS, bool FIRST, bool WIDE = false>
+template <int KEYS, bool FIRST, bool WIDE = false, int NMIN = 0>
 __device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, float &c1,
                                            const struct dy_attention_prefill_desc &d, float scale, int k0, int wrow,
                                            int row0, int t)
 {
     constexpr int NT = KEYS / 8;
     float mx0, mx1;
-    mask_max<KEYS, WIDE>(s, mx0, mx1, d, k0, wrow, row0, t);
+    mask_max<KEYS, WIDE, NMIN>(s, mx0, mx1, d, k0, wrow, row0, t);
     float n0 = FIRST ? mx0 * scale : fmaxf(r.m0, mx0 * scale);
     float n1 = FIRST ? mx1 * scale : fmaxf(r.m1, mx1 * scale);
     c0 = FIRST ? 1.0f : ex2(r.m0 - n0);
@@ -855,10 +865,60 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
 
 template <int KN> struct sh_layout {
     static constexpr int Q_BYTES = SH_ROWS * 128, KV_BYTES = KN * 128, STAGE = Q_BYTES + 2 * KV_BYTES;
-    /* as many stages (up to 4) as 227 KB of shared memory holds */
-    static constexpr int STAGES = (227 * 1024 - 1024) / STAGE < 4 ? (227 * 1024 - 1024) / STAGE : 4;
-    static constexpr size_t bytes = 1024 + (size_t)STAGES * STAGE;
+    static constexpr int O_BYTES = 64 * 128; /* a consumer's output rows, for the TMA store */
+    /* as many stages (up to 4) as 227 KB of shared memory holds beside them */
+    static constexpr int ROOM = 227 * 1024 - 1024 - 2 * O_BYTES;
+    static constexpr int STAGES = ROOM / STAGE < 4 ? ROOM / STAGE : 4;
+    static constexpr size_t bytes = 1024 + (size_t)STAGES * STAGE + 2 * O_BYTES;
+    /* keys below the shortest sequence sent here (one past the next
+     * smaller KN) are never past the end: the mask skips their columns */
+    static constexpr int NMIN = KN == 208 ? 16 : KN == 128 ? 8 : 0;
 };
+
+/* the maps of Q, K and V, and of the output rows for the short kernel */
+struct sh_maps : ws_maps {
+    CUtensorMap o;
+};
+
+/* named barrier 3 + w over the 128 threads of consumer warpgroup w */
+__device__ __forceinline__ void wg_sync(int w)
+{
+    if (w == 0)
+        asm volatile("bar.sync 3, 128;\n" ::: "memory");
+    else
+        asm volatile("bar.sync 4, 128;\n" ::: "memory");
+}
+
+/* shared memory at src into box (c0, c1, c2) of the map (rows past the
+ * map's end are not written), as a bulk async group of this thread */
+__device__ __forceinline__ void tma_store(const CUtensorMap *map, unsigned src, int c0, int c1, int c2)
+{
+    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%2, %3, %4}], [%1];\n"
+                 "cp.async.bulk.commit_group;\n" ::"l"((uint64_t)map),
+                 "r"(src), "r"(c0), "r"(c1), "r"(c2)
+                 : "memory");
+}
+
+/* O divided by the rows' sums, as bf16, into a 64 x 64 tile at `tile` with
+ * the 128-byte swizzle: each stmatrix.x4 stores 16 columns of the warp's
+ * 16 rows (its four 8 x 8 matrices take their rows' addresses from lanes
+ * 0-7, 8-15, 16-23 and 24-31; each thread's registers are the
+ * accumulator's layout) */
+__device__ __forceinline__ void stage_rows(unsigned tile, const float *o, const fw_rows &r, int warp, int lane)
+{
+    float inv0 = r.l0 > 0.0f ? 1.0f / r.l0 : 0.0f, inv1 = r.l1 > 0.0f ? 1.0f / r.l1 : 0.0f;
+    int i = lane / 8, row = warp * 16 + (i & 1) * 8 + lane % 8;
+#pragma unroll
+    for (int jj = 0; jj < 4; jj++) {
+        int chunk = 2 * jj + (i >> 1);
+        unsigned a = tile + row * 128 + ((chunk ^ (row % 8)) << 4);
+        const float *x = o + 8 * jj, *y = o + 8 * jj + 4;
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(a),
+                     "r"(pack_bf16(x[0] * inv0, x[1] * inv0)), "r"(pack_bf16(x[2] * inv1, x[3] * inv1)),
+                     "r"(pack_bf16(y[0] * inv0, y[1] * inv0)), "r"(pack_bf16(y[2] * inv1, y[3] * inv1))
+                     : "memory");
+    }
+}
 
 /* The half of its sequence's rows that work item `item`, a block's it-th,
  * covers. Items 2 p and 2 p + 1 are sequence p's two halves, and with an
@@ -872,8 +932,7 @@ __device__ __forceinline__ int sh_half(int item, int it, int halves)
 
 template <int KN>
 __global__ void __launch_bounds__(WS_THREADS, 1)
-flash_short_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int items,
-                   __nv_bfloat16 *out)
+flash_short_kernel(const __grid_constant__ sh_maps maps, struct dy_attention_prefill_desc d, int items)
 {
     using L = sh_layout<KN>;
     constexpr int NT = KN / 8, STAGES = L::STAGES, QB = L::Q_BYTES, KVB = L::KV_BYTES;
@@ -918,6 +977,7 @@ flash_short_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_pre
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
     int cw = wg - 1, wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const float scale = d.scale * 1.4426950408889634f;
+    unsigned obuf = base + STAGES * L::STAGE + cw * L::O_BYTES;
     float o[32], s[NT * 4], c0, c1;
     uint32_t pa[NT / 2][4];
     int it = 0;
@@ -941,7 +1001,7 @@ flash_short_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_pre
             /* a warp whose 16 rows all lie past the end skips the softmax
              * (its probabilities become zeros; its rows are not stored) */
             if (wrow + warp * 16 < d.seq_len) {
-                ws_softmax<KN, true, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
+                ws_softmax<KN, true, true, L::NMIN>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
             } else {
 #pragma unroll
                 for (int i = 0; i < NT * 4; i++)
@@ -960,13 +1020,24 @@ flash_short_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_pre
         }
         mbar_arrive(empty + 8 * st);
         if (rows) {
+            /* the rows through shared memory and one TMA store, once the
+             * warpgroup's previous store has read its buffer */
             r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
             r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
             r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
             r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
-            store_rows<64>(out, o, r, d, (size_t)b * d.seq_len, h, row0, t);
+            if (wtid == 0)
+                asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+            wg_sync(cw);
+            stage_rows(obuf, o, r, warp, lane);
+            fence_async_proxy();
+            wg_sync(cw);
+            if (wtid == 0)
+                tma_store(&maps.o, obuf, h * 64, wrow, b);
         }
     }
+    if (wtid == 0)
+        asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
 typedef CUresult (*tensor_map_encoder)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
@@ -1008,9 +1079,15 @@ static bool encode_map(tensor_map_encoder enc, CUtensorMap *m, const void *p, in
 
 /* the maps of Q, K and V at head dim HD, read in boxes of q_rows and
  * kv_rows rows; false where the driver cannot encode them */
-static bool encode_maps(ws_maps *maps, const struct dy_attention_prefill_desc *d, int q_rows, int kv_rows)
+static tensor_map_encoder encoder(void)
 {
     static const tensor_map_encoder enc = find_encoder();
+    return enc;
+}
+
+static bool encode_maps(ws_maps *maps, const struct dy_attention_prefill_desc *d, int q_rows, int kv_rows)
+{
+    tensor_map_encoder enc = encoder();
     int hd = d->head_dim;
     return enc && encode_map(enc, &maps->q, dy_cuda_ptr(d->q), d->heads * hd, d, d->q_stride, q_rows) &&
            encode_map(enc, &maps->k, dy_cuda_ptr(d->k), d->kv_heads * hd, d, d->kv_stride, kv_rows) &&
@@ -1038,8 +1115,9 @@ static int launch_ws(struct cuda_ctx *c, const struct dy_attention_prefill_desc 
 /* head dim 64, at most KN keys (64, 128 or 208) */
 template <int KN> static int launch_short(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
-    ws_maps maps;
-    if (!encode_maps(&maps, d, SH_ROWS, KN))
+    sh_maps maps;
+    if (d->out_stride % 8 != 0 || !dy_cuda_aligned16(dy_cuda_ptr(d->out)) || !encode_maps(&maps, d, SH_ROWS, KN) ||
+        !encode_map(encoder(), &maps.o, dy_cuda_ptr(d->out), d->heads * 64, d, d->out_stride, 64))
         return DY_E_UNSUPPORTED;
     size_t bytes = sh_layout<KN>::bytes;
     cudaError_t e = cudaFuncSetAttribute(flash_short_kernel<KN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1048,7 +1126,7 @@ template <int KN> static int launch_short(struct cuda_ctx *c, const struct dy_at
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(short-sequence flash prefill)");
     int items = d->batch * d->heads * ((d->seq_len + SH_ROWS - 1) / SH_ROWS);
     flash_short_kernel<KN><<<(unsigned)(items < c->sm_count ? items : c->sm_count), WS_THREADS, bytes, c->stream>>>(
-        maps, *d, items, (__nv_bfloat16 *)dy_cuda_ptr(d->out));
+        maps, *d, items);
     return dy_cuda_check_launch(c, "short-sequence flash attention prefill");
 }
 

@@ -555,12 +555,36 @@ __global__ void gather_kernel(struct dy_gather_rows_desc d, const void *table, c
     }
 }
 
+/* rows of whole 16-byte vectors from a table of the output's dtype: a
+ * vector a thread (ViT-L/16's token rows: 294 us a batch of 256 images
+ * through the loop above, from an f32 table) */
+__global__ void gather16_kernel(int rows, int vpr, size_t ts, size_t os, const uint4 *table, const int32_t *ids,
+                                uint4 *out)
+{
+    DY_GRID_ENTER();
+    size_t n = (size_t)rows * vpr;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t r = idx / vpr, i = idx % vpr;
+        out[r * os + i] = table[(size_t)ids[r] * ts + i];
+    }
+}
+
 int dy_cuda_gather_rows(void *ctx, const struct dy_gather_rows_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
-    size_t n = (size_t)d->rows * d->cols;
+    size_t n = (size_t)d->rows * d->cols, es = dy_dtype_size(d->out_dtype);
     if (!n)
         return DY_OK;
+    if (d->table_dtype == d->out_dtype && (d->cols * es) % 16 == 0 && (d->table_stride * es) % 16 == 0 &&
+        (d->out_stride * es) % 16 == 0 && dy_cuda_aligned16(dy_cuda_ptr(d->table)) &&
+        dy_cuda_aligned16(dy_cuda_ptr(d->out))) {
+        int vpr = (int)(d->cols * es / 16);
+        dy_launch(c, gather16_kernel, blocks_for((size_t)d->rows * vpr), THREADS, 0, d->rows, vpr,
+                  d->table_stride * es / 16, d->out_stride * es / 16, (const uint4 *)dy_cuda_ptr(d->table),
+                  (const int32_t *)dy_cuda_ptr(d->ids), (uint4 *)dy_cuda_ptr(d->out));
+        return dy_cuda_check_launch(c, "gather_rows");
+    }
     dy_launch(c, gather_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->table), dy_cuda_ptr(d->ids),
               dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "gather_rows");
