@@ -218,22 +218,16 @@ int dy_vit_set_images(struct dy_vit *m, const float *pixels, int batch)
                                (size_t)p * sizeof(float));
             }
     /* in the activation dtype, as the patch embedding's GEMM reads them
-     * (f16/bf16 through a conversion on the device, once per batch of
-     * images, outside the timed forward) */
-    size_t n = (size_t)batch * m->patches * patch_in;
-    int st;
-    if (m->act == DY_F32) {
-        st = dy_buf_write(m->ctx, m->patch_in, patches, n * sizeof(float));
-    } else {
-        dy_buf f32 = { 0 };
-        struct dy_convert_desc cv = { .dst = m->patch_in, .count = n, .src_dtype = DY_F32, .dst_dtype = m->act };
-        if ((st = dy_buf_alloc(m->ctx, n * sizeof(float), &f32)) == DY_OK &&
-            (st = dy_buf_write(m->ctx, f32, patches, n * sizeof(float))) == DY_OK) {
-            cv.src = f32;
-            st = dy_convert(m->ctx, &cv);
-        }
-        dy_buf_free(m->ctx, &f32);
-    }
+     * (f16/bf16 rounded here, outside the timed forward and with no device
+     * buffer beside them to raise the point's peak memory) */
+    size_t n = (size_t)batch * m->patches * patch_in, es = dy_dtype_size(m->act);
+    void *in = patches;
+    if (m->act != DY_F32 && (in = malloc(n * es)))
+        for (size_t i = 0; i < n; i++)
+            dy_store_f32(in, m->act, i, patches[i]);
+    int st = in ? dy_buf_write(m->ctx, m->patch_in, in, n * es) : DY_E_NOMEM;
+    if (in != patches)
+        free(in);
     free(patches);
     if (st == DY_OK)
         m->batch = batch;

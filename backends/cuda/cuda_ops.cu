@@ -147,6 +147,35 @@ template <enum dy_dtype OT> __device__ __forceinline__ void store_vec4(void *p, 
     }
 }
 
+/* 16 bytes of a row (4 f32 or 8 f16/bf16 elements) from element c on */
+template <enum dy_dtype T> __device__ __forceinline__ void load16(const void *row, int c, float *f)
+{
+    if constexpr (T == DY_F32) {
+        float4 x = *(const float4 *)((const float *)row + c);
+        f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
+    } else {
+        uint4 raw = *(const uint4 *)((const uint16_t *)row + c);
+        const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            f[e] = T == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
+    }
+}
+
+template <enum dy_dtype T> __device__ __forceinline__ void store16(void *row, int c, const float *f)
+{
+    if constexpr (T == DY_F32) {
+        *(float4 *)((float *)row + c) = make_float4(f[0], f[1], f[2], f[3]);
+    } else {
+        uint4 raw;
+        uint16_t *h = (uint16_t *)&raw;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            h[e] = T == DY_BF16 ? dy_f32_to_bf16(f[e]) : dy_f32_to_f16(f[e]);
+        *(uint4 *)((uint16_t *)row + c) = raw;
+    }
+}
+
 template <bool LAYER, enum dy_dtype XT, enum dy_dtype WT, enum dy_dtype OT>
 __global__ void __launch_bounds__(NORM_MAX_THREADS)
 norm_rows_kernel(struct dy_norm_desc d, const void *x, const void *w, const void *bias, void *out)
@@ -207,21 +236,16 @@ norm_warp_kernel(struct dy_norm_desc d, const void *x, const void *w, const void
     DY_GRID_ENTER();
     if (row >= d.rows)
         return;
-    const uint4 *xr = (const uint4 *)((const uint16_t *)x + (size_t)row * d.x_stride);
-    uint4 raw[V];
-#pragma unroll
-    for (int v = 0; v < V; v++)
-        raw[v] = xr[lane + v * DY_WARP];
+    const void *xr = (const uint16_t *)x + (size_t)row * d.x_stride;
     float f[V][8], s = 0.0f, sq = 0.0f;
 #pragma unroll
-    for (int v = 0; v < V; v++) {
-        const uint16_t *h = (const uint16_t *)&raw[v];
+    for (int v = 0; v < V; v++)
+        load16<T>(xr, (lane + v * DY_WARP) * 8, f[v]);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            f[v][j] = T == DY_BF16 ? dy_bf16_to_f32(h[j]) : __half2float(*(const __half *)&h[j]);
+    for (int v = 0; v < V; v++)
+#pragma unroll
+        for (int j = 0; j < 8; j++)
             s += f[v][j];
-        }
-    }
     float sums[1][1] = { { s } };
     float mean = 0.0f;
     if (LAYER) {
@@ -236,22 +260,18 @@ norm_warp_kernel(struct dy_norm_desc d, const void *x, const void *w, const void
     sums[0][0] = sq;
     dy_warp_sum(sums);
     float inv = rsqrtf(sums[0][0] / d.dim + d.eps);
-    uint4 *orow = (uint4 *)((uint16_t *)out + (size_t)row * d.out_stride);
+    void *orow = (uint16_t *)out + (size_t)row * d.out_stride;
 #pragma unroll
     for (int v = 0; v < V; v++) {
-        int i = lane + v * DY_WARP;
-        uint4 wr = ((const uint4 *)w)[i], br = bias ? ((const uint4 *)bias)[i] : make_uint4(0, 0, 0, 0);
-        const uint16_t *wh = (const uint16_t *)&wr, *bh = (const uint16_t *)&br;
-        uint4 o;
-        uint16_t *oh = (uint16_t *)&o;
+        int c = (lane + v * DY_WARP) * 8;
+        float wf[8], bf[8] = {}, y[8];
+        load16<T>(w, c, wf);
+        if (bias)
+            load16<T>(bias, c, bf);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float wj = T == DY_BF16 ? dy_bf16_to_f32(wh[j]) : __half2float(*(const __half *)&wh[j]);
-            float bj = !bias ? 0.0f : T == DY_BF16 ? dy_bf16_to_f32(bh[j]) : __half2float(*(const __half *)&bh[j]);
-            float y = (f[v][j] - mean) * inv * wj + bj;
-            oh[j] = T == DY_BF16 ? dy_f32_to_bf16(y) : dy_f32_to_f16(y);
-        }
-        orow[i] = o;
+        for (int j = 0; j < 8; j++)
+            y[j] = (f[v][j] - mean) * inv * wf[j] + bf[j];
+        store16<T>(orow, c, y);
     }
 }
 
@@ -431,34 +451,6 @@ __device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, flo
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-/* 16 bytes of a row (4 f32 or 8 f16/bf16 elements) from element c on */
-template <enum dy_dtype T> __device__ __forceinline__ void load16(const void *row, int c, float *f)
-{
-    if constexpr (T == DY_F32) {
-        float4 x = *(const float4 *)((const float *)row + c);
-        f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
-    } else {
-        uint4 raw = *(const uint4 *)((const uint16_t *)row + c);
-        const uint16_t *h = (const uint16_t *)&raw;
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-            f[e] = T == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
-    }
-}
-
-template <enum dy_dtype T> __device__ __forceinline__ void store16(void *row, int c, const float *f)
-{
-    if constexpr (T == DY_F32) {
-        *(float4 *)((float *)row + c) = make_float4(f[0], f[1], f[2], f[3]);
-    } else {
-        uint4 raw;
-        uint16_t *h = (uint16_t *)&raw;
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-            h[e] = T == DY_BF16 ? dy_f32_to_bf16(f[e]) : dy_f32_to_f16(f[e]);
-        *(uint4 *)((uint16_t *)row + c) = raw;
-    }
-}
 
 /* Rows whose width and strides are whole 16-byte vectors: one vector of
  * each of two rows a thread (both rows' loads in flight before either is
