@@ -1077,14 +1077,15 @@ static bool encode_map(tensor_map_encoder enc, CUtensorMap *m, const void *p, in
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-/* the maps of Q, K and V at head dim HD, read in boxes of q_rows and
- * kv_rows rows; false where the driver cannot encode them */
+/* find_encoder's answer, looked up once */
 static tensor_map_encoder encoder(void)
 {
     static const tensor_map_encoder enc = find_encoder();
     return enc;
 }
 
+/* the maps of Q, K and V at head dim HD, read in boxes of q_rows and
+ * kv_rows rows; false where the driver cannot encode them */
 static bool encode_maps(ws_maps *maps, const struct dy_attention_prefill_desc *d, int q_rows, int kv_rows)
 {
     tensor_map_encoder enc = encoder();
