@@ -202,6 +202,8 @@ int dy_vit_point(dy_ctx *ctx, const struct dy_ceilings *ceil, const char *v[],
         goto done;
     for (int rep = -warmup; rep < repeat; rep++) {
         uint64_t ns;
+        if (rep == 0) /* DYNO_PROFILE_OPS: the timed forwards alone */
+            dy_profile_reset(ctx);
         if ((st = dy_event_record(ctx, e0)) || (st = dy_vit_forward(m)) ||
             (st = dy_event_record(ctx, e1)) || (st = dy_sync(ctx)) ||
             (st = dy_event_elapsed_ns(ctx, e0, e1, &ns)))
