@@ -451,7 +451,6 @@ __device__ __forceinline__ float eltwise_one(enum dy_eltwise_op op, float x, flo
     return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
 }
 
-
 /* Rows whose width and strides are whole 16-byte vectors: one vector of
  * each of two rows a thread (both rows' loads in flight before either is
  * computed on), x over the columns, y striding over the rows (no index

@@ -192,6 +192,21 @@ static void search(cublasLtHandle_t lt, const shape &sh)
     CK(cublasLtMatmulPreferenceCreate(&pref));
     size_t ws = WS;
     CK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    auto release = [&]() {
+        cublasLtMatmulPreferenceDestroy(pref);
+        cublasLtMatrixLayoutDestroy(p.la);
+        cublasLtMatrixLayoutDestroy(p.lb);
+        cublasLtMatrixLayoutDestroy(p.lc);
+        cublasLtMatmulDescDestroy(p.op);
+        cudaFree(p.a);
+        cudaFree(p.b);
+        cudaFree(p.c);
+        cudaFree(p.bias);
+        cudaFree(p.ws);
+        cudaEventDestroy(p.e0);
+        cudaEventDestroy(p.e1);
+        cudaStreamDestroy(p.s);
+    };
 
     std::vector<cand> all;
     cublasLtMatmulHeuristicResult_t h[32];
@@ -199,6 +214,7 @@ static void search(cublasLtHandle_t lt, const shape &sh)
     CK(cublasLtMatmulAlgoGetHeuristic(lt, p.op, p.lb, p.la, p.lc, p.lc, pref, 32, h, &found));
     if (!found) {
         printf("%s: no heuristic answer\n", sh.name);
+        release();
         return;
     }
     cublasLtMatmulAlgo_t first = h[0].algo;
@@ -228,7 +244,16 @@ static void search(cublasLtHandle_t lt, const shape &sh)
     int n_byid = (int)all.size() - n_heur;
 
     /* configurations of the three fastest ids */
-    std::sort(all.begin(), all.end(), [](const cand &x, const cand &y) { return x.us < y.us; });
+    auto by_time = [](const cand &x, const cand &y) { return x.us < y.us; };
+    /* the fastest candidate of algorithm id `id` so far (one exists) */
+    auto fastest_of = [&](int id) {
+        const cand *best = NULL;
+        for (auto &c : all)
+            if (cfg(c.algo, CUBLASLT_ALGO_CONFIG_ID) == id && (!best || c.us < best->us))
+                best = &c;
+        return best->algo;
+    };
+    std::sort(all.begin(), all.end(), by_time);
     std::vector<int> top_ids;
     for (auto &c : all) {
         int id = cfg(c.algo, CUBLASLT_ALGO_CONFIG_ID);
@@ -257,11 +282,7 @@ static void search(cublasLtHandle_t lt, const shape &sh)
         /* this id's fastest answer so far sets the stages of the first
          * pass (tile x swizzle x cluster) and the rest of the second
          * (stages at the first pass's best) */
-        const cand *best = NULL;
-        for (auto &c : all)
-            if (cfg(c.algo, CUBLASLT_ALGO_CONFIG_ID) == id && (!best || c.us < best->us))
-                best = &c;
-        cublasLtMatmulAlgo_t seed = best->algo;
+        cublasLtMatmulAlgo_t seed = fastest_of(id);
         const uint16_t clusters[] = { CUBLASLT_CLUSTER_SHAPE_AUTO, CUBLASLT_CLUSTER_SHAPE_1x1x1,
                                       CUBLASLT_CLUSTER_SHAPE_2x1x1, CUBLASLT_CLUSTER_SHAPE_1x2x1,
                                       CUBLASLT_CLUSTER_SHAPE_2x2x1 };
@@ -282,18 +303,14 @@ static void search(cublasLtHandle_t lt, const shape &sh)
                     cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cl, sizeof cl);
                     try_cfg(a);
                 }
-        best = NULL;
-        for (auto &c : all)
-            if (cfg(c.algo, CUBLASLT_ALGO_CONFIG_ID) == id && (!best || c.us < best->us))
-                best = &c;
-        seed = best->algo;
+        seed = fastest_of(id);
         for (int si = 0; si < ns; si++) {
             cublasLtMatmulAlgo_t a = seed;
             cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages[si], sizeof stages[si]);
             try_cfg(a);
         }
     }
-    std::sort(all.begin(), all.end(), [](const cand &x, const cand &y) { return x.us < y.us; });
+    std::sort(all.begin(), all.end(), by_time);
 
     /* the first answer against the five fastest, interleaved, 7 rounds */
     int top = std::min<int>(5, (int)all.size());
@@ -322,17 +339,7 @@ static void search(cublasLtHandle_t lt, const shape &sh)
                us0 / us, d);
     }
     fflush(stdout);
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(p.la);
-    cublasLtMatrixLayoutDestroy(p.lb);
-    cublasLtMatrixLayoutDestroy(p.lc);
-    cublasLtMatmulDescDestroy(p.op);
-    cudaFree(p.a);
-    cudaFree(p.b);
-    cudaFree(p.c);
-    cudaFree(p.bias);
-    cudaFree(p.ws);
-    cudaStreamDestroy(p.s);
+    release();
 }
 
 int main(int argc, char **argv)
