@@ -183,19 +183,27 @@ template <int N, bool ACC> __device__ __forceinline__ void wgmma_ss(float *d, ui
         asm volatile(FW_SS("208", FW_REGS104, "%104", "%105", "%106") : FW_ACC104("=f") : "l"(a), "l"(b), "r"(0));
 }
 
-/* d += A B for a 64 x N x 16 tile, A in registers, B MN-major (transposed)
- * in shared memory */
-template <int N> __device__ __forceinline__ void wgmma_rs(float *d, const uint32_t *a, uint64_t b)
+/* d (+)= A B for a 64 x N x 16 tile, A in registers, B MN-major
+ * (transposed) in shared memory; with ACC false d is only written */
+template <int N, bool ACC = true> __device__ __forceinline__ void wgmma_rs(float *d, const uint32_t *a, uint64_t b)
 {
     static_assert(N == 64 || N == 128, "64 or 128 columns");
-    if constexpr (N == 64)
+    if constexpr (N == 64 && ACC)
         asm volatile(FW_RS("64", FW_REGS32, "{%32, %33, %34, %35}", "%36", "%37")
                      : FW_ACC32("+f")
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-    else
+    else if constexpr (N == 64)
+        asm volatile(FW_RS("64", FW_REGS32, "{%32, %33, %34, %35}", "%36", "%37")
+                     : FW_ACC32("=f")
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(0));
+    else if constexpr (ACC)
         asm volatile(FW_RS("128", FW_REGS64, "{%64, %65, %66, %67}", "%68", "%69")
                      : FW_ACC64("+f")
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    else
+        asm volatile(FW_RS("128", FW_REGS64, "{%64, %65, %66, %67}", "%68", "%69")
+                     : FW_ACC64("=f")
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(0));
 }
 
 /* keeps the compiler from moving uses of wgmma accumulators across the
@@ -282,13 +290,18 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_scores(float *
     }
 }
 
-/* O += P V: keys 16 kk .. 16 kk + 15 of the tile are its 8-row groups 2 kk
- * and 2 kk + 1, 2,048 bytes apart */
-template <int HD, int KEYS> __device__ __forceinline__ void issue_pv(float *o, const uint32_t (*pa)[4], unsigned vt)
+/* O += P V (O = P V where FRESH: O is born at its first product, not
+ * zeroed beforehand): keys 16 kk .. 16 kk + 15 of the tile are its 8-row
+ * groups 2 kk and 2 kk + 1, 2,048 bytes apart */
+template <int HD, int KEYS, bool FRESH = false>
+__device__ __forceinline__ void issue_pv(float *o, const uint32_t (*pa)[4], unsigned vt)
 {
 #pragma unroll
     for (int kk = 0; kk < KEYS / 16; kk++)
-        wgmma_rs<HD>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
+        if (FRESH && kk == 0)
+            wgmma_rs<HD, false>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
+        else
+            wgmma_rs<HD>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
 }
 
 /* Masks a tile's scores (only where the tile crosses the diagonal or the
@@ -849,27 +862,34 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
  * For sequences of at most 208 keys at head dim 64 (a ViT's 197 tokens)
  * the kernels above spend most of a block's short life waiting for its
  * first tiles, and their 64- or 128-key tiles pad 197 keys to 256. Here
- * the blocks stay resident (one an SM) and walk work items of 128 query
- * rows of one head: the producer's thread loads each item's Q rows and
- * the head's whole K and V (KN rows: 64, 128 or 208, the tensor maps
- * reading rows past the sequence's end as zeros) into one of
- * STAGES stages with three TMA copies, running up to STAGES items ahead,
- * so the next items' loads overlap this one's products. Each consumer
- * warpgroup takes 64 of the rows: S = Q K^T as one wgmma of KN columns a
- * k step, a single-pass softmax (no running maxima), O = P V, the rows
- * stored. The two consumers run unsynchronised, so one's softmax overlaps
- * the other's products. A sequence's two items run on neighbouring blocks
- * at once, so the second reads K and V from L2. */
+ * the blocks stay resident (one an SM) and walk work items, each one head
+ * of one sequence: its query rows (up to four 64-row chunks) and the
+ * head's whole K and V (KN rows: 64, 128 or 208, the tensor maps reading
+ * rows past the sequence's end as zeros) land in one of STAGES stages by
+ * three TMA copies, so the next item's loads overlap this one's products.
+ * Three warpgroups share an item's chunks, taking the extra one in turn
+ * from item to item (a 197-row sequence has four, the last of five rows).
+ * For a chunk a warpgroup computes S = Q K^T as one wgmma of KN columns a
+ * k step, a single-pass softmax (no running maxima), O = P V, and stores
+ * the rows. The warpgroups run unsynchronised, so one's softmax overlaps
+ * the others' products: the softmax is a chain of dependent instructions,
+ * and three warps a scheduler hide more of its latency than two (the
+ * producer warpgroup this kernel had took a fourth of the registers; now
+ * the last warpgroup done with a stage loads its next item itself). */
 
-#define SH_ROWS 128 /* query rows of a work item: 64 a consumer warpgroup */
+#define SH_CONSUMERS 3                /* warpgroups */
+#define SH_THREADS (128 * SH_CONSUMERS)
 
 template <int KN> struct sh_layout {
-    static constexpr int Q_BYTES = SH_ROWS * 128, KV_BYTES = KN * 128, STAGE = Q_BYTES + 2 * KV_BYTES;
+    /* query rows of an item: 64-row chunks to cover KN */
+    static constexpr int CHUNKS = (KN + 63) / 64;
+    static constexpr int Q_BYTES = CHUNKS * 64 * 128, KV_BYTES = KN * 128, STAGE = Q_BYTES + 2 * KV_BYTES;
     static constexpr int O_BYTES = 64 * 128; /* a consumer's output rows, for the TMA store */
     /* as many stages (up to 4) as 227 KB of shared memory holds beside them */
-    static constexpr int ROOM = 227 * 1024 - 1024 - 2 * O_BYTES;
+    static constexpr int ROOM = 227 * 1024 - 1024 - SH_CONSUMERS * O_BYTES;
     static constexpr int STAGES = ROOM / STAGE < 4 ? ROOM / STAGE : 4;
-    static constexpr size_t bytes = 1024 + (size_t)STAGES * STAGE + 2 * O_BYTES;
+    static_assert(STAGES >= 2, "two stages at least");
+    static constexpr size_t bytes = 1024 + (size_t)STAGES * STAGE + SH_CONSUMERS * O_BYTES;
     /* keys below the shortest sequence sent here (one past the next
      * smaller KN) are never past the end: the mask skips their columns */
     static constexpr int NMIN = KN == 208 ? 16 : KN == 128 ? 8 : 0;
@@ -883,10 +903,7 @@ struct sh_maps : ws_maps {
 /* named barrier 3 + w over the 128 threads of consumer warpgroup w */
 __device__ __forceinline__ void wg_sync(int w)
 {
-    if (w == 0)
-        asm volatile("bar.sync 3, 128;\n" ::: "memory");
-    else
-        asm volatile("bar.sync 4, 128;\n" ::: "memory");
+    asm volatile("bar.sync %0, 128;\n" ::"r"(3 + w) : "memory");
 }
 
 /* shared memory at src into box (c0, c1, c2) of the map (rows past the
@@ -920,18 +937,22 @@ __device__ __forceinline__ void stage_rows(unsigned tile, const float *o, const 
     }
 }
 
-/* The half of its sequence's rows that work item `item`, a block's it-th,
- * covers. Items 2 p and 2 p + 1 are sequence p's two halves, and with an
- * even grid every item of a block would be the same half: there the halves
- * swap every other round (a round's items are whole pairs), so each block
- * takes the tails in turn. */
-__device__ __forceinline__ int sh_half(int item, int it, int halves)
+/* a stage's loads for work item `item` (one head h of sequence b): its
+ * query rows, the head's K and V, completing the stage's full barrier */
+template <int KN>
+__device__ __forceinline__ void sh_load(const sh_maps &maps, unsigned sb, unsigned bar, int item,
+                                        const struct dy_attention_prefill_desc &d)
 {
-    return halves == 2 && gridDim.x % 2 == 0 ? (item & 1) ^ (it & 1) : item % halves;
+    using L = sh_layout<KN>;
+    int h = item % d.heads, b = item / d.heads, kvh = h / (d.heads / d.kv_heads);
+    mbar_expect(bar, L::STAGE);
+    tma_load(sb, &maps.q, h * 64, 0, b, bar);
+    tma_load(sb + L::Q_BYTES, &maps.k, kvh * 64, 0, b, bar);
+    tma_load(sb + L::Q_BYTES + L::KV_BYTES, &maps.v, kvh * 64, 0, b, bar);
 }
 
 template <int KN>
-__global__ void __launch_bounds__(WS_THREADS, 1)
+__global__ void __launch_bounds__(SH_THREADS, 1)
 flash_short_kernel(const __grid_constant__ sh_maps maps, struct dy_attention_prefill_desc d, int items)
 {
     using L = sh_layout<KN>;
@@ -939,87 +960,58 @@ flash_short_kernel(const __grid_constant__ sh_maps maps, struct dy_attention_pre
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
-    int tid = threadIdx.x, wg = tid / 128;
-    int halves = (d.seq_len + SH_ROWS - 1) / SH_ROWS, group = d.heads / d.kv_heads;
-    /* per stage: full (the three copies landed), empty (both consumers done) */
-    __shared__ __align__(8) uint64_t bars[2 * STAGES];
-    unsigned full = (unsigned)__cvta_generic_to_shared(bars), empty = full + 8 * STAGES;
+    int tid = threadIdx.x, cw = tid / 128, wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4,
+        t = lane % 4;
+    int chunks = (d.seq_len + 63) / 64;
+    /* per stage: the full barrier (the three copies landed) and how many
+     * warpgroups are done with its item */
+    __shared__ __align__(8) uint64_t bars[STAGES];
+    __shared__ unsigned done[STAGES];
+    unsigned full = (unsigned)__cvta_generic_to_shared(bars);
     if (tid == 0) {
         for (int i = 0; i < STAGES; i++) {
             mbar_init(full + 8 * i, 1);
-            mbar_init(empty + 8 * i, 256);
+            done[i] = 0u;
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        for (int i = 0; i < STAGES && (int)blockIdx.x + i * (int)gridDim.x < items; i++)
+            sh_load<KN>(maps, base + i * L::STAGE, full + 8 * i, (int)blockIdx.x + i * (int)gridDim.x, d);
     }
     __syncthreads();
 
-    if (wg == 0) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
-        if (tid == 0) {
-            int it = 0;
-            for (int item = (int)blockIdx.x; item < items; item += (int)gridDim.x, it++) {
-                int st = it % STAGES, half = sh_half(item, it, halves), h = item / halves % d.heads,
-                    b = item / halves / d.heads;
-                unsigned sb = base + st * L::STAGE;
-                if (it >= STAGES)
-                    mbar_wait(empty + 8 * st, (it / STAGES - 1) & 1);
-                mbar_expect(full + 8 * st, L::STAGE);
-                tma_load(sb, &maps.q, h * 64, half * SH_ROWS, b, full + 8 * st);
-                tma_load(sb + QB, &maps.k, h / group * 64, 0, b, full + 8 * st);
-                tma_load(sb + QB + KVB, &maps.v, h / group * 64, 0, b, full + 8 * st);
-            }
-            /* the block ends once the consumers have read the last stages */
-            for (int j = max(it - STAGES, 0); j < it; j++)
-                mbar_wait(empty + 8 * (j % STAGES), (j / STAGES) & 1);
-        }
-        return;
-    }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
-    int cw = wg - 1, wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const float scale = d.scale * 1.4426950408889634f;
     unsigned obuf = base + STAGES * L::STAGE + cw * L::O_BYTES;
     float o[32], s[NT * 4], c0, c1;
     uint32_t pa[NT / 2][4];
     int it = 0;
     for (int item = (int)blockIdx.x; item < items; item += (int)gridDim.x, it++) {
-        int st = it % STAGES, half = sh_half(item, it, halves), h = item / halves % d.heads,
-            b = item / halves / d.heads;
-        /* which 64 of the item's rows: swapped every other round, so the
-         * two warpgroups take the sequence's tail rows in turn */
-        int rt = cw ^ ((it >> 1) & 1);
-        int wrow = half * SH_ROWS + rt * 64, row0 = wrow + warp * 16 + g;
+        int st = it % STAGES, h = item % d.heads, b = item / d.heads;
         unsigned sb = base + st * L::STAGE;
-        bool rows = wrow < d.seq_len; /* else this warpgroup's rows lie past the end */
-        fw_rows r;
         mbar_wait(full + 8 * st, (it / STAGES) & 1);
-        if (rows) {
+        /* this warpgroup's chunks: cw - it (mod 3) and every third after,
+         * so the warpgroups take the extra chunks in turn */
+        for (int c = (cw + SH_CONSUMERS - it % SH_CONSUMERS) % SH_CONSUMERS; c < chunks; c += SH_CONSUMERS) {
+            int wrow = c * 64, row0 = wrow + warp * 16 + g;
+            fw_rows r;
             wgmma_fence();
-            issue_scores<64, KN>(s, sb + rt * 64 * 128, sb + QB);
+            issue_scores<64, KN>(s, sb + c * 64 * 128, sb + QB);
             wgmma_commit();
             wgmma_wait_all();
             fence_regs<NT * 4>(s);
-            /* a warp whose 16 rows all lie past the end skips the softmax
-             * (its probabilities become zeros; its rows are not stored) */
-            if (wrow + warp * 16 < d.seq_len) {
+            /* a warp whose 16 rows all lie past the end skips the softmax:
+             * its rows of P V are never stored, so its probabilities may
+             * be the raw scores (rows of a product depend on their own row
+             * of P alone) */
+            if (wrow + warp * 16 < d.seq_len)
                 ws_softmax<KN, true, true, L::NMIN>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
-            } else {
-#pragma unroll
-                for (int i = 0; i < NT * 4; i++)
-                    s[i] = 0.0f;
-            }
+            else
+                r.l0 = r.l1 = 0.0f;
             ws_pack<KN>(s, pa);
-#pragma unroll
-            for (int i = 0; i < 32; i++)
-                o[i] = 0.0f;
-            fence_regs<32>(o);
             wgmma_fence();
-            issue_pv<64, KN>(o, pa, sb + QB + KVB);
+            issue_pv<64, KN, true>(o, pa, sb + QB + KVB);
             wgmma_commit();
             wgmma_wait_all();
             fence_regs<32>(o);
-        }
-        mbar_arrive(empty + 8 * st);
-        if (rows) {
             /* the rows through shared memory and one TMA store, once the
              * warpgroup's previous store has read its buffer */
             r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
@@ -1034,6 +1026,23 @@ flash_short_kernel(const __grid_constant__ sh_maps maps, struct dy_attention_pre
             wg_sync(cw);
             if (wtid == 0)
                 tma_store(&maps.o, obuf, h * 64, wrow, b);
+        }
+        /* once every thread of the warpgroup is past its products (the
+         * barriers above, or none to wait for), one thread counts the
+         * warpgroup done with the stage; the last of the three loads the
+         * stage's next item. Every warpgroup counts after the stage's full
+         * phase, so a stage's k-th item gets counts 3 k .. 3 k + 2. */
+        if (wtid == 0) {
+            unsigned was;
+            asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;\n"
+                         : "=r"(was)
+                         : "r"((unsigned)__cvta_generic_to_shared(&done[st]))
+                         : "memory");
+            int next = item + STAGES * (int)gridDim.x;
+            if (was % SH_CONSUMERS == SH_CONSUMERS - 1 && next < items) {
+                fence_async_proxy();
+                sh_load<KN>(maps, sb, full + 8 * st, next, d);
+            }
         }
     }
     if (wtid == 0)
@@ -1116,17 +1125,18 @@ static int launch_ws(struct cuda_ctx *c, const struct dy_attention_prefill_desc 
 /* head dim 64, at most KN keys (64, 128 or 208) */
 template <int KN> static int launch_short(struct cuda_ctx *c, const struct dy_attention_prefill_desc *d)
 {
+    using L = sh_layout<KN>;
     sh_maps maps;
-    if (d->out_stride % 8 != 0 || !dy_cuda_aligned16(dy_cuda_ptr(d->out)) || !encode_maps(&maps, d, SH_ROWS, KN) ||
+    if (d->out_stride % 8 != 0 || !dy_cuda_aligned16(dy_cuda_ptr(d->out)) ||
+        !encode_maps(&maps, d, L::CHUNKS * 64, KN) ||
         !encode_map(encoder(), &maps.o, dy_cuda_ptr(d->out), d->heads * 64, d, d->out_stride, 64))
         return DY_E_UNSUPPORTED;
-    size_t bytes = sh_layout<KN>::bytes;
     cudaError_t e = cudaFuncSetAttribute(flash_short_kernel<KN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)bytes);
+                                         (int)L::bytes);
     if (e != cudaSuccess)
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(short-sequence flash prefill)");
-    int items = d->batch * d->heads * ((d->seq_len + SH_ROWS - 1) / SH_ROWS);
-    flash_short_kernel<KN><<<(unsigned)(items < c->sm_count ? items : c->sm_count), WS_THREADS, bytes, c->stream>>>(
+    int items = d->batch * d->heads; /* one head of one sequence each */
+    flash_short_kernel<KN><<<(unsigned)(items < c->sm_count ? items : c->sm_count), SH_THREADS, L::bytes, c->stream>>>(
         maps, *d, items);
     return dy_cuda_check_launch(c, "short-sequence flash attention prefill");
 }
