@@ -11,8 +11,10 @@
  * accumulation, the epilogue and beta of the call).
  *
  * Build here: nvcc -O2 -gencode=arch=compute_90,code=sm_90 bench/cuda/lt_search.cu -lcublasLt -o lt_search
- * Run: lt_search [vit-l16|llama-8b] [BATCH]; LT_SUSTAIN_MS=200 times each
- * sample over 200 ms of calls instead of 3 calls. */
+ * Run: lt_search [vit-l16|vit-l16-epilogues|llama-8b] [BATCH]; LT_SUSTAIN_MS=200
+ * times each sample over 200 ms of calls instead of 3 calls; LT_FIRST=1 times
+ * the first answer alone (no search), e.g. for vit-l16-epilogues: fc1 with
+ * GELU and bias, bias alone or neither, fc2 and o with C read or not. */
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -218,6 +220,16 @@ static void search(cublasLtHandle_t lt, const shape &sh)
         return;
     }
     cublasLtMatmulAlgo_t first = h[0].algo;
+    if (getenv("LT_FIRST")) { /* the first answer alone, as dyno runs it */
+        char d[128];
+        describe(first, d, sizeof d);
+        double us = time_algo(p, first, 5);
+        printf("%-14s m %6d n %5d k %5d  first answer %9.1f us  %6.1f TFLOP/s  (%s)\n", sh.name, sh.m, sh.n, sh.k,
+               us, 2.0 * sh.m * sh.n * sh.k / us / 1e6, d);
+        fflush(stdout);
+        release();
+        return;
+    }
     for (int i = 0; i < found; i++)
         if (h[i].state == CUBLAS_STATUS_SUCCESS)
             add(p, all, h[i].algo, h[i].workspaceSize, "heuristic");
@@ -353,6 +365,17 @@ int main(int argc, char **argv)
                    { "o", m, 1024, 1024, CUBLASLT_EPILOGUE_BIAS, 1.0f },
                    { "fc1+gelu", m, 4096, 1024, CUBLASLT_EPILOGUE_GELU_BIAS, 0.0f },
                    { "fc2", m, 1024, 4096, CUBLASLT_EPILOGUE_BIAS, 1.0f } };
+    } else if (!strcmp(which, "vit-l16-epilogues")) {
+        /* what each epilogue and a read C cost at ViT-L/16's shapes */
+        int m = (batch ? batch : 256) * 197;
+        shapes = { { "fc1+gelu+bias", m, 4096, 1024, CUBLASLT_EPILOGUE_GELU_BIAS, 0.0f },
+                   { "fc1+bias", m, 4096, 1024, CUBLASLT_EPILOGUE_BIAS, 0.0f },
+                   { "fc1", m, 4096, 1024, CUBLASLT_EPILOGUE_DEFAULT, 0.0f },
+                   { "fc2+bias C+=", m, 1024, 4096, CUBLASLT_EPILOGUE_BIAS, 1.0f },
+                   { "fc2+bias", m, 1024, 4096, CUBLASLT_EPILOGUE_BIAS, 0.0f },
+                   { "o+bias C+=", m, 1024, 1024, CUBLASLT_EPILOGUE_BIAS, 1.0f },
+                   { "o+bias", m, 1024, 1024, CUBLASLT_EPILOGUE_BIAS, 0.0f },
+                   { "qkv+bias", m, 3072, 1024, CUBLASLT_EPILOGUE_BIAS, 0.0f } };
     } else if (!strcmp(which, "llama-8b")) {
         int m = (batch ? batch : 16) * 1024;
         shapes = { { "qkv", m, 6144, 4096, CUBLASLT_EPILOGUE_DEFAULT, 0.0f },
@@ -360,7 +383,7 @@ int main(int argc, char **argv)
                    { "gate_up", m, 28672, 4096, CUBLASLT_EPILOGUE_DEFAULT, 0.0f },
                    { "down", m, 4096, 14336, CUBLASLT_EPILOGUE_DEFAULT, 1.0f } };
     } else {
-        fprintf(stderr, "usage: lt_search [vit-l16|llama-8b] [BATCH]\n");
+        fprintf(stderr, "usage: lt_search [vit-l16|vit-l16-epilogues|llama-8b] [BATCH]\n");
         return 2;
     }
     shapes.push_back({ "square 8192", 8192, 8192, 8192, CUBLASLT_EPILOGUE_DEFAULT, 0.0f });
