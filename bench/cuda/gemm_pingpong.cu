@@ -30,15 +30,7 @@
 #include <vector>
 
 #include "../../backends/cuda/sm90_wgmma.cuh"
-
-#define CK(x)                                                                           \
-    do {                                                                                \
-        auto r_ = (x);                                                                  \
-        if ((int)r_ != 0) {                                                             \
-            fprintf(stderr, "%s:%d: %s failed (%d)\n", __FILE__, __LINE__, #x, (int)r_); \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
+#include "cuda_bench.h"
 
 #define BM 128
 #define BN 128
@@ -162,17 +154,6 @@ gemm_pingpong(const __grid_constant__ gemm_maps maps, int m, int n, int k, const
         int r0 = t / ntiles * BM + warp * 16 + g, c0 = t % ntiles * BN;
         epilogue_half(d0, r0, c0, m, n, bias, c, gelu, beta, tq);
         epilogue_half(d1, r0 + 64, c0, m, n, bias, c, gelu, beta, tq);
-    }
-}
-
-__global__ void fill_kernel(__nv_bfloat16 *p, size_t n, unsigned seed, float scale)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        unsigned h = (unsigned)i * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        p[i] = __float2bfloat16(((h & 0xffff) / 65536.0f - 0.5f) * scale);
     }
 }
 

@@ -25,14 +25,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#define CK(x)                                                                           \
-    do {                                                                                \
-        auto r_ = (x);                                                                  \
-        if ((int)r_ != 0) {                                                             \
-            fprintf(stderr, "%s:%d: %s failed (%d)\n", __FILE__, __LINE__, #x, (int)r_); \
-            exit(1);                                                                    \
-        }                                                                               \
-    } while (0)
+#include "cuda_bench.h"
 
 struct shape {
     const char *name;
@@ -49,17 +42,6 @@ struct cand {
 };
 
 static const size_t WS = (size_t)32 << 20; /* dyno's LT_WORKSPACE */
-
-__global__ void fill_kernel(__nv_bfloat16 *p, size_t n, unsigned seed)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        unsigned h = (unsigned)i * 2654435761u ^ seed;
-        h ^= h >> 15;
-        h *= 2246822519u;
-        h ^= h >> 13;
-        p[i] = __float2bfloat16(((h & 0xffff) / 65536.0f - 0.5f) * 0.1f);
-    }
-}
 
 struct problem {
     cublasLtHandle_t lt;
@@ -173,10 +155,10 @@ static void search(cublasLtHandle_t lt, const shape &sh)
     CK(cudaMalloc(&p.c, cn * 2));
     CK(cudaMalloc(&p.bias, sh.n * 2));
     CK(cudaMalloc(&p.ws, WS));
-    fill_kernel<<<1024, 256>>>(p.a, an, 1);
-    fill_kernel<<<1024, 256>>>(p.b, bn, 2);
-    fill_kernel<<<1024, 256>>>(p.c, cn, 3);
-    fill_kernel<<<1024, 256>>>(p.bias, sh.n, 4);
+    fill_kernel<<<1024, 256>>>(p.a, an, 1, 0.1f);
+    fill_kernel<<<1024, 256>>>(p.b, bn, 2, 0.1f);
+    fill_kernel<<<1024, 256>>>(p.c, cn, 3, 0.1f);
+    fill_kernel<<<1024, 256>>>(p.bias, sh.n, 4, 0.1f);
     CK(cudaDeviceSynchronize());
 
     /* the layouts of dy_cuda_lt_begin: column-major C^T[n, m] = B^T . A^T */
