@@ -169,6 +169,7 @@ static int cuda_ctx_create(int device, void **out)
                  major >= 9 && !switched_off("DYNO_CUDA_PDL");
         c->flash_wgmma = 2;
         env_int("DYNO_CUDA_FLASH_WGMMA", &c->flash_wgmma);
+        env_int("DYNO_CUDA_FLASH_BLOCKS", &c->flash_blocks);
         if (major != 9 || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess ||
             minor != 0)
             c->flash_wgmma = 0;

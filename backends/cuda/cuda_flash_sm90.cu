@@ -441,14 +441,15 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
 /* ---- the warp-specialized kernel: TMA loads from a producer warpgroup ----
  *
  * Three warpgroups a block. The first gives its registers back
- * (setmaxnreg) and one of its threads loads Q once and each K and V tile
- * with the tensor memory accelerator into STAGES stages, each with its own
- * full (the bytes landed) and empty (every consumer is done) mbarrier for
- * K and for V. The other two (240 registers a thread) are the consumers of
- * the kernel above, with FlashAttention-3's schedule within a warpgroup as
- * well as between them: phase j issues S_j = Q K_j^T, rescales O for tile
- * j - 1's maxima, issues O += P_{j-1} V_{j-1}, and runs tile j's softmax
- * while that last product is still in flight. */
+ * (setmaxnreg) and one of its threads loads each item's Q and each K and V
+ * tile with the tensor memory accelerator into STAGES stages, each with its
+ * own full (the bytes landed) and empty (both consumers are done) mbarrier
+ * for K and for V. The other two (240 registers a thread) are the consumers
+ * of the kernel above, with FlashAttention-3's schedule within a warpgroup
+ * as well as between them as written: phase j issues S_j = Q K_j^T,
+ * rescales O for tile j - 1's maxima, issues O += P_{j-1} V_{j-1}, and runs
+ * tile j's softmax (ptxas moves the wait for that last product above it;
+ * see the loop). */
 
 #define WS_THREADS 384 /* a producer and two consumer warpgroups */
 
@@ -522,9 +523,37 @@ template <int KEYS> __device__ __forceinline__ void ws_pack(const float *s, uint
     }
 }
 
+/* which rows, heads and sequence work item `item` covers: the items run
+ * from the longest causal walks (the last query rows) to the shortest, so
+ * the blocks that take them in turn end together; within one row block,
+ * neighbouring items are neighbouring heads of one sequence (K and V of a
+ * KV head read by several blocks at once, from L2) */
+struct ws_item {
+    int q0, hg, b, tiles;
+};
+
+__device__ __forceinline__ ws_item ws_decode(int item, const struct dy_attention_prefill_desc &d, int hpb, int rows,
+                                             int keys)
+{
+    int hgs = d.heads / hpb, per = hgs * d.batch, nq = (d.seq_len + rows - 1) / rows;
+    int qi = item / per, rem = item % per;
+    ws_item w;
+    w.q0 = (d.causal ? nq - 1 - qi : qi) * rows;
+    w.hg = rem % hgs;
+    w.b = rem / hgs;
+    int key_end = d.causal ? min(d.seq_len, w.q0 + rows) : d.seq_len;
+    w.tiles = (key_end + keys - 1) / keys;
+    return w;
+}
+
+/* The blocks stay resident (one an SM) and walk work items (64 query rows
+ * of two heads, or 128 of one, as above) in turn, so the producer loads the
+ * next item's Q and first tiles while the consumers finish this one, and
+ * one warpgroup starts the next item while the other stores its rows. The
+ * stages' phases run on across items (a block-wide tile count). */
 template <int HD, int KEYS, int STAGES>
 __global__ void __launch_bounds__(WS_THREADS, 1)
-flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int hpb,
+flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int hpb, int items,
                 __nv_bfloat16 *out)
 {
     using L = ws_layout<HD, KEYS, STAGES>;
@@ -534,23 +563,20 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
     base = (base + 1023u) & ~1023u;
     int tid = threadIdx.x, wg = tid / 128;
     int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
-    int q0 = (d.causal ? (int)gridDim.x - 1 - (int)blockIdx.x : (int)blockIdx.x) * rows;
-    int kvh = (int)blockIdx.y * hpb / group, b = (int)blockIdx.z;
-    int key_end = d.causal ? min(d.seq_len, q0 + rows) : d.seq_len;
-    int tiles = (key_end + KEYS - 1) / KEYS;
     unsigned qs = base, ks = base + 2 * QB, vs = ks + STAGES * KVB;
-    /* bars: q_full, then per stage k_full, v_full, k_empty, v_empty */
-    __shared__ __align__(8) uint64_t bars[1 + 4 * STAGES];
-    unsigned q_full = (unsigned)__cvta_generic_to_shared(bars);
-    unsigned k_full = q_full + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
+    /* bars: q_full, q_empty, then per stage k_full, v_full, k_empty, v_empty */
+    __shared__ __align__(8) uint64_t bars[2 + 4 * STAGES];
+    unsigned q_full = (unsigned)__cvta_generic_to_shared(bars), q_empty = q_full + 8;
+    unsigned k_full = q_empty + 8, v_full = k_full + 8 * STAGES, k_empty = v_full + 8 * STAGES,
              v_empty = k_empty + 8 * STAGES;
     if (tid == 0) {
         mbar_init(q_full, 1);
+        mbar_init(q_empty, 2);
         for (int i = 0; i < STAGES; i++) {
             mbar_init(k_full + 8 * i, 1);
             mbar_init(v_full + 8 * i, 1);
-            mbar_init(k_empty + 8 * i, 256);
-            mbar_init(v_empty + 8 * i, 256);
+            mbar_init(k_empty + 8 * i, 2);
+            mbar_init(v_empty + 8 * i, 2);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -560,24 +586,33 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
         /* the producer */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
         if (tid == 0) {
-            mbar_expect(q_full, 2 * QB);
-            for (int w = 0; w < 2; w++) {
-                int h = (int)blockIdx.y * hpb + (hpb == 2 ? w : 0);
-                tma_tile<HD, FW_ROWS>(qs + w * QB, &maps.q, h * HD, q0 + (hpb == 2 ? 0 : w * FW_ROWS), b, q_full);
-            }
-            for (int j = 0; j < tiles; j++) {
-                int st = j % STAGES, ph = (j / STAGES - 1) & 1;
-                if (j >= STAGES)
-                    mbar_wait(k_empty + 8 * st, ph);
-                mbar_expect(k_full + 8 * st, KVB);
-                tma_tile<HD, KEYS>(ks + st * KVB, &maps.k, kvh * HD, j * KEYS, b, k_full + 8 * st);
-                if (j >= STAGES)
-                    mbar_wait(v_empty + 8 * st, ph);
-                mbar_expect(v_full + 8 * st, KVB);
-                tma_tile<HD, KEYS>(vs + st * KVB, &maps.v, kvh * HD, j * KEYS, b, v_full + 8 * st);
+            int it = 0; /* tiles loaded so far */
+            for (int item = (int)blockIdx.x, n = 0; item < items; item += (int)gridDim.x, n++) {
+                ws_item w = ws_decode(item, d, hpb, rows, KEYS);
+                int kvh = w.hg * hpb / group;
+                /* Q once the consumers' last scores of the item before are done */
+                if (n > 0)
+                    mbar_wait(q_empty, (n - 1) & 1);
+                mbar_expect(q_full, 2 * QB);
+                for (int cw = 0; cw < 2; cw++) {
+                    int h = w.hg * hpb + (hpb == 2 ? cw : 0);
+                    tma_tile<HD, FW_ROWS>(qs + cw * QB, &maps.q, h * HD, w.q0 + (hpb == 2 ? 0 : cw * FW_ROWS), w.b,
+                                          q_full);
+                }
+                for (int j = 0; j < w.tiles; j++, it++) {
+                    int st = it % STAGES, ph = (it / STAGES - 1) & 1;
+                    if (it >= STAGES)
+                        mbar_wait(k_empty + 8 * st, ph);
+                    mbar_expect(k_full + 8 * st, KVB);
+                    tma_tile<HD, KEYS>(ks + st * KVB, &maps.k, kvh * HD, j * KEYS, w.b, k_full + 8 * st);
+                    if (it >= STAGES)
+                        mbar_wait(v_empty + 8 * st, ph);
+                    mbar_expect(v_full + 8 * st, KVB);
+                    tma_tile<HD, KEYS>(vs + st * KVB, &maps.v, kvh * HD, j * KEYS, w.b, v_full + 8 * st);
+                }
             }
             /* the block ends once the consumers have read the last tiles */
-            for (int j = max(tiles - STAGES, 0); j < tiles; j++) {
+            for (int j = max(it - STAGES, 0); j < it; j++) {
                 mbar_wait(k_empty + 8 * (j % STAGES), (j / STAGES) & 1);
                 mbar_wait(v_empty + 8 * (j % STAGES), (j / STAGES) & 1);
             }
@@ -587,102 +622,125 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
     /* a consumer warpgroup: cw 0 or 1 */
     int cw = wg - 1, wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-    int h = (int)blockIdx.y * hpb + (hpb == 2 ? cw : 0);
-    int wrow = q0 + (hpb == 2 ? 0 : cw * FW_ROWS);
     unsigned wq = qs + cw * QB;
-    int wg_last = min(wrow + FW_ROWS - 1, d.seq_len - 1);
-    int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
     const float scale = d.scale * 1.4426950408889634f;
-    int row0 = wrow + warp * 16 + g;
-    float o[HD / 2], s[NT * 4], c0 = 1.0f, c1 = 1.0f;
-    uint32_t pa[NT / 2][4];
-#pragma unroll
-    for (int i = 0; i < HD / 2; i++)
-        o[i] = 0.0f;
-    fw_rows r = {-INFINITY, -INFINITY, 0.0f, 0.0f};
-    /* the warpgroups take turns to issue (named barriers 1 and 2), each
-     * for tiles + 1 phases */
-    auto turn_begin = [&]() { named_sync(cw == 0 ? 1 : 2); };
-    auto turn_end = [&](bool last) {
-        if (cw == 0)
-            named_arrive(2);
-        else if (!last)
-            named_arrive(1);
+    /* one thread of a warpgroup arrives on an empty barrier: a wgmma is
+     * the whole warpgroup's, so once it has completed for this thread it
+     * has read its operands for all (CUTLASS's pipelines do the same) */
+    auto release = [&](unsigned bar) {
+        if (wtid == 0)
+            mbar_arrive(bar);
     };
-    if (cw == 1)
+    /* the warpgroups take turns to issue (named barriers 1 and 2), each
+     * for tiles + 1 phases an item; the second one's last turn of an item
+     * opens the first one's next, except after the block's last item */
+    if (cw == 1 && (int)blockIdx.x < items)
         named_arrive(1);
-    mbar_wait(q_full, 0);
-    int phase = 0;
-    if (live > 0) {
-        mbar_wait(k_full, 0);
-        turn_begin();
-        wgmma_fence();
-        issue_scores<HD, KEYS>(s, wq, ks);
-        wgmma_commit();
-        turn_end(phase++ == tiles);
-        wgmma_wait_all();
-        fence_regs<NT * 4>(s);
-        mbar_arrive(k_empty);
-        ws_softmax<KEYS, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
-        ws_pack<KEYS>(s, pa);
-        for (int j = 1; j < live; j++) {
-            int st = j % STAGES, pv = (j - 1) % STAGES;
-            mbar_wait(k_full + 8 * st, (j / STAGES) & 1);
+    int it = 0; /* tiles consumed so far */
+    for (int item = (int)blockIdx.x, n = 0; item < items; item += (int)gridDim.x, n++) {
+        ws_item w = ws_decode(item, d, hpb, rows, KEYS);
+        bool last_item = item + (int)gridDim.x >= items;
+        int tiles = w.tiles;
+        int h = w.hg * hpb + (hpb == 2 ? cw : 0);
+        int wrow = w.q0 + (hpb == 2 ? 0 : cw * FW_ROWS);
+        int wg_last = min(wrow + FW_ROWS - 1, d.seq_len - 1);
+        int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
+        int row0 = wrow + warp * 16 + g;
+        auto turn_begin = [&]() { named_sync(cw == 0 ? 1 : 2); };
+        auto turn_end = [&](bool last) {
+            if (cw == 0)
+                named_arrive(2);
+            else if (!last || !last_item)
+                named_arrive(1);
+        };
+        float o[HD / 2], s[NT * 4], c0 = 1.0f, c1 = 1.0f;
+#pragma unroll
+        for (int i = 0; i < HD / 2; i++)
+            o[i] = 0.0f;
+        fw_rows r = {-INFINITY, -INFINITY, 0.0f, 0.0f};
+        mbar_wait(q_full, n & 1);
+        int phase = 0;
+        if (live > 0) {
+            uint32_t pa[NT / 2][4];
+            mbar_wait(k_full + 8 * (it % STAGES), (it / STAGES) & 1);
             turn_begin();
             wgmma_fence();
-            issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
+            issue_scores<HD, KEYS>(s, wq, ks + (it % STAGES) * KVB);
             wgmma_commit();
+            turn_end(phase++ == tiles);
+            wgmma_wait_all();
+            fence_regs<NT * 4>(s);
+            release(k_empty + 8 * (it % STAGES));
+            ws_softmax<KEYS, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
+            ws_pack<KEYS>(s, pa);
+            for (int j = 1; j < live; j++) {
+                int x = it + j, st = x % STAGES, pv = (x - 1) % STAGES;
+                mbar_wait(k_full + 8 * st, (x / STAGES) & 1);
+                turn_begin();
+                wgmma_fence();
+                issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
+                wgmma_commit();
+                rescale_o<HD>(o, c0, c1);
+                mbar_wait(v_full + 8 * pv, ((x - 1) / STAGES) & 1);
+                fence_regs<HD / 2>(o);
+                wgmma_fence();
+                issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
+                wgmma_commit();
+                turn_end(phase++ == tiles);
+                wgmma_wait_one();
+                fence_regs<NT * 4>(s);
+                release(k_empty + 8 * st);
+                ws_softmax<KEYS, false>(s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
+                /* ptxas hoists this wait above the softmax (a build that
+                 * kept P of two tiles in registers to avoid it overlapped
+                 * as planned and measured slower) */
+                wgmma_wait_all();
+                fence_regs<HD / 2>(o);
+                release(v_empty + 8 * pv);
+                ws_pack<KEYS>(s, pa);
+            }
+            /* every score product of the item is done: Q may be replaced */
+            release(q_empty);
+            int x = it + live - 1, pv = x % STAGES;
             rescale_o<HD>(o, c0, c1);
-            mbar_wait(v_full + 8 * pv, ((j - 1) / STAGES) & 1);
+            mbar_wait(v_full + 8 * pv, (x / STAGES) & 1);
+            turn_begin();
             fence_regs<HD / 2>(o);
             wgmma_fence();
             issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
             wgmma_commit();
             turn_end(phase++ == tiles);
-            wgmma_wait_one();
-            fence_regs<NT * 4>(s);
-            mbar_arrive(k_empty + 8 * st);
-            ws_softmax<KEYS, false>(s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
             wgmma_wait_all();
             fence_regs<HD / 2>(o);
-            mbar_arrive(v_empty + 8 * pv);
-            ws_pack<KEYS>(s, pa);
+            release(v_empty + 8 * pv);
+        } else {
+            release(q_empty);
         }
-        int pv = (live - 1) % STAGES;
-        rescale_o<HD>(o, c0, c1);
-        mbar_wait(v_full + 8 * pv, ((live - 1) / STAGES) & 1);
-        turn_begin();
-        fence_regs<HD / 2>(o);
-        wgmma_fence();
-        issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
-        wgmma_commit();
-        turn_end(phase++ == tiles);
-        wgmma_wait_all();
-        fence_regs<HD / 2>(o);
-        mbar_arrive(v_empty + 8 * pv);
+        /* tiles past this warpgroup's rows: released unread, a turn each (the
+         * other warpgroup's turns wait for ours, and the producer's loads for
+         * these releases); the turns go on until both warpgroups have had
+         * tiles + 1 */
+        for (int j = live; j < tiles; j++) {
+            int x = it + j;
+            turn_begin();
+            turn_end(phase++ == tiles);
+            mbar_wait(k_full + 8 * (x % STAGES), (x / STAGES) & 1);
+            release(k_empty + 8 * (x % STAGES));
+            mbar_wait(v_full + 8 * (x % STAGES), (x / STAGES) & 1);
+            release(v_empty + 8 * (x % STAGES));
+        }
+        while (phase <= tiles) {
+            turn_begin();
+            turn_end(phase++ == tiles);
+        }
+        it += tiles;
+        /* the four lanes of a row add their sums */
+        r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
+        r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
+        r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
+        r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
+        store_rows<HD>(out, o, r, d, (size_t)w.b * d.seq_len, h, row0, t);
     }
-    /* tiles past this warpgroup's rows: released unread, a turn each (the
-     * other warpgroup's turns wait for ours, and the producer's loads for
-     * these releases); the turns go on until both warpgroups have had
-     * tiles + 1 */
-    for (int j = live; j < tiles; j++) {
-        turn_begin();
-        turn_end(phase++ == tiles);
-        mbar_wait(k_full + 8 * (j % STAGES), (j / STAGES) & 1);
-        mbar_arrive(k_empty + 8 * (j % STAGES));
-        mbar_wait(v_full + 8 * (j % STAGES), (j / STAGES) & 1);
-        mbar_arrive(v_empty + 8 * (j % STAGES));
-    }
-    while (phase <= tiles) {
-        turn_begin();
-        turn_end(phase++ == tiles);
-    }
-    /* the four lanes of a row add their sums */
-    r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
-    r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
-    r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
-    r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
-    store_rows<HD>(out, o, r, d, (size_t)b * d.seq_len, h, row0, t);
 }
 
 /* ---- short sequences: one tile holds every key ----
@@ -944,9 +1002,13 @@ static int launch_ws(struct cuda_ctx *c, const struct dy_attention_prefill_desc 
     if (e != cudaSuccess)
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(warp-specialized flash prefill)");
     int group = d->heads / d->kv_heads, hpb = group % 2 == 0 ? 2 : 1, rows = FW_ROWS * 2 / hpb;
-    dim3 grid((unsigned)((d->seq_len + rows - 1) / rows), (unsigned)(d->heads / hpb), (unsigned)d->batch);
+    int items = (d->seq_len + rows - 1) / rows * (d->heads / hpb) * d->batch;
+    /* one resident block an SM walking the items (DYNO_CUDA_FLASH_WGMMA=3:
+     * a block an item, as before the blocks stayed resident) */
+    int grid = c->flash_wgmma == 3 ? items : c->flash_blocks > 0 ? c->flash_blocks : c->sm_count;
+    grid = grid < items ? grid : items;
     flash_ws_kernel<HD, KEYS, STAGES>
-        <<<grid, WS_THREADS, bytes, c->stream>>>(maps, *d, hpb, (__nv_bfloat16 *)dy_cuda_ptr(d->out));
+        <<<grid, WS_THREADS, bytes, c->stream>>>(maps, *d, hpb, items, (__nv_bfloat16 *)dy_cuda_ptr(d->out));
     return dy_cuda_check_launch(c, "warp-specialized flash attention prefill");
 }
 
@@ -1003,7 +1065,7 @@ int dy_cuda_flash_wgmma(struct cuda_ctx *c, const struct dy_attention_prefill_de
     /* head dim 128: the warp-specialized kernel with two stages (three
      * measured slower; at head dim 64 it measured slower than the cp.async
      * kernel, which serves the sequences too long for the one above) */
-    if (c->flash_wgmma == 2 && d->head_dim == 128) {
+    if (c->flash_wgmma >= 2 && d->head_dim == 128) {
         int st = launch_ws<128, 128, 2>(c, d);
         if (st != DY_E_UNSUPPORTED)
             return st;

@@ -98,8 +98,13 @@ struct cuda_ctx {
     int scatter_variant;
     /* prefill attention on wgmma (cuda_flash_sm90.cu), compute capability
      * 9.0 only: 2 the warp-specialized kernel (TMA loads), 1 the one whose
-     * consumers load with cp.async, 0 none (DYNO_CUDA_FLASH_WGMMA) */
+     * consumers load with cp.async, 0 none; 3 the first with a block an
+     * item instead of resident blocks walking items (DYNO_CUDA_FLASH_WGMMA) */
     int flash_wgmma;
+    /* at most this many resident blocks walk the warp-specialized kernel's
+     * items (DYNO_CUDA_FLASH_BLOCKS, for tests: few blocks make each walk
+     * many items); 0: one an SM */
+    int flash_blocks;
     char err[512];
 };
 

@@ -3,7 +3,7 @@
 # .carry/BENCH/: dyno-bin.tar.xz (kept apart from other scripts' packs) and
 # bench/cuda/BENCH.c, built against the build tree's static libraries as
 # bench/meson.build links opencl_bench.
-# Usage: bench/cuda/pack_bench.sh kv_bench|moe_ops_bench|quant_bench [BUILD_DIR]
+# Usage: bench/cuda/pack_bench.sh attn_bench|kv_bench|moe_ops_bench|quant_bench [BUILD_DIR]
 set -eu
 bench=$1
 b=${2:-build}
