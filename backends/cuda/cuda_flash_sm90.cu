@@ -306,7 +306,8 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
-    int tid = threadIdx.x, wg = tid / 128, wtid = tid % 128;
+    /* wg from lane 0: uniform in the compiler's view (see flash_ws_kernel) */
+    int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0), wtid = tid % 128;
     int warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
     /* causal: the longest rows first, so the short ones fill the tail */
