@@ -306,8 +306,7 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
-    /* wg from lane 0: uniform in the compiler's view (see flash_ws_kernel) */
-    int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0), wtid = tid % 128;
+    int tid = threadIdx.x, wg = warpgroup_index(), wtid = tid % 128;
     int warp = wtid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
     /* causal: the longest rows first, so the short ones fill the tail */
@@ -562,10 +561,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
-    /* the warpgroup index from lane 0 of the warp: the compiler then knows
-     * it is the same in every lane, and the shared-memory descriptors built
-     * from it stay in uniform registers (as CUTLASS does) */
-    int tid = threadIdx.x, wg = __shfl_sync(0xffffffffu, tid / 128, 0);
+    int tid = threadIdx.x, wg = warpgroup_index();
     int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
     unsigned qs = base, ks = base + 2 * QB, vs = ks + STAGES * KVB;
     /* bars: q_full, q_empty, then per stage k_full, v_full, k_empty, v_empty */
@@ -850,9 +846,7 @@ flash_short_kernel(const __grid_constant__ sh_maps maps, struct dy_attention_pre
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
-    /* cw from lane 0, so the compiler sees it uniform (the descriptors
-     * built from it stay in uniform registers) */
-    int tid = threadIdx.x, cw = __shfl_sync(0xffffffffu, tid / 128, 0), wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4,
+    int tid = threadIdx.x, cw = warpgroup_index(), wtid = tid % 128, warp = wtid / 32, lane = tid % 32, g = lane / 4,
         t = lane % 4;
     int chunks = (d.seq_len + 63) / 64;
     /* per stage: the full barrier (the three copies landed) and how many

@@ -9,6 +9,16 @@
 #include <cuda.h>
 #include <stdint.h>
 
+/* this thread's warpgroup (threadIdx.x / 128), read from lane 0 so that
+ * the compiler knows it is the same in every lane of the warp: the
+ * shared-memory descriptors built from it then stay in uniform registers
+ * instead of moving there before each wgmma (CUTLASS's
+ * canonical_warp_group_idx does the same) */
+__device__ __forceinline__ int warpgroup_index()
+{
+    return __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0);
+}
+
 /* mbarriers in shared memory (at shared address `bar`) */
 __device__ __forceinline__ void mbar_init(unsigned bar, int count)
 {

@@ -48,7 +48,8 @@ for b in $MODES cpu; do
         --weight-dtype bf16 --backend $be --prompt "$prompt" --max-new-tokens 12 2>&1 | tail -1)"
 done
 python3 bench/cuda/sdpa_peer.py 2>&1 | grep sdpa
-# the kernels alone, timed as sdpa_peer.py times SDPA (pack_bench.sh attn_bench)
+# the kernels alone, timed as sdpa_peer.py times SDPA (when carried: pack_bench.sh
+# attn_bench, then pack.sh, since pack_bench.sh moves the pack it makes)
 if [ -x .carry/attn_bench/attn_bench ]; then
     for m in $PROFILED; do
         echo "-- attn_bench wgmma=$m"
