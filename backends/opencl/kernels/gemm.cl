@@ -232,6 +232,7 @@ int gemv1_col(int grp, int s, int rope_cols, int rope_half, int swiglu_half)
         __global const int *slots, ulong slots_off, __global uchar *k_cache, ulong kc_off,       \
         __global uchar *v_cache, ulong vc_off, int cache_dtype, int k_col, int v_col, int kv_dim
 
+#ifndef DY_NO_LAYER
 /* A work-group's wait, in layer.cl's decode_layer, until `target`
  * work-groups have counted themselves done at *count (by phase_done):
  * item 0 spins on the count, then a fence and a barrier order every item's
@@ -246,6 +247,7 @@ void phase_wait(volatile __global int *count, int target)
     barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
     mem_fence(CLK_GLOBAL_MEM_FENCE);
 }
+#endif
 
 /* gemv1_gpu's work-group grp; local memory from the caller (red4 and
  * ss4 WG / 4 float4s each, tot GEMV_ROWS + 1 floats). With `count` set it
@@ -279,8 +281,12 @@ void gemv1_body(int grp, __local float4 *red4, __local float4 *ss4, __local floa
     for (int u = 0; u < GEMV1_LOADS; u++)
         if (lane * 8 + u * step < k)
             raw[u] = *(__global const uint4 *)(brow + (size_t)(lane * 8 + u * step) * 2);
+#ifndef DY_NO_LAYER
+    /* (the Level Zero module has no decode_layer, and PoCL, which runs it
+     * in the tests, lacks mem_fence after its SPIR-V round trip) */
     if (count)
         phase_wait(count, target);
+#endif
     for (int p0 = lane * 8; p0 < k; p0 += GEMV1_LOADS * step) {
         if (p0 != lane * 8) {
 #pragma unroll

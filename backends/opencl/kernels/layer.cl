@@ -20,6 +20,8 @@
  * phases' done counts; the last work-group of the last phase puts every
  * count back to 0 for the next launch. */
 
+#ifndef DY_NO_LAYER /* the Level Zero module leaves it out (gemm.cl's phase_wait) */
+
 /* One GEMV phase's arguments; B's, the bias's and the norm weights' dtypes
  * are the launch's, A and C are f32. */
 #define LAYER_GEMV(P)                                                                          \
@@ -102,3 +104,4 @@ void decode_layer(LAYER_GEMV(qkv_), LAYER_GEMV(o_), LAYER_GEMV(gu_), LAYER_GEMV(
                 count[i] = 0;
     }
 }
+#endif
