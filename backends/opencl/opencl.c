@@ -245,7 +245,7 @@ static void ocl_ctx_destroy(void *ctx)
 /* A failed build is a bug or a driver's quirk: its log goes to stderr, as
  * does the reason for any failure of ctx_create, whose caller has no
  * context to ask for text. */
-static void report_build_log(struct dy_ocl_ctx *c)
+static void report_build_log(struct dy_ocl_ctx *c, const char *what)
 {
     size_t len = 0;
     clGetProgramBuildInfo(c->program, c->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &len);
@@ -253,7 +253,7 @@ static void report_build_log(struct dy_ocl_ctx *c)
     if (log && clGetProgramBuildInfo(c->program, c->device, CL_PROGRAM_BUILD_LOG, len, log,
                                      NULL) == CL_SUCCESS) {
         log[len] = '\0';
-        fprintf(stderr, "dyno: opencl: kernel build failed:\n%s\n", log);
+        fprintf(stderr, "dyno: opencl: kernel build %s:\n%s\n", what, log);
     }
     free(log);
 }
@@ -306,10 +306,18 @@ static int ocl_ctx_create(int index, void **ctx)
     cl_device_type type = 0;
     clGetDeviceInfo(c->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     bool cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
-    err = clBuildProgram(c->program, 1, &c->device, cpu ? cpu_build_options : build_options, NULL,
-                         NULL);
+    /* DYNO_OCL_BUILD_OPTIONS adds to the options (a vendor's, such as
+     * NVIDIA's -cl-nv-verbose or -cl-nv-maxrregcount=N); DYNO_OCL_BUILD_LOG=1
+     * prints the compiler's log after a build that succeeded too */
+    char options[512];
+    const char *extra = getenv("DYNO_OCL_BUILD_OPTIONS");
+    snprintf(options, sizeof options, "%s %s", cpu ? cpu_build_options : build_options, extra ? extra : "");
+    err = clBuildProgram(c->program, 1, &c->device, options, NULL, NULL);
+    const char *show_log = getenv("DYNO_OCL_BUILD_LOG");
+    if (err == CL_SUCCESS && show_log && strcmp(show_log, "1") == 0)
+        report_build_log(c, "log");
     if (err != CL_SUCCESS) {
-        report_build_log(c);
+        report_build_log(c, "failed");
         st = dy_ocl_fail(c, err, "clBuildProgram");
         goto fail;
     }
