@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 6
+#define DY_BACKEND_ABI 5
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -321,19 +321,6 @@ struct dy_attention_decode_desc {
     int fresh_tokens;
 };
 
-/* One decode step of a dense decoder layer, as the five ops it is made of,
- * in order: the q/k/v GEMM (with its norm, RoPE and KV append), decode
- * attention over the cache, the o GEMM into the residual stream, the
- * gate/up GEMM (with its norm and SwiGLU), the down GEMM into the residual
- * stream. Each desc is what the op alone would take: a backend whose kernel
- * launches are dear may run the five as one launch (slot decode_layer);
- * elsewhere dy_decode_layer runs them one by one. */
-struct dy_decode_layer_desc {
-    struct dy_gemm_desc qkv;
-    struct dy_attention_decode_desc attention;
-    struct dy_gemm_desc o, gate_up, down;
-};
-
 /* KV-cache eviction scores, one per listed block of one layer's cache: the
  * sum over the block's block_size tokens of a token score averaged over
  * the KV heads. Inverse key norm: 1 / ||k||; PagedEviction: ||v|| / ||k||
@@ -535,9 +522,6 @@ struct dy_backend {
      * and softmax_topk's sort */
     unsigned grouped_acts;
     bool grouped_scatter, topk_sort;
-    /* a dense layer's decode step in one call (may be NULL, or decline a
-     * call with DY_E_UNSUPPORTED: dy_decode_layer then runs its five ops) */
-    int (*decode_layer)(void *ctx, const struct dy_decode_layer_desc *d);
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */
@@ -801,7 +785,6 @@ int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d);
 int dy_scatter_add_rows(dy_ctx *ctx, const struct dy_scatter_add_rows_desc *d);
 int dy_kv_block_scores(dy_ctx *ctx, const struct dy_kv_block_scores_desc *d);
 int dy_dequantize(dy_ctx *ctx, const struct dy_dequantize_desc *d);
-int dy_decode_layer(dy_ctx *ctx, const struct dy_decode_layer_desc *d);
 
 /* Graphs of ops (backend slots graph_*). dy_graph_available is false when
  * the backend has none, when DYNO_GRAPHS=0, or while DYNO_PROFILE_OPS times

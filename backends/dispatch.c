@@ -15,12 +15,12 @@ struct dy_alloc {
 
 /* DYNO_PROFILE_OPS=1: device time of every op, summed per op and printed
  * when the context is destroyed. Events are pooled and resolved at dy_sync. */
-enum { OP_COUNT = 18, PROFILE_PENDING = 8192 };
+enum { OP_COUNT = 17, PROFILE_PENDING = 8192 };
 static const char *const op_names[OP_COUNT] = {
     "fill_random", "gemm", "norm", "rope", "eltwise", "gather_rows", "kv_append",
     "attention_prefill", "attention_decode", "argmax", "convert",
     "softmax_topk", "moe_sort", "gemm_grouped", "scatter_add_rows", "kv_block_scores",
-    "dequantize", "decode_layer",
+    "dequantize",
 };
 
 struct op_profile {
@@ -373,9 +373,19 @@ static bool try_whole(dy_ctx *ctx, bool whole, int op, int (*call)(dy_ctx *, con
 {
     if (!whole)
         return false;
+    struct op_profile *p = ctx->profile;
+    int pending = p ? p->pending : 0;
     *st = run_op(ctx, op, call, d);
-    if (*st == DY_E_UNSUPPORTED)
+    if (*st == DY_E_UNSUPPORTED) {
+        /* a declined call is not an op of the profile: the parts that
+         * run instead are */
+        if (p && p->pending > pending) {
+            p->pending--;
+            ctx->be->event_destroy(ctx->impl, p->events[2 * p->pending]);
+            ctx->be->event_destroy(ctx->impl, p->events[2 * p->pending + 1]);
+        }
         return false;
+    }
     *st = checked(ctx, *st, what);
     return true;
 }
@@ -478,8 +488,13 @@ static int gemm_then_append(dy_ctx *ctx, const struct dy_gemm_desc *d)
     return dy_kv_append(ctx, &kd);
 }
 
-/* What dy_gemm refuses before any call: DY_OK, or the failure. */
-static int gemm_refused(dy_ctx *ctx, const struct dy_gemm_desc *d)
+/* A GEMM with a norm of A: the backend's where it offers one for this
+ * call, else dy_norm into A and the GEMM. With a KV append: the
+ * backend's, else the GEMM and dy_kv_append over C. With an activation: the
+ * backend's fused epilogue where it offers one for this call, else the
+ * plain GEMM and the element-wise op over C (SwiGLU: over C's first half,
+ * the gate, with its second, the up; RoPE: dy_rope over C's first heads). */
+int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
 {
     if (!ctx->be->gemm || (dy_dtype_quantized(d->b_dtype) && !ctx->be->dequantize))
         return fail(ctx, DY_E_UNSUPPORTED, "gemm");
@@ -501,28 +516,12 @@ static int gemm_refused(dy_ctx *ctx, const struct dy_gemm_desc *d)
                           ap->k_col + kvd > d->n || ap->v_col + kvd > d->n || ap->cache_dtype == DY_I8))
         return fail(ctx, DY_E_INVALID, "gemm (a KV append needs slots, both caches, K and V "
                                        "columns inside C, a cache that is not int8)");
-    return DY_OK;
-}
-
-/* A GEMM with a norm of A: the backend's where it offers one for this
- * call, else dy_norm into A and the GEMM. With a KV append: the
- * backend's, else the GEMM and dy_kv_append over C. With an activation: the
- * backend's fused epilogue where it offers one for this call, else the
- * plain GEMM and the element-wise op over C (SwiGLU: over C's first half,
- * the gate, with its second, the up; RoPE: dy_rope over C's first heads). */
-int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
-{
-    int st = gemm_refused(ctx, d);
-    if (st != DY_OK)
-        return st;
-    const struct dy_gemm_rope *r = &d->rope;
-    const struct dy_gemm_norm *nm = &d->norm;
-    const struct dy_gemm_append *ap = &d->append;
     /* a backend sees only the parts it declares: the rest is composed
      * around its call */
     bool act_ok = d->act == DY_ACT_NONE || (ctx->be->gemm_acts & (1u << d->act));
     if (ap->k_cache.h && !ctx->be->gemm_append)
         return gemm_then_append(ctx, d);
+    int st;
     if (nm->x.h) {
         if (try_whole(ctx, ctx->be->gemm_norm && act_ok, 1, call_gemm, d, "gemm", &st))
             return st;
@@ -557,27 +556,4 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
     struct dy_eltwise_desc e = { .op = DY_ELT_GELU, .a = d->c, .out = d->c, .rows = d->m, .cols = d->n,
                                  .a_stride = d->ldc, .out_stride = d->ldc, .dtype = d->c_dtype };
     return dy_eltwise(ctx, &e);
-}
-
-static int call_decode_layer(dy_ctx *ctx, const void *d)
-{
-    return ctx->be->decode_layer(ctx->impl, (const struct dy_decode_layer_desc *)d);
-}
-
-/* The backend's whole layer step where it has one and takes this call
- * (every GEMM passing dy_gemm's checks first), else the five ops in turn. */
-int dy_decode_layer(dy_ctx *ctx, const struct dy_decode_layer_desc *d)
-{
-    const struct dy_gemm_desc *gemms[4] = { &d->qkv, &d->o, &d->gate_up, &d->down };
-    bool whole = ctx->be->decode_layer && ctx->be->attention_decode;
-    int st;
-    for (int i = 0; i < 4 && whole; i++)
-        if ((st = gemm_refused(ctx, gemms[i])) != DY_OK)
-            return st;
-    if (try_whole(ctx, whole, 17, call_decode_layer, d, "decode_layer", &st))
-        return st;
-    if ((st = dy_gemm(ctx, &d->qkv)) || (st = dy_attention_decode(ctx, &d->attention)) ||
-        (st = dy_gemm(ctx, &d->o)) || (st = dy_gemm(ctx, &d->gate_up)))
-        return st;
-    return dy_gemm(ctx, &d->down);
 }

@@ -395,30 +395,6 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
     return st ? st : dy_gemm(m->ctx, &down);
 }
 
-/* A decode step of a layer whose q/k/v GEMM takes its norm, RoPE and KV
- * append (no q/k norm between), dense: the five ops as one
- * dy_decode_layer, which a backend may run as one launch. False (nothing
- * run) where the layer is not such a layer. */
-static bool decode_layer(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int *st)
-{
-    const struct dy_model_config *c = m->cfg;
-    struct dy_gemm_append kv;
-    if (c->experts || c->qk_norm != DY_QK_NORM_NONE || m->profile ||
-        !dy_llm_gemm_append(m, layer, q_dim(c), q_dim(c) + kv_dim(c), &kv))
-        return false;
-    struct dy_gemm_rope rot;
-    struct dy_gemm_norm nrm;
-    struct dy_decode_layer_desc d = {
-        .qkv = qkv_desc(m, l, m->batch, &rot, &nrm, &kv),
-        .attention = decode_attention(m, layer, m->qkv, q_dim(c) + 2 * kv_dim(c)),
-        .o = o_desc(m, l, m->batch),
-        .gate_up = gate_up_desc(m, l, m->batch),
-        .down = down_desc(m, l, m->batch),
-    };
-    *st = dy_decode_layer(m->ctx, &d);
-    return true;
-}
-
 /* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0
  * for a prefill of batch sequences of prompt_len tokens, 0 for a decode
  * step of one token per sequence. Leaves the argmax in next_ids. */
@@ -435,8 +411,6 @@ static int forward(struct dy_llm *m, dy_buf ids, int rows, int prompt_len)
     for (int i = 0; i < c->layers && st == DY_OK; i++) {
         if (m->profile && (st = dy_kv_profile_before(m, rows)))
             break;
-        if (prompt_len == 0 && decode_layer(m, &m->w->layers[i], i, &st))
-            continue;
         st = attention_block(m, &m->w->layers[i], i, rows, prompt_len);
         if (st == DY_OK && m->profile)
             st = dy_kv_profile_after(m, i, rows);

@@ -225,8 +225,6 @@ static void ocl_ctx_destroy(void *ctx)
     }
     if (c->scratch)
         clReleaseMemObject(c->scratch);
-    if (c->layer_count)
-        clReleaseMemObject(c->layer_count);
     for (int i = 0; i < DY_OCL_KERNEL_COUNT; i++)
         if (c->kernels[i])
             clReleaseKernel(c->kernels[i]);
@@ -348,10 +346,6 @@ static int ocl_ctx_create(int index, void **ctx)
     c->gemv1_norm = !switched_off("DYNO_OCL_GEMV1_NORM");
     c->gemv1_rope = !switched_off("DYNO_OCL_GEMV1_ROPE");
     c->gemv1_append = !switched_off("DYNO_OCL_GEMV1_APPEND");
-    /* off unless DYNO_OCL_LAYER=1: on an H200 it measured no faster than
-     * the kernels one by one (bench/README, seventeenth session) */
-    const char *layer = getenv("DYNO_OCL_LAYER");
-    c->layer = c->gemv1_gpu && layer && strcmp(layer, "1") == 0;
     /* the same for the element-wise ops and norms: an item per element
      * (GPUs) or per span of a row (kernels/ops.cl's span layout, CPUs);
      * DYNO_OCL_OPS=item or span picks either anywhere */
@@ -645,7 +639,6 @@ static const struct dy_backend opencl_backend = {
     .scatter_add_rows = dy_ocl_scatter_add_rows,
     .kv_block_scores = dy_ocl_kv_block_scores,
     .dequantize = dy_ocl_dequantize,
-    .decode_layer = dy_ocl_decode_layer,
 };
 
 __attribute__((visibility("default"))) const struct dy_backend *dy_backend_entry(void)

@@ -22,7 +22,7 @@
     X(kv_append_int8) X(kv_block_scores) X(dequantize) X(gemv_q) X(gemv_q1)    \
     X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv1_gpu) X(gemv_q_old) X(gemv_q1_old)    \
     X(eltwise_span) X(rope_span) X(norm_span) X(kv_append_span)              \
-    X(attention_decode_span) X(gemv_q_span) X(gemv_q1_span) X(decode_layer)
+    X(attention_decode_span) X(gemv_q_span) X(gemv_q1_span)
 
 enum dy_ocl_kernel {
 #define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
@@ -51,10 +51,6 @@ struct dy_ocl_ctx {
     /* gemv1_gpu takes the norm, RoPE, KV append (DYNO_OCL_GEMV1_NORM, _ROPE, _APPEND=0: no) */
     bool gemv1_norm, gemv1_rope, gemv1_append;
     bool spans;             /* the span kernels (kernels/ops.cl; CPUs; DYNO_OCL_OPS) */
-    /* a dense layer's decode step as one launch (kernels/layer.cl), where
-     * gemv1_gpu runs, with DYNO_OCL_LAYER=1; else its kernels one by one */
-    bool layer;
-    cl_mem layer_count;     /* its tickets and phase counts, zero between launches */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
     size_t scratch_bytes;
@@ -112,7 +108,6 @@ const char *dy_ocl_error_name(cl_int code);
 /* Sets the arguments and enqueues kernel `k`. Global sizes are rounded up
  * to multiples of the local ones (the kernels check bounds); a zero global
  * size enqueues nothing. */
-int dy_ocl_decode_layer(void *ctx, const struct dy_decode_layer_desc *d);
 int dy_ocl_launch(struct dy_ocl_ctx *c, enum dy_ocl_kernel k, cl_uint dims, const size_t *global,
                   const size_t *local, const struct dy_ocl_arg *args, cl_uint nargs);
 

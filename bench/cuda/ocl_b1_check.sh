@@ -10,18 +10,6 @@ source bench/cuda/common.sh
 export LD_LIBRARY_PATH=/tmp/dy OCL_ICD_FILENAMES=libnvidia-opencl.so.1
 timeout 120 /tmp/dy/test_conformance 2>&1 | tee "$OUT/conformance.txt" | grep -E '^not ok|^# b' | head -20
 echo "conformance: $(grep -c '^ok' "$OUT/conformance.txt") ok, $(grep -c '^not ok' "$OUT/conformance.txt") not ok"
-# greedy tokens of the decode layer as one launch (kernels/layer.cl,
-# DYNO_OCL_LAYER=1)
-# against its kernels one by one and against CUDA, bf16 weights and cache,
-# after prompts of 200 and 1,100 tokens (2 and 9 splits of attention)
-for len in 200 1100; do
-    prompt=$(seq -s, 7 7 $((7 * len)))
-    gen() { timeout 240 /tmp/dy/dyno generate --model llama-3.2-1b --prompt "$prompt" --max-new-tokens 32 \
-        --weight-dtype bf16 --kv-dtype bf16 "$@" 2>&1 | tail -1; }
-    whole=$(DYNO_OCL_LAYER=1 gen --backend opencl) ops=$(gen --backend opencl) cuda=$(gen --backend cuda)
-    echo "generate after $len tokens: one launch = its ops: $([[ $whole == "$ops" ]] && echo yes || echo NO)," \
-        "= cuda: $([[ $whole == "$cuda" ]] && echo yes || echo NO) ($whole / $cuda)"
-done
 for mode in ${MODES:-default}; do
     settings=()
     [[ $mode != default ]] && IFS=+ read -ra settings <<<"$mode"

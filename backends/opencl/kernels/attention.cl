@@ -168,11 +168,13 @@ __global const int *decode_split(__global const int *block_table,
  * multiple of 16; an int8 cache's K scale multiplies the score and its V
  * scale the key's weight. `qs` holds head_dim floats; `partial` holds per
  * (sequence, head, split) the maximum, the sum and head_dim accumulators. */
-void attention_decode_body(int h, int b, int split, int splits, __local float *red,
-                           __local float *weight, __local float *fold, __local uint *slot_of,
-                           DECODE_PARAMS)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void attention_decode(DECODE_PARAMS)
 {
-    int lid = get_local_id(0);
+    __local float red[WG], weight[WG], fold[WG * 8];
+    __local uint slot_of[WG];
+    int lid = get_local_id(0), h = get_group_id(0), b = get_group_id(1);
+    int split = get_group_id(2), splits = get_num_groups(2);
     int kvh = h / (heads / kv_heads);
     size_t kv_row = (size_t)kv_heads * head_dim, head_col = (size_t)kvh * head_dim;
     size_t cache_esize = dtype_size(cache_dtype);
@@ -285,30 +287,16 @@ void attention_decode_body(int h, int b, int split, int splits, __local float *r
     }
 }
 
-/* local memory of attention_decode_body: red, weight and slot_of WG
- * each, fold WG * 8 */
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void attention_decode(DECODE_PARAMS)
-{
-    __local float red[WG], weight[WG], fold[WG * 8];
-    __local uint slot_of[WG];
-    attention_decode_body(get_group_id(0), get_group_id(1), get_group_id(2), get_num_groups(2),
-                          red, weight, fold, slot_of, q, q_off, q_stride, out, out_off,
-                          out_stride, k_cache, kc_off, v_cache, vc_off, k_scale, ks_off,
-                          v_scale, vs_off, block_table, table_off, context_lens, lens_off,
-                          heads, kv_heads, head_dim, block_size, max_blocks_per_seq, scale,
-                          dtype, cache_dtype, vec, split_len, partial, qs);
-}
-
 /* Merges the splits of attention_decode: each split's sum and accumulators
  * are relative to its own maximum, so they are rescaled to the largest
  * (an empty split has maximum -inf and weighs 0). One work-group per
  * (head, sequence). */
-void decode_combine_body(int h, int b, __global const float *partial, int splits, int heads,
-                         int head_dim, __global uchar *out, ulong out_off, int out_stride,
-                         int dtype)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void attention_decode_combine(__global const float *partial, int splits, int heads,
+                              int head_dim, __global uchar *out, ulong out_off, int out_stride,
+                              int dtype)
 {
-    int lid = get_local_id(0);
+    int lid = get_local_id(0), h = get_group_id(0), b = get_group_id(1);
     __global const float *part = partial + ((size_t)b * heads + h) * splits * (head_dim + 2);
     float max = -INFINITY, sum = 0.0f;
     for (int s = 0; s < splits; s++)
@@ -321,15 +309,6 @@ void decode_combine_body(int h, int b, __global const float *partial, int splits
             o += exp(part[s * (head_dim + 2)] - max) * part[s * (head_dim + 2) + 2 + d];
         st(BYTES(out, out_off), dtype, (size_t)b * out_stride + (size_t)h * head_dim + d, o / sum);
     }
-}
-
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void attention_decode_combine(__global const float *partial, int splits, int heads,
-                              int head_dim, __global uchar *out, ulong out_off, int out_stride,
-                              int dtype)
-{
-    decode_combine_body(get_group_id(0), get_group_id(1), partial, splits, heads, head_dim, out,
-                        out_off, out_stride, dtype);
 }
 
 /* Decode attention in ops.cl's span layout, for CPU devices: one item per

@@ -223,44 +223,25 @@ int gemv1_col(int grp, int s, int rope_cols, int rope_half, int swiglu_half)
  *    rope_cols on;
  *  - kv_dim > 0: the columns from k_col and v_col on also go to the KV
  *    cache's row slots[0] (dy_gemm_desc.append). */
-#define GEMV1_PARAMS                                                                          \
-    __global const uchar *a, ulong a_off, __global const uchar *b, ulong b_off, int ldb,           \
-        int b_dtype, __global const uchar *bias, ulong bias_off, __global uchar *c, ulong c_off,  \
-        int c_dtype, float beta, int n, int k, int swiglu_half, __global const uchar *norm_w,    \
-        ulong norm_off, int norm_dtype, float eps, __global const int *rope_pos, ulong pos_off,  \
-        __global const float *inv_freq, ulong freq_off, int rope_cols, int rope_half,            \
-        __global const int *slots, ulong slots_off, __global uchar *k_cache, ulong kc_off,       \
-        __global uchar *v_cache, ulong vc_off, int cache_dtype, int k_col, int v_col, int kv_dim
-
-#ifndef DY_NO_LAYER
-/* A work-group's wait, in layer.cl's decode_layer, until `target`
- * work-groups have counted themselves done at *count (by phase_done):
- * item 0 spins on the count, then a fence and a barrier order every item's
- * loads after the writes of those work-groups. */
-void phase_wait(volatile __global int *count, int target)
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemv1_gpu(__global const uchar *a, ulong a_off, __global const uchar *b, ulong b_off,
+               int ldb, int b_dtype, __global const uchar *bias, ulong bias_off,
+               __global uchar *c, ulong c_off, int c_dtype, float beta, int n, int k,
+               int swiglu_half, __global const uchar *norm_w, ulong norm_off, int norm_dtype,
+               float eps, __global const int *rope_pos, ulong pos_off,
+               __global const float *inv_freq, ulong freq_off, int rope_cols, int rope_half,
+               __global const int *slots, ulong slots_off, __global uchar *k_cache, ulong kc_off,
+               __global uchar *v_cache, ulong vc_off, int cache_dtype, int k_col, int v_col,
+               int kv_dim)
 {
-    if (get_local_id(0) == 0) {
-        while (*count < target)
-            ;
-        mem_fence(CLK_GLOBAL_MEM_FENCE);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
-}
-#endif
-
-/* gemv1_gpu's work-group grp; local memory from the caller (red4 and
- * ss4 WG / 4 float4s each, tot GEMV_ROWS + 1 floats). With `count` set it
- * first issues its first pass's loads of B, then waits (phase_wait) for
- * `target` work-groups to be done: B's loads overlap the wait, and A,
- * C and the norm's weights are read after it. */
-void gemv1_body(int grp, __local float4 *red4, __local float4 *ss4, __local float *tot,
-                volatile __global int *count, int target, GEMV1_PARAMS)
-{
+    /* float4s, so that lane 0 of a row reads its row's sums 16 bytes at a
+     * time */
+    __local float4 red4[WG / 4], ss4[WG / 4];
+    __local float tot[GEMV_ROWS + 1]; /* the rows' sums, the norm's scale */
     __local float *red = (__local float *)red4, *red_ss = (__local float *)ss4;
     const int pair = GEMV_ROWS / 2; /* pairs a work-group holds */
     int lid = get_local_id(0), lane = lid % GEMV_LANES, slot = lid / GEMV_LANES;
-    int rope_groups = rope_cols / GEMV_ROWS;
+    int grp = get_group_id(0), rope_groups = rope_cols / GEMV_ROWS;
     bool rope = grp < rope_groups;
     int j = gemv1_col(grp, slot, rope_cols, rope_half, swiglu_half), row;
     if (rope)
@@ -276,24 +257,12 @@ void gemv1_body(int grp, __local float4 *red4, __local float4 *ss4, __local floa
     size_t g_esize = norm_dtype == DT_F32 ? 4 : 2;
     const int step = GEMV_LANES * 8;
     float acc = 0.0f, ss = 0.0f;
-    uint4 raw[GEMV1_LOADS];
-#pragma unroll
-    for (int u = 0; u < GEMV1_LOADS; u++)
-        if (lane * 8 + u * step < k)
-            raw[u] = *(__global const uint4 *)(brow + (size_t)(lane * 8 + u * step) * 2);
-#ifndef DY_NO_LAYER
-    /* (the Level Zero module has no decode_layer, and PoCL, which runs it
-     * in the tests, lacks mem_fence after its SPIR-V round trip) */
-    if (count)
-        phase_wait(count, target);
-#endif
     for (int p0 = lane * 8; p0 < k; p0 += GEMV1_LOADS * step) {
-        if (p0 != lane * 8) {
+        uint4 raw[GEMV1_LOADS];
 #pragma unroll
-            for (int u = 0; u < GEMV1_LOADS; u++)
-                if (p0 + u * step < k)
-                    raw[u] = *(__global const uint4 *)(brow + (size_t)(p0 + u * step) * 2);
-        }
+        for (int u = 0; u < GEMV1_LOADS; u++)
+            if (p0 + u * step < k)
+                raw[u] = *(__global const uint4 *)(brow + (size_t)(p0 + u * step) * 2);
 #pragma unroll
         for (int u = 0; u < GEMV1_LOADS; u++) {
             int p = p0 + u * step;
@@ -369,20 +338,6 @@ void gemv1_body(int grp, __local float4 *red4, __local float4 *ss4, __local floa
     if (kv_dim)
         gemv1_append(cp, c_dtype, j, slots, slots_off, k_cache, kc_off, v_cache, vc_off, cache_dtype,
                      k_col, v_col, kv_dim);
-}
-
-__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void gemv1_gpu(GEMV1_PARAMS)
-{
-    /* float4s, so that lane 0 of a row reads its row's sums 16 bytes at a
-     * time */
-    __local float4 red4[WG / 4], ss4[WG / 4];
-    __local float tot[GEMV_ROWS + 1]; /* the rows' sums, the norm's scale */
-    gemv1_body(get_group_id(0), red4, ss4, tot, 0, 0, a, a_off, b, b_off, ldb, b_dtype, bias,
-               bias_off, c, c_off, c_dtype, beta, n, k, swiglu_half, norm_w, norm_off,
-               norm_dtype, eps, rope_pos, pos_off, inv_freq, freq_off, rope_cols, rope_half,
-               slots, slots_off, k_cache, kc_off, v_cache, vc_off, cache_dtype, k_col, v_col,
-               kv_dim);
 }
 
 /* Rows of A per pass of gemv_lanes over B: their sums are one float8. */
