@@ -111,11 +111,10 @@ int dy_llm_pass_rows(const struct dy_llm_options *opt)
  * rotation (act is then DY_ACT_ROPE); norm: A made from the residual
  * stream by the GEMM where the backend can (else normalised into a);
  * append: C's K and V columns into the KV cache */
-static struct dy_gemm_desc linear_desc(const struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w,
-                                       const struct dy_quant *wq, dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc,
-                                       int rows, int n, int k, float beta, enum dy_gemm_act act,
-                                       const struct dy_gemm_rope *rope, const struct dy_gemm_norm *norm,
-                                       const struct dy_gemm_append *append)
+static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
+                      dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta,
+                      enum dy_gemm_act act, const struct dy_gemm_rope *rope, const struct dy_gemm_norm *norm,
+                      const struct dy_gemm_append *append)
 {
     enum dy_dtype bt = wq ? m->w->mat_dtype : m->w->dtype;
     struct dy_gemm_desc d = {
@@ -131,16 +130,6 @@ static struct dy_gemm_desc linear_desc(const struct dy_llm *m, dy_buf a, enum dy
         d.append = *append;
     if (dy_dtype_quantized(bt))
         d.bq = *wq;
-    return d;
-}
-
-static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_buf w, const struct dy_quant *wq,
-                      dy_buf bias, dy_buf c, enum dy_dtype ct, int ldc, int rows, int n, int k, float beta,
-                      enum dy_gemm_act act, const struct dy_gemm_rope *rope, const struct dy_gemm_norm *norm,
-                      const struct dy_gemm_append *append)
-{
-    struct dy_gemm_desc d =
-        linear_desc(m, a, at, lda, w, wq, bias, c, ct, ldc, rows, n, k, beta, act, rope, norm, append);
     return dy_gemm(m->ctx, &d);
 }
 
@@ -229,53 +218,6 @@ static void matrix_rows(const struct dy_llm_weights *w, dy_buf mat, const struct
         rows_q->zero = dy_buf_at(q->zero, first);
 }
 
-/* The o projection of the attention output into the residual stream. */
-static struct dy_gemm_desc o_desc(const struct dy_llm *m, const struct dy_llm_layer *l, int rows)
-{
-    int qd = q_dim(m->cfg), h = m->cfg->hidden;
-    return linear_desc(m, m->attn, m->act, qd, l->o, &l->o_q, l->o_bias, m->x, DY_F32, h, rows, h, qd, 1.0f,
-                       DY_ACT_NONE, NULL, NULL, NULL);
-}
-
-/* gate/up and SiLU·mul as one op (the decode GEMV pairs the rows on CUDA;
- * elsewhere the GEMM, then the element-wise op in place), the norm of the
- * residual stream its A: the product lands in gate_up's first half, which
- * down reads into the residual stream */
-static struct dy_gemm_desc gate_up_desc(const struct dy_llm *m, const struct dy_llm_layer *l, int rows)
-{
-    int h = m->cfg->hidden, inter = m->cfg->intermediate;
-    dy_buf none = { 0 };
-    struct dy_gemm_norm nrm = gemm_norm(m, m->x, l->mlp_norm);
-    return linear_desc(m, m->xn, m->act, h, l->gate_up, &l->gate_up_q, none, m->gate_up, m->act, 2 * inter, rows,
-                       2 * inter, h, 0.0f, DY_ACT_SWIGLU, NULL, &nrm, NULL);
-}
-
-static struct dy_gemm_desc down_desc(const struct dy_llm *m, const struct dy_llm_layer *l, int rows)
-{
-    int h = m->cfg->hidden, inter = m->cfg->intermediate;
-    dy_buf none = { 0 };
-    return linear_desc(m, m->gate_up, m->act, 2 * inter, l->down, &l->down_q, none, m->x, DY_F32, h, rows, h,
-                       inter, 1.0f, DY_ACT_NONE, NULL, NULL, NULL);
-}
-
-/* The stacked q/k/v GEMM of `rows` tokens with the layer's norm and,
- * where kv is set, the KV append; RoPE over q's and k's heads unless
- * rot is NULL. *rot and *nrm hold what the desc points into. */
-static struct dy_gemm_desc qkv_desc(const struct dy_llm *m, const struct dy_llm_layer *l, int rows,
-                                    struct dy_gemm_rope *rot, struct dy_gemm_norm *nrm,
-                                    const struct dy_gemm_append *kv)
-{
-    const struct dy_model_config *c = m->cfg;
-    int cols = q_dim(c) + 2 * kv_dim(c);
-    /* k's heads follow q's in each row: one rotation covers both */
-    *rot = (struct dy_gemm_rope){ .positions = m->positions, .inv_freq = m->inv_freq,
-                                  .heads = c->heads + c->kv_heads, .head_dim = c->head_dim };
-    *nrm = gemm_norm(m, m->x, l->attn_norm);
-    bool rotate = c->qk_norm == DY_QK_NORM_NONE;
-    return linear_desc(m, m->xn, m->act, c->hidden, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, m->act, cols, rows,
-                       cols, c->hidden, 0.0f, rotate ? DY_ACT_ROPE : DY_ACT_NONE, rotate ? rot : NULL, nrm, kv);
-}
-
 /* q/k/v of `rows` tokens of the residual stream, through the layer's
  * norm (in the projection where a single one reads it, else into m->xn
  * first), normalised (qk_norm) and rotated; *q, *k, *v and the strides
@@ -293,16 +235,20 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
         *k = dy_buf_at(m->qkv, (size_t)qd * f);
         *v = dy_buf_at(m->qkv, (size_t)(qd + kvd) * f);
         *q_stride = *kv_stride = cols;
-        /* the rotation in the projection's op unless a norm comes between */
-        struct dy_gemm_rope rot;
-        struct dy_gemm_norm nrm;
-        struct dy_gemm_append kv;
-        if (c->qk_norm != DY_QK_NORM_WHOLE) /* and the new K and V into the cache */
+        /* k's heads follow q's in each row: one rotation covers both, in
+         * the projection's op unless a norm comes between */
+        struct dy_gemm_rope rot = { .positions = m->positions, .inv_freq = m->inv_freq,
+                                    .heads = c->heads + c->kv_heads, .head_dim = hd };
+        struct dy_gemm_norm nrm = gemm_norm(m, m->x, l->attn_norm);
+        if (c->qk_norm != DY_QK_NORM_WHOLE) { /* and the new K and V into the cache */
+            struct dy_gemm_append kv;
             *appended = dy_llm_gemm_append(m, layer, qd, qd + kvd, &kv);
-        struct dy_gemm_desc d = qkv_desc(m, l, rows, &rot, &nrm, *appended ? &kv : NULL);
-        if (c->qk_norm != DY_QK_NORM_WHOLE)
-            return dy_gemm(m->ctx, &d);
-        if ((st = dy_gemm(m->ctx, &d)) || (st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
+            return linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
+                              0.0f, DY_ACT_ROPE, &rot, &nrm, *appended ? &kv : NULL);
+        }
+        if ((st = linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
+                             0.0f, DY_ACT_NONE, NULL, &nrm, NULL)) ||
+            (st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
             (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols)))
             return st;
         return rope(m, m->qkv, rows, rot.heads, cols);
@@ -330,27 +276,6 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
     return rope(m, *k, rows, c->kv_heads, kvd);
 }
 
-/* Decode attention of layer `layer` over its cache, q with q_stride. */
-static struct dy_attention_decode_desc decode_attention(const struct dy_llm *m, int layer, dy_buf q, int q_stride)
-{
-    const struct dy_model_config *c = m->cfg;
-    int index;
-    const struct dy_kv_cache *kv = dy_llm_layer_kv(m, layer, &index);
-    int room = kv->max_blocks_per_seq * kv->block_size;
-    return (struct dy_attention_decode_desc){
-        .q = q, .out = m->attn, .q_stride = q_stride, .out_stride = q_dim(c),
-        .k_cache = dy_kv_cache_k(kv, index), .v_cache = dy_kv_cache_v(kv, index),
-        .block_table = kv->block_table_dev, .context_lens = kv->context_lens_dev,
-        .batch = m->batch, .heads = c->heads, .kv_heads = c->kv_heads,
-        .head_dim = c->head_dim, .block_size = kv->block_size,
-        .max_blocks_per_seq = kv->max_blocks_per_seq,
-        .max_context = m->context_bound < room ? m->context_bound : room,
-        .scale = 1.0f / sqrtf((float)c->head_dim), .dtype = DY_F32, .cache_dtype = kv->dtype,
-        .k_scale = dy_kv_cache_k_scale(kv, index), .v_scale = dy_kv_cache_v_scale(kv, index),
-        .fresh_tokens = 1, /* the append just before wrote each sequence's new token */
-    };
-}
-
 static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
                            int prompt_len)
 {
@@ -373,26 +298,50 @@ static int attention_block(struct dy_llm *m, const struct dy_llm_layer *l, int l
         };
         st = dy_attention_prefill(m->ctx, &a);
     } else {
-        struct dy_attention_decode_desc a = decode_attention(m, layer, q, q_stride);
+        int index;
+        const struct dy_kv_cache *kv = dy_llm_layer_kv(m, layer, &index);
+        int room = kv->max_blocks_per_seq * kv->block_size;
+        struct dy_attention_decode_desc a = {
+            .q = q, .out = m->attn, .q_stride = q_stride, .out_stride = qd,
+            .k_cache = dy_kv_cache_k(kv, index), .v_cache = dy_kv_cache_v(kv, index),
+            .block_table = kv->block_table_dev, .context_lens = kv->context_lens_dev,
+            .batch = m->batch, .heads = c->heads, .kv_heads = c->kv_heads,
+            .head_dim = c->head_dim, .block_size = kv->block_size,
+            .max_blocks_per_seq = kv->max_blocks_per_seq,
+            .max_context = m->context_bound < room ? m->context_bound : room,
+            .scale = scale, .dtype = DY_F32, .cache_dtype = kv->dtype,
+            .k_scale = dy_kv_cache_k_scale(kv, index), .v_scale = dy_kv_cache_v_scale(kv, index),
+            .fresh_tokens = 1, /* the append just above wrote each sequence's new token */
+        };
         st = dy_attention_decode(m->ctx, &a);
     }
     if (st != DY_OK)
         return st;
-    struct dy_gemm_desc o = o_desc(m, l, rows);
-    return dy_gemm(m->ctx, &o);
+    return linear_as(m, m->attn, m->act, qd, l->o, &l->o_q, l->o_bias, m->x, DY_F32, c->hidden, rows, c->hidden,
+                     qd, 1.0f);
 }
 
 static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
                      int prompt_len)
 {
     const struct dy_model_config *c = m->cfg;
+    int inter = c->intermediate;
     if (c->experts) {
         int st = rms_norm(m, m->x, l->mlp_norm, m->xn, DY_F32, rows);
         return st ? st : dy_moe_block(m, l, layer, rows, prompt_len);
     }
-    struct dy_gemm_desc gate_up = gate_up_desc(m, l, rows), down = down_desc(m, l, rows);
-    int st = dy_gemm(m->ctx, &gate_up);
-    return st ? st : dy_gemm(m->ctx, &down);
+    dy_buf none = { 0 };
+    enum dy_dtype at = m->act;
+    /* gate/up and SiLU·mul as one op (the decode GEMV pairs the rows on
+     * CUDA; elsewhere the GEMM, then the element-wise op in place): the
+     * product lands in gate_up's first half, which down reads */
+    struct dy_gemm_norm nrm = gemm_norm(m, m->x, l->mlp_norm);
+    int st = linear_act(m, m->xn, at, c->hidden, l->gate_up, &l->gate_up_q, none, m->gate_up, at, 2 * inter,
+                        rows, 2 * inter, c->hidden, 0.0f, DY_ACT_SWIGLU, NULL, &nrm, NULL);
+    if (st != DY_OK)
+        return st;
+    return linear_as(m, m->gate_up, at, 2 * inter, l->down, &l->down_q, none, m->x, DY_F32, c->hidden, rows,
+                     c->hidden, inter, 1.0f);
 }
 
 /* Runs `rows` tokens (ids on the device) through the model; prompt_len > 0

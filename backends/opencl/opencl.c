@@ -309,7 +309,12 @@ static int ocl_ctx_create(int index, void **ctx)
      * prints the compiler's log after a build that succeeded too */
     char options[512];
     const char *extra = getenv("DYNO_OCL_BUILD_OPTIONS");
-    snprintf(options, sizeof options, "%s %s", cpu ? cpu_build_options : build_options, extra ? extra : "");
+    if (snprintf(options, sizeof options, "%s %s", cpu ? cpu_build_options : build_options, extra ? extra : "") >=
+        (int)sizeof options) {
+        st = dy_ocl_failf(c, DY_E_INVALID, "DYNO_OCL_BUILD_OPTIONS: the build options come to more than %zu "
+                          "characters", sizeof options - 1);
+        goto fail;
+    }
     err = clBuildProgram(c->program, 1, &c->device, options, NULL, NULL);
     const char *show_log = getenv("DYNO_OCL_BUILD_LOG");
     if (err == CL_SUCCESS && show_log && strcmp(show_log, "1") == 0)
