@@ -122,10 +122,11 @@ struct fw_rows {
  * whole tile of rows apart */
 template <int HD, int KEYS> __device__ __forceinline__ void issue_scores(float *s, unsigned qs, unsigned kt)
 {
+    unsigned ql = sw128_lo(qs, 0), kl = sw128_lo(kt, 0);
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-        uint64_t qd = sw128_desc(qs + (kk / 4) * FW_ROWS * 128 + (kk % 4) * 32, 0);
-        uint64_t kd = sw128_desc(kt + (kk / 4) * KEYS * 128 + (kk % 4) * 32, 0);
+        uint64_t qd = sw128_at(ql, (kk / 4) * FW_ROWS * 128 + (kk % 4) * 32);
+        uint64_t kd = sw128_at(kl, (kk / 4) * KEYS * 128 + (kk % 4) * 32);
         if (kk == 0)
             wgmma_ss<KEYS, false>(s, qd, kd);
         else
@@ -139,12 +140,13 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_scores(float *
 template <int HD, int KEYS, bool FRESH = false>
 __device__ __forceinline__ void issue_pv(float *o, const uint32_t (*pa)[4], unsigned vt)
 {
+    unsigned vl = sw128_lo(vt, KEYS * 128);
 #pragma unroll
     for (int kk = 0; kk < KEYS / 16; kk++)
         if (FRESH && kk == 0)
-            wgmma_rs<HD, false>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
+            wgmma_rs<HD, false>(o, pa[kk], sw128_at(vl, kk * 2048));
         else
-            wgmma_rs<HD>(o, pa[kk], sw128_desc(vt + kk * 2048, KEYS * 128));
+            wgmma_rs<HD>(o, pa[kk], sw128_at(vl, kk * 2048));
 }
 
 /* Masks a tile's scores (only where the tile crosses the diagonal or the
@@ -478,8 +480,8 @@ __device__ __forceinline__ void tma_tile(unsigned dst, const CUtensorMap *map, i
  * s (f32) until the product that reads the previous ones is done; c0 and
  * c1 are what O must be scaled by before this tile's product is added; the
  * sums are this thread's share (its four lanes of a row add up at the end) */
-template <int KEYS, bool FIRST, bool WIDE = false, int NMIN = 0>
-__device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, float &c1,
+template <int KEYS, bool FIRST, bool WIDE = false, int NMIN = 0, bool LAZY = false>
+__device__ __forceinline__ bool ws_softmax(float *s, fw_rows &r, float &c0, float &c1,
                                            const struct dy_attention_prefill_desc &d, float scale, int k0, int wrow,
                                            int row0, int t)
 {
@@ -488,6 +490,18 @@ __device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, floa
     mask_max<KEYS, WIDE, NMIN>(s, mx0, mx1, d, k0, wrow, row0, t);
     float n0 = FIRST ? mx0 * scale : fmaxf(r.m0, mx0 * scale);
     float n1 = FIRST ? mx1 * scale : fmaxf(r.m1, mx1 * scale);
+    /* LAZY: the rows' maxima move only where some row of the warp grew
+     * past its own by more than 8 (log2 units), so the probabilities stay
+     * at most 2^8 (exact in f32 and as bf16 as before) and most tiles need
+     * no rescale of O; the answer (warp-uniform) says whether this one does */
+    bool moved = true;
+    if constexpr (LAZY && !FIRST) {
+        moved = __any_sync(0xffffffffu, n0 > r.m0 + 8.0f || n1 > r.m1 + 8.0f);
+        if (!moved) {
+            n0 = r.m0;
+            n1 = r.m1;
+        }
+    }
     c0 = FIRST ? 1.0f : ex2(r.m0 - n0);
     c1 = FIRST ? 1.0f : ex2(r.m1 - n1);
     /* running sums a row: four where WIDE, else one */
@@ -512,6 +526,7 @@ __device__ __forceinline__ void ws_softmax(float *s, fw_rows &r, float &c0, floa
     r.l1 = FIRST ? sum1 : r.l1 * c1 + sum1;
     r.m0 = n0;
     r.m1 = n1;
+    return !FIRST && moved;
 }
 
 template <int KEYS> __device__ __forceinline__ void ws_pack(const float *s, uint32_t (*pa)[4])
@@ -671,7 +686,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             wgmma_wait_all();
             fence_regs<NT * 4>(s);
             release(k_empty + 8 * (it % STAGES));
-            ws_softmax<KEYS, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
+            bool moved = ws_softmax<KEYS, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
             ws_pack<KEYS>(s, pa);
             for (int j = 1; j < live; j++) {
                 int x = it + j, st = x % STAGES, pv = (x - 1) % STAGES;
@@ -680,7 +695,8 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                 wgmma_fence();
                 issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
                 wgmma_commit();
-                rescale_o<HD>(o, c0, c1);
+                if (moved)
+                    rescale_o<HD>(o, c0, c1);
                 mbar_wait(v_full + 8 * pv, ((x - 1) / STAGES) & 1);
                 fence_regs<HD / 2>(o);
                 wgmma_fence();
@@ -690,10 +706,15 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                 wgmma_wait_one();
                 fence_regs<NT * 4>(s);
                 release(k_empty + 8 * st);
-                ws_softmax<KEYS, false>(s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
-                /* ptxas hoists this wait above the softmax (a build that
-                 * kept P of two tiles in registers to avoid it overlapped
-                 * as planned and measured slower) */
+                moved = ws_softmax<KEYS, false, false, 0, true>(s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
+                /* ptxas hoists this wait above the softmax, so the softmax
+                 * does not overlap P V (a build that kept P of two tiles in
+                 * registers to avoid it overlapped as planned and measured
+                 * slower; a branch to a trap on the row sums before the wait
+                 * keeps it in place, but ptxas then gives the loop 168
+                 * registers, not setmaxnreg's 240, and spills: 345 against
+                 * 519 TFLOP/s at 4 x 4,096; the wait predicated on the sums
+                 * makes ptxas serialize every wgmma, C7514) */
                 wgmma_wait_all();
                 fence_regs<HD / 2>(o);
                 release(v_empty + 8 * pv);
@@ -702,7 +723,8 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             /* every score product of the item is done: Q may be replaced */
             release(q_empty);
             int x = it + live - 1, pv = x % STAGES;
-            rescale_o<HD>(o, c0, c1);
+            if (moved)
+                rescale_o<HD>(o, c0, c1);
             mbar_wait(v_full + 8 * pv, (x / STAGES) & 1);
             turn_begin();
             fence_regs<HD / 2>(o);

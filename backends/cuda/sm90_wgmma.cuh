@@ -81,6 +81,21 @@ __device__ __forceinline__ uint64_t sw128_desc(unsigned a, unsigned lbo)
            (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
 }
 
+/* The same descriptor as a low word built once and advanced: sw128_at(lo,
+ * off) is sw128_desc(a + off, lbo) where lo = sw128_lo(a, lbo), one 32-bit
+ * add a k step instead of the mask-and-shift chain ptxas otherwise emits
+ * before every wgmma (shared addresses stay below 2^18, so the address
+ * field never carries into the next) */
+__device__ __forceinline__ unsigned sw128_lo(unsigned a, unsigned lbo)
+{
+    return ((a & 0x3ffffu) >> 4) | ((lbo >> 4) & 0x3fffu) << 16;
+}
+
+__device__ __forceinline__ uint64_t sw128_at(unsigned lo, unsigned off)
+{
+    return (uint64_t)(lo + (off >> 4)) | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+
 __device__ __forceinline__ void wgmma_fence()
 {
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
