@@ -260,6 +260,10 @@ int dy_sync(dy_ctx *ctx)
 static int run_op(dy_ctx *ctx, int op, int (*call)(dy_ctx *, const void *), const void *desc)
 {
     struct op_profile *p = ctx->profile;
+    /* a full pool of events: the queue drains and its ops are counted, so
+     * a long run's later ops are timed too (they went uncounted before) */
+    if (p && p->pending == PROFILE_PENDING)
+        dy_sync(ctx);
     if (!p || p->pending == PROFILE_PENDING)
         return call(ctx, desc);
     void **ev = &p->events[2 * p->pending];

@@ -60,6 +60,13 @@ check "energy: a 250 W counter gives avg_power_w 250 and energy_j per repetition
 check "energy: no counter leaves energy_j and avg_power_w empty" \
     test "$(sql "$tmp/noenergy.db" "select count(*) from points where energy_j is null and avg_power_w is null and status = 'ok'")" = 1
 
+# the op profile counts every op of a run longer than its pool of 8,192
+# pending events (600 steps of tiny-llama are about 15,000 ops)
+DYNO_PROFILE_OPS=1 "$DYNO" run --model tiny-llama --input-len 16 --output-len 600 --warmup 0 --repeat 1 \
+    --backend cpu --db "$tmp/profile.db" >/dev/null 2>"$tmp/profile"
+check "op profile: every step's argmax counted past 8,192 pending ops" \
+    test "$(awk '$1 == "argmax" {print $2}' "$tmp/profile")" = 600
+
 DYNO_FAULT_ALLOC_ABOVE=4000000 "$DYNO" run $small --backend faulty --batch 1,8 --input-len 16,512 --db "$tmp/oom.db" >/dev/null 2>&1
 check "allocation failure: oom row, the rest ok" test "$(sql "$tmp/oom.db" "select group_concat(status) from (select status from points order by id)")" = "ok,ok,ok,oom"
 

@@ -170,6 +170,9 @@ static int cuda_ctx_create(int device, void **out)
         c->flash_wgmma = 2;
         env_int("DYNO_CUDA_FLASH_WGMMA", &c->flash_wgmma);
         env_int("DYNO_CUDA_FLASH_BLOCKS", &c->flash_blocks);
+        env_int("DYNO_CUDA_DECODE_MMA", &c->decode_mma);
+        if (major < 8)
+            c->decode_mma = 0;
         if (major != 9 || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess ||
             minor != 0)
             c->flash_wgmma = 0;

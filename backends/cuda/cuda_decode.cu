@@ -245,6 +245,40 @@ __device__ __forceinline__ void attend(const tile_rows<EPL / cache_type<CT>::per
     }
 }
 
+/* The block's W warps' states (m natural-log units, l, acc in shared
+ * memory, [W][MAX_GROUP] and [W][MAX_GROUP][HD]) merged per head, written
+ * as the output (one split) or this split's partial. */
+template <int HD, int W>
+__device__ __forceinline__ void merge_warps(const struct dy_attention_decode_desc &d, const float (*sm_m)[MAX_GROUP],
+                                            const float (*sm_l)[MAX_GROUP], const float *sm_acc, int group, int h0,
+                                            int b, int split, int splits, void *out, float *partials)
+{
+    for (int g = 0; g < group; g++) {
+        float mm = -INFINITY;
+        for (int w = 0; w < W; w++)
+            mm = fmaxf(mm, sm_m[w][g]);
+        float ll = 0.0f;
+        for (int w = 0; w < W; w++)
+            ll += sm_l[w][g] * merge_weight(sm_m[w][g], mm);
+        for (int i = threadIdx.x; i < HD; i += blockDim.x) {
+            float a = 0.0f;
+            for (int w = 0; w < W; w++)
+                a += sm_acc[(w * MAX_GROUP + g) * HD + i] * merge_weight(sm_m[w][g], mm);
+            int h = h0 + g;
+            if (splits == 1) {
+                dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * HD + i, a / ll);
+            } else {
+                float *p = partials + (((size_t)b * d.heads + h) * splits + split) * (HD + 2);
+                p[2 + i] = a;
+                if (i == 0) {
+                    p[0] = mm;
+                    p[1] = ll;
+                }
+            }
+        }
+    }
+}
+
 /* Ends a block: merges the warp's token groups (lanes LPT apart hold the
  * same elements), then the warps through shared memory (`sm_acc`, the
  * tiles' space, DECODE_WARPS * MAX_GROUP * HD floats), and writes the
@@ -288,30 +322,7 @@ __device__ __forceinline__ void finish(const struct dy_attention_decode_desc &d,
         }
     }
     __syncthreads();
-    for (int g = 0; g < group; g++) {
-        float mm = -INFINITY;
-        for (int w = 0; w < DECODE_WARPS; w++)
-            mm = fmaxf(mm, sm_m[w][g]);
-        float ll = 0.0f;
-        for (int w = 0; w < DECODE_WARPS; w++)
-            ll += sm_l[w][g] * merge_weight(sm_m[w][g], mm);
-        for (int i = threadIdx.x; i < HD; i += blockDim.x) {
-            float a = 0.0f;
-            for (int w = 0; w < DECODE_WARPS; w++)
-                a += sm_acc[(w * MAX_GROUP + g) * HD + i] * merge_weight(sm_m[w][g], mm);
-            int h = h0 + g;
-            if (splits == 1) {
-                dy_store_f32(out, d.dtype, (size_t)b * d.out_stride + (size_t)h * HD + i, a / ll);
-            } else {
-                float *p = partials + (((size_t)b * d.heads + h) * splits + split) * (HD + 2);
-                p[2 + i] = a;
-                if (i == 0) {
-                    p[0] = mm;
-                    p[1] = ll;
-                }
-            }
-        }
-    }
+    merge_warps<HD, DECODE_WARPS>(d, sm_m, sm_l, sm_acc, group, h0, b, split, splits, out, partials);
 }
 
 template <int HD, int LPT, enum dy_dtype CT> struct fast_layout {
@@ -462,6 +473,284 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, 
     return dy_cuda_check_launch(c, "attention_decode");
 }
 
+#if !DY_HIP
+/* ---- bf16 caches on the tensor cores (DYNO_CUDA_DECODE_MMA, off) -------
+ * The kernel above spends about 65 instructions a key at Llama-3.1-8B's
+ * group of four (each lane's share of the dot products, their shuffle
+ * reductions, the softmax done by every lane of a key, the weighted sums);
+ * on an H200 at batch 64 it reads the cache at 0.70 of the copy bandwidth,
+ * and one-byte caches are no faster (kv_bench). This kernel was written to
+ * see whether those instructions bound it: they do not. With about a tenth
+ * of them it measured slower at batch 64 (H200: 158 against 137 us a layer
+ * at 64 x 1,536) and after 1,024 tokens at batch 1, faster only on long
+ * splits of few sequences (1 x 8,192: 25 against 28 us), so it stays a
+ * switch (bench/README, nineteenth session).
+ * Here a warp takes 16 keys a tile and puts both products on mma.sync
+ * m16n8k16 (bf16, f32 accumulators), keys and head dims as the M side and
+ * the group's (up to 8) query heads as N:
+ *   S^T = K Q^T: A = the tile's K rows (ldmatrix), B = q, 16 keys x 8 heads;
+ *   O^T += V^T P^T: A = V (ldmatrix .trans), B = P^T, the C fragment of S^T
+ *   packed and transposed in registers (movmatrix).
+ * q (f32) and the weights P go in as two bf16 terms each, hi + lo (16 bits
+ * of mantissa, as the int4 mma GEMV does), so the scores and the sums keep
+ * about f32's accuracy; the cache is exact in bf16. Rows in shared memory
+ * are padded by 16 bytes, so ldmatrix's eight rows fall in distinct banks.
+ * A head's maximum moves only when some key beats it by more than 2^8 (a
+ * warp vote), so most tiles skip O's rescale and the weights stay <= 2^8.
+ * The warps' states merge as the kernel above's do. */
+#define MMA_KEYS 16
+#define MMA_WARPS 3  /* a block's warps: 2 stages of 8.7 KB tiles each leave room for 4 blocks an SM */
+#define MMA_STAGES 2
+
+template <int HD, int W> struct mma_layout {
+    static constexpr int rs = HD * 2 + 16; /* a key's row in shared memory */
+    static constexpr int tile_bytes = 2 * MMA_KEYS * rs;
+    static constexpr int finish_bytes = W * MAX_GROUP * HD * 4;
+};
+
+__device__ __forceinline__ void mma_bf16_16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* four 8 x 8 matrices of 16-bit elements from shared memory, lane l giving
+ * the address of row l % 8 of matrix l / 8 (.trans: each transposed) */
+__device__ __forceinline__ void ldsm_x4(const void *p, uint32_t *r)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p))
+                 : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(const void *p, uint32_t *r)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p))
+                 : "memory");
+}
+
+/* an 8 x 8 matrix of 16-bit elements, one word a lane, transposed */
+__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x)
+{
+    uint32_t y;
+    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+
+/* (x0, x1) as bf16 pairs hi and lo, x = hi + lo to 16 bits; x0 in the low
+ * halves */
+__device__ __forceinline__ void bf16_split(float x0, float x1, uint32_t *hi, uint32_t *lo)
+{
+    uint32_t h, l;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(x1), "f"(x0));
+    float r0 = x0 - __uint_as_float(h << 16), r1 = x1 - __uint_as_float(h & 0xffff0000u);
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(l) : "f"(r1), "f"(r0));
+    *hi = h;
+    *lo = l;
+}
+
+/* A warp's 16-key tile (keys first .. first + 15 of the sequence) of K and
+ * V rows into its shared memory, two lanes a key */
+template <int HD>
+__device__ __forceinline__ void mma_load_tile(unsigned char *buf, const struct dy_attention_decode_desc &d,
+                                              const uint8_t *kc, const uint8_t *vc, const int32_t *blocks,
+                                              int block_shift, int kvh, int first, int end)
+{
+    constexpr int ROW = HD * 2, RS = mma_layout<HD, 1>::rs;
+    int lane = threadIdx.x % DY_WARP, row = lane / 2, key = first + row;
+    bool valid = key < end;
+    size_t slot = 0;
+    if (valid) {
+        int index = block_shift >= 0 ? key >> block_shift : key / d.block_size;
+        int offset = block_shift >= 0 ? key & ((1 << block_shift) - 1) : key % d.block_size;
+        slot = (size_t)blocks[index] * d.block_size + offset;
+    }
+    size_t off = (slot * d.kv_heads + kvh) * ROW;
+#pragma unroll
+    for (int part = lane % 2; part < ROW / 16; part += 2) {
+        copy16(buf + row * RS + part * 16, kc + off + part * 16, valid);
+        copy16(buf + (MMA_KEYS + row) * RS + part * 16, vc + off + part * 16, valid);
+    }
+}
+
+/* Grid (batch, KV heads, splits) as decode_fast_kernel's, of W warps; warp
+ * w takes the 16-key tiles w, w + W, ... of the block's keys through
+ * `stages` tiles of its own shared memory. */
+template <int HD, int W>
+__global__ void __launch_bounds__(W * DY_WARP)
+decode_mma_kernel(struct dy_attention_decode_desc d, const void *q, const uint8_t *kc, const uint8_t *vc,
+                  const int32_t *table, const int32_t *lens, void *out, float *partials, int splits,
+                  int tokens_per_split, int head0, int group, int block_shift, int stages)
+{
+    typedef mma_layout<HD, W> layout;
+    constexpr int KS = HD / 16, RS = layout::rs; /* k steps of S; 16-dim tiles of O */
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ float sm_m[W][MAX_GROUP], sm_l[W][MAX_GROUP];
+    int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP, g = lane / 4, t = lane % 4;
+    int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+    int h0 = kvh * (d.heads / d.kv_heads) + head0;
+    int len = lens[b];
+    int start = split * tokens_per_split, end = min(len, start + tokens_per_split);
+    int first = start + warp * MMA_KEYS, stride = W * MMA_KEYS;
+    int tiles = end > first ? (end - first + stride - 1) / stride : 0;
+    const int32_t *blocks = table + (size_t)b * d.max_blocks_per_seq;
+    unsigned char *space = smem + (size_t)warp * stages * layout::tile_bytes;
+    /* tiles of keys the append before did not write go before the wait,
+     * as in decode_fast_kernel */
+    int settled = d.fresh_tokens > 0 ? len - d.fresh_tokens : 0, s = 0;
+    for (; s < stages - 1 && s < tiles && min(end, first + s * stride + MMA_KEYS) <= settled; s++) {
+        mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift, kvh, first + s * stride,
+                          end);
+        copy_commit();
+    }
+    DY_GRID_ENTER();
+    for (; s < stages - 1; s++) {
+        if (s < tiles)
+            mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift, kvh,
+                              first + s * stride, end);
+        copy_commit();
+    }
+    /* q as B fragments of S^T = K Q^T: head g, dims 16 kk + 2t, + 1 (and
+     * + 8), scaled into log2 units, in two bf16 terms */
+    const float q_scale = d.scale * 1.4426950408889634f;
+    uint32_t qh[KS][2], ql[KS][2];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float x0 = 0.0f, x1 = 0.0f;
+            if (g < group) {
+                size_t at = (size_t)b * d.q_stride + (size_t)(h0 + g) * HD + 16 * kk + 8 * h + 2 * t;
+                x0 = q_scale * dy_load_f32(q, d.dtype, at);
+                x1 = q_scale * dy_load_f32(q, d.dtype, at + 1);
+            }
+            bf16_split(x0, x1, &qh[kk][h], &ql[kk][h]);
+        }
+    /* O^T (dims x heads) as KS C fragments: dims 16 mt + g (+ 8), heads 2t
+     * and 2t + 1; the running maxima (log2 units) and this lane's share of
+     * the sums of heads 2t and 2t + 1 */
+    float acc[KS][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
+#pragma unroll
+    for (int mt = 0; mt < KS; mt++)
+        acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    int ka = (lane / 8 % 2) * 8 + lane % 8, kd = (lane / 16) * 8; /* K: matrix lane / 8's row */
+    int va = (lane / 16) * 8 + lane % 8, vd = (lane / 8 % 2) * 8;  /* V, transposed */
+    for (int tile = 0; tile < tiles; tile++) {
+        copy_wait(stages - 2);
+        __syncwarp(); /* tile `tile` is in; every lane is done with the one before */
+        if (tile + stages - 1 < tiles)
+            mma_load_tile<HD>(space + (tile + stages - 1) % stages * layout::tile_bytes, d, kc, vc, blocks,
+                              block_shift, kvh, first + (tile + stages - 1) * stride, end);
+        copy_commit();
+        const unsigned char *kb = space + tile % stages * layout::tile_bytes, *vb = kb + MMA_KEYS * RS;
+        /* S^T: keys g and g + 8 of the tile, heads 2t and 2t + 1 */
+        float sc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            uint32_t a[4];
+            ldsm_x4(kb + ka * RS + (16 * kk + kd) * 2, a);
+            mma_bf16_16816(sc, a, qh[kk][0], qh[kk][1]);
+            mma_bf16_16816(sc, a, ql[kk][0], ql[kk][1]);
+        }
+        int key0 = first + tile * stride;
+        if (key0 + g >= end)
+            sc[0] = sc[1] = -INFINITY;
+        if (key0 + g + 8 >= end)
+            sc[2] = sc[3] = -INFINITY;
+        float mx0 = fmaxf(sc[0], sc[2]), mx1 = fmaxf(sc[1], sc[3]);
+#pragma unroll
+        for (int o = 4; o < DY_WARP; o <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, o));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, o));
+        }
+        /* key0 is in range, so every head's maximum over the tile is
+         * finite; the first tile always moves the maxima off -inf */
+        if (__any_sync(0xffffffffu, mx0 > m[0] + 8.0f || mx1 > m[1] + 8.0f)) {
+            float n0 = fmaxf(m[0], mx0), n1 = fmaxf(m[1], mx1);
+            float c0 = fast_exp2(m[0] - n0), c1 = fast_exp2(m[1] - n1);
+            m[0] = n0;
+            m[1] = n1;
+            l[0] *= c0;
+            l[1] *= c1;
+#pragma unroll
+            for (int mt = 0; mt < KS; mt++) {
+                acc[mt][0] *= c0;
+                acc[mt][1] *= c1;
+                acc[mt][2] *= c0;
+                acc[mt][3] *= c1;
+            }
+        }
+        float p0 = fast_exp2(sc[0] - m[0]), p1 = fast_exp2(sc[1] - m[1]);
+        float p2 = fast_exp2(sc[2] - m[0]), p3 = fast_exp2(sc[3] - m[1]);
+        l[0] += p0 + p2;
+        l[1] += p1 + p3;
+        /* P^T as B fragments: keys 2t, 2t + 1 (and + 8) of head g */
+        uint32_t h01, l01, h23, l23;
+        bf16_split(p0, p1, &h01, &l01);
+        bf16_split(p2, p3, &h23, &l23);
+        uint32_t bh0 = movmatrix_trans(h01), bh1 = movmatrix_trans(h23);
+        uint32_t bl0 = movmatrix_trans(l01), bl1 = movmatrix_trans(l23);
+#pragma unroll
+        for (int mt = 0; mt < KS; mt++) {
+            uint32_t a[4];
+            ldsm_x4_trans(vb + va * RS + (16 * mt + vd) * 2, a);
+            mma_bf16_16816(acc[mt], a, bh0, bh1);
+            mma_bf16_16816(acc[mt], a, bl0, bl1);
+        }
+    }
+    copy_wait(0);
+    __syncthreads(); /* the tiles' space becomes the merge's */
+    float *sm_acc = (float *)smem;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        for (int o = 4; o < DY_WARP; o <<= 1)
+            l[j] += __shfl_xor_sync(0xffffffffu, l[j], o);
+        int head = 2 * t + j;
+        if (head < group) {
+            if (g == 0) {
+                sm_m[warp][head] = m[j] * 0.6931471805599453f; /* natural-log units for the merges */
+                sm_l[warp][head] = l[j];
+            }
+#pragma unroll
+            for (int mt = 0; mt < KS; mt++) {
+                sm_acc[(warp * MAX_GROUP + head) * HD + 16 * mt + g] = acc[mt][j];
+                sm_acc[(warp * MAX_GROUP + head) * HD + 16 * mt + g + 8] = acc[mt][2 + j];
+            }
+        }
+    }
+    __syncthreads();
+    merge_warps<HD, W>(d, sm_m, sm_l, sm_acc, group, h0, b, split, splits, out, partials);
+}
+
+template <int HD, int W>
+static int launch_mma(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, dim3 grid, int splits,
+                      int tokens_per_split, int head0, int group, int block_shift, int stages)
+{
+    typedef mma_layout<HD, W> layout;
+    stages = stages < 2 ? 2 : stages > MAX_STAGES ? MAX_STAGES : stages;
+    while (stages > 2 && W * stages * layout::tile_bytes + 256 > c->smem_per_block)
+        stages--;
+    size_t bytes = (size_t)W * stages * layout::tile_bytes;
+    bytes = bytes > layout::finish_bytes ? bytes : layout::finish_bytes;
+    if (bytes + 256 > (size_t)c->smem_per_block)
+        return DY_E_UNSUPPORTED;
+    cudaError_t e = cudaFuncSetAttribute(decode_mma_kernel<HD, W>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)bytes);
+    if (e != cudaSuccess)
+        return dy_cuda_fail(c, e, "cudaFuncSetAttribute(attention_decode on the tensor cores)");
+    dy_launch(c, decode_mma_kernel<HD, W>, grid, W * DY_WARP, bytes, *d, dy_cuda_ptr(d->q),
+              (const uint8_t *)dy_cuda_ptr(d->k_cache), (const uint8_t *)dy_cuda_ptr(d->v_cache),
+              (const int32_t *)dy_cuda_ptr(d->block_table), (const int32_t *)dy_cuda_ptr(d->context_lens),
+              dy_cuda_ptr(d->out), c->partials, splits, tokens_per_split, head0, group, block_shift, stages);
+    return dy_cuda_check_launch(c, "attention_decode (tensor cores)");
+}
+#endif
+
 /* Lanes per key. At dim 128, 8 (a lane holds 16 elements: 16 bytes of
  * fp8/int8, 32 of f16/bf16) or 16, whose state is half the registers, so
  * 4 blocks fit a multiprocessor instead of 2 or 3. Measured on an H100 at
@@ -504,7 +793,23 @@ int dy_cuda_decode_fast(struct cuda_ctx *c, const struct dy_attention_decode_des
     switch (d->cache_dtype) {
     case DY_F32: return launch_for<DY_F32>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
     case DY_F16: return launch_for<DY_F16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
-    case DY_BF16: return launch_for<DY_BF16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
+    case DY_BF16:
+#if !DY_HIP
+        if (c->decode_mma > 0) {
+            /* DYNO_CUDA_DECODE_MMA=WS: W warps a block (2, 3 or 4), S stages */
+            int w = c->decode_mma >= 20 ? c->decode_mma / 10 : MMA_WARPS;
+            int stages = c->decode_mma >= 20 ? c->decode_mma % 10 : MMA_STAGES, st;
+#define DY_MMA(HD, W) launch_mma<HD, W>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, stages)
+            if (d->head_dim == 128)
+                st = w == 2 ? DY_MMA(128, 2) : w == 4 ? DY_MMA(128, 4) : DY_MMA(128, 3);
+            else
+                st = w == 2 ? DY_MMA(64, 2) : w == 4 ? DY_MMA(64, 4) : DY_MMA(64, 3);
+#undef DY_MMA
+            if (st != DY_E_UNSUPPORTED)
+                return st;
+        }
+#endif
+        return launch_for<DY_BF16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
     case DY_FP8: return launch_for<DY_FP8>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
     default: return launch_for<DY_I8>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
     }

@@ -106,6 +106,12 @@ struct cuda_ctx {
      * many items); 0: one an SM */
     int flash_blocks;
     char err[512];
+    /* decode attention over bf16 caches on the tensor cores
+     * (cuda_decode.cu; DYNO_CUDA_DECODE_MMA): 0 off, the default (the
+     * CUDA-core kernel: as fast or faster at a decode batch, bench/README),
+     * 1 on, a number WS on with W warps a block (2-4) and S stages of
+     * 16-key tiles a warp */
+    int decode_mma;
 };
 
 enum { FUSE_TOPK_SORT = 1, FUSE_SWIGLU = 2, FUSE_SCATTER = 4 };
