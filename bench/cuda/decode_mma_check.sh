@@ -10,7 +10,7 @@
 # .carry/dyno-bin.tar.xz (pack.sh) and .carry/kv_bench (pack_bench.sh
 # kv_bench, then pack.sh).
 source bench/cuda/common.sh
-MODES=${MODES:-"-1 0"} ROUNDS=${ROUNDS:-2}
+MODES=${MODES:-"1 0"} ROUNDS=${ROUNDS:-2}
 E2E_MODES=${E2E_MODES:-$MODES} CHECK_MODES=${CHECK_MODES:-$MODES}
 to() { timeout "${TO:-180}" "$@" || echo "(exit $? from $1)"; }
 for m in $CHECK_MODES; do
