@@ -5,7 +5,7 @@ set -u
 source "$(dirname "$0")/tap.sh"
 small="--model tiny-llama --input-len 16 --output-len 4 --warmup 0 --repeat 2"
 
-echo "1..27"
+echo "1..28"
 
 check "help exits 0" "$DYNO" --help
 "$DYNO" frobnicate >"$tmp/out" 2>&1; rc=$?
