@@ -16,12 +16,13 @@
 #include "cuda_quant.h"
 
 #define PREFILL_WARPS 4
-/* Splits of a sequence's context: blocks for about SPLIT_BLOCKS_PER_SM per
- * multiprocessor, each at least SPLIT_MIN_TOKENS keys (measured on an H100
- * with bench/cuda/kv_bench.c at Llama-3.1-8B's shape: against 8 blocks of
- * 32 keys, batch 1 x 4,096 took 19.5 instead of 28.8 us a layer, batch
- * 64 x 2,048 197 instead of 211; DYNO_CUDA_DECODE_SPLIT=BLOCKS,KEYS
- * overrides them) */
+/* Splits of a sequence's context for the generic kernel: blocks for about
+ * SPLIT_BLOCKS_PER_SM per multiprocessor (the vectorised kernel: as many
+ * as fit at once), each at least SPLIT_MIN_TOKENS keys (measured on an
+ * H100 with bench/cuda/kv_bench.c at Llama-3.1-8B's shape: against 8
+ * blocks of 32 keys, batch 1 x 4,096 took 19.5 instead of 28.8 us a
+ * layer, batch 64 x 2,048 197 instead of 211;
+ * DYNO_CUDA_DECODE_SPLIT=BLOCKS,KEYS sets both, for either kernel) */
 #define SPLIT_BLOCKS_PER_SM 2
 #define SPLIT_MIN_TOKENS 64
 
@@ -362,13 +363,34 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
     }
     if (d->batch <= 0)
         return DY_OK;
-    /* enough blocks to fill the chip, each with a useful stretch of keys */
-    int per_sm = SPLIT_BLOCKS_PER_SM, min_tokens = SPLIT_MIN_TOKENS;
-    if (dy_cuda_tuning("DYNO_CUDA_DECODE_SPLIT", &per_sm, &min_tokens)) {
+    int per_kv = d->heads / d->kv_heads, epl = epl_for(d->head_dim);
+    /* the vectorised kernel needs 16-byte aligned caches and a head dim it
+     * was built for */
+    bool fast = (d->head_dim == 64 || d->head_dim == 128) &&
+                ((uintptr_t)dy_cuda_ptr(d->k_cache) % 16) == 0 &&
+                ((uintptr_t)dy_cuda_ptr(d->v_cache) % 16) == 0;
+    /* Enough blocks to fill the chip, each with a useful stretch of keys.
+     * The vectorised kernel gets the most splits whose blocks all fit on
+     * the multiprocessors at once, one wave (H200, bench/README twentieth
+     * session: 16 x 4,096 93 -> 78 us a layer, 1 x 8,192 24.2 -> 22.7);
+     * the generic kernel about SPLIT_BLOCKS_PER_SM a multiprocessor. */
+    int units = d->batch * d->kv_heads, resident = 0;
+    int per_sm = SPLIT_BLOCKS_PER_SM, min_tokens = SPLIT_MIN_TOKENS, want;
+    bool tuned = dy_cuda_tuning("DYNO_CUDA_DECODE_SPLIT", &per_sm, &min_tokens);
+    if (tuned) {
         per_sm = per_sm < 1 ? 1 : per_sm;
         min_tokens = min_tokens < 1 ? 1 : min_tokens;
     }
-    int want = (per_sm * c->sm_count + d->batch * d->kv_heads - 1) / (d->batch * d->kv_heads);
+    if (fast && !tuned) {
+        int group = per_kv < MAX_GROUP ? per_kv : MAX_GROUP;
+        int st = dy_cuda_decode_fast(c, d, dim3(1, 1, 1), 1, d->max_context, 0, group, &resident);
+        if (st != DY_OK && st != DY_E_UNSUPPORTED)
+            return st;
+    }
+    if (resident > 0)
+        want = resident * c->sm_count / units;
+    else
+        want = (per_sm * c->sm_count + units - 1) / units;
     int by_len = (d->max_context + min_tokens - 1) / min_tokens;
     int splits = want < by_len ? want : by_len;
     if (splits < 1)
@@ -380,13 +402,7 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
         if (st != DY_OK)
             return st;
     }
-    int per_kv = d->heads / d->kv_heads, epl = epl_for(d->head_dim);
     dim3 grid((unsigned)d->batch, (unsigned)d->kv_heads, (unsigned)splits);
-    /* the vectorised kernel needs 16-byte aligned caches and a head dim it
-     * was built for */
-    bool fast = (d->head_dim == 64 || d->head_dim == 128) &&
-                ((uintptr_t)dy_cuda_ptr(d->k_cache) % 16) == 0 &&
-                ((uintptr_t)dy_cuda_ptr(d->v_cache) % 16) == 0;
     size_t shared = (size_t)DECODE_WARPS * MAX_GROUP * d->head_dim * sizeof(float);
     const void *q = dy_cuda_ptr(d->q), *kc = dy_cuda_ptr(d->k_cache), *vc = dy_cuda_ptr(d->v_cache);
     const float *ks = int8 ? (const float *)dy_cuda_ptr(d->k_scale) : NULL;
@@ -401,7 +417,7 @@ int dy_cuda_attention_decode(void *ctx, const struct dy_attention_decode_desc *d
               out, c->partials, splits, tokens_per_split, head0, group)
         /* the vectorised kernel, unless its tiles do not fit the device's
          * shared memory (f32 on a 64 KB part) */
-        int st = fast ? dy_cuda_decode_fast(c, d, grid, splits, tokens_per_split, head0, group)
+        int st = fast ? dy_cuda_decode_fast(c, d, grid, splits, tokens_per_split, head0, group, NULL)
                       : DY_E_UNSUPPORTED;
         if (st == DY_E_UNSUPPORTED)
             DY_DISPATCH(DY_DECODE, epl, group);

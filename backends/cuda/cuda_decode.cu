@@ -9,6 +9,9 @@
  *  - a warp is DY_WARP / LPT token groups; a group of LPT lanes takes KEYS
  *    keys of each tile, each lane HD / LPT elements of every query head of
  *    the GQA group, read from shared memory in 16-byte (or 8-byte) chunks;
+ *  - a token group's scores are summed by a reduce-scatter over its lanes
+ *    and each lane does one score's softmax (spread_softmax), where the
+ *    group's G x KEYS scores fit one a lane;
  *  - the online softmax is rescaled once per KEYS keys, and only when some
  *    lane's maximum grew (a warp vote; elsewhere the factor is 1);
  *  - q carries the softmax scale and log2(e): scores are in log2 units and
@@ -16,11 +19,21 @@
  *  - int8 scales fold into the score (key) and the weight (value); fp8
  *    becomes f16 two bytes at a time, exactly.
  * The token groups, then the warps, are merged at the end; several splits
- * of the context are merged by merge_splits_kernel (cuda_attention.cu). */
+ * of the context are merged by merge_splits_kernel (cuda_attention.cu).
+ * At a decode batch the kernel is bound by its instructions, not the
+ * cache: on an H200 at 64 x 1,536 (bf16) the same loop without the
+ * arithmetic streams the cache at 0.95 of the copy bandwidth, the whole
+ * kernel at 0.89 (0.70 before the spread softmax and the stage counters;
+ * bench/README, twentieth session). */
 #include <math.h>
 
 #include "cuda_decode.h"
 #include "cuda_quant.h"
+
+#if DY_HIP
+#define cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, fn, threads, smem) \
+    hipOccupancyMaxActiveBlocksPerMultiprocessor(n, (const void *)(fn), threads, smem)
+#endif
 
 #define KEYS 2                     /* keys per token group and tile */
 #define AHEAD_BYTES (8 << 10)      /* cache bytes a warp keeps in flight */
@@ -120,24 +133,26 @@ template <int WORDS> struct tile_rows {
 
 /* A warp's tile in shared memory: K rows [TILE][ROW], V rows [TILE][ROW],
  * then for int8 the K and V scales [TILE] each. The warp's lanes copy it,
- * DY_WARP / TILE lanes a row, so each lane looks up one slot. */
+ * DY_WARP / TILE lanes a row, so each lane looks up one slot. kc, vc, ks
+ * and vs point at the block's KV head in slot 0. */
 template <int ROW, int TILE, bool INT8>
 __device__ __forceinline__ void load_tile(unsigned char *buf, const struct dy_attention_decode_desc &d,
                                           const uint8_t *kc, const uint8_t *vc, const float *ks, const float *vs,
-                                          const int32_t *blocks, int block_shift, int kvh, int first, int end)
+                                          const int32_t *blocks, int block_shift, int first, int end)
 {
     constexpr int PARTS = ROW / 16, LANES = DY_WARP / TILE;
     static_assert(DY_WARP % TILE == 0 && PARTS % LANES == 0, "whole 16-byte parts per lane");
     int lane = threadIdx.x % DY_WARP, row = lane / LANES, key = first + row;
     bool valid = key < end;
-    size_t slot = 0;
+    unsigned slot = 0;
     if (valid) {
         /* block sizes are powers of two in practice: a shift, not a division */
-        int index = block_shift >= 0 ? key >> block_shift : key / d.block_size;
-        int offset = block_shift >= 0 ? key & ((1 << block_shift) - 1) : key % d.block_size;
-        slot = (size_t)blocks[index] * d.block_size + offset;
+        if (block_shift >= 0)
+            slot = ((unsigned)blocks[key >> block_shift] << block_shift) | (key & ((1u << block_shift) - 1));
+        else
+            slot = (unsigned)blocks[key / d.block_size] * d.block_size + key % d.block_size;
     }
-    size_t off = (slot * d.kv_heads + kvh) * ROW;
+    size_t off = (size_t)slot * (unsigned)(d.kv_heads * ROW);
 #pragma unroll
     for (int part = lane % LANES; part < PARTS; part += LANES) {
         copy16(buf + row * ROW + part * 16, kc + off + part * 16, valid);
@@ -146,8 +161,8 @@ __device__ __forceinline__ void load_tile(unsigned char *buf, const struct dy_at
     if constexpr (INT8) {
         if (lane % LANES == 0) {
             float *scales = (float *)(buf + 2 * TILE * ROW);
-            copy4(scales + row, ks + slot * d.kv_heads + kvh, valid);
-            copy4(scales + TILE + row, vs + slot * d.kv_heads + kvh, valid);
+            copy4(scales + row, ks + (size_t)slot * d.kv_heads, valid);
+            copy4(scales + TILE + row, vs + (size_t)slot * d.kv_heads, valid);
         }
     }
 }
@@ -164,6 +179,18 @@ __device__ __forceinline__ float fast_exp2(float x)
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 #endif
+}
+
+/* Whether a token group's softmax is spread over its lanes: when its G x
+ * KEYS scores fit one a lane, each lane finishes the sum of one score and
+ * does that score's softmax alone, instead of every lane reducing and
+ * exponentiating all of them (Llama-3.1-8B's group of 4, bf16, 16 lanes a
+ * key: 30 instructions for the sums instead of 64, and a quarter of the
+ * softmax's). A lane then carries its own head's maximum in m[0] and its
+ * own keys' share of that head's sum in l[0] until gather_state. */
+template <int LPT, int G> __host__ __device__ constexpr bool spread_softmax()
+{
+    return G * KEYS <= LPT;
 }
 
 /* One tile for one lane: the KEYS keys' scores for every head of the
@@ -191,43 +218,114 @@ __device__ __forceinline__ void attend(const tile_rows<EPL / cache_type<CT>::per
                 for (int g = 0; g < G; g++)
                     dot[g][u] = fmaf(qv[g][w * EPW + i], kf[i], dot[g][u]);
         }
-#pragma unroll
-    for (int g = 0; g < G; g++)
-#pragma unroll
-        for (int u = 0; u < KEYS; u++)
-#pragma unroll
-            for (int o = LPT / 2; o > 0; o >>= 1)
-                dot[g][u] += __shfl_xor_sync(0xffffffffu, dot[g][u], o);
-    float weight[G][KEYS], corr[G];
-    bool grew = false;
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        float s[KEYS], m_new = m[g];
-#pragma unroll
-        for (int u = 0; u < KEYS; u++) {
-            s[u] = r.valid[u] ? (CT == DY_I8 ? dot[g][u] * r.k_scale[u] : dot[g][u]) : -INFINITY;
-            m_new = fmaxf(m_new, s[u]);
-        }
-        /* 1 where the maximum stayed: no NaN from -inf - -inf before any key */
-        corr[g] = m_new > m[g] ? fast_exp2(m[g] - m_new) : 1.0f;
-        grew |= m_new > m[g];
-        float sum = 0.0f;
-#pragma unroll
-        for (int u = 0; u < KEYS; u++) {
-            float p = r.valid[u] ? fast_exp2(s[u] - m_new) : 0.0f;
-            sum += p;
-            weight[g][u] = CT == DY_I8 ? p * r.v_scale[u] : p;
-        }
-        l[g] = l[g] * corr[g] + sum;
-        m[g] = m_new;
-    }
-    /* the maximum settles after a few keys: most tiles skip the rescale */
-    if (__any_sync(0xffffffffu, grew)) {
+    float weight[G][KEYS];
+    if constexpr (spread_softmax<LPT, G>()) {
+        /* reduce-scatter: each level halves the values a lane carries, so
+         * the G x KEYS sums take V - 1 + log2(SPREAD) shuffles instead of
+         * V log2(LPT); the lane keeps value j = l8 / SPREAD */
+        constexpr int V = G * KEYS, SPREAD = LPT / V;
+        float v[V];
 #pragma unroll
         for (int g = 0; g < G; g++)
 #pragma unroll
-            for (int e = 0; e < EPL; e++)
-                acc[g][e] *= corr[g];
+            for (int u = 0; u < KEYS; u++)
+                v[g * KEYS + u] = dot[g][u];
+        int l8 = threadIdx.x % LPT, base = threadIdx.x % DY_WARP - l8; /* the token group's first lane */
+#pragma unroll
+        for (int half = V / 2; half >= 1; half /= 2) {
+            int o = half * SPREAD; /* lanes o apart carry the two halves */
+            bool up = l8 & o;
+#pragma unroll
+            for (int k = 0; k < half; k++) {
+                float send = up ? v[k] : v[k + half], keep = up ? v[k + half] : v[k];
+                v[k] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+            }
+        }
+#pragma unroll
+        for (int o = SPREAD / 2; o > 0; o >>= 1)
+            v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+        /* this lane's key u of head l8 / (SPREAD KEYS); m[0], l[0] are its
+         * head's maximum and its own keys' share of the sum */
+        int u = l8 / SPREAD % KEYS;
+        bool valid = r.valid[0];
+        float k_scale = 1.0f, v_scale = 1.0f;
+        if constexpr (CT == DY_I8) {
+            k_scale = r.k_scale[0];
+            v_scale = r.v_scale[0];
+        }
+#pragma unroll
+        for (int k = 1; k < KEYS; k++)
+            if (u == k) {
+                valid = r.valid[k];
+                if constexpr (CT == DY_I8) {
+                    k_scale = r.k_scale[k];
+                    v_scale = r.v_scale[k];
+                }
+            }
+        float s = valid ? (CT == DY_I8 ? v[0] * k_scale : v[0]) : -INFINITY, mx = s;
+#pragma unroll
+        for (int o = SPREAD; o < SPREAD * KEYS; o <<= 1)
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float m_new = fmaxf(m[0], mx);
+        bool grew = m_new > m[0];
+        float corr = grew ? fast_exp2(m[0] - m_new) : 1.0f;
+        float p = valid ? fast_exp2(s - m_new) : 0.0f;
+        l[0] = l[0] * corr + p;
+        m[0] = m_new;
+        if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float c = __shfl_sync(0xffffffffu, corr, base + g * KEYS * SPREAD);
+#pragma unroll
+                for (int e = 0; e < EPL; e++)
+                    acc[g][e] *= c;
+            }
+        }
+        float w = CT == DY_I8 ? p * v_scale : p;
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int k = 0; k < KEYS; k++)
+                weight[g][k] = __shfl_sync(0xffffffffu, w, base + (g * KEYS + k) * SPREAD);
+    } else {
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int u = 0; u < KEYS; u++)
+#pragma unroll
+                for (int o = LPT / 2; o > 0; o >>= 1)
+                    dot[g][u] += __shfl_xor_sync(0xffffffffu, dot[g][u], o);
+        float corr[G];
+        bool grew = false;
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float s[KEYS], m_new = m[g];
+#pragma unroll
+            for (int u = 0; u < KEYS; u++) {
+                s[u] = r.valid[u] ? (CT == DY_I8 ? dot[g][u] * r.k_scale[u] : dot[g][u]) : -INFINITY;
+                m_new = fmaxf(m_new, s[u]);
+            }
+            /* 1 where the maximum stayed: no NaN from -inf - -inf before any key */
+            corr[g] = m_new > m[g] ? fast_exp2(m[g] - m_new) : 1.0f;
+            grew |= m_new > m[g];
+            float sum = 0.0f;
+#pragma unroll
+            for (int u = 0; u < KEYS; u++) {
+                float p = r.valid[u] ? fast_exp2(s[u] - m_new) : 0.0f;
+                sum += p;
+                weight[g][u] = CT == DY_I8 ? p * r.v_scale[u] : p;
+            }
+            l[g] = l[g] * corr[g] + sum;
+            m[g] = m_new;
+        }
+        /* the maximum settles after a few keys: most tiles skip the rescale */
+        if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+            for (int g = 0; g < G; g++)
+#pragma unroll
+                for (int e = 0; e < EPL; e++)
+                    acc[g][e] *= corr[g];
+        }
     }
 #pragma unroll
     for (int w = 0; w < WORDS; w++) {
@@ -367,6 +465,12 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
     int first = start + warp * TILE, stride = DECODE_WARPS * TILE;
     int tiles = end > first ? (end - first + stride - 1) / stride : 0;
     const int32_t *blocks = table + (size_t)b * d.max_blocks_per_seq;
+    kc += (size_t)kvh * layout::row;
+    vc += (size_t)kvh * layout::row;
+    if constexpr (CT == DY_I8) {
+        ks += kvh;
+        vs += kvh;
+    }
     unsigned char *space = smem + (size_t)warp * stages * layout::tile_bytes;
     /* The lengths and block tables come from the host. Keys before
      * `settled` were not written by the kernel before this one (the
@@ -377,14 +481,14 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
     int settled = d.fresh_tokens > 0 ? len - d.fresh_tokens : 0, s = 0;
     for (; s < stages - 1 && s < tiles && min(end, first + s * stride + TILE) <= settled; s++) {
         load_tile<layout::row, TILE, CT == DY_I8>(space + s * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
-                                                  block_shift, kvh, first + s * stride, end);
+                                                  block_shift, first + s * stride, end);
         copy_commit();
     }
     DY_GRID_ENTER();
     for (; s < stages - 1; s++) {
         if (s < tiles)
             load_tile<layout::row, TILE, CT == DY_I8>(space + s * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
-                                                      block_shift, kvh, first + s * stride, end);
+                                                      block_shift, first + s * stride, end);
         copy_commit();
     }
     const float q_scale = d.scale * 1.4426950408889634f; /* log2(e): scores in log2 units */
@@ -400,15 +504,18 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
             qv[g][e] = g < group ? q_scale * dy_load_f32(q, d.dtype, at) : 0.0f;
         }
     }
+    /* tile t is in stage t % stages, counted without a division */
+    int use = 0, fill = stages - 1;
     for (int t = 0; t < tiles; t++) {
         copy_wait(stages - 2);
         __syncwarp(); /* tile t is in; every lane is done with tile t - 1 */
         if (t + stages - 1 < tiles)
-            load_tile<layout::row, TILE, CT == DY_I8>(space + (t + stages - 1) % stages * layout::tile_bytes, d,
-                                                      kc, vc, ks, vs, blocks, block_shift, kvh,
-                                                      first + (t + stages - 1) * stride, end);
+            load_tile<layout::row, TILE, CT == DY_I8>(space + fill * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
+                                                      block_shift, first + (t + stages - 1) * stride, end);
         copy_commit();
-        const unsigned char *buf = space + t % stages * layout::tile_bytes;
+        const unsigned char *buf = space + use * layout::tile_bytes;
+        use = use + 1 == stages ? 0 : use + 1;
+        fill = fill + 1 == stages ? 0 : fill + 1;
         tile_rows<WORDS> r;
 #pragma unroll
         for (int u = 0; u < KEYS; u++) {
@@ -438,15 +545,32 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
     }
     copy_wait(0);
     __syncthreads(); /* the tiles' space becomes the merge's */
+    if constexpr (spread_softmax<LPT, G>()) {
+        /* every lane of the token group takes every head's maximum and sum */
+        constexpr int SPREAD = LPT / (G * KEYS);
+        float mine = m[0], sum = l[0];
+        int base = lane - lane % LPT; /* the token group's first lane */
+#pragma unroll
+        for (int o = SPREAD; o < SPREAD * KEYS; o <<= 1)
+            sum += __shfl_xor_sync(0xffffffffu, sum, o);
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            m[g] = __shfl_sync(0xffffffffu, mine, base + g * KEYS * SPREAD);
+            l[g] = __shfl_sync(0xffffffffu, sum, base + g * KEYS * SPREAD);
+        }
+    }
 #pragma unroll
     for (int g = 0; g < G; g++)
         m[g] *= 0.6931471805599453f; /* back to natural-log units for the merges */
     finish<HD, LPT, G, CPL>(d, m, l, acc, (float *)smem, group, h0, split, splits, out, partials);
 }
 
+/* Launches the kernel, or with `resident` set only says how many of its
+ * blocks a multiprocessor holds (the occupancy calculator's answer,
+ * remembered per instantiation and shared-memory size). */
 template <int HD, int LPT, int G, enum dy_dtype CT>
 static int launch(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, dim3 grid, int splits,
-                  int tokens_per_split, int head0, int group, int block_shift)
+                  int tokens_per_split, int head0, int group, int block_shift, int *resident)
 {
     typedef fast_layout<HD, LPT, CT> layout;
     /* AHEAD_BYTES per warp in flight beside the tile in use, as far as the
@@ -465,6 +589,20 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, 
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     if (e != cudaSuccess)
         return dy_cuda_fail(c, e, "cudaFuncSetAttribute(attention_decode)");
+    if (resident) {
+        static size_t known_bytes;
+        static int known;
+        if (known_bytes != bytes) {
+            int n = 0;
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, DECODE_WARPS * DY_WARP, bytes);
+            if (e != cudaSuccess)
+                return dy_cuda_fail(c, e, "cudaOccupancyMaxActiveBlocksPerMultiprocessor(attention_decode)");
+            known = n;
+            known_bytes = bytes;
+        }
+        *resident = known;
+        return DY_OK;
+    }
     bool int8 = CT == DY_I8;
     dy_launch(c, kernel, grid, DECODE_WARPS * DY_WARP, bytes, *d, dy_cuda_ptr(d->q), dy_cuda_ptr(d->k_cache),
               dy_cuda_ptr(d->v_cache), int8 ? dy_cuda_ptr(d->k_scale) : NULL, int8 ? dy_cuda_ptr(d->v_scale) : NULL,
@@ -475,16 +613,17 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, 
 
 #if !DY_HIP
 /* ---- bf16 caches on the tensor cores (DYNO_CUDA_DECODE_MMA, off) -------
- * The kernel above spends about 65 instructions a key at Llama-3.1-8B's
- * group of four (each lane's share of the dot products, their shuffle
- * reductions, the softmax done by every lane of a key, the weighted sums);
- * on an H200 at batch 64 it reads the cache at 0.70 of the copy bandwidth,
- * and one-byte caches are no faster (kv_bench). This kernel was written to
- * see whether those instructions bound it: they do not. With about a tenth
- * of them it measured slower at batch 64 (H200: 158 against 137 us a layer
- * at 64 x 1,536) and after 1,024 tokens at batch 1, faster only on long
- * splits of few sequences (1 x 8,192: 25 against 28 us), so it stays a
- * switch (bench/README, nineteenth session).
+ * The kernel above spent about 120 warp instructions a key and KV head at
+ * Llama-3.1-8B's group of four; on an H200 at batch 64 it read the cache
+ * at 0.70 of the copy bandwidth. This kernel, with a fifth of them,
+ * measured slower (H200: 158 against 137 us a layer at 64 x 1,536): with
+ * three warps a block and one tile in flight each, it waits on its block
+ * table reads and on its chains of mma.sync (Nsight Compute: 20 cycles
+ * between a warp's instructions, mostly long and short scoreboard). It
+ * is faster only on long splits of few sequences (1 x 8,192: 25 against
+ * 28 us), so it stays a switch (bench/README, nineteenth and twentieth
+ * sessions); the kernel above, with its softmax spread over the lanes,
+ * now reads at 0.89.
  * Here a warp takes 16 keys a tile and puts both products on mma.sync
  * m16n8k16 (bf16, f32 accumulators), keys and head dims as the M side and
  * the group's (up to 8) query heads as N:
@@ -764,11 +903,11 @@ static int launch_mma(struct cuda_ctx *c, const struct dy_attention_decode_desc 
  * others. */
 template <enum dy_dtype CT>
 static int launch_for(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, dim3 grid, int splits,
-                      int tokens_per_split, int head0, int group, int block_shift)
+                      int tokens_per_split, int head0, int group, int block_shift, int *resident)
 {
     constexpr bool byte_cache = cache_type<CT>::bytes == 1;
 #define DY_FAST(HD, LPT, G) \
-    return launch<HD, LPT, G, CT>(c, d, grid, splits, tokens_per_split, head0, group, block_shift)
+    return launch<HD, LPT, G, CT>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, resident)
     if (d->head_dim == 128) {
         if (group <= 1) DY_FAST(128, 8, 1);
         if (group <= 2) DY_FAST(128, 8, 2);
@@ -784,18 +923,18 @@ static int launch_for(struct cuda_ctx *c, const struct dy_attention_decode_desc 
 }
 
 int dy_cuda_decode_fast(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, dim3 grid, int splits,
-                        int tokens_per_split, int head0, int group)
+                        int tokens_per_split, int head0, int group, int *resident)
 {
     int block_shift = -1;
     for (int s = 0; s < 31; s++)
         if (d->block_size == 1 << s)
             block_shift = s;
     switch (d->cache_dtype) {
-    case DY_F32: return launch_for<DY_F32>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
-    case DY_F16: return launch_for<DY_F16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
+    case DY_F32: return launch_for<DY_F32>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, resident);
+    case DY_F16: return launch_for<DY_F16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, resident);
     case DY_BF16:
 #if !DY_HIP
-        if (c->decode_mma > 0) {
+        if (c->decode_mma > 0 && !resident) {
             /* DYNO_CUDA_DECODE_MMA=WS: W warps a block (2, 3 or 4), S stages */
             int w = c->decode_mma >= 20 ? c->decode_mma / 10 : MMA_WARPS;
             int stages = c->decode_mma >= 20 ? c->decode_mma % 10 : MMA_STAGES, st;
@@ -809,8 +948,8 @@ int dy_cuda_decode_fast(struct cuda_ctx *c, const struct dy_attention_decode_des
                 return st;
         }
 #endif
-        return launch_for<DY_BF16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
-    case DY_FP8: return launch_for<DY_FP8>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
-    default: return launch_for<DY_I8>(c, d, grid, splits, tokens_per_split, head0, group, block_shift);
+        return launch_for<DY_BF16>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, resident);
+    case DY_FP8: return launch_for<DY_FP8>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, resident);
+    default: return launch_for<DY_I8>(c, d, grid, splits, tokens_per_split, head0, group, block_shift, resident);
     }
 }
