@@ -131,11 +131,12 @@ template <int WORDS> struct tile_rows {
     bool valid[KEYS];
 };
 
-/* A warp's tile in shared memory: K rows [TILE][ROW], V rows [TILE][ROW],
- * then for int8 the K and V scales [TILE] each. The warp's lanes copy it,
- * DY_WARP / TILE lanes a row, so each lane looks up one slot. kc, vc, ks
- * and vs point at the block's KV head in slot 0. */
-template <int ROW, int TILE, bool INT8>
+/* A warp's tile in shared memory: K rows [TILE][PITCH], V rows
+ * [TILE][PITCH] (ROW bytes of each), then for int8 the K and V scales
+ * [TILE] each. The warp's lanes copy it, DY_WARP / TILE lanes a row, so
+ * each lane looks up one slot. kc, vc, ks and vs point at the block's KV
+ * head in slot 0. */
+template <int ROW, int TILE, bool INT8, int PITCH = ROW>
 __device__ __forceinline__ void load_tile(unsigned char *buf, const struct dy_attention_decode_desc &d,
                                           const uint8_t *kc, const uint8_t *vc, const float *ks, const float *vs,
                                           const int32_t *blocks, int block_shift, int first, int end)
@@ -155,12 +156,12 @@ __device__ __forceinline__ void load_tile(unsigned char *buf, const struct dy_at
     size_t off = (size_t)slot * (unsigned)(d.kv_heads * ROW);
 #pragma unroll
     for (int part = lane % LANES; part < PARTS; part += LANES) {
-        copy16(buf + row * ROW + part * 16, kc + off + part * 16, valid);
-        copy16(buf + (TILE + row) * ROW + part * 16, vc + off + part * 16, valid);
+        copy16(buf + row * PITCH + part * 16, kc + off + part * 16, valid);
+        copy16(buf + (TILE + row) * PITCH + part * 16, vc + off + part * 16, valid);
     }
     if constexpr (INT8) {
         if (lane % LANES == 0) {
-            float *scales = (float *)(buf + 2 * TILE * ROW);
+            float *scales = (float *)(buf + 2 * TILE * PITCH);
             copy4(scales + row, ks + (size_t)slot * d.kv_heads, valid);
             copy4(scales + TILE + row, vs + (size_t)slot * d.kv_heads, valid);
         }
@@ -612,6 +613,8 @@ static int launch(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, 
 }
 
 #if !DY_HIP
+#include "cuda_mma.h"
+
 /* ---- bf16 caches on the tensor cores (DYNO_CUDA_DECODE_MMA, off) -------
  * The kernel above spent about 120 warp instructions a key and KV head at
  * Llama-3.1-8B's group of four; on an H200 at batch 64 it read the cache
@@ -647,74 +650,15 @@ template <int HD, int W> struct mma_layout {
     static constexpr int finish_bytes = W * MAX_GROUP * HD * 4;
 };
 
-__device__ __forceinline__ void mma_bf16_16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* four 8 x 8 matrices of 16-bit elements from shared memory, lane l giving
- * the address of row l % 8 of matrix l / 8 (.trans: each transposed) */
-__device__ __forceinline__ void ldsm_x4(const void *p, uint32_t *r)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"((unsigned)__cvta_generic_to_shared(p))
-                 : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(const void *p, uint32_t *r)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"((unsigned)__cvta_generic_to_shared(p))
-                 : "memory");
-}
-
-/* an 8 x 8 matrix of 16-bit elements, one word a lane, transposed */
-__device__ __forceinline__ uint32_t movmatrix_trans(uint32_t x)
-{
-    uint32_t y;
-    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
-    return y;
-}
-
-/* (x0, x1) as bf16 pairs hi and lo, x = hi + lo to 16 bits; x0 in the low
- * halves */
-__device__ __forceinline__ void bf16_split(float x0, float x1, uint32_t *hi, uint32_t *lo)
-{
-    uint32_t h, l;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(x1), "f"(x0));
-    float r0 = x0 - __uint_as_float(h << 16), r1 = x1 - __uint_as_float(h & 0xffff0000u);
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(l) : "f"(r1), "f"(r0));
-    *hi = h;
-    *lo = l;
-}
-
 /* A warp's 16-key tile (keys first .. first + 15 of the sequence) of K and
- * V rows into its shared memory, two lanes a key */
+ * V rows into its shared memory at a pitch of RS bytes, two lanes a key */
 template <int HD>
 __device__ __forceinline__ void mma_load_tile(unsigned char *buf, const struct dy_attention_decode_desc &d,
                                               const uint8_t *kc, const uint8_t *vc, const int32_t *blocks,
-                                              int block_shift, int kvh, int first, int end)
+                                              int block_shift, int first, int end)
 {
-    constexpr int ROW = HD * 2, RS = mma_layout<HD, 1>::rs;
-    int lane = threadIdx.x % DY_WARP, row = lane / 2, key = first + row;
-    bool valid = key < end;
-    size_t slot = 0;
-    if (valid) {
-        int index = block_shift >= 0 ? key >> block_shift : key / d.block_size;
-        int offset = block_shift >= 0 ? key & ((1 << block_shift) - 1) : key % d.block_size;
-        slot = (size_t)blocks[index] * d.block_size + offset;
-    }
-    size_t off = (slot * d.kv_heads + kvh) * ROW;
-#pragma unroll
-    for (int part = lane % 2; part < ROW / 16; part += 2) {
-        copy16(buf + row * RS + part * 16, kc + off + part * 16, valid);
-        copy16(buf + (MMA_KEYS + row) * RS + part * 16, vc + off + part * 16, valid);
-    }
+    load_tile<HD * 2, MMA_KEYS, false, mma_layout<HD, 1>::rs>(buf, d, kc, vc, NULL, NULL, blocks, block_shift,
+                                                               first, end);
 }
 
 /* Grid (batch, KV heads, splits) as decode_fast_kernel's, of W warps; warp
@@ -738,19 +682,21 @@ decode_mma_kernel(struct dy_attention_decode_desc d, const void *q, const uint8_
     int first = start + warp * MMA_KEYS, stride = W * MMA_KEYS;
     int tiles = end > first ? (end - first + stride - 1) / stride : 0;
     const int32_t *blocks = table + (size_t)b * d.max_blocks_per_seq;
+    kc += (size_t)kvh * HD * 2;
+    vc += (size_t)kvh * HD * 2;
     unsigned char *space = smem + (size_t)warp * stages * layout::tile_bytes;
     /* tiles of keys the append before did not write go before the wait,
      * as in decode_fast_kernel */
     int settled = d.fresh_tokens > 0 ? len - d.fresh_tokens : 0, s = 0;
     for (; s < stages - 1 && s < tiles && min(end, first + s * stride + MMA_KEYS) <= settled; s++) {
-        mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift, kvh, first + s * stride,
+        mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift, first + s * stride,
                           end);
         copy_commit();
     }
     DY_GRID_ENTER();
     for (; s < stages - 1; s++) {
         if (s < tiles)
-            mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift, kvh,
+            mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift,
                               first + s * stride, end);
         copy_commit();
     }
@@ -779,14 +725,17 @@ decode_mma_kernel(struct dy_attention_decode_desc d, const void *q, const uint8_
         acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
     int ka = (lane / 8 % 2) * 8 + lane % 8, kd = (lane / 16) * 8; /* K: matrix lane / 8's row */
     int va = (lane / 16) * 8 + lane % 8, vd = (lane / 8 % 2) * 8;  /* V, transposed */
+    int use = 0, fill = stages - 1; /* the stages of tiles `tile` and `tile` + stages - 1 */
     for (int tile = 0; tile < tiles; tile++) {
         copy_wait(stages - 2);
         __syncwarp(); /* tile `tile` is in; every lane is done with the one before */
         if (tile + stages - 1 < tiles)
-            mma_load_tile<HD>(space + (tile + stages - 1) % stages * layout::tile_bytes, d, kc, vc, blocks,
-                              block_shift, kvh, first + (tile + stages - 1) * stride, end);
+            mma_load_tile<HD>(space + fill * layout::tile_bytes, d, kc, vc, blocks, block_shift,
+                              first + (tile + stages - 1) * stride, end);
         copy_commit();
-        const unsigned char *kb = space + tile % stages * layout::tile_bytes, *vb = kb + MMA_KEYS * RS;
+        const unsigned char *kb = space + use * layout::tile_bytes, *vb = kb + MMA_KEYS * RS;
+        use = use + 1 == stages ? 0 : use + 1;
+        fill = fill + 1 == stages ? 0 : fill + 1;
         /* S^T: keys g and g + 8 of the tile, heads 2t and 2t + 1 */
         float sc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
 #pragma unroll
@@ -892,15 +841,16 @@ static int launch_mma(struct cuda_ctx *c, const struct dy_attention_decode_desc 
 
 /* Lanes per key. At dim 128, 8 (a lane holds 16 elements: 16 bytes of
  * fp8/int8, 32 of f16/bf16) or 16, whose state is half the registers, so
- * 4 blocks fit a multiprocessor instead of 2 or 3. Measured on an H100 at
- * Llama-3.1-8B's group of 4 (bench/cuda/kv_bench.c): 16 lanes won for
- * bf16 everywhere (batch 64 x 2048: 225 against 249 us a layer) and for
- * fp8/int8 on short splits (batch 1 x 8192, 63 keys a split: 37 against
- * 52 us), 8 lanes for fp8/int8 on long ones (batch 64 x 2048, 683 keys:
- * 192 against 199 us; batch 16 x 4096, 456 keys: 114 against 119). Groups
- * of 1 and 2 have registers to spare at 8 lanes; the group of 8 needs 16.
- * At dim 64, 4 lanes for one-byte caches (16 bytes each) and 8 for the
- * others. */
+ * 4 blocks fit a multiprocessor instead of 2 or 3. Measured at
+ * Llama-3.1-8B's group of 4 (bench/cuda/kv_bench.c): on an H100, 16 lanes
+ * won for bf16 everywhere (batch 64 x 2048: 225 against 249 us a layer);
+ * fp8/int8 took 8 lanes on long splits until the softmax was spread over
+ * the lanes, after which 16 won there too (H200, batch 64 x 1,536: fp8
+ * 105.7 against 115.8 us, int8 115.3 against 129.6; 1 x 8,192 21.8
+ * against 23.1; 16 x 4,096 77.2 against 76.4; bench/README twentieth
+ * session). Groups of 1 and 2 have registers to spare at 8 lanes; the
+ * group of 8 needs 16. At dim 64, 4 lanes for one-byte caches (16 bytes
+ * each) and 8 for the others. */
 template <enum dy_dtype CT>
 static int launch_for(struct cuda_ctx *c, const struct dy_attention_decode_desc *d, dim3 grid, int splits,
                       int tokens_per_split, int head0, int group, int block_shift, int *resident)
@@ -911,7 +861,6 @@ static int launch_for(struct cuda_ctx *c, const struct dy_attention_decode_desc 
     if (d->head_dim == 128) {
         if (group <= 1) DY_FAST(128, 8, 1);
         if (group <= 2) DY_FAST(128, 8, 2);
-        if (group <= 4 && byte_cache && tokens_per_split > 256) DY_FAST(128, 8, 4);
         if (group <= 4) DY_FAST(128, 16, 4);
         DY_FAST(128, 16, 8);
     }

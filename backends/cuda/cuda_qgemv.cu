@@ -341,6 +341,8 @@ static int qg_slot(enum dy_dtype t)
 }
 
 #if !DY_HIP
+#include "cuda_mma.h"
+
 /* ---- int4 on the tensor cores ----
  * The CUDA-core kernel spends about three instructions per int4 weight and
  * row of A (permute, subtract, fma): at eight rows it is bound by its
@@ -361,25 +363,6 @@ static int qg_slot(enum dy_dtype t)
  * warps of a block split the chunks and meet in shared memory. */
 #define QM_MAX_WARPS 16
 #define QM_CHUNK 128
-
-static __device__ __forceinline__ void mma_bf16(float *d, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* (x0, x1) as bf16 pairs hi and lo with x = hi + lo to 16 bits */
-static __device__ __forceinline__ void split_pair(float x0, float x1, uint32_t *hi, uint32_t *lo)
-{
-    uint32_t h, l;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(h) : "f"(x1), "f"(x0));
-    float r0 = x0 - __uint_as_float(h << 16), r1 = x1 - __uint_as_float(h & 0xffff0000u);
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(l) : "f"(r1), "f"(r0));
-    *hi = h;
-    *lo = l;
-}
 
 /* nibbles j and j + 4 of w as the bf16 pair (q - zero), zneg = -(128 + zero)
  * in both halves */
@@ -471,15 +454,15 @@ qmma_i4_kernel(struct dy_qgemv_args g)
                      * word's elements j, j + 4, j + 1, j + 5 */
                     int j = 2 * half;
                     uint32_t bh0, bl0, bh1, bl1;
-                    split_pair(x[j], x[j + 4], &bh0, &bl0);
-                    split_pair(x[j + 1], x[j + 5], &bh1, &bl1);
+                    bf16_split(x[j], x[j + 4], &bh0, &bl0);
+                    bf16_split(x[j + 1], x[j + 5], &bh1, &bl1);
 #pragma unroll
                     for (int r = 0; r < R; r++) {
                         uint32_t lo_row = word_of(raw[u][r][0], w), hi_row = word_of(raw[u][r][1], w);
                         uint32_t a[4] = { i4_pair(lo_row, j, zneg[r][0]), i4_pair(hi_row, j, zneg[r][1]),
                                           i4_pair(lo_row, j + 1, zneg[r][0]), i4_pair(hi_row, j + 1, zneg[r][1]) };
-                        mma_bf16(t[r], a, bh0, bh1);
-                        mma_bf16(t[r], a, bl0, bl1);
+                        mma_bf16_16816(t[r], a, bh0, bh1);
+                        mma_bf16_16816(t[r], a, bl0, bl1);
                     }
                 }
             }

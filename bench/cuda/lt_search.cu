@@ -86,22 +86,7 @@ static double time_algo(problem &p, const cublasLtMatmulAlgo_t &algo, int reps)
 {
     if (!run(p, algo) || !run(p, algo))
         return -1.0;
-    int calls = calls_for(p, algo);
-    std::vector<double> t;
-    for (int r = 0; r < reps; r++) {
-        CK(cudaEventRecord(p.e0, p.s));
-        for (int i = 0; i < calls; i++)
-            run(p, algo);
-        CK(cudaEventRecord(p.e1, p.s));
-        CK(cudaEventSynchronize(p.e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, p.e0, p.e1));
-        t.push_back(ms * 1e3 / calls);
-    }
-    if (cudaGetLastError() != cudaSuccess)
-        return -1.0;
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
+    return median_us(p.s, p.e0, p.e1, calls_for(p, algo), reps, [&](int) { run(p, algo); });
 }
 
 static int cfg(const cublasLtMatmulAlgo_t &a, cublasLtMatmulAlgoConfigAttributes_t at)

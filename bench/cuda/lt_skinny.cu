@@ -45,21 +45,7 @@ template <class F> static double time_calls(problem &p, F call)
         if (!call(i))
             return -1.0;
     int calls = p.copies * ((40 + p.copies - 1) / p.copies);
-    std::vector<double> t;
-    for (int r = 0; r < 7; r++) {
-        CK(cudaEventRecord(p.e0));
-        for (int i = 0; i < calls; i++)
-            call(i % p.copies);
-        CK(cudaEventRecord(p.e1));
-        CK(cudaEventSynchronize(p.e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, p.e0, p.e1));
-        t.push_back(ms * 1e3 / calls);
-    }
-    if (cudaGetLastError() != cudaSuccess)
-        return -1.0;
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
+    return median_us(0, p.e0, p.e1, calls, 7, [&](int i) { call(i % p.copies); });
 }
 
 static double copy_gbps()
