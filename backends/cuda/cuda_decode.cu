@@ -168,6 +168,54 @@ __device__ __forceinline__ void load_tile(unsigned char *buf, const struct dy_at
     }
 }
 
+/* A warp's keys: the tiles first + t * stride, t < tiles, of its block's
+ * split [start, end) of the sequence's len keys, W warps a block, TILE keys
+ * a tile. */
+struct warp_keys {
+    int len, end, first, stride, tiles;
+};
+
+__device__ __forceinline__ warp_keys keys_of(int len, int split, int tokens_per_split, int warps, int tile)
+{
+    warp_keys w;
+    int start = split * tokens_per_split, warp = threadIdx.x / DY_WARP;
+    w.len = len;
+    w.end = min(len, start + tokens_per_split);
+    w.first = start + warp * tile;
+    w.stride = warps * tile;
+    w.tiles = w.end > w.first ? (w.end - w.first + w.stride - 1) / w.stride : 0;
+    return w;
+}
+
+/* Puts a warp's first stages - 1 tiles in flight (stage s at space + s *
+ * tile_bytes), then waits for the grid before (programmatic dependent
+ * launch). The lengths and block tables come from the host. Keys before
+ * `settled` were not written by the kernel before this one (the append;
+ * d.fresh_tokens), so the first tiles that hold only such keys are on
+ * their way before the wait: the cache's latency overlaps the append
+ * instead of following it (H200, Llama-3.1-8B b1 after 1,024 tokens:
+ * 4.575 -> 4.558 ms a step; OLMoE 1.255 -> 1.246). */
+template <int ROW, int TILE, bool INT8, int PITCH = ROW>
+__device__ __forceinline__ void start_tiles(unsigned char *space, int tile_bytes, int stages,
+                                            const struct dy_attention_decode_desc &d, const uint8_t *kc,
+                                            const uint8_t *vc, const float *ks, const float *vs,
+                                            const int32_t *blocks, int block_shift, const warp_keys &w)
+{
+    int settled = d.fresh_tokens > 0 ? w.len - d.fresh_tokens : 0, s = 0;
+    for (; s < stages - 1 && s < w.tiles && min(w.end, w.first + s * w.stride + TILE) <= settled; s++) {
+        load_tile<ROW, TILE, INT8, PITCH>(space + s * tile_bytes, d, kc, vc, ks, vs, blocks, block_shift,
+                                          w.first + s * w.stride, w.end);
+        copy_commit();
+    }
+    DY_GRID_ENTER();
+    for (; s < stages - 1; s++) {
+        if (s < w.tiles)
+            load_tile<ROW, TILE, INT8, PITCH>(space + s * tile_bytes, d, kc, vc, ks, vs, blocks, block_shift,
+                                              w.first + s * w.stride, w.end);
+        copy_commit();
+    }
+}
+
 /* 2^x by the approximate unit (what exp2f also uses), flushing results
  * below 2^-126 to zero: weights that small do not count beside the
  * maximum's 1. */
@@ -188,7 +236,8 @@ __device__ __forceinline__ float fast_exp2(float x)
  * exponentiating all of them (Llama-3.1-8B's group of 4, bf16, 16 lanes a
  * key: 30 instructions for the sums instead of 64, and a quarter of the
  * softmax's). A lane then carries its own head's maximum in m[0] and its
- * own keys' share of that head's sum in l[0] until gather_state. */
+ * own keys' share of that head's sum in l[0], until the kernel gathers
+ * every head's state for finish(). */
 template <int LPT, int G> __host__ __device__ constexpr bool spread_softmax()
 {
     return G * KEYS <= LPT;
@@ -460,11 +509,7 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
     int tg = lane / LPT, l8 = lane % LPT;
     int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     int h0 = kvh * (d.heads / d.kv_heads) + head0;
-    int len = lens[b];
-    int start = split * tokens_per_split, end = min(len, start + tokens_per_split);
-    /* this warp's tiles start at first + t * stride */
-    int first = start + warp * TILE, stride = DECODE_WARPS * TILE;
-    int tiles = end > first ? (end - first + stride - 1) / stride : 0;
+    const warp_keys w = keys_of(lens[b], split, tokens_per_split, DECODE_WARPS, TILE);
     const int32_t *blocks = table + (size_t)b * d.max_blocks_per_seq;
     kc += (size_t)kvh * layout::row;
     vc += (size_t)kvh * layout::row;
@@ -473,25 +518,8 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
         vs += kvh;
     }
     unsigned char *space = smem + (size_t)warp * stages * layout::tile_bytes;
-    /* The lengths and block tables come from the host. Keys before
-     * `settled` were not written by the kernel before this one (the
-     * append; d.fresh_tokens), so the first tiles that hold only such keys
-     * are on their way before the wait: the cache's latency overlaps the
-     * append instead of following it (H200, Llama-3.1-8B b1 after 1,024
-     * tokens: 4.575 -> 4.558 ms a step; OLMoE 1.255 -> 1.246). */
-    int settled = d.fresh_tokens > 0 ? len - d.fresh_tokens : 0, s = 0;
-    for (; s < stages - 1 && s < tiles && min(end, first + s * stride + TILE) <= settled; s++) {
-        load_tile<layout::row, TILE, CT == DY_I8>(space + s * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
-                                                  block_shift, first + s * stride, end);
-        copy_commit();
-    }
-    DY_GRID_ENTER();
-    for (; s < stages - 1; s++) {
-        if (s < tiles)
-            load_tile<layout::row, TILE, CT == DY_I8>(space + s * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
-                                                      block_shift, first + s * stride, end);
-        copy_commit();
-    }
+    start_tiles<layout::row, TILE, CT == DY_I8>(space, layout::tile_bytes, stages, d, kc, vc, ks, vs, blocks,
+                                                block_shift, w);
     const float q_scale = d.scale * 1.4426950408889634f; /* log2(e): scores in log2 units */
     float qv[G][EPL], acc[G][EPL], m[G], l[G];
 #pragma unroll
@@ -507,12 +535,12 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
     }
     /* tile t is in stage t % stages, counted without a division */
     int use = 0, fill = stages - 1;
-    for (int t = 0; t < tiles; t++) {
+    for (int t = 0; t < w.tiles; t++) {
         copy_wait(stages - 2);
         __syncwarp(); /* tile t is in; every lane is done with tile t - 1 */
-        if (t + stages - 1 < tiles)
+        if (t + stages - 1 < w.tiles)
             load_tile<layout::row, TILE, CT == DY_I8>(space + fill * layout::tile_bytes, d, kc, vc, ks, vs, blocks,
-                                                      block_shift, first + (t + stages - 1) * stride, end);
+                                                      block_shift, w.first + (t + stages - 1) * w.stride, w.end);
         copy_commit();
         const unsigned char *buf = space + use * layout::tile_bytes;
         use = use + 1 == stages ? 0 : use + 1;
@@ -521,7 +549,7 @@ decode_fast_kernel(struct dy_attention_decode_desc d, const void *q, const uint8
 #pragma unroll
         for (int u = 0; u < KEYS; u++) {
             int row = u * TPW + tg;
-            r.valid[u] = first + t * stride + row < end;
+            r.valid[u] = w.first + t * w.stride + row < w.end;
 #pragma unroll
             for (int c = 0; c < LANE_BYTES / CHUNK; c++) {
                 int at = row * layout::row + (c * LPT + l8) * CHUNK;
@@ -650,17 +678,6 @@ template <int HD, int W> struct mma_layout {
     static constexpr int finish_bytes = W * MAX_GROUP * HD * 4;
 };
 
-/* A warp's 16-key tile (keys first .. first + 15 of the sequence) of K and
- * V rows into its shared memory at a pitch of RS bytes, two lanes a key */
-template <int HD>
-__device__ __forceinline__ void mma_load_tile(unsigned char *buf, const struct dy_attention_decode_desc &d,
-                                              const uint8_t *kc, const uint8_t *vc, const int32_t *blocks,
-                                              int block_shift, int first, int end)
-{
-    load_tile<HD * 2, MMA_KEYS, false, mma_layout<HD, 1>::rs>(buf, d, kc, vc, NULL, NULL, blocks, block_shift,
-                                                               first, end);
-}
-
 /* Grid (batch, KV heads, splits) as decode_fast_kernel's, of W warps; warp
  * w takes the 16-key tiles w, w + W, ... of the block's keys through
  * `stages` tiles of its own shared memory. */
@@ -677,29 +694,13 @@ decode_mma_kernel(struct dy_attention_decode_desc d, const void *q, const uint8_
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP, g = lane / 4, t = lane % 4;
     int b = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     int h0 = kvh * (d.heads / d.kv_heads) + head0;
-    int len = lens[b];
-    int start = split * tokens_per_split, end = min(len, start + tokens_per_split);
-    int first = start + warp * MMA_KEYS, stride = W * MMA_KEYS;
-    int tiles = end > first ? (end - first + stride - 1) / stride : 0;
+    const warp_keys w = keys_of(lens[b], split, tokens_per_split, W, MMA_KEYS);
     const int32_t *blocks = table + (size_t)b * d.max_blocks_per_seq;
     kc += (size_t)kvh * HD * 2;
     vc += (size_t)kvh * HD * 2;
     unsigned char *space = smem + (size_t)warp * stages * layout::tile_bytes;
-    /* tiles of keys the append before did not write go before the wait,
-     * as in decode_fast_kernel */
-    int settled = d.fresh_tokens > 0 ? len - d.fresh_tokens : 0, s = 0;
-    for (; s < stages - 1 && s < tiles && min(end, first + s * stride + MMA_KEYS) <= settled; s++) {
-        mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift, first + s * stride,
-                          end);
-        copy_commit();
-    }
-    DY_GRID_ENTER();
-    for (; s < stages - 1; s++) {
-        if (s < tiles)
-            mma_load_tile<HD>(space + s * layout::tile_bytes, d, kc, vc, blocks, block_shift,
-                              first + s * stride, end);
-        copy_commit();
-    }
+    start_tiles<HD * 2, MMA_KEYS, false, RS>(space, layout::tile_bytes, stages, d, kc, vc, NULL, NULL, blocks,
+                                             block_shift, w);
     /* q as B fragments of S^T = K Q^T: head g, dims 16 kk + 2t, + 1 (and
      * + 8), scaled into log2 units, in two bf16 terms */
     const float q_scale = d.scale * 1.4426950408889634f;
@@ -726,12 +727,12 @@ decode_mma_kernel(struct dy_attention_decode_desc d, const void *q, const uint8_
     int ka = (lane / 8 % 2) * 8 + lane % 8, kd = (lane / 16) * 8; /* K: matrix lane / 8's row */
     int va = (lane / 16) * 8 + lane % 8, vd = (lane / 8 % 2) * 8;  /* V, transposed */
     int use = 0, fill = stages - 1; /* the stages of tiles `tile` and `tile` + stages - 1 */
-    for (int tile = 0; tile < tiles; tile++) {
+    for (int tile = 0; tile < w.tiles; tile++) {
         copy_wait(stages - 2);
         __syncwarp(); /* tile `tile` is in; every lane is done with the one before */
-        if (tile + stages - 1 < tiles)
-            mma_load_tile<HD>(space + fill * layout::tile_bytes, d, kc, vc, blocks, block_shift,
-                              first + (tile + stages - 1) * stride, end);
+        if (tile + stages - 1 < w.tiles)
+            load_tile<HD * 2, MMA_KEYS, false, RS>(space + fill * layout::tile_bytes, d, kc, vc, NULL, NULL, blocks,
+                                                   block_shift, w.first + (tile + stages - 1) * w.stride, w.end);
         copy_commit();
         const unsigned char *kb = space + use * layout::tile_bytes, *vb = kb + MMA_KEYS * RS;
         use = use + 1 == stages ? 0 : use + 1;
@@ -745,10 +746,10 @@ decode_mma_kernel(struct dy_attention_decode_desc d, const void *q, const uint8_
             mma_bf16_16816(sc, a, qh[kk][0], qh[kk][1]);
             mma_bf16_16816(sc, a, ql[kk][0], ql[kk][1]);
         }
-        int key0 = first + tile * stride;
-        if (key0 + g >= end)
+        int key0 = w.first + tile * w.stride;
+        if (key0 + g >= w.end)
             sc[0] = sc[1] = -INFINITY;
-        if (key0 + g + 8 >= end)
+        if (key0 + g + 8 >= w.end)
             sc[2] = sc[3] = -INFINITY;
         float mx0 = fmaxf(sc[0], sc[2]), mx1 = fmaxf(sc[1], sc[3]);
 #pragma unroll

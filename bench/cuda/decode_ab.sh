@@ -9,22 +9,10 @@
 # (SHAPES) and Llama-3.1-8B at batch 64, input = output = 1,024, and at
 # batch 1 after 1,024 tokens (E2E=0 skips). MEMCHECK names the builds run
 # under compute-sanitizer.
-set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/dy "$OUT"
-tar xJf .carry/kv_bench/dyno-bin.tar.xz -C /tmp/dy
-rm -f /tmp/dy/libdyno-cuda.so /tmp/dy/libdyno-opencl.so # each build's own comes first in the path
+source bench/cuda/ab_common.sh .carry/kv_bench/dyno-bin.tar.xz
+rm -f /tmp/dy/libdyno-opencl.so # cuda alone beside cpu and cpu-ref
 xz -dc .carry/kv_bench/kv_bench.xz > /tmp/dy/kv_bench && chmod +x /tmp/dy/kv_bench
-export DYNO_MODELS=$PWD/models
-nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv,noheader
-for f in .carry/ab/*.so.xz; do
-    n=$(basename "$f" .so.xz)
-    mkdir -p "/tmp/ab/$n"
-    xz -dc "$f" > "/tmp/ab/$n/libdyno-cuda.so"
-done
-BUILDS=${BUILDS:-$(ls /tmp/ab)} ROUNDS=${ROUNDS:-2} KVS=${KVS:-"bf16 fp8 int8"}
-to() { timeout "${TO:-180}" "$@" || echo "(exit $? from $1)"; }
-use() { export DYNO_PLUGIN_PATH=/tmp/ab/$1:/tmp/dy; }
+KVS=${KVS:-"bf16 fp8 int8"}
 for n in $BUILDS; do
     use "$n"
     echo "== conformance $n: $(to /tmp/dy/test_conformance 2>&1 | grep -v '^ok' | tail -3 | tr '\n' ' ')"

@@ -21,22 +21,10 @@ if [ "${1:-}" = --save ]; then
     ls -la ".carry/ab/$2.so.xz"
     exit 0
 fi
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/dy "$OUT"
-tar xJf .carry/attn_bench/dyno-bin.tar.xz -C /tmp/dy
-rm -f /tmp/dy/libdyno-cuda.so # each build's own comes first in the path
+source bench/cuda/ab_common.sh .carry/attn_bench/dyno-bin.tar.xz
 ab=.carry/attn_bench/attn_bench
 [ -f $ab.xz ] && { xz -dc $ab.xz > /tmp/dy/attn_bench; chmod +x /tmp/dy/attn_bench; ab=/tmp/dy/attn_bench; }
-export DYNO_MODELS=$PWD/models
-nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv,noheader
-for f in .carry/ab/*.so.xz; do
-    n=$(basename "$f" .so.xz)
-    mkdir -p "/tmp/ab/$n"
-    xz -dc "$f" > "/tmp/ab/$n/libdyno-cuda.so"
-done
-BUILDS=${BUILDS:-$(ls /tmp/ab)} ROUNDS=${ROUNDS:-2} MEMCHECK=${MEMCHECK:-}
-to() { timeout "${TO:-180}" "$@" || echo "(exit $? from $1)"; }
-use() { export DYNO_PLUGIN_PATH=/tmp/ab/$1:/tmp/dy; }
+MEMCHECK=${MEMCHECK:-}
 for n in ${SASS:-}; do
     cuobjdump -sass "/tmp/ab/$n/libdyno-cuda.so" | awk '/Function : .*flash_(ws|short)/{f=1} /Function : /&&!/flash_(ws|short)/{f=0} f' \
         > "$OUT/sass_$n.txt"
