@@ -23,6 +23,7 @@
 
 #include <cuda.h> /* CUtensorMap and its enums; the driver call goes through the runtime */
 #include <cuda_bf16.h>
+#include <type_traits>
 
 #define FW_THREADS 256 /* two warpgroups */
 #define FW_ROWS 64     /* query rows of a warpgroup */
@@ -158,12 +159,12 @@ __device__ __forceinline__ void issue_pv(float *o, const uint32_t (*pa)[4], unsi
  * maxima a row, so the compares do not wait on each other; the two long
  * kernels measured slower that way (Llama-3.1-8B 16 x 1,024: 0.466 ->
  * 0.474 ms a layer). */
-template <int KEYS, bool WIDE = false, int NMIN = 0>
+template <int KEYS, bool WIDE = false, int NMIN = 0, int CHECK = 1>
 __device__ __forceinline__ void mask_max(float *s, float &mx0, float &mx1, const struct dy_attention_prefill_desc &d,
                                          int k0, int wrow, int row0, int t)
 {
     constexpr int NT = KEYS / 8;
-    if (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)) {
+    if (CHECK == 2 || (CHECK == 1 && (k0 + KEYS > d.seq_len || (d.causal && k0 + KEYS - 1 > wrow)))) {
         int last0 = d.causal ? min(row0, d.seq_len - 1) : d.seq_len - 1;
         int last1 = d.causal ? min(row0 + 8, d.seq_len - 1) : d.seq_len - 1;
         /* the last key every row of the warpgroup sees (the same in all
@@ -458,7 +459,9 @@ flash_wgmma_kernel(struct dy_attention_prefill_desc d, int hpb, const __nv_bfloa
 /* the first kernel's Q and tile sizes, in STAGES stages */
 template <int HD, int KEYS, int STAGES> struct ws_layout : fw_layout<HD, KEYS> {
     using F = fw_layout<HD, KEYS>;
-    static constexpr size_t bytes = 1024 + 2 * F::Q_BYTES + STAGES * 2 * F::KV_BYTES;
+    /* a V stage: the tile, then a 64-column block of ones */
+    static constexpr int V_BYTES = F::KV_BYTES + KEYS * 128;
+    static constexpr size_t bytes = 1024 + 2 * F::Q_BYTES + STAGES * (F::KV_BYTES + V_BYTES);
 };
 
 /* the tensor maps of Q, K and V (encode_map) */
@@ -478,16 +481,20 @@ __device__ __forceinline__ void tma_tile(unsigned dst, const CUtensorMap *map, i
 
 /* tile j's softmax for the overlapped schedule: the probabilities stay in
  * s (f32) until the product that reads the previous ones is done; c0 and
- * c1 are what O must be scaled by before this tile's product is added; the
- * sums are this thread's share (its four lanes of a row add up at the end) */
-template <int KEYS, bool FIRST, bool WIDE = false, int NMIN = 0, bool LAZY = false>
+ * c1 are what O must be scaled by before this tile's product is added.
+ * SUMS: the rows' running sums in r, this thread's share (its four lanes of
+ * a row add up at the end); the warp-specialized kernel has the tensor
+ * cores sum P instead (issue_pv_ws). CHECK: 1, mask where the tile crosses
+ * the diagonal or the end (a runtime branch); 0, never; 2, always, by
+ * selects alone (mask_max) */
+template <int KEYS, bool FIRST, bool WIDE = false, int NMIN = 0, bool LAZY = false, int CHECK = 1, bool SUMS = true>
 __device__ __forceinline__ bool ws_softmax(float *s, fw_rows &r, float &c0, float &c1,
                                            const struct dy_attention_prefill_desc &d, float scale, int k0, int wrow,
                                            int row0, int t)
 {
     constexpr int NT = KEYS / 8;
     float mx0, mx1;
-    mask_max<KEYS, WIDE, NMIN>(s, mx0, mx1, d, k0, wrow, row0, t);
+    mask_max<KEYS, WIDE, NMIN, CHECK>(s, mx0, mx1, d, k0, wrow, row0, t);
     float n0 = FIRST ? mx0 * scale : fmaxf(r.m0, mx0 * scale);
     float n1 = FIRST ? mx1 * scale : fmaxf(r.m1, mx1 * scale);
     /* LAZY: the rows' maxima move only where some row of the warp grew
@@ -522,8 +529,10 @@ __device__ __forceinline__ bool ws_softmax(float *s, fw_rows &r, float &c0, floa
         sum0 += a0[i];
         sum1 += a1[i];
     }
-    r.l0 = FIRST ? sum0 : r.l0 * c0 + sum0;
-    r.l1 = FIRST ? sum1 : r.l1 * c1 + sum1;
+    if (SUMS) {
+        r.l0 = FIRST ? sum0 : r.l0 * c0 + sum0;
+        r.l1 = FIRST ? sum1 : r.l1 * c1 + sum1;
+    }
     r.m0 = n0;
     r.m1 = n1;
     return !FIRST && moved;
@@ -536,6 +545,19 @@ template <int KEYS> __device__ __forceinline__ void ws_pack(const float *s, uint
         pa[n / 2][(n & 1) * 2 + 0] = pack_bf16(s[n * 4], s[n * 4 + 1]);
         pa[n / 2][(n & 1) * 2 + 1] = pack_bf16(s[n * 4 + 2], s[n * 4 + 3]);
     }
+}
+
+/* O += P V in the warp-specialized kernel, over V's 128 columns and 8 of
+ * the stage's block of ones after them: o[64 .. 67] gather the rows' sums of
+ * P (as rounded to bf16, as the products see it) in the tensor cores, and a
+ * grown maximum's rescale of O rescales them too */
+template <int HD, int KEYS> __device__ __forceinline__ void issue_pv_ws(float *o, const uint32_t (*pa)[4], unsigned vt)
+{
+    static_assert(HD == 128, "136 columns: head dim 128 and 8 of ones");
+    unsigned vl = sw128_lo(vt, KEYS * 128);
+#pragma unroll
+    for (int kk = 0; kk < KEYS / 16; kk++)
+        wgmma_rs136(o, pa[kk], sw128_at(vl, kk * 2048));
 }
 
 /* which rows, heads and sequence work item `item` covers: the items run
@@ -565,20 +587,32 @@ __device__ __forceinline__ ws_item ws_decode(int item, const struct dy_attention
  * of two heads, or 128 of one, as above) in turn, so the producer loads the
  * next item's Q and first tiles while the consumers finish this one, and
  * one warpgroup starts the next item while the other stores its rows. The
- * stages' phases run on across items (a block-wide tile count). */
+ * stages' phases run on across items (a block-wide tile count). Each
+ * warpgroup issues tile j's scores and tile j - 1's P V together, then
+ * runs tile j's softmax while P V is in flight (FlashAttention-3's
+ * intra-warpgroup overlap), and O's rows gather their sums of P through a
+ * column of ones after V (issue_pv_ws) rather than 64 adds a tile. */
 template <int HD, int KEYS, int STAGES>
 __global__ void __launch_bounds__(WS_THREADS, 1)
 flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int hpb, int items,
                 __nv_bfloat16 *out)
 {
     using L = ws_layout<HD, KEYS, STAGES>;
-    constexpr int NT = KEYS / 8, QB = L::Q_BYTES, KVB = L::KV_BYTES;
+    constexpr int NT = KEYS / 8, QB = L::Q_BYTES, KVB = L::KV_BYTES, VB = L::V_BYTES, OC = HD / 2 + 4;
     extern __shared__ __align__(1024) unsigned char smem[];
     unsigned base = (unsigned)__cvta_generic_to_shared(smem);
     base = (base + 1023u) & ~1023u;
     int tid = threadIdx.x, wg = warpgroup_index();
     int group = d.heads / d.kv_heads, rows = FW_ROWS * 2 / hpb;
     unsigned qs = base, ks = base + 2 * QB, vs = ks + STAGES * KVB;
+    /* each V stage's block of ones (bf16 1.0), written once; the products
+     * read it through the async proxy */
+    for (int st = 0; st < STAGES; st++)
+        for (int i = tid; i < KEYS * 128 / 16; i += WS_THREADS)
+            asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(vs + st * VB + KVB + i * 16),
+                         "r"(0x3f803f80u)
+                         : "memory");
+    fence_async_proxy();
     /* bars: q_full, q_empty, then per stage k_full, v_full, k_empty, v_empty */
     __shared__ __align__(8) uint64_t bars[2 + 4 * STAGES];
     unsigned q_full = (unsigned)__cvta_generic_to_shared(bars), q_empty = q_full + 8;
@@ -623,7 +657,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                     if (it >= STAGES)
                         mbar_wait(v_empty + 8 * st, ph);
                     mbar_expect(v_full + 8 * st, KVB);
-                    tma_tile<HD, KEYS>(vs + st * KVB, &maps.v, kvh * HD, j * KEYS, w.b, v_full + 8 * st);
+                    tma_tile<HD, KEYS>(vs + st * VB, &maps.v, kvh * HD, j * KEYS, w.b, v_full + 8 * st);
                 }
             }
             /* the block ends once the consumers have read the last tiles */
@@ -668,9 +702,9 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             else if (!last || !last_item)
                 named_arrive(1);
         };
-        float o[HD / 2], s[NT * 4], c0 = 1.0f, c1 = 1.0f;
+        float o[OC], s[NT * 4], c0 = 1.0f, c1 = 1.0f;
 #pragma unroll
-        for (int i = 0; i < HD / 2; i++)
+        for (int i = 0; i < OC; i++)
             o[i] = 0.0f;
         fw_rows r = {-INFINITY, -INFINITY, 0.0f, 0.0f};
         mbar_wait(q_full, n & 1);
@@ -686,9 +720,15 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             wgmma_wait_all();
             fence_regs<NT * 4>(s);
             release(k_empty + 8 * (it % STAGES));
-            bool moved = ws_softmax<KEYS, true>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
+            bool moved = ws_softmax<KEYS, true, false, 0, false, 1, false>(s, r, c0, c1, d, scale, 0, wrow, row0, t);
             ws_pack<KEYS>(s, pa);
-            for (int j = 1; j < live; j++) {
+            /* tile j's scores, P V of tile j - 1, then tile j's softmax.
+             * No branch may sit between wgmma.wait_group 1 and 0: at the
+             * join after one, ptxas waits for every product, so the softmax
+             * would not overlap P V. So the tiles that need no mask run in
+             * a loop of their own without the mask's test, and the ones
+             * that may (at most one a warpgroup's item) mask by selects */
+            auto step = [&](int j, auto check) {
                 int x = it + j, st = x % STAGES, pv = (x - 1) % STAGES;
                 mbar_wait(k_full + 8 * st, (x / STAGES) & 1);
                 turn_begin();
@@ -696,44 +736,44 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                 issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
                 wgmma_commit();
                 if (moved)
-                    rescale_o<HD>(o, c0, c1);
+                    rescale_o<2 * OC>(o, c0, c1);
                 mbar_wait(v_full + 8 * pv, ((x - 1) / STAGES) & 1);
-                fence_regs<HD / 2>(o);
+                fence_regs<OC>(o);
                 wgmma_fence();
-                issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
+                issue_pv_ws<HD, KEYS>(o, pa, vs + pv * VB);
                 wgmma_commit();
                 turn_end(phase++ == tiles);
                 wgmma_wait_one();
                 fence_regs<NT * 4>(s);
                 release(k_empty + 8 * st);
-                moved = ws_softmax<KEYS, false, false, 0, true>(s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
-                /* ptxas hoists this wait above the softmax, so the softmax
-                 * does not overlap P V (a build that kept P of two tiles in
-                 * registers to avoid it overlapped as planned and measured
-                 * slower; a branch to a trap on the row sums before the wait
-                 * keeps it in place, but ptxas then gives the loop 168
-                 * registers, not setmaxnreg's 240, and spills: 345 against
-                 * 519 TFLOP/s at 4 x 4,096; the wait predicated on the sums
-                 * makes ptxas serialize every wgmma, C7514) */
+                moved = ws_softmax<KEYS, false, false, 0, true, decltype(check)::value, false>(
+                    s, r, c0, c1, d, scale, j * KEYS, wrow, row0, t);
                 wgmma_wait_all();
-                fence_regs<HD / 2>(o);
+                fence_regs<OC>(o);
                 release(v_empty + 8 * pv);
                 ws_pack<KEYS>(s, pa);
-            }
+            };
+            /* the tiles before `plain` lie wholly before the sequence's end
+             * and the warpgroup's first row */
+            int plain = min(live, d.causal ? min(d.seq_len, wrow + 1) / KEYS : d.seq_len / KEYS), j = 1;
+            for (; j < plain; j++)
+                step(j, std::integral_constant<int, 0>());
+            for (; j < live; j++)
+                step(j, std::integral_constant<int, 2>());
             /* every score product of the item is done: Q may be replaced */
             release(q_empty);
             int x = it + live - 1, pv = x % STAGES;
             if (moved)
-                rescale_o<HD>(o, c0, c1);
+                rescale_o<2 * OC>(o, c0, c1);
             mbar_wait(v_full + 8 * pv, (x / STAGES) & 1);
             turn_begin();
-            fence_regs<HD / 2>(o);
+            fence_regs<OC>(o);
             wgmma_fence();
-            issue_pv<HD, KEYS>(o, pa, vs + pv * KVB);
+            issue_pv_ws<HD, KEYS>(o, pa, vs + pv * VB);
             wgmma_commit();
             turn_end(phase++ == tiles);
             wgmma_wait_all();
-            fence_regs<HD / 2>(o);
+            fence_regs<OC>(o);
             release(v_empty + 8 * pv);
         } else {
             release(q_empty);
@@ -756,11 +796,9 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             turn_end(phase++ == tiles);
         }
         it += tiles;
-        /* the four lanes of a row add their sums */
-        r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 1);
-        r.l0 += __shfl_xor_sync(0xffffffffu, r.l0, 2);
-        r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 1);
-        r.l1 += __shfl_xor_sync(0xffffffffu, r.l1, 2);
+        /* the rows' sums, from the columns of ones */
+        r.l0 = o[HD / 2];
+        r.l1 = o[HD / 2 + 2];
         store_rows<HD>(out, o, r, d, (size_t)w.b * d.seq_len, h, row0, t);
     }
 }

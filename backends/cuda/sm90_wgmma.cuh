@@ -203,6 +203,16 @@ template <int N, bool ACC = true> __device__ __forceinline__ void wgmma_rs(float
 
 /* keeps the compiler from moving uses of wgmma accumulators across the
  * issue or the wait (the asm statements alone do not order them) */
+/* O += P V over 136 columns: V's 128 and 8 of ones, whose sums are P's row
+ * sums (d[64 .. 67]) */
+__device__ __forceinline__ void wgmma_rs136(float *d, const uint32_t *a, uint64_t b)
+{
+    asm volatile(FW_RS("136", "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 ", %64, %65, %66, %67}",
+                       "{%68, %69, %70, %71}", "%72", "%73")
+                 : FW_ACC64("+f"), FW_ACC4("+f", 64)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
 template <int N> __device__ __forceinline__ void fence_regs(float *d)
 {
 #pragma unroll
