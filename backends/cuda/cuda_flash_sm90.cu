@@ -648,17 +648,26 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                     tma_tile<HD, FW_ROWS>(qs + cw * QB, &maps.q, h * HD, w.q0 + (hpb == 2 ? 0 : cw * FW_ROWS), w.b,
                                           q_full);
                 }
-                for (int j = 0; j < w.tiles; j++, it++) {
-                    int st = it % STAGES, ph = (it / STAGES - 1) & 1;
-                    if (it >= STAGES)
-                        mbar_wait(k_empty + 8 * st, ph);
-                    mbar_expect(k_full + 8 * st, KVB);
-                    tma_tile<HD, KEYS>(ks + st * KVB, &maps.k, kvh * HD, j * KEYS, w.b, k_full + 8 * st);
-                    if (it >= STAGES)
-                        mbar_wait(v_empty + 8 * st, ph);
+                /* K runs a tile ahead of V: K of tile j + 1 is wanted a
+                 * phase before V of tile j, and its stage is free earlier
+                 * (once the scores, not the products, have read it) */
+                auto load_v = [&](int j, int x) {
+                    int st = x % STAGES;
+                    if (x >= STAGES)
+                        mbar_wait(v_empty + 8 * st, (x / STAGES - 1) & 1);
                     mbar_expect(v_full + 8 * st, KVB);
                     tma_tile<HD, KEYS>(vs + st * VB, &maps.v, kvh * HD, j * KEYS, w.b, v_full + 8 * st);
+                };
+                for (int j = 0; j < w.tiles; j++, it++) {
+                    int st = it % STAGES;
+                    if (it >= STAGES)
+                        mbar_wait(k_empty + 8 * st, (it / STAGES - 1) & 1);
+                    mbar_expect(k_full + 8 * st, KVB);
+                    tma_tile<HD, KEYS>(ks + st * KVB, &maps.k, kvh * HD, j * KEYS, w.b, k_full + 8 * st);
+                    if (j > 0)
+                        load_v(j - 1, it - 1);
                 }
+                load_v(w.tiles - 1, it - 1);
             }
             /* the block ends once the consumers have read the last tiles */
             for (int j = max(it - STAGES, 0); j < it; j++) {
