@@ -22,7 +22,7 @@ rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 hdr = rows[0]; rows = rows[1:]
 ki, vi, ui = hdr.index("Kernel Name"), hdr.index("Metric Value"), hdr.index("Metric Unit")
 ks = [(r[ki].split("(")[0].split("<")[0].replace("void ", ""), float(r[vi].replace(",", "")) *
-       (1e-3 if r[ui] == "nsecond" else 1.0)) for r in rows]
+       {"ns": 1e-3, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}.get(r[ui], 1.0)) for r in rows]
 print("kernels profiled:", len(ks))
 # a step starts at the embedding gather: take the kernels since the last one
 starts = [i for i, (n, _) in enumerate(ks) if "gather" in n]
