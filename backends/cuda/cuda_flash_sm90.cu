@@ -585,8 +585,7 @@ __device__ __forceinline__ ws_item ws_decode(int item, const struct dy_attention
 
 /* The blocks stay resident (one an SM) and walk work items (64 query rows
  * of two heads, or 128 of one, as above) in turn, so the producer loads the
- * next item's Q and first tiles while the consumers finish this one, and
- * one warpgroup starts the next item while the other stores its rows. The
+ * next item's Q and first tiles while the consumers finish this one. The
  * stages' phases run on across items (a block-wide tile count). Each
  * warpgroup issues tile j's scores and tile j - 1's P V together, then
  * runs tile j's softmax while P V is in flight (FlashAttention-3's
@@ -689,43 +688,27 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
         if (wtid == 0)
             mbar_arrive(bar);
     };
-    /* the warpgroups take turns to issue (named barriers 1 and 2), each
-     * for tiles + 1 phases an item; the second one's last turn of an item
-     * opens the first one's next, except after the block's last item */
-    if (cw == 1 && (int)blockIdx.x < items)
-        named_arrive(1);
     int it = 0; /* tiles consumed so far */
     for (int item = (int)blockIdx.x, n = 0; item < items; item += (int)gridDim.x, n++) {
         ws_item w = ws_decode(item, d, hpb, rows, KEYS);
-        bool last_item = item + (int)gridDim.x >= items;
         int tiles = w.tiles;
         int h = w.hg * hpb + (hpb == 2 ? cw : 0);
         int wrow = w.q0 + (hpb == 2 ? 0 : cw * FW_ROWS);
         int wg_last = min(wrow + FW_ROWS - 1, d.seq_len - 1);
         int live = wrow >= d.seq_len ? 0 : d.causal ? min(tiles, wg_last / KEYS + 1) : tiles;
         int row0 = wrow + warp * 16 + g;
-        auto turn_begin = [&]() { named_sync(cw == 0 ? 1 : 2); };
-        auto turn_end = [&](bool last) {
-            if (cw == 0)
-                named_arrive(2);
-            else if (!last || !last_item)
-                named_arrive(1);
-        };
         float o[OC], s[NT * 4], c0 = 1.0f, c1 = 1.0f;
 #pragma unroll
         for (int i = 0; i < OC; i++)
             o[i] = 0.0f;
         fw_rows r = {-INFINITY, -INFINITY, 0.0f, 0.0f};
         mbar_wait(q_full, n & 1);
-        int phase = 0;
         if (live > 0) {
             uint32_t pa[NT / 2][4];
             mbar_wait(k_full + 8 * (it % STAGES), (it / STAGES) & 1);
-            turn_begin();
             wgmma_fence();
             issue_scores<HD, KEYS>(s, wq, ks + (it % STAGES) * KVB);
             wgmma_commit();
-            turn_end(phase++ == tiles);
             wgmma_wait_all();
             fence_regs<NT * 4>(s);
             release(k_empty + 8 * (it % STAGES));
@@ -740,7 +723,6 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             auto step = [&](int j, auto check) {
                 int x = it + j, st = x % STAGES, pv = (x - 1) % STAGES;
                 mbar_wait(k_full + 8 * st, (x / STAGES) & 1);
-                turn_begin();
                 wgmma_fence();
                 issue_scores<HD, KEYS>(s, wq, ks + st * KVB);
                 wgmma_commit();
@@ -751,7 +733,6 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                 wgmma_fence();
                 issue_pv_ws<HD, KEYS>(o, pa, vs + pv * VB);
                 wgmma_commit();
-                turn_end(phase++ == tiles);
                 wgmma_wait_one();
                 fence_regs<NT * 4>(s);
                 release(k_empty + 8 * st);
@@ -775,34 +756,24 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             if (moved)
                 rescale_o<2 * OC>(o, c0, c1);
             mbar_wait(v_full + 8 * pv, (x / STAGES) & 1);
-            turn_begin();
             fence_regs<OC>(o);
             wgmma_fence();
             issue_pv_ws<HD, KEYS>(o, pa, vs + pv * VB);
             wgmma_commit();
-            turn_end(phase++ == tiles);
             wgmma_wait_all();
             fence_regs<OC>(o);
             release(v_empty + 8 * pv);
         } else {
             release(q_empty);
         }
-        /* tiles past this warpgroup's rows: released unread, a turn each (the
-         * other warpgroup's turns wait for ours, and the producer's loads for
-         * these releases); the turns go on until both warpgroups have had
-         * tiles + 1 */
+        /* tiles past this warpgroup's rows: released unread (the producer's
+         * loads wait for both warpgroups' releases) */
         for (int j = live; j < tiles; j++) {
             int x = it + j;
-            turn_begin();
-            turn_end(phase++ == tiles);
             mbar_wait(k_full + 8 * (x % STAGES), (x / STAGES) & 1);
             release(k_empty + 8 * (x % STAGES));
             mbar_wait(v_full + 8 * (x % STAGES), (x / STAGES) & 1);
             release(v_empty + 8 * (x % STAGES));
-        }
-        while (phase <= tiles) {
-            turn_begin();
-            turn_end(phase++ == tiles);
         }
         it += tiles;
         /* the rows' sums, from the columns of ones */
