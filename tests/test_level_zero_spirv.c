@@ -172,7 +172,7 @@ static void test_module_has_every_kernel(void)
         "attention_decode_combine", "softmax_topk", "moe_sort_small", "moe_sort_count",
         "moe_sort_scan", "moe_sort_place", "gemv_grouped", "moe_tile_plan",
         "gemm_grouped_tiled", "scatter_add_rows", "kv_append_int8", "kv_block_scores",
-        "dequantize", "gemv_q", "gemv_q1", "gemv_grouped_q",
+        "dequantize", "gemv_q", "gemv_q1", "gemv_grouped_q", "attention_decode_gqa",
     };
     need_program();
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -471,8 +471,9 @@ static double cache_at(const void *cache, enum dy_dtype ct, const float *scales,
 
 /* Two sequences over a paged cache (blocks out of order), grouped heads,
  * one split as the plugin launches short contexts; head_dim 64 takes the
- * one-byte caches' 16-byte loads, 72 their 8-byte ones. */
-static void decode_case(enum dy_dtype ct, int hd)
+ * one-byte caches' 16-byte loads, 72 their 8-byte ones. `gqa`: through
+ * attention_decode_gqa, a work-group per KV head. */
+static void decode_case(enum dy_dtype ct, int hd, bool gqa)
 {
     enum { BATCH = 2, HEADS = 4, KV_HEADS = 2, MAX_HD = 72, BLOCK = 16, MAX_BLOCKS = 4 };
     enum { SLOTS = BATCH * MAX_BLOCKS * BLOCK };
@@ -496,12 +497,13 @@ static void decode_case(enum dy_dtype ct, int hd)
     cl_int max_blocks = MAX_BLOCKS, f32 = DY_F32, cdt = ct, vec = 1;
     cl_int split_len = (BLOCK * MAX_BLOCKS + WG - 1) / WG * WG;
     float scale = 1.0f / sqrtf((float)hd);
-    size_t global[3] = { HEADS * WG, BATCH, 1 }, local[3] = { WG, 1, 1 };
-    RUN("attention_decode", 3, global, local, ARG(qm), ARG(zero), ARG(stride), ARG(om),
-        ARG(zero), ARG(stride), ARG(km), ARG(zero), ARG(vm), ARG(zero), ARG(ksm), ARG(zero),
-        ARG(vsm), ARG(zero), ARG(tm), ARG(zero), ARG(lm), ARG(zero), ARG(heads), ARG(kv_heads),
-        ARG(hdim), ARG(block), ARG(max_blocks), ARG(scale), ARG(f32), ARG(cdt), ARG(vec),
-        ARG(split_len), ARG(no_partial), LOCAL((size_t)hd * sizeof(float)));
+    size_t global[3] = { (gqa ? KV_HEADS : HEADS) * WG, BATCH, 1 }, local[3] = { WG, 1, 1 };
+    size_t q_bytes = (size_t)(gqa ? HEADS / KV_HEADS : 1) * hd * sizeof(float);
+    RUN(gqa ? "attention_decode_gqa" : "attention_decode", 3, global, local, ARG(qm), ARG(zero),
+        ARG(stride), ARG(om), ARG(zero), ARG(stride), ARG(km), ARG(zero), ARG(vm), ARG(zero),
+        ARG(ksm), ARG(zero), ARG(vsm), ARG(zero), ARG(tm), ARG(zero), ARG(lm), ARG(zero),
+        ARG(heads), ARG(kv_heads), ARG(hdim), ARG(block), ARG(max_blocks), ARG(scale), ARG(f32),
+        ARG(cdt), ARG(vec), ARG(split_len), ARG(no_partial), LOCAL(q_bytes));
     download(om, out, sizeof out);
     for (int b = 0; b < BATCH; b++) {
         for (int h = 0; h < HEADS; h++) {
@@ -540,10 +542,12 @@ static void decode_case(enum dy_dtype ct, int hd)
 static void test_attention_decode(void)
 {
     need_program();
-    decode_case(DY_F32, 64);
-    for (int t = DY_FP8; t <= DY_I8; t++) {
-        decode_case((enum dy_dtype)t, 64);
-        decode_case((enum dy_dtype)t, 72);
+    for (int gqa = 0; gqa < 2; gqa++) {
+        decode_case(DY_F32, 64, gqa);
+        for (int t = DY_FP8; t <= DY_I8; t++) {
+            decode_case((enum dy_dtype)t, 64, gqa);
+            decode_case((enum dy_dtype)t, 72, gqa);
+        }
     }
 }
 

@@ -22,7 +22,7 @@
     X(softmax_topk) X(moe_sort_small) X(moe_sort_count) X(moe_sort_scan)        \
     X(moe_sort_place) X(gemv_grouped) X(moe_tile_plan) X(gemm_grouped_tiled)    \
     X(scatter_add_rows) X(kv_append_int8) X(kv_block_scores) X(dequantize)      \
-    X(gemv_q) X(gemv_q1) X(gemv_grouped_q)
+    X(gemv_q) X(gemv_q1) X(gemv_grouped_q) X(attention_decode_gqa)
 
 enum dy_ze_kernel {
 #define DY_ZE_KERNEL_ENUM(name) DY_ZE_K_##name,

@@ -17,6 +17,7 @@
 #define KO_FAILF dy_ze_failf
 #define KO_DTYPE_NAME dy_ze_dtype_name
 #define KO_SCRATCH dy_ze_scratch
+#define KO_GQA_DECODE(c) 1
 
 #include "../opencl/kernel_ops.inc"
 #include "../opencl/kernel_quant.inc"

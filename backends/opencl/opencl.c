@@ -356,6 +356,10 @@ static int ocl_ctx_create(int index, void **ctx)
      * DYNO_OCL_OPS=item or span picks either anywhere */
     const char *ops = getenv("DYNO_OCL_OPS");
     c->spans = ops ? strcmp(ops, "span") == 0 : cpu;
+    /* decode attention a work-group per KV head where heads share one
+     * (kernels/attention.cl's attention_decode_gqa); DYNO_OCL_GQA_DECODE=0
+     * keeps a work-group per query head */
+    c->gqa_decode = !switched_off("DYNO_OCL_GQA_DECODE");
     *ctx = c;
     return DY_OK;
 fail:

@@ -22,7 +22,7 @@
     X(kv_append_int8) X(kv_block_scores) X(dequantize) X(gemv_q) X(gemv_q1)    \
     X(gemv_grouped_q) X(gemv_old) X(gemv1_old) X(gemv1_gpu) X(gemv_q_old) X(gemv_q1_old)    \
     X(eltwise_span) X(rope_span) X(norm_span) X(kv_append_span)              \
-    X(attention_decode_span) X(gemv_q_span) X(gemv_q1_span)
+    X(attention_decode_span) X(gemv_q_span) X(gemv_q1_span) X(attention_decode_gqa)
 
 enum dy_ocl_kernel {
 #define DY_OCL_KERNEL_ENUM(name) DY_OCL_K_##name,
@@ -51,6 +51,7 @@ struct dy_ocl_ctx {
     /* gemv1_gpu takes the norm, RoPE, KV append (DYNO_OCL_GEMV1_NORM, _ROPE, _APPEND=0: no) */
     bool gemv1_norm, gemv1_rope, gemv1_append;
     bool spans;             /* the span kernels (kernels/ops.cl; CPUs; DYNO_OCL_OPS) */
+    bool gqa_decode;        /* attention_decode_gqa for grouped heads (DYNO_OCL_GQA_DECODE=0: off) */
     uint64_t allocated;     /* bytes in buffers of this context, scratch too */
     cl_mem scratch;         /* f32 weight panels for CLBlast, decode splits, MoE */
     size_t scratch_bytes;

@@ -21,6 +21,7 @@
 #define KO_GEMV_OLD(c) ((c)->gemv_old)
 #define KO_GEMV1_GPU(c, d) dy_ocl_gemv1_fits(c, d)
 #define KO_SPANS(c) ((c)->spans)
+#define KO_GQA_DECODE(c) ((c)->gqa_decode)
 
 #include "kernel_ops.inc"
 #include "kernel_quant.inc"

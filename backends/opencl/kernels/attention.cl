@@ -287,6 +287,162 @@ void attention_decode(DECODE_PARAMS)
     }
 }
 
+/* attention_decode for a GQA group of 2 to GQA_MAX query heads sharing a
+ * KV head: one work-group per (KV head, sequence, split) reads each key's
+ * K and V rows once for the group's heads, where attention_decode's
+ * work-groups, one per query head, read them once per head. An item takes
+ * a key of the chunk and its scores against every head's q; the heads'
+ * maxima and sums are reduced side by side (one pass of barriers for all
+ * of them); then each item of a set accumulates 8 dimensions of every
+ * head, V loaded once for them all. Only with `vec` (head_dim in eights,
+ * caches on 16 bytes). `qs` holds the group's q, heads * head_dim / kv_heads
+ * floats; `partial` and the output as attention_decode's. */
+#define GQA_MAX 8
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void attention_decode_gqa(DECODE_PARAMS)
+{
+    __local float red[WG * GQA_MAX], weight[GQA_MAX * WG], fold[WG * 8];
+    __local uint slot_of[WG];
+    int lid = get_local_id(0), kvh = get_group_id(0), b = get_group_id(1);
+    int split = get_group_id(2), splits = get_num_groups(2);
+    int n = heads / kv_heads, h0 = kvh * n;
+    size_t kv_row = (size_t)kv_heads * head_dim, head_col = (size_t)kvh * head_dim;
+    size_t cache_esize = dtype_size(cache_dtype);
+    bool scaled = cache_dtype == DT_I8;
+    DECODE_POINTERS(b, split, splits);
+    int lanes = head_dim / 8, groups = WG / lanes;
+    int group = lid / lanes, d0 = lid % lanes * 8;
+
+    for (int i = lid; i < n * head_dim; i += WG)
+        qs[i] = ld(qp, dtype, (size_t)b * q_stride + (size_t)h0 * head_dim + i);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float run_max[GQA_MAX], run_sum[GQA_MAX];
+    float8 acc[GQA_MAX];
+#pragma unroll
+    for (int g = 0; g < GQA_MAX; g++) {
+        run_max[g] = -INFINITY;
+        run_sum[g] = 0.0f;
+        acc[g] = 0.0f;
+    }
+    for (int c0 = begin; c0 < end; c0 += WG) {
+        int j = c0 + lid;
+        float s[GQA_MAX], v_mul = 1.0f;
+#pragma unroll
+        for (int g = 0; g < GQA_MAX; g++)
+            s[g] = -INFINITY;
+        if (j < end) {
+            size_t slot = (size_t)table[j / block_size] * block_size + j % block_size;
+            slot_of[lid] = (uint)slot;
+            size_t base = slot * kv_row + head_col;
+            float dot[GQA_MAX];
+#pragma unroll
+            for (int g = 0; g < GQA_MAX; g++)
+                dot[g] = 0.0f;
+            for (int d = 0; d < head_dim; d += 8) {
+                float8 k = cache8(kc, base + d, cache_esize, cache_dtype);
+#pragma unroll
+                for (int g = 0; g < GQA_MAX; g++)
+                    if (g < n)
+                        dot[g] += dot8(vload8(0, qs + g * head_dim + d), k);
+            }
+            float mul = scale;
+            if (scaled) {
+                size_t scale_i = slot * kv_heads + kvh;
+                mul *= ks[scale_i];
+                v_mul = vs[scale_i];
+            }
+#pragma unroll
+            for (int g = 0; g < GQA_MAX; g++)
+                if (g < n)
+                    s[g] = dot[g] * mul;
+        }
+        /* every head's maximum over the chunk, side by side (key c0 is
+         * valid, so they are finite) */
+#pragma unroll
+        for (int g = 0; g < GQA_MAX; g++)
+            red[g * WG + lid] = s[g];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int span = WG / 2; span > 0; span >>= 1) {
+            if (lid < span)
+                for (int g = 0; g < n; g++)
+                    red[g * WG + lid] = fmax(red[g * WG + lid], red[g * WG + lid + span]);
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        float p[GQA_MAX], alpha[GQA_MAX];
+#pragma unroll
+        for (int g = 0; g < GQA_MAX; g++) {
+            float new_max = g < n ? fmax(run_max[g], red[g * WG]) : 0.0f;
+            p[g] = g < n && j < end ? exp(s[g] - new_max) : 0.0f;
+            alpha[g] = g < n ? exp(run_max[g] - new_max) : 1.0f;
+            run_max[g] = new_max;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        /* and their sums */
+#pragma unroll
+        for (int g = 0; g < GQA_MAX; g++) {
+            red[g * WG + lid] = p[g];
+            weight[g * WG + lid] = p[g] * v_mul;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int span = WG / 2; span > 0; span >>= 1) {
+            if (lid < span)
+                for (int g = 0; g < n; g++)
+                    red[g * WG + lid] += red[g * WG + lid + span];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+#pragma unroll
+        for (int g = 0; g < GQA_MAX; g++)
+            if (g < n)
+                run_sum[g] = run_sum[g] * alpha[g] + red[g * WG];
+        int chunk = min(WG, end - c0);
+        if (group < groups) {
+#pragma unroll
+            for (int g = 0; g < GQA_MAX; g++)
+                if (g < n)
+                    acc[g] *= alpha[g];
+            size_t col = head_col + d0;
+            for (int jj = group; jj < chunk; jj += groups) {
+                float8 v = cache8(vc, slot_of[jj] * kv_row + col, cache_esize, cache_dtype);
+#pragma unroll
+                for (int g = 0; g < GQA_MAX; g++)
+                    if (g < n)
+                        acc[g] += weight[g * WG + jj] * v;
+            }
+        }
+        /* everyone is done with red, weight and slot_of before the next chunk */
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    __global uchar *op = BYTES(out, out_off);
+    /* the heads one after another through `fold` (n is the same for the
+     * whole work-group, so every item meets the same barriers) */
+#pragma unroll
+    for (int g = 0; g < GQA_MAX; g++) {
+        if (g < n) {
+            int h = h0 + g;
+            if (group < groups)
+                vstore8(acc[g], 0, fold + group * head_dim + d0);
+            barrier(CLK_LOCAL_MEM_FENCE);
+            __global float *part =
+                partial + (((size_t)b * heads + h) * splits + split) * (head_dim + 2);
+            if (splits > 1 && lid == 0) {
+                part[0] = run_max[g];
+                part[1] = run_sum[g];
+            }
+            for (int d = lid; d < head_dim; d += WG) {
+                float total = 0.0f;
+                for (int set = 0; set < groups; set++)
+                    total += fold[set * head_dim + d];
+                if (splits > 1)
+                    part[2 + d] = total;
+                else
+                    st(op, dtype, (size_t)b * out_stride + (size_t)h * head_dim + d,
+                       total / run_sum[g]);
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+}
+
 /* Merges the splits of attention_decode: each split's sum and accumulators
  * are relative to its own maximum, so they are rescaled to the largest
  * (an empty split has maximum -inf and weighs 0). One work-group per
