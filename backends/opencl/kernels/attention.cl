@@ -154,6 +154,31 @@ __global const int *decode_split(__global const int *block_table,
     return block_table + (size_t)b * max_blocks_per_seq;
 }
 
+/* One head's end of a decode work-group, once `fold` holds its `groups`
+ * sets' accumulators (head_dim floats each) and a barrier has passed: the
+ * sets added, then written as the split's partial (maximum, sum,
+ * accumulators) or, with one split, divided by the sum into the output
+ * from element `o` of op. */
+void decode_finish(__local const float *fold, int groups, int head_dim, float run_max,
+                   float run_sum, __global float *part, int splits, __global uchar *op,
+                   int dtype, size_t o)
+{
+    int lid = get_local_id(0);
+    if (splits > 1 && lid == 0) {
+        part[0] = run_max;
+        part[1] = run_sum;
+    }
+    for (int d = lid; d < head_dim; d += WG) {
+        float total = 0.0f;
+        for (int set = 0; set < groups; set++)
+            total += fold[set * head_dim + d];
+        if (splits > 1)
+            part[2 + d] = total;
+        else
+            st(op, dtype, o + d, total / run_sum);
+    }
+}
+
 /* Decode: one work-group per (head, sequence, split of the context); a
  * single sequence has too few heads to fill a GPU, so the context is split
  * and attention_decode_combine merges the splits' softmax states (with one
@@ -270,21 +295,9 @@ void attention_decode(DECODE_PARAMS)
             fold[group * head_dim + d0] = acc.s0;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    __global uchar *op = BYTES(out, out_off);
-    __global float *part = partial + (((size_t)b * heads + h) * splits + split) * (head_dim + 2);
-    if (splits > 1 && lid == 0) {
-        part[0] = run_max;
-        part[1] = run_sum;
-    }
-    for (int d = lid; d < head_dim; d += WG) {
-        float total = 0.0f;
-        for (int g = 0; g < groups; g++)
-            total += fold[g * head_dim + d];
-        if (splits > 1)
-            part[2 + d] = total;
-        else
-            st(op, dtype, (size_t)b * out_stride + (size_t)h * head_dim + d, total / run_sum);
-    }
+    decode_finish(fold, groups, head_dim, run_max, run_sum,
+                  partial + (((size_t)b * heads + h) * splits + split) * (head_dim + 2), splits,
+                  BYTES(out, out_off), dtype, (size_t)b * out_stride + (size_t)h * head_dim);
 }
 
 /* attention_decode for a GQA group of 2 to GQA_MAX query heads sharing a
@@ -412,7 +425,6 @@ void attention_decode_gqa(DECODE_PARAMS)
         /* everyone is done with red, weight and slot_of before the next chunk */
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    __global uchar *op = BYTES(out, out_off);
     /* the heads one after another through `fold` (n is the same for the
      * whole work-group, so every item meets the same barriers) */
 #pragma unroll
@@ -422,22 +434,10 @@ void attention_decode_gqa(DECODE_PARAMS)
             if (group < groups)
                 vstore8(acc[g], 0, fold + group * head_dim + d0);
             barrier(CLK_LOCAL_MEM_FENCE);
-            __global float *part =
-                partial + (((size_t)b * heads + h) * splits + split) * (head_dim + 2);
-            if (splits > 1 && lid == 0) {
-                part[0] = run_max[g];
-                part[1] = run_sum[g];
-            }
-            for (int d = lid; d < head_dim; d += WG) {
-                float total = 0.0f;
-                for (int set = 0; set < groups; set++)
-                    total += fold[set * head_dim + d];
-                if (splits > 1)
-                    part[2 + d] = total;
-                else
-                    st(op, dtype, (size_t)b * out_stride + (size_t)h * head_dim + d,
-                       total / run_sum[g]);
-            }
+            decode_finish(fold, groups, head_dim, run_max[g], run_sum[g],
+                          partial + (((size_t)b * heads + h) * splits + split) * (head_dim + 2),
+                          splits, BYTES(out, out_off), dtype,
+                          (size_t)b * out_stride + (size_t)h * head_dim);
             barrier(CLK_LOCAL_MEM_FENCE);
         }
     }
