@@ -137,17 +137,18 @@ template <int HD, int KEYS> __device__ __forceinline__ void issue_scores(float *
 
 /* O += P V (O = P V where FRESH: O is born at its first product, not
  * zeroed beforehand): keys 16 kk .. 16 kk + 15 of the tile are its 8-row
- * groups 2 kk and 2 kk + 1, 2,048 bytes apart */
-template <int HD, int KEYS, bool FRESH = false>
+ * groups 2 kk and 2 kk + 1, 2,048 bytes apart; over N columns of V's
+ * stage (HD, or HD + 8 where a block of ones follows V) */
+template <int HD, int KEYS, bool FRESH = false, int N = HD>
 __device__ __forceinline__ void issue_pv(float *o, const uint32_t (*pa)[4], unsigned vt)
 {
     unsigned vl = sw128_lo(vt, KEYS * 128);
 #pragma unroll
     for (int kk = 0; kk < KEYS / 16; kk++)
         if (FRESH && kk == 0)
-            wgmma_rs<HD, false>(o, pa[kk], sw128_at(vl, kk * 2048));
+            wgmma_rs<N, false>(o, pa[kk], sw128_at(vl, kk * 2048));
         else
-            wgmma_rs<HD>(o, pa[kk], sw128_at(vl, kk * 2048));
+            wgmma_rs<N>(o, pa[kk], sw128_at(vl, kk * 2048));
 }
 
 /* Masks a tile's scores (only where the tile crosses the diagonal or the
@@ -484,7 +485,7 @@ __device__ __forceinline__ void tma_tile(unsigned dst, const CUtensorMap *map, i
  * c1 are what O must be scaled by before this tile's product is added.
  * SUMS: the rows' running sums in r, this thread's share (its four lanes of
  * a row add up at the end); the warp-specialized kernel has the tensor
- * cores sum P instead (issue_pv_ws). CHECK: 1, mask where the tile crosses
+ * cores sum P instead (P V over HD + 8 columns). CHECK: 1, mask where the tile crosses
  * the diagonal or the end (a runtime branch); 0, never; 2, always, by
  * selects alone (mask_max) */
 template <int KEYS, bool FIRST, bool WIDE = false, int NMIN = 0, bool LAZY = false, int CHECK = 1, bool SUMS = true>
@@ -547,19 +548,6 @@ template <int KEYS> __device__ __forceinline__ void ws_pack(const float *s, uint
     }
 }
 
-/* O += P V in the warp-specialized kernel, over V's 128 columns and 8 of
- * the stage's block of ones after them: o[64 .. 67] gather the rows' sums of
- * P (as rounded to bf16, as the products see it) in the tensor cores, and a
- * grown maximum's rescale of O rescales them too */
-template <int HD, int KEYS> __device__ __forceinline__ void issue_pv_ws(float *o, const uint32_t (*pa)[4], unsigned vt)
-{
-    static_assert(HD == 128, "136 columns: head dim 128 and 8 of ones");
-    unsigned vl = sw128_lo(vt, KEYS * 128);
-#pragma unroll
-    for (int kk = 0; kk < KEYS / 16; kk++)
-        wgmma_rs136(o, pa[kk], sw128_at(vl, kk * 2048));
-}
-
 /* which rows, heads and sequence work item `item` covers: the items run
  * from the longest causal walks (the last query rows) to the shortest, so
  * the blocks that take them in turn end together; within one row block,
@@ -590,7 +578,10 @@ __device__ __forceinline__ ws_item ws_decode(int item, const struct dy_attention
  * warpgroup issues tile j's scores and tile j - 1's P V together, then
  * runs tile j's softmax while P V is in flight (FlashAttention-3's
  * intra-warpgroup overlap), and O's rows gather their sums of P through a
- * column of ones after V (issue_pv_ws) rather than 64 adds a tile. */
+ * column of ones after V rather than 64 adds a tile: P V runs over HD + 8
+ * columns, the stage's 8 of ones after V's, so o[HD / 2 .. HD / 2 + 3]
+ * hold the rows' sums of P (as rounded to bf16, as the products see it),
+ * and a grown maximum's rescale of O rescales them too. */
 template <int HD, int KEYS, int STAGES>
 __global__ void __launch_bounds__(WS_THREADS, 1)
 flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefill_desc d, int hpb, int items,
@@ -731,7 +722,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
                 mbar_wait(v_full + 8 * pv, ((x - 1) / STAGES) & 1);
                 fence_regs<OC>(o);
                 wgmma_fence();
-                issue_pv_ws<HD, KEYS>(o, pa, vs + pv * VB);
+                issue_pv<HD, KEYS, false, HD + 8>(o, pa, vs + pv * VB);
                 wgmma_commit();
                 wgmma_wait_one();
                 fence_regs<NT * 4>(s);
@@ -758,7 +749,7 @@ flash_ws_kernel(const __grid_constant__ ws_maps maps, struct dy_attention_prefil
             mbar_wait(v_full + 8 * pv, (x / STAGES) & 1);
             fence_regs<OC>(o);
             wgmma_fence();
-            issue_pv_ws<HD, KEYS>(o, pa, vs + pv * VB);
+            issue_pv<HD, KEYS, false, HD + 8>(o, pa, vs + pv * VB);
             wgmma_commit();
             wgmma_wait_all();
             fence_regs<OC>(o);

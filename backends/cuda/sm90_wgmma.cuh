@@ -124,6 +124,7 @@ __device__ __forceinline__ void wgmma_wait_one()
 #define FW_ACC16(C, i) FW_ACC4(C, i), FW_ACC4(C, i + 4), FW_ACC4(C, i + 8), FW_ACC4(C, i + 12)
 #define FW_ACC32(C) FW_ACC16(C, 0), FW_ACC16(C, 16)
 #define FW_ACC64(C) FW_ACC32(C), FW_ACC16(C, 32), FW_ACC16(C, 48)
+#define FW_ACC68(C) FW_ACC64(C), FW_ACC4(C, 64)
 #define FW_ACC104(C) FW_ACC64(C), FW_ACC16(C, 64), FW_ACC16(C, 80), FW_ACC4(C, 96), FW_ACC4(C, 100)
 /* the register lists of 32, 64 and 104 accumulators, in pieces */
 #define FW_L0 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
@@ -135,6 +136,7 @@ __device__ __forceinline__ void wgmma_wait_one()
 #define FW_L6 "%96, %97, %98, %99, %100, %101, %102, %103"
 #define FW_REGS32 "{" FW_L0 ", " FW_L1 "}"
 #define FW_REGS64 "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 "}"
+#define FW_REGS68 "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 ", %64, %65, %66, %67}"
 #define FW_REGS104 "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 ", " FW_L4 ", " FW_L5 ", " FW_L6 "}"
 /* the instruction: A and B descriptors (SS) or A's four registers and B's
  * descriptor (RS, B MN-major: transposed), then the predicate operand that
@@ -179,11 +181,21 @@ template <int N> __device__ __forceinline__ void wgmma_ss_acc(float *d, uint64_t
 }
 
 /* d (+)= A B for a 64 x N x 16 tile, A in registers, B MN-major
- * (transposed) in shared memory; with ACC false d is only written */
+ * (transposed) in shared memory; with ACC false d is only written. N 136:
+ * head dim 128 and 8 columns of ones, whose sums are A's row sums
+ * (d[64 .. 67]) */
 template <int N, bool ACC = true> __device__ __forceinline__ void wgmma_rs(float *d, const uint32_t *a, uint64_t b)
 {
-    static_assert(N == 64 || N == 128, "64 or 128 columns");
-    if constexpr (N == 64 && ACC)
+    static_assert(N == 64 || N == 128 || N == 136, "64, 128 or 136 columns");
+    if constexpr (N == 136 && ACC)
+        asm volatile(FW_RS("136", FW_REGS68, "{%68, %69, %70, %71}", "%72", "%73")
+                     : FW_ACC68("+f")
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+    else if constexpr (N == 136)
+        asm volatile(FW_RS("136", FW_REGS68, "{%68, %69, %70, %71}", "%72", "%73")
+                     : FW_ACC68("=f")
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(0));
+    else if constexpr (N == 64 && ACC)
         asm volatile(FW_RS("64", FW_REGS32, "{%32, %33, %34, %35}", "%36", "%37")
                      : FW_ACC32("+f")
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
@@ -203,16 +215,6 @@ template <int N, bool ACC = true> __device__ __forceinline__ void wgmma_rs(float
 
 /* keeps the compiler from moving uses of wgmma accumulators across the
  * issue or the wait (the asm statements alone do not order them) */
-/* O += P V over 136 columns: V's 128 and 8 of ones, whose sums are P's row
- * sums (d[64 .. 67]) */
-__device__ __forceinline__ void wgmma_rs136(float *d, const uint32_t *a, uint64_t b)
-{
-    asm volatile(FW_RS("136", "{" FW_L0 ", " FW_L1 ", " FW_L2 ", " FW_L3 ", %64, %65, %66, %67}",
-                       "{%68, %69, %70, %71}", "%72", "%73")
-                 : FW_ACC64("+f"), FW_ACC4("+f", 64)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-
 template <int N> __device__ __forceinline__ void fence_regs(float *d)
 {
 #pragma unroll
