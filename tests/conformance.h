@@ -24,10 +24,13 @@ static dy_ctx *ref_ctx;
 static struct dut duts[16];
 static int dut_count;
 
-/* Backends under test: every available one except the oracle itself and the
- * fault-injection plugin of the test tree. */
+/* Backends under test: every device of every available backend except the
+ * oracle itself and the fault-injection plugin of the test tree. A
+ * backend's first device goes by the backend's name, its others by
+ * "name:N" (a machine with PoCL and a GPU's OpenCL driver has both). */
 static void open_backends(void)
 {
+    static char names[16][48];
     if (ref_ctx)
         return;
     const struct dy_backend_entry *list;
@@ -36,15 +39,27 @@ static void open_backends(void)
     for (int i = 0; i < count; i++) {
         if (!list[i].be)
             continue;
-        dy_ctx *ctx;
-        if (dy_ctx_create(list[i].be, 0, &ctx) != DY_OK)
-            continue;
-        if (!strcmp(list[i].name, "cpu-ref"))
-            ref_ctx = ctx;
-        else if (strcmp(list[i].name, "faulty") && dut_count < 16)
-            duts[dut_count++] = (struct dut){ list[i].name, ctx };
-        else
-            dy_ctx_destroy(ctx);
+        bool oracle = !strcmp(list[i].name, "cpu-ref");
+        int devices = 1;
+        if (!oracle && list[i].be->device_count && list[i].be->device_count(&devices) != DY_OK)
+            devices = 1;
+        for (int dev = 0; dev < (devices > 1 ? devices : 1); dev++) {
+            dy_ctx *ctx;
+            if (dy_ctx_create(list[i].be, dev, &ctx) != DY_OK)
+                continue;
+            if (oracle) {
+                ref_ctx = ctx;
+            } else if (strcmp(list[i].name, "faulty") && dut_count < 16) {
+                if (dev)
+                    snprintf(names[dut_count], sizeof names[0], "%s:%d", list[i].name, dev);
+                else
+                    snprintf(names[dut_count], sizeof names[0], "%s", list[i].name);
+                duts[dut_count] = (struct dut){ names[dut_count], ctx };
+                dut_count++;
+            } else {
+                dy_ctx_destroy(ctx);
+            }
+        }
     }
     printf("# backends under test against cpu-ref:");
     for (int i = 0; i < dut_count; i++)

@@ -22,6 +22,7 @@ if [ "${1:-}" = --save ]; then
     exit 0
 fi
 source bench/cuda/ab_common.sh .carry/attn_bench/dyno-bin.tar.xz
+rm -f /tmp/dy/libdyno-opencl.so # cuda alone beside cpu and cpu-ref
 ab=.carry/attn_bench/attn_bench
 [ -f $ab.xz ] && { xz -dc $ab.xz > /tmp/dy/attn_bench; chmod +x /tmp/dy/attn_bench; ab=/tmp/dy/attn_bench; }
 MEMCHECK=${MEMCHECK:-}
