@@ -37,7 +37,7 @@ static void open_backends(void)
     int count;
     dy_registry_list(&list, &count);
     for (int i = 0; i < count; i++) {
-        if (!list[i].be)
+        if (!list[i].be || !strcmp(list[i].name, "faulty"))
             continue;
         bool oracle = !strcmp(list[i].name, "cpu-ref");
         int devices = 1;
@@ -49,11 +49,8 @@ static void open_backends(void)
                 continue;
             if (oracle) {
                 ref_ctx = ctx;
-            } else if (strcmp(list[i].name, "faulty") && dut_count < 16) {
-                if (dev)
-                    snprintf(names[dut_count], sizeof names[0], "%s:%d", list[i].name, dev);
-                else
-                    snprintf(names[dut_count], sizeof names[0], "%s", list[i].name);
+            } else if (dut_count < 16) {
+                snprintf(names[dut_count], sizeof names[0], dev ? "%s:%d" : "%s", list[i].name, dev);
                 duts[dut_count] = (struct dut){ names[dut_count], ctx };
                 dut_count++;
             } else {
