@@ -178,6 +178,7 @@ static int cuda_ctx_create(int device, void **out)
             c->flash_wgmma = 0;
         c->prefetch = c->pdl && !switched_off("DYNO_CUDA_PREFETCH");
         c->early_kv = c->pdl && !switched_off("DYNO_CUDA_EARLY_KV");
+        c->qgemv_early = c->pdl && !switched_off("DYNO_CUDA_QGEMV_EARLY");
         const char *bytes = getenv("DYNO_CUDA_PREFETCH_BYTES");
         c->prefetch_bytes = bytes && atoi(bytes) > 0 ? atoi(bytes) : DY_PREFETCH_BYTES;
     }

@@ -72,6 +72,10 @@ struct cuda_ctx {
     /* bytes of a streaming-GEMV block's weights so fetched
      * (DYNO_CUDA_PREFETCH_BYTES; DY_PREFETCH_BYTES by default) */
     int prefetch_bytes;
+    /* the streaming GEMV at one row of A loads each warp's first weights
+     * into registers before it waits (with pdl; DYNO_CUDA_QGEMV_EARLY=0
+     * turns it off) */
+    bool qgemv_early;
     /* decode attention fetches the cache rows the append before it did not
      * write before it waits for the append (dy_attention_decode_desc's
      * fresh_tokens; with pdl, DYNO_CUDA_EARLY_KV=0 turns it off) */
@@ -236,6 +240,7 @@ struct dy_qgemv_args {
     size_t expert_bytes, expert_scales;
     bool prefetch; /* dense calls: fetch the block's first weights before waiting */
     int prefetch_bytes; /* ... at most this many (qgemv_kernel) */
+    bool early; /* dense calls at one row: a warp's first weights into registers before waiting */
     /* dense calls: 0, or n / 2 for DY_ACT_SWIGLU: a block's first half of
      * columns are gate rows j, its second the up rows n / 2 + j, and C's
      * column j gets silu(gate) * up */
