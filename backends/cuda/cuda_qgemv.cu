@@ -163,9 +163,10 @@ qgemv_kernel(struct dy_qgemv_args g)
      * into registers before the wait, so it is on its way while the
      * kernel before finishes; only A waits for that kernel. Where a block
      * has one batch (k <= 2,048 at eight warps) that is all its weights.
-     * H200, batch 1 after 1,024 tokens: Llama-3.2-1B 1.112 -> 1.058 ms a
-     * step, OLMoE-1B-7B 1.099 -> 1.079, Llama-3.1-8B fp8 3.30 -> 3.15 and
-     * int8 3.44 -> 3.33 (4,096 tokens), bf16 unchanged (bench/README). */
+     * H200, batch 1 after 1,024 tokens, with the L2 prefetch then left
+     * out (dy_cuda_qgemv): Llama-3.1-8B bf16 4.51 -> 4.28 ms a step,
+     * Llama-3.2-1B 1.11 -> 1.01, OLMoE-1B-7B 1.10 -> 1.05; fp8 3.30 ->
+     * 3.15 and int8 3.44 -> 3.33 after 4,096 tokens (bench/README). */
     const bool early = EARLY && g.early; /* constant false elsewhere */
     uint4 raw[U][C];
     if constexpr (EARLY)
@@ -580,11 +581,16 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
 {
     /* the L2 prefetch before the wait: for bf16/f16 and int4 (8B at batch
      * 1 on an H100: 0.8 and 2 % faster steps); fp8/int8 steps were 1-2 %
-     * slower with it, their tiles' 32 KB reaching past the first wave */
+     * slower with it, their tiles' 32 KB reaching past the first wave.
+     * Not where the weights come into registers before the wait (one row
+     * of A, qgemv_kernel's EARLY): beside those loads it cost the step
+     * (H200, batch 1: Llama-3.1-8B bf16 4.29 -> 4.50 ms, Llama-3.2-1B
+     * 1.01 -> 1.06, OLMoE 1.05 -> 1.08; bench/README) */
     struct dy_qgemv_args with = *args;
-    with.prefetch = c->prefetch && !args->offsets && qt != DY_FP8 && qt != DY_I8;
-    with.prefetch_bytes = c->prefetch_bytes;
     with.early = c->qgemv_early && !args->offsets;
+    bool early = with.early && args->rows == 1 && qt != DY_I4;
+    with.prefetch = c->prefetch && !args->offsets && qt != DY_FP8 && qt != DY_I8 && !early;
+    with.prefetch_bytes = c->prefetch_bytes;
     const struct dy_qgemv_args *g = &with;
     int epl = qt == DY_I4 ? 32 : qt == DY_BF16 || qt == DY_F16 ? 8 : 16;
     bool laid_out = g->k % epl == 0 && dy_cuda_aligned16(g->b) && dy_cuda_aligned16(g->a) && g->lda % 4 == 0 &&
