@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 5
+#define DY_BACKEND_ABI 6
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -205,6 +205,10 @@ struct dy_gemm_desc {
     struct dy_gemm_rope rope; /* DY_ACT_ROPE only */
     struct dy_gemm_norm norm; /* A = RMSNorm(norm.x) * norm.weight */
     struct dy_gemm_append append; /* C's K and V columns into the KV cache */
+    /* The caller promises that B was not written by the op just before
+     * this one (a model's weights), so a backend may read it while that op
+     * still runs: ABI 6, the CUDA decode GEMV's loads before its wait. */
+    bool b_settled;
 };
 
 /* out[r, i] = w[r, i] for rows [0, rows) of a quantized matrix [rows, k]

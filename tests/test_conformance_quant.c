@@ -186,11 +186,14 @@ static void gemm_quant_case_as(int m, int n, int k, int r0, const struct dy_qfor
         freq[i] = powf(10000.0f, -(float)i / 32.0f);
     }
     int cols = act == DY_ACT_SWIGLU ? n / 2 : ldc; /* compared columns of each row */
+    /* B comes by upload, so either promise holds: the formats of a shape
+     * take turns making it (the CUDA GEMV's loads before its wait) */
+    bool settled = (n / 64 + (int)(f - formats)) % 2 == 0;
     for (int u = -1; u < dut_count; u++) {
         dy_ctx *ctx = CTX_OF(u);
         struct dy_gemm_desc d = { .m = m, .n = n, .k = k, .lda = lda, .ldb = k, .ldc = ldc,
                                   .a_dtype = DY_F32, .b_dtype = f->dtype, .c_dtype = DY_F32, .beta = beta,
-                                  .act = act };
+                                  .act = act, .b_settled = settled };
         dy_buf whole;
         struct dy_quant whole_q;
         qmat_upload(ctx, &q, &whole, &whole_q);

@@ -121,6 +121,7 @@ static int linear_act(struct dy_llm *m, dy_buf a, enum dy_dtype at, int lda, dy_
         .a = a, .b = w, .c = c, .bias = bias, .m = rows, .n = n, .k = k,
         .lda = lda, .ldb = k, .ldc = ldc,
         .a_dtype = at, .b_dtype = bt, .c_dtype = ct, .beta = beta, .act = act,
+        .b_settled = true, /* a weight: no op of a step writes it */
     };
     if (rope)
         d.rope = *rope;

@@ -240,7 +240,9 @@ struct dy_qgemv_args {
     size_t expert_bytes, expert_scales;
     bool prefetch; /* dense calls: fetch the block's first weights before waiting */
     int prefetch_bytes; /* ... at most this many (qgemv_kernel) */
-    bool early; /* dense calls at one row: a warp's first weights into registers before waiting */
+    /* dense calls at one row whose B is settled (dy_gemm_desc's
+     * b_settled): a warp's first weights into registers before waiting */
+    bool early;
     /* dense calls: 0, or n / 2 for DY_ACT_SWIGLU: a block's first half of
      * columns are gate rows j, its second the up rows n / 2 + j, and C's
      * column j gets silu(gate) * up */

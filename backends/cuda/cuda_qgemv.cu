@@ -159,7 +159,8 @@ qgemv_kernel(struct dy_qgemv_args g)
                : half ? (c < C / 2 ? 0 : half) + min(half0 + c % (C / 2), half - 1)
                       : min(col0 + c, g.n - 1);
     };
-    /* g.early (dense calls): the warp's first batch of weights is loaded
+    /* g.early (dense calls whose B no kernel just before wrote: the
+     * caller's b_settled): the warp's first batch of weights is loaded
      * into registers before the wait, so it is on its way while the
      * kernel before finishes; only A waits for that kernel. Where a block
      * has one batch (k <= 2,048 at eight warps) that is all its weights.
@@ -587,7 +588,7 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
      * (H200, batch 1: Llama-3.1-8B bf16 4.29 -> 4.50 ms, Llama-3.2-1B
      * 1.01 -> 1.06, OLMoE 1.05 -> 1.08; bench/README) */
     struct dy_qgemv_args with = *args;
-    with.early = c->qgemv_early && !args->offsets;
+    with.early = c->qgemv_early && args->early && !args->offsets;
     bool early = with.early && args->rows == 1 && qt != DY_I4;
     with.prefetch = c->prefetch && !args->offsets && qt != DY_FP8 && qt != DY_I8 && !early;
     with.prefetch_bytes = c->prefetch_bytes;

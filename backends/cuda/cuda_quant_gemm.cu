@@ -443,6 +443,7 @@ struct dy_qgemv_args dy_cuda_gemv_args(const struct dy_gemm_desc *d)
     g.lda = d->lda;
     g.ldc = d->ldc;
     g.beta = d->beta;
+    g.early = d->b_settled;
     g.swiglu_half = d->act == DY_ACT_SWIGLU ? d->n / 2 : 0;
     if (d->act == DY_ACT_ROPE) {
         g.rope_cols = d->rope.heads * d->rope.head_dim;
