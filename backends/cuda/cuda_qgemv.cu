@@ -588,9 +588,8 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
      * (H200, batch 1: Llama-3.1-8B bf16 4.29 -> 4.50 ms, Llama-3.2-1B
      * 1.01 -> 1.06, OLMoE 1.05 -> 1.08; bench/README) */
     struct dy_qgemv_args with = *args;
-    with.early = c->qgemv_early && args->early && !args->offsets;
-    bool early = with.early && args->rows == 1 && qt != DY_I4;
-    with.prefetch = c->prefetch && !args->offsets && qt != DY_FP8 && qt != DY_I8 && !early;
+    with.early = c->qgemv_early && args->early && !args->offsets && args->rows == 1 && qt != DY_I4;
+    with.prefetch = c->prefetch && !args->offsets && qt != DY_FP8 && qt != DY_I8 && !with.early;
     with.prefetch_bytes = c->prefetch_bytes;
     const struct dy_qgemv_args *g = &with;
     int epl = qt == DY_I4 ? 32 : qt == DY_BF16 || qt == DY_F16 ? 8 : 16;
