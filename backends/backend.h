@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define DY_BACKEND_ABI 6
+#define DY_BACKEND_ABI 7
 
 enum dy_dtype {
     DY_F32 = 0,
@@ -236,6 +236,16 @@ struct dy_norm_desc {
     enum dy_dtype out_dtype;    /* out: f32, f16 or bf16 */
 };
 
+/* RMSNorms of the columns [0, q_cols) with q_weight and [q_cols, q_cols +
+ * k_cols) with k_weight of each row (struct dy_norm_desc's arithmetic, eps,
+ * in f32). q_weight.h == NULL: none. */
+struct dy_rope_norm {
+    dy_buf q_weight, k_weight;
+    int q_cols, k_cols;
+    float eps;
+    enum dy_dtype weight_dtype;
+};
+
 /* In-place rotary embedding, rotate-half convention (pairs i and i + d/2), on
  * `heads` heads of `head_dim` in each of `tokens` rows. Angle of pair i at
  * position p: (float)p * inv_freq[i], in f32, as Hugging Face computes it. */
@@ -246,6 +256,16 @@ struct dy_rope_desc {
     int tokens, heads, head_dim;
     int row_stride;     /* elements from one token's row to the next */
     enum dy_dtype dtype;
+    /* ABI 7, both optional: before the rotation, whole-row q and k norms
+     * (OLMoE's) over each token's first columns, in place; after it, the
+     * row's K and V columns stored into the KV cache (struct
+     * dy_gemm_append's layout; not int8). A backend that sets
+     * dy_backend.rope_fused may do all of it in one call, or return
+     * DY_E_UNSUPPORTED having done nothing; dy_rope otherwise runs dy_norm
+     * of each part, the rotation and dy_kv_append, each rounding to dtype
+     * as it stores. */
+    struct dy_rope_norm norm;
+    struct dy_gemm_append append;
 };
 
 enum dy_eltwise_op {
@@ -526,6 +546,8 @@ struct dy_backend {
      * and softmax_topk's sort */
     unsigned grouped_acts;
     bool grouped_scatter, topk_sort;
+    /* rope may take dy_rope_desc.norm and .append itself (ABI 7) */
+    bool rope_fused;
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */

@@ -356,7 +356,6 @@ void dy_graph_destroy(dy_ctx *ctx, void *graph)
 
 DY_OP_WRAPPER(fill_random, 0)
 DY_OP_WRAPPER(norm, 2)
-DY_OP_WRAPPER(rope, 3)
 DY_OP_WRAPPER(eltwise, 4)
 DY_OP_WRAPPER(gather_rows, 5)
 DY_OP_WRAPPER(kv_append, 6)
@@ -465,6 +464,58 @@ int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d)
                                            .position = sc->position, .tokens = sc->tokens, .k = sc->k,
                                            .cols = d->n, .src_stride = d->ldc, .dst_stride = sc->dst_stride };
     return dy_scatter_add_rows(ctx, &ad);
+}
+
+static int call_rope(dy_ctx *ctx, const void *d)
+{
+    return ctx->be->rope(ctx->impl, (const struct dy_rope_desc *)d);
+}
+
+/* The rotation with its q/k norms before and its KV append after: the
+ * backend's where it declares them, else dy_norm of each part in place,
+ * the plain rotation and dy_kv_append of the K and V columns. */
+int dy_rope(dy_ctx *ctx, const struct dy_rope_desc *d)
+{
+    if (!ctx->be->rope)
+        return fail(ctx, DY_E_UNSUPPORTED, "rope");
+    const struct dy_rope_norm *nm = &d->norm;
+    const struct dy_gemm_append *ap = &d->append;
+    long long kvd = (long long)ap->kv_heads * ap->head_dim;
+    if (nm->q_weight.h && (!nm->k_weight.h || nm->q_cols <= 0 || nm->k_cols <= 0 ||
+                           nm->q_cols + nm->k_cols > d->row_stride))
+        return fail(ctx, DY_E_INVALID, "rope (q/k norms need both weights and columns inside the row)");
+    if (ap->k_cache.h && (!ap->v_cache.h || !ap->slots.h || kvd <= 0 || ap->k_col < 0 || ap->v_col < 0 ||
+                          ap->k_col + kvd > d->row_stride || ap->v_col + kvd > d->row_stride ||
+                          ap->cache_dtype == DY_I8))
+        return fail(ctx, DY_E_INVALID, "rope (a KV append needs slots, both caches, K and V "
+                                       "columns inside the row, a cache that is not int8)");
+    if (!nm->q_weight.h && !ap->k_cache.h)
+        return checked(ctx, run_op(ctx, 3, call_rope, d), "rope");
+    int st;
+    if (try_whole(ctx, ctx->be->rope_fused, 3, call_rope, d, "rope", &st))
+        return st;
+    size_t es = dy_dtype_size(d->dtype);
+    for (int part = 0; nm->q_weight.h && part < 2; part++) {
+        dy_buf x = part ? dy_buf_at(d->x, (size_t)nm->q_cols * es) : d->x;
+        struct dy_norm_desc nd = { .kind = DY_NORM_RMS, .x = x, .weight = part ? nm->k_weight : nm->q_weight,
+                                   .out = x, .rows = d->tokens, .dim = part ? nm->k_cols : nm->q_cols,
+                                   .x_stride = d->row_stride, .out_stride = d->row_stride, .eps = nm->eps,
+                                   .dtype = d->dtype, .weight_dtype = nm->weight_dtype, .out_dtype = d->dtype };
+        if ((st = dy_norm(ctx, &nd)))
+            return st;
+    }
+    struct dy_rope_desc plain = *d;
+    plain.norm = (struct dy_rope_norm){ 0 };
+    plain.append = (struct dy_gemm_append){ 0 };
+    if ((st = checked(ctx, run_op(ctx, 3, call_rope, &plain), "rope")) || !ap->k_cache.h)
+        return st;
+    struct dy_kv_append_desc kd = {
+        .k = dy_buf_at(d->x, (size_t)ap->k_col * es), .v = dy_buf_at(d->x, (size_t)ap->v_col * es),
+        .src_stride = d->row_stride, .slots = ap->slots, .k_cache = ap->k_cache, .v_cache = ap->v_cache,
+        .tokens = d->tokens, .kv_heads = ap->kv_heads, .head_dim = ap->head_dim, .src_dtype = d->dtype,
+        .cache_dtype = ap->cache_dtype,
+    };
+    return dy_kv_append(ctx, &kd);
 }
 
 static int call_gemm(dy_ctx *ctx, const void *d)

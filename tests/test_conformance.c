@@ -457,6 +457,96 @@ static void test_rope(void)
     }
 }
 
+/* The rotation with whole-row q/k norms before it and the K and V columns
+ * stored into a paged cache after it (dy_rope_desc.norm, .append), as
+ * OLMoE's attention takes its q/k/v: rows of q heads, k heads, v heads
+ * (+ pad), rotating the q and k heads. norm false: the append alone; cache
+ * DY_I32: the norms alone; rot_heads < all q and k heads: columns normed
+ * but not rotated. A backend that declares rope_fused is checked against
+ * cpu-ref's composition of dy_norm, the rotation and dy_kv_append. */
+static void rope_fused_case(int tokens, int heads, int kv_heads, int rot_heads, int hd, int pad, bool norm,
+                            enum dy_dtype t, enum dy_dtype wt, enum dy_dtype cache)
+{
+    enum { SLOTS = 96 };
+    int qd = heads * hd, kvd = kv_heads * hd, stride = qd + 2 * kvd + pad;
+    size_t n = (size_t)tokens * stride, cache_n = (size_t)SLOTS * kvd;
+    size_t cache_bytes = cache == DY_I32 ? 0 : cache_n * dy_dtype_size(cache);
+    void *x = host_random(t, n, 3.0f), *qw = host_random(wt, (size_t)qd, 1.5f);
+    void *kw = host_random(wt, (size_t)kvd, 1.5f), *want = NULL, *want_k = NULL, *want_v = NULL;
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)tokens), *slots = malloc(sizeof(int32_t) * (size_t)tokens);
+    float *inv = malloc(sizeof(float) * (size_t)hd / 2);
+    for (int i = 0; i < tokens; i++) {
+        pos[i] = 17 + 29 * i;
+        slots[i] = (7 + 37 * i) % SLOTS;
+    }
+    for (int i = 0; i < hd / 2; i++)
+        inv[i] = powf(10000.0f, -2.0f * i / hd);
+    double tol = t == DY_F32 ? 2e-5 : 8e-3;
+    char what[128];
+    snprintf(what, sizeof what, "rope fused t%d heads %d/%d rot %d d%d %s w %s norm%d into %s", tokens, heads,
+             kv_heads, rot_heads, hd, dy_dtype_name(t), dy_dtype_name(wt), norm,
+             cache == DY_I32 ? "none" : dy_dtype_name(cache));
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_rope_desc d = { .tokens = tokens, .heads = rot_heads, .head_dim = hd, .row_stride = stride,
+                                  .dtype = t };
+        d.x = upload(ctx, x, n * dy_dtype_size(t));
+        d.positions = upload(ctx, pos, (size_t)tokens * 4);
+        d.inv_freq = upload(ctx, inv, (size_t)hd / 2 * 4);
+        if (norm)
+            d.norm = (struct dy_rope_norm){ .q_weight = upload(ctx, qw, (size_t)qd * dy_dtype_size(wt)),
+                                            .k_weight = upload(ctx, kw, (size_t)kvd * dy_dtype_size(wt)),
+                                            .q_cols = qd, .k_cols = kvd, .eps = 1e-6f, .weight_dtype = wt };
+        if (cache != DY_I32) {
+            void *zeros = calloc(1, cache_bytes);
+            d.append = (struct dy_gemm_append){ .slots = upload(ctx, slots, (size_t)tokens * 4),
+                                                .k_cache = upload(ctx, zeros, cache_bytes),
+                                                .v_cache = upload(ctx, zeros, cache_bytes), .k_col = qd,
+                                                .v_col = qd + kvd, .kv_heads = kv_heads, .head_dim = hd,
+                                                .cache_dtype = cache };
+            free(zeros);
+        }
+        DY_CHECK(dy_rope(ctx, &d) == DY_OK);
+        want = compare_or_keep(u, want, download(ctx, d.x, n * dy_dtype_size(t)), what, t, n, tol);
+        if (cache != DY_I32) {
+            double ctol = cache == DY_FP8 ? 0.07 : cache == DY_BF16 ? 1.6e-2 : tol;
+            want_k = compare_or_keep(u, want_k, download(ctx, d.append.k_cache, cache_bytes), what, cache,
+                                     cache_n, ctol);
+            want_v = compare_or_keep(u, want_v, download(ctx, d.append.v_cache, cache_bytes), what, cache,
+                                     cache_n, ctol);
+        }
+        FREE_BUFS(ctx, &d.x, &d.positions, &d.inv_freq, &d.norm.q_weight, &d.norm.k_weight, &d.append.slots,
+                  &d.append.k_cache, &d.append.v_cache);
+    }
+    free(want);
+    free(want_k);
+    free(want_v);
+    free(x);
+    free(qw);
+    free(kw);
+    free(pos);
+    free(slots);
+    free(inv);
+}
+
+static void test_rope_fused(void)
+{
+    require_backends();
+    /* OLMoE's shape in small (16 heads of 128, no GQA), then GQA */
+    rope_fused_case(1, 4, 4, 8, 128, 0, true, DY_F32, DY_BF16, DY_BF16);
+    rope_fused_case(2, 4, 2, 6, 64, 8, true, DY_F32, DY_F32, DY_F32);
+    rope_fused_case(3, 4, 2, 6, 64, 0, true, DY_F32, DY_F16, DY_FP8);
+    rope_fused_case(1, 8, 8, 16, 128, 0, true, DY_F32, DY_BF16, DY_F16);
+    rope_fused_case(70, 4, 2, 6, 64, 4, true, DY_BF16, DY_BF16, DY_BF16);
+    rope_fused_case(5, 3, 1, 4, 32, 0, true, DY_F16, DY_F16, DY_F16);
+    /* the norms alone, the append alone, columns normed but not rotated */
+    rope_fused_case(4, 4, 2, 6, 64, 0, true, DY_F32, DY_BF16, DY_I32);
+    rope_fused_case(4, 4, 2, 6, 64, 0, false, DY_F32, DY_BF16, DY_BF16);
+    rope_fused_case(2, 4, 2, 4, 64, 0, true, DY_F32, DY_BF16, DY_F32);
+    /* too wide for the fused kernel's shared memory: composed */
+    rope_fused_case(1, 48, 48, 96, 128, 0, true, DY_F32, DY_BF16, DY_BF16);
+}
+
 /* ---- eltwise ---- */
 static void test_eltwise(void)
 {
@@ -1267,7 +1357,7 @@ static void test_scatter_add_rows(void)
     }
 }
 
-DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST(test_rope)
+DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST(test_rope) DY_TEST(test_rope_fused)
          DY_TEST(test_eltwise) DY_TEST(test_gather_rows) DY_TEST(test_convert)
          DY_TEST(test_kv_append) DY_TEST(test_attention_prefill) DY_TEST(test_attention_decode)
          DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_softmax_topk_sort)

@@ -247,12 +247,20 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
             return linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
                               0.0f, DY_ACT_ROPE, &rot, &nrm, *appended ? &kv : NULL);
         }
+        /* whole-row q and k norms: in the rotation's op, with the append */
         if ((st = linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
-                             0.0f, DY_ACT_NONE, NULL, &nrm, NULL)) ||
-            (st = qk_norm(m, *q, l->q_norm, rows, qd, cols)) ||
-            (st = qk_norm(m, *k, l->k_norm, rows, kvd, cols)))
+                             0.0f, DY_ACT_NONE, NULL, &nrm, NULL)))
             return st;
-        return rope(m, m->qkv, rows, rot.heads, cols);
+        struct dy_rope_desc d = {
+            .x = m->qkv, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
+            .heads = rot.heads, .head_dim = hd, .row_stride = cols, .dtype = act,
+            .norm = { .q_weight = l->q_norm, .k_weight = l->k_norm, .q_cols = qd, .k_cols = kvd,
+                      .eps = c->norm_eps, .weight_dtype = m->w->dtype },
+        };
+        *appended = dy_llm_gemm_append(m, layer, qd, qd + kvd, &d.append);
+        if (!*appended)
+            d.append = (struct dy_gemm_append){ 0 };
+        return dy_rope(m->ctx, &d);
     }
     *q = m->qkv;
     *k = dy_buf_at(m->qkv, (size_t)rows * qd * f);

@@ -158,6 +158,7 @@ static int cuda_ctx_create(int device, void **out)
     c->gelu_epilogue = !switched_off("DYNO_CUDA_GELU_EPILOGUE");
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
     c->norm_warp = !switched_off("DYNO_CUDA_NORM_WARP");
+    c->rope_fused = !switched_off("DYNO_CUDA_ROPE_FUSED");
     c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
     c->fuse_moe = FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
     env_int("DYNO_CUDA_MOE_FUSE", (int *)&c->fuse_moe);
@@ -440,7 +441,7 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.gemm_acts = 1u << DY_ACT_GELU | 1u << DY_ACT_SWIGLU | 1u << DY_ACT_ROPE;
     /* each where its kernel takes the call, declined (composed) elsewhere */
     table.grouped_acts = 1u << DY_ACT_SWIGLU;
-    table.grouped_scatter = table.topk_sort = true;
+    table.grouped_scatter = table.topk_sort = table.rope_fused = true;
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

@@ -86,6 +86,9 @@ struct cuda_ctx {
      * (DYNO_CUDA_SWIGLU_GEMV=0) */
     bool gelu_epilogue, swiglu_gemv;
     bool norm_warp; /* 16-bit norms a warp a row (DYNO_CUDA_NORM_WARP=0: a block a row) */
+    /* dy_rope_desc's q/k norms and KV append in the rotation's launch
+     * (DYNO_CUDA_ROPE_FUSED=0: composed, four launches) */
+    bool rope_fused;
     /* RoPE in the decode GEMV (DY_ACT_ROPE; DYNO_CUDA_ROPE_GEMV=0 turns
      * it off). H200, batch 1: Llama-3.1-8B after 1,024 tokens 4.555 ->
      * 4.505 ms a step, fp8 after 4,096 3.24 -> 3.165, Llama-3.2-1B 1.138

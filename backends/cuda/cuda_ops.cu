@@ -399,12 +399,16 @@ __global__ void rope_rows_kernel(struct dy_rope_desc d, void *x, const int32_t *
     }
 }
 
+static int rope_fused(struct cuda_ctx *c, const struct dy_rope_desc *d);
+
 int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
 {
     struct cuda_ctx *c = (struct cuda_ctx *)ctx;
     size_t n = (size_t)d->tokens * d->heads * (d->head_dim / 2);
-    if (!n)
+    if (!n && !d->append.k_cache.h)
         return DY_OK;
+    if (d->norm.q_weight.h || d->append.k_cache.h)
+        return d->tokens > 0 ? rope_fused(c, d) : DY_OK;
     static void (*const kernels[3])(struct dy_rope_desc, void *, const int32_t *, const float *) = {
         rope_rows_kernel<DY_F32>, rope_rows_kernel<DY_F16>, rope_rows_kernel<DY_BF16>,
     };
@@ -416,6 +420,155 @@ int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
     }
     dy_launch(c, rope_kernel, blocks_for(n), THREADS, 0, *d, dy_cuda_ptr(d->x), dy_cuda_ptr(d->positions),
               dy_cuda_ptr(d->inv_freq));
+    return dy_cuda_check_launch(c, "rope");
+}
+
+/* The rotation with whole-row q/k norms before it and the KV append after
+ * (dy_rope_desc.norm, .append) in one launch, for decode-sized calls: a
+ * thread a rotated pair (i, i + head_dim / 2) of the row's first `span`
+ * columns, blocks of ROPE_FUSED_THREADS pairs across it, a row of blocks a
+ * token. Each block sums the squares of the whole normed span itself, its
+ * loads in flight together with its own pair's and the V columns' it
+ * copies; the norms' weights, the angle and the slot are read before the
+ * grid wait. Every value is rounded to T where the composed ops would
+ * store it, so the cache gets their K and V. A decode step's three small
+ * launches fewer (OLMoE). */
+#define ROPE_FUSED_THREADS 256
+#define ROPE_FUSED_MAX_TOKENS 64
+
+template <enum dy_dtype T>
+__device__ __forceinline__ float round_to(float v)
+{
+    if constexpr (T == DY_BF16)
+        return dy_bf16_to_f32(dy_f32_to_bf16(v));
+    else if constexpr (T == DY_F16)
+        return dy_f16_to_f32(dy_f32_to_f16(v));
+    else
+        return v;
+}
+
+template <enum dy_dtype T, int NV>
+__global__ void __launch_bounds__(ROPE_FUSED_THREADS)
+rope_fused_kernel(struct dy_rope_desc d, int span, void *x, const int32_t *pos, const float *inv_freq,
+                  const void *qw, const void *kw, const int32_t *slots, void *kc, void *vc)
+{
+    __shared__ float shared[2][ROPE_FUSED_THREADS / DY_WARP];
+    int half = d.head_dim / 2, t = blockIdx.y, qn = qw ? d.norm.q_cols : 0, nn = qw ? qn + d.norm.k_cols : 0;
+    int p = blockIdx.x * ROPE_FUSED_THREADS + threadIdx.x, h = p / half, i = p - h * half;
+    int e0 = h * d.head_dim + i, e1 = e0 + half;
+    bool mine = e0 < span, rot = mine && h < d.heads;
+    /* settled before the wait: weights, positions and slots (the host's) */
+    float w0 = 1.0f, w1 = 1.0f, sn = 0.0f, cs = 1.0f;
+    if (mine && e0 < nn)
+        w0 = e0 < qn ? dy_load_f32(qw, d.norm.weight_dtype, e0) : dy_load_f32(kw, d.norm.weight_dtype, e0 - qn);
+    if (mine && e1 < nn)
+        w1 = e1 < qn ? dy_load_f32(qw, d.norm.weight_dtype, e1) : dy_load_f32(kw, d.norm.weight_dtype, e1 - qn);
+    if (rot)
+        sincosf(__fmul_rn((float)pos[t], inv_freq[i]), &sn, &cs);
+    int kvd = d.append.kv_heads * d.append.head_dim;
+    size_t dst = kc ? (size_t)slots[t] * kvd : 0;
+    DY_GRID_ENTER();
+    const char *row = (const char *)x + (size_t)t * d.row_stride * dy_dtype_size(T);
+    float x0 = mine ? dy_load_f32(row, T, e0) : 0.0f, x1 = mine ? dy_load_f32(row, T, e1) : 0.0f;
+    if (qw) {
+        float4 v[NV];
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            int c4 = threadIdx.x + j * ROPE_FUSED_THREADS;
+            v[j] = c4 * 4 < nn ? load_vec4<T>(row, c4) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        float sq = 0.0f, sk = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            float s2 = v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+            if ((int)(threadIdx.x + j * ROPE_FUSED_THREADS) * 4 < qn)
+                sq += s2;
+            else
+                sk += s2;
+        }
+        for (int o = DY_WARP / 2; o > 0; o >>= 1) {
+            sq += __shfl_xor_sync(0xffffffffu, sq, o);
+            sk += __shfl_xor_sync(0xffffffffu, sk, o);
+        }
+        if (threadIdx.x % DY_WARP == 0) {
+            shared[0][threadIdx.x / DY_WARP] = sq;
+            shared[1][threadIdx.x / DY_WARP] = sk;
+        }
+        __syncthreads();
+        sq = sk = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ROPE_FUSED_THREADS / DY_WARP; w++) {
+            sq += shared[0][w];
+            sk += shared[1][w];
+        }
+        float iq = rsqrtf(sq / qn + d.norm.eps), ik = rsqrtf(sk / d.norm.k_cols + d.norm.eps);
+        if (mine && e0 < nn)
+            x0 = round_to<T>(x0 * (e0 < qn ? iq : ik) * w0);
+        if (mine && e1 < nn)
+            x1 = round_to<T>(x1 * (e1 < qn ? iq : ik) * w1);
+    }
+    if (rot) {
+        float r0 = x0 * cs - x1 * sn, r1 = x1 * cs + x0 * sn;
+        x0 = round_to<T>(r0);
+        x1 = round_to<T>(r1);
+    }
+    if (mine) {
+        char *out = (char *)x + (size_t)t * d.row_stride * dy_dtype_size(T);
+        dy_store_f32(out, T, e0, x0);
+        dy_store_f32(out, T, e1, x1);
+    }
+    if (!kc)
+        return;
+    int ak = d.append.k_col, av = d.append.v_col;
+    if (mine) {
+        if (e0 >= ak && e0 < ak + kvd)
+            dy_cuda_store_f32(kc, d.append.cache_dtype, dst + (e0 - ak), x0);
+        if (e1 >= ak && e1 < ak + kvd)
+            dy_cuda_store_f32(kc, d.append.cache_dtype, dst + (e1 - ak), x1);
+        if (e0 >= av && e0 < av + kvd)
+            dy_cuda_store_f32(vc, d.append.cache_dtype, dst + (e0 - av), x0);
+        if (e1 >= av && e1 < av + kvd)
+            dy_cuda_store_f32(vc, d.append.cache_dtype, dst + (e1 - av), x1);
+    }
+    /* K and V columns past the span: as they are */
+    for (int c = p; c < kvd; c += gridDim.x * ROPE_FUSED_THREADS) {
+        if (ak + c >= span)
+            dy_cuda_store_f32(kc, d.append.cache_dtype, dst + c, dy_load_f32(row, T, ak + c));
+        if (av + c >= span)
+            dy_cuda_store_f32(vc, d.append.cache_dtype, dst + c, dy_load_f32(row, T, av + c));
+    }
+}
+
+/* dy_rope_desc.norm and .append in one launch for up to
+ * ROPE_FUSED_MAX_TOKENS tokens whose normed columns a block's threads sum in
+ * eight 4-element loads each; DY_E_UNSUPPORTED else (dy_rope composes) */
+static int rope_fused(struct cuda_ctx *c, const struct dy_rope_desc *d)
+{
+    typedef void (*fn)(struct dy_rope_desc, int, void *, const int32_t *, const float *, const void *,
+                       const void *, const int32_t *, void *, void *);
+#define ROPE_FUSED_NV(T) { rope_fused_kernel<T, 1>, rope_fused_kernel<T, 2>, rope_fused_kernel<T, 4>, \
+                           rope_fused_kernel<T, 8> }
+    static const fn kernels[3][4] = { ROPE_FUSED_NV(DY_F32), ROPE_FUSED_NV(DY_F16), ROPE_FUSED_NV(DY_BF16) };
+#undef ROPE_FUSED_NV
+    const struct dy_gemm_append *ap = &d->append;
+    bool nm = d->norm.q_weight.h, kv = ap->k_cache.h;
+    int rotated = d->heads * d->head_dim, normed = nm ? d->norm.q_cols + d->norm.k_cols : 0;
+    int span = rotated > normed ? rotated : normed, vecs = (normed / 4 + ROPE_FUSED_THREADS - 1) / ROPE_FUSED_THREADS;
+    int nv = vecs <= 1 ? 0 : vecs <= 2 ? 1 : vecs <= 4 ? 2 : 3;
+    const void *x = dy_cuda_ptr(d->x);
+    if (!c->rope_fused || float_index(d->dtype) < 0 || d->head_dim % 2 || span % d->head_dim ||
+        span > d->row_stride || d->tokens > ROPE_FUSED_MAX_TOKENS || vecs > 8 ||
+        (nm && (d->norm.q_cols % 4 || d->row_stride % 4 || float_index(d->norm.weight_dtype) < 0 ||
+                (uintptr_t)x % (d->dtype == DY_F32 ? 16 : 8))) ||
+        (kv && !dy_cuda_is_cache_dtype(ap->cache_dtype)))
+        return DY_E_UNSUPPORTED;
+    int pairs = span / 2;
+    dim3 grid((unsigned)((pairs + ROPE_FUSED_THREADS - 1) / ROPE_FUSED_THREADS), (unsigned)d->tokens);
+    dy_launch(c, kernels[float_index(d->dtype)][nv], grid, ROPE_FUSED_THREADS, 0, *d, span, dy_cuda_ptr(d->x),
+              (const int32_t *)dy_cuda_ptr(d->positions), (const float *)dy_cuda_ptr(d->inv_freq),
+              nm ? dy_cuda_ptr(d->norm.q_weight) : NULL, nm ? dy_cuda_ptr(d->norm.k_weight) : NULL,
+              kv ? (const int32_t *)dy_cuda_ptr(ap->slots) : NULL, kv ? dy_cuda_ptr(ap->k_cache) : NULL,
+              kv ? dy_cuda_ptr(ap->v_cache) : NULL);
     return dy_cuda_check_launch(c, "rope");
 }
 

@@ -6,7 +6,8 @@
 # checkpoints. Then, per MODE (a space-separated list of settings, each a
 # '+'-joined list of VAR=VALUE, or "default"), in one call: Llama-3.1-8B
 # at batch 1 after 4,096 tokens per weight format, after 1,024 in bf16,
-# Llama-3.2-1B and OLMoE-1B-7B after 1,024. E.g.
+# Llama-3.2-1B and OLMoE-1B-7B after 1,024 (FORMATS=none: not the 4,096
+# runs; MODELS: the 1,024 runs' models). E.g.
 #   MODES="default DYNO_CUDA_PDL=0 DYNO_CUDA_GEMV=warp" bench/cuda/b1_check.sh
 # Pack with bench/cuda/pack.sh; run with carry [".carry/dyno-bin.tar.xz"].
 source bench/cuda/common.sh
@@ -28,8 +29,10 @@ for mode in ${MODES:-default}; do
     [[ $mode != default ]] && IFS=+ read -ra settings <<<"$mode"
     run() { env "${settings[@]}" timeout 240 /tmp/dy/dyno run --backend cuda --repeat 2 --tag "${mode//,/;}" \
                 --db "$OUT/b1.db" "$@" 2>&1 | grep -E '^\| cuda'; }
-    run --model llama-3.1-8b --batch 1 --input-len 4096 --output-len 64 --weight-dtype ${FORMATS:-bf16,fp8,int8,int4}
-    run --kv-dtype bf16 --model llama-3.1-8b,llama-3.2-1b,olmoe-1b-7b --batch 1 --input-len 1024 --output-len 128
+    [[ ${FORMATS:-} != none ]] &&
+        run --model llama-3.1-8b --batch 1 --input-len 4096 --output-len 64 --weight-dtype ${FORMATS:-bf16,fp8,int8,int4}
+    run --kv-dtype bf16 --model ${MODELS:-llama-3.1-8b,llama-3.2-1b,olmoe-1b-7b} --batch 1 --input-len 1024 \
+        --output-len 128
 done
 python3 - "$OUT/b1.db" <<'PY'
 import sqlite3, sys
