@@ -381,6 +381,21 @@ struct dy_convert_desc {
  * backend may take the sort into softmax_topk, the SiLU-mul and the
  * scatter-add into gemm_grouped (dispatch composes them otherwise). */
 
+/* The router's logits made by softmax_topk itself from the residual stream
+ * (ABI 7): xn = RMSNorm(x) * norm_weight (struct dy_norm_desc's arithmetic,
+ * f32 rows of `hidden`, also stored for the experts' GEMMs), then logits =
+ * xn . w^T (struct dy_gemm_desc's, f32 out, rows `stride` apart). w must be
+ * settled (a model's weights, as dy_gemm_desc.b_settled). x.h == NULL: the
+ * logits are given. A backend that sets dy_backend.topk_router may do it
+ * all in one call, or return DY_E_UNSUPPORTED having done nothing;
+ * dy_softmax_topk otherwise runs dy_norm and dy_gemm first. */
+struct dy_topk_router {
+    dy_buf x, norm_weight, xn, w;
+    int hidden;
+    float eps;
+    enum dy_dtype weight_dtype; /* norm_weight and w */
+};
+
 /* For each of `tokens` rows of f32 logits [tokens, experts]: p = softmax(row)
  * in f32; the k experts of largest logit (softmax keeps the order; ties: the
  * lower expert first), in descending order, go to ids[t * k + j] (i32) with
@@ -395,6 +410,7 @@ struct dy_softmax_topk_desc {
      * or returns DY_E_UNSUPPORTED having done nothing, gets dy_moe_sort
      * after it) */
     dy_buf offsets, sorted, position;
+    struct dy_topk_router router; /* ABI 7: the logits made by the op */
 };
 
 /* Groups pairs by expert, a stable counting sort of ids[0..pairs):
@@ -546,8 +562,9 @@ struct dy_backend {
      * and softmax_topk's sort */
     unsigned grouped_acts;
     bool grouped_scatter, topk_sort;
-    /* rope may take dy_rope_desc.norm and .append itself (ABI 7) */
-    bool rope_fused;
+    /* rope may take dy_rope_desc.norm and .append itself, softmax_topk
+     * dy_softmax_topk_desc.router (ABI 7) */
+    bool rope_fused, topk_router;
 };
 
 /* A plugin (libdyno-NAME.so) exports this symbol. */

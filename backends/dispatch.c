@@ -408,13 +408,36 @@ static int call_softmax_topk(dy_ctx *ctx, const void *d)
     return ctx->be->softmax_topk(ctx->impl, (const struct dy_softmax_topk_desc *)d);
 }
 
-/* softmax and top-k, and the pairs' sort when d asks for it: the
- * backend's in one where it declares it, else dy_moe_sort after. */
+/* softmax and top-k, the router's logits before them and the pairs' sort
+ * after when d asks for them: the backend's in one where it declares the
+ * parts, else dy_norm and dy_gemm before, dy_moe_sort after. */
 int dy_softmax_topk(dy_ctx *ctx, const struct dy_softmax_topk_desc *d)
 {
     if (!ctx->be->softmax_topk)
         return fail(ctx, DY_E_UNSUPPORTED, "softmax_topk");
     int st;
+    const struct dy_topk_router *r = &d->router;
+    if (r->x.h) {
+        if (!r->norm_weight.h || !r->xn.h || !r->w.h || r->hidden <= 0 || d->stride < d->experts)
+            return fail(ctx, DY_E_INVALID, "softmax_topk (a router needs x, its norm's weight, xn, w, "
+                                           "hidden > 0 and stride >= experts)");
+        if (try_whole(ctx, ctx->be->topk_router && (!d->offsets.h || ctx->be->topk_sort), 11, call_softmax_topk,
+                      d, "softmax_topk", &st))
+            return st;
+        struct dy_norm_desc nd = { .kind = DY_NORM_RMS, .x = r->x, .weight = r->norm_weight, .out = r->xn,
+                                   .rows = d->tokens, .dim = r->hidden, .x_stride = r->hidden,
+                                   .out_stride = r->hidden, .eps = r->eps, .dtype = DY_F32,
+                                   .weight_dtype = r->weight_dtype, .out_dtype = DY_F32 };
+        struct dy_gemm_desc gd = { .a = r->xn, .b = r->w, .c = d->logits, .m = d->tokens, .n = d->experts,
+                                   .k = r->hidden, .lda = r->hidden, .ldb = r->hidden, .ldc = d->stride,
+                                   .a_dtype = DY_F32, .b_dtype = r->weight_dtype, .c_dtype = DY_F32,
+                                   .b_settled = true };
+        struct dy_softmax_topk_desc plain = *d;
+        plain.router = (struct dy_topk_router){ 0 };
+        if ((st = dy_norm(ctx, &nd)) || (st = dy_gemm(ctx, &gd)))
+            return st;
+        return dy_softmax_topk(ctx, &plain);
+    }
     if (try_whole(ctx, d->offsets.h && ctx->be->topk_sort, 11, call_softmax_topk, d, "softmax_topk", &st))
         return st;
     struct dy_softmax_topk_desc plain = *d;

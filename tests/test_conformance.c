@@ -1052,6 +1052,88 @@ static void test_softmax_topk(void)
         }
 }
 
+/* softmax_topk making its logits from the residual stream
+ * (dy_softmax_topk_desc.router): the post-attention RMSNorm into xn and the
+ * router GEMM before the routing and the sort, against cpu-ref's
+ * composition. Router rows are one random row scaled by 1 + 0.04 * a
+ * permutation of the experts, so the logits stand 1 % of the largest apart
+ * and every backend must choose the same experts. */
+static void topk_router_case(int tokens, int hidden, int experts, int k, enum dy_dtype wt, bool renorm)
+{
+    static const char *const names[4] = { "ids", "offsets", "sorted", "position" };
+    int pairs = tokens * k;
+    size_t pb = (size_t)pairs * 4, ob = ((size_t)experts + 1) * 4, xb = (size_t)tokens * hidden * 4;
+    float *x = host_random(DY_F32, (size_t)tokens * hidden, 2.0f), *base = host_random(DY_F32, (size_t)hidden, 1.0f);
+    void *nw = host_random(wt, (size_t)hidden, 1.0f), *w = malloc((size_t)experts * hidden * dy_dtype_size(wt));
+    for (int e = 0; e < experts; e++)
+        for (int i = 0; i < hidden; i++)
+            dy_store_f32(w, wt, (size_t)e * hidden + i, base[i] * (1.0f + 0.04f * (float)((e * 37 + 11) % experts)));
+    const size_t bytes[4] = { pb, ob, pb, pb };
+    int32_t *want[4] = { 0 };
+    float *want_w = NULL, *want_xn = NULL, *want_l = NULL;
+    double tol = wt == DY_F32 ? 1e-5 : 3e-3;
+    char what[96];
+    snprintf(what, sizeof what, "softmax_topk router t%d h%d e%d k%d %s", tokens, hidden, experts, k,
+             dy_dtype_name(wt));
+    for (int u = -1; u < dut_count; u++) {
+        dy_ctx *ctx = CTX_OF(u);
+        struct dy_softmax_topk_desc d = { .tokens = tokens, .experts = experts, .k = k, .stride = experts,
+                                          .renormalize = renorm };
+        d.logits = upload(ctx, NULL, (size_t)tokens * experts * 4);
+        d.ids = upload(ctx, NULL, pb);
+        d.weights = upload(ctx, NULL, pb);
+        d.offsets = upload(ctx, NULL, ob);
+        d.sorted = upload(ctx, NULL, pb);
+        d.position = upload(ctx, NULL, pb);
+        d.router = (struct dy_topk_router){ .x = upload(ctx, x, xb),
+                                            .norm_weight = upload(ctx, nw, (size_t)hidden * dy_dtype_size(wt)),
+                                            .xn = upload(ctx, NULL, xb),
+                                            .w = upload(ctx, w, (size_t)experts * hidden * dy_dtype_size(wt)),
+                                            .hidden = hidden, .eps = 1e-6f, .weight_dtype = wt };
+        DY_CHECK(dy_softmax_topk(ctx, &d) == DY_OK);
+        const dy_buf out[4] = { d.ids, d.offsets, d.sorted, d.position };
+        want_xn = compare_or_keep(u, want_xn, download(ctx, d.router.xn, xb), what, DY_F32,
+                                  (size_t)tokens * hidden, 1e-5);
+        want_l = compare_or_keep(u, want_l, download(ctx, d.logits, (size_t)tokens * experts * 4), what, DY_F32,
+                                 (size_t)tokens * experts, tol);
+        want_w = compare_or_keep(u, want_w, download(ctx, d.weights, pb), what, DY_F32, (size_t)pairs, tol);
+        for (int i = 0; i < 4; i++) {
+            int32_t *got = download(ctx, out[i], bytes[i]);
+            if (u < 0) {
+                want[i] = got;
+                continue;
+            }
+            if (memcmp(got, want[i], bytes[i])) {
+                printf("# %s: %s differ on %s\n", what, names[i], duts[u].name);
+                DY_CHECK(!"router routes equal");
+            }
+            free(got);
+        }
+        FREE_BUFS(ctx, &d.logits, &d.ids, &d.weights, &d.offsets, &d.sorted, &d.position, &d.router.x,
+                  &d.router.norm_weight, &d.router.xn, &d.router.w);
+    }
+    for (int i = 0; i < 4; i++)
+        free(want[i]);
+    free(want_w);
+    free(want_xn);
+    free(want_l);
+    free(x);
+    free(base);
+    free(nw);
+    free(w);
+}
+
+static void test_topk_router(void)
+{
+    require_backends();
+    topk_router_case(1, 2048, 64, 8, DY_BF16, false); /* OLMoE's */
+    topk_router_case(1, 2048, 60, 4, DY_BF16, true);  /* Qwen1.5-MoE's */
+    topk_router_case(1, 4096, 8, 2, DY_F32, true);    /* Mixtral's, f32 */
+    topk_router_case(1, 1024, 128, 8, DY_F16, true);
+    topk_router_case(1, 200, 16, 2, DY_BF16, false);  /* rows not whole vectors of a block */
+    topk_router_case(3, 512, 64, 8, DY_BF16, false);  /* more tokens: composed */
+}
+
 /* softmax_topk with the pairs grouped by expert in the same op
  * (dy_softmax_topk_desc's offsets, sorted, position): the integers
  * bit-identical, and cpu-ref's grouping the host's of its own ids */
@@ -1360,6 +1442,6 @@ static void test_scatter_add_rows(void)
 DY_TESTS(DY_TEST(test_fill_random) DY_TEST(test_gemm) DY_TEST(test_norm) DY_TEST(test_rope) DY_TEST(test_rope_fused)
          DY_TEST(test_eltwise) DY_TEST(test_gather_rows) DY_TEST(test_convert)
          DY_TEST(test_kv_append) DY_TEST(test_attention_prefill) DY_TEST(test_attention_decode)
-         DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_softmax_topk_sort)
+         DY_TEST(test_argmax) DY_TEST(test_softmax_topk) DY_TEST(test_softmax_topk_sort) DY_TEST(test_topk_router)
          DY_TEST(test_moe_sort) DY_TEST(test_gemm_grouped) DY_TEST(test_gemm_grouped_fused)
          DY_TEST(test_scatter_add_rows) DY_TEST(test_kv_block_scores))

@@ -93,7 +93,7 @@ int dy_moe_lexi(dy_ctx *ctx, const struct dy_model_config *cfg, const struct dy_
             m->moe.layer_k[layer] = k;
             if ((st = dy_buf_write(ctx, m->xn, x, n * sizeof(float))) ||
                 (st = dy_buf_fill(ctx, m->x, 0, n * sizeof(float))) ||
-                (st = dy_moe_block(m, &w->layers[layer], layer, LEXI_TOKENS, 1)) ||
+                (st = dy_moe_block(m, &w->layers[layer], layer, LEXI_TOKENS, 1, false)) ||
                 (st = dy_buf_read(ctx, m->x, k == kmax ? ref : y, n * sizeof(float))))
                 goto out;
             double sq = 0;

@@ -173,8 +173,7 @@ static struct dy_gemm_norm gemm_norm(const struct dy_llm *m, dy_buf x, dy_buf we
                                   .x_dtype = DY_F32, .weight_dtype = m->w->dtype };
 }
 
-/* RMSNorm of f32 rows into rows of out_dtype */
-static int rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, enum dy_dtype out_dtype, int rows)
+int dy_llm_rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, enum dy_dtype out_dtype, int rows)
 {
     struct dy_norm_desc d = {
         .kind = DY_NORM_RMS, .x = x, .weight = weight, .out = out,
@@ -269,7 +268,7 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
     *kv_stride = kvd;
     dy_buf none = { 0 }, bias = l->qkv_bias, wk, wv;
     struct dy_quant wk_q, wv_q;
-    if ((st = rms_norm(m, m->x, l->attn_norm, m->xn, act, rows)))
+    if ((st = dy_llm_rms_norm(m, m->x, l->attn_norm, m->xn, act, rows)))
         return st;
     matrix_rows(m->w, l->qkv, &l->qkv_q, qd, h, &wk, &wk_q);
     matrix_rows(m->w, l->qkv, &l->qkv_q, qd + kvd, h, &wv, &wv_q);
@@ -335,10 +334,8 @@ static int mlp_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, 
 {
     const struct dy_model_config *c = m->cfg;
     int inter = c->intermediate;
-    if (c->experts) {
-        int st = rms_norm(m, m->x, l->mlp_norm, m->xn, DY_F32, rows);
-        return st ? st : dy_moe_block(m, l, layer, rows, prompt_len);
-    }
+    if (c->experts)
+        return dy_moe_block(m, l, layer, rows, prompt_len, true);
     dy_buf none = { 0 };
     enum dy_dtype at = m->act;
     /* gate/up and SiLU·mul as one op (the decode GEMV pairs the rows on

@@ -130,7 +130,12 @@ int dy_moe_create(struct dy_llm *m);
 void dy_moe_destroy(struct dy_llm *m);
 /* x += MoE(xn) for `rows` tokens of layer `layer`; xn holds the normalised
  * input. prompt_len > 0 for a prefill. */
-int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len);
+/* from_x: the post-attention norm of m->x into m->xn is the block's (in
+ * the router's op where the backend can); else m->xn is given */
+int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len,
+                 bool from_x);
+/* RMSNorm of `rows` f32 rows of x with weight into rows of out_dtype */
+int dy_llm_rms_norm(struct dy_llm *m, dy_buf x, dy_buf weight, dy_buf out, enum dy_dtype out_dtype, int rows);
 /* Around a decode step: the step's forced routes in, its expert counts out. */
 int dy_moe_before_step(struct dy_llm *m);
 int dy_moe_after_step(struct dy_llm *m);

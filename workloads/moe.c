@@ -178,17 +178,15 @@ void dy_moe_destroy(struct dy_llm *m)
 }
 
 /* Where this layer's routes come from (the router, or the forced table),
- * and the pairs grouped by expert into offsets. */
+ * and the pairs grouped by expert into offsets. from_x: m->xn is the
+ * post-attention norm of m->x, made here (in the router's op where the
+ * model routes); else m->xn is given. */
 static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows,
-                 int prompt_len, dy_buf offsets, dy_buf *ids, dy_buf *weights)
+                 int prompt_len, bool from_x, dy_buf offsets, dy_buf *ids, dy_buf *weights)
 {
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
     dy_buf none = { 0 };
-    int st = dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
-                           c->experts, c->hidden, 0.0f);
-    if (st != DY_OK)
-        return st;
     if (m->opt.routing == DY_ROUTING_MODEL) {
         struct dy_softmax_topk_desc d = {
             .logits = s->logits, .ids = s->ids, .weights = s->weights, .tokens = rows,
@@ -196,10 +194,21 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
             .renormalize = c->norm_topk_prob, .offsets = offsets, .sorted = s->sorted,
             .position = s->position,
         };
+        if (from_x)
+            d.router = (struct dy_topk_router){ .x = m->x, .norm_weight = l->mlp_norm, .xn = m->xn,
+                                                .w = l->router, .hidden = c->hidden, .eps = c->norm_eps,
+                                                .weight_dtype = m->w->dtype };
+        int st = from_x ? DY_OK
+                        : dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
+                                        c->experts, c->hidden, 0.0f);
         *ids = s->ids;
         *weights = s->weights;
-        return dy_softmax_topk(m->ctx, &d);
+        return st ? st : dy_softmax_topk(m->ctx, &d);
     }
+    int st = from_x ? dy_llm_rms_norm(m, m->x, l->mlp_norm, m->xn, DY_F32, rows) : DY_OK;
+    if (st || (st = dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
+                                  c->experts, c->hidden, 0.0f)))
+        return st;
     size_t k = (size_t)s->top_k;
     if (prompt_len > 0)
         *ids = dy_buf_at(s->forced_prefill, (size_t)layer * m->max_rows * k * 4);
@@ -234,7 +243,8 @@ static int shared_expert(struct dy_llm *m, const struct dy_llm_layer *l, int row
     return dy_eltwise(m->ctx, &gate);
 }
 
-int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len)
+int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int rows, int prompt_len,
+                 bool from_x)
 {
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
@@ -242,7 +252,7 @@ int dy_moe_block(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     int slot = prompt_len > 0 ? 0 : 1;
     dy_buf offsets = dy_buf_at(s->offsets, ((size_t)slot * c->layers + layer) * (e + 1) * 4);
     dy_buf ids, weights;
-    int st = route(m, l, layer, rows, prompt_len, offsets, &ids, &weights);
+    int st = route(m, l, layer, rows, prompt_len, from_x, offsets, &ids, &weights);
     if (st != DY_OK)
         return st;
     struct dy_gemm_grouped_desc gate_up = {
@@ -298,7 +308,7 @@ int dy_llm_moe_layer_setup(struct dy_llm *m, int rows, uint64_t seed)
 
 int dy_llm_moe_layer_run(struct dy_llm *m, int rows)
 {
-    return dy_moe_block(m, &m->w->layers[0], 0, rows, 1);
+    return dy_moe_block(m, &m->w->layers[0], 0, rows, 1, false);
 }
 
 int dy_llm_moe_stats(struct dy_llm *m, struct dy_moe_stats *out)

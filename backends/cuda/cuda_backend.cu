@@ -126,6 +126,7 @@ static void cuda_ctx_destroy(void *ctx)
     cudaFree(c->partials);
     cudaFree(c->argmax_scratch);
     cudaFree(c->sort_scratch);
+    cudaFree(c->route_count);
     cudaFreeHost(c->staging);
     if (c->nvml_lib)
         dlclose(c->nvml_lib); /* NVML stays initialised: other contexts may use it */
@@ -146,7 +147,9 @@ static int cuda_ctx_create(int device, void **out)
         cudaMallocHost((void **)&c->staging, STAGING_BYTES) != cudaSuccess ||
         cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&c->smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&warp, cudaDevAttrWarpSize, device) != cudaSuccess)
+        cudaDeviceGetAttribute(&warp, cudaDevAttrWarpSize, device) != cudaSuccess ||
+        cudaMalloc((void **)&c->route_count, sizeof(unsigned)) != cudaSuccess ||
+        cudaMemsetAsync(c->route_count, 0, sizeof(unsigned), c->stream) != cudaSuccess)
         goto fail;
     /* the kernels' launches and lane arithmetic were built for DY_WARP
      * lanes (a wave32 AMD chip needs a build with -DDY_WARP=32) */
@@ -159,6 +162,7 @@ static int cuda_ctx_create(int device, void **out)
     c->swiglu_gemv = !switched_off("DYNO_CUDA_SWIGLU_GEMV");
     c->norm_warp = !switched_off("DYNO_CUDA_NORM_WARP");
     c->rope_fused = !switched_off("DYNO_CUDA_ROPE_FUSED");
+    c->router_fused = !switched_off("DYNO_CUDA_ROUTER_FUSED");
     c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
     c->fuse_moe = FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
     env_int("DYNO_CUDA_MOE_FUSE", (int *)&c->fuse_moe);
@@ -441,7 +445,7 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     table.gemm_acts = 1u << DY_ACT_GELU | 1u << DY_ACT_SWIGLU | 1u << DY_ACT_ROPE;
     /* each where its kernel takes the call, declined (composed) elsewhere */
     table.grouped_acts = 1u << DY_ACT_SWIGLU;
-    table.grouped_scatter = table.topk_sort = table.rope_fused = true;
+    table.grouped_scatter = table.topk_sort = table.rope_fused = table.topk_router = true;
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

@@ -40,6 +40,9 @@ struct cuda_ctx {
     /* moe_sort's per-tile expert counts */
     void *sort_scratch;
     size_t sort_scratch_size;
+    /* blocks of the router kernel done, counted by each block and reset to
+     * 0 by the last (cuda_moe.cu; allocated and zeroed with the context) */
+    unsigned *route_count;
     /* quantized weights (cuda_quant_gemm.cu): B dequantized for the
      * matrix units (bf16) or for shapes the GEMV does not take (f32); the
      * FP8 path's max|A| and A's scale, and cuBLASLt's workspace */
@@ -89,6 +92,10 @@ struct cuda_ctx {
     /* dy_rope_desc's q/k norms and KV append in the rotation's launch
      * (DYNO_CUDA_ROPE_FUSED=0: composed, four launches) */
     bool rope_fused;
+    /* a decode token's post-attention norm and router GEMV in softmax_topk's
+     * launch (dy_softmax_topk_desc.router; DYNO_CUDA_ROUTER_FUSED=0:
+     * composed, three launches) */
+    bool router_fused;
     /* RoPE in the decode GEMV (DY_ACT_ROPE; DYNO_CUDA_ROPE_GEMV=0 turns
      * it off). H200, batch 1: Llama-3.1-8B after 1,024 tokens 4.555 ->
      * 4.505 ms a step, fp8 after 4,096 3.24 -> 3.165, Llama-3.2-1B 1.138

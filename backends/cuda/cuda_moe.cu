@@ -335,14 +335,14 @@ template <bool MAX> static __device__ float route_reduce(float v, float *red)
     return v;
 }
 
-static __device__ void route_rank(const struct dy_softmax_topk_desc &d, const float *logits, int32_t *ids,
+/* thread e's logit is l (-INFINITY past the experts) */
+static __device__ void route_rank(const struct dy_softmax_topk_desc &d, float l, int32_t *ids,
                                   float *weights, int32_t *offsets, int32_t *sorted, int32_t *position)
 {
     __shared__ float lg[ROUTE_MAX_EXPERTS], red[ROUTE_WARPS];
     __shared__ int below[ROUTE_WARPS];
     int e = threadIdx.x;
     bool live = e < d.experts;
-    float l = live ? logits[e] : -INFINITY;
     lg[e] = l;
     float mx = route_reduce<true>(l, red); /* its barriers publish lg too */
     float p = live ? expf(l - mx) : 0.0f;
@@ -381,7 +381,161 @@ route_one_kernel(struct dy_softmax_topk_desc d, const float *logits, int32_t *id
                  int32_t *offsets, int32_t *sorted, int32_t *position)
 {
     DY_GRID_ENTER();
-    route_rank(d, logits, ids, weights, offsets, sorted, position);
+    route_rank(d, (int)threadIdx.x < d.experts ? logits[threadIdx.x] : -INFINITY, ids, weights, offsets, sorted,
+               position);
+}
+
+/* ---- a decode token's post-attention norm, router GEMV and routing in
+ * one launch (dy_softmax_topk_desc.router) ----
+ * Each block takes ROUTER_EXPERTS experts' rows of the router, loaded into
+ * registers before the grid wait (settled weights), with the norm's
+ * weight. After it, every block normalises the token's row itself (8 KB
+ * of x at OLMoE's 2,048), block 0 stores it as xn for the experts' GEMMs,
+ * and each block writes its experts' logits. The last block to count
+ * itself done (after a fence) ranks them as route_one_kernel does. Three
+ * launches of a decode layer become one. */
+#define ROUTER_EXPERTS 4
+
+template <enum dy_dtype WT> __device__ __forceinline__ void load8(const void *p, size_t i, float (&f)[8])
+{
+    if constexpr (WT == DY_F32) {
+        float4 a = ((const float4 *)p)[i / 4], b = ((const float4 *)p)[i / 4 + 1];
+        f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    } else {
+        uint4 raw = ((const uint4 *)p)[i / 8];
+        const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            f[j] = WT == DY_BF16 ? dy_bf16_to_f32(h[j]) : dy_f16_to_f32(h[j]);
+    }
+}
+
+template <enum dy_dtype WT, int V>
+__global__ void __launch_bounds__(ROUTE_THREADS)
+route_fused_kernel(struct dy_softmax_topk_desc d, const float *x, const void *nw, const void *w, float *xn,
+                   float *logits, int32_t *ids, float *weights, int32_t *offsets, int32_t *sorted,
+                   int32_t *position, unsigned *count)
+{
+    __shared__ float red[ROUTER_EXPERTS + 1][ROUTE_WARPS];
+    __shared__ bool last;
+    int hidden = d.router.hidden, e0 = blockIdx.x * ROUTER_EXPERTS;
+    int lane = threadIdx.x % DY_WARP, warp = threadIdx.x / DY_WARP;
+    float wf[ROUTER_EXPERTS][V][8], nf[V][8], xv[V][8];
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (threadIdx.x + j * ROUTE_THREADS) * 8;
+        bool in = c < hidden;
+#pragma unroll
+        for (int u = 0; u < ROUTER_EXPERTS; u++) {
+            if (in && e0 + u < d.experts)
+                load8<WT>(w, (size_t)(e0 + u) * hidden + c, wf[u][j]);
+            else
+#pragma unroll
+                for (int i = 0; i < 8; i++)
+                    wf[u][j][i] = 0.0f;
+        }
+        if (in)
+            load8<WT>(nw, c, nf[j]);
+        else
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                nf[j][i] = 0.0f;
+    }
+    DY_GRID_ENTER();
+    float sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (threadIdx.x + j * ROUTE_THREADS) * 8;
+        if (c < hidden)
+            load8<DY_F32>(x, c, xv[j]);
+        else
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                xv[j][i] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            sq += xv[j][i] * xv[j][i];
+    }
+    for (int o = DY_WARP / 2; o > 0; o >>= 1)
+        sq += __shfl_xor_sync(0xffffffffu, sq, o);
+    if (lane == 0)
+        red[ROUTER_EXPERTS][warp] = sq;
+    __syncthreads();
+    sq = 0.0f;
+#pragma unroll
+    for (int k = 0; k < ROUTE_WARPS; k++)
+        sq += red[ROUTER_EXPERTS][k];
+    float inv = rsqrtf(sq / hidden + d.router.eps), dot[ROUTER_EXPERTS] = {};
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (threadIdx.x + j * ROUTE_THREADS) * 8;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            xv[j][i] = xv[j][i] * inv * nf[j][i];
+#pragma unroll
+            for (int u = 0; u < ROUTER_EXPERTS; u++)
+                dot[u] += xv[j][i] * wf[u][j][i];
+        }
+        if (blockIdx.x == 0 && c < hidden) {
+            ((float4 *)xn)[c / 4] = make_float4(xv[j][0], xv[j][1], xv[j][2], xv[j][3]);
+            ((float4 *)xn)[c / 4 + 1] = make_float4(xv[j][4], xv[j][5], xv[j][6], xv[j][7]);
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < ROUTER_EXPERTS; u++) {
+        for (int o = DY_WARP / 2; o > 0; o >>= 1)
+            dot[u] += __shfl_xor_sync(0xffffffffu, dot[u], o);
+        if (lane == 0)
+            red[u][warp] = dot[u];
+    }
+    __syncthreads();
+    if (threadIdx.x < ROUTER_EXPERTS && e0 + (int)threadIdx.x < d.experts) {
+        float sum = 0.0f;
+        for (int k = 0; k < ROUTE_WARPS; k++)
+            sum += red[threadIdx.x][k];
+        logits[e0 + threadIdx.x] = sum;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0)
+        last = atomicAdd(count, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last)
+        return;
+    if (threadIdx.x == 0)
+        *count = 0; /* for the next call: a later launch */
+    /* the other blocks' logits, past this SM's L1 */
+    route_rank(d, (int)threadIdx.x < d.experts ? *(volatile const float *)(logits + threadIdx.x) : -INFINITY, ids,
+               weights, offsets, sorted, position);
+}
+
+/* the router's part in route_fused_kernel where it fits: one token, up to
+ * ROUTE_MAX_EXPERTS experts, rows of up to 2 * 8 * ROUTE_THREADS on 16
+ * bytes; DY_E_UNSUPPORTED else (dy_softmax_topk composes) */
+static int route_fused(struct cuda_ctx *c, const struct dy_softmax_topk_desc *d)
+{
+    const struct dy_topk_router *r = &d->router;
+    int v = (r->hidden / 8 + ROUTE_THREADS - 1) / ROUTE_THREADS;
+    int wt = r->weight_dtype == DY_F32 ? 0 : r->weight_dtype == DY_F16 ? 1 : r->weight_dtype == DY_BF16 ? 2 : -1;
+    const void *x = dy_cuda_ptr(r->x), *nw = dy_cuda_ptr(r->norm_weight), *w = dy_cuda_ptr(r->w);
+    void *xn = dy_cuda_ptr(r->xn);
+    if (!c->router_fused || !(c->fuse_moe & FUSE_TOPK_SORT) || d->tokens != 1 || !d->offsets.h ||
+        d->experts > ROUTE_MAX_EXPERTS || r->hidden % 8 || v > 2 || wt < 0 ||
+        !dy_cuda_aligned16(x) || !dy_cuda_aligned16(nw) || !dy_cuda_aligned16(w) || !dy_cuda_aligned16(xn))
+        return DY_E_UNSUPPORTED;
+    typedef void (*fn)(struct dy_softmax_topk_desc, const float *, const void *, const void *, float *, float *,
+                       int32_t *, float *, int32_t *, int32_t *, int32_t *, unsigned *);
+    static const fn kernels[3][2] = {
+        { route_fused_kernel<DY_F32, 1>, route_fused_kernel<DY_F32, 2> },
+        { route_fused_kernel<DY_F16, 1>, route_fused_kernel<DY_F16, 2> },
+        { route_fused_kernel<DY_BF16, 1>, route_fused_kernel<DY_BF16, 2> },
+    };
+    unsigned blocks = (unsigned)((d->experts + ROUTER_EXPERTS - 1) / ROUTER_EXPERTS);
+    dy_launch(c, kernels[wt][v - 1], blocks, ROUTE_THREADS, 0, *d, (const float *)x, nw, w, (float *)xn,
+              (float *)dy_cuda_ptr(d->logits), (int32_t *)dy_cuda_ptr(d->ids), (float *)dy_cuda_ptr(d->weights),
+              (int32_t *)dy_cuda_ptr(d->offsets), (int32_t *)dy_cuda_ptr(d->sorted),
+              (int32_t *)dy_cuda_ptr(d->position), c->route_count);
+    return dy_cuda_check_launch(c, "softmax_topk (one token, with the router and the sort)");
 }
 
 int dy_cuda_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d)
@@ -395,6 +549,8 @@ int dy_cuda_softmax_topk(void *ctx, const struct dy_softmax_topk_desc *d)
         snprintf(c->err, sizeof c->err, "softmax_topk: at most %d experts", TOPK_MAX_EXPERTS);
         return DY_E_UNSUPPORTED;
     }
+    if (d->router.x.h)
+        return route_fused(c, d);
     if (d->tokens == 1 && d->offsets.h && d->experts <= ROUTE_MAX_EXPERTS && (c->fuse_moe & FUSE_TOPK_SORT)) {
         dy_launch(c, route_one_kernel, 1, ROUTE_THREADS, 0, *d, (const float *)dy_cuda_ptr(d->logits),
                   (int32_t *)dy_cuda_ptr(d->ids), (float *)dy_cuda_ptr(d->weights),
