@@ -238,10 +238,12 @@ struct dy_norm_desc {
 
 /* RMSNorms of the columns [0, q_cols) with q_weight and [q_cols, q_cols +
  * k_cols) with k_weight of each row (struct dy_norm_desc's arithmetic, eps,
- * in f32). q_weight.h == NULL: none. */
+ * in f32): each part as one (group 0; weights of q_cols and k_cols), or in
+ * groups of `group` columns each with its part's weight of `group` (a norm
+ * a head, Qwen3's). q_weight.h == NULL: none. */
 struct dy_rope_norm {
     dy_buf q_weight, k_weight;
-    int q_cols, k_cols;
+    int q_cols, k_cols, group;
     float eps;
     enum dy_dtype weight_dtype;
 };

@@ -504,9 +504,11 @@ int dy_rope(dy_ctx *ctx, const struct dy_rope_desc *d)
     const struct dy_rope_norm *nm = &d->norm;
     const struct dy_gemm_append *ap = &d->append;
     long long kvd = (long long)ap->kv_heads * ap->head_dim;
-    if (nm->q_weight.h && (!nm->k_weight.h || nm->q_cols <= 0 || nm->k_cols <= 0 ||
-                           nm->q_cols + nm->k_cols > d->row_stride))
-        return fail(ctx, DY_E_INVALID, "rope (q/k norms need both weights and columns inside the row)");
+    if (nm->q_weight.h && (!nm->k_weight.h || nm->q_cols <= 0 || nm->k_cols <= 0 || nm->group < 0 ||
+                           nm->q_cols + nm->k_cols > d->row_stride ||
+                           (nm->group && (nm->q_cols % nm->group || nm->k_cols % nm->group))))
+        return fail(ctx, DY_E_INVALID, "rope (q/k norms need both weights, columns inside the row and "
+                                       "whole groups)");
     if (ap->k_cache.h && (!ap->v_cache.h || !ap->slots.h || kvd <= 0 || ap->k_col < 0 || ap->v_col < 0 ||
                           ap->k_col + kvd > d->row_stride || ap->v_col + kvd > d->row_stride ||
                           ap->cache_dtype == DY_I8))
@@ -518,15 +520,22 @@ int dy_rope(dy_ctx *ctx, const struct dy_rope_desc *d)
     if (try_whole(ctx, ctx->be->rope_fused, 3, call_rope, d, "rope", &st))
         return st;
     size_t es = dy_dtype_size(d->dtype);
-    for (int part = 0; nm->q_weight.h && part < 2; part++) {
-        dy_buf x = part ? dy_buf_at(d->x, (size_t)nm->q_cols * es) : d->x;
-        struct dy_norm_desc nd = { .kind = DY_NORM_RMS, .x = x, .weight = part ? nm->k_weight : nm->q_weight,
-                                   .out = x, .rows = d->tokens, .dim = part ? nm->k_cols : nm->q_cols,
-                                   .x_stride = d->row_stride, .out_stride = d->row_stride, .eps = nm->eps,
-                                   .dtype = d->dtype, .weight_dtype = nm->weight_dtype, .out_dtype = d->dtype };
-        if ((st = dy_norm(ctx, &nd)))
-            return st;
-    }
+    /* whole parts: one norm of every token's row a part; groups: a norm a
+     * token and part, over its groups as rows */
+    for (int t = 0; nm->q_weight.h && t < (nm->group ? d->tokens : 1); t++)
+        for (int part = 0; part < 2; part++) {
+            int cols = part ? nm->k_cols : nm->q_cols;
+            dy_buf x = dy_buf_at(d->x, ((size_t)t * d->row_stride + (part ? (size_t)nm->q_cols : 0)) * es);
+            struct dy_norm_desc nd = {
+                .kind = DY_NORM_RMS, .x = x, .weight = part ? nm->k_weight : nm->q_weight, .out = x,
+                .rows = nm->group ? cols / nm->group : d->tokens, .dim = nm->group ? nm->group : cols,
+                .x_stride = nm->group ? nm->group : d->row_stride, .eps = nm->eps, .dtype = d->dtype,
+                .weight_dtype = nm->weight_dtype, .out_dtype = d->dtype,
+            };
+            nd.out_stride = nd.x_stride;
+            if ((st = dy_norm(ctx, &nd)))
+                return st;
+        }
     struct dy_rope_desc plain = *d;
     plain.norm = (struct dy_rope_norm){ 0 };
     plain.append = (struct dy_gemm_append){ 0 };

@@ -464,15 +464,18 @@ static void test_rope(void)
  * DY_I32: the norms alone; rot_heads < all q and k heads: columns normed
  * but not rotated. A backend that declares rope_fused is checked against
  * cpu-ref's composition of dy_norm, the rotation and dy_kv_append. */
-static void rope_fused_case(int tokens, int heads, int kv_heads, int rot_heads, int hd, int pad, bool norm,
+static void rope_fused_case(int tokens, int heads, int kv_heads, int rot_heads, int hd, int pad, int norm,
                             enum dy_dtype t, enum dy_dtype wt, enum dy_dtype cache)
 {
+    /* norm: 0 none, 1 whole rows, 2 a head each (Qwen3's) */
+    int group = norm == 2 ? hd : 0;
     enum { SLOTS = 96 };
     int qd = heads * hd, kvd = kv_heads * hd, stride = qd + 2 * kvd + pad;
     size_t n = (size_t)tokens * stride, cache_n = (size_t)SLOTS * kvd;
     size_t cache_bytes = cache == DY_I32 ? 0 : cache_n * dy_dtype_size(cache);
-    void *x = host_random(t, n, 3.0f), *qw = host_random(wt, (size_t)qd, 1.5f);
-    void *kw = host_random(wt, (size_t)kvd, 1.5f), *want = NULL, *want_k = NULL, *want_v = NULL;
+    size_t qwn = group ? (size_t)group : (size_t)qd, kwn = group ? (size_t)group : (size_t)kvd;
+    void *x = host_random(t, n, 3.0f), *qw = host_random(wt, qwn, 1.5f);
+    void *kw = host_random(wt, kwn, 1.5f), *want = NULL, *want_k = NULL, *want_v = NULL;
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)tokens), *slots = malloc(sizeof(int32_t) * (size_t)tokens);
     float *inv = malloc(sizeof(float) * (size_t)hd / 2);
     for (int i = 0; i < tokens; i++) {
@@ -494,9 +497,10 @@ static void rope_fused_case(int tokens, int heads, int kv_heads, int rot_heads, 
         d.positions = upload(ctx, pos, (size_t)tokens * 4);
         d.inv_freq = upload(ctx, inv, (size_t)hd / 2 * 4);
         if (norm)
-            d.norm = (struct dy_rope_norm){ .q_weight = upload(ctx, qw, (size_t)qd * dy_dtype_size(wt)),
-                                            .k_weight = upload(ctx, kw, (size_t)kvd * dy_dtype_size(wt)),
-                                            .q_cols = qd, .k_cols = kvd, .eps = 1e-6f, .weight_dtype = wt };
+            d.norm = (struct dy_rope_norm){ .q_weight = upload(ctx, qw, qwn * dy_dtype_size(wt)),
+                                            .k_weight = upload(ctx, kw, kwn * dy_dtype_size(wt)),
+                                            .q_cols = qd, .k_cols = kvd, .group = group, .eps = 1e-6f,
+                                            .weight_dtype = wt };
         if (cache != DY_I32) {
             void *zeros = calloc(1, cache_bytes);
             d.append = (struct dy_gemm_append){ .slots = upload(ctx, slots, (size_t)tokens * 4),
@@ -543,8 +547,13 @@ static void test_rope_fused(void)
     rope_fused_case(4, 4, 2, 6, 64, 0, true, DY_F32, DY_BF16, DY_I32);
     rope_fused_case(4, 4, 2, 6, 64, 0, false, DY_F32, DY_BF16, DY_BF16);
     rope_fused_case(2, 4, 2, 4, 64, 0, true, DY_F32, DY_BF16, DY_F32);
-    /* too wide for the fused kernel's shared memory: composed */
+    /* too wide for the fused kernel's sums: composed */
     rope_fused_case(1, 48, 48, 96, 128, 0, true, DY_F32, DY_BF16, DY_BF16);
+    /* a norm a head (Qwen3's): heads of 128, 64 and 32 columns */
+    rope_fused_case(1, 8, 2, 10, 128, 0, 2, DY_F32, DY_BF16, DY_BF16);
+    rope_fused_case(3, 4, 4, 8, 64, 4, 2, DY_F32, DY_F32, DY_F32);
+    rope_fused_case(2, 6, 2, 8, 32, 0, 2, DY_BF16, DY_BF16, DY_F16);
+    rope_fused_case(70, 4, 2, 6, 64, 0, 2, DY_F32, DY_BF16, DY_BF16);
 }
 
 /* ---- eltwise ---- */

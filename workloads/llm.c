@@ -229,7 +229,9 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
     int qd = q_dim(c), kvd = kv_dim(c), h = c->hidden, hd = c->head_dim, st;
     enum dy_dtype act = m->act;
     size_t f = dy_dtype_size(act), esize = dy_dtype_size(m->w->dtype);
-    if (c->qk_norm != DY_QK_NORM_HEAD) {
+    /* one token (a batch-1 step): Qwen3's q/k norms a head also run on the
+     * stacked q/k/v rows, in the rotation's op */
+    if (c->qk_norm != DY_QK_NORM_HEAD || rows == 1) {
         int cols = qd + 2 * kvd;
         *q = m->qkv;
         *k = dy_buf_at(m->qkv, (size_t)qd * f);
@@ -240,13 +242,14 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
         struct dy_gemm_rope rot = { .positions = m->positions, .inv_freq = m->inv_freq,
                                     .heads = c->heads + c->kv_heads, .head_dim = hd };
         struct dy_gemm_norm nrm = gemm_norm(m, m->x, l->attn_norm);
-        if (c->qk_norm != DY_QK_NORM_WHOLE) { /* and the new K and V into the cache */
+        if (c->qk_norm == DY_QK_NORM_NONE) { /* and the new K and V into the cache */
             struct dy_gemm_append kv;
             *appended = dy_llm_gemm_append(m, layer, qd, qd + kvd, &kv);
             return linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
                               0.0f, DY_ACT_ROPE, &rot, &nrm, *appended ? &kv : NULL);
         }
-        /* whole-row q and k norms: in the rotation's op, with the append */
+        /* q and k norms (whole rows, or a head each): in the rotation's
+         * op, with the append */
         if ((st = linear_act(m, m->xn, act, h, l->qkv, &l->qkv_q, l->qkv_bias, m->qkv, act, cols, rows, cols, h,
                              0.0f, DY_ACT_NONE, NULL, &nrm, NULL)))
             return st;
@@ -254,7 +257,8 @@ static int project_qkv(struct dy_llm *m, const struct dy_llm_layer *l, int layer
             .x = m->qkv, .positions = m->positions, .inv_freq = m->inv_freq, .tokens = rows,
             .heads = rot.heads, .head_dim = hd, .row_stride = cols, .dtype = act,
             .norm = { .q_weight = l->q_norm, .k_weight = l->k_norm, .q_cols = qd, .k_cols = kvd,
-                      .eps = c->norm_eps, .weight_dtype = m->w->dtype },
+                      .group = c->qk_norm == DY_QK_NORM_HEAD ? hd : 0, .eps = c->norm_eps,
+                      .weight_dtype = m->w->dtype },
         };
         *appended = dy_llm_gemm_append(m, layer, qd, qd + kvd, &d.append);
         if (!*appended)

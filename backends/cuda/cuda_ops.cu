@@ -429,8 +429,9 @@ int dy_cuda_rope(void *ctx, const struct dy_rope_desc *d)
  * columns, blocks of ROPE_FUSED_THREADS pairs across it, a row of blocks a
  * token. Each block sums the squares of the whole normed span itself, its
  * loads in flight together with its own pair's and the V columns' it
- * copies; the norms' weights, the angle and the slot are read before the
- * grid wait. Every value is rounded to T where the composed ops would
+ * copies (a norm a head, Qwen3's: the head's own pairs, by shuffles and
+ * one barrier); the norms' weights, the angle and the slot are read before
+ * the grid wait. Every value is rounded to T where the composed ops would
  * store it, so the cache gets their K and V. A decode step's three small
  * launches fewer (OLMoE). */
 #define ROPE_FUSED_THREADS 256
@@ -459,10 +460,12 @@ rope_fused_kernel(struct dy_rope_desc d, int span, void *x, const int32_t *pos, 
     bool mine = e0 < span, rot = mine && h < d.heads;
     /* settled before the wait: weights, positions and slots (the host's) */
     float w0 = 1.0f, w1 = 1.0f, sn = 0.0f, cs = 1.0f;
+    /* a norm a head: the head's own columns index the weight */
+    int g = d.norm.group, i0 = g ? i : e0, i1 = g ? i + half : e1, k0 = g ? i : e0 - qn, k1 = g ? i + half : e1 - qn;
     if (mine && e0 < nn)
-        w0 = e0 < qn ? dy_load_f32(qw, d.norm.weight_dtype, e0) : dy_load_f32(kw, d.norm.weight_dtype, e0 - qn);
+        w0 = e0 < qn ? dy_load_f32(qw, d.norm.weight_dtype, i0) : dy_load_f32(kw, d.norm.weight_dtype, k0);
     if (mine && e1 < nn)
-        w1 = e1 < qn ? dy_load_f32(qw, d.norm.weight_dtype, e1) : dy_load_f32(kw, d.norm.weight_dtype, e1 - qn);
+        w1 = e1 < qn ? dy_load_f32(qw, d.norm.weight_dtype, i1) : dy_load_f32(kw, d.norm.weight_dtype, k1);
     if (rot)
         sincosf(__fmul_rn((float)pos[t], inv_freq[i]), &sn, &cs);
     int kvd = d.append.kv_heads * d.append.head_dim;
@@ -470,7 +473,26 @@ rope_fused_kernel(struct dy_rope_desc d, int span, void *x, const int32_t *pos, 
     DY_GRID_ENTER();
     const char *row = (const char *)x + (size_t)t * d.row_stride * dy_dtype_size(T);
     float x0 = mine ? dy_load_f32(row, T, e0) : 0.0f, x1 = mine ? dy_load_f32(row, T, e1) : 0.0f;
-    if (qw) {
+    if (qw && g) {
+        /* the head's pairs are `half` consecutive threads of the block */
+        float sq = mine && e0 < nn ? x0 * x0 + x1 * x1 : 0.0f;
+        for (int o = min(half, DY_WARP) / 2; o > 0; o >>= 1)
+            sq += __shfl_xor_sync(0xffffffffu, sq, o);
+        if (half > DY_WARP) {
+            int per = half / DY_WARP, w0i = threadIdx.x / DY_WARP / per * per;
+            if (threadIdx.x % DY_WARP == 0)
+                shared[0][threadIdx.x / DY_WARP] = sq;
+            __syncthreads();
+            sq = 0.0f;
+            for (int w = 0; w < per; w++)
+                sq += shared[0][w0i + w];
+        }
+        float inv = rsqrtf(sq / g + d.norm.eps);
+        if (mine && e0 < nn)
+            x0 = round_to<T>(x0 * inv * w0);
+        if (mine && e1 < nn)
+            x1 = round_to<T>(x1 * inv * w1);
+    } else if (qw) {
         float4 v[NV];
 #pragma unroll
         for (int j = 0; j < NV; j++) {
@@ -541,7 +563,8 @@ rope_fused_kernel(struct dy_rope_desc d, int span, void *x, const int32_t *pos, 
 
 /* dy_rope_desc.norm and .append in one launch for up to
  * ROPE_FUSED_MAX_TOKENS tokens whose normed columns a block's threads sum in
- * eight 4-element loads each; DY_E_UNSUPPORTED else (dy_rope composes) */
+ * eight 4-element loads each, or whose norms are a head each over rotated
+ * heads of a power-of-two half; DY_E_UNSUPPORTED else (dy_rope composes) */
 static int rope_fused(struct cuda_ctx *c, const struct dy_rope_desc *d)
 {
     typedef void (*fn)(struct dy_rope_desc, int, void *, const int32_t *, const float *, const void *,
@@ -556,8 +579,15 @@ static int rope_fused(struct cuda_ctx *c, const struct dy_rope_desc *d)
     int span = rotated > normed ? rotated : normed, vecs = (normed / 4 + ROPE_FUSED_THREADS - 1) / ROPE_FUSED_THREADS;
     int nv = vecs <= 1 ? 0 : vecs <= 2 ? 1 : vecs <= 4 ? 2 : 3;
     const void *x = dy_cuda_ptr(d->x);
+    /* a norm a head: its pairs one aligned run of a block's threads */
+    int half = d->head_dim / 2;
+    if (nm && d->norm.group && (d->norm.group != d->head_dim || (half & (half - 1)) || half > ROPE_FUSED_THREADS ||
+                                d->heads * d->head_dim < normed))
+        return DY_E_UNSUPPORTED;
+    if (nm && d->norm.group)
+        nv = 0; /* no whole-row sums */
     if (!c->rope_fused || float_index(d->dtype) < 0 || d->head_dim % 2 || span % d->head_dim ||
-        span > d->row_stride || d->tokens > ROPE_FUSED_MAX_TOKENS || vecs > 8 ||
+        span > d->row_stride || d->tokens > ROPE_FUSED_MAX_TOKENS || (vecs > 8 && !(nm && d->norm.group)) ||
         (nm && (d->norm.q_cols % 4 || d->row_stride % 4 || float_index(d->norm.weight_dtype) < 0 ||
                 (uintptr_t)x % (d->dtype == DY_F32 ? 16 : 8))) ||
         (kv && !dy_cuda_is_cache_dtype(ap->cache_dtype)))
