@@ -489,6 +489,30 @@ int dy_gemm_grouped(dy_ctx *ctx, const struct dy_gemm_grouped_desc *d)
     return dy_scatter_add_rows(ctx, &ad);
 }
 
+/* A KV append's fields are whole and its K and V columns lie in the first
+ * `cols` of a row (an int8 cache has no composed path here). */
+static bool append_fits(const struct dy_gemm_append *ap, int cols)
+{
+    long long kvd = (long long)ap->kv_heads * ap->head_dim;
+    return ap->v_cache.h && ap->slots.h && kvd > 0 && ap->k_col >= 0 && ap->v_col >= 0 && ap->k_col + kvd <= cols &&
+           ap->v_col + kvd <= cols && ap->cache_dtype != DY_I8;
+}
+
+/* dy_kv_append of the K and V columns ap names in `rows` rows of src,
+ * `stride` elements apart: an append composed after the op that wrote them */
+static int append_columns(dy_ctx *ctx, const struct dy_gemm_append *ap, dy_buf src, int stride, int rows,
+                          enum dy_dtype dtype)
+{
+    size_t es = dy_dtype_size(dtype);
+    struct dy_kv_append_desc kd = {
+        .k = dy_buf_at(src, (size_t)ap->k_col * es), .v = dy_buf_at(src, (size_t)ap->v_col * es),
+        .src_stride = stride, .slots = ap->slots, .k_cache = ap->k_cache, .v_cache = ap->v_cache,
+        .tokens = rows, .kv_heads = ap->kv_heads, .head_dim = ap->head_dim, .src_dtype = dtype,
+        .cache_dtype = ap->cache_dtype,
+    };
+    return dy_kv_append(ctx, &kd);
+}
+
 static int call_rope(dy_ctx *ctx, const void *d)
 {
     return ctx->be->rope(ctx->impl, (const struct dy_rope_desc *)d);
@@ -503,15 +527,12 @@ int dy_rope(dy_ctx *ctx, const struct dy_rope_desc *d)
         return fail(ctx, DY_E_UNSUPPORTED, "rope");
     const struct dy_rope_norm *nm = &d->norm;
     const struct dy_gemm_append *ap = &d->append;
-    long long kvd = (long long)ap->kv_heads * ap->head_dim;
     if (nm->q_weight.h && (!nm->k_weight.h || nm->q_cols <= 0 || nm->k_cols <= 0 || nm->group < 0 ||
                            nm->q_cols + nm->k_cols > d->row_stride ||
                            (nm->group && (nm->q_cols % nm->group || nm->k_cols % nm->group))))
         return fail(ctx, DY_E_INVALID, "rope (q/k norms need both weights, columns inside the row and "
                                        "whole groups)");
-    if (ap->k_cache.h && (!ap->v_cache.h || !ap->slots.h || kvd <= 0 || ap->k_col < 0 || ap->v_col < 0 ||
-                          ap->k_col + kvd > d->row_stride || ap->v_col + kvd > d->row_stride ||
-                          ap->cache_dtype == DY_I8))
+    if (ap->k_cache.h && !append_fits(ap, d->row_stride))
         return fail(ctx, DY_E_INVALID, "rope (a KV append needs slots, both caches, K and V "
                                        "columns inside the row, a cache that is not int8)");
     if (!nm->q_weight.h && !ap->k_cache.h)
@@ -541,13 +562,7 @@ int dy_rope(dy_ctx *ctx, const struct dy_rope_desc *d)
     plain.append = (struct dy_gemm_append){ 0 };
     if ((st = checked(ctx, run_op(ctx, 3, call_rope, &plain), "rope")) || !ap->k_cache.h)
         return st;
-    struct dy_kv_append_desc kd = {
-        .k = dy_buf_at(d->x, (size_t)ap->k_col * es), .v = dy_buf_at(d->x, (size_t)ap->v_col * es),
-        .src_stride = d->row_stride, .slots = ap->slots, .k_cache = ap->k_cache, .v_cache = ap->v_cache,
-        .tokens = d->tokens, .kv_heads = ap->kv_heads, .head_dim = ap->head_dim, .src_dtype = d->dtype,
-        .cache_dtype = ap->cache_dtype,
-    };
-    return dy_kv_append(ctx, &kd);
+    return append_columns(ctx, ap, d->x, d->row_stride, d->tokens, d->dtype);
 }
 
 static int call_gemm(dy_ctx *ctx, const void *d)
@@ -563,16 +578,7 @@ static int gemm_then_append(dy_ctx *ctx, const struct dy_gemm_desc *d)
     struct dy_gemm_desc plain = *d;
     plain.append = (struct dy_gemm_append){ 0 };
     int st = dy_gemm(ctx, &plain);
-    if (st != DY_OK)
-        return st;
-    size_t es = dy_dtype_size(d->c_dtype);
-    struct dy_kv_append_desc kd = {
-        .k = dy_buf_at(d->c, (size_t)ap->k_col * es), .v = dy_buf_at(d->c, (size_t)ap->v_col * es),
-        .src_stride = d->ldc, .slots = ap->slots, .k_cache = ap->k_cache, .v_cache = ap->v_cache,
-        .tokens = d->m, .kv_heads = ap->kv_heads, .head_dim = ap->head_dim, .src_dtype = d->c_dtype,
-        .cache_dtype = ap->cache_dtype,
-    };
-    return dy_kv_append(ctx, &kd);
+    return st ? st : append_columns(ctx, ap, d->c, d->ldc, d->m, d->c_dtype);
 }
 
 /* A GEMM with a norm of A: the backend's where it offers one for this
@@ -596,11 +602,9 @@ int dy_gemm(dy_ctx *ctx, const struct dy_gemm_desc *d)
                                        "positions and inv_freq)");
     const struct dy_gemm_norm *nm = &d->norm;
     const struct dy_gemm_append *ap = &d->append;
-    long long kvd = (long long)ap->kv_heads * ap->head_dim;
     if (nm->x.h && (!nm->weight.h || nm->x_stride < d->k))
         return fail(ctx, DY_E_INVALID, "gemm (a norm needs its weight and x_stride >= k)");
-    if (ap->k_cache.h && (!ap->v_cache.h || !ap->slots.h || kvd <= 0 || ap->k_col < 0 || ap->v_col < 0 ||
-                          ap->k_col + kvd > d->n || ap->v_col + kvd > d->n || ap->cache_dtype == DY_I8))
+    if (ap->k_cache.h && !append_fits(ap, d->n))
         return fail(ctx, DY_E_INVALID, "gemm (a KV append needs slots, both caches, K and V "
                                        "columns inside C, a cache that is not int8)");
     /* a backend sees only the parts it declares: the rest is composed

@@ -187,28 +187,29 @@ static int route(struct dy_llm *m, const struct dy_llm_layer *l, int layer, int 
     const struct dy_model_config *c = m->cfg;
     struct dy_moe_state *s = &m->moe;
     dy_buf none = { 0 };
-    if (m->opt.routing == DY_ROUTING_MODEL) {
+    bool model = m->opt.routing == DY_ROUTING_MODEL, in_topk = model && from_x;
+    int st;
+    /* the norm, where it is the block's, and the router GEMM as ops of their
+     * own unless the routing op makes the logits */
+    if (!in_topk && ((from_x && (st = dy_llm_rms_norm(m, m->x, l->mlp_norm, m->xn, DY_F32, rows))) ||
+                     (st = dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
+                                         c->experts, c->hidden, 0.0f))))
+        return st;
+    if (model) {
         struct dy_softmax_topk_desc d = {
             .logits = s->logits, .ids = s->ids, .weights = s->weights, .tokens = rows,
             .experts = c->experts, .k = s->layer_k[layer], .stride = c->experts,
             .renormalize = c->norm_topk_prob, .offsets = offsets, .sorted = s->sorted,
             .position = s->position,
         };
-        if (from_x)
+        if (in_topk)
             d.router = (struct dy_topk_router){ .x = m->x, .norm_weight = l->mlp_norm, .xn = m->xn,
                                                 .w = l->router, .hidden = c->hidden, .eps = c->norm_eps,
                                                 .weight_dtype = m->w->dtype };
-        int st = from_x ? DY_OK
-                        : dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
-                                        c->experts, c->hidden, 0.0f);
         *ids = s->ids;
         *weights = s->weights;
-        return st ? st : dy_softmax_topk(m->ctx, &d);
+        return dy_softmax_topk(m->ctx, &d);
     }
-    int st = from_x ? dy_llm_rms_norm(m, m->x, l->mlp_norm, m->xn, DY_F32, rows) : DY_OK;
-    if (st || (st = dy_llm_linear(m, m->xn, c->hidden, l->router, NULL, none, s->logits, c->experts, rows,
-                                  c->experts, c->hidden, 0.0f)))
-        return st;
     size_t k = (size_t)s->top_k;
     if (prompt_len > 0)
         *ids = dy_buf_at(s->forced_prefill, (size_t)layer * m->max_rows * k * 4);

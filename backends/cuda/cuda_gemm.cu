@@ -22,18 +22,12 @@
 
 __device__ __forceinline__ void load8(const void *b, enum dy_dtype t, size_t i, float *w)
 {
-    if (t == DY_F32) {
-        float4 lo = *(const float4 *)((const float *)b + i);
-        float4 hi = *(const float4 *)((const float *)b + i + 4);
-        w[0] = lo.x; w[1] = lo.y; w[2] = lo.z; w[3] = lo.w;
-        w[4] = hi.x; w[5] = hi.y; w[6] = hi.z; w[7] = hi.w;
-        return;
-    }
-    uint4 raw = *(const uint4 *)((const uint16_t *)b + i);
-    const uint16_t *h = (const uint16_t *)&raw;
-#pragma unroll
-    for (int e = 0; e < 8; e++)
-        w[e] = t == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
+    if (t == DY_F32)
+        dy_cuda_load8<DY_F32>(b, i, w);
+    else if (t == DY_BF16)
+        dy_cuda_load8<DY_BF16>(b, i, w);
+    else
+        dy_cuda_load8<DY_F16>(b, i, w);
 }
 
 template <int M>

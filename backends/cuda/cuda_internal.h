@@ -136,6 +136,22 @@ static __device__ __forceinline__ float dy_silu_mul(float gate, float up)
     return gate / (1.0f + expf(-gate)) * up;
 }
 
+/* 8 elements from element i on, 16-byte aligned: f32 as two float4, f16 or
+ * bf16 as one uint4 */
+template <enum dy_dtype T> static __device__ __forceinline__ void dy_cuda_load8(const void *p, size_t i, float *f)
+{
+    if constexpr (T == DY_F32) {
+        float4 lo = *(const float4 *)((const float *)p + i), hi = *(const float4 *)((const float *)p + i + 4);
+        f[0] = lo.x, f[1] = lo.y, f[2] = lo.z, f[3] = lo.w, f[4] = hi.x, f[5] = hi.y, f[6] = hi.z, f[7] = hi.w;
+    } else {
+        uint4 raw = *(const uint4 *)((const uint16_t *)p + i);
+        const uint16_t *h = (const uint16_t *)&raw;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            f[e] = T == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
+    }
+}
+
 /* each of a GEMV's per-lane sums, summed over the warp's lanes */
 template <int C, int M> static __device__ __forceinline__ void dy_warp_sum(float (&acc)[C][M])
 {

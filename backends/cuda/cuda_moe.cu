@@ -396,20 +396,6 @@ route_one_kernel(struct dy_softmax_topk_desc d, const float *logits, int32_t *id
  * launches of a decode layer become one. */
 #define ROUTER_EXPERTS 4
 
-template <enum dy_dtype WT> __device__ __forceinline__ void load8(const void *p, size_t i, float (&f)[8])
-{
-    if constexpr (WT == DY_F32) {
-        float4 a = ((const float4 *)p)[i / 4], b = ((const float4 *)p)[i / 4 + 1];
-        f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-    } else {
-        uint4 raw = ((const uint4 *)p)[i / 8];
-        const uint16_t *h = (const uint16_t *)&raw;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-            f[j] = WT == DY_BF16 ? dy_bf16_to_f32(h[j]) : dy_f16_to_f32(h[j]);
-    }
-}
-
 template <enum dy_dtype WT, int V>
 __global__ void __launch_bounds__(ROUTE_THREADS)
 route_fused_kernel(struct dy_softmax_topk_desc d, const float *x, const void *nw, const void *w, float *xn,
@@ -428,14 +414,14 @@ route_fused_kernel(struct dy_softmax_topk_desc d, const float *x, const void *nw
 #pragma unroll
         for (int u = 0; u < ROUTER_EXPERTS; u++) {
             if (in && e0 + u < d.experts)
-                load8<WT>(w, (size_t)(e0 + u) * hidden + c, wf[u][j]);
+                dy_cuda_load8<WT>(w, (size_t)(e0 + u) * hidden + c, wf[u][j]);
             else
 #pragma unroll
                 for (int i = 0; i < 8; i++)
                     wf[u][j][i] = 0.0f;
         }
         if (in)
-            load8<WT>(nw, c, nf[j]);
+            dy_cuda_load8<WT>(nw, c, nf[j]);
         else
 #pragma unroll
             for (int i = 0; i < 8; i++)
@@ -447,7 +433,7 @@ route_fused_kernel(struct dy_softmax_topk_desc d, const float *x, const void *nw
     for (int j = 0; j < V; j++) {
         int c = (threadIdx.x + j * ROUTE_THREADS) * 8;
         if (c < hidden)
-            load8<DY_F32>(x, c, xv[j]);
+            dy_cuda_load8<DY_F32>(x, c, xv[j]);
         else
 #pragma unroll
             for (int i = 0; i < 8; i++)
