@@ -163,6 +163,8 @@ static int cuda_ctx_create(int device, void **out)
     c->norm_warp = !switched_off("DYNO_CUDA_NORM_WARP");
     c->rope_fused = !switched_off("DYNO_CUDA_ROPE_FUSED");
     c->router_fused = !switched_off("DYNO_CUDA_ROUTER_FUSED");
+    c->gemm_parts = GEMM_PART_NORM | GEMM_PART_NORM_ROPE | GEMM_PART_NORM_SWIGLU | GEMM_PART_APPEND;
+    env_int("DYNO_CUDA_GEMM_PARTS", (int *)&c->gemm_parts);
     c->rope_gemv = !switched_off("DYNO_CUDA_ROPE_GEMV");
     c->fuse_moe = FUSE_TOPK_SORT | FUSE_SWIGLU | FUSE_SCATTER;
     env_int("DYNO_CUDA_MOE_FUSE", (int *)&c->fuse_moe);
@@ -446,6 +448,7 @@ extern "C" __attribute__((visibility("default"))) const struct dy_backend *dy_ba
     /* each where its kernel takes the call, declined (composed) elsewhere */
     table.grouped_acts = 1u << DY_ACT_SWIGLU;
     table.grouped_scatter = table.topk_sort = table.rope_fused = table.topk_router = true;
+    table.gemm_norm = table.gemm_append = true; /* the decode GEMV's */
     table.norm = dy_cuda_norm;
     table.rope = dy_cuda_rope;
     table.eltwise = dy_cuda_eltwise;

@@ -16,6 +16,7 @@
 
 #include "cuda_internal.h"
 #include "cuda_tile.h"
+#include "cuda_quant.h"
 
 #define GEMV_WARPS 8
 #define GEMV_MAX_M 8
@@ -331,10 +332,30 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
     if (d->act == DY_ACT_GELU &&
         (!DY_GPU_BLAS || !c->gelu_epilogue || (d->b_dtype != DY_F16 && d->b_dtype != DY_BF16) || d->c_dtype != d->b_dtype))
         return DY_E_UNSUPPORTED;
-    if (d->act == DY_ACT_SWIGLU || d->act == DY_ACT_ROPE) {
+    /* a norm of A, a KV append: the streaming GEMV's, as the acts below;
+     * dy_gemm composes them elsewhere. The norm beside SwiGLU only up to
+     * 2^25 weights: on an H200 at batch 1 after 1,024 tokens it took
+     * Llama-3.2-1B's gate/up (16,384 x 2,048) from 1.007 to 0.993 ms a
+     * step, but Llama-3.1-8B's (28,672 x 4,096) from 4.28 to 4.36
+     * (bench/README, twenty-fifth session) */
+    const struct dy_gemm_append *ap = &d->append;
+    bool norm = d->norm.x.h, append = ap->k_cache.h;
+    bool short_swiglu = (long long)d->n * d->k <= (1LL << 25);
+    unsigned want = (norm ? d->act == DY_ACT_ROPE     ? GEMM_PART_NORM_ROPE
+                            : d->act == DY_ACT_SWIGLU ? (short_swiglu ? GEMM_PART_NORM_SWIGLU : ~0u)
+                                                      : GEMM_PART_NORM
+                          : 0) |
+                    (append ? GEMM_PART_APPEND : 0);
+    if ((norm || append) &&
+        ((c->gemm_parts & want) != want || d->act == DY_ACT_GELU || (norm && d->norm.x_dtype != DY_F32) ||
+         (norm && !dy_cuda_is_activation_dtype(d->norm.weight_dtype)) ||
+         (append && (d->act == DY_ACT_SWIGLU || !dy_cuda_is_cache_dtype(ap->cache_dtype) ||
+                     ap->cache_dtype == DY_I8))))
+        return DY_E_UNSUPPORTED;
+    if (d->act == DY_ACT_SWIGLU || d->act == DY_ACT_ROPE || norm || append) {
         /* (the GEMV declines a head its blocks' column pairs do not tile) */
-        bool on = d->act == DY_ACT_SWIGLU ? c->swiglu_gemv : c->rope_gemv;
-        if (!on || d->m > 8 || d->a_dtype != DY_F32 || d->c_dtype != DY_F32 || d->ldb != d->k ||
+        bool on = d->act == DY_ACT_SWIGLU ? c->swiglu_gemv : d->act == DY_ACT_ROPE ? c->rope_gemv : true;
+        if (!on || d->m > 8 || (!norm && d->a_dtype != DY_F32) || d->c_dtype != DY_F32 || d->ldb != d->k ||
             d->b_dtype == DY_I4 || d->b_dtype == DY_F32 || d->m <= 0 || d->n <= 0 || d->k <= 0)
             return DY_E_UNSUPPORTED;
         struct dy_qgemv_args g = dy_cuda_gemv_args(d);

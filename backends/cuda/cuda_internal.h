@@ -96,6 +96,10 @@ struct cuda_ctx {
      * launch (dy_softmax_topk_desc.router; DYNO_CUDA_ROUTER_FUSED=0:
      * composed, three launches) */
     bool router_fused;
+    /* dy_gemm_desc.norm and .append in the decode GEMV, a bit each
+     * (GEMM_PART_*; DYNO_CUDA_GEMM_PARTS=0: composed, a norm before and an
+     * append after) */
+    unsigned gemm_parts;
     /* RoPE in the decode GEMV (DY_ACT_ROPE; DYNO_CUDA_ROPE_GEMV=0 turns
      * it off). H200, batch 1: Llama-3.1-8B after 1,024 tokens 4.555 ->
      * 4.505 ms a step, fp8 after 4,096 3.24 -> 3.165, Llama-3.2-1B 1.138
@@ -251,6 +255,10 @@ void dy_cuda_lt_end(struct dy_cuda_lt *l);
  * rows, C = beta * C + ... + bias[n] (bias_dtype). Grouped otherwise, as
  * gemm_grouped: expert e's bytes and scales (and zero points)
  * expert_bytes and expert_scales after expert e - 1's, no beta or bias. */
+/* cuda_ctx.gemm_parts: the norm before a plain GEMV, one with RoPE, one
+ * with SwiGLU; the KV append */
+enum { GEMM_PART_NORM = 1, GEMM_PART_NORM_ROPE = 2, GEMM_PART_NORM_SWIGLU = 4, GEMM_PART_APPEND = 8 };
+
 struct dy_qgemv_args {
     const float *a;
     const int32_t *a_rows;        /* NULL: row r of A */
@@ -280,6 +288,17 @@ struct dy_qgemv_args {
     int rope_cols, rope_half;
     const int32_t *rope_pos;
     const float *rope_freq;
+    /* dense calls (dy_gemm_desc.norm): A is RMSNorm(a) * norm_w. Each
+     * block sums its rows' squares beside the dot and scales the sums */
+    const void *norm_w;
+    enum dy_dtype norm_dtype;
+    float norm_eps;
+    /* dense calls (dy_gemm_desc.append): C's columns kv_k .. kv_k + kv_cols
+     * also into k_cache, kv_v .. into v_cache, at row r's slot kv_slots[r] */
+    const int32_t *kv_slots;
+    void *k_cache, *v_cache;
+    int kv_k, kv_v, kv_cols;
+    enum dy_dtype cache_dtype;
 };
 /* The GEMV's arguments for a dense gemm of at most 8 rows (plain bf16/f16
  * or quantized B) */

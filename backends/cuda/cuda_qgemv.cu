@@ -94,13 +94,15 @@ static __device__ __forceinline__ void load_a(const float *p, float *x)
  * formats' scales (per row of B, as the plain epilogue's) and the bias. */
 template <enum dy_dtype QT, int C, int M>
 static __device__ __forceinline__ float2 pair_sums(const struct dy_qgemv_args &g, const float (*red)[C * M],
-                                                   int warps, int idx, const float *se, int ja, int jb)
+                                                   int warps, int idx, const float *se, int ja, int jb, float ns)
 {
     float x0 = 0.0f, x1 = 0.0f;
     for (int w = 0; w < warps; w++) {
         x0 += red[w][idx];
         x1 += red[w][idx + C / 2 * M];
     }
+    x0 *= ns; /* the row's norm, 1 without */
+    x1 *= ns;
     if (QT == DY_I8) {
         x0 *= se[ja];
         x1 *= se[jb];
@@ -113,6 +115,19 @@ static __device__ __forceinline__ float2 pair_sums(const struct dy_qgemv_args &g
         x1 += dy_load_f32(g.bias, g.bias_dtype, jb);
     }
     return make_float2(x0, x1);
+}
+
+/* C's column col of row r as stored (dy_gemm_desc.append): into the K or V
+ * cache too where it is one of their columns */
+static __device__ __forceinline__ void append_kv(const struct dy_qgemv_args &g, int r, int col, float x)
+{
+    if (!g.k_cache)
+        return;
+    size_t at = (size_t)g.kv_slots[r] * g.kv_cols;
+    if (col >= g.kv_k && col < g.kv_k + g.kv_cols)
+        dy_cuda_store_f32(g.k_cache, g.cache_dtype, at + (col - g.kv_k), x);
+    if (col >= g.kv_v && col < g.kv_v + g.kv_cols)
+        dy_cuda_store_f32(g.v_cache, g.cache_dtype, at + (col - g.kv_v), x);
 }
 
 template <enum dy_dtype QT, int M, int C>
@@ -129,7 +144,7 @@ qgemv_kernel(struct dy_qgemv_args g)
     /* int4 with many rows: scale each weight once instead of each row's sum */
     constexpr bool SCALE_EACH = QT == DY_I4 && M >= 4;
     __shared__ int tile[3];
-    __shared__ float red[QG_MAX_WARPS][C * M];
+    __shared__ float red[QG_MAX_WARPS][C * M], red_ss[QG_MAX_WARPS][M];
     /* B's row of column c: col0 + c; with SwiGLU the gate rows half0 ..
      * half0 + C/2 and their up rows swiglu_half further; with RoPE, in the
      * first rope_cols / C blocks, columns pair0 .. pair0 + C/2 of a head
@@ -187,6 +202,12 @@ qgemv_kernel(struct dy_qgemv_args g)
     int nr = min(M, end - r0);
     int warp = threadIdx.x / DY_WARP, lane = threadIdx.x % DY_WARP, warps = blockDim.x / DY_WARP;
     int loads = g.k / EPL, groups = QT == DY_I4 ? g.k / g.group : 1;
+    /* the norm (dense bf16/f16 calls, its weight in B's dtype: with
+     * one-byte formats, whose unpacking needs more registers, the one-row
+     * kernels spilled): a lane's 16 bytes of the weight beside each of its
+     * loads of B, read through L1 as A is */
+    const bool norm = (QT == DY_BF16 || QT == DY_F16) && g.norm_w != NULL;
+    const uint4 *nw = (const uint4 *)g.norm_w;
     const unsigned char *be = g.b + (size_t)e * g.expert_bytes;
     const float *se = g.scale + (size_t)e * g.expert_scales;
     const unsigned char *ze = g.zero ? g.zero + (size_t)e * g.expert_scales : NULL;
@@ -204,12 +225,14 @@ qgemv_kernel(struct dy_qgemv_args g)
         int r = r0 + min(i, nr - 1);
         arow[i] = g.a + (size_t)(g.a_rows ? g.a_rows[r] / g.a_row_div : r) * g.lda;
     }
-    float acc[C][M];
+    float acc[C][M], ss[1][M];
 #pragma unroll
-    for (int c = 0; c < C; c++)
+    for (int i = 0; i < M; i++) {
+        ss[0][i] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < M; i++)
+        for (int c = 0; c < C; c++)
             acc[c][i] = 0.0f;
+    }
     for (int base = warp * U * DY_WARP; base < loads; base += warps * U * DY_WARP) {
         /* (the first batch came before the wait where early) */
         if (!early || base != warp * U * DY_WARP) {
@@ -228,6 +251,7 @@ qgemv_kernel(struct dy_qgemv_args g)
             if (t >= loads)
                 break;
             int kk = t * EPL;
+            uint4 nv = norm ? __ldg(nw + t) : make_uint4(0u, 0u, 0u, 0u);
             float s[C], zf[C], part[C][M];
 #pragma unroll
             for (int c = 0; c < C; c++) {
@@ -272,6 +296,15 @@ qgemv_kernel(struct dy_qgemv_args g)
                         if (i >= nr)
                             break;
                         load_a<EPW>(arow[i] + kk + w * EPW, x[i]);
+                        if (norm) {
+                            float nf[EPW];
+                            unpack_word<QT>(word_of(nv, w), 0.0f, nf);
+#pragma unroll
+                            for (int j = 0; j < EPW; j++) {
+                                ss[0][i] = fmaf(x[i][j], x[i][j], ss[0][i]);
+                                x[i][j] *= nf[j];
+                            }
+                        }
                     }
 #pragma unroll
                     for (int c = 0; c < C; c++) {
@@ -297,13 +330,26 @@ qgemv_kernel(struct dy_qgemv_args g)
         }
     }
     dy_warp_sum(acc);
+    if (norm)
+        dy_warp_sum(ss);
     if (lane == 0)
 #pragma unroll
-        for (int c = 0; c < C; c++)
+        for (int i = 0; i < M; i++) {
+            red_ss[warp][i] = ss[0][i];
 #pragma unroll
-            for (int i = 0; i < M; i++)
+            for (int c = 0; c < C; c++)
                 red[warp][c * M + i] = acc[c][i];
+        }
     __syncthreads();
+    /* row i's 1 / rms (the norm kernel's arithmetic), or 1 */
+    auto row_scale = [&](int i) {
+        if (!norm)
+            return 1.0f;
+        float sq = 0.0f;
+        for (int w = 0; w < warps; w++)
+            sq += red_ss[w][i];
+        return rsqrtf(sq / g.k + g.norm_eps);
+    };
     if (rope) {
         /* columns j and j + rope_half of a head, rotated by the row's
          * position (the arithmetic of cuda_ops.cu's rope_kernel) */
@@ -311,12 +357,15 @@ qgemv_kernel(struct dy_qgemv_args g)
             int c = idx / M, i = idx % M, ja = pair0 + c, jb = ja + rh;
             if (i >= nr)
                 continue;
-            float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, ja, jb);
+            float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, ja, jb, row_scale(i));
             float x0 = x.x, x1 = x.y, sn, cs;
             sincosf(__fmul_rn((float)g.rope_pos[r0 + i], g.rope_freq[ja % (2 * rh)]), &sn, &cs);
             float *out = g.c + (size_t)(r0 + i) * g.ldc;
-            out[ja] = x0 * cs - x1 * sn;
-            out[jb] = x1 * cs + x0 * sn;
+            float ya = x0 * cs - x1 * sn, yb = x1 * cs + x0 * sn;
+            out[ja] = ya;
+            out[jb] = yb;
+            append_kv(g, r0 + i, ja, ya);
+            append_kv(g, r0 + i, jb, yb);
         }
         return;
     }
@@ -327,7 +376,7 @@ qgemv_kernel(struct dy_qgemv_args g)
             int c = idx / M, i = idx % M, j = half0 + c;
             if (i >= nr || j >= half)
                 continue;
-            float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, j, half + j);
+            float2 x = pair_sums<QT, C, M>(g, red, warps, idx, se, j, half + j, row_scale(i));
             g.c[(size_t)(r0 + i) * g.ldc + j] = dy_silu_mul(x.x, x.y); /* gate, up */
         }
         return;
@@ -339,6 +388,7 @@ qgemv_kernel(struct dy_qgemv_args g)
         float sum = 0.0f;
         for (int w = 0; w < warps; w++)
             sum += red[w][idx];
+        sum *= row_scale(i);
         if (QT == DY_I8)
             sum *= se[col];
         else if (QT == DY_FP8)
@@ -349,6 +399,7 @@ qgemv_kernel(struct dy_qgemv_args g)
             sum = (g.beta != 0.0f ? g.beta * *out : 0.0f) + sum + add;
         }
         *out = sum;
+        append_kv(g, r0 + i, col, sum);
     }
 }
 
@@ -595,7 +646,12 @@ int dy_cuda_qgemv(struct cuda_ctx *c, const struct dy_qgemv_args *args, enum dy_
     int epl = qt == DY_I4 ? 32 : qt == DY_BF16 || qt == DY_F16 ? 8 : 16;
     bool laid_out = g->k % epl == 0 && dy_cuda_aligned16(g->b) && dy_cuda_aligned16(g->a) && g->lda % 4 == 0 &&
                     g->expert_bytes % 16 == 0 && (qt != DY_I4 || (g->group % epl == 0 && g->k % g->group == 0));
-    if (!laid_out || qg_slot(qt) < 0)
+    /* the norm with bf16/f16 weights (its weight in theirs, on 16 bytes),
+     * the append with all but int4 (its tensor-core kernels), neither with
+     * experts */
+    bool parts = g->norm_w || g->k_cache;
+    if (!laid_out || qg_slot(qt) < 0 || (parts && (qt == DY_I4 || g->offsets)) ||
+        (g->norm_w && ((qt != DY_BF16 && qt != DY_F16) || g->norm_dtype != qt || !dy_cuda_aligned16(g->norm_w))))
         return DY_E_UNSUPPORTED;
     /* rows per block: the dense call's; for experts, one where the busy
      * experts average a row (a decode step's top-k experts are distinct),

@@ -451,6 +451,23 @@ struct dy_qgemv_args dy_cuda_gemv_args(const struct dy_gemm_desc *d)
         g.rope_pos = (const int32_t *)dy_cuda_ptr(d->rope.positions);
         g.rope_freq = (const float *)dy_cuda_ptr(d->rope.inv_freq);
     }
+    if (d->norm.x.h) { /* A comes from x, normalised as it is read */
+        g.a = (const float *)dy_cuda_ptr(d->norm.x);
+        g.lda = d->norm.x_stride;
+        g.norm_w = dy_cuda_ptr(d->norm.weight);
+        g.norm_dtype = d->norm.weight_dtype;
+        g.norm_eps = d->norm.eps;
+    }
+    const struct dy_gemm_append *ap = &d->append;
+    if (ap->k_cache.h) {
+        g.kv_slots = (const int32_t *)dy_cuda_ptr(ap->slots);
+        g.k_cache = dy_cuda_ptr(ap->k_cache);
+        g.v_cache = dy_cuda_ptr(ap->v_cache);
+        g.kv_k = ap->k_col;
+        g.kv_v = ap->v_col;
+        g.kv_cols = ap->kv_heads * ap->head_dim;
+        g.cache_dtype = ap->cache_dtype;
+    }
     return g;
 }
 
