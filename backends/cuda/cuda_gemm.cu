@@ -341,11 +341,12 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
     const struct dy_gemm_append *ap = &d->append;
     bool norm = d->norm.x.h, append = ap->k_cache.h;
     bool short_swiglu = (long long)d->n * d->k <= (1LL << 25);
-    unsigned want = (norm ? d->act == DY_ACT_ROPE     ? GEMM_PART_NORM_ROPE
-                            : d->act == DY_ACT_SWIGLU ? (short_swiglu ? GEMM_PART_NORM_SWIGLU : ~0u)
-                                                      : GEMM_PART_NORM
-                          : 0) |
-                    (append ? GEMM_PART_APPEND : 0);
+    unsigned want = append ? (unsigned)GEMM_PART_APPEND : 0u;
+    if (norm) /* ~0: a longer SwiGLU only where every bit is set (-1) */
+        want |= d->act == DY_ACT_ROPE     ? (unsigned)GEMM_PART_NORM_ROPE
+                : d->act != DY_ACT_SWIGLU ? (unsigned)GEMM_PART_NORM
+                : short_swiglu            ? (unsigned)GEMM_PART_NORM_SWIGLU
+                                          : ~0u;
     if ((norm || append) &&
         ((c->gemm_parts & want) != want || d->act == DY_ACT_GELU || (norm && d->norm.x_dtype != DY_F32) ||
          (norm && !dy_cuda_is_activation_dtype(d->norm.weight_dtype)) ||
