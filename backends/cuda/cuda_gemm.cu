@@ -349,7 +349,6 @@ int dy_cuda_gemm(void *ctx, const struct dy_gemm_desc *d)
                                           : ~0u;
     if ((norm || append) &&
         ((c->gemm_parts & want) != want || d->act == DY_ACT_GELU || (norm && d->norm.x_dtype != DY_F32) ||
-         (norm && !dy_cuda_is_activation_dtype(d->norm.weight_dtype)) ||
          (append && (d->act == DY_ACT_SWIGLU || !dy_cuda_is_cache_dtype(ap->cache_dtype) ||
                      ap->cache_dtype == DY_I8))))
         return DY_E_UNSUPPORTED;

@@ -18,6 +18,10 @@ struct dy_cuda_fp8_algo {
 };
 #endif
 
+/* cuda_ctx.gemm_parts: the norm before a plain GEMV, one with RoPE, one
+ * with SwiGLU; the KV append */
+enum { GEMM_PART_NORM = 1, GEMM_PART_NORM_ROPE = 2, GEMM_PART_NORM_SWIGLU = 4, GEMM_PART_APPEND = 8 };
+
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
@@ -97,8 +101,8 @@ struct cuda_ctx {
      * composed, three launches) */
     bool router_fused;
     /* dy_gemm_desc.norm and .append in the decode GEMV, a bit each
-     * (GEMM_PART_*; DYNO_CUDA_GEMM_PARTS=0: composed, a norm before and an
-     * append after) */
+     * (GEMM_PART_*, above; DYNO_CUDA_GEMM_PARTS=0: composed, a norm before
+     * and an append after) */
     unsigned gemm_parts;
     /* RoPE in the decode GEMV (DY_ACT_ROPE; DYNO_CUDA_ROPE_GEMV=0 turns
      * it off). H200, batch 1: Llama-3.1-8B after 1,024 tokens 4.555 ->
@@ -255,10 +259,6 @@ void dy_cuda_lt_end(struct dy_cuda_lt *l);
  * rows, C = beta * C + ... + bias[n] (bias_dtype). Grouped otherwise, as
  * gemm_grouped: expert e's bytes and scales (and zero points)
  * expert_bytes and expert_scales after expert e - 1's, no beta or bias. */
-/* cuda_ctx.gemm_parts: the norm before a plain GEMV, one with RoPE, one
- * with SwiGLU; the KV append */
-enum { GEMM_PART_NORM = 1, GEMM_PART_NORM_ROPE = 2, GEMM_PART_NORM_SWIGLU = 4, GEMM_PART_APPEND = 8 };
-
 struct dy_qgemv_args {
     const float *a;
     const int32_t *a_rows;        /* NULL: row r of A */

@@ -154,11 +154,7 @@ template <enum dy_dtype T> __device__ __forceinline__ void load16(const void *ro
         float4 x = *(const float4 *)((const float *)row + c);
         f[0] = x.x, f[1] = x.y, f[2] = x.z, f[3] = x.w;
     } else {
-        uint4 raw = *(const uint4 *)((const uint16_t *)row + c);
-        const uint16_t *h = (const uint16_t *)&raw;
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-            f[e] = T == DY_BF16 ? dy_bf16_to_f32(h[e]) : __half2float(*(const __half *)&h[e]);
+        dy_cuda_load8<T>(row, (size_t)c, f);
     }
 }
 
